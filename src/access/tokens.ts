@@ -1,0 +1,27 @@
+/**
+ * Access token secrets. A token is `gst_` followed by 40 base62-ish characters from 32
+ * random bytes; only its SHA-256 is stored. A plain hash (not a slow KDF) is right here: the
+ * secret has 256 bits of entropy, and every git request verifies one.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { invalid } from '../shared/errors.js';
+
+export const TOKEN_PREFIX = 'gst_';
+
+export function newTokenSecret(): string {
+  return TOKEN_PREFIX + randomBytes(32).toString('base64url');
+}
+
+export function hashToken(secret: string): string {
+  return createHash('sha256').update(secret).digest('hex');
+}
+
+/** Parses `30d`, `12h`, `90m`, `3600s` or a bare number of days into milliseconds. */
+export function parseDuration(text: string): number {
+  const m = /^(\d+)\s*([smhdw]?)$/.exec(text.trim());
+  if (!m) throw invalid('invalid_duration', 'duration must look like 30d, 12h, 90m or 3600s', { value: text });
+  const n = Number(m[1]);
+  const unit = { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3, w: 7 * 86400e3, '': 86400e3 }[m[2] as 's'];
+  if (n <= 0) throw invalid('invalid_duration', 'duration must be positive', { value: text });
+  return n * unit;
+}

@@ -1,0 +1,55 @@
+/**
+ * The one configuration schema. Every setting has a default, an environment variable
+ * (GITSTRATUM_ + the key in SCREAMING_SNAKE_CASE) and, for the common ones, a flag.
+ * Load order: defaults → config file (JSON) → environment → flags. A bad value stops the
+ * program at start with a message naming the setting and where it came from.
+ */
+import { z } from 'zod';
+
+const port = z.coerce.number().int().min(0).max(65535);
+const positiveInt = z.coerce.number().int().positive();
+
+export const configSchema = z
+  .object({
+    data: z.string().min(1).default('./data'),
+    host: z.string().min(1).default('127.0.0.1'),
+    port: port.default(8080),
+    databaseUrl: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL (leave unset for SQLite in the data directory)')
+      .optional(),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    tlsCert: z.string().min(1).optional(),
+    tlsKey: z.string().min(1).optional(),
+    /** true, false, a hop count, or a comma-separated list of proxy addresses/CIDRs. */
+    trustProxy: z.string().default('false'),
+    /** Git processes (upload-pack/receive-pack) allowed to run at once; more wait in a queue. */
+    gitMaxProcesses: positiveInt.default(32),
+    /** Requests allowed to wait for a git process slot; beyond this they get 503. */
+    gitMaxQueue: z.coerce.number().int().min(0).default(256),
+    /** How long a request may wait in the queue before it gets 503. */
+    gitQueueTimeoutSeconds: positiveInt.default(30),
+    /** Wall-clock limit of one git process; it is killed after this. */
+    gitTimeoutSeconds: positiveInt.default(3600),
+    /** Largest push accepted (bytes git receives, after gzip decoding). */
+    maxPushBytes: positiveInt.default(5 * 1024 ** 3),
+    /** On SIGTERM/SIGINT, how long in-flight requests (pushes) may take to finish. */
+    shutdownTimeoutSeconds: positiveInt.default(60),
+    /** Default branch of new repositories. */
+    defaultBranch: z.string().regex(/^[A-Za-z0-9._/-]+$/).default('main'),
+  })
+  .strict()
+  .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), {
+    message: 'tlsCert and tlsKey must be given together',
+    path: ['tlsCert'],
+  });
+
+export type Config = z.infer<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;
+
+export const configKeys = Object.keys(configSchema.shape) as (keyof ConfigInput)[];
+
+export function envName(key: string): string {
+  return 'GITSTRATUM_' + key.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase();
+}
+

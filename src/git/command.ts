@@ -1,0 +1,186 @@
+/**
+ * The only module that spawns git. Subcommands and flags are constants here; values that
+ * come from users go after `--` or as `--flag=value`. The child's environment is built from
+ * an allowlist, so nothing from the server's own environment leaks into git by accident.
+ */
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+
+export type GitService = 'upload-pack' | 'receive-pack';
+
+/** Facts the server hands to its own hooks through the child's environment. */
+export interface HookContext {
+  repoId: string;
+  actorId: string | null;
+  actorName: string;
+  requestId: string;
+  socketPath: string;
+}
+
+const passthroughEnv = ['PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL', 'TZ', 'GIT_EXEC_PATH', 'GIT_CONFIG_NOSYSTEM', 'GIT_CONFIG_GLOBAL'];
+
+export function gitEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const key of passthroughEnv) {
+    const value = process.env[key];
+    if (value !== undefined) env[key] = value;
+  }
+  // Never prompt on a terminal the server doesn't have.
+  env['GIT_TERMINAL_PROMPT'] = '0';
+  return { ...env, ...extra };
+}
+
+export function hookEnv(ctx: HookContext): Record<string, string> {
+  return {
+    GITSTRATUM_REPO_ID: ctx.repoId,
+    GITSTRATUM_ACTOR_ID: ctx.actorId ?? '',
+    GITSTRATUM_ACTOR_NAME: ctx.actorName,
+    GITSTRATUM_REQUEST_ID: ctx.requestId,
+    GITSTRATUM_HOOK_SOCKET: ctx.socketPath,
+  };
+}
+
+/**
+ * Keeps only the `version=N` key of a Git-Protocol header (gitprotocol-http: the value is a
+ * colon-separated list of key=value pairs). Anything else is dropped, never passed on.
+ */
+export function gitProtocolValue(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  const versions = header
+    .split(':')
+    .map((p) => /^version=([012])$/.exec(p.trim())?.[1])
+    .filter((v): v is string => v !== undefined);
+  return versions.length > 0 ? `version=${versions[versions.length - 1]}` : undefined;
+}
+
+export interface ServiceOptions {
+  service: GitService;
+  repoPath: string;
+  advertise: boolean;
+  protocol?: string | undefined;
+  hook?: HookContext | undefined;
+  timeoutMs: number;
+}
+
+export interface GitChild {
+  stdin: Writable;
+  stdout: Readable;
+  /** Resolves when the process has exited, with what it wrote to stderr (truncated). */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; timedOut: boolean }>;
+  kill(signal?: NodeJS.Signals): void;
+  readonly pid: number | undefined;
+}
+
+const STDERR_LIMIT = 64 * 1024;
+
+function wrap(child: ChildProcessByStdio<Writable, Readable, Readable>, timeoutMs: number): GitChild {
+  let stderr = '';
+  let timedOut = false;
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk: string) => {
+    if (stderr.length < STDERR_LIMIT) stderr += chunk.slice(0, STDERR_LIMIT - stderr.length);
+  });
+  // A write to a child that died is reported on stdin; the exit status is what matters.
+  child.stdin.on('error', () => {});
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGTERM');
+    setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+  }, timeoutMs);
+  timer.unref();
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; timedOut: boolean }>(
+    (resolve) => {
+      let spawnError: Error | undefined;
+      child.on('error', (err) => {
+        spawnError = err;
+      });
+      child.on('close', (code, signal) => {
+        clearTimeout(timer);
+        resolve({ code, signal, stderr: spawnError ? spawnError.message : stderr, timedOut });
+      });
+    },
+  );
+  return {
+    stdin: child.stdin,
+    stdout: child.stdout,
+    exited,
+    pid: child.pid,
+    kill: (signal: NodeJS.Signals = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    },
+  };
+}
+
+/** Starts `git upload-pack` or `git receive-pack` in stateless-RPC mode for one HTTP request. */
+export function spawnService(opts: ServiceOptions): GitChild {
+  const args = [opts.service, '--stateless-rpc'];
+  if (opts.advertise) args.push('--advertise-refs');
+  args.push('--', opts.repoPath);
+  const extra: Record<string, string> = {};
+  if (opts.protocol) extra['GIT_PROTOCOL'] = opts.protocol;
+  if (opts.hook) Object.assign(extra, hookEnv(opts.hook));
+  const child = spawn('git', args, { env: gitEnv(extra), stdio: ['pipe', 'pipe', 'pipe'] });
+  return wrap(child, opts.timeoutMs);
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export class GitCommandError extends Error {
+  override name = 'GitCommandError';
+  constructor(
+    readonly args: readonly string[],
+    readonly result: RunResult,
+  ) {
+    super(`git ${args[0]} failed (exit ${result.code}): ${result.stderr.trim().split('\n').pop() ?? ''}`);
+  }
+}
+
+/**
+ * Runs a short git command to completion and returns its output. For administrative
+ * commands with small outputs only (init, config, rev-parse, fsck); never for packs.
+ */
+export async function runGit(
+  args: readonly string[],
+  opts: { cwd?: string; input?: string; env?: Record<string, string>; check?: boolean } = {},
+): Promise<RunResult> {
+  const child = spawn('git', args, { cwd: opts.cwd, env: gitEnv(opts.env), stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+  const wrapped = wrap(child, 10 * 60_000);
+  child.stdin.end(opts.input ?? '');
+  const { code, stderr } = await wrapped.exited;
+  const result = { code, stdout, stderr };
+  if (opts.check !== false && code !== 0) throw new GitCommandError(args, result);
+  return result;
+}
+
+/** `git init --bare` with the given initial branch. */
+export async function initBare(repoPath: string, defaultBranch: string): Promise<void> {
+  await runGit(['init', '--bare', '--quiet', `--initial-branch=${defaultBranch}`, '--', repoPath]);
+}
+
+/** Sets config keys in a repository's own config file. Keys are constants of the caller. */
+export async function setConfig(repoPath: string, entries: readonly (readonly [string, string])[]): Promise<void> {
+  for (const [key, value] of entries) {
+    await runGit(['config', '--file', `${repoPath}/config`, '--', key, value]);
+  }
+}
+
+export async function fsck(repoPath: string): Promise<RunResult> {
+  return runGit(['--git-dir', repoPath, 'fsck', '--no-progress', '--strict'], { check: false });
+}
+
+/** All refs as `name → oid`, plus HEAD's symbolic target. */
+export async function listRefs(repoPath: string): Promise<Map<string, string>> {
+  const { stdout } = await runGit(['--git-dir', repoPath, 'for-each-ref', '--format=%(refname) %(objectname)']);
+  const refs = new Map<string, string>();
+  for (const line of stdout.split('\n')) {
+    const [name, oid] = line.split(' ');
+    if (name && oid) refs.set(name, oid);
+  }
+  return refs;
+}

@@ -1,0 +1,40 @@
+/**
+ * The program behind every hook gitstratum installs. It does nothing itself: it sends the
+ * hook's name, arguments, stdin and context to the running server over a local socket and
+ * relays the answer (exit code and messages, which git shows the pusher as `remote:` lines).
+ * Kept dependency-free so that its start-up, paid on every push, stays small.
+ *
+ * argv: <hook name> <default socket path> [hook arguments…]
+ */
+import { connect } from 'node:net';
+
+const [hook = '', defaultSocket = '', ...args] = process.argv.slice(2);
+const socketPath = process.env['GITSTRATUM_HOOK_SOCKET'] || defaultSocket;
+
+const stdinChunks: Buffer[] = [];
+process.stdin.on('data', (c: Buffer) => stdinChunks.push(c));
+process.stdin.on('end', () => {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v !== undefined && (k.startsWith('GITSTRATUM_') || k.startsWith('GIT_PUSH_OPTION'))) env[k] = v;
+  }
+  const request = JSON.stringify({ hook, args, stdin: Buffer.concat(stdinChunks).toString('utf8'), env, cwd: process.cwd() });
+  const socket = connect(socketPath);
+  let answer = '';
+  socket.setEncoding('utf8');
+  socket.on('connect', () => socket.end(request + '\n'));
+  socket.on('data', (d: string) => (answer += d));
+  socket.on('error', () => {
+    // No server to ask (git run by hand while gitstratum is down): let git proceed.
+    process.exit(0);
+  });
+  socket.on('end', () => {
+    try {
+      const { code, message } = JSON.parse(answer) as { code: number; message?: string };
+      if (message) process.stderr.write(message.endsWith('\n') ? message : message + '\n');
+      process.exit(code);
+    } catch {
+      process.exit(0);
+    }
+  });
+});

@@ -1,0 +1,139 @@
+/**
+ * Hooks call home (shared/DESIGN.md). gitstratum owns one hooks directory per data
+ * directory; every repository points at it through `core.hooksPath`, so repositories carry no
+ * copies. Each hook is a two-line shell script that execs the relay, which forwards to the
+ * socket server here. The logic stays in TypeScript in the server.
+ */
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from '../shared/log.js';
+
+export const HOOK_NAMES = ['pre-receive', 'post-receive'] as const;
+export type HookName = (typeof HOOK_NAMES)[number];
+
+export interface HookCall {
+  hook: HookName;
+  args: string[];
+  stdin: string;
+  env: Record<string, string>;
+  /** The repository directory git ran the hook in. */
+  cwd: string;
+}
+
+export interface HookAnswer {
+  code: number;
+  message?: string;
+}
+
+export type HookHandler = (call: HookCall) => Promise<HookAnswer>;
+
+/** Where the socket lives: in the data directory, or in the temp dir when that path is too long for AF_UNIX. */
+export function hookSocketPath(dataDir: string): string {
+  const preferred = path.join(dataDir, 'run', 'hooks.sock');
+  if (preferred.length < 100) return preferred;
+  const digest = createHash('sha256').update(dataDir).digest('hex').slice(0, 16);
+  return path.join(tmpdir(), `gitstratum-${digest}.sock`);
+}
+
+export function hooksDir(dataDir: string): string {
+  return path.join(dataDir, 'hooks');
+}
+
+/** Writes the hook scripts (again at every start, so they follow the installed program). */
+export async function installHooks(dataDir: string): Promise<void> {
+  const dir = hooksDir(dataDir);
+  await mkdir(dir, { recursive: true });
+  const relay = fileURLToPath(new URL('./hook-relay.js', import.meta.url));
+  const socket = hookSocketPath(dataDir);
+  for (const name of HOOK_NAMES) {
+    const file = path.join(dir, name);
+    const script = `#!/bin/sh\n# Installed by gitstratum: relays to the server. Rewritten at every start.\nexec ${sh(process.execPath)} ${sh(relay)} ${name} ${sh(socket)} "$@"\n`;
+    // Write then rename, so a push running during a restart never sees a half-written hook.
+    await writeFile(file + '.tmp', script, { mode: 0o755 });
+    await rename(file + '.tmp', file);
+  }
+}
+
+function sh(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
+export class HookServer {
+  private server: Server | undefined;
+  private readonly handlers = new Map<HookName, HookHandler[]>();
+
+  constructor(
+    readonly socketPath: string,
+    private readonly log: Logger,
+  ) {}
+
+  on(hook: HookName, handler: HookHandler): void {
+    const list = this.handlers.get(hook) ?? [];
+    list.push(handler);
+    this.handlers.set(hook, list);
+  }
+
+  async listen(): Promise<void> {
+    await mkdir(path.dirname(this.socketPath), { recursive: true });
+    await rm(this.socketPath, { force: true });
+    this.server = createServer((socket) => {
+      let input = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (d: string) => (input += d));
+      socket.on('error', () => {});
+      socket.on('end', () => {
+        this.dispatch(input)
+          .catch((err: Error): HookAnswer => {
+            this.log.error({ err }, 'hook failed');
+            return { code: 1, message: 'gitstratum: internal error in hook' };
+          })
+          .then((answer) => socket.end(JSON.stringify(answer)));
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(this.socketPath, () => resolve());
+    });
+  }
+
+  private async dispatch(input: string): Promise<HookAnswer> {
+    const call = JSON.parse(input) as HookCall;
+    const messages: string[] = [];
+    for (const handler of this.handlers.get(call.hook) ?? []) {
+      const answer = await handler(call);
+      if (answer.message) messages.push(answer.message);
+      if (answer.code !== 0) return { code: answer.code, message: messages.join('\n') };
+    }
+    return { code: 0, ...(messages.length > 0 && { message: messages.join('\n') }) };
+  }
+
+  async close(): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await rm(this.socketPath, { force: true });
+  }
+}
+
+/** The repository id a hook ran for: from the server's context, else from the directory name. */
+export function hookRepoId(call: HookCall): string | undefined {
+  const fromEnv = call.env['GITSTRATUM_REPO_ID'];
+  if (fromEnv) return fromEnv;
+  const m = /([0-9A-HJKMNP-TV-Z]{26})\.git$/.exec(call.cwd);
+  return m?.[1];
+}
+
+/** Parses the `<old> <new> <ref>` lines that pre-receive and post-receive get on stdin. */
+export function parseRefLines(stdin: string): { oldOid: string; newOid: string; ref: string }[] {
+  return stdin
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [oldOid = '', newOid = '', ref = ''] = line.split(' ');
+      return { oldOid, newOid, ref };
+    });
+}

@@ -1,0 +1,136 @@
+/**
+ * pkt-line framing (gitprotocol-common "pkt-line Format"): a 4-digit hex length that counts
+ * itself, then the payload; `0000` flush, `0001` delimiter and `0002` response-end (v2).
+ *
+ * `RequestValidator` checks the framing of a request body as it streams to git, so a
+ * malformed body is refused with 400 instead of reaching git, and learns what the request
+ * says on the way: for receive-pack the ref update commands and capabilities, after which
+ * the packfile streams through untouched.
+ */
+import { Transform, type TransformCallback } from 'node:stream';
+import { invalid } from '../shared/errors.js';
+
+/** Largest pkt-line, header included (LARGE_PACKET_MAX in git). */
+export const MAX_PKT_LEN = 65520;
+
+export function pktLine(payload: string | Buffer): Buffer {
+  const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
+  if (body.length + 4 > MAX_PKT_LEN) throw new RangeError('pkt-line payload too long');
+  return Buffer.concat([Buffer.from((body.length + 4).toString(16).padStart(4, '0')), body]);
+}
+
+export const FLUSH_PKT = Buffer.from('0000');
+
+export interface RefUpdate {
+  oldOid: string;
+  newOid: string;
+  ref: string;
+}
+
+const OID = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
+const ZERO_OID = /^0+$/;
+
+type Phase = 'lines' | 'push-options' | 'pack';
+
+export class RequestValidator extends Transform {
+  /** Ref updates a receive-pack request asks for, in order. */
+  readonly commands: RefUpdate[] = [];
+  readonly capabilities: string[] = [];
+  readonly pushOptions: string[] = [];
+  /** Bytes seen so far, framing and pack included. */
+  bytes = 0;
+
+  private phase: Phase = 'lines';
+  private header = '';
+  private remaining = -1;
+  private payload: Buffer[] = [];
+  private readonly collect: boolean;
+
+  constructor(private readonly service: 'upload-pack' | 'receive-pack') {
+    super();
+    this.collect = service === 'receive-pack';
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.bytes += chunk.length;
+    try {
+      this.scan(chunk);
+    } catch (err) {
+      done(err as Error);
+      return;
+    }
+    done(null, chunk);
+  }
+
+  override _flush(done: TransformCallback): void {
+    if (this.phase !== 'pack' && (this.header.length > 0 || this.remaining > 0)) {
+      done(invalid('truncated_pkt_line', 'request body ends inside a pkt-line'));
+      return;
+    }
+    done();
+  }
+
+  private scan(chunk: Buffer): void {
+    let i = 0;
+    while (i < chunk.length && this.phase !== 'pack') {
+      if (this.remaining > 0) {
+        const take = Math.min(this.remaining, chunk.length - i);
+        if (this.collect) this.payload.push(chunk.subarray(i, i + take));
+        this.remaining -= take;
+        i += take;
+        if (this.remaining === 0) this.line(Buffer.concat(this.payload));
+        continue;
+      }
+      this.header += String.fromCharCode(chunk[i]!);
+      i++;
+      if (this.header.length < 4) continue;
+      if (!/^[0-9a-f]{4}$/.test(this.header)) {
+        throw invalid('malformed_pkt_line', 'malformed pkt-line length', { header: JSON.stringify(this.header) });
+      }
+      const len = parseInt(this.header, 16);
+      this.header = '';
+      if (len === 0) this.special('flush');
+      else if (len === 1 || len === 2) this.special(len === 1 ? 'delim' : 'response-end');
+      else if (len === 3 || len > MAX_PKT_LEN) {
+        throw invalid('malformed_pkt_line', 'pkt-line length out of range', { length: len });
+      } else if (len === 4) {
+        this.line(Buffer.alloc(0));
+      } else {
+        this.remaining = len - 4;
+        this.payload = [];
+      }
+    }
+  }
+
+  private special(kind: 'flush' | 'delim' | 'response-end'): void {
+    if (this.service === 'upload-pack') return;
+    if (kind !== 'flush') throw invalid('malformed_pkt_line', 'unexpected special packet in a push');
+    if (this.phase === 'lines' && this.capabilities.includes('push-options')) this.phase = 'push-options';
+    else this.phase = 'pack';
+  }
+
+  private line(payload: Buffer): void {
+    this.remaining = -1;
+    if (!this.collect) return;
+    const text = payload.toString('utf8').replace(/\n$/, '');
+    if (this.phase === 'push-options') {
+      this.pushOptions.push(text);
+      return;
+    }
+    if (text.startsWith('shallow ')) {
+      if (!OID.test(text.slice(8))) throw invalid('malformed_push_command', 'malformed shallow line');
+      return;
+    }
+    const [command, caps] = text.split('\0', 2);
+    if (this.commands.length === 0 && caps !== undefined) this.capabilities.push(...caps.split(' ').filter(Boolean));
+    const parts = (command ?? '').split(' ');
+    if (parts.length !== 3 || !OID.test(parts[0]!) || !OID.test(parts[1]!) || !parts[2]!.startsWith('refs/')) {
+      throw invalid('malformed_push_command', 'malformed ref update command', { line: command?.slice(0, 200) });
+    }
+    this.commands.push({ oldOid: parts[0]!, newOid: parts[1]!, ref: parts[2]! });
+  }
+}
+
+export function isZeroOid(oid: string): boolean {
+  return ZERO_OID.test(oid);
+}

@@ -1,0 +1,109 @@
+/**
+ * Numbered, append-only migrations. One list serves both dialects: Kysely's schema builder
+ * emits the right DDL for each, and the few places where the engines differ (auto-increment
+ * keys) branch on the dialect explicitly.
+ */
+import { sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import type { Dialect } from './db.js';
+
+function migrations(dialect: Dialect): Record<string, Migration> {
+  return {
+    '0001_core': {
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('owners')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull().check(sql`kind in ('user', 'org')`))
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        // Owner names are unique whatever their case: `Alice` and `alice` are one owner.
+        await db.schema.createIndex('owners_name_key').on('owners').expression(sql`lower(name)`).unique().execute();
+
+        await db.schema
+          .createTable('users')
+          .addColumn('id', 'text', (c) => c.primaryKey().references('owners.id').onDelete('cascade'))
+          .addColumn('is_admin', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+
+        await db.schema
+          .createTable('organizations')
+          .addColumn('id', 'text', (c) => c.primaryKey().references('owners.id').onDelete('cascade'))
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+
+        await db.schema
+          .createTable('memberships')
+          .addColumn('org_id', 'text', (c) => c.notNull().references('organizations.id').onDelete('cascade'))
+          .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+          .addColumn('role', 'text', (c) => c.notNull().check(sql`role in ('read', 'write', 'admin')`))
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('memberships_pkey', ['org_id', 'user_id'])
+          .execute();
+
+        await db.schema
+          .createTable('spaces')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('owner_id', 'text', (c) => c.notNull().references('owners.id').onDelete('restrict'))
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('spaces_owner_name_key').on('spaces').expression(sql`owner_id, lower(name)`).unique().execute();
+
+        await db.schema
+          .createTable('repositories')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('space_id', 'text', (c) => c.notNull().references('spaces.id').onDelete('restrict'))
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('visibility', 'text', (c) => c.notNull().check(sql`visibility in ('public', 'private')`))
+          .addColumn('default_branch', 'text', (c) => c.notNull())
+          .addColumn('shard', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('repositories_space_name_key').on('repositories').expression(sql`space_id, lower(name)`).unique().execute();
+
+        await db.schema
+          .createTable('projects')
+          .addColumn('id', 'text', (c) => c.primaryKey().references('repositories.id').onDelete('cascade'))
+          .addColumn('tags', 'text', (c) => c.notNull().defaultTo('[]'))
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+
+        await db.schema
+          .createTable('access_tokens')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+          .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+          .addColumn('scope', 'text', (c) => c.notNull().check(sql`scope in ('read', 'write', 'admin')`))
+          .addColumn('expires_at', 'text')
+          .addColumn('last_used_at', 'text')
+          .addColumn('revoked_at', 'text')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('access_tokens_user_idx').on('access_tokens').column('user_id').execute();
+
+        await db.schema
+          .createTable('audit_log')
+          .addColumn('id', dialect === 'postgres' ? 'bigserial' : 'integer', (c) =>
+            dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement(),
+          )
+          .addColumn('at', 'text', (c) => c.notNull())
+          .addColumn('actor_id', 'text')
+          .addColumn('actor_name', 'text', (c) => c.notNull())
+          .addColumn('action', 'text', (c) => c.notNull())
+          .addColumn('repository_id', 'text')
+          .addColumn('target', 'text', (c) => c.notNull())
+          .addColumn('details', 'text', (c) => c.notNull().defaultTo('{}'))
+          .addColumn('request_id', 'text')
+          .execute();
+        await db.schema.createIndex('audit_log_repository_idx').on('audit_log').columns(['repository_id', 'id']).execute();
+      },
+    },
+  };
+}
+
+export function migrationProvider(dialect: Dialect): MigrationProvider {
+  return { getMigrations: async () => migrations(dialect) };
+}

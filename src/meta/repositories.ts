@@ -1,0 +1,141 @@
+/** Repositories and their projects (the workflow record sharing the repository's ULID). */
+import type { Db } from './db.js';
+import type { Visibility } from './schema.js';
+
+export interface RepoRow {
+  id: string;
+  spaceId: string;
+  spaceName: string;
+  ownerId: string;
+  ownerName: string;
+  ownerKind: 'user' | 'org';
+  name: string;
+  visibility: Visibility;
+  defaultBranch: string;
+  shard: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+function baseQuery(db: Db) {
+  return db
+    .selectFrom('repositories')
+    .innerJoin('spaces', 'spaces.id', 'repositories.space_id')
+    .innerJoin('owners', 'owners.id', 'spaces.owner_id')
+    .select([
+      'repositories.id',
+      'repositories.space_id',
+      'spaces.name as space_name',
+      'owners.id as owner_id',
+      'owners.name as owner_name',
+      'owners.kind as owner_kind',
+      'repositories.name',
+      'repositories.visibility',
+      'repositories.default_branch',
+      'repositories.shard',
+      'repositories.created_at',
+      'repositories.updated_at',
+    ]);
+}
+
+type BaseRow = Awaited<ReturnType<ReturnType<typeof baseQuery>['executeTakeFirstOrThrow']>>;
+
+function toRepo(row: BaseRow): RepoRow {
+  return {
+    id: row.id,
+    spaceId: row.space_id,
+    spaceName: row.space_name,
+    ownerId: row.owner_id,
+    ownerName: row.owner_name,
+    ownerKind: row.owner_kind,
+    name: row.name,
+    visibility: row.visibility,
+    defaultBranch: row.default_branch,
+    shard: row.shard,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+export async function insertRepository(
+  db: Db,
+  row: { id: string; spaceId: string; name: string; visibility: Visibility; defaultBranch: string; shard: string; createdAt: string },
+): Promise<void> {
+  await db
+    .insertInto('repositories')
+    .values({
+      id: row.id,
+      space_id: row.spaceId,
+      name: row.name,
+      visibility: row.visibility,
+      default_branch: row.defaultBranch,
+      shard: row.shard,
+      created_at: row.createdAt,
+      updated_at: row.createdAt,
+    })
+    .execute();
+  await db.insertInto('projects').values({ id: row.id, tags: '[]', created_at: row.createdAt }).execute();
+}
+
+export async function findRepositoryByPath(
+  db: Db,
+  owner: string,
+  space: string,
+  name: string,
+): Promise<RepoRow | undefined> {
+  const row = await baseQuery(db)
+    .where((eb) => eb(eb.fn('lower', ['owners.name']), '=', owner.toLowerCase()))
+    .where((eb) => eb(eb.fn('lower', ['spaces.name']), '=', space.toLowerCase()))
+    .where((eb) => eb(eb.fn('lower', ['repositories.name']), '=', name.toLowerCase()))
+    .executeTakeFirst();
+  return row && toRepo(row);
+}
+
+export async function findRepositoryById(db: Db, id: string): Promise<RepoRow | undefined> {
+  const row = await baseQuery(db).where('repositories.id', '=', id).executeTakeFirst();
+  return row && toRepo(row);
+}
+
+export interface RepoFilter {
+  owner?: string | undefined;
+  space?: string | undefined;
+}
+
+export async function listRepositories(db: Db, filter: RepoFilter = {}): Promise<RepoRow[]> {
+  let q = baseQuery(db);
+  if (filter.owner) q = q.where((eb) => eb(eb.fn('lower', ['owners.name']), '=', filter.owner!.toLowerCase()));
+  if (filter.space) q = q.where((eb) => eb(eb.fn('lower', ['spaces.name']), '=', filter.space!.toLowerCase()));
+  const rows = await q.orderBy('owners.name').orderBy('spaces.name').orderBy('repositories.name').execute();
+  return rows.map(toRepo);
+}
+
+export async function updateRepository(
+  db: Db,
+  id: string,
+  change: { spaceId?: string; name?: string; visibility?: Visibility; updatedAt: string },
+): Promise<void> {
+  await db
+    .updateTable('repositories')
+    .set({
+      ...(change.spaceId !== undefined && { space_id: change.spaceId }),
+      ...(change.name !== undefined && { name: change.name }),
+      ...(change.visibility !== undefined && { visibility: change.visibility }),
+      updated_at: change.updatedAt,
+    })
+    .where('id', '=', id)
+    .execute();
+}
+
+export async function deleteRepository(db: Db, id: string): Promise<void> {
+  await db.deleteFrom('projects').where('id', '=', id).execute();
+  await db.deleteFrom('repositories').where('id', '=', id).execute();
+}
+
+export async function getProjectTags(db: Db, id: string): Promise<string[]> {
+  const row = await db.selectFrom('projects').select('tags').where('id', '=', id).executeTakeFirst();
+  return row ? (JSON.parse(row.tags) as string[]) : [];
+}
+
+export async function setProjectTags(db: Db, id: string, tags: string[]): Promise<void> {
+  await db.updateTable('projects').set({ tags: JSON.stringify(tags) }).where('id', '=', id).execute();
+}

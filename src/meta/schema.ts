@@ -1,0 +1,96 @@
+/**
+ * Row types of the metadata database, shared by the SQLite and PostgreSQL dialects.
+ * Timestamps are ISO-8601 UTC strings (they sort as text on both engines); booleans are
+ * 0/1 integers; identifiers are ULIDs.
+ */
+import type { Generated } from 'kysely';
+
+export type Role = 'read' | 'write' | 'admin';
+export type Visibility = 'public' | 'private';
+
+export interface OwnersTable {
+  id: string;
+  name: string;
+  kind: 'user' | 'org';
+  created_at: string;
+}
+
+export interface UsersTable {
+  id: string;
+  is_admin: number;
+  created_at: string;
+}
+
+export interface OrganizationsTable {
+  id: string;
+  created_at: string;
+}
+
+export interface MembershipsTable {
+  org_id: string;
+  user_id: string;
+  role: Role;
+  created_at: string;
+}
+
+export interface SpacesTable {
+  id: string;
+  owner_id: string;
+  name: string;
+  created_at: string;
+}
+
+export interface RepositoriesTable {
+  id: string;
+  space_id: string;
+  name: string;
+  visibility: Visibility;
+  default_branch: string;
+  shard: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ProjectsTable {
+  id: string;
+  /** JSON array of strings. */
+  tags: string;
+  created_at: string;
+}
+
+export interface AccessTokensTable {
+  id: string;
+  user_id: string;
+  token_hash: string;
+  scope: Role;
+  expires_at: string | null;
+  last_used_at: string | null;
+  revoked_at: string | null;
+  created_at: string;
+}
+
+export interface AuditLogTable {
+  id: Generated<number>;
+  at: string;
+  /** Owner id of the acting user, or null for the local command line. */
+  actor_id: string | null;
+  actor_name: string;
+  action: string;
+  repository_id: string | null;
+  target: string;
+  /** JSON object with the action's details (for pushes: the ref updates). */
+  details: string;
+  request_id: string | null;
+}
+
+export interface Database {
+  owners: OwnersTable;
+  users: UsersTable;
+  organizations: OrganizationsTable;
+  memberships: MembershipsTable;
+  spaces: SpacesTable;
+  repositories: RepositoriesTable;
+  projects: ProjectsTable;
+  access_tokens: AccessTokensTable;
+  audit_log: AuditLogTable;
+}

@@ -1,0 +1,89 @@
+/** Access tokens, stored as SHA-256 hashes of the secret. */
+import type { Db } from './db.js';
+import type { Role } from './schema.js';
+
+export interface TokenRow {
+  id: string;
+  userId: string;
+  userName: string;
+  isAdmin: boolean;
+  scope: Role;
+  expiresAt: string | null;
+  lastUsedAt: string | null;
+  revokedAt: string | null;
+  createdAt: string;
+}
+
+export async function insertToken(
+  db: Db,
+  row: { id: string; userId: string; tokenHash: string; scope: Role; expiresAt: string | null; createdAt: string },
+): Promise<void> {
+  await db
+    .insertInto('access_tokens')
+    .values({
+      id: row.id,
+      user_id: row.userId,
+      token_hash: row.tokenHash,
+      scope: row.scope,
+      expires_at: row.expiresAt,
+      created_at: row.createdAt,
+    })
+    .execute();
+}
+
+function tokenQuery(db: Db) {
+  return db
+    .selectFrom('access_tokens')
+    .innerJoin('users', 'users.id', 'access_tokens.user_id')
+    .innerJoin('owners', 'owners.id', 'access_tokens.user_id')
+    .select([
+      'access_tokens.id',
+      'access_tokens.user_id',
+      'owners.name',
+      'users.is_admin',
+      'access_tokens.scope',
+      'access_tokens.expires_at',
+      'access_tokens.last_used_at',
+      'access_tokens.revoked_at',
+      'access_tokens.created_at',
+    ]);
+}
+
+type Raw = Awaited<ReturnType<ReturnType<typeof tokenQuery>['executeTakeFirstOrThrow']>>;
+
+function toToken(r: Raw): TokenRow {
+  return {
+    id: r.id,
+    userId: r.user_id,
+    userName: r.name,
+    isAdmin: r.is_admin === 1,
+    scope: r.scope,
+    expiresAt: r.expires_at,
+    lastUsedAt: r.last_used_at,
+    revokedAt: r.revoked_at,
+    createdAt: r.created_at,
+  };
+}
+
+export async function findTokenByHash(db: Db, tokenHash: string): Promise<TokenRow | undefined> {
+  const row = await tokenQuery(db).where('access_tokens.token_hash', '=', tokenHash).executeTakeFirst();
+  return row && toToken(row);
+}
+
+export async function findTokenById(db: Db, id: string): Promise<TokenRow | undefined> {
+  const row = await tokenQuery(db).where('access_tokens.id', '=', id).executeTakeFirst();
+  return row && toToken(row);
+}
+
+export async function listTokens(db: Db, userId: string): Promise<TokenRow[]> {
+  const rows = await tokenQuery(db).where('access_tokens.user_id', '=', userId).orderBy('access_tokens.id').execute();
+  return rows.map(toToken);
+}
+
+export async function touchToken(db: Db, id: string, at: string): Promise<void> {
+  await db.updateTable('access_tokens').set({ last_used_at: at }).where('id', '=', id).execute();
+}
+
+export async function revokeToken(db: Db, id: string, at: string): Promise<void> {
+  await db.updateTable('access_tokens').set({ revoked_at: at }).where('id', '=', id).where('revoked_at', 'is', null).execute();
+}

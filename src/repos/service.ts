@@ -1,0 +1,317 @@
+/**
+ * Repository lifecycle: metadata rows and the bare repository on disk, kept together.
+ * On disk a repository lives at `<data>/repos/<ULID[0:2]>/<ULID>.git`; its name lives only in
+ * SQL, so rename and transfer never touch the disk. Creation writes the disk first and the
+ * row second (a crash leaves an unreferenced directory, never a row without a repository);
+ * deletion removes the row first, then the directory.
+ */
+import { mkdir, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { ulid } from 'ulid';
+import { isUniqueViolation, now, type MetaStore } from '../meta/db.js';
+import * as repos from '../meta/repositories.js';
+import * as spaces from '../meta/spaces.js';
+import * as owners from '../meta/owners.js';
+import { appendAudit } from '../meta/audit.js';
+import type { Visibility } from '../meta/schema.js';
+import { initBare, setConfig } from '../git/command.js';
+import { conflict, forbidden, notFound, unauthenticated } from '../shared/errors.js';
+import { actorId, actorName, atLeast, ownerPermission, repoPermission, type Action, type Actor } from '../access/policy.js';
+import { parseRepoPath, parseSpacePath, validateName, type RepoPath } from './names.js';
+
+export type RepoRow = repos.RepoRow;
+
+export interface RepoInfo extends RepoRow {
+  path: string;
+  tags: string[];
+}
+
+export interface RepoServiceOptions {
+  dataDir: string;
+  defaultBranch: string;
+  shard?: string;
+}
+
+/** Settings every new repository gets (see docs/design/repositories.md for why each). */
+export function repositoryConfig(): [string, string][] {
+  return [
+    ['receive.fsckObjects', 'true'],
+    ['receive.advertisePushOptions', 'true'],
+    ['receive.denyNonFastForwards', 'false'],
+    ['receive.denyDeletes', 'false'],
+    ['uploadpack.allowFilter', 'true'],
+    ['uploadpack.allowReachableSHA1InWant', 'true'],
+    ['core.fsync', 'objects,derived-metadata,reference'],
+    ['core.fsyncMethod', 'fsync'],
+    ['core.logAllRefUpdates', 'true'],
+    // Relative to the repository directory, so the data directory can move as a whole.
+    ['core.hooksPath', '../../../hooks'],
+  ];
+}
+
+export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions) {
+  const { db } = meta;
+  const reposRoot = path.join(defaults.dataDir, 'repos');
+  const tmpRoot = path.join(defaults.dataDir, 'tmp');
+  const shard = defaults.shard ?? 'local';
+
+  function diskPath(id: string): string {
+    return path.join(reposRoot, id.slice(0, 2), `${id}.git`);
+  }
+
+  async function orgRole(actor: Actor, ownerId: string, ownerKind: 'user' | 'org') {
+    if (actor.kind !== 'user' || ownerKind !== 'org') return undefined;
+    return owners.findMembershipRole(db, ownerId, actor.userId);
+  }
+
+  async function permission(actor: Actor, repo: RepoRow): Promise<Action | 'none'> {
+    return repoPermission(actor, {
+      visibility: repo.visibility,
+      ownerId: repo.ownerId,
+      ownerKind: repo.ownerKind,
+      orgRole: await orgRole(actor, repo.ownerId, repo.ownerKind),
+    });
+  }
+
+  /**
+   * Finds a repository and checks that the actor may take `action` on it. A repository the
+   * actor cannot read is reported as not found to signed-in users, so its existence does
+   * not leak; anonymous callers are asked to authenticate instead.
+   */
+  async function resolve(actor: Actor, where: RepoPath, action: Action): Promise<RepoInfo> {
+    const repo = await repos.findRepositoryByPath(db, where.owner, where.space, where.repo);
+    const label = `${where.owner}/${where.space}/${where.repo}`;
+    const missing = () => notFound('repo_not_found', `repository not found: ${label}`, { repository: label });
+    if (!repo) throw missing();
+    const held = await permission(actor, repo);
+    if (!atLeast(held, action)) {
+      if (actor.kind === 'anonymous') throw unauthenticated('auth_required', `authentication required for ${label}`);
+      if (held === 'none') throw missing();
+      throw forbidden(
+        action === 'write' ? 'write_denied' : 'admin_denied',
+        `${actorName(actor)} has ${held} access to ${label}; ${action} access is required`,
+        { repository: label },
+      );
+    }
+    return { ...repo, path: diskPath(repo.id), tags: await repos.getProjectTags(db, repo.id) };
+  }
+
+  async function requireOwnerRole(actor: Actor, owner: owners.OwnerRow, need: Action) {
+    if (actor.kind === 'anonymous') throw unauthenticated('auth_required', 'authentication required');
+    const held = ownerPermission(actor, owner, await orgRole(actor, owner.id, owner.kind));
+    if (!atLeast(held, need)) throw forbidden('owner_access_denied', `${need} access to '${owner.name}' required`);
+  }
+
+  async function findSpaceOrThrow(owner: string, space: string): Promise<spaces.SpaceRow> {
+    const row = await spaces.findSpace(db, owner, space);
+    if (!row) throw notFound('space_not_found', `space not found: ${owner}/${space}`, { space: `${owner}/${space}` });
+    return row;
+  }
+
+  async function initOnDisk(id: string, defaultBranch: string): Promise<string> {
+    const final = diskPath(id);
+    const staging = path.join(tmpRoot, `init-${id}.git`);
+    await mkdir(tmpRoot, { recursive: true });
+    await mkdir(path.dirname(final), { recursive: true });
+    await initBare(staging, defaultBranch);
+    await setConfig(staging, repositoryConfig());
+    await rename(staging, final);
+    return final;
+  }
+
+  return {
+    diskPath,
+    resolve,
+
+    async createSpace(actor: Actor, spacePath: string, opts: { requestId?: string } = {}) {
+      const where = parseSpacePath(spacePath);
+      const owner = await owners.findOwnerByName(db, where.owner);
+      if (!owner) throw notFound('owner_not_found', `owner not found: ${where.owner}`, { owner: where.owner });
+      await requireOwnerRole(actor, owner, 'admin');
+      const id = ulid();
+      const createdAt = now();
+      try {
+        await db.transaction().execute(async (trx) => {
+          await spaces.insertSpace(trx, { id, ownerId: owner.id, name: where.space, createdAt });
+          await appendAudit(trx, {
+            at: createdAt,
+            actorId: actorId(actor),
+            actorName: actorName(actor),
+            action: 'space.create',
+            target: `${owner.name}/${where.space}`,
+            requestId: opts.requestId ?? null,
+          });
+        });
+      } catch (err) {
+        if (isUniqueViolation(err)) throw conflict('space_exists', `space already exists: ${owner.name}/${where.space}`);
+        throw err;
+      }
+      return { id, owner: owner.name, name: where.space, createdAt };
+    },
+
+    async listSpaces(actor: Actor, ownerName?: string) {
+      let ownerId: string | undefined;
+      if (ownerName) {
+        const owner = await owners.findOwnerByName(db, ownerName);
+        if (!owner) throw notFound('owner_not_found', `owner not found: ${ownerName}`);
+        ownerId = owner.id;
+      }
+      void actor;
+      return spaces.listSpaces(db, ownerId);
+    },
+
+    async createRepo(
+      actor: Actor,
+      repoPath: string,
+      opts: { visibility?: Visibility; defaultBranch?: string; requestId?: string } = {},
+    ): Promise<RepoInfo> {
+      const where = parseRepoPath(repoPath);
+      const space = await findSpaceOrThrow(where.owner, where.space);
+      await requireOwnerRole(actor, { id: space.ownerId, name: space.ownerName, kind: space.ownerKind }, 'write');
+      const existing = await repos.findRepositoryByPath(db, where.owner, where.space, where.repo);
+      if (existing) throw conflict('repo_exists', `repository already exists: ${repoPath}`);
+      const id = ulid();
+      const createdAt = now();
+      const visibility = opts.visibility ?? 'public';
+      const defaultBranch = opts.defaultBranch ?? defaults.defaultBranch;
+      const dir = await initOnDisk(id, defaultBranch);
+      try {
+        await db.transaction().execute(async (trx) => {
+          await repos.insertRepository(trx, { id, spaceId: space.id, name: where.repo, visibility, defaultBranch, shard, createdAt });
+          await appendAudit(trx, {
+            at: createdAt,
+            actorId: actorId(actor),
+            actorName: actorName(actor),
+            action: 'repo.create',
+            repositoryId: id,
+            target: `${space.ownerName}/${space.name}/${where.repo}`,
+            details: { visibility },
+            requestId: opts.requestId ?? null,
+          });
+        });
+      } catch (err) {
+        await rm(dir, { recursive: true, force: true });
+        if (isUniqueViolation(err)) throw conflict('repo_exists', `repository already exists: ${repoPath}`);
+        throw err;
+      }
+      const row = await repos.findRepositoryById(db, id);
+      return { ...row!, path: dir, tags: [] };
+    },
+
+    /** Repositories the actor can read, optionally under one owner or space. */
+    async listRepos(actor: Actor, filter: { owner?: string; space?: string } = {}): Promise<RepoInfo[]> {
+      const rows = await repos.listRepositories(db, filter);
+      const visible: RepoInfo[] = [];
+      for (const row of rows) {
+        if (atLeast(await permission(actor, row), 'read')) visible.push({ ...row, path: diskPath(row.id), tags: [] });
+      }
+      return visible;
+    },
+
+    /**
+     * Renames a repository, or moves it to another space when `target` is OWNER/SPACE/REPO.
+     * Metadata only: the directory on disk is named by the ULID and does not move.
+     */
+    async renameRepo(actor: Actor, repoPath: string, target: string, opts: { requestId?: string } = {}): Promise<RepoInfo> {
+      const where = parseRepoPath(repoPath);
+      const repo = await resolve(actor, where, 'admin');
+      const to = target.includes('/') ? parseRepoPath(target) : { owner: repo.ownerName, space: repo.spaceName, repo: validateName('repository', target) };
+      const space = await findSpaceOrThrow(to.owner, to.space);
+      if (space.id !== repo.spaceId) {
+        await requireOwnerRole(actor, { id: space.ownerId, name: space.ownerName, kind: space.ownerKind }, 'write');
+      }
+      const from = `${repo.ownerName}/${repo.spaceName}/${repo.name}`;
+      try {
+        await db.transaction().execute(async (trx) => {
+          const clash = await repos.findRepositoryByPath(trx, to.owner, to.space, to.repo);
+          if (clash && clash.id !== repo.id) throw conflict('repo_exists', `repository already exists: ${to.owner}/${to.space}/${to.repo}`);
+          await repos.updateRepository(trx, repo.id, { spaceId: space.id, name: to.repo, updatedAt: now() });
+          await appendAudit(trx, {
+            at: now(),
+            actorId: actorId(actor),
+            actorName: actorName(actor),
+            action: 'repo.rename',
+            repositoryId: repo.id,
+            target: from,
+            details: { from, to: `${space.ownerName}/${space.name}/${to.repo}` },
+            requestId: opts.requestId ?? null,
+          });
+        });
+      } catch (err) {
+        if (isUniqueViolation(err)) throw conflict('repo_exists', `repository already exists: ${target}`);
+        throw err;
+      }
+      const row = await repos.findRepositoryById(db, repo.id);
+      return { ...row!, path: diskPath(repo.id), tags: repo.tags };
+    },
+
+    async updateRepo(
+      actor: Actor,
+      repoPath: string,
+      change: { visibility?: Visibility; tags?: string[] },
+      opts: { requestId?: string } = {},
+    ): Promise<RepoInfo> {
+      const repo = await resolve(actor, parseRepoPath(repoPath), 'admin');
+      await db.transaction().execute(async (trx) => {
+        if (change.visibility) await repos.updateRepository(trx, repo.id, { visibility: change.visibility, updatedAt: now() });
+        if (change.tags) await repos.setProjectTags(trx, repo.id, change.tags);
+        await appendAudit(trx, {
+          at: now(),
+          actorId: actorId(actor),
+          actorName: actorName(actor),
+          action: 'repo.update',
+          repositoryId: repo.id,
+          target: `${repo.ownerName}/${repo.spaceName}/${repo.name}`,
+          details: change,
+          requestId: opts.requestId ?? null,
+        });
+      });
+      const row = await repos.findRepositoryById(db, repo.id);
+      return { ...row!, path: repo.path, tags: change.tags ?? repo.tags };
+    },
+
+    async deleteRepo(actor: Actor, repoPath: string, opts: { requestId?: string } = {}): Promise<RepoInfo> {
+      const repo = await resolve(actor, parseRepoPath(repoPath), 'admin');
+      await db.transaction().execute(async (trx) => {
+        await repos.deleteRepository(trx, repo.id);
+        await appendAudit(trx, {
+          at: now(),
+          actorId: actorId(actor),
+          actorName: actorName(actor),
+          action: 'repo.delete',
+          repositoryId: repo.id,
+          target: `${repo.ownerName}/${repo.spaceName}/${repo.name}`,
+          requestId: opts.requestId ?? null,
+        });
+      });
+      // Move aside first so the name is free at once even if removal takes a while.
+      const trash = path.join(tmpRoot, `deleted-${repo.id}-${Date.now()}`);
+      await mkdir(tmpRoot, { recursive: true });
+      await rename(repo.path, trash).catch(() => undefined);
+      await rm(trash, { recursive: true, force: true });
+      return repo;
+    },
+
+    async recordPush(
+      repoId: string,
+      who: { actorId: string | null; actorName: string },
+      updates: { ref: string; oldOid: string; newOid: string }[],
+      requestId: string | null,
+    ): Promise<void> {
+      const repo = await repos.findRepositoryById(db, repoId);
+      await appendAudit(db, {
+        at: now(),
+        actorId: who.actorId,
+        actorName: who.actorName,
+        action: 'push',
+        repositoryId: repoId,
+        target: repo ? `${repo.ownerName}/${repo.spaceName}/${repo.name}` : repoId,
+        details: { refs: updates.map((u) => ({ ref: u.ref, old: u.oldOid, new: u.newOid })) },
+        requestId,
+      });
+    },
+  };
+
+}
+
+export type RepoService = ReturnType<typeof createRepoService>;
