@@ -1,0 +1,107 @@
+/**
+ * The one place that wires adapters → services → edges. `openCore` is what the admin CLI
+ * needs (metadata and services); `createApp` adds the HTTP server, git limits and hooks.
+ */
+import path from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { sql } from 'kysely';
+import type { FastifyInstance } from 'fastify';
+import type { Config } from './config/schema.js';
+import type { Logger } from './shared/log.js';
+import { openMetaStore, type MetaStore } from './meta/db.js';
+import { createAccounts, type Accounts } from './access/accounts.js';
+import { createRepoService, type RepoService } from './repos/service.js';
+import { Limiter } from './git/limiter.js';
+import { HookServer, hookRepoId, hookSocketPath, installHooks, parseRefLines } from './git/hooks.js';
+import { createMetrics } from './http/metrics.js';
+import { createHttpServer } from './http/server.js';
+import { registerGitRoutes } from './http/git-routes.js';
+import { registerApiRoutes } from './http/api-routes.js';
+
+export interface Core {
+  config: Config;
+  dataDir: string;
+  meta: MetaStore;
+  accounts: Accounts;
+  repos: RepoService;
+  close(): Promise<void>;
+}
+
+export async function openCore(config: Config): Promise<Core> {
+  const dataDir = path.resolve(config.data);
+  await mkdir(dataDir, { recursive: true });
+  const meta = await openMetaStore({ dataDir, databaseUrl: config.databaseUrl });
+  return {
+    config,
+    dataDir,
+    meta,
+    accounts: createAccounts(meta),
+    repos: createRepoService(meta, { dataDir, defaultBranch: config.defaultBranch }),
+    close: () => meta.close(),
+  };
+}
+
+export interface App {
+  core: Core;
+  http: FastifyInstance;
+  hooks: HookServer;
+  limiter: Limiter;
+  /** Installs hooks, opens the hook socket and starts listening; returns the bound URL. */
+  listen(): Promise<string>;
+  close(): Promise<void>;
+}
+
+export async function createApp(config: Config, log: Logger): Promise<App> {
+  const core = await openCore(config);
+  const limiter = new Limiter({
+    maxRunning: config.gitMaxProcesses,
+    maxQueue: config.gitMaxQueue,
+    queueTimeoutMs: config.gitQueueTimeoutSeconds * 1000,
+  });
+  const metrics = createMetrics({ gitRunning: () => limiter.runningCount, gitQueued: () => limiter.queuedCount });
+  const hooks = new HookServer(hookSocketPath(core.dataDir), log.child({ component: 'hooks' }));
+
+  hooks.on('post-receive', async (call) => {
+    const repoId = hookRepoId(call);
+    if (repoId) {
+      await core.repos.recordPush(
+        repoId,
+        { actorId: call.env['GITSTRATUM_ACTOR_ID'] || null, actorName: call.env['GITSTRATUM_ACTOR_NAME'] || 'local' },
+        parseRefLines(call.stdin),
+        call.env['GITSTRATUM_REQUEST_ID'] || null,
+      );
+    }
+    return { code: 0 };
+  });
+
+  const http = createHttpServer({
+    config,
+    log,
+    metrics,
+    ready: async () => {
+      await sql`select 1`.execute(core.meta.db);
+      return true;
+    },
+  });
+  const limits = { timeoutMs: config.gitTimeoutSeconds * 1000, maxPushBytes: config.maxPushBytes };
+  registerGitRoutes(http, { accounts: core.accounts, repos: core.repos, limiter, limits, metrics, hookSocket: hooks.socketPath });
+  registerApiRoutes(http, { accounts: core.accounts, repos: core.repos });
+
+  return {
+    core,
+    http,
+    hooks,
+    limiter,
+    async listen() {
+      await installHooks(core.dataDir);
+      await hooks.listen();
+      return http.listen({ host: config.host, port: config.port });
+    },
+    async close() {
+      // Order matters: in-flight pushes still need the hook socket and the database.
+      await http.close();
+      await hooks.close();
+      await core.close();
+    },
+  };
+}

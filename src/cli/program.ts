@@ -1,0 +1,202 @@
+/**
+ * The command line: `serve`, `worker`-style roles later, and the admin commands. Admin
+ * commands open the metadata store and call the same services as the REST API, acting as
+ * the local operator. Each prints what it did, or JSON with --json.
+ */
+import { Command, Option } from 'commander';
+import { loadConfig, ConfigError } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { openCore, type Core } from '../app.js';
+import { serve } from '../main.js';
+import { systemActor } from '../access/policy.js';
+import { isDomainError } from '../shared/errors.js';
+import { parseRepoPath } from '../repos/names.js';
+import type { Role } from '../meta/schema.js';
+
+interface CommonOpts {
+  data?: string;
+  databaseUrl?: string;
+  config?: string;
+  json?: boolean;
+}
+
+const roleOption = () => new Option('--role <role>', 'role in the organization').choices(['read', 'write', 'admin']).makeOptionMandatory();
+
+function common(cmd: Command): Command {
+  return cmd
+    .option('--data <dir>', 'data directory (default ./data)')
+    .option('--database-url <url>', 'PostgreSQL URL (default: SQLite in the data directory)')
+    .option('--config <file>', 'JSON configuration file')
+    .option('--json', 'print JSON for scripts');
+}
+
+function configFrom(opts: CommonOpts & Record<string, unknown>): Config {
+  const { json: _json, ...flags } = opts;
+  return loadConfig(flags);
+}
+
+/** Opens the core, runs the action, prints its result, closes. */
+function admin<A extends unknown[]>(
+  run: (core: Core, ...args: A) => Promise<{ text: string | string[]; json: unknown }>,
+) {
+  return async (...args: unknown[]) => {
+    const cmd = args[args.length - 1] as Command;
+    const opts = cmd.opts<CommonOpts & Record<string, unknown>>();
+    const core = await openCore(configFrom(opts));
+    try {
+      const out = await run(core, ...(args.slice(0, -1) as A));
+      if (opts.json) process.stdout.write(JSON.stringify(out.json, null, 2) + '\n');
+      else process.stdout.write([out.text].flat().join('\n') + '\n');
+    } finally {
+      await core.close();
+    }
+  };
+}
+
+export function buildProgram(): Command {
+  const program = new Command('gitstratum')
+    .description('A self-hostable Git + Git LFS server')
+    .showHelpAfterError()
+    .configureOutput({ outputError: (str, write) => write(str) });
+
+  const serveCmd = program
+    .command('serve')
+    .description('start the server (Smart HTTP, REST API, metrics)')
+    .option('--data <dir>', 'data directory (default ./data)')
+    .option('--host <host>', 'address to listen on (default 127.0.0.1)')
+    .option('--port <port>', 'port to listen on (default 8080)')
+    .option('--database-url <url>', 'PostgreSQL URL (default: SQLite in the data directory)')
+    .option('--config <file>', 'JSON configuration file')
+    .option('--tls-cert <file>', 'TLS certificate (PEM), to serve HTTPS without a proxy')
+    .option('--tls-key <file>', 'TLS private key (PEM)')
+    .option('--trust-proxy <value>', 'trust X-Forwarded-* from: true, a hop count, or addresses/CIDRs')
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
+    .option('--git-max-processes <n>', 'git processes allowed at once')
+    .option('--max-push-bytes <n>', 'largest push accepted, in bytes');
+  serveCmd.action(async (opts: Record<string, unknown>) => serve(loadConfig(opts)));
+
+  const user = program.command('user').description('manage users');
+  common(user.command('create <name>').description('create a user').option('--admin', 'make the user a site administrator')).action(
+    admin(async (core, name: string) => {
+      const cmd = user.commands.find((c) => c.name() === 'create')!;
+      const u = await core.accounts.createUser(systemActor, name, { admin: !!cmd.opts()['admin'] });
+      return { text: `created user ${u.name}${u.isAdmin ? ' (site admin)' : ''} (${u.id})`, json: u };
+    }),
+  );
+  common(user.command('list').description('list users')).action(
+    admin(async (core) => {
+      const users = await core.accounts.listUsers(systemActor);
+      return { text: users.map((u) => `${u.name}${u.isAdmin ? ' (site admin)' : ''}`), json: users };
+    }),
+  );
+
+  const org = program.command('org').description('manage organizations');
+  common(org.command('create <name>').description('create an organization')).action(
+    admin(async (core, name: string) => {
+      const o = await core.accounts.createOrg(systemActor, name);
+      return { text: `created organization ${o.name} (${o.id})`, json: o };
+    }),
+  );
+  common(org.command('add-member <org> <user>').description('add a user to an organization, or change their role').addOption(roleOption())).action(
+    admin(async (core, orgName: string, userName: string) => {
+      const cmd = org.commands.find((c) => c.name() === 'add-member')!;
+      const m = await core.accounts.addMember(systemActor, orgName, userName, cmd.opts()['role'] as Role);
+      return { text: `${m.user} is now ${m.role} in ${m.org}`, json: m };
+    }),
+  );
+
+  const space = program.command('space').description('manage spaces');
+  common(space.command('create <owner/space>').description('create a space under an owner')).action(
+    admin(async (core, spacePath: string) => {
+      const s = await core.repos.createSpace(systemActor, spacePath);
+      return { text: `created space ${s.owner}/${s.name} (${s.id})`, json: s };
+    }),
+  );
+  common(space.command('list [owner]').description('list spaces')).action(
+    admin(async (core, owner?: string) => {
+      const list = await core.repos.listSpaces(systemActor, owner);
+      return { text: list.map((s) => `${s.ownerName}/${s.name}`), json: list };
+    }),
+  );
+
+  const repo = program.command('repo').description('manage repositories');
+  common(repo.command('create <owner/space/repo>').description('create a bare repository').option('--private', 'only members can read it')).action(
+    admin(async (core, repoPath: string) => {
+      const cmd = repo.commands.find((c) => c.name() === 'create')!;
+      const r = await core.repos.createRepo(systemActor, repoPath, { visibility: cmd.opts()['private'] ? 'private' : 'public' });
+      return { text: `created ${r.visibility} repository ${r.ownerName}/${r.spaceName}/${r.name} (${r.id}) at ${r.path}`, json: r };
+    }),
+  );
+  common(repo.command('list [owner[/space]]').description('list repositories')).action(
+    admin(async (core, scope?: string) => {
+      const [owner, spaceName] = (scope ?? '').split('/');
+      const list = await core.repos.listRepos(systemActor, { ...(owner && { owner }), ...(spaceName && { space: spaceName }) });
+      return { text: list.map((r) => `${r.ownerName}/${r.spaceName}/${r.name}\t${r.visibility}\t${r.id}`), json: list };
+    }),
+  );
+  common(repo.command('rename <owner/space/repo> <new-name-or-path>').description('rename, or move to OWNER/SPACE/NAME (metadata only)')).action(
+    admin(async (core, from: string, to: string) => {
+      const r = await core.repos.renameRepo(systemActor, from, to);
+      return { text: `renamed ${from} to ${r.ownerName}/${r.spaceName}/${r.name}`, json: r };
+    }),
+  );
+  common(repo.command('delete <owner/space/repo>').description('delete a repository and its data')).action(
+    admin(async (core, repoPath: string) => {
+      parseRepoPath(repoPath);
+      const r = await core.repos.deleteRepo(systemActor, repoPath);
+      return { text: `deleted ${r.ownerName}/${r.spaceName}/${r.name} (${r.id})`, json: { deleted: r.id } };
+    }),
+  );
+
+  const token = program.command('token').description('manage access tokens');
+  common(
+    token
+      .command('create <user>')
+      .description('create an access token; the token is printed alone on the last line')
+      .addOption(new Option('--scope <scope>', 'what the token may do').choices(['read', 'write', 'admin']).makeOptionMandatory())
+      .option('--expires <duration>', 'lifetime such as 30d, 12h'),
+  ).action(
+    admin(async (core, userName: string) => {
+      const cmd = token.commands.find((c) => c.name() === 'create')!;
+      const t = await core.accounts.createToken(systemActor, userName, cmd.opts()['scope'] as Role, { expires: cmd.opts()['expires'] as string | undefined });
+      return {
+        text: [`created ${t.scope} token ${t.id} for ${t.user}${t.expiresAt ? `, expires ${t.expiresAt}` : ''}`, t.token],
+        json: t,
+      };
+    }),
+  );
+  common(token.command('list <user>').description("list a user's tokens (never their secrets)")).action(
+    admin(async (core, userName: string) => {
+      const list = await core.accounts.listTokens(systemActor, userName);
+      return {
+        text: list.map((t) => `${t.id}\t${t.scope}\t${t.revokedAt ? 'revoked' : t.expiresAt ? `expires ${t.expiresAt}` : 'no expiry'}\tlast used ${t.lastUsedAt ?? 'never'}`),
+        json: list,
+      };
+    }),
+  );
+  common(token.command('revoke <id>').description('revoke a token')).action(
+    admin(async (core, id: string) => {
+      const t = await core.accounts.revokeToken(systemActor, id);
+      return { text: `revoked token ${t.id} of ${t.user}`, json: t };
+    }),
+  );
+
+  return program;
+}
+
+export async function run(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    if (isDomainError(err)) {
+      process.stderr.write(`gitstratum: ${err.message}\n`);
+      process.exitCode = err.kind === 'invalid' ? 2 : 1;
+    } else if (err instanceof ConfigError) {
+      process.stderr.write(`gitstratum: configuration error:\n${err.message}\n`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`gitstratum: ${(err as Error).stack ?? String(err)}\n`);
+      process.exitCode = 1;
+    }
+  }
+}

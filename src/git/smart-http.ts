@@ -1,0 +1,180 @@
+/**
+ * Smart HTTP semantics (gitprotocol-http) as stream functions with no HTTP types: the ref
+ * advertisement and the stateless-RPC exchange of upload-pack and receive-pack. The edge
+ * decodes the transport (gzip, headers) and maps the outcome to statuses.
+ *
+ * Invariants:
+ * - Nothing is returned (so no status line is sent) until git has written its first byte or
+ *   the request was refused; a refusal therefore always arrives as a clean error status.
+ * - A client that goes away kills an upload-pack at once. A receive-pack is killed only while
+ *   the pack is still arriving (git then discards its quarantine and no ref moves); once the
+ *   whole request is in, it runs to completion so a push is never cut during ref updates.
+ */
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { DomainError, invalid, unavailable } from '../shared/errors.js';
+import { byteLimit, counting } from '../shared/streams.js';
+import { spawnService, type GitChild, type GitService, type HookContext } from './command.js';
+import type { Limiter } from './limiter.js';
+import { FLUSH_PKT, RequestValidator, pktLine, type RefUpdate } from './pkt-line.js';
+
+export interface ServiceLimits {
+  timeoutMs: number;
+  maxPushBytes: number;
+}
+
+export interface Outcome {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stderr: string;
+  timedOut: boolean;
+  bytesIn: number;
+  bytesOut: number;
+  commands: RefUpdate[];
+}
+
+export interface GitResponse {
+  /** Bytes to send as the response body. */
+  body: Readable;
+  /** Settles when git has exited and the slot is released. Never rejects. */
+  done: Promise<Outcome>;
+}
+
+/** Only protocol v0/v1 exist for push; a v2 request for receive-pack falls back to v0. */
+function effectiveProtocol(service: GitService, protocol: string | undefined): string | undefined {
+  return service === 'receive-pack' && protocol === 'version=2' ? undefined : protocol;
+}
+
+async function firstOutput(child: GitChild, failed: Promise<unknown>): Promise<'output' | 'eof' | 'failed'> {
+  const readable = new Promise<'output' | 'eof'>((resolve) => {
+    child.stdout.once('readable', () => resolve(child.stdout.readableLength > 0 ? 'output' : 'eof'));
+  });
+  return Promise.race([readable, failed.then(() => 'failed' as const)]);
+}
+
+function gitFailure(stderr: string, timedOut: boolean): DomainError {
+  if (timedOut) return unavailable('git_timeout', 'git took too long and was stopped');
+  const last = stderr.trim().split('\n').filter(Boolean).pop() ?? 'git exited without output';
+  return new DomainError('invalid', 'git_failed', last.replace(/^fatal: /, ''));
+}
+
+/**
+ * The ref advertisement for `GET …/info/refs?service=…`. For v0/v1 it is prefixed with the
+ * `# service=` line and a flush; a v2 capability advertisement is sent bare, as
+ * git-http-backend does.
+ */
+export async function advertiseRefs(
+  opts: { service: GitService; repoPath: string; protocol?: string | undefined; limits: ServiceLimits },
+  limiter: Limiter,
+  signal?: AbortSignal,
+): Promise<GitResponse> {
+  const protocol = effectiveProtocol(opts.service, opts.protocol);
+  const release = await limiter.acquire(signal);
+  const child = spawnService({ service: opts.service, repoPath: opts.repoPath, advertise: true, protocol, timeoutMs: opts.limits.timeoutMs });
+  child.stdin.end();
+  const onAbort = () => child.kill();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const body = counting();
+  const done = finish(child, release, () => 0, () => body.bytes, () => []);
+  done.finally(() => signal?.removeEventListener('abort', onAbort));
+  const first = await firstOutput(child, new Promise(() => {}));
+  if (first === 'eof') {
+    const outcome = await done;
+    if (outcome.code !== 0) throw gitFailure(outcome.stderr, outcome.timedOut);
+  }
+  if (protocol !== 'version=2' || opts.service !== 'upload-pack') {
+    body.write(pktLine(`# service=git-${opts.service}\n`));
+    body.write(FLUSH_PKT);
+  }
+  child.stdout.pipe(body);
+  return { body, done };
+}
+
+export interface RpcOptions {
+  service: GitService;
+  repoPath: string;
+  protocol?: string | undefined;
+  /** The request body as received. */
+  input: Readable;
+  /** Removes the transport encoding (gzip), if any; runs inside the same pipeline. */
+  decoder?: NodeJS.ReadWriteStream | undefined;
+  hook?: HookContext;
+  limits: ServiceLimits;
+}
+
+/** `POST …/git-upload-pack` and `POST …/git-receive-pack`. */
+export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: AbortSignal): Promise<GitResponse> {
+  const release = await limiter.acquire(signal);
+  const child = spawnService({
+    service: opts.service,
+    repoPath: opts.repoPath,
+    advertise: false,
+    protocol: effectiveProtocol(opts.service, opts.protocol),
+    hook: opts.hook,
+    timeoutMs: opts.limits.timeoutMs,
+  });
+  const validator = new RequestValidator(opts.service);
+  const stages: NodeJS.ReadWriteStream[] = opts.decoder ? [opts.decoder, validator] : [validator];
+  if (opts.service === 'receive-pack') stages.push(byteLimit(opts.limits.maxPushBytes, 'push'));
+
+  let inputDone = false;
+  let inputError: Error | undefined;
+  const inputFailed = pipeline([opts.input, ...stages, child.stdin] as unknown as [Readable, ...NodeJS.ReadWriteStream[]])
+    .then(() => {
+      inputDone = true;
+      return new Promise<never>(() => {});
+    })
+    .catch((err: Error) => {
+      // git closing its stdin early (it read all it needed) is not a client error.
+      if ((err as NodeJS.ErrnoException).code === 'EPIPE' || (err as NodeJS.ErrnoException).code === 'ERR_STREAM_DESTROYED') {
+        inputDone = true;
+        return new Promise<never>(() => {});
+      }
+      inputError = toInputError(err);
+      child.kill();
+      return inputError;
+    });
+
+  const onAbort = () => {
+    if (opts.service === 'upload-pack' || !inputDone) child.kill();
+  };
+  signal.addEventListener('abort', onAbort, { once: true });
+  const body = counting();
+  const done = finish(child, release, () => validator.bytes, () => body.bytes, () => validator.commands);
+  done.finally(() => signal.removeEventListener('abort', onAbort));
+
+  const first = await firstOutput(child, inputFailed);
+  if (first === 'failed') {
+    await done;
+    throw inputError!;
+  }
+  if (first === 'eof') {
+    const outcome = await done;
+    if (inputError) throw inputError;
+    if (outcome.code !== 0) throw gitFailure(outcome.stderr, outcome.timedOut);
+  }
+  child.stdout.pipe(body);
+  return { body, done };
+}
+
+function toInputError(err: Error): Error {
+  if (err instanceof DomainError) return err;
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  if (code.startsWith('Z_')) return invalid('bad_gzip', 'request body is not valid gzip');
+  if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || err.message === 'aborted') {
+    return invalid('client_gone', 'client closed the request before it was complete');
+  }
+  return err;
+}
+
+async function finish(
+  child: GitChild,
+  release: () => void,
+  bytesIn: () => number,
+  bytesOut: () => number,
+  commands: () => RefUpdate[],
+): Promise<Outcome> {
+  const { code, signal, stderr, timedOut } = await child.exited;
+  release();
+  return { code, signal, stderr, timedOut, bytesIn: bytesIn(), bytesOut: bytesOut(), commands: commands() };
+}

@@ -1,0 +1,38 @@
+/**
+ * Domain errors → HTTP. One table of statuses; each protocol gets its own body shape:
+ * git clients get text/plain (git prints it as `remote:` lines on info/refs), the REST API
+ * gets `{ "error": { "code", "message" } }`.
+ */
+import type { FastifyReply } from 'fastify';
+import { DomainError, type ErrorKind } from '../shared/errors.js';
+
+const STATUS: Record<ErrorKind, number> = {
+  invalid: 400,
+  unauthenticated: 401,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  too_large: 413,
+  unavailable: 503,
+};
+
+export const AUTH_CHALLENGE = 'Basic realm="gitstratum", charset="UTF-8"';
+
+export function statusOf(err: DomainError): number {
+  return STATUS[err.kind];
+}
+
+function commonHeaders(reply: FastifyReply, err: DomainError): void {
+  if (err.kind === 'unauthenticated') reply.header('WWW-Authenticate', AUTH_CHALLENGE);
+  if (err.kind === 'unavailable') reply.header('Retry-After', '5');
+}
+
+export function sendGitError(reply: FastifyReply, err: DomainError): FastifyReply {
+  commonHeaders(reply, err);
+  return reply.code(statusOf(err)).type('text/plain; charset=utf-8').header('Cache-Control', 'no-cache').send(`${err.message}\n`);
+}
+
+export function sendJsonError(reply: FastifyReply, err: DomainError): FastifyReply {
+  commonHeaders(reply, err);
+  return reply.code(statusOf(err)).send({ error: { code: err.code, message: err.message } });
+}

@@ -1,0 +1,158 @@
+/**
+ * Smart HTTP routes (gitprotocol-http): the edge only translates. It parses the path and
+ * headers, resolves the actor and the repository, and hands streams to git/smart-http.
+ */
+import { createGunzip } from 'node:zlib';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Accounts } from '../access/accounts.js';
+import { actorId, actorName } from '../access/policy.js';
+import type { RepoService } from '../repos/service.js';
+import { gitProtocolValue, type GitService } from '../git/command.js';
+import type { Limiter } from '../git/limiter.js';
+import { advertiseRefs, statelessRpc, type GitResponse, type ServiceLimits } from '../git/smart-http.js';
+import { DomainError, invalid, isDomainError, tooLarge } from '../shared/errors.js';
+import { parseRepoPath } from '../repos/names.js';
+import { authenticate } from './auth.js';
+import { sendGitError } from './errors.js';
+import type { Metrics } from './metrics.js';
+
+export interface GitRouteDeps {
+  accounts: Accounts;
+  repos: RepoService;
+  limiter: Limiter;
+  limits: ServiceLimits;
+  metrics: Metrics;
+  hookSocket: string;
+}
+
+interface RepoParams {
+  owner: string;
+  space: string;
+  repo: string;
+}
+
+const SERVICES: Record<string, GitService> = {
+  'git-upload-pack': 'upload-pack',
+  'git-receive-pack': 'receive-pack',
+};
+
+/** Headers git-http-backend sends so no proxy or client caches a dynamic answer. */
+function noCache(reply: FastifyReply): FastifyReply {
+  return reply
+    .header('Expires', 'Fri, 01 Jan 1980 00:00:00 GMT')
+    .header('Pragma', 'no-cache')
+    .header('Cache-Control', 'no-cache, max-age=0, must-revalidate');
+}
+
+function abortSignalOf(reply: FastifyReply): AbortSignal {
+  const controller = new AbortController();
+  reply.raw.on('close', () => {
+    if (!reply.raw.writableFinished) controller.abort();
+  });
+  return controller.signal;
+}
+
+export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): void {
+  const { accounts, repos, limiter, limits, metrics } = deps;
+
+  // Request bodies stay streams: this parser hands Fastify nothing, the route reads req.raw.
+  app.addContentTypeParser(
+    ['application/x-git-upload-pack-request', 'application/x-git-receive-pack-request'],
+    (_req, _payload, done) => done(null, undefined),
+  );
+
+  async function resolve(req: FastifyRequest<{ Params: RepoParams }>, service: GitService) {
+    const where = parseRepoPath(`${req.params.owner}/${req.params.space}/${req.params.repo}`);
+    const actor = await authenticate(accounts, req);
+    const repo = await repos.resolve(actor, where, service === 'receive-pack' ? 'write' : 'read');
+    return { actor, repo };
+  }
+
+  function send(reply: FastifyReply, service: GitService, kind: 'advertisement' | 'result', res: GitResponse) {
+    res.done.then((outcome) => {
+      metrics.gitProcesses.inc({ service, outcome: outcome.code === 0 ? 'ok' : outcome.timedOut ? 'timeout' : 'failed' });
+      metrics.gitBytes.inc({ service, direction: 'in' }, outcome.bytesIn);
+      metrics.gitBytes.inc({ service, direction: 'out' }, outcome.bytesOut);
+      if (outcome.code !== 0 && outcome.signal !== 'SIGTERM') {
+        reply.log.warn({ service, exit_code: outcome.code, signal: outcome.signal, stderr: outcome.stderr.slice(-2000) }, 'git process failed');
+      }
+    });
+    return noCache(reply).code(200).type(`application/x-git-${service}-${kind}`).send(res.body);
+  }
+
+  app.get<{ Params: RepoParams; Querystring: { service?: string } }>(
+    '/:owner/:space/:repo/info/refs',
+    async (req, reply) => {
+      const service = SERVICES[req.query.service ?? ''];
+      try {
+        if (!service) {
+          throw new DomainError(
+            'forbidden',
+            'unsupported_service',
+            req.query.service ? `unsupported service: ${req.query.service}` : 'dumb HTTP is not supported; use a git client with smart HTTP',
+          );
+        }
+        const { repo } = await resolve(req, service);
+        const res = await advertiseRefs(
+          { service, repoPath: repo.path, protocol: gitProtocolValue(req.headers['git-protocol'] as string | undefined), limits },
+          limiter,
+          abortSignalOf(reply),
+        );
+        return send(reply, service, 'advertisement', res);
+      } catch (err) {
+        if (isDomainError(err)) return sendGitError(reply, err);
+        throw err;
+      }
+    },
+  );
+
+  for (const [route, service] of Object.entries(SERVICES)) {
+    app.post<{ Params: RepoParams }>(`/:owner/:space/:repo/${route}`, async (req, reply) => {
+      try {
+        const contentType = (req.headers['content-type'] ?? '').split(';')[0]!.trim();
+        if (contentType !== `application/x-git-${service}-request`) {
+          throw invalid('bad_content_type', `expected content type application/x-git-${service}-request`);
+        }
+        const { actor, repo } = await resolve(req, service);
+        const declared = Number(req.headers['content-length'] ?? NaN);
+        if (service === 'receive-pack' && declared > limits.maxPushBytes) {
+          throw tooLarge('push_too_large', `push of ${declared} bytes exceeds the limit of ${limits.maxPushBytes} bytes`);
+        }
+        const res = await statelessRpc(
+          {
+            service,
+            repoPath: repo.path,
+            protocol: gitProtocolValue(req.headers['git-protocol'] as string | undefined),
+            input: req.raw,
+            decoder: decoderFor(req),
+            hook: {
+              repoId: repo.id,
+              actorId: actorId(actor),
+              actorName: actorName(actor),
+              requestId: String(req.id),
+              socketPath: deps.hookSocket,
+            },
+            limits,
+          },
+          limiter,
+          abortSignalOf(reply),
+        );
+        return send(reply, service, 'result', res);
+      } catch (err) {
+        if (isDomainError(err)) {
+          // The body may still be arriving; don't keep the connection for the rest of it.
+          if (!req.raw.complete) reply.header('Connection', 'close');
+          return sendGitError(reply, err);
+        }
+        throw err;
+      }
+    });
+  }
+}
+
+function decoderFor(req: FastifyRequest): NodeJS.ReadWriteStream | undefined {
+  const encoding = (req.headers['content-encoding'] ?? '').trim().toLowerCase();
+  if (encoding === '' || encoding === 'identity') return undefined;
+  if (encoding === 'gzip' || encoding === 'x-gzip') return createGunzip();
+  throw invalid('unsupported_encoding', `unsupported content encoding: ${encoding}`);
+}

@@ -1,0 +1,102 @@
+/**
+ * The HTTP edge: one Fastify instance with request ids, one log line per request,
+ * Prometheus metrics, health endpoints, and the git and REST routes. Built apart from
+ * `listen` so tests can use `inject()`.
+ */
+import { readFileSync } from 'node:fs';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import { ulid } from 'ulid';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../shared/log.js';
+import { isDomainError } from '../shared/errors.js';
+import { sendJsonError } from './errors.js';
+import type { Metrics } from './metrics.js';
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export function trustProxySetting(value: string): boolean | number | string {
+  if (value === 'true') return true;
+  if (value === 'false' || value === '') return false;
+  if (/^\d+$/.test(value)) return Number(value);
+  return value;
+}
+
+export interface EdgeDeps {
+  config: Pick<Config, 'tlsCert' | 'tlsKey' | 'trustProxy'>;
+  log: Logger;
+  metrics: Metrics;
+  ready: () => Promise<boolean>;
+}
+
+export function createHttpServer(deps: EdgeDeps): FastifyInstance {
+  const { config, metrics } = deps;
+  const options: FastifyServerOptions & { https?: { cert: Buffer; key: Buffer } } = {
+    loggerInstance: deps.log.child({ component: 'http' }),
+    disableRequestLogging: true,
+    requestIdLogLabel: 'request_id',
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : ulid();
+    },
+    trustProxy: trustProxySetting(config.trustProxy) as FastifyServerOptions['trustProxy'],
+    // Git requests can run for a long time; timeouts are enforced per git process instead.
+    requestTimeout: 0,
+    connectionTimeout: 0,
+    keepAliveTimeout: 65_000,
+    bodyLimit: 10 * 1024 * 1024,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  };
+  if (config.tlsCert && config.tlsKey) {
+    options.https = { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) };
+  }
+  const app = Fastify(options) as unknown as FastifyInstance;
+
+  app.addHook('onRequest', async (req, reply) => {
+    reply.header('X-Request-Id', req.id);
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    const seconds = reply.elapsedTime / 1000;
+    metrics.requests.inc({ route, method: req.method, status: String(reply.statusCode) });
+    metrics.duration.observe({ route, method: req.method }, seconds);
+    req.log.info(
+      {
+        method: req.method,
+        route,
+        url: req.url,
+        status: reply.statusCode,
+        duration_ms: Math.round(reply.elapsedTime),
+        client_ip: req.ip,
+        protocol: req.protocol,
+      },
+      'request completed',
+    );
+  });
+
+  app.setErrorHandler((err, req, reply) => {
+    if (isDomainError(err)) return sendJsonError(reply, err);
+    const status = (err as { statusCode?: number }).statusCode;
+    if (status && status >= 400 && status < 500) {
+      return reply.code(status).send({ error: { code: (err as { code?: string }).code?.toLowerCase() ?? 'bad_request', message: (err as Error).message } });
+    }
+    req.log.error({ err }, 'request failed');
+    return reply.code(500).send({ error: { code: 'internal', message: 'internal server error' } });
+  });
+
+  app.setNotFoundHandler((req, reply) =>
+    reply.code(404).type('text/plain; charset=utf-8').send(`not found: ${req.method} ${req.url.split('?')[0]}\n`),
+  );
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_req, reply) => {
+    const ok = await deps.ready().catch(() => false);
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not ready' });
+  });
+  app.get('/metrics', async (_req, reply) => {
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+
+  return app;
+}
