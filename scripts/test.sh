@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The test command (`npm test`): installs what the tests need that npm cannot (PostgreSQL,
+# git-lfs, from Debian's packages, when missing and we are root), builds, starts a throwaway
+# PostgreSQL cluster, runs every test file with node's test runner, and stops the cluster.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v git >/dev/null || need_apt+=(git)
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
+[ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || need_apt+=(postgresql)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "test: installing ${need_apt[*]} from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+  else
+    echo "test: missing ${need_apt[*]}; install them (sudo apt-get install ${need_apt[*]}) and run again" >&2
+    exit 1
+  fi
+fi
+
+npm run --silent build
+
+# A throwaway PostgreSQL cluster on a free port, trusting local connections.
+pg_dir=$(mktemp -d /tmp/gitstratum-pg.XXXXXX)
+pg_port=$(node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
+as_pg=()
+if [ "$(id -u)" = 0 ]; then
+  id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /bin/sh postgres
+  chown postgres "$pg_dir"
+  as_pg=(runuser -u postgres --)
+fi
+cleanup() {
+  "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$pg_dir"
+}
+trap cleanup EXIT
+"${as_pg[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth=trust -E UTF8 >/dev/null
+"${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
+  -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
+export GITSTRATUM_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+echo "test: PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}') on port $pg_port"
+
+mapfile -t files < <(find dist/src dist/test -name '*.test.js' | sort)
+if [ $# -gt 0 ]; then files=("$@"); fi
+node --enable-source-maps --test --test-concurrency="${TEST_CONCURRENCY:-2}" --test-reporter=spec "${files[@]}"

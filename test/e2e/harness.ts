@@ -1,0 +1,238 @@
+/**
+ * End-to-end harness: the real `gitstratum serve` process on a free port with a fresh data
+ * directory, the real `git` client with an isolated configuration, and throwaway PostgreSQL
+ * databases on the cluster that `npm test` starts. Each scenario builds its own state.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import pg from 'pg';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const BIN = path.join(ROOT, 'bin', 'gitstratum.js');
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function run(
+  cmd: string,
+  args: string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string | Buffer; timeoutMs?: number } = {},
+): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+export async function tempDir(prefix = 'gitstratum-test-'): Promise<string> {
+  return mkdtemp(path.join(tmpdir(), prefix));
+}
+
+/** A git environment that ignores the machine's own configuration. */
+export function gitEnv(home: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env['PATH'],
+    HOME: home,
+    GIT_CONFIG_NOSYSTEM: '1',
+    GIT_TERMINAL_PROMPT: '0',
+    GIT_AUTHOR_NAME: 'Test Author',
+    GIT_AUTHOR_EMAIL: 'author@example.com',
+    GIT_COMMITTER_NAME: 'Test Committer',
+    GIT_COMMITTER_EMAIL: 'committer@example.com',
+    LANG: 'C',
+    ...extra,
+  };
+}
+
+export class Git {
+  constructor(readonly home: string) {}
+
+  static async create(): Promise<Git> {
+    const home = await tempDir('gitstratum-home-');
+    await writeFile(path.join(home, '.gitconfig'), '[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n');
+    return new Git(home);
+  }
+
+  run(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string | Buffer; timeoutMs?: number } = {}) {
+    return run('git', args, { ...opts, env: gitEnv(this.home, opts.env) });
+  }
+
+  /** Runs git and fails the test with git's stderr when it exits non-zero. */
+  async ok(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string | Buffer } = {}): Promise<string> {
+    const r = await this.run(args, opts);
+    if (r.code !== 0) throw new Error(`git ${args.join(' ')} exited ${r.code}:\n${r.stderr}`);
+    return r.stdout;
+  }
+
+  /**
+   * A work tree with `commits` commits of generated files, deterministic for a seed, on
+   * branch main.
+   */
+  async workTree(dir: string, opts: { commits?: number; files?: number; seed?: number } = {}): Promise<string> {
+    await mkdir(dir, { recursive: true });
+    await this.ok(['init', '-q', '-b', 'main', dir]);
+    await this.commits(dir, opts.commits ?? 3, { files: opts.files ?? 3, seed: opts.seed ?? 1 });
+    return dir;
+  }
+
+  async commits(dir: string, count: number, opts: { files?: number; seed?: number; prefix?: string } = {}): Promise<void> {
+    let state = (opts.seed ?? 1) >>> 0 || 1;
+    const rand = () => (state = (state * 1103515245 + 12345) >>> 0);
+    for (let i = 0; i < count; i++) {
+      for (let f = 0; f < (opts.files ?? 3); f++) {
+        const name = path.join(dir, `${opts.prefix ?? 'file'}-${f}.txt`);
+        const lines = Array.from({ length: 20 }, () => rand().toString(36)).join('\n');
+        await writeFile(name, `${lines}\n`);
+      }
+      await this.ok(['add', '-A'], { cwd: dir });
+      await this.ok(['commit', '-q', '-m', `commit ${i} seed ${opts.seed ?? 1}`], { cwd: dir });
+    }
+  }
+
+  async revParse(dir: string, rev: string): Promise<string> {
+    return (await this.ok(['rev-parse', rev], { cwd: dir })).trim();
+  }
+}
+
+export interface ServerOptions {
+  database?: 'sqlite' | 'postgres';
+  env?: NodeJS.ProcessEnv;
+  args?: string[];
+}
+
+export class Server {
+  private constructor(
+    readonly dataDir: string,
+    readonly url: string,
+    readonly process: ChildProcess,
+    readonly databaseUrl: string | undefined,
+    readonly logs: string[],
+  ) {}
+
+  static async start(opts: ServerOptions = {}): Promise<Server> {
+    const dataDir = await tempDir('gitstratum-data-');
+    const databaseUrl = opts.database === 'postgres' ? await freshDatabaseUrl() : undefined;
+    const args = [BIN, 'serve', '--data', dataDir, '--port', '0', ...(databaseUrl ? ['--database-url', databaseUrl] : []), ...(opts.args ?? [])];
+    const child = spawn(process.execPath, args, { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const logs: string[] = [];
+    let stderr = '';
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const url = await new Promise<string>((resolve, reject) => {
+      const lines = createInterface({ input: child.stdout! });
+      lines.on('line', (line) => {
+        logs.push(line);
+        try {
+          const entry = JSON.parse(line) as { msg?: string; url?: string };
+          if (entry.msg === 'gitstratum listening' && entry.url) resolve(entry.url);
+        } catch {
+          /* not JSON */
+        }
+      });
+      child.on('exit', (code) => reject(new Error(`server exited with ${code}:\n${stderr}`)));
+      setTimeout(() => reject(new Error(`server did not start:\n${stderr}`)), 30_000).unref();
+    });
+    return new Server(dataDir, url.replace('localhost', '127.0.0.1'), child, databaseUrl, logs);
+  }
+
+  /** Runs an admin command against this server's data directory and database. */
+  async cli(args: string[]): Promise<RunResult> {
+    const extra = ['--data', this.dataDir, ...(this.databaseUrl ? ['--database-url', this.databaseUrl] : [])];
+    return run(process.execPath, [BIN, ...args, ...extra]);
+  }
+
+  async cliOk(args: string[]): Promise<string> {
+    const r = await this.cli(args);
+    if (r.code !== 0) throw new Error(`gitstratum ${args.join(' ')} exited ${r.code}:\n${r.stderr}`);
+    return r.stdout;
+  }
+
+  /** Creates a token and returns its secret (the last line the command prints). */
+  async token(user: string, scope: 'read' | 'write' | 'admin'): Promise<string> {
+    const out = await this.cliOk(['token', 'create', user, '--scope', scope]);
+    return out.trim().split('\n').pop()!;
+  }
+
+  /** The repository's URL, with the token as password when one is given. */
+  repoUrl(repoPath: string, token?: string): string {
+    const u = new URL(`/${repoPath}`, this.url);
+    if (token) {
+      u.username = 'git';
+      u.password = token;
+    }
+    return u.toString();
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    if (this.process.exitCode !== null || this.process.signalCode !== null) return this.process.exitCode;
+    const exited = new Promise<number | null>((resolve) => this.process.once('exit', (code) => resolve(code)));
+    this.process.kill(signal);
+    return exited;
+  }
+
+  async cleanup(): Promise<void> {
+    await this.stop();
+    await rm(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A new, empty PostgreSQL database on the cluster `npm test` started. Without one, a test
+ * that needs it fails in CI and is skipped (with the reason) elsewhere.
+ */
+export async function freshDatabaseUrl(): Promise<string> {
+  const base = process.env['GITSTRATUM_TEST_DATABASE_URL'];
+  if (!base) throw new Error('GITSTRATUM_TEST_DATABASE_URL is not set: run the tests with `npm test`, which starts PostgreSQL');
+  const name = `gs_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
+  const client = new pg.Client({ connectionString: base });
+  await client.connect();
+  try {
+    await client.query(`create database ${name}`);
+  } finally {
+    await client.end();
+  }
+  const u = new URL(base);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+/** The database backends a metadata test should run against. */
+export function databaseBackends(): ('sqlite' | 'postgres')[] {
+  if (process.env['GITSTRATUM_TEST_DATABASE_URL']) return ['sqlite', 'postgres'];
+  if (process.env['CI']) throw new Error('CI requires PostgreSQL: GITSTRATUM_TEST_DATABASE_URL is not set');
+  process.stderr.write('note: PostgreSQL not configured (GITSTRATUM_TEST_DATABASE_URL unset); running SQLite only\n');
+  return ['sqlite'];
+}
+
+/** Standard fixture: users alice (owner), bob (no access), root (site admin), org acme. */
+export async function seed(server: Server) {
+  await server.cliOk(['user', 'create', 'alice']);
+  await server.cliOk(['user', 'create', 'bob']);
+  await server.cliOk(['user', 'create', 'root', '--admin']);
+  await server.cliOk(['space', 'create', 'alice/main']);
+  return {
+    alice: {
+      read: await server.token('alice', 'read'),
+      write: await server.token('alice', 'write'),
+      admin: await server.token('alice', 'admin'),
+    },
+    bob: { write: await server.token('bob', 'write') },
+    root: { admin: await server.token('root', 'admin') },
+  };
+}
