@@ -101,6 +101,36 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('audit_log_repository_idx').on('audit_log').columns(['repository_id', 'id']).execute();
       },
     },
+    '0002_lfs': {
+      async up(db: Kysely<any>) {
+        // Which repository may see which LFS object. Storage is shared and content-addressed;
+        // this table is the permission: a row exists only once the bytes were verified for
+        // (uploaded to, or verified in) that repository.
+        await db.schema
+          .createTable('lfs_objects')
+          .addColumn('repository_id', 'text', (c) => c.notNull().references('repositories.id').onDelete('cascade'))
+          .addColumn('oid', 'text', (c) => c.notNull())
+          .addColumn('size', 'bigint', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('lfs_objects_pkey', ['repository_id', 'oid'])
+          .execute();
+        await db.schema.createIndex('lfs_objects_oid_idx').on('lfs_objects').column('oid').execute();
+
+        await db.schema
+          .createTable('lfs_locks')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('repository_id', 'text', (c) => c.notNull().references('repositories.id').onDelete('cascade'))
+          .addColumn('path', 'text', (c) => c.notNull())
+          .addColumn('owner_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+          .addColumn('ref', 'text')
+          .addColumn('locked_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('lfs_locks_repo_path_key').on('lfs_locks').columns(['repository_id', 'path']).unique().execute();
+
+        // Server-side enforcement of LFS locks on push, per repository (on by default).
+        await db.schema.alterTable('repositories').addColumn('enforce_locks', 'integer', (c) => c.notNull().defaultTo(1)).execute();
+      },
+    },
   };
 }
 

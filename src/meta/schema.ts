@@ -49,6 +49,24 @@ export interface RepositoriesTable {
   shard: string;
   created_at: string;
   updated_at: string;
+  enforce_locks: Generated<number>;
+}
+
+export interface LfsObjectsTable {
+  repository_id: string;
+  oid: string;
+  /** bigint: PostgreSQL returns it as a string, SQLite as a number. */
+  size: number | string;
+  created_at: string;
+}
+
+export interface LfsLocksTable {
+  id: string;
+  repository_id: string;
+  path: string;
+  owner_id: string;
+  ref: string | null;
+  locked_at: string;
 }
 
 export interface ProjectsTable {
@@ -93,4 +111,6 @@ export interface Database {
   projects: ProjectsTable;
   access_tokens: AccessTokensTable;
   audit_log: AuditLogTable;
+  lfs_objects: LfsObjectsTable;
+  lfs_locks: LfsLocksTable;
 }

@@ -58,9 +58,15 @@ export interface Presigner {
   presignGet(key: ObjectKey, expiresInSeconds: number): Promise<string>;
   /**
    * A URL that lets its bearer PUT the object until it expires. When `contentType` is given it
-   * is signed, and the client must send exactly that `Content-Type`.
+   * is signed, and the client must send exactly that `Content-Type`. `checksumSha256` (base64)
+   * is signed as the `x-amz-checksum-sha256` header, which the client must send too; the
+   * store then refuses content whose SHA-256 differs (S3 does; s3rver does not check).
    */
-  presignPut(key: ObjectKey, expiresInSeconds: number, opts?: { contentType?: string; size?: number }): Promise<string>;
+  presignPut(
+    key: ObjectKey,
+    expiresInSeconds: number,
+    opts?: { contentType?: string; size?: number; checksumSha256?: string },
+  ): Promise<string>;
 }
 
 export interface ObjectStore {

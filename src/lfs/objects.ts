@@ -1,0 +1,187 @@
+/**
+ * LFS objects: the batch API and the basic transfer adapter.
+ *
+ * Storage is shared and content-addressed (`lfs/ab/cd/<oid>`), so the same file pushed to a
+ * hundred repositories is stored once. Visibility is not: a repository may download an
+ * object only once it was uploaded to or verified in that repository (table lfs_objects).
+ * Someone who names an oid that exists only elsewhere must upload the bytes themselves
+ * (proof of possession): guessing a hash never reads a private file.
+ *
+ * Modes: `proxy` streams bytes through the server (hashed on the way in, Range on the way
+ * out); `direct` hands out pre-signed object store URLs, and the verify action checks the
+ * stored size before the object counts as present in the repository.
+ */
+import { Writable, pipeline as pipelineCb, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { MetaStore } from '../meta/db.js';
+import { now } from '../meta/db.js';
+import { findLinkedObjects, linkObject } from '../meta/lfs.js';
+import { lfsObjectKey, type ByteRange, type GetResult, type ObjectStore } from '../storage/object-store.js';
+import { DomainError, invalid, notFound, tooLarge } from '../shared/errors.js';
+import { verifyContent } from './content.js';
+import type { LfsMetrics } from './metrics.js';
+import type { Signer } from './signing.js';
+import { objectProblem, type Action, type BatchObjectOut, type BatchRequest, type BatchResponse } from './wire.js';
+
+export type TransferMode = 'proxy' | 'direct';
+
+export interface LfsSettings {
+  mode: TransferMode;
+  maxObjectBytes: number;
+  maxBatchObjects: number;
+  actionExpiresSeconds: number;
+}
+
+export interface LfsRepoRef {
+  id: string;
+  /** Absolute base of the repository's LFS endpoint: `https://host/o/s/r.git/info/lfs`. */
+  lfsUrl: string;
+}
+
+/** `expires_at` as the spec wants it: RFC 3339, upper case, second precision. */
+function expiresAt(seconds: number): string {
+  return new Date(Date.now() + seconds * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; signer: Signer; settings: LfsSettings; metrics: LfsMetrics }) {
+  const { meta, store, signer, settings, metrics } = deps;
+  if (settings.mode === 'direct' && !store.presigner) {
+    throw new Error(`LFS direct mode needs an object store with pre-signed URLs; ${store.kind} has none`);
+  }
+  const ttl = settings.actionExpiresSeconds;
+
+  async function signedAction(href: string, claims: Parameters<Signer['sign']>[0], extra: Record<string, string> = {}): Promise<Action> {
+    const token = await signer.sign(claims, ttl);
+    return { href, header: { Authorization: `Bearer ${token}`, ...extra }, expires_in: ttl, expires_at: expiresAt(ttl) };
+  }
+
+  async function presigned(href: Promise<string>, header?: Record<string, string>): Promise<Action> {
+    return { href: await href, ...(header && { header }), expires_in: ttl, expires_at: expiresAt(ttl) };
+  }
+
+  async function uploadActions(repo: LfsRepoRef, oid: string, size: number, sub: string | null) {
+    const objectHref = `${repo.lfsUrl}/objects/${oid}`;
+    const verify = await signedAction(`${repo.lfsUrl}/verify`, { repo: repo.id, op: 'verify', oid, size, sub });
+    if (settings.mode === 'proxy') {
+      return { upload: await signedAction(objectHref, { repo: repo.id, op: 'upload', oid, size, sub }), verify };
+    }
+    // A signed Content-Type must be sent as signed: the client takes it from the header map
+    // instead of sniffing one. Never an Authorization header on a pre-signed URL.
+    const contentType = 'application/octet-stream';
+    const checksum = Buffer.from(oid, 'hex').toString('base64');
+    const href = store.presigner!.presignPut(lfsObjectKey(oid), ttl, { contentType, size, checksumSha256: checksum });
+    return { upload: await presigned(href, { 'Content-Type': contentType, 'x-amz-checksum-sha256': checksum }), verify };
+  }
+
+  async function downloadAction(repo: LfsRepoRef, oid: string, size: number, sub: string | null): Promise<Action> {
+    if (settings.mode === 'direct') return presigned(store.presigner!.presignGet(lfsObjectKey(oid), ttl));
+    return signedAction(`${repo.lfsUrl}/objects/${oid}`, { repo: repo.id, op: 'download', oid, size, sub });
+  }
+
+  async function batch(repo: LfsRepoRef, req: BatchRequest, sub: string | null): Promise<BatchResponse> {
+    const valid = req.objects.filter((o) => objectProblem(o) === undefined).map((o) => o.oid as string);
+    const linked = await findLinkedObjects(meta.db, repo.id, [...new Set(valid)]);
+    const objects: BatchObjectOut[] = [];
+    for (const o of req.objects) {
+      const problem = objectProblem(o);
+      const oid = typeof o.oid === 'string' ? o.oid : String(o.oid);
+      const size = typeof o.size === 'number' ? o.size : -1;
+      if (problem) {
+        objects.push({ oid, size, error: { code: 422, message: problem } });
+        metrics.batchObjects.inc({ operation: req.operation, result: 'error' });
+        continue;
+      }
+      const known = linked.get(oid);
+      if (req.operation === 'download') {
+        if (known === undefined) {
+          objects.push({ oid, size, error: { code: 404, message: 'object does not exist in this repository' } });
+          metrics.batchObjects.inc({ operation: 'download', result: 'error' });
+        } else {
+          objects.push({ oid, size: known, authenticated: true, actions: { download: await downloadAction(repo, oid, known, sub) } });
+          metrics.batchObjects.inc({ operation: 'download', result: 'action' });
+        }
+        continue;
+      }
+      if (size > settings.maxObjectBytes) {
+        objects.push({ oid, size, error: { code: 413, message: `object of ${size} bytes exceeds the maximum size of ${settings.maxObjectBytes} bytes` } });
+        metrics.batchObjects.inc({ operation: 'upload', result: 'error' });
+      } else if (known !== undefined && known === size) {
+        // Already here for this repository: no actions means "nothing to do".
+        objects.push({ oid, size });
+        metrics.batchObjects.inc({ operation: 'upload', result: 'present' });
+      } else {
+        objects.push({ oid, size, authenticated: true, actions: await uploadActions(repo, oid, size, sub) });
+        metrics.batchObjects.inc({ operation: 'upload', result: 'action' });
+      }
+    }
+    return { transfer: 'basic', objects, hash_algo: 'sha256' };
+  }
+
+  /**
+   * Proxy upload: hash and count while streaming into the store; link the object to the
+   * repository only once the bytes proved right. If the store already has the object (from
+   * another repository), the bytes are still read and hashed, then discarded.
+   */
+  async function upload(repo: LfsRepoRef, oid: string, body: Readable, declaredSize: number | undefined, signal?: AbortSignal) {
+    if (declaredSize !== undefined && declaredSize > settings.maxObjectBytes) {
+      throw tooLarge('object_too_large', `object of ${declaredSize} bytes exceeds the maximum size of ${settings.maxObjectBytes} bytes`);
+    }
+    const key = lfsObjectKey(oid);
+    const check = verifyContent({ oid, size: declaredSize, maxBytes: settings.maxObjectBytes });
+    try {
+      if (await store.head(key)) {
+        await pipeline(body, check, new Writable({ write: (_c, _e, cb) => cb() }), { signal });
+      } else {
+        // The callback form returns `check` and destroys it if the client goes away midway,
+        // which fails the put: nothing is stored.
+        const verified = pipelineCb(body, check, () => {});
+        await store.put(key, verified, { ...(declaredSize !== undefined && { size: declaredSize }), ...(signal && { signal }) });
+      }
+    } catch (err) {
+      if (err instanceof DomainError && (err.code === 'hash_mismatch' || err.code === 'size_mismatch')) {
+        metrics.verifyFailures.inc({ reason: err.code });
+      }
+      throw err;
+    }
+    metrics.bytes.inc({ direction: 'up' }, check.bytes);
+    await linkObject(meta.db, { repositoryId: repo.id, oid, size: check.bytes, createdAt: now() });
+    return { size: check.bytes };
+  }
+
+  async function download(repo: LfsRepoRef, oid: string, range?: ByteRange): Promise<GetResult> {
+    const linked = await findLinkedObjects(meta.db, repo.id, [oid]);
+    if (!linked.has(oid)) throw notFound('object_not_found', 'object does not exist in this repository');
+    const result = await store.get(lfsObjectKey(oid), range ? { range } : {});
+    result.body.on('data', (chunk: Buffer) => metrics.bytes.inc({ direction: 'down' }, chunk.length));
+    return result;
+  }
+
+  /**
+   * The verify action. In proxy mode the upload already linked the object; in direct mode
+   * this is where it becomes visible, after the store confirms it holds that many bytes.
+   */
+  async function verify(repo: LfsRepoRef, oid: string, size: number): Promise<void> {
+    const linked = await findLinkedObjects(meta.db, repo.id, [oid]);
+    const known = linked.get(oid);
+    if (known !== undefined) {
+      if (known !== size) {
+        metrics.verifyFailures.inc({ reason: 'size_mismatch' });
+        throw invalid('size_mismatch', `object has ${known} bytes, not ${size}`);
+      }
+      return;
+    }
+    if (settings.mode === 'proxy') throw notFound('object_not_found', 'object was not uploaded');
+    const head = await store.head(lfsObjectKey(oid));
+    if (!head) throw notFound('object_not_found', 'object was not uploaded');
+    if (head.size !== size) {
+      metrics.verifyFailures.inc({ reason: 'size_mismatch' });
+      throw invalid('size_mismatch', `stored object has ${head.size} bytes, not ${size}`);
+    }
+    await linkObject(meta.db, { repositoryId: repo.id, oid, size, createdAt: now() });
+  }
+
+  return { batch, upload, download, verify, settings };
+}
+
+export type LfsObjects = ReturnType<typeof createLfsObjects>;
+

@@ -1,0 +1,82 @@
+/**
+ * Short-lived signed transfer authorizations. Batch responses put one in each action's
+ * `Authorization` header, scoped to a repository, an operation and an oid, so transfer URLs
+ * never carry the user's own credentials. HS256 with a server secret shared by every
+ * frontend (config `signingSecret`, else a random key kept in the data directory).
+ */
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { SignJWT, jwtVerify, errors as joseErrors } from 'jose';
+import { forbidden, unauthenticated } from '../shared/errors.js';
+
+export type TransferOp = 'upload' | 'download' | 'verify';
+
+export interface TransferClaims {
+  repo: string;
+  op: TransferOp;
+  oid: string;
+  size: number;
+  /** The user it was issued to, or null for anonymous downloads. */
+  sub: string | null;
+}
+
+export interface Signer {
+  sign(claims: TransferClaims, expiresInSeconds: number): Promise<string>;
+  /** Checks signature, expiry and scope; throws `unauthenticated`/`forbidden`. */
+  verify(token: string, expect: { repo: string; op: TransferOp; oid: string }): Promise<TransferClaims>;
+}
+
+export async function loadSigningKey(dataDir: string, configured?: string): Promise<Uint8Array> {
+  if (configured) return new TextEncoder().encode(configured);
+  const file = path.join(dataDir, 'signing.key');
+  try {
+    return Buffer.from((await readFile(file, 'utf8')).trim(), 'base64');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const key = randomBytes(32);
+  await mkdir(dataDir, { recursive: true });
+  // 'wx': if another process created it meanwhile, use theirs.
+  await writeFile(file, key.toString('base64') + '\n', { mode: 0o600, flag: 'wx' }).catch(async (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
+  });
+  return Buffer.from((await readFile(file, 'utf8')).trim(), 'base64');
+}
+
+export function createSigner(key: Uint8Array): Signer {
+  return {
+    async sign(claims, expiresInSeconds) {
+      return new SignJWT({ repo: claims.repo, op: claims.op, oid: claims.oid, size: claims.size })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject(claims.sub ?? 'anonymous')
+        .setIssuedAt()
+        .setExpirationTime(Math.floor(Date.now() / 1000) + expiresInSeconds)
+        .sign(key);
+    },
+    async verify(token, expect) {
+      let payload;
+      try {
+        ({ payload } = await jwtVerify(token, key, { algorithms: ['HS256'] }));
+      } catch (err) {
+        if (err instanceof joseErrors.JWTExpired) throw unauthenticated('transfer_expired', 'transfer authorization expired; request a new batch');
+        throw unauthenticated('transfer_invalid', 'invalid transfer authorization');
+      }
+      if (payload['repo'] !== expect.repo || payload['op'] !== expect.op || payload['oid'] !== expect.oid) {
+        throw forbidden('transfer_scope', 'transfer authorization does not cover this object');
+      }
+      return {
+        repo: String(payload['repo']),
+        op: expect.op,
+        oid: String(payload['oid']),
+        size: Number(payload['size']),
+        sub: payload.sub === 'anonymous' || payload.sub === undefined ? null : payload.sub,
+      };
+    },
+  };
+}
+
+/** True when a bearer value looks like one of our JWTs rather than an access token. */
+export function looksLikeJwt(value: string): boolean {
+  return /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(value);
+}

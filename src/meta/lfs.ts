@@ -1,0 +1,115 @@
+/** LFS object visibility per repository, and LFS locks. */
+import type { Db } from './db.js';
+
+/** Oids (among `oids`) this repository may see, with their sizes. One query per 500 oids. */
+export async function findLinkedObjects(db: Db, repositoryId: string, oids: string[]): Promise<Map<string, number>> {
+  const found = new Map<string, number>();
+  for (let i = 0; i < oids.length; i += 500) {
+    const chunk = oids.slice(i, i + 500);
+    if (chunk.length === 0) continue;
+    const rows = await db
+      .selectFrom('lfs_objects')
+      .select(['oid', 'size'])
+      .where('repository_id', '=', repositoryId)
+      .where('oid', 'in', chunk)
+      .execute();
+    for (const r of rows) found.set(r.oid, Number(r.size));
+  }
+  return found;
+}
+
+export async function linkObject(db: Db, row: { repositoryId: string; oid: string; size: number; createdAt: string }): Promise<void> {
+  await db
+    .insertInto('lfs_objects')
+    .values({ repository_id: row.repositoryId, oid: row.oid, size: row.size, created_at: row.createdAt })
+    .onConflict((oc) => oc.columns(['repository_id', 'oid']).doNothing())
+    .execute();
+}
+
+export interface LockRow {
+  id: string;
+  repositoryId: string;
+  path: string;
+  ownerId: string;
+  ownerName: string;
+  ref: string | null;
+  lockedAt: string;
+}
+
+function lockQuery(db: Db) {
+  return db
+    .selectFrom('lfs_locks')
+    .innerJoin('owners', 'owners.id', 'lfs_locks.owner_id')
+    .select(['lfs_locks.id', 'lfs_locks.repository_id', 'lfs_locks.path', 'lfs_locks.owner_id', 'owners.name', 'lfs_locks.ref', 'lfs_locks.locked_at']);
+}
+
+type RawLock = Awaited<ReturnType<ReturnType<typeof lockQuery>['executeTakeFirstOrThrow']>>;
+
+function toLock(r: RawLock): LockRow {
+  return { id: r.id, repositoryId: r.repository_id, path: r.path, ownerId: r.owner_id, ownerName: r.name, ref: r.ref, lockedAt: r.locked_at };
+}
+
+export async function insertLock(
+  db: Db,
+  row: { id: string; repositoryId: string; path: string; ownerId: string; ref: string | null; lockedAt: string },
+): Promise<void> {
+  await db
+    .insertInto('lfs_locks')
+    .values({ id: row.id, repository_id: row.repositoryId, path: row.path, owner_id: row.ownerId, ref: row.ref, locked_at: row.lockedAt })
+    .execute();
+}
+
+export async function findLock(db: Db, repositoryId: string, by: { id?: string; path?: string }): Promise<LockRow | undefined> {
+  let q = lockQuery(db).where('lfs_locks.repository_id', '=', repositoryId);
+  if (by.id !== undefined) q = q.where('lfs_locks.id', '=', by.id);
+  if (by.path !== undefined) q = q.where('lfs_locks.path', '=', by.path);
+  const row = await q.executeTakeFirst();
+  return row && toLock(row);
+}
+
+/** Locks ordered by id, after `cursor` (exclusive), at most `limit`. */
+export async function listLocks(
+  db: Db,
+  repositoryId: string,
+  filter: { path?: string; id?: string; cursor?: string; limit: number; ownerId?: string; notOwnerId?: string },
+): Promise<LockRow[]> {
+  let q = lockQuery(db).where('lfs_locks.repository_id', '=', repositoryId);
+  if (filter.path !== undefined) q = q.where('lfs_locks.path', '=', filter.path);
+  if (filter.id !== undefined) q = q.where('lfs_locks.id', '=', filter.id);
+  if (filter.cursor !== undefined) q = q.where('lfs_locks.id', '>', filter.cursor);
+  const rows = await q.orderBy('lfs_locks.id').limit(filter.limit).execute();
+  return rows.map(toLock);
+}
+
+export async function locksOnPaths(db: Db, repositoryId: string, paths: string[]): Promise<LockRow[]> {
+  const out: LockRow[] = [];
+  for (let i = 0; i < paths.length; i += 500) {
+    const chunk = paths.slice(i, i + 500);
+    if (chunk.length === 0) continue;
+    const rows = await lockQuery(db).where('lfs_locks.repository_id', '=', repositoryId).where('lfs_locks.path', 'in', chunk).execute();
+    out.push(...rows.map(toLock));
+  }
+  return out;
+}
+
+export async function countLocks(db: Db, repositoryId: string): Promise<number> {
+  const row = await db
+    .selectFrom('lfs_locks')
+    .select((eb) => eb.fn.countAll<number | string>().as('n'))
+    .where('repository_id', '=', repositoryId)
+    .executeTakeFirst();
+  return Number(row?.n ?? 0);
+}
+
+export async function deleteLock(db: Db, id: string): Promise<void> {
+  await db.deleteFrom('lfs_locks').where('id', '=', id).execute();
+}
+
+export async function enforcesLocks(db: Db, repositoryId: string): Promise<boolean> {
+  const row = await db.selectFrom('repositories').select('enforce_locks').where('id', '=', repositoryId).executeTakeFirst();
+  return row?.enforce_locks !== 0;
+}
+
+export async function setEnforceLocks(db: Db, repositoryId: string, on: boolean): Promise<void> {
+  await db.updateTable('repositories').set({ enforce_locks: on ? 1 : 0 }).where('id', '=', repositoryId).execute();
+}
