@@ -44,6 +44,9 @@ export function createHttpServer(deps: EdgeDeps): FastifyInstance {
     connectionTimeout: 0,
     keepAliveTimeout: 65_000,
     bodyLimit: 10 * 1024 * 1024,
+    // Refuse unknown body fields instead of dropping them: a mistyped `visibility` must not
+    // silently create a public repository.
+    ajv: { customOptions: { removeAdditional: false } },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   };
@@ -78,6 +81,10 @@ export function createHttpServer(deps: EdgeDeps): FastifyInstance {
   app.setErrorHandler((err, req, reply) => {
     if (isDomainError(err)) return sendJsonError(reply, err);
     const status = (err as { statusCode?: number }).statusCode;
+    // Schema validation and unparseable bodies: one stable code, not Fastify's internal ones.
+    if ((err as { validation?: unknown }).validation || status === 400) {
+      return reply.code(400).send({ error: { code: 'invalid_request', message: (err as Error).message } });
+    }
     if (status && status >= 400 && status < 500) {
       return reply.code(status).send({ error: { code: (err as { code?: string }).code?.toLowerCase() ?? 'bad_request', message: (err as Error).message } });
     }
