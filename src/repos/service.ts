@@ -149,14 +149,15 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       return { id, owner: owner.name, name: where.space, createdAt };
     },
 
+    /** Any signed-in user may list spaces; anonymous callers see only public repositories. */
     async listSpaces(actor: Actor, ownerName?: string) {
+      if (actor.kind === 'anonymous') throw unauthenticated('auth_required', 'authentication required');
       let ownerId: string | undefined;
       if (ownerName) {
         const owner = await owners.findOwnerByName(db, ownerName);
         if (!owner) throw notFound('owner_not_found', `owner not found: ${ownerName}`);
         ownerId = owner.id;
       }
-      void actor;
       return spaces.listSpaces(db, ownerId);
     },
 
