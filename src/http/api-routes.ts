@@ -1,11 +1,188 @@
-/** REST API under /api/v1 (placeholder until the API lands). */
-import type { FastifyInstance } from 'fastify';
+/**
+ * REST API under /api/v1: the admin CLI's operations over HTTP, described by an OpenAPI 3
+ * document at /api/v1/openapi.json. The edge only translates: each route's schema validates
+ * the request, the route resolves the actor from the token, calls one service function with
+ * the request id (so the audit log can be joined to the request log), and maps the result to
+ * the public shape (never a disk path or a shard). The services decide who may do what.
+ *
+ * The API is its own encapsulated plugin so that @fastify/swagger sees only these routes and
+ * unknown paths under the prefix get a JSON 404 rather than the git edge's plain text.
+ */
+import swagger from '@fastify/swagger';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Accounts } from '../access/accounts.js';
-import type { RepoService } from '../repos/service.js';
+import type { Actor } from '../access/policy.js';
+import type { Role, Visibility } from '../meta/schema.js';
+import type { RepoInfo, RepoRow, RepoService } from '../repos/service.js';
+import { parseRepoPath } from '../repos/names.js';
+import { invalid, unauthenticated } from '../shared/errors.js';
+import { authenticate } from './auth.js';
+import { schemas, sharedSchemas, swaggerOptions } from './api-schemas.js';
+
+export const API_PREFIX = '/api/v1';
 
 export interface ApiDeps {
   accounts: Accounts;
   repos: RepoService;
 }
 
-export function registerApiRoutes(_app: FastifyInstance, _deps: ApiDeps): void {}
+interface RepoParams {
+  owner: string;
+  space: string;
+  repo: string;
+}
+
+interface RepoPatch {
+  name?: string;
+  path?: string;
+  visibility?: Visibility;
+  tags?: string[];
+}
+
+function fullName(r: RepoRow): string {
+  return `${r.ownerName}/${r.spaceName}/${r.name}`;
+}
+
+/** The public shape of a repository. `tags` only where the service loaded them. */
+function repoView(req: FastifyRequest, r: RepoRow & { tags?: string[] }, withTags: boolean) {
+  return {
+    id: r.id,
+    owner: r.ownerName,
+    space: r.spaceName,
+    name: r.name,
+    fullName: fullName(r),
+    visibility: r.visibility,
+    defaultBranch: r.defaultBranch,
+    ...(withTags && { tags: r.tags ?? [] }),
+    cloneUrl: `${req.protocol}://${req.host}/${fullName(r)}.git`,
+    createdAt: r.createdAt,
+    updatedAt: r.updatedAt,
+  };
+}
+
+function repoPathOf(p: RepoParams): string {
+  return `${p.owner}/${p.space}/${p.repo}`;
+}
+
+export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
+  app.register(async (api) => apiPlugin(api, deps), { prefix: API_PREFIX });
+}
+
+async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
+  const { accounts, repos } = deps;
+  // Registered before any route so that its onRoute hook sees them all.
+  await api.register(swagger, swaggerOptions);
+  for (const schema of sharedSchemas) api.addSchema(schema);
+
+  const actorOf = (req: FastifyRequest): Promise<Actor> => authenticate(accounts, req);
+  const audit = (req: FastifyRequest) => ({ requestId: String(req.id) });
+
+  api.setNotFoundHandler((req, reply) =>
+    reply.code(404).send({ error: { code: 'route_not_found', message: `no such endpoint: ${req.method} ${req.url.split('?')[0]}` } }),
+  );
+
+  api.get('/openapi.json', { schema: schemas.openapi }, async () => api.swagger());
+
+  api.get('/user', { schema: schemas.whoami }, async (req) => {
+    const actor = await actorOf(req);
+    if (actor.kind !== 'user') throw unauthenticated('auth_required', 'authentication required');
+    return { id: actor.userId, name: actor.name, isAdmin: actor.isAdmin, scope: actor.scope, tokenId: actor.tokenId };
+  });
+
+  api.get('/users', { schema: schemas.listUsers }, async (req) => accounts.listUsers(await actorOf(req)));
+
+  api.post<{ Body: { name: string; admin: boolean } }>('/users', { schema: schemas.createUser }, async (req, reply) => {
+    const user = await accounts.createUser(await actorOf(req), req.body.name, { admin: req.body.admin, ...audit(req) });
+    return reply.code(201).send(user);
+  });
+
+  api.post<{ Body: { name: string } }>('/orgs', { schema: schemas.createOrg }, async (req, reply) => {
+    const org = await accounts.createOrg(await actorOf(req), req.body.name, audit(req));
+    return reply.code(201).send(org);
+  });
+
+  api.get<{ Params: { org: string } }>('/orgs/:org/members', { schema: schemas.listMembers }, async (req) =>
+    accounts.listMembers(await actorOf(req), req.params.org),
+  );
+
+  api.put<{ Params: { org: string; user: string }; Body: { role: Role } }>(
+    '/orgs/:org/members/:user',
+    { schema: schemas.setMember },
+    async (req) => accounts.addMember(await actorOf(req), req.params.org, req.params.user, req.body.role, audit(req)),
+  );
+
+  api.get<{ Querystring: { owner?: string } }>('/spaces', { schema: schemas.listSpaces }, async (req) => {
+    const list = await repos.listSpaces(await actorOf(req), req.query.owner);
+    return list.map((s) => ({ id: s.id, owner: s.ownerName, name: s.name, createdAt: s.createdAt }));
+  });
+
+  api.post<{ Body: { owner: string; name: string } }>('/spaces', { schema: schemas.createSpace }, async (req, reply) => {
+    const space = await repos.createSpace(await actorOf(req), `${req.body.owner}/${req.body.name}`, audit(req));
+    return reply.code(201).send(space);
+  });
+
+  api.get<{ Querystring: { owner?: string; space?: string } }>('/repos', { schema: schemas.listRepos }, async (req) => {
+    const { owner, space } = req.query;
+    const list = await repos.listRepos(await actorOf(req), { ...(owner && { owner }), ...(space && { space }) });
+    // listRepos does not load tags; leave them out rather than report an empty list.
+    return list.map((r) => repoView(req, r, false));
+  });
+
+  api.post<{ Body: { owner: string; space: string; name: string; visibility: Visibility } }>(
+    '/repos',
+    { schema: schemas.createRepo },
+    async (req, reply) => {
+      const { owner, space, name, visibility } = req.body;
+      const repo = await repos.createRepo(await actorOf(req), `${owner}/${space}/${name}`, { visibility, ...audit(req) });
+      return reply.code(201).send(repoView(req, repo, true));
+    },
+  );
+
+  api.get<{ Params: RepoParams }>('/repos/:owner/:space/:repo', { schema: schemas.getRepo }, async (req) => {
+    const where = parseRepoPath(repoPathOf(req.params));
+    return repoView(req, await repos.resolve(await actorOf(req), where, 'read'), true);
+  });
+
+  api.patch<{ Params: RepoParams; Body: RepoPatch }>('/repos/:owner/:space/:repo', { schema: schemas.updateRepo }, async (req) => {
+    const { name, path, visibility, tags } = req.body;
+    const target = name ?? path;
+    const actor = await actorOf(req);
+    const from = repoPathOf(req.params);
+    if (target !== undefined) {
+      // Rename and settings are separate service operations, each one transaction; taking
+      // them one request at a time keeps every request all-or-nothing.
+      if (name !== undefined && path !== undefined) throw invalid('invalid_request', 'give either name or path, not both');
+      if (visibility !== undefined || tags !== undefined) {
+        throw invalid('invalid_request', 'rename or move in a request of its own, without visibility or tags');
+      }
+      return repoView(req, await repos.renameRepo(actor, from, target, audit(req)), true);
+    }
+    const change = { ...(visibility && { visibility }), ...(tags && { tags }) };
+    return repoView(req, await repos.updateRepo(actor, from, change, audit(req)), true);
+  });
+
+  api.delete<{ Params: RepoParams }>('/repos/:owner/:space/:repo', { schema: schemas.deleteRepo }, async (req, reply) => {
+    await repos.deleteRepo(await actorOf(req), repoPathOf(req.params), audit(req));
+    return reply.code(204).send();
+  });
+
+  api.get<{ Params: { user: string } }>('/users/:user/tokens', { schema: schemas.listTokens }, async (req) =>
+    accounts.listTokens(await actorOf(req), req.params.user),
+  );
+
+  api.post<{ Params: { user: string }; Body: { scope: Role; expires?: string } }>(
+    '/users/:user/tokens',
+    { schema: schemas.createToken },
+    async (req, reply) => {
+      const token = await accounts.createToken(await actorOf(req), req.params.user, req.body.scope, {
+        expires: req.body.expires,
+        ...audit(req),
+      });
+      return reply.code(201).header('Cache-Control', 'no-store').send(token);
+    },
+  );
+
+  api.delete<{ Params: { id: string } }>('/tokens/:id', { schema: schemas.revokeToken }, async (req) =>
+    accounts.revokeToken(await actorOf(req), req.params.id, audit(req)),
+  );
+}

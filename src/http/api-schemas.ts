@@ -1,0 +1,267 @@
+/**
+ * JSON schemas of the REST API: Fastify validates requests and serializes responses with
+ * them, and @fastify/swagger turns the same schemas into the OpenAPI document, so the
+ * document cannot drift from what the server accepts. Shared shapes are registered by `$id`
+ * and appear under `components.schemas`. Names are checked loosely here (a safe character
+ * set) and exactly by the services (repos/names.ts), which own the rules.
+ */
+import type { SwaggerOptions } from '@fastify/swagger';
+
+export const API_VERSION = '0.1.0';
+
+const name = (description: string) =>
+  ({ type: 'string', minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$', description }) as const;
+/** A repository name in a URL may carry the `.git` suffix. */
+const repoName = { ...name('repository name (a trailing .git is ignored)'), maxLength: 104 } as const;
+const role = { type: 'string', enum: ['read', 'write', 'admin'] } as const;
+const timestamp = { type: 'string', format: 'date-time' } as const;
+const nullableTimestamp = { type: ['string', 'null'], format: 'date-time' } as const;
+
+export const sharedSchemas = [
+  {
+    $id: 'Error',
+    type: 'object',
+    description: 'every error answer of the API',
+    required: ['error'],
+    properties: {
+      error: {
+        type: 'object',
+        required: ['code', 'message'],
+        properties: {
+          code: { type: 'string', description: 'stable, machine-readable (see docs/api.md)' },
+          message: { type: 'string', description: 'short, for people' },
+        },
+      },
+    },
+  },
+  {
+    $id: 'User',
+    type: 'object',
+    required: ['id', 'name', 'isAdmin'],
+    properties: { id: { type: 'string' }, name: { type: 'string' }, isAdmin: { type: 'boolean' } },
+  },
+  {
+    $id: 'Me',
+    type: 'object',
+    description: 'the user behind the presented token, and what the token may do',
+    required: ['id', 'name', 'isAdmin', 'scope', 'tokenId'],
+    properties: {
+      id: { type: 'string' },
+      name: { type: 'string' },
+      isAdmin: { type: 'boolean' },
+      scope: role,
+      tokenId: { type: ['string', 'null'] },
+    },
+  },
+  {
+    $id: 'Org',
+    type: 'object',
+    required: ['id', 'name'],
+    properties: { id: { type: 'string' }, name: { type: 'string' } },
+  },
+  {
+    $id: 'Member',
+    type: 'object',
+    required: ['user', 'role'],
+    properties: { org: { type: 'string' }, user: { type: 'string' }, role },
+  },
+  {
+    $id: 'Space',
+    type: 'object',
+    required: ['id', 'owner', 'name', 'createdAt'],
+    properties: { id: { type: 'string' }, owner: { type: 'string' }, name: { type: 'string' }, createdAt: timestamp },
+  },
+  {
+    $id: 'Repo',
+    type: 'object',
+    required: ['id', 'owner', 'space', 'name', 'fullName', 'visibility', 'defaultBranch', 'cloneUrl', 'createdAt', 'updatedAt'],
+    properties: {
+      id: { type: 'string', description: 'ULID; stays the same across renames and moves' },
+      owner: { type: 'string' },
+      space: { type: 'string' },
+      name: { type: 'string' },
+      fullName: { type: 'string', description: 'OWNER/SPACE/REPO' },
+      visibility: { type: 'string', enum: ['public', 'private'] },
+      defaultBranch: { type: 'string' },
+      tags: { type: 'array', items: { type: 'string' }, description: 'present on single-repository answers' },
+      cloneUrl: { type: 'string' },
+      createdAt: timestamp,
+      updatedAt: timestamp,
+    },
+  },
+  {
+    $id: 'Token',
+    type: 'object',
+    required: ['id', 'user', 'scope', 'expiresAt', 'lastUsedAt', 'revokedAt', 'createdAt'],
+    properties: {
+      id: { type: 'string' },
+      user: { type: 'string' },
+      scope: role,
+      expiresAt: nullableTimestamp,
+      lastUsedAt: nullableTimestamp,
+      revokedAt: nullableTimestamp,
+      createdAt: timestamp,
+      token: { type: 'string', description: 'the secret; returned once, when the token is created' },
+    },
+  },
+] as const;
+
+const ref = (id: string) => ({ $ref: `${id}#` }) as const;
+const listOf = (id: string) => ({ type: 'array', items: ref(id) }) as const;
+
+/** Error answers every route may give; listed so clients see the shape in the document. */
+const errors = { '4xx': { description: 'client error', ...ref('Error') }, '5xx': { description: 'server error', ...ref('Error') } };
+
+function object(properties: Record<string, unknown>, required: string[] = []) {
+  return { type: 'object', additionalProperties: false, properties, required } as const;
+}
+
+const repoParams = object({ owner: name('owner'), space: name('space name'), repo: repoName }, ['owner', 'space', 'repo']);
+
+export const schemas = {
+  whoami: {
+    tags: ['users'],
+    summary: 'who am I: the user and scope of the presented token',
+    response: { 200: { description: 'the caller', ...ref('Me') }, ...errors },
+  },
+  listUsers: { tags: ['users'], summary: 'list users (site administrator)', response: { 200: { description: 'all users', ...listOf('User') }, ...errors } },
+  createUser: {
+    tags: ['users'],
+    summary: 'create a user (site administrator)',
+    body: object({ name: name('user name'), admin: { type: 'boolean', default: false, description: 'make a site administrator' } }, ['name']),
+    response: { 201: { description: 'created', ...ref('User') }, ...errors },
+  },
+  createOrg: {
+    tags: ['orgs'],
+    summary: 'create an organization; its creator becomes its administrator',
+    body: object({ name: name('organization name') }, ['name']),
+    response: { 201: { description: 'created', ...ref('Org') }, ...errors },
+  },
+  listMembers: {
+    tags: ['orgs'],
+    summary: "list an organization's members",
+    params: object({ org: name('organization') }, ['org']),
+    response: { 200: { description: 'members and their roles', ...listOf('Member') }, ...errors },
+  },
+  setMember: {
+    tags: ['orgs'],
+    summary: "add a user to an organization, or change the user's role",
+    params: object({ org: name('organization'), user: name('user') }, ['org', 'user']),
+    body: object({ role }, ['role']),
+    response: { 200: { description: 'the membership as it now stands', ...ref('Member') }, ...errors },
+  },
+  listSpaces: {
+    tags: ['spaces'],
+    summary: 'list spaces, optionally of one owner',
+    querystring: object({ owner: name('owner') }),
+    response: { 200: { description: 'spaces', ...listOf('Space') }, ...errors },
+  },
+  createSpace: {
+    tags: ['spaces'],
+    summary: 'create a space under an owner',
+    body: object({ owner: name('owner'), name: name('space name') }, ['owner', 'name']),
+    response: { 201: { description: 'created', ...ref('Space') }, ...errors },
+  },
+  listRepos: {
+    tags: ['repos'],
+    summary: 'list the repositories the caller can read',
+    security: [{ bearer: [] }, { basic: [] }, {}],
+    querystring: object({ owner: name('owner'), space: name('space name') }),
+    response: { 200: { description: 'readable repositories, without tags', ...listOf('Repo') }, ...errors },
+  },
+  createRepo: {
+    tags: ['repos'],
+    summary: 'create an empty repository in a space',
+    body: object(
+      { owner: name('owner'), space: name('space name'), name: repoName, visibility: { type: 'string', enum: ['public', 'private'], default: 'public' } },
+      ['owner', 'space', 'name'],
+    ),
+    response: { 201: { description: 'created', ...ref('Repo') }, ...errors },
+  },
+  getRepo: {
+    tags: ['repos'],
+    summary: 'get one repository',
+    security: [{ bearer: [] }, { basic: [] }, {}],
+    params: repoParams,
+    response: { 200: { description: 'the repository', ...ref('Repo') }, ...errors },
+  },
+  updateRepo: {
+    tags: ['repos'],
+    summary: 'rename or move a repository, or change its visibility or tags',
+    description:
+      'Either `name` (rename within the space) or `path` (OWNER/SPACE/REPO, to move), or any of `visibility` and `tags`; ' +
+      'a rename or move is a request of its own. Renames and moves change metadata only.',
+    params: repoParams,
+    body: {
+      ...object({
+        name: repoName,
+        path: { type: 'string', maxLength: 310, pattern: '^[^/]+/[^/]+/[^/]+$', description: 'OWNER/SPACE/REPO' },
+        visibility: { type: 'string', enum: ['public', 'private'] },
+        tags: { type: 'array', maxItems: 100, uniqueItems: true, items: { type: 'string', minLength: 1, maxLength: 100 } },
+      }),
+      minProperties: 1,
+    },
+    response: { 200: { description: 'the repository', ...ref('Repo') }, ...errors },
+  },
+  deleteRepo: {
+    tags: ['repos'],
+    summary: 'delete a repository and its data',
+    params: repoParams,
+    response: { 204: { type: 'null', description: 'deleted' }, ...errors },
+  },
+  listTokens: {
+    tags: ['tokens'],
+    summary: "list a user's tokens, never their secrets (yourself, or any user as site administrator)",
+    params: object({ user: name('user') }, ['user']),
+    response: { 200: { description: 'tokens, without secrets', ...listOf('Token') }, ...errors },
+  },
+  createToken: {
+    tags: ['tokens'],
+    summary: 'create a token (for yourself, or any user as site administrator); the secret is returned once',
+    params: object({ user: name('user') }, ['user']),
+    body: object(
+      {
+        scope: { ...role, description: 'at most the scope of the token making the request' },
+        expires: { type: 'string', maxLength: 20, description: 'lifetime such as 30d, 12h, 90m; none means no expiry' },
+      },
+      ['scope'],
+    ),
+    response: { 201: { description: 'created; `token` is the secret', ...ref('Token') }, ...errors },
+  },
+  revokeToken: {
+    tags: ['tokens'],
+    summary: 'revoke a token',
+    params: object({ id: { type: 'string', pattern: '^[0-9A-Za-z]{26}$', description: 'token id' } }, ['id']),
+    response: { 200: { description: 'the revoked token', ...ref('Token') }, ...errors },
+  },
+  openapi: { hide: true },
+} as const;
+
+export const swaggerOptions: SwaggerOptions = {
+  // Name shared schemas in components.schemas by their $id rather than def-0, def-1, ...
+  refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json['$id'] === 'string' ? json['$id'] : `def-${i}`) },
+  openapi: {
+    openapi: '3.0.3',
+    info: {
+      title: 'gitstratum REST API',
+      version: API_VERSION,
+      description:
+        'Administration of users, organizations, spaces, repositories and access tokens. ' +
+        'Authenticate with an access token: `Authorization: Bearer <token>`, or HTTP Basic with the token as the password.',
+    },
+    components: {
+      securitySchemes: {
+        bearer: { type: 'http', scheme: 'bearer', description: 'an access token' },
+        basic: { type: 'http', scheme: 'basic', description: 'any user name, an access token as the password' },
+      },
+    },
+    security: [{ bearer: [] }, { basic: [] }],
+    tags: [
+      { name: 'users', description: 'users and the caller' },
+      { name: 'orgs', description: 'organizations and their members' },
+      { name: 'spaces', description: 'groups of repositories under one owner' },
+      { name: 'repos', description: 'repositories' },
+      { name: 'tokens', description: 'access tokens' },
+    ],
+  },
+};
