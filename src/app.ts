@@ -17,6 +17,15 @@ import { createMetrics } from './http/metrics.js';
 import { createHttpServer } from './http/server.js';
 import { registerGitRoutes } from './http/git-routes.js';
 import { registerApiRoutes } from './http/api-routes.js';
+import { registerLfsRoutes } from './http/lfs-routes.js';
+import type { ObjectStore } from './storage/object-store.js';
+import { createFsStore } from './storage/fs-store.js';
+import { createS3Store } from './storage/s3-store.js';
+import { timed } from './storage/timed-store.js';
+import { createLfsMetrics } from './lfs/metrics.js';
+import { createLfsObjects } from './lfs/objects.js';
+import { createLocks } from './lfs/locks.js';
+import { createSigner, loadSigningKey } from './lfs/signing.js';
 
 export interface Core {
   config: Config;
@@ -41,6 +50,22 @@ export async function openCore(config: Config): Promise<Core> {
   };
 }
 
+/** The configured ObjectStore adapter: the filesystem under <data>/objects, or S3. */
+export function createObjectStore(config: Config, dataDir: string): ObjectStore & { destroy?(): void } {
+  if (config.objectStore === 's3') {
+    return createS3Store({
+      ...(config.s3Endpoint && { endpoint: config.s3Endpoint }),
+      region: config.s3Region,
+      bucket: config.s3Bucket!,
+      forcePathStyle: config.s3ForcePathStyle === 'true',
+      ...(config.s3AccessKeyId && { accessKeyId: config.s3AccessKeyId }),
+      ...(config.s3SecretAccessKey && { secretAccessKey: config.s3SecretAccessKey }),
+      ...(config.s3Prefix && { prefix: config.s3Prefix.replace(/\/+$/, '') }),
+    });
+  }
+  return createFsStore(path.join(dataDir, 'objects'));
+}
+
 export interface App {
   core: Core;
   http: FastifyInstance;
@@ -60,6 +85,39 @@ export async function createApp(config: Config, log: Logger): Promise<App> {
   });
   const metrics = createMetrics({ gitRunning: () => limiter.runningCount, gitQueued: () => limiter.queuedCount });
   const hooks = new HookServer(hookSocketPath(core.dataDir), log.child({ component: 'hooks' }));
+  const lfsMetrics = createLfsMetrics(metrics.registry);
+  const rawStore = createObjectStore(config, core.dataDir);
+  const store = timed(rawStore, lfsMetrics.storeLatency);
+  const signer = createSigner(await loadSigningKey(core.dataDir, config.signingSecret));
+  const lfsObjects = createLfsObjects({
+    meta: core.meta,
+    store,
+    signer,
+    metrics: lfsMetrics,
+    settings: {
+      mode: config.lfsTransferMode,
+      maxObjectBytes: config.lfsMaxObjectBytes,
+      maxBatchObjects: config.lfsMaxBatchObjects,
+      actionExpiresSeconds: config.lfsActionExpiresSeconds,
+    },
+  });
+  const locks = createLocks(core.meta);
+
+  hooks.on('pre-receive', async (call) => {
+    const repoId = hookRepoId(call);
+    if (!repoId) return { code: 0 };
+    const quarantine: Record<string, string> = {};
+    for (const key of ['GIT_QUARANTINE_PATH', 'GIT_OBJECT_DIRECTORY', 'GIT_ALTERNATE_OBJECT_DIRECTORIES']) {
+      if (call.env[key]) quarantine[key] = call.env[key]!;
+    }
+    const refusal = await locks.refusedByLocks(
+      { id: repoId, path: core.repos.diskPath(repoId) },
+      call.env['GITSTRATUM_ACTOR_ID'] || null,
+      parseRefLines(call.stdin),
+      quarantine,
+    );
+    return refusal ? { code: 1, message: refusal } : { code: 0 };
+  });
 
   hooks.on('post-receive', async (call) => {
     const repoId = hookRepoId(call);
@@ -86,6 +144,7 @@ export async function createApp(config: Config, log: Logger): Promise<App> {
   const limits = { timeoutMs: config.gitTimeoutSeconds * 1000, maxPushBytes: config.maxPushBytes };
   registerGitRoutes(http, { accounts: core.accounts, repos: core.repos, limiter, limits, metrics, hookSocket: hooks.socketPath });
   registerApiRoutes(http, { accounts: core.accounts, repos: core.repos });
+  registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl });
 
   return {
     core,
@@ -101,6 +160,7 @@ export async function createApp(config: Config, log: Logger): Promise<App> {
       // Order matters: in-flight pushes still need the hook socket and the database.
       await http.close();
       await hooks.close();
+      rawStore.destroy?.();
       await core.close();
     },
   };

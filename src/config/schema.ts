@@ -35,6 +35,27 @@ export const configSchema = z
     maxPushBytes: positiveInt.default(5 * 1024 ** 3),
     /** On SIGTERM/SIGINT, how long in-flight requests (pushes) may take to finish. */
     shutdownTimeoutSeconds: positiveInt.default(60),
+    /** Externally visible scheme://host[:port], when the request's own (or X-Forwarded-*) is not it. */
+    publicUrl: z.string().url().optional(),
+    /** Where LFS objects (and later snapshots) live: `filesystem` under <data>/objects, or `s3`. */
+    objectStore: z.enum(['filesystem', 's3']).default('filesystem'),
+    s3Endpoint: z.string().url().optional(),
+    s3Region: z.string().min(1).default('us-east-1'),
+    s3Bucket: z.string().min(1).optional(),
+    s3ForcePathStyle: z.enum(['true', 'false']).default('false'),
+    /** Credentials; when unset the standard AWS environment variables and profiles apply. */
+    s3AccessKeyId: z.string().min(1).optional(),
+    s3SecretAccessKey: z.string().min(1).optional(),
+    /** Key prefix inside the bucket, for sharing one bucket between deployments. */
+    s3Prefix: z.string().regex(/^([a-z0-9][a-z0-9._-]*\/)*$/, 'must be empty or end with /').default(''),
+    /** LFS transfers: `proxy` streams bytes through gitstratum; `direct` hands out pre-signed S3 URLs. */
+    lfsTransferMode: z.enum(['proxy', 'direct']).default('proxy'),
+    lfsMaxObjectBytes: positiveInt.default(50 * 1024 ** 3),
+    lfsMaxBatchObjects: positiveInt.default(1000),
+    /** Lifetime of LFS transfer actions; the client treats anything within 5 s of expiry as expired. */
+    lfsActionExpiresSeconds: z.coerce.number().int().min(60).max(7 * 86400).default(3600),
+    /** Secret for signed LFS transfer authorizations; every frontend needs the same. Default: <data>/signing.key. */
+    signingSecret: z.string().min(32).optional(),
     /** Default branch of new repositories. */
     defaultBranch: z.string().regex(/^[A-Za-z0-9._/-]+$/).default('main'),
   })
@@ -42,6 +63,14 @@ export const configSchema = z
   .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), {
     message: 'tlsCert and tlsKey must be given together',
     path: ['tlsCert'],
+  })
+  .refine((c) => c.objectStore !== 's3' || c.s3Bucket !== undefined, {
+    message: 'objectStore s3 needs s3Bucket',
+    path: ['s3Bucket'],
+  })
+  .refine((c) => c.lfsTransferMode !== 'direct' || c.objectStore === 's3', {
+    message: 'lfsTransferMode direct needs objectStore s3 (pre-signed URLs)',
+    path: ['lfsTransferMode'],
   });
 
 export type Config = z.infer<typeof configSchema>;

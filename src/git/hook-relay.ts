@@ -9,6 +9,8 @@
 import { connect } from 'node:net';
 
 const [hook = '', defaultSocket = '', ...args] = process.argv.slice(2);
+// In pre-receive the pushed objects are still in quarantine; the server needs these to see them.
+const QUARANTINE = ['GIT_QUARANTINE_PATH', 'GIT_OBJECT_DIRECTORY', 'GIT_ALTERNATE_OBJECT_DIRECTORIES'];
 const socketPath = process.env['GITSTRATUM_HOOK_SOCKET'] || defaultSocket;
 
 const stdinChunks: Buffer[] = [];
@@ -16,7 +18,7 @@ process.stdin.on('data', (c: Buffer) => stdinChunks.push(c));
 process.stdin.on('end', () => {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (v !== undefined && (k.startsWith('GITSTRATUM_') || k.startsWith('GIT_PUSH_OPTION'))) env[k] = v;
+    if (v !== undefined && (k.startsWith('GITSTRATUM_') || k.startsWith('GIT_PUSH_OPTION') || QUARANTINE.includes(k))) env[k] = v;
   }
   const request = JSON.stringify({ hook, args, stdin: Buffer.concat(stdinChunks).toString('utf8'), env, cwd: process.cwd() });
   const socket = connect(socketPath);

@@ -80,7 +80,8 @@ export class HookServer {
   async listen(): Promise<void> {
     await mkdir(path.dirname(this.socketPath), { recursive: true });
     await rm(this.socketPath, { force: true });
-    this.server = createServer((socket) => {
+    // Half-open: the relay ends its side after the request and still reads our answer.
+    this.server = createServer({ allowHalfOpen: true }, (socket) => {
       let input = '';
       socket.setEncoding('utf8');
       socket.on('data', (d: string) => (input += d));

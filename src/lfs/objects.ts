@@ -19,6 +19,7 @@ import { findLinkedObjects, linkObject } from '../meta/lfs.js';
 import { lfsObjectKey, type ByteRange, type GetResult, type ObjectStore } from '../storage/object-store.js';
 import { DomainError, invalid, notFound, tooLarge } from '../shared/errors.js';
 import { verifyContent } from './content.js';
+import { counting } from '../shared/streams.js';
 import type { LfsMetrics } from './metrics.js';
 import type { Signer } from './signing.js';
 import { objectProblem, type Action, type BatchObjectOut, type BatchRequest, type BatchResponse } from './wire.js';
@@ -148,12 +149,18 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
     return { size: check.bytes };
   }
 
-  async function download(repo: LfsRepoRef, oid: string, range?: ByteRange): Promise<GetResult> {
-    const linked = await findLinkedObjects(meta.db, repo.id, [oid]);
-    if (!linked.has(oid)) throw notFound('object_not_found', 'object does not exist in this repository');
+  /** The size of an object this repository may download; `not_found` otherwise. */
+  async function linkedSize(repoId: string, oid: string): Promise<number> {
+    const size = (await findLinkedObjects(meta.db, repoId, [oid])).get(oid);
+    if (size === undefined) throw notFound('object_not_found', 'object does not exist in this repository');
+    return size;
+  }
+
+  async function open(oid: string, range?: ByteRange): Promise<GetResult> {
     const result = await store.get(lfsObjectKey(oid), range ? { range } : {});
-    result.body.on('data', (chunk: Buffer) => metrics.bytes.inc({ direction: 'down' }, chunk.length));
-    return result;
+    const counted = counting();
+    pipelineCb(result.body, counted, () => metrics.bytes.inc({ direction: 'down' }, counted.bytes));
+    return { ...result, body: counted };
   }
 
   /**
@@ -180,7 +187,7 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
     await linkObject(meta.db, { repositoryId: repo.id, oid, size, createdAt: now() });
   }
 
-  return { batch, upload, download, verify, settings };
+  return { batch, upload, linkedSize, open, verify, settings };
 }
 
 export type LfsObjects = ReturnType<typeof createLfsObjects>;

@@ -33,6 +33,8 @@ export function run(
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
     child.on('error', reject);
+    // A child that exits without reading its stdin (git often does) must not fail the test.
+    child.stdin.on('error', () => {});
     child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });

@@ -1,0 +1,260 @@
+/**
+ * Git LFS routes under `/<owner>/<space>/<repo>.git/info/lfs` (the client's default
+ * endpoint, docs/api/server-discovery.md): batch, basic transfers, verify and locks. The
+ * edge translates; lfs/objects.ts and lfs/locks.ts decide. Errors use the LFS JSON shape
+ * `{ message, request_id }` with the statuses the spec names.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Accounts } from '../access/accounts.js';
+import { systemActor, type Actor } from '../access/policy.js';
+import type { RepoInfo, RepoService } from '../repos/service.js';
+import { parseRepoPath } from '../repos/names.js';
+import type { LfsObjects } from '../lfs/objects.js';
+import { LockConflict, toLockJson, type Locker, type Locks } from '../lfs/locks.js';
+import type { Signer, TransferOp } from '../lfs/signing.js';
+import { looksLikeJwt } from '../lfs/signing.js';
+import { LFS_MEDIA_TYPE, isOid, lockCreateSchema, lockVerifySchema, parseBatchRequest, parseBody, unlockSchema, verifySchema } from '../lfs/wire.js';
+import type { LfsMetrics } from '../lfs/metrics.js';
+import { DomainError, invalid, isDomainError, unauthenticated } from '../shared/errors.js';
+import { authenticate, presentedSecret } from './auth.js';
+import { statusOf } from './errors.js';
+import { parseRange } from './range.js';
+
+export interface LfsRouteDeps {
+  accounts: Accounts;
+  repos: RepoService;
+  objects: LfsObjects;
+  locks: Locks;
+  signer: Signer;
+  metrics: LfsMetrics;
+  /** Overrides the scheme://host[:port] of hrefs in batch responses (behind unusual proxies). */
+  publicUrl?: string | undefined;
+}
+
+interface RepoParams {
+  owner: string;
+  space: string;
+  repo: string;
+}
+
+const PREFIX = '/:owner/:space/:repo/info/lfs';
+const LFS_AUTH_CHALLENGE = 'Basic realm="gitstratum", charset="UTF-8"';
+
+function sendLfsError(req: FastifyRequest, reply: FastifyReply, err: DomainError): FastifyReply {
+  let status = statusOf(err);
+  // The LFS API answers validation failures with 422; a body that is not JSON stays 400.
+  if (err.kind === 'invalid' && err.code !== 'malformed_json') status = 422;
+  if (err.kind === 'unauthenticated') reply.header('LFS-Authenticate', LFS_AUTH_CHALLENGE);
+  if (err.kind === 'unavailable') reply.header('Retry-After', '5');
+  return reply
+    .code(status)
+    .type(LFS_MEDIA_TYPE)
+    .send({ message: err.message, request_id: String(req.id), documentation_url: 'https://github.com/git-lfs/git-lfs/tree/main/docs/api' });
+}
+
+function lfsUrl(req: FastifyRequest<{ Params: RepoParams }>, publicUrl?: string): string {
+  const origin = publicUrl ? publicUrl.replace(/\/+$/, '') : `${req.protocol}://${req.host}`;
+  const repo = req.params.repo.replace(/\.git$/i, '');
+  return `${origin}/${encodeURIComponent(req.params.owner)}/${encodeURIComponent(req.params.space)}/${encodeURIComponent(repo)}.git/info/lfs`;
+}
+
+function parseJson(body: unknown): unknown {
+  if (typeof body !== 'string' || body.trim() === '') return {};
+  try {
+    return JSON.parse(body);
+  } catch {
+    throw new DomainError('invalid', 'malformed_json', 'request body is not valid JSON');
+  }
+}
+
+export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): void {
+  const { accounts, repos, objects, locks, signer, metrics } = deps;
+
+  const where = (req: FastifyRequest<{ Params: RepoParams }>) =>
+    parseRepoPath(`${req.params.owner}/${req.params.space}/${req.params.repo}`);
+
+  /** Wraps a handler so every DomainError comes out in the LFS error shape. */
+  const handle =
+    <R extends FastifyRequest<{ Params: RepoParams }>>(fn: (req: R, reply: FastifyReply) => Promise<unknown>) =>
+    async (req: R, reply: FastifyReply) => {
+      try {
+        return await fn(req, reply);
+      } catch (err) {
+        if (err instanceof LockConflict) {
+          return reply.code(409).type(LFS_MEDIA_TYPE).send({ lock: toLockJson(err.lock), message: 'already locked', request_id: String(req.id) });
+        }
+        if (isDomainError(err)) return sendLfsError(req, reply, err);
+        throw err;
+      }
+    };
+
+  /** Signed-in user, for locks: the API needs a name to own a lock. */
+  function locker(actor: Actor): Locker {
+    if (actor.kind !== 'user') throw unauthenticated('auth_required', 'locks need an authenticated user');
+    return { userId: actor.userId, name: actor.name, isRepoAdmin: false };
+  }
+
+  /**
+   * Transfers accept either the signed authorization from a batch response or ordinary
+   * credentials with the right access.
+   */
+  async function transferAccess(req: FastifyRequest<{ Params: RepoParams }>, op: TransferOp, oid: string): Promise<RepoInfo> {
+    const secret = presentedSecret(req.headers.authorization);
+    if (secret && looksLikeJwt(secret)) {
+      const repo = await repos.resolve(systemActor, where(req), 'read');
+      await signer.verify(secret, { repo: repo.id, op, oid });
+      return repo;
+    }
+    const actor = await authenticate(accounts, req);
+    return repos.resolve(actor, where(req), op === 'download' ? 'read' : 'write');
+  }
+
+  app.register(async (lfs) => {
+    // LFS bodies are parsed here, so malformed JSON gets the LFS error shape.
+    lfs.removeContentTypeParser('application/json');
+    lfs.addContentTypeParser([LFS_MEDIA_TYPE, 'application/json'], { parseAs: 'string', bodyLimit: 16 * 1024 * 1024 }, (_req, body, done) =>
+      done(null, body),
+    );
+
+    lfs.post<{ Params: RepoParams }>(
+      `${PREFIX}/objects/batch`,
+      handle(async (req, reply) => {
+        let operation = 'unknown';
+        try {
+          const batch = parseBatchRequest(parseJson(req.body), objects.settings.maxBatchObjects);
+          operation = batch.operation;
+          const actor = await authenticate(accounts, req);
+          const repo = await repos.resolve(actor, where(req), batch.operation === 'upload' ? 'write' : 'read');
+          const result = await objects.batch({ id: repo.id, lfsUrl: lfsUrl(req, deps.publicUrl) }, batch, actor.kind === 'user' ? actor.userId : null);
+          metrics.batches.inc({ operation, outcome: 'ok' });
+          return reply.type(LFS_MEDIA_TYPE).send(result);
+        } catch (err) {
+          metrics.batches.inc({ operation, outcome: isDomainError(err) ? err.kind : 'error' });
+          throw err;
+        }
+      }),
+    );
+
+    lfs.post<{ Params: RepoParams }>(
+      `${PREFIX}/verify`,
+      handle(async (req, reply) => {
+        const body = parseBody(verifySchema, parseJson(req.body), 'verify request');
+        if (!isOid(body.oid)) throw invalid('invalid_oid', 'invalid oid');
+        const repo = await transferAccess(req, 'verify', body.oid);
+        await objects.verify({ id: repo.id, lfsUrl: '' }, body.oid, body.size);
+        return reply.type(LFS_MEDIA_TYPE).send({ message: 'ok' });
+      }),
+    );
+
+    lfs.get<{ Params: RepoParams & { oid: string } }>(
+      `${PREFIX}/objects/:oid`,
+      handle(async (req, reply) => {
+        const { oid } = req.params;
+        if (!isOid(oid)) throw invalid('invalid_oid', 'invalid oid');
+        const repo = await transferAccess(req, 'download', oid);
+        const size = await objects.linkedSize(repo.id, oid);
+        const range = parseRange(req.headers.range, size);
+        if (range.kind === 'unsatisfiable') {
+          return reply.code(416).header('Content-Range', `bytes */${size}`).type(LFS_MEDIA_TYPE).send({ message: 'range not satisfiable', request_id: String(req.id) });
+        }
+        const got = await objects.open(oid, range.kind === 'range' ? range.range : undefined);
+        reply.header('Accept-Ranges', 'bytes').type('application/octet-stream');
+        if (range.kind === 'range') {
+          const { start, end } = range.range;
+          return reply.code(206).header('Content-Range', `bytes ${start}-${end}/${size}`).header('Content-Length', end - start + 1).send(got.body);
+        }
+        return reply.header('Content-Length', size).send(got.body);
+      }),
+    );
+
+    // Uploads are raw bytes with whatever Content-Type the client sniffed: no parser may touch them.
+    lfs.register(async (raw) => {
+      raw.removeAllContentTypeParsers();
+      raw.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
+      raw.put<{ Params: RepoParams & { oid: string } }>(
+        `${PREFIX}/objects/:oid`,
+        handle(async (req, reply) => {
+          const { oid } = req.params;
+          if (!isOid(oid)) throw invalid('invalid_oid', 'invalid oid');
+          const repo = await transferAccess(req, 'upload', oid);
+          const length = req.headers['content-length'];
+          const declared = length !== undefined ? Number(length) : undefined;
+          const controller = new AbortController();
+          reply.raw.on('close', () => {
+            if (!reply.raw.writableFinished) controller.abort();
+          });
+          try {
+            await objects.upload({ id: repo.id, lfsUrl: '' }, oid, req.raw, declared, controller.signal);
+          } catch (err) {
+            if (!req.raw.complete) reply.header('Connection', 'close');
+            throw err;
+          }
+          return reply.code(200).type(LFS_MEDIA_TYPE).send({ message: 'ok' });
+        }),
+      );
+    });
+
+    lfs.post<{ Params: RepoParams }>(
+      `${PREFIX}/locks`,
+      handle(async (req, reply) => {
+        const body = parseBody(lockCreateSchema, parseJson(req.body), 'lock request');
+        const actor = await authenticate(accounts, req);
+        const repo = await repos.resolve(actor, where(req), 'write');
+        const lock = await locks.create(repo.id, locker(actor), body.path, body.ref?.name ?? null);
+        return reply.code(201).type(LFS_MEDIA_TYPE).send({ lock: toLockJson(lock) });
+      }),
+    );
+
+    lfs.get<{ Params: RepoParams; Querystring: { path?: string; id?: string; cursor?: string; limit?: string; refspec?: string } }>(
+      `${PREFIX}/locks`,
+      handle(async (req, reply) => {
+        const actor = await authenticate(accounts, req);
+        const repo = await repos.resolve(actor, where(req), 'read');
+        const q = req.query;
+        const page = await locks.list(repo.id, {
+          ...(q.path && { path: q.path }),
+          ...(q.id && { id: q.id }),
+          ...(q.cursor && { cursor: q.cursor }),
+          ...(q.limit && { limit: Number(q.limit) }),
+        });
+        return reply.type(LFS_MEDIA_TYPE).send({ locks: page.locks.map(toLockJson), ...(page.nextCursor && { next_cursor: page.nextCursor }) });
+      }),
+    );
+
+    lfs.post<{ Params: RepoParams }>(
+      `${PREFIX}/locks/verify`,
+      handle(async (req, reply) => {
+        const body = parseBody(lockVerifySchema, parseJson(req.body), 'lock verify request');
+        const actor = await authenticate(accounts, req);
+        const repo = await repos.resolve(actor, where(req), 'write');
+        const page = await locks.verify(repo.id, locker(actor), {
+          ...(body.cursor && { cursor: body.cursor }),
+          ...(body.limit && { limit: body.limit }),
+        });
+        return reply.type(LFS_MEDIA_TYPE).send({
+          ours: page.ours.map(toLockJson),
+          theirs: page.theirs.map(toLockJson),
+          ...(page.nextCursor && { next_cursor: page.nextCursor }),
+        });
+      }),
+    );
+
+    lfs.post<{ Params: RepoParams & { id: string } }>(
+      `${PREFIX}/locks/:id/unlock`,
+      handle(async (req, reply) => {
+        const body = parseBody(unlockSchema, parseJson(req.body), 'unlock request');
+        const actor = await authenticate(accounts, req);
+        const repo = await repos.resolve(actor, where(req), 'write');
+        const who = locker(actor);
+        if (body.force) {
+          who.isRepoAdmin = await repos.resolve(actor, where(req), 'admin').then(
+            () => true,
+            () => false,
+          );
+        }
+        const lock = await locks.unlock(repo.id, who, req.params.id, !!body.force);
+        return reply.type(LFS_MEDIA_TYPE).send({ lock: toLockJson(lock) });
+      }),
+    );
+  });
+}
