@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command (`npm test`): installs what the tests need that npm cannot (PostgreSQL,
+# The test command (`npm test`): installs what the tests need that npm cannot (PostgreSQL and
 # git-lfs, from Debian's packages, when missing and we are root), builds, starts a throwaway
 # PostgreSQL cluster, runs every test file with node's test runner, and stops the cluster.
 set -euo pipefail
@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v git >/dev/null || need_apt+=(git)
+command -v git-lfs >/dev/null || need_apt+=(git-lfs)
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
 [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
