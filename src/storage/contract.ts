@@ -1,0 +1,270 @@
+/**
+ * The ObjectStore contract: the tests every adapter passes, registered with node:test by
+ * each adapter's own test file (`objectStoreContract('filesystem', …)`). One store serves the
+ * whole suite; every test works under its own key prefix, so tests do not depend on each
+ * other. Presigner tests run when the store has a presigner and say so when it has none.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable, Transform } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { isDomainError } from '../shared/errors.js';
+import { objectKey, type ObjectInfo, type ObjectKey, type ObjectStore } from './object-store.js';
+
+export interface ContractStore {
+  store: ObjectStore;
+  dispose: () => Promise<void>;
+}
+
+const MiB = 1 << 20;
+
+export function objectStoreContract(name: string, makeStore: () => Promise<ContractStore>): void {
+  describe(`ObjectStore contract: ${name}`, () => {
+    let store: ObjectStore;
+    let dispose: (() => Promise<void>) | undefined;
+    const run = randomBytes(4).toString('hex');
+    const key = (rest: string): ObjectKey => objectKey(`contract/${run}/${rest}`);
+    const prefix = (rest: string) => `contract/${run}/${rest}`;
+
+    before(async () => {
+      ({ store, dispose } = await makeStore());
+    });
+    after(async () => {
+      await dispose?.();
+    });
+
+    test('a streamed put of several MB reads back byte for byte', async () => {
+      const source = randomSource(20 * MiB + 12_345);
+      const k = key('roundtrip/big');
+      assert.deepEqual(await store.put(k, source.body, { contentType: 'application/octet-stream' }), { size: source.size });
+      assert.deepEqual(await store.head(k), { key: k, size: source.size });
+      const got = await store.get(k);
+      assert.equal(got.size, source.size);
+      assert.equal(got.range, undefined);
+      assert.equal(await sha256(got.body), source.sha256());
+    });
+
+    test('get serves inclusive byte ranges and reports them', async () => {
+      const bytes = randomBytes(MiB + 17);
+      const k = key('range/object');
+      await store.put(k, Readable.from([bytes]), { size: bytes.length });
+      const size = bytes.length;
+      const cases: { range: { start: number; end?: number }; served: { start: number; end: number } }[] = [
+        { range: { start: 1000 }, served: { start: 1000, end: size - 1 } },
+        { range: { start: 1000, end: 1999 }, served: { start: 1000, end: 1999 } },
+        { range: { start: size - 1, end: size - 1 }, served: { start: size - 1, end: size - 1 } },
+        { range: { start: size - 10, end: size + 100 }, served: { start: size - 10, end: size - 1 } },
+      ];
+      for (const { range, served } of cases) {
+        const got = await store.get(k, { range });
+        assert.equal(got.size, size, `size for ${JSON.stringify(range)}`);
+        assert.deepEqual(got.range, served);
+        assert.ok((await collect(got.body)).equals(bytes.subarray(served.start, served.end + 1)), `bytes for ${JSON.stringify(range)}`);
+      }
+      await assert.rejects(store.get(k, { range: { start: size } }), isError('invalid', 'range_not_satisfiable'));
+    });
+
+    test('aborting a get ends its body with an AbortError', async () => {
+      const k = key('abort-get/object');
+      await store.put(k, Readable.from(chunks(4 * MiB)));
+      const abort = new AbortController();
+      const got = await store.get(k, { signal: abort.signal });
+      await assert.rejects(
+        (async () => {
+          for await (const _chunk of got.body) abort.abort();
+        })(),
+        { name: 'AbortError' },
+      );
+      assert.ok(got.body.destroyed);
+    });
+
+    test('get and head of a missing key', async () => {
+      await assert.rejects(store.get(key('missing/nothing')), isError('not_found', 'object_not_found'));
+      assert.equal(await store.head(key('missing/nothing')), undefined);
+    });
+
+    test('delete removes the object and is idempotent', async () => {
+      const k = key('delete/object');
+      await store.put(k, Readable.from([Buffer.from('bye')]));
+      await store.delete(k);
+      assert.equal(await store.head(k), undefined);
+      await assert.rejects(store.get(k), isError('not_found', 'object_not_found'));
+      await store.delete(k);
+      await store.delete(key('delete/never-written'));
+    });
+
+    test('list walks nested keys under a prefix, with sizes', async () => {
+      const sizes: Record<string, number> = { 'a/one': 1, 'a/two': 2, 'a/b/three': 3, 'ab/four': 4, 'c/five': 5 };
+      for (const [rest, size] of Object.entries(sizes)) await store.put(key(`list/${rest}`), Readable.from([Buffer.alloc(size)]));
+      const listed = async (p: string) => sortInfos(await fromAsync(store.list(prefix(p))));
+      const expect = (...rests: string[]) => sortInfos(rests.map((r) => ({ key: key(`list/${r}`), size: sizes[r]! })));
+      assert.deepEqual(await listed('list/'), expect(...Object.keys(sizes)));
+      assert.deepEqual(await listed('list/a/'), expect('a/one', 'a/two', 'a/b/three'));
+      assert.deepEqual(await listed('list/a'), expect('a/one', 'a/two', 'a/b/three', 'ab/four'));
+      assert.deepEqual(await listed('list/a/b/'), expect('a/b/three'));
+      assert.deepEqual(await listed('list/none/'), []);
+    });
+
+    test('a zero-byte object', async () => {
+      const k = key('empty/object');
+      assert.deepEqual(await store.put(k, Readable.from([])), { size: 0 });
+      assert.deepEqual(await store.head(k), { key: k, size: 0 });
+      const got = await store.get(k);
+      assert.equal(got.size, 0);
+      assert.equal((await collect(got.body)).length, 0);
+      assert.deepEqual(await fromAsync(store.list(prefix('empty/'))), [{ key: k, size: 0 }]);
+    });
+
+    for (const [label, size] of [
+      ['early', 100_000],
+      ['after several MB', 18 * MiB],
+    ] as const) {
+      test(`a body that fails ${label} leaves nothing under the key`, async () => {
+        const k = key(`failed/${size}`);
+        const failure = new Error('source failed');
+        await assert.rejects(store.put(k, failingSource(size, failure)), (err) => err === failure);
+        await assertAbsent(store, k, prefix('failed/'));
+      });
+    }
+
+    test('a body whose last check fails (a verifying transform) leaves nothing under the key', async () => {
+      const k = key('unverified/object');
+      const failure = new Error('hash mismatch');
+      const verifying = new Transform({
+        transform: (chunk, _enc, done) => done(null, chunk),
+        flush: (done) => done(failure),
+      });
+      Readable.from(chunks(3 * MiB)).pipe(verifying);
+      await assert.rejects(store.put(k, verifying), (err) => err === failure);
+      await assertAbsent(store, k, prefix('unverified/'));
+    });
+
+    test('an aborted put leaves nothing under the key', async () => {
+      const k = key('aborted/object');
+      const abort = new AbortController();
+      const body = Readable.from(
+        (async function* () {
+          for (let sent = 0; ; sent += MiB) {
+            if (sent === 2 * MiB) abort.abort();
+            yield randomBytes(MiB);
+            await sleep(1);
+          }
+        })(),
+      );
+      await assert.rejects(store.put(k, body, { signal: abort.signal }), { name: 'AbortError' });
+      await assertAbsent(store, k, prefix('aborted/'));
+    });
+
+    // Keys are immutable once written, so writers racing on one key carry the same bytes (two
+    // clients pushing the same LFS object). Both succeed and one whole object remains.
+    // Different bytes under one key are a caller's bug; the filesystem adapter's own test
+    // shows it still never mixes them (s3rver does: see test/support/s3.ts).
+    test('two concurrent writers of the same bytes both succeed and leave one whole object', async () => {
+      const k = key('concurrent/object');
+      const bytes = randomBytes(3 * MiB + 5);
+      const slowly = () => Readable.from(paced(bytes, 64 * 1024, 1));
+      assert.deepEqual(await Promise.all([store.put(k, slowly()), store.put(k, slowly())]), [{ size: bytes.length }, { size: bytes.length }]);
+      assert.deepEqual(await store.head(k), { key: k, size: bytes.length });
+      assert.equal(await sha256((await store.get(k)).body), createHash('sha256').update(bytes).digest('hex'));
+    });
+
+    test('pre-signed PUT with a signed Content-Type, then pre-signed GET', async (t) => {
+      const presigner = store.presigner;
+      if (!presigner) {
+        t.skip(`${store.kind} has no presigner`);
+        return;
+      }
+      const k = key('presigned/object');
+      const bytes = randomBytes(256 * 1024 + 3);
+      const contentType = 'application/octet-stream';
+      const checksumSha256 = createHash('sha256').update(bytes).digest('base64');
+      const putUrl = await presigner.presignPut(k, 300, { contentType, size: bytes.length, checksumSha256 });
+      const put = await fetch(putUrl, {
+        method: 'PUT',
+        headers: { 'Content-Type': contentType, 'x-amz-checksum-sha256': checksumSha256 },
+        body: new Uint8Array(bytes),
+      });
+      assert.equal(put.status, 200, await put.text());
+      assert.deepEqual(await store.head(k), { key: k, size: bytes.length });
+      const got = await fetch(await presigner.presignGet(k, 300));
+      assert.equal(got.status, 200);
+      assert.ok(Buffer.from(await got.arrayBuffer()).equals(bytes));
+    });
+  });
+}
+
+/** A failed or aborted put: no object under the key, and list does not show it. */
+async function assertAbsent(store: ObjectStore, k: ObjectKey, listPrefix: string): Promise<void> {
+  assert.equal(await store.head(k), undefined);
+  assert.deepEqual(await fromAsync(store.list(listPrefix)), []);
+  await assert.rejects(store.get(k), isError('not_found', 'object_not_found'));
+}
+
+function isError(kind: string, code: string) {
+  return (err: unknown) => {
+    assert.ok(isDomainError(err), `expected a DomainError, got ${String(err)}`);
+    assert.equal(err.kind, kind);
+    assert.equal(err.code, code);
+    return true;
+  };
+}
+
+/** Random bytes streamed in chunks, hashed on the way. */
+function randomSource(size: number) {
+  const hash = createHash('sha256');
+  let digest: string | undefined;
+  const body = Readable.from(
+    (async function* () {
+      for await (const c of chunks(size)) {
+        hash.update(c);
+        yield c;
+      }
+    })(),
+  );
+  return { body, size, sha256: () => (digest ??= hash.digest('hex')) };
+}
+
+/** `bytes` in chunks with a pause after each, so that concurrent writers interleave. */
+export async function* paced(bytes: Buffer, chunk: number, pauseMs: number): AsyncGenerator<Buffer> {
+  for (let at = 0; at < bytes.length; at += chunk) {
+    yield bytes.subarray(at, at + chunk);
+    await sleep(pauseMs);
+  }
+}
+
+async function* chunks(size: number, chunk = MiB): AsyncGenerator<Buffer> {
+  for (let left = size; left > 0; left -= chunk) yield randomBytes(Math.min(chunk, left));
+}
+
+function failingSource(bytesBeforeFailure: number, failure: Error): Readable {
+  return Readable.from(
+    (async function* () {
+      yield* chunks(bytesBeforeFailure, 64 * 1024);
+      await sleep(5);
+      throw failure;
+    })(),
+  );
+}
+
+async function sha256(body: Readable): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of body) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+async function collect(body: Readable): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const chunk of body) parts.push(chunk as Buffer);
+  return Buffer.concat(parts);
+}
+
+async function fromAsync<T>(items: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const item of items) out.push(item);
+  return out;
+}
+
+function sortInfos(infos: ObjectInfo[]): ObjectInfo[] {
+  return [...infos].sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
+}
