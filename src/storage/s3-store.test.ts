@@ -1,0 +1,54 @@
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { test } from 'node:test';
+import { startS3 } from '../../test/support/s3.js';
+import { objectStoreContract } from './contract.js';
+import { objectKey } from './object-store.js';
+import { createS3Store } from './s3-store.js';
+
+// A page size of 2 makes the contract's listings page through continuation tokens.
+objectStoreContract('s3 (s3rver)', async () => {
+  const s3 = await startS3();
+  const store = createS3Store({ ...s3, forcePathStyle: true, prefix: 'store', listPageSize: 2 });
+  return {
+    store,
+    dispose: async () => {
+      store.destroy();
+      await s3.stop();
+    },
+  };
+});
+
+test('pre-signed PUT URLs sign Content-Type, Content-Length and the SHA-256 checksum, and no CRC32', async (t) => {
+  const s3 = await startS3();
+  const store = createS3Store({ ...s3, forcePathStyle: true });
+  t.after(async () => {
+    store.destroy();
+    await s3.stop();
+  });
+  const checksum = Buffer.alloc(32, 7).toString('base64');
+  const url = new URL(
+    await store.presigner!.presignPut(objectKey('lfs/aa/bb/object'), 60, { contentType: 'application/octet-stream', size: 1234, checksumSha256: checksum }),
+  );
+  const signed = url.searchParams.get('X-Amz-SignedHeaders')?.split(';') ?? [];
+  assert.deepEqual(signed.sort(), ['content-length', 'content-type', 'host', 'x-amz-checksum-sha256']);
+  assert.equal(url.searchParams.get('X-Amz-Expires'), '60');
+  const names = [...url.searchParams.keys()].map((n) => n.toLowerCase());
+  assert.ok(!names.some((n) => n.includes('crc32') || n === 'x-amz-sdk-checksum-algorithm'), url.search);
+  assert.equal(url.pathname, `/${s3.bucket}/lfs/aa/bb/object`);
+});
+
+test('an unreachable endpoint is unavailable', async (t) => {
+  const s3 = await startS3();
+  const endpoint = s3.endpoint;
+  await s3.stop();
+  const store = createS3Store({ ...s3, endpoint, forcePathStyle: true });
+  t.after(() => store.destroy());
+  const attempts = [() => store.head(objectKey('a/b')), () => store.get(objectKey('a/b')), () => store.put(objectKey('a/b'), Readable.from([Buffer.from('x')]))];
+  for (const attempt of attempts) {
+    await assert.rejects(attempt(), (err: unknown) => {
+      assert.equal((err as { kind?: string }).kind, 'unavailable', String(err));
+      return true;
+    });
+  }
+});

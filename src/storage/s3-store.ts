@@ -1,0 +1,231 @@
+/**
+ * The S3 ObjectStore: any S3-compatible service through the AWS SDK v3.
+ *
+ * put always goes through lib-storage's `Upload`, which reads the body in parts of PART_SIZE:
+ * a body that ends within the first part becomes one PutObject sent only after the body ended
+ * cleanly; a longer one becomes a multipart upload, completed only after the last part, and
+ * aborted when the body fails. So a failing body (a verifying transform, a client gone)
+ * never leaves an object under the key, and memory stays at about
+ * (QUEUE_SIZE + 1) × PART_SIZE per upload whatever the object size.
+ *
+ * An aborted multipart upload whose abort request itself fails leaves invisible parts behind;
+ * buckets should carry an AbortIncompleteMultipartUpload lifecycle rule.
+ *
+ * Errors: a missing key is `not_found`; network failures, 5xx and throttling (after the
+ * SDK's own retries) are `unavailable`; anything else (403, a missing bucket) is a
+ * misconfiguration and passes through as the SDK's error.
+ */
+import { Readable, addAbortSignal, finished } from 'node:stream';
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { DomainError, invalid, notFound, unavailable } from '../shared/errors.js';
+import { counting } from '../shared/streams.js';
+import { assertByteRange } from './byte-range.js';
+import { objectKey, type ByteRange, type GetResult, type ObjectInfo, type ObjectKey, type ObjectStore, type PutOptions } from './object-store.js';
+
+export interface S3StoreOptions {
+  /** For S3-compatible services (MinIO, s3rver, R2); omitted means AWS. */
+  endpoint?: string;
+  region: string;
+  bucket: string;
+  forcePathStyle: boolean;
+  /** Both or neither; without them the SDK's default chain (AWS_* env vars, profiles, IMDS). */
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  /** Keys live under `<prefix>/` in the bucket. */
+  prefix?: string;
+  /** ListObjectsV2 page size (S3's maximum, 1000, by default); tests set it low to page. */
+  listPageSize?: number;
+}
+
+/** 8 MiB parts, 2 in flight: ~24 MiB per upload, and 10,000 parts allow 80 GB objects. */
+const PART_SIZE = 8 << 20;
+const QUEUE_SIZE = 2;
+
+export function createS3Store(opts: S3StoreOptions): S3StoreHandle {
+  if ((opts.accessKeyId === undefined) !== (opts.secretAccessKey === undefined)) {
+    throw new RangeError('accessKeyId and secretAccessKey go together');
+  }
+  const config: S3ClientConfig = {
+    region: opts.region,
+    forcePathStyle: opts.forcePathStyle,
+    // Recent SDKs otherwise add CRC32 checksums everywhere, including a checksum of an empty
+    // body signed into pre-signed PUT URLs, which makes every real upload to them fail.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    requestHandler: { connectionTimeout: 5_000 },
+    ...(opts.endpoint !== undefined && { endpoint: opts.endpoint }),
+    ...(opts.accessKeyId !== undefined &&
+      opts.secretAccessKey !== undefined && { credentials: { accessKeyId: opts.accessKeyId, secretAccessKey: opts.secretAccessKey } }),
+  };
+  const client = new S3Client(config);
+  const Bucket = opts.bucket;
+  const base = opts.prefix ? `${opts.prefix.replace(/^\/+|\/+$/g, '')}/` : '';
+  const pageSize = opts.listPageSize ?? 1000;
+  const Key = (key: ObjectKey) => base + key;
+
+  async function put(key: ObjectKey, body: Readable, putOpts: PutOptions = {}): Promise<{ size: number }> {
+    // The body's own failure (a verifying transform, a client gone) is the error to report:
+    // when the body fails, Upload aborts the multipart upload, and if that abort fails too,
+    // its error would otherwise replace the one that matters.
+    let sourceError: unknown;
+    const counter = counting();
+    finished(body, (err) => {
+      if (!err) return;
+      sourceError ??= err;
+      counter.destroy(err);
+    });
+    if (putOpts.signal) addAbortSignal(putOpts.signal, body);
+    body.pipe(counter);
+    // `size` is not passed on as ContentLength: Upload decides single-part or multipart from
+    // the bytes it actually reads, and a wrong ContentLength would corrupt the request.
+    const upload = new Upload({
+      client,
+      params: { Bucket, Key: Key(key), Body: counter, ...(putOpts.contentType !== undefined && { ContentType: putOpts.contentType }) },
+      partSize: PART_SIZE,
+      queueSize: QUEUE_SIZE,
+      leavePartsOnError: false,
+    });
+    try {
+      await upload.done();
+    } catch (err) {
+      const failure = sourceError ?? s3Error(err, key, 'put');
+      body.destroy();
+      throw failure;
+    }
+    return { size: counter.bytes };
+  }
+
+  async function get(key: ObjectKey, getOpts: { range?: ByteRange; signal?: AbortSignal } = {}): Promise<GetResult> {
+    const { range, signal } = getOpts;
+    if (range) assertByteRange(range);
+    let out;
+    try {
+      out = await client.send(
+        new GetObjectCommand({ Bucket, Key: Key(key), ...(range && { Range: `bytes=${range.start}-${range.end ?? ''}` }) }),
+        signal ? { abortSignal: signal } : {},
+      );
+    } catch (err) {
+      throw s3Error(err, key, 'get');
+    }
+    const body = out.Body instanceof Readable ? out.Body : Readable.from([]);
+    if (signal) addAbortSignal(signal, body);
+    const served = parseContentRange(out.ContentRange);
+    const size = served?.size ?? out.ContentLength ?? 0;
+    if (!range) return { body, size };
+    // A server that ignores Range answers 200 with the whole object; say so.
+    return { body, size, range: served ? { start: served.start, end: served.end } : { start: 0, end: size - 1 } };
+  }
+
+  async function head(key: ObjectKey): Promise<ObjectInfo | undefined> {
+    try {
+      const out = await client.send(new HeadObjectCommand({ Bucket, Key: Key(key) }));
+      return { key, size: out.ContentLength ?? 0 };
+    } catch (err) {
+      const mapped = s3Error(err, key, 'head');
+      if (mapped instanceof DomainError && mapped.kind === 'not_found') return undefined;
+      throw mapped;
+    }
+  }
+
+  async function remove(key: ObjectKey): Promise<void> {
+    try {
+      await client.send(new DeleteObjectCommand({ Bucket, Key: Key(key) }));
+    } catch (err) {
+      const mapped = s3Error(err, key, 'delete');
+      if (!(mapped instanceof DomainError && mapped.kind === 'not_found')) throw mapped;
+    }
+  }
+
+  async function* list(prefix: string): AsyncIterable<ObjectInfo> {
+    let ContinuationToken: string | undefined;
+    do {
+      let page;
+      try {
+        page = await client.send(
+          new ListObjectsV2Command({ Bucket, Prefix: base + prefix, MaxKeys: pageSize, ...(ContinuationToken && { ContinuationToken }) }),
+        );
+      } catch (err) {
+        throw s3Error(err, undefined, 'list');
+      }
+      for (const item of page.Contents ?? []) {
+        if (item.Key === undefined) continue;
+        let key: ObjectKey;
+        try {
+          key = objectKey(item.Key.slice(base.length));
+        } catch {
+          continue; // not written by this store (a folder marker, a foreign tool)
+        }
+        yield { key, size: item.Size ?? 0 };
+      }
+      ContinuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (ContinuationToken);
+  }
+
+  const presigner = {
+    presignGet(key: ObjectKey, expiresIn: number): Promise<string> {
+      return getSignedUrl(client, new GetObjectCommand({ Bucket, Key: Key(key) }), { expiresIn });
+    },
+    presignPut(key: ObjectKey, expiresIn: number, p: { contentType?: string; size?: number; checksumSha256?: string } = {}): Promise<string> {
+      const command = new PutObjectCommand({
+        Bucket,
+        Key: Key(key),
+        ...(p.contentType !== undefined && { ContentType: p.contentType }),
+        ...(p.size !== undefined && { ContentLength: p.size }),
+        ...(p.checksumSha256 !== undefined && { ChecksumSHA256: p.checksumSha256 }),
+      });
+      return getSignedUrl(client, command, {
+        expiresIn,
+        // The presigner leaves Content-Type unsigned unless told; sign it so the client must
+        // send exactly what the object will be served with.
+        signableHeaders: new Set(['content-type']),
+        // x-amz-* headers are hoisted into the query string by default, where nothing makes
+        // the client send them; the checksum must stay a signed header that S3 verifies.
+        unhoistableHeaders: new Set(['x-amz-checksum-sha256']),
+      });
+    },
+  };
+
+  return { kind: 's3', put, get, head, delete: remove, list, presigner, destroy: () => client.destroy() };
+}
+
+/** An S3 store also owns its HTTP connections; `destroy` closes them (tests, shutdown). */
+export type S3StoreHandle = ObjectStore & { destroy(): void };
+
+function parseContentRange(header: string | undefined): { start: number; end: number; size: number } | undefined {
+  const m = header && /^bytes (\d+)-(\d+)\/(\d+)$/.exec(header);
+  return m ? { start: Number(m[1]), end: Number(m[2]), size: Number(m[3]) } : undefined;
+}
+
+interface SdkError {
+  name?: string;
+  code?: string;
+  $metadata?: { httpStatusCode?: number };
+  $retryable?: unknown;
+}
+
+const THROTTLING = new Set(['SlowDown', 'Throttling', 'ThrottlingException', 'RequestLimitExceeded', 'TooManyRequestsException', 'RequestTimeout']);
+
+function s3Error(err: unknown, key: ObjectKey | undefined, op: string): unknown {
+  if (err instanceof DomainError || !(err instanceof Error) || err.name === 'AbortError') return err;
+  const e = err as Error & SdkError;
+  const status = e.$metadata?.httpStatusCode;
+  const fields = { op, ...(key && { key }), s3_error: e.name, ...(status !== undefined && { status }) };
+  if (e.name === 'NoSuchBucket') return err;
+  if (e.name === 'NoSuchKey' || e.name === 'NotFound' || status === 404) return notFound('object_not_found', 'object not found', fields);
+  if (e.name === 'InvalidRange' || status === 416) return invalid('range_not_satisfiable', 'range starts past the end of the object', fields);
+  // No HTTP status at all: the request never got an answer (refused, reset, timed out).
+  if (status === undefined || status >= 500 || status === 429 || THROTTLING.has(e.name) || e.$retryable) {
+    return unavailable('storage_unavailable', 's3 object store failed', { ...fields, ...(e.code && { cause: e.code }) });
+  }
+  return err;
+}
