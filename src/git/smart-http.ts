@@ -6,9 +6,13 @@
  * Invariants:
  * - Nothing is returned (so no status line is sent) until git has written its first byte or
  *   the request was refused; a refusal therefore always arrives as a clean error status.
- * - A client that goes away kills an upload-pack at once. A receive-pack is killed only while
- *   the pack is still arriving (git then discards its quarantine and no ref moves); once the
- *   whole request is in, it runs to completion so a push is never cut during ref updates.
+ * - A client that goes away kills an upload-pack at once. A receive-pack whose request is cut
+ *   short (client gone, body over the limit, bad gzip) is not killed: its stdin is closed, so
+ *   git sees a truncated pack, fails, removes its quarantine and moves no ref. Killing it
+ *   instead leaves the quarantine behind: receive-pack's signal handler removes the directory
+ *   while its `index-pack` child, which reads the same stdin and is not signalled, is still
+ *   writing into it. It is killed only if it lingers. Once the whole request is in, it runs to
+ *   completion so a push is never cut during ref updates.
  */
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -17,6 +21,9 @@ import { byteLimit, counting } from '../shared/streams.js';
 import { spawnService, type GitChild, type GitService, type HookContext } from './command.js';
 import type { Limiter } from './limiter.js';
 import { FLUSH_PKT, RequestValidator, pktLine, type RefUpdate } from './pkt-line.js';
+
+/** How long a receive-pack whose input was cut short gets to clean up before it is killed. */
+const RECEIVE_PACK_GRACE_MS = 10_000;
 
 export interface ServiceLimits {
   timeoutMs: number;
@@ -119,24 +126,39 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
 
   let inputDone = false;
   let inputError: Error | undefined;
-  const inputFailed = pipeline([opts.input, ...stages, child.stdin] as unknown as [Readable, ...NodeJS.ReadWriteStream[]])
+  const input = new AbortController();
+  // Stops git after its input was cut short; see the module comment for why receive-pack
+  // gets EOF rather than a signal.
+  const stop = () => {
+    if (opts.service === 'upload-pack') {
+      child.kill();
+      return;
+    }
+    child.stdin.destroy();
+    setTimeout(() => child.kill(), RECEIVE_PACK_GRACE_MS).unref();
+  };
+  const inputFailed = pipeline([opts.input, ...stages, child.stdin] as unknown as [Readable, ...NodeJS.ReadWriteStream[]], {
+    signal: input.signal,
+  })
     .then(() => {
       inputDone = true;
       return new Promise<never>(() => {});
     })
     .catch((err: Error) => {
       // git closing its stdin early (it read all it needed) is not a client error.
-      if ((err as NodeJS.ErrnoException).code === 'EPIPE' || (err as NodeJS.ErrnoException).code === 'ERR_STREAM_DESTROYED') {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (!input.signal.aborted && (code === 'EPIPE' || code === 'ERR_STREAM_DESTROYED')) {
         inputDone = true;
         return new Promise<never>(() => {});
       }
-      inputError = toInputError(err);
-      child.kill();
+      inputError = input.signal.aborted ? invalid('client_gone', 'client closed the request before it was complete') : toInputError(err);
+      stop();
       return inputError;
     });
 
   const onAbort = () => {
-    if (opts.service === 'upload-pack' || !inputDone) child.kill();
+    if (opts.service === 'upload-pack') child.kill();
+    else if (!inputDone) input.abort();
   };
   signal.addEventListener('abort', onAbort, { once: true });
   const body = counting();
@@ -145,6 +167,9 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
 
   const first = await firstOutput(child, inputFailed);
   if (first === 'failed') {
+    // Nobody reads git's answer now; keep a full pipe from holding it up.
+    child.stdout.removeAllListeners('readable');
+    child.stdout.resume();
     await done;
     throw inputError!;
   }
