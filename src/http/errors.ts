@@ -27,12 +27,13 @@ function commonHeaders(reply: FastifyReply, err: DomainError): void {
   if (err.kind === 'unavailable') reply.header('Retry-After', '5');
 }
 
-export function sendGitError(reply: FastifyReply, err: DomainError): FastifyReply {
+/** `status` overrides the kind's status where HTTP is more precise than the kind (415). */
+export function sendGitError(reply: FastifyReply, err: DomainError, status = statusOf(err)): FastifyReply {
   commonHeaders(reply, err);
-  return reply.code(statusOf(err)).type('text/plain; charset=utf-8').header('Cache-Control', 'no-cache').send(`${err.message}\n`);
+  return reply.code(status).type('text/plain; charset=utf-8').header('Cache-Control', 'no-cache').send(`${err.message}\n`);
 }
 
-export function sendJsonError(reply: FastifyReply, err: DomainError): FastifyReply {
+export function sendJsonError(reply: FastifyReply, err: DomainError, status = statusOf(err)): FastifyReply {
   commonHeaders(reply, err);
-  return reply.code(statusOf(err)).send({ error: { code: err.code, message: err.message } });
+  return reply.code(status).send({ error: { code: err.code, message: err.message } });
 }

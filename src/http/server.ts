@@ -8,11 +8,29 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import { ulid } from 'ulid';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../shared/log.js';
-import { isDomainError } from '../shared/errors.js';
-import { sendJsonError } from './errors.js';
+import { invalid, isDomainError, tooLarge, type DomainError } from '../shared/errors.js';
+import { sendGitError, sendJsonError } from './errors.js';
 import type { Metrics } from './metrics.js';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** The Smart HTTP routes (see git-routes.ts), whose client is git itself. */
+const GIT_ROUTE = /^\/:owner\/:space\/:repo\/(?:info\/refs|git-upload-pack|git-receive-pack)$/;
+
+/**
+ * Fastify's own 4xx errors (body parsing, schema validation) in our terms: stable codes of
+ * ours rather than Fastify's internal ones, and messages that say what was wrong.
+ */
+function edgeError(err: Error & { code?: string }, contentType?: string): DomainError {
+  switch (err.code) {
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return invalid('unsupported_media_type', `unsupported content type: ${contentType ?? 'none'}`);
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return tooLarge('body_too_large', 'request body is too large');
+  }
+  // Schema validation and unparseable bodies: one stable code.
+  return invalid('invalid_request', err.message);
+}
 
 export function trustProxySetting(value: string): boolean | number | string {
   if (value === 'true') return true;
@@ -78,18 +96,19 @@ export function createHttpServer(deps: EdgeDeps): FastifyInstance {
     );
   });
 
-  app.setErrorHandler((err, req, reply) => {
-    if (isDomainError(err)) return sendJsonError(reply, err);
-    const status = (err as { statusCode?: number }).statusCode;
-    // Schema validation and unparseable bodies: one stable code, not Fastify's internal ones.
-    if ((err as { validation?: unknown }).validation || status === 400) {
-      return reply.code(400).send({ error: { code: 'invalid_request', message: (err as Error).message } });
-    }
-    if (status && status >= 400 && status < 500) {
-      return reply.code(status).send({ error: { code: (err as { code?: string }).code?.toLowerCase() ?? 'bad_request', message: (err as Error).message } });
-    }
+  app.setErrorHandler((err: Error & { code?: string }, req, reply) => {
+    // Git prints only a text/plain body (as `remote:` lines); everyone else gets JSON.
+    const git = GIT_ROUTE.test(req.routeOptions.url ?? '');
+    const send = git ? sendGitError : sendJsonError;
+    if (isDomainError(err)) return send(reply, err);
+    const { statusCode: status, validation } = err as { statusCode?: number; validation?: unknown };
+    if (validation) return send(reply, edgeError(err), 400);
+    if (status && status >= 400 && status < 500) return send(reply, edgeError(err, req.headers['content-type']), status);
     req.log.error({ err }, 'request failed');
-    return reply.code(500).send({ error: { code: 'internal', message: 'internal server error' } });
+    reply.code(500);
+    return git
+      ? reply.type('text/plain; charset=utf-8').send('internal server error\n')
+      : reply.send({ error: { code: 'internal', message: 'internal server error' } });
   });
 
   app.setNotFoundHandler((req, reply) =>
