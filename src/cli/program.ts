@@ -3,7 +3,7 @@
  * commands open the metadata store and call the same services as the REST API, acting as
  * the local operator. Each prints what it did, or JSON with --json.
  */
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, ConfigError } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { openCore, type Core } from '../app.js';
@@ -57,7 +57,10 @@ export function buildProgram(): Command {
   const program = new Command('gitstratum')
     .description('A self-hostable Git + Git LFS server')
     .showHelpAfterError()
-    .configureOutput({ outputError: (str, write) => write(str) });
+    .configureOutput({ outputError: (str, write) => write(str) })
+    // Usage errors throw instead of exiting, so `run` gives them exit code 2; subcommands
+    // created below inherit this.
+    .exitOverride();
 
   const serveCmd = program
     .command('serve')
@@ -188,7 +191,10 @@ export async function run(argv: string[]): Promise<void> {
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {
-    if (isDomainError(err)) {
+    if (err instanceof CommanderError) {
+      // Commander has printed the message (and help); 0 for --help and --version.
+      process.exitCode = err.exitCode === 0 ? 0 : 2;
+    } else if (isDomainError(err)) {
       process.stderr.write(`gitstratum: ${err.message}\n`);
       process.exitCode = err.kind === 'invalid' ? 2 : 1;
     } else if (err instanceof ConfigError) {
