@@ -6,8 +6,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, ConfigError } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { openCore, type Core } from '../app.js';
-import { serve } from '../main.js';
+import type { Core } from '../app.js';
 import { systemActor } from '../access/policy.js';
 import { isDomainError } from '../shared/errors.js';
 import { parseRepoPath } from '../repos/names.js';
@@ -42,7 +41,9 @@ function admin<A extends unknown[]>(
   return async (...args: unknown[]) => {
     const cmd = args[args.length - 1] as Command;
     const opts = cmd.opts<CommonOpts & Record<string, unknown>>();
-    const core = await openCore(configFrom(opts));
+    const config = configFrom(opts);
+    const { openCore } = await import('../app.js');
+    const core = await openCore(config);
     try {
       const out = await run(core, ...(args.slice(0, -1) as A));
       if (opts.json) process.stdout.write(JSON.stringify(out.json, null, 2) + '\n');
@@ -76,7 +77,13 @@ export function buildProgram(): Command {
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
     .option('--git-max-processes <n>', 'git processes allowed at once')
     .option('--max-push-bytes <n>', 'largest push accepted, in bytes');
-  serveCmd.action(async (opts: Record<string, unknown>) => serve(loadConfig(opts)));
+  serveCmd.action(async (opts: Record<string, unknown>) => {
+    const config = loadConfig(opts);
+    // The server's module graph (HTTP, S3, LFS) takes a while to load; a bad setting is
+    // reported before that, at once.
+    const { serve } = await import('../main.js');
+    await serve(config);
+  });
 
   const user = program.command('user').description('manage users');
   common(user.command('create <name>').description('create a user').option('--admin', 'make the user a site administrator')).action(
