@@ -54,8 +54,9 @@ export function loadConfig(
       if (issue.code === 'unrecognized_keys') {
         return `unknown setting(s) ${issue.keys.join(', ')} in ${source[issue.keys[0] ?? ''] ?? 'configuration'}`;
       }
-      const from = source[key] ?? 'default';
-      return `invalid ${key} (from ${from}): ${issue.message}`;
+      // A key with no source was not set at all (defaults are valid), e.g. a missing s3Bucket.
+      const from = source[key] ? `from ${source[key]}` : 'not set';
+      return `invalid ${key} (${from}): ${issue.message}`;
     });
     throw new ConfigError(lines.join('\n'));
   }

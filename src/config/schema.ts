@@ -60,9 +60,12 @@ export const configSchema = z
     defaultBranch: z.string().regex(/^[A-Za-z0-9._/-]+$/).default('main'),
   })
   .strict()
-  .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), {
-    message: 'tlsCert and tlsKey must be given together',
-    path: ['tlsCert'],
+  .superRefine((c, ctx) => {
+    // Reported against the one that was given, so the message names where it came from.
+    if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
+      const [given, missing] = c.tlsCert !== undefined ? ['tlsCert', 'tlsKey'] : ['tlsKey', 'tlsCert'];
+      ctx.addIssue({ code: 'custom', path: [given], message: `needs ${missing} too (a certificate and its key go together)` });
+    }
   })
   .refine((c) => c.objectStore !== 's3' || c.s3Bucket !== undefined, {
     message: 'objectStore s3 needs s3Bucket',
