@@ -6,8 +6,11 @@
 import type { Config } from './config/schema.js';
 import { createLogger } from './shared/log.js';
 import { createApp } from './app.js';
+import { loadTls } from './http/server.js';
 
 export async function serve(config: Config): Promise<void> {
+  // Unusable TLS files stop the start before anything is opened.
+  if (config.tlsCert && config.tlsKey) loadTls(config.tlsCert, config.tlsKey);
   const log = createLogger(config.logLevel);
   const app = await createApp(config, log);
   const url = await app.listen();

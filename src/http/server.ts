@@ -4,9 +4,11 @@
  * `listen` so tests can use `inject()`.
  */
 import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { ulid } from 'ulid';
 import type { Config } from '../config/schema.js';
+import { ConfigError } from '../config/load.js';
 import type { Logger } from '../shared/log.js';
 import { invalid, isDomainError, tooLarge, type DomainError } from '../shared/errors.js';
 import { sendGitError, sendJsonError } from './errors.js';
@@ -30,6 +32,27 @@ function edgeError(err: Error & { code?: string }, contentType?: string): Domain
   }
   // Schema validation and unparseable bodies: one stable code.
   return invalid('invalid_request', err.message);
+}
+
+/**
+ * Reads and checks the certificate and key at start, so a wrong path or a key that does not
+ * belong to the certificate stops the server with a message naming the setting, not a stack.
+ */
+export function loadTls(certFile: string, keyFile: string): { cert: Buffer; key: Buffer } {
+  const read = (setting: string, file: string) => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new ConfigError(`cannot read ${setting} ${file}: ${(err as Error).message}`);
+    }
+  };
+  const tls = { cert: read('tlsCert', certFile), key: read('tlsKey', keyFile) };
+  try {
+    createSecureContext(tls);
+  } catch (err) {
+    throw new ConfigError(`cannot use tlsCert ${certFile} with tlsKey ${keyFile}: ${(err as Error).message}`);
+  }
+  return tls;
 }
 
 export function trustProxySetting(value: string): boolean | number | string {
@@ -69,7 +92,7 @@ export function createHttpServer(deps: EdgeDeps): FastifyInstance {
     forceCloseConnections: 'idle',
   };
   if (config.tlsCert && config.tlsKey) {
-    options.https = { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) };
+    options.https = loadTls(config.tlsCert, config.tlsKey);
   }
   const app = Fastify(options) as unknown as FastifyInstance;
 
