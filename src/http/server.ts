@@ -96,8 +96,25 @@ export function createHttpServer(deps: EdgeDeps): FastifyInstance {
   }
   const app = Fastify(options) as unknown as FastifyInstance;
 
+  // Shutdown. Node's close() ends only the connections idle at that moment; one busy with a
+  // push at SIGTERM would stay open after its response for as long as the client (a proxy's
+  // keep-alive pool, git-lfs) keeps it: up to keepAliveTimeout, beyond the shutdown bound.
+  // So while closing, answers say `Connection: close`, and each connection is closed as soon
+  // as its response is done.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+
   app.addHook('onRequest', async (req, reply) => {
     reply.header('X-Request-Id', req.id);
+    reply.raw.once('finish', () => {
+      if (closing) setImmediate(() => app.server.closeIdleConnections());
+    });
+  });
+
+  app.addHook('onSend', async (_req, reply) => {
+    if (closing) reply.header('Connection', 'close');
   });
 
   app.addHook('onResponse', async (req, reply) => {
