@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { ulid } from 'ulid';
 import type { Config } from '../config/schema.js';
 import { ConfigError } from '../config/load.js';
@@ -73,8 +73,8 @@ export function createHttpServer(deps: EdgeDeps): FastifyInstance {
   const { config, metrics } = deps;
   const options: FastifyServerOptions & { https?: { cert: Buffer; key: Buffer } } = {
     loggerInstance: deps.log.child({ component: 'http' }),
-    disableRequestLogging: true,
-    requestIdLogLabel: 'request_id',
+    // Our onResponse hook writes the one line per request.
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : ulid();
