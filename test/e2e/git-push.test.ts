@@ -376,7 +376,7 @@ test('a push aborted mid-stream changes nothing and the next push works', async 
   child.stderr.setEncoding('utf8').on('data', (d: string) => {
     stderr += d;
     const pct = [...stderr.matchAll(/Writing objects:\s+(\d+)%/g)].pop()?.[1];
-    if (!killed && pct !== undefined && Number(pct) >= 30) {
+    if (!killed && pct !== undefined && Number(pct) >= 10) {
       killed = true;
       process.kill(-child.pid!, 'SIGKILL');
     }
