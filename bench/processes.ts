@@ -1,0 +1,151 @@
+/**
+ * Starting and stopping the benchmark's processes. Every long-lived process is registered
+ * with its PID and stopped by that PID when the benchmark ends, however it ends (normal end,
+ * error, SIGINT/SIGTERM, watchdog) — never by name. Short commands run in their own process
+ * group with a time limit, so a hung clone is killed with everything it started.
+ */
+import { spawn, type SpawnOptions } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { childPids } from './proc-stats.js';
+
+interface Tracked {
+  pid: number;
+  name: string;
+  /** Extra PIDs to stop first (fcgiwrap's pre-forked workers survive their parent's TERM). */
+  alsoStop?: () => number[];
+  /** The PID leads its own process group: signal the group. */
+  group?: boolean;
+}
+
+const tracked: Tracked[] = [];
+
+export function track(pid: number, name: string, opts: { alsoStop?: () => number[]; group?: boolean } = {}): void {
+  tracked.push({ pid, name, ...opts });
+}
+
+/** Forgets a process that has exited by itself (its PID may be reused later). */
+export function untrack(pid: number | undefined): void {
+  const i = tracked.findIndex((t) => t.pid === pid);
+  if (i >= 0) tracked.splice(i, 1);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
+}
+
+/** Stops one tracked process (and its listed companions): TERM, then KILL after 5 s. */
+export async function stop(pid: number): Promise<void> {
+  const i = tracked.findIndex((t) => t.pid === pid);
+  if (i < 0) return;
+  const [t] = tracked.splice(i, 1);
+  const pids = [...(t!.alsoStop?.() ?? []), t!.pid];
+  const target = (p: number) => (t!.group && p === t!.pid ? -p : p);
+  for (const p of pids) signal(target(p), 'SIGTERM');
+  const deadline = Date.now() + 5000;
+  while (pids.some(alive) && Date.now() < deadline) await sleep(50);
+  for (const p of pids.filter(alive)) signal(target(p), 'SIGKILL');
+}
+
+export async function stopAll(): Promise<void> {
+  for (const t of [...tracked].reverse()) await stop(t.pid);
+}
+
+/** Last resort on process exit: synchronous KILL of whatever is still registered. */
+function killRemaining(): void {
+  for (const t of tracked) {
+    for (const p of t.alsoStop?.() ?? []) signal(p, 'SIGKILL');
+    signal(t.group ? -t.pid : t.pid, 'SIGKILL');
+  }
+}
+
+let installed = false;
+let interrupted = false;
+/** True once a signal asked the benchmark to stop (errors from killed commands are expected then). */
+export const wasInterrupted = () => interrupted;
+/** Stops everything on exit and on SIGINT/SIGTERM; `onSignal` runs first (e.g. temp cleanup). */
+export function installCleanup(onSignal: () => Promise<void>): void {
+  if (installed) return;
+  installed = true;
+  process.on('exit', killRemaining);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      interrupted = true;
+      process.stderr.write(`\nbench: ${sig}, stopping started processes\n`);
+      void stopAll()
+        .then(onSignal)
+        .finally(() => process.exit(130));
+    });
+  }
+}
+
+/** The worker PIDs of a pre-forking parent, read at stop time. */
+export const childrenOf = (pid: number) => () => childPids(pid);
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  seconds: number;
+}
+
+export interface RunOptions {
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  input?: string;
+  timeoutMs?: number;
+  /** Throw when the command exits non-zero (default true). */
+  check?: boolean;
+}
+
+/**
+ * Runs a command to completion in its own process group; on timeout the whole group is
+ * killed (by the group's PID). `seconds` is the wall time from spawn to exit.
+ */
+export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const timeoutMs = opts.timeoutMs ?? 600_000;
+  return new Promise((resolve, reject) => {
+    const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], detached: true };
+    const started = process.hrtime.bigint();
+    const child = spawn(cmd, args, spawnOpts);
+    const pid = child.pid;
+    if (pid !== undefined) track(pid, cmd, { group: true });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-64 * 1024)));
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      if (pid !== undefined) signal(-pid, 'SIGKILL');
+    }, timeoutMs);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code) => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      clearTimeout(timer);
+      untrack(pid);
+      const result = { code, stdout, stderr, seconds };
+      const line = `${cmd} ${args.join(' ')}`.slice(0, 300);
+      if (timedOut) reject(new Error(`timed out after ${timeoutMs / 1000} s: ${line}`));
+      else if (code !== 0 && opts.check !== false) reject(new Error(`exit ${code}: ${line}\n${stderr.trim()}`));
+      else resolve(result);
+    });
+    child.stdin!.on('error', () => {});
+    child.stdin!.end(opts.input ?? '');
+  });
+}
