@@ -159,6 +159,12 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
   const onAbort = () => {
     if (opts.service === 'upload-pack') child.kill();
     else if (!inputDone) input.abort();
+    else {
+      // The push is complete and git is updating refs: let it finish, and keep reading its
+      // answer (nobody else will) so a large report can't block it before post-receive.
+      child.stdout.unpipe();
+      child.stdout.resume();
+    }
   };
   signal.addEventListener('abort', onAbort, { once: true });
   const body = counting();
