@@ -7,13 +7,26 @@ import type { Config } from './config/schema.js';
 import { createLogger } from './shared/log.js';
 import { createApp } from './app.js';
 import { loadTls } from './http/server.js';
+import { ConfigError } from './config/load.js';
 
 export async function serve(config: Config): Promise<void> {
   // Unusable TLS files stop the start before anything is opened.
   if (config.tlsCert && config.tlsKey) loadTls(config.tlsCert, config.tlsKey);
   const log = createLogger(config.logLevel);
   const app = await createApp(config, log);
-  const url = await app.listen();
+  let url: string;
+  try {
+    url = await app.listen();
+  } catch (err) {
+    // Without this the open database and hook socket kept a server that never listened
+    // alive, and a supervisor saw a hung process instead of a failed one.
+    await app.close().catch(() => {});
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+      throw new ConfigError(`cannot listen on ${config.host}:${config.port}: ${(err as Error).message}`);
+    }
+    throw err;
+  }
   log.info({ url, data: app.core.dataDir, database: app.core.meta.location }, 'gitstratum listening');
 
   let stopping = false;
