@@ -103,111 +103,111 @@ async function remoteBranches(fx: Fixture, repo: string): Promise<string[]> {
 
 // The backends run side by side: each has its own server and database.
 describe('access control', { concurrency: true }, () => {
-for (const database of databaseBackends()) {
-  describe(database, () => {
-    let fx: Fixture;
+  for (const database of databaseBackends()) {
+    describe(database, () => {
+      let fx: Fixture;
 
-    before(async () => {
-      const server = await Server.start({ database });
-      const tokens = await seed(server);
-      const git = await Git.create();
-      const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 2, files: 2 });
-      fx = {
-        server,
-        git,
-        work,
-        secrets: {
-          anonymous: undefined,
-          'alice:read': tokens.alice.read,
-          'alice:write': tokens.alice.write,
-          'alice:admin': tokens.alice.admin,
-          'bob:write': tokens.bob.write,
-          'root:admin': tokens.root.admin,
-        },
-      };
-    });
-    after(() => fx?.server.cleanup());
+      before(async () => {
+        const server = await Server.start({ database });
+        const tokens = await seed(server);
+        const git = await Git.create();
+        const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 2, files: 2 });
+        fx = {
+          server,
+          git,
+          work,
+          secrets: {
+            anonymous: undefined,
+            'alice:read': tokens.alice.read,
+            'alice:write': tokens.alice.write,
+            'alice:admin': tokens.alice.admin,
+            'bob:write': tokens.bob.write,
+            'root:admin': tokens.root.admin,
+          },
+        };
+      });
+      after(() => fx?.server.cleanup());
 
-    test('callers × visibility × fetch/push', { concurrency: 4 }, async (t) => {
-      const repos: Record<Visibility, string> = { public: 'alice/main/matrix-public', private: 'alice/main/matrix-private' };
-      await createRepo(fx.server, repos.public, 'public');
-      await createRepo(fx.server, repos.private, 'private');
-      const pushed: Record<Visibility, string[]> = { public: [], private: [] };
-      const cases: Promise<unknown>[] = [];
-      for (const [caller, row] of Object.entries(MATRIX) as [Caller, Record<string, Expect>][]) {
-        for (const [key, expect] of Object.entries(row)) {
-          const [visibility, op] = key.split(' ') as [Visibility, Op];
-          const branch = `by-${caller.replace(':', '-')}`;
-          if (op === 'push' && expect === 'ok') pushed[visibility].push(branch);
-          cases.push(
-            t.test(`${caller} ${op} ${visibility} → ${expect}`, () =>
-              expectOutcome(fx, repos[visibility], op, fx.secrets[caller], expect, branch),
-            ),
-          );
+      test('callers × visibility × fetch/push', { concurrency: 4 }, async (t) => {
+        const repos: Record<Visibility, string> = { public: 'alice/main/matrix-public', private: 'alice/main/matrix-private' };
+        await createRepo(fx.server, repos.public, 'public');
+        await createRepo(fx.server, repos.private, 'private');
+        const pushed: Record<Visibility, string[]> = { public: [], private: [] };
+        const cases: Promise<unknown>[] = [];
+        for (const [caller, row] of Object.entries(MATRIX) as [Caller, Record<string, Expect>][]) {
+          for (const [key, expect] of Object.entries(row)) {
+            const [visibility, op] = key.split(' ') as [Visibility, Op];
+            const branch = `by-${caller.replace(':', '-')}`;
+            if (op === 'push' && expect === 'ok') pushed[visibility].push(branch);
+            cases.push(
+              t.test(`${caller} ${op} ${visibility} → ${expect}`, () =>
+                expectOutcome(fx, repos[visibility], op, fx.secrets[caller], expect, branch),
+              ),
+            );
+          }
         }
-      }
-      await Promise.all(cases);
-      // A refused push changed nothing: exactly the allowed pushes created branches.
-      for (const visibility of ['public', 'private'] as const) {
-        assert.deepEqual(await remoteBranches(fx, repos[visibility]), pushed[visibility].sort());
-      }
+        await Promise.all(cases);
+        // A refused push changed nothing: exactly the allowed pushes created branches.
+        for (const visibility of ['public', 'private'] as const) {
+          assert.deepEqual(await remoteBranches(fx, repos[visibility]), pushed[visibility].sort());
+        }
+      });
+
+      test('a revoked token is refused with 401', async () => {
+        const repo = 'alice/main/revoked';
+        await createRepo(fx.server, repo, 'private');
+        const created = JSON.parse(await fx.server.cliOk(['token', 'create', 'alice', '--scope', 'write', '--json'])) as {
+          id: string;
+          token: string;
+        };
+        await expectOutcome(fx, repo, 'fetch', created.token, 'ok', 'unused');
+        const revoked = await fx.server.cliOk(['token', 'revoke', created.id]);
+        assert.match(revoked, new RegExp(`revoked token ${created.id} of alice`));
+        await expectOutcome(fx, repo, 'fetch', created.token, 401, 'unused');
+        await expectOutcome(fx, repo, 'push', created.token, 401, 'revoked');
+        assert.match((await infoRefs(fx, repo, 'fetch', created.token)).body, /invalid or revoked access token/);
+        // A bad token is never treated as anonymous, even on a public repository. (git itself
+        // sends credentials only when challenged, so this is checked at the HTTP level.)
+        const pub = 'alice/main/revoked-public';
+        await createRepo(fx.server, pub, 'public');
+        assert.equal((await infoRefs(fx, pub, 'fetch', created.token)).status, 401);
+      });
+
+      test('an expired token is refused with 401', async () => {
+        const repo = 'alice/main/expired';
+        const pub = 'alice/main/expired-public';
+        await Promise.all([createRepo(fx.server, repo, 'private'), createRepo(fx.server, pub, 'public')]);
+        const out = await fx.server.cliOk(['token', 'create', 'alice', '--scope', 'write', '--expires', '1s']);
+        const secret = out.trim().split('\n').pop()!;
+        assert.match(out, /expires \d{4}-\d\d-\d\dT/);
+        await new Promise((r) => setTimeout(r, 1100));
+        await expectOutcome(fx, repo, 'fetch', secret, 401, 'unused');
+        await expectOutcome(fx, pub, 'push', secret, 401, 'expired');
+        assert.match((await infoRefs(fx, repo, 'fetch', secret)).body, /access token expired/);
+        assert.equal((await infoRefs(fx, pub, 'fetch', secret)).status, 401);
+      });
+
+      test('organization roles give a member exactly that access', async () => {
+        const repo = 'acme/tools/widget';
+        await fx.server.cliOk(['org', 'create', 'acme']);
+        await fx.server.cliOk(['space', 'create', 'acme/tools']);
+        await createRepo(fx.server, repo, 'private');
+        const bob = fx.secrets['bob:write'];
+        // Not a member: the private repository does not exist for bob, nor for alice.
+        await expectOutcome(fx, repo, 'fetch', bob, 404, 'unused');
+        await expectOutcome(fx, repo, 'fetch', fx.secrets['alice:admin'], 404, 'unused');
+
+        assert.match(await fx.server.cliOk(['org', 'add-member', 'acme', 'bob', '--role', 'read']), /bob is now read in acme/);
+        await expectOutcome(fx, repo, 'fetch', bob, 'ok', 'unused');
+        await expectOutcome(fx, repo, 'push', bob, 403, 'bob-as-reader');
+
+        await fx.server.cliOk(['org', 'add-member', 'acme', 'bob', '--role', 'write']);
+        await expectOutcome(fx, repo, 'push', bob, 'ok', 'bob-as-writer');
+        // The token still caps the role: bob's read token cannot push as a writer.
+        const bobRead = await fx.server.token('bob', 'read');
+        await expectOutcome(fx, repo, 'push', bobRead, 403, 'bob-read-token');
+        assert.deepEqual(await remoteBranches(fx, repo), ['bob-as-writer']);
+      });
     });
-
-    test('a revoked token is refused with 401', async () => {
-      const repo = 'alice/main/revoked';
-      await createRepo(fx.server, repo, 'private');
-      const created = JSON.parse(await fx.server.cliOk(['token', 'create', 'alice', '--scope', 'write', '--json'])) as {
-        id: string;
-        token: string;
-      };
-      await expectOutcome(fx, repo, 'fetch', created.token, 'ok', 'unused');
-      const revoked = await fx.server.cliOk(['token', 'revoke', created.id]);
-      assert.match(revoked, new RegExp(`revoked token ${created.id} of alice`));
-      await expectOutcome(fx, repo, 'fetch', created.token, 401, 'unused');
-      await expectOutcome(fx, repo, 'push', created.token, 401, 'revoked');
-      assert.match((await infoRefs(fx, repo, 'fetch', created.token)).body, /invalid or revoked access token/);
-      // A bad token is never treated as anonymous, even on a public repository. (git itself
-      // sends credentials only when challenged, so this is checked at the HTTP level.)
-      const pub = 'alice/main/revoked-public';
-      await createRepo(fx.server, pub, 'public');
-      assert.equal((await infoRefs(fx, pub, 'fetch', created.token)).status, 401);
-    });
-
-    test('an expired token is refused with 401', async () => {
-      const repo = 'alice/main/expired';
-      const pub = 'alice/main/expired-public';
-      await Promise.all([createRepo(fx.server, repo, 'private'), createRepo(fx.server, pub, 'public')]);
-      const out = await fx.server.cliOk(['token', 'create', 'alice', '--scope', 'write', '--expires', '1s']);
-      const secret = out.trim().split('\n').pop()!;
-      assert.match(out, /expires \d{4}-\d\d-\d\dT/);
-      await new Promise((r) => setTimeout(r, 1100));
-      await expectOutcome(fx, repo, 'fetch', secret, 401, 'unused');
-      await expectOutcome(fx, pub, 'push', secret, 401, 'expired');
-      assert.match((await infoRefs(fx, repo, 'fetch', secret)).body, /access token expired/);
-      assert.equal((await infoRefs(fx, pub, 'fetch', secret)).status, 401);
-    });
-
-    test('organization roles give a member exactly that access', async () => {
-      const repo = 'acme/tools/widget';
-      await fx.server.cliOk(['org', 'create', 'acme']);
-      await fx.server.cliOk(['space', 'create', 'acme/tools']);
-      await createRepo(fx.server, repo, 'private');
-      const bob = fx.secrets['bob:write'];
-      // Not a member: the private repository does not exist for bob, nor for alice.
-      await expectOutcome(fx, repo, 'fetch', bob, 404, 'unused');
-      await expectOutcome(fx, repo, 'fetch', fx.secrets['alice:admin'], 404, 'unused');
-
-      assert.match(await fx.server.cliOk(['org', 'add-member', 'acme', 'bob', '--role', 'read']), /bob is now read in acme/);
-      await expectOutcome(fx, repo, 'fetch', bob, 'ok', 'unused');
-      await expectOutcome(fx, repo, 'push', bob, 403, 'bob-as-reader');
-
-      await fx.server.cliOk(['org', 'add-member', 'acme', 'bob', '--role', 'write']);
-      await expectOutcome(fx, repo, 'push', bob, 'ok', 'bob-as-writer');
-      // The token still caps the role: bob's read token cannot push as a writer.
-      const bobRead = await fx.server.token('bob', 'read');
-      await expectOutcome(fx, repo, 'push', bobRead, 403, 'bob-read-token');
-      assert.deepEqual(await remoteBranches(fx, repo), ['bob-as-writer']);
-    });
-  });
-}
+  }
 });
