@@ -20,7 +20,6 @@ import { registerApiRoutes } from './http/api-routes.js';
 import { registerLfsRoutes } from './http/lfs-routes.js';
 import type { ObjectStore } from './storage/object-store.js';
 import { createFsStore } from './storage/fs-store.js';
-import { createS3Store } from './storage/s3-store.js';
 import { timed } from './storage/timed-store.js';
 import { createLfsMetrics } from './lfs/metrics.js';
 import { createLfsObjects } from './lfs/objects.js';
@@ -51,8 +50,10 @@ export async function openCore(config: Config): Promise<Core> {
 }
 
 /** The configured ObjectStore adapter: the filesystem under <data>/objects, or S3. */
-export function createObjectStore(config: Config, dataDir: string): ObjectStore & { destroy?(): void } {
+export async function createObjectStore(config: Config, dataDir: string): Promise<ObjectStore & { destroy?(): void }> {
   if (config.objectStore === 's3') {
+    // Loaded only when configured: the AWS SDK costs ~13 MiB of resident memory.
+    const { createS3Store } = await import('./storage/s3-store.js');
     return createS3Store({
       ...(config.s3Endpoint && { endpoint: config.s3Endpoint }),
       region: config.s3Region,
@@ -86,7 +87,7 @@ export async function createApp(config: Config, log: Logger): Promise<App> {
   const metrics = createMetrics({ gitRunning: () => limiter.runningCount, gitQueued: () => limiter.queuedCount });
   const hooks = new HookServer(hookSocketPath(core.dataDir), log.child({ component: 'hooks' }));
   const lfsMetrics = createLfsMetrics(metrics.registry);
-  const rawStore = createObjectStore(config, core.dataDir);
+  const rawStore = await createObjectStore(config, core.dataDir);
   const store = timed(rawStore, lfsMetrics.storeLatency);
   const signer = createSigner(await loadSigningKey(core.dataDir, config.signingSecret));
   const lfsObjects = createLfsObjects({
