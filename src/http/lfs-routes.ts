@@ -81,7 +81,7 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
         return await fn(req, reply);
       } catch (err) {
         if (err instanceof LockConflict) {
-          return reply.code(409).type(LFS_MEDIA_TYPE).send({ lock: toLockJson(err.lock), message: 'already locked', request_id: String(req.id) });
+          return reply.code(409).type(LFS_MEDIA_TYPE).send({ lock: toLockJson(err.lock), message: err.message, request_id: String(req.id) });
         }
         if (isDomainError(err)) return sendLfsError(req, reply, err);
         throw err;

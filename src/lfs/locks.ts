@@ -41,9 +41,13 @@ function pageLimit(limit: number | undefined): number {
   return Math.min(limit, MAX_LIMIT);
 }
 
+/**
+ * The path is locked already. The message names the owner: git-lfs prints only the message
+ * of a refused lock ("Locking x failed: <message>"), not the lock the 409 carries.
+ */
 export class LockConflict extends Error {
   constructor(readonly lock: lfs.LockRow) {
-    super('already locked');
+    super(`${lock.path} is already locked by ${lock.ownerName} (lock ${lock.id})`);
   }
 }
 
