@@ -11,7 +11,7 @@ import type { RepoInfo, RepoService } from '../repos/service.js';
 import { parseRepoPath } from '../repos/names.js';
 import type { LfsObjects } from '../lfs/objects.js';
 import { LockConflict, toLockJson, type Locker, type Locks } from '../lfs/locks.js';
-import type { Signer, TransferOp } from '../lfs/signing.js';
+import type { Signer, TransferClaims, TransferOp } from '../lfs/signing.js';
 import { looksLikeJwt } from '../lfs/signing.js';
 import { LFS_MEDIA_TYPE, isOid, lockCreateSchema, lockVerifySchema, parseBatchRequest, parseBody, unlockSchema, verifySchema } from '../lfs/wire.js';
 import type { LfsMetrics } from '../lfs/metrics.js';
@@ -95,18 +95,22 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
   }
 
   /**
-   * Transfers accept either the signed authorization from a batch response or ordinary
-   * credentials with the right access.
+   * Transfers accept either the signed authorization from a batch response (whose claims
+   * then bind the transfer: the declared size, how the bytes travel) or ordinary credentials
+   * with the right access.
    */
-  async function transferAccess(req: FastifyRequest<{ Params: RepoParams }>, op: TransferOp, oid: string): Promise<RepoInfo> {
+  async function transferAccess(
+    req: FastifyRequest<{ Params: RepoParams }>,
+    op: TransferOp,
+    oid: string,
+  ): Promise<{ repo: RepoInfo; claims?: TransferClaims }> {
     const secret = presentedSecret(req.headers.authorization);
     if (secret && looksLikeJwt(secret)) {
       const repo = await repos.resolve(systemActor, where(req), 'read');
-      await signer.verify(secret, { repo: repo.id, op, oid });
-      return repo;
+      return { repo, claims: await signer.verify(secret, { repo: repo.id, op, oid }) };
     }
     const actor = await authenticate(accounts, req);
-    return repos.resolve(actor, where(req), op === 'download' ? 'read' : 'write');
+    return { repo: await repos.resolve(actor, where(req), op === 'download' ? 'read' : 'write') };
   }
 
   app.register(async (lfs) => {
@@ -140,7 +144,7 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
       handle(async (req, reply) => {
         const body = parseBody(verifySchema, parseJson(req.body), 'verify request');
         if (!isOid(body.oid)) throw invalid('invalid_oid', 'invalid oid');
-        const repo = await transferAccess(req, 'verify', body.oid);
+        const { repo } = await transferAccess(req, 'verify', body.oid);
         await objects.verify({ id: repo.id, lfsUrl: '' }, body.oid, body.size);
         return reply.type(LFS_MEDIA_TYPE).send({ message: 'ok' });
       }),
@@ -151,7 +155,7 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
       handle(async (req, reply) => {
         const { oid } = req.params;
         if (!isOid(oid)) throw invalid('invalid_oid', 'invalid oid');
-        const repo = await transferAccess(req, 'download', oid);
+        const { repo } = await transferAccess(req, 'download', oid);
         const size = await objects.linkedSize(repo.id, oid);
         const range = parseRange(req.headers.range, size);
         if (range.kind === 'unsatisfiable') {
@@ -176,15 +180,21 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
         handle(async (req, reply) => {
           const { oid } = req.params;
           if (!isOid(oid)) throw invalid('invalid_oid', 'invalid oid');
-          const repo = await transferAccess(req, 'upload', oid);
+          const { repo, claims } = await transferAccess(req, 'upload', oid);
           const length = req.headers['content-length'];
-          const declared = length !== undefined ? Number(length) : undefined;
+          const contentLength = length !== undefined ? Number(length) : undefined;
           const controller = new AbortController();
           reply.raw.on('close', () => {
             if (!reply.raw.writableFinished) controller.abort();
           });
           try {
-            await objects.upload({ id: repo.id, lfsUrl: '' }, oid, req.raw, declared, controller.signal);
+            await objects.upload(
+              { id: repo.id, lfsUrl: '' },
+              oid,
+              req.raw,
+              { ...(claims && { size: claims.size }), ...(contentLength !== undefined && { contentLength }) },
+              controller.signal,
+            );
           } catch (err) {
             if (!req.raw.complete) reply.header('Connection', 'close');
             throw err;

@@ -122,8 +122,17 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
    * Proxy upload: hash and count while streaming into the store; link the object to the
    * repository only once the bytes proved right. If the store already has the object (from
    * another repository), the bytes are still read and hashed, then discarded.
+   *
+   * `expect.size` is the size the batch declared (signed into the upload action), which the
+   * body must have; `expect.contentLength` is what the request says it carries, refused
+   * before any byte is read when it cannot be right.
    */
-  async function upload(repo: LfsRepoRef, oid: string, body: Readable, declaredSize: number | undefined, signal?: AbortSignal) {
+  async function upload(repo: LfsRepoRef, oid: string, body: Readable, expect: { size?: number; contentLength?: number }, signal?: AbortSignal) {
+    const { size: authorized, contentLength } = expect;
+    if (authorized !== undefined && contentLength !== undefined && contentLength !== authorized) {
+      throw invalid('size_mismatch', `upload has ${contentLength} bytes; the declared size is ${authorized}`);
+    }
+    const declaredSize = authorized ?? contentLength;
     if (declaredSize !== undefined && declaredSize > settings.maxObjectBytes) {
       throw tooLarge('object_too_large', `object of ${declaredSize} bytes exceeds the maximum size of ${settings.maxObjectBytes} bytes`);
     }
