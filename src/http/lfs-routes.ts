@@ -144,8 +144,9 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
       handle(async (req, reply) => {
         const body = parseBody(verifySchema, parseJson(req.body), 'verify request');
         if (!isOid(body.oid)) throw invalid('invalid_oid', 'invalid oid');
-        const { repo } = await transferAccess(req, 'verify', body.oid);
-        await objects.verify({ id: repo.id, lfsUrl: '' }, body.oid, body.size);
+        const { repo, claims } = await transferAccess(req, 'verify', body.oid);
+        if (claims && claims.size !== body.size) throw invalid('size_mismatch', `verify of ${body.size} bytes; the declared size is ${claims.size}`);
+        await objects.verify({ id: repo.id, lfsUrl: '' }, body.oid, body.size, claims?.direct === true);
         return reply.type(LFS_MEDIA_TYPE).send({ message: 'ok' });
       }),
     );

@@ -10,12 +10,19 @@
  * Modes: `proxy` streams bytes through the server (hashed on the way in, Range on the way
  * out); `direct` hands out pre-signed object store URLs, and the verify action checks the
  * stored size before the object counts as present in the repository.
+ *
+ * In direct mode the server never sees the bytes, so "the store has it" cannot prove that
+ * this client sent them. An object already known (linked to some repository) therefore gets
+ * a proxy upload action even in direct mode, and only a verify issued with a pre-signed
+ * upload (claim `direct`) may link an object by asking the store. What remains: a client
+ * that asks to upload an oid before anyone stored it, and verifies after someone else did;
+ * it had to know the oid before the object existed anywhere.
  */
 import { Writable, pipeline as pipelineCb, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { MetaStore } from '../meta/db.js';
 import { now } from '../meta/db.js';
-import { findLinkedObjects, linkObject } from '../meta/lfs.js';
+import { findKnownObjects, findLinkedObjects, linkObject } from '../meta/lfs.js';
 import { lfsObjectKey, type ByteRange, type GetResult, type ObjectStore } from '../storage/object-store.js';
 import { DomainError, invalid, notFound, tooLarge } from '../shared/errors.js';
 import { verifyContent } from './content.js';
@@ -60,10 +67,11 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
     return { href: await href, ...(header && { header }), expires_in: ttl, expires_at: expiresAt(ttl) };
   }
 
-  async function uploadActions(repo: LfsRepoRef, oid: string, size: number, sub: string | null) {
+  /** `direct`: send the bytes straight to the store; else through the server, which hashes them. */
+  async function uploadActions(repo: LfsRepoRef, oid: string, size: number, sub: string | null, direct: boolean) {
     const objectHref = `${repo.lfsUrl}/objects/${oid}`;
-    const verify = await signedAction(`${repo.lfsUrl}/verify`, { repo: repo.id, op: 'verify', oid, size, sub });
-    if (settings.mode === 'proxy') {
+    const verify = await signedAction(`${repo.lfsUrl}/verify`, { repo: repo.id, op: 'verify', oid, size, sub, ...(direct && { direct }) });
+    if (!direct) {
       return { upload: await signedAction(objectHref, { repo: repo.id, op: 'upload', oid, size, sub }), verify };
     }
     // A signed Content-Type must be sent as signed: the client takes it from the header map
@@ -82,6 +90,11 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
   async function batch(repo: LfsRepoRef, req: BatchRequest, sub: string | null): Promise<BatchResponse> {
     const valid = req.objects.filter((o) => objectProblem(o) === undefined).map((o) => o.oid as string);
     const linked = await findLinkedObjects(meta.db, repo.id, [...new Set(valid)]);
+    // Direct uploads only for objects nobody stored yet; see the module comment.
+    const known =
+      settings.mode === 'direct' && req.operation === 'upload'
+        ? await findKnownObjects(meta.db, [...new Set(valid)].filter((oid) => !linked.has(oid)))
+        : new Set<string>();
     const objects: BatchObjectOut[] = [];
     for (const o of req.objects) {
       const problem = objectProblem(o);
@@ -92,13 +105,13 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
         metrics.batchObjects.inc({ operation: req.operation, result: 'error' });
         continue;
       }
-      const known = linked.get(oid);
+      const here = linked.get(oid);
       if (req.operation === 'download') {
-        if (known === undefined) {
+        if (here === undefined) {
           objects.push({ oid, size, error: { code: 404, message: 'object does not exist in this repository' } });
           metrics.batchObjects.inc({ operation: 'download', result: 'error' });
         } else {
-          objects.push({ oid, size: known, authenticated: true, actions: { download: await downloadAction(repo, oid, known, sub) } });
+          objects.push({ oid, size: here, authenticated: true, actions: { download: await downloadAction(repo, oid, here, sub) } });
           metrics.batchObjects.inc({ operation: 'download', result: 'action' });
         }
         continue;
@@ -106,12 +119,13 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
       if (size > settings.maxObjectBytes) {
         objects.push({ oid, size, error: { code: 413, message: `object of ${size} bytes exceeds the maximum size of ${settings.maxObjectBytes} bytes` } });
         metrics.batchObjects.inc({ operation: 'upload', result: 'error' });
-      } else if (known !== undefined && known === size) {
+      } else if (here !== undefined && here === size) {
         // Already here for this repository: no actions means "nothing to do".
         objects.push({ oid, size });
         metrics.batchObjects.inc({ operation: 'upload', result: 'present' });
       } else {
-        objects.push({ oid, size, authenticated: true, actions: await uploadActions(repo, oid, size, sub) });
+        const direct = settings.mode === 'direct' && !known.has(oid);
+        objects.push({ oid, size, authenticated: true, actions: await uploadActions(repo, oid, size, sub, direct) });
         metrics.batchObjects.inc({ operation: 'upload', result: 'action' });
       }
     }
@@ -173,10 +187,11 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
   }
 
   /**
-   * The verify action. In proxy mode the upload already linked the object; in direct mode
-   * this is where it becomes visible, after the store confirms it holds that many bytes.
+   * The verify action. A proxy upload already linked the object; after a direct upload
+   * (`direct`, from the signed verify action) this is where it becomes visible, once the
+   * store confirms it holds that many bytes.
    */
-  async function verify(repo: LfsRepoRef, oid: string, size: number): Promise<void> {
+  async function verify(repo: LfsRepoRef, oid: string, size: number, direct: boolean): Promise<void> {
     const linked = await findLinkedObjects(meta.db, repo.id, [oid]);
     const known = linked.get(oid);
     if (known !== undefined) {
@@ -186,7 +201,7 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
       }
       return;
     }
-    if (settings.mode === 'proxy') throw notFound('object_not_found', 'object was not uploaded');
+    if (settings.mode === 'proxy' || !direct) throw notFound('object_not_found', 'object was not uploaded');
     const head = await store.head(lfsObjectKey(oid));
     if (!head) throw notFound('object_not_found', 'object was not uploaded');
     if (head.size !== size) {

@@ -19,6 +19,11 @@ export interface TransferClaims {
   size: number;
   /** The user it was issued to, or null for anonymous downloads. */
   sub: string | null;
+  /**
+   * Verify only: the upload action sent the bytes straight to the object store, so the
+   * server never saw them and the store is what tells whether they arrived.
+   */
+  direct?: boolean;
 }
 
 export interface Signer {
@@ -47,7 +52,7 @@ export async function loadSigningKey(dataDir: string, configured?: string): Prom
 export function createSigner(key: Uint8Array): Signer {
   return {
     async sign(claims, expiresInSeconds) {
-      return new SignJWT({ repo: claims.repo, op: claims.op, oid: claims.oid, size: claims.size })
+      return new SignJWT({ repo: claims.repo, op: claims.op, oid: claims.oid, size: claims.size, ...(claims.direct && { direct: true }) })
         .setProtectedHeader({ alg: 'HS256' })
         .setSubject(claims.sub ?? 'anonymous')
         .setIssuedAt()
@@ -71,6 +76,7 @@ export function createSigner(key: Uint8Array): Signer {
         oid: String(payload['oid']),
         size: Number(payload['size']),
         sub: payload.sub === 'anonymous' || payload.sub === undefined ? null : payload.sub,
+        ...(payload['direct'] === true && { direct: true }),
       };
     },
   };

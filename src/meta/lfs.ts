@@ -18,6 +18,18 @@ export async function findLinkedObjects(db: Db, repositoryId: string, oids: stri
   return found;
 }
 
+/** Oids (among `oids`) linked to any repository: stored, with content the server vouched for. */
+export async function findKnownObjects(db: Db, oids: string[]): Promise<Set<string>> {
+  const found = new Set<string>();
+  for (let i = 0; i < oids.length; i += 500) {
+    const chunk = oids.slice(i, i + 500);
+    if (chunk.length === 0) continue;
+    const rows = await db.selectFrom('lfs_objects').select('oid').distinct().where('oid', 'in', chunk).execute();
+    for (const r of rows) found.add(r.oid);
+  }
+  return found;
+}
+
 export async function linkObject(db: Db, row: { repositoryId: string; oid: string; size: number; createdAt: string }): Promise<void> {
   await db
     .insertInto('lfs_objects')
