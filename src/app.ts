@@ -12,6 +12,9 @@ import { openMetaStore, type MetaStore } from './meta/db.js';
 import { createAccounts, type Accounts } from './access/accounts.js';
 import { createRepoService, type RepoService } from './repos/service.js';
 import { Limiter } from './git/limiter.js';
+import { gitServices } from './git/smart-http.js';
+import { openPackCache } from './git/pack-cache/cache.js';
+import { createPackCacheMetrics } from './git/pack-cache/metrics.js';
 import { HookServer, hookRepoId, hookSocketPath, installHooks, parseRefLines } from './git/hooks.js';
 import { createMetrics } from './http/metrics.js';
 import { createHttpServer } from './http/server.js';
@@ -143,7 +146,27 @@ export async function createApp(config: Config, log: Logger): Promise<App> {
     },
   });
   const limits = { timeoutMs: config.gitTimeoutSeconds * 1000, maxPushBytes: config.maxPushBytes };
-  registerGitRoutes(http, { accounts: core.accounts, repos: core.repos, limiter, limits, metrics, hookSocket: hooks.socketPath });
+  const plainGit = gitServices(limiter);
+  const packCache = config.packCacheEnabled
+    ? await openPackCache(
+        plainGit,
+        {
+          dir: path.join(core.dataDir, 'cache'),
+          limits: { maxBytes: config.packCacheMaxBytes, maxEntryBytes: config.packCacheMaxEntryBytes, minFreeBytes: config.packCacheMinFreeBytes },
+          admitAfter: config.packCacheAdmitAfter,
+          admitWindowMs: config.packCacheAdmitWindowSeconds * 1000,
+          maxRequestBytes: config.packCacheMaxRequestBytes,
+          admission: {
+            maxRunning: config.gitMaxGenerations,
+            maxRunningPerRepo: config.gitMaxGenerationsPerRepo,
+            maxQueue: config.gitMaxQueue,
+            queueTimeoutMs: config.gitGenerationQueueSeconds * 1000,
+          },
+        },
+        { metrics: createPackCacheMetrics(metrics.registry), log: log.child({ component: 'pack-cache' }) },
+      )
+    : undefined;
+  registerGitRoutes(http, { accounts: core.accounts, repos: core.repos, git: packCache ?? plainGit, limits, metrics, hookSocket: hooks.socketPath });
   registerApiRoutes(http, { accounts: core.accounts, repos: core.repos });
   registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl });
 
@@ -160,6 +183,7 @@ export async function createApp(config: Config, log: Logger): Promise<App> {
     async close() {
       // Order matters: in-flight pushes still need the hook socket and the database.
       await http.close();
+      await packCache?.close();
       await hooks.close();
       rawStore.destroy?.();
       await core.close();

@@ -31,6 +31,26 @@ export const configSchema = z
     gitQueueTimeoutSeconds: positiveInt.default(30),
     /** Wall-clock limit of one git process; it is killed after this. */
     gitTimeoutSeconds: positiveInt.default(3600),
+    /** Pack generations (upload-pack cache misses that build a pack) allowed at once; cache hits never count. */
+    gitMaxGenerations: positiveInt.default(8),
+    /** Pack generations allowed at once for one repository. */
+    gitMaxGenerationsPerRepo: positiveInt.default(4),
+    /** How long a cache miss may wait for a generation slot before it gets 503 + Retry-After. */
+    gitGenerationQueueSeconds: positiveInt.default(15),
+    /** Cache complete upload-pack responses under <data>/cache (see docs/design/pack-cache.md). */
+    packCacheEnabled: z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]).default(true),
+    /** Disk the cache may use; least recently used entries (stale ones first) are evicted beyond it. */
+    packCacheMaxBytes: positiveInt.default(4 * 1024 ** 3),
+    /** Largest response kept; larger ones are still shared by concurrent requests, then dropped. */
+    packCacheMaxEntryBytes: positiveInt.default(1024 ** 3),
+    /** Below this much free space on the cache's filesystem, requests bypass the cache. */
+    packCacheMinFreeBytes: z.coerce.number().int().min(0).default(2 * 1024 ** 3),
+    /** 1: store a response the first time its request is seen; 2: only when seen again within the window. */
+    packCacheAdmitAfter: z.coerce.number().int().min(1).max(2).default(1),
+    /** The window of packCacheAdmitAfter=2. */
+    packCacheAdmitWindowSeconds: positiveInt.default(300),
+    /** Larger upload-pack request bodies (after gzip decoding) are not cached. */
+    packCacheMaxRequestBytes: positiveInt.default(64 * 1024),
     /** Largest push accepted (bytes git receives, after gzip decoding). */
     maxPushBytes: positiveInt.default(5 * 1024 ** 3),
     /** On SIGTERM/SIGINT, how long in-flight requests (pushes) may take to finish. */

@@ -38,6 +38,8 @@ export interface Outcome {
   bytesIn: number;
   bytesOut: number;
   commands: RefUpdate[];
+  /** Whether this response ran a git process (false when it was streamed from the pack cache). */
+  spawned: boolean;
 }
 
 export interface GitResponse {
@@ -65,16 +67,37 @@ function gitFailure(stderr: string, timedOut: boolean): DomainError {
   return new DomainError('invalid', 'git_failed', last.replace(/^fatal: /, ''));
 }
 
+export interface AdvertiseOptions {
+  service: GitService;
+  /** Identifies the repository to the pack cache; git itself only needs the path. */
+  repoId: string;
+  repoPath: string;
+  protocol?: string | undefined;
+  limits: ServiceLimits;
+}
+
+/**
+ * What the edge calls for a git request. `gitServices(limiter)` runs git for every request;
+ * the pack cache (pack-cache/cache.ts) has the same shape and answers from disk when it can.
+ */
+export interface GitServices {
+  advertiseRefs(opts: AdvertiseOptions, signal: AbortSignal): Promise<GitResponse>;
+  statelessRpc(opts: RpcOptions, signal: AbortSignal): Promise<GitResponse>;
+}
+
+export function gitServices(limiter: Limiter): GitServices {
+  return {
+    advertiseRefs: (opts, signal) => advertiseRefs(opts, limiter, signal),
+    statelessRpc: (opts, signal) => statelessRpc(opts, limiter, signal),
+  };
+}
+
 /**
  * The ref advertisement for `GET …/info/refs?service=…`. For v0/v1 it is prefixed with the
  * `# service=` line and a flush; a v2 capability advertisement is sent bare, as
  * git-http-backend does.
  */
-export async function advertiseRefs(
-  opts: { service: GitService; repoPath: string; protocol?: string | undefined; limits: ServiceLimits },
-  limiter: Limiter,
-  signal?: AbortSignal,
-): Promise<GitResponse> {
+export async function advertiseRefs(opts: AdvertiseOptions, limiter: Limiter, signal?: AbortSignal): Promise<GitResponse> {
   const protocol = effectiveProtocol(opts.service, opts.protocol);
   const release = await limiter.acquire(signal);
   const child = spawnService({ service: opts.service, repoPath: opts.repoPath, advertise: true, protocol, timeoutMs: opts.limits.timeoutMs });
@@ -99,6 +122,8 @@ export async function advertiseRefs(
 
 export interface RpcOptions {
   service: GitService;
+  /** Identifies the repository to the pack cache; git itself only needs the path. */
+  repoId: string;
   repoPath: string;
   protocol?: string | undefined;
   /** The request body as received. */
@@ -188,7 +213,8 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
   return { body, done };
 }
 
-function toInputError(err: Error): Error {
+/** A failure of the request body's stream, as the domain error the client should see. */
+export function toInputError(err: Error): Error {
   if (err instanceof DomainError) return err;
   const code = (err as NodeJS.ErrnoException).code ?? '';
   if (code.startsWith('Z_')) return invalid('bad_gzip', 'request body is not valid gzip');
@@ -207,5 +233,5 @@ async function finish(
 ): Promise<Outcome> {
   const { code, signal, stderr, timedOut } = await child.exited;
   release();
-  return { code, signal, stderr, timedOut, bytesIn: bytesIn(), bytesOut: bytesOut(), commands: commands() };
+  return { code, signal, stderr, timedOut, bytesIn: bytesIn(), bytesOut: bytesOut(), commands: commands(), spawned: true };
 }

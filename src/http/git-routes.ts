@@ -8,8 +8,7 @@ import type { Accounts } from '../access/accounts.js';
 import { actorId, actorName } from '../access/policy.js';
 import type { RepoService } from '../repos/service.js';
 import { gitProtocolValue, type GitService } from '../git/command.js';
-import type { Limiter } from '../git/limiter.js';
-import { advertiseRefs, statelessRpc, type GitResponse, type ServiceLimits } from '../git/smart-http.js';
+import type { GitResponse, GitServices, ServiceLimits } from '../git/smart-http.js';
 import { DomainError, invalid, isDomainError, tooLarge } from '../shared/errors.js';
 import { parseRepoPath } from '../repos/names.js';
 import { authenticate } from './auth.js';
@@ -19,7 +18,8 @@ import type { Metrics } from './metrics.js';
 export interface GitRouteDeps {
   accounts: Accounts;
   repos: RepoService;
-  limiter: Limiter;
+  /** Runs git (through the pack cache when it is on). */
+  git: GitServices;
   limits: ServiceLimits;
   metrics: Metrics;
   hookSocket: string;
@@ -53,7 +53,7 @@ function abortSignalOf(reply: FastifyReply): AbortSignal {
 }
 
 export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): void {
-  const { accounts, repos, limiter, limits, metrics } = deps;
+  const { accounts, repos, git, limits, metrics } = deps;
 
   // Request bodies stay streams: this parser hands Fastify nothing, the route reads req.raw.
   app.addContentTypeParser(
@@ -70,9 +70,11 @@ export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): voi
 
   function send(reply: FastifyReply, service: GitService, kind: 'advertisement' | 'result', res: GitResponse) {
     res.done.then((outcome) => {
-      metrics.gitProcesses.inc({ service, outcome: outcome.code === 0 ? 'ok' : outcome.timedOut ? 'timeout' : 'failed' });
       metrics.gitBytes.inc({ service, direction: 'in' }, outcome.bytesIn);
       metrics.gitBytes.inc({ service, direction: 'out' }, outcome.bytesOut);
+      // A response streamed from the pack cache ran no git process of its own.
+      if (!outcome.spawned) return;
+      metrics.gitProcesses.inc({ service, outcome: outcome.code === 0 ? 'ok' : outcome.timedOut ? 'timeout' : 'failed' });
       if (outcome.code !== 0 && outcome.signal !== 'SIGTERM') {
         reply.log.warn({ service, exit_code: outcome.code, signal: outcome.signal, stderr: outcome.stderr.slice(-2000) }, 'git process failed');
       }
@@ -93,9 +95,8 @@ export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): voi
           );
         }
         const { repo } = await resolve(req, service);
-        const res = await advertiseRefs(
-          { service, repoPath: repo.path, protocol: gitProtocolValue(req.headers['git-protocol'] as string | undefined), limits },
-          limiter,
+        const res = await git.advertiseRefs(
+          { service, repoId: repo.id, repoPath: repo.path, protocol: gitProtocolValue(req.headers['git-protocol'] as string | undefined), limits },
           abortSignalOf(reply),
         );
         return send(reply, service, 'advertisement', res);
@@ -118,9 +119,10 @@ export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): voi
         if (service === 'receive-pack' && declared > limits.maxPushBytes) {
           throw tooLarge('push_too_large', `push of ${declared} bytes exceeds the limit of ${limits.maxPushBytes} bytes`);
         }
-        const res = await statelessRpc(
+        const res = await git.statelessRpc(
           {
             service,
+            repoId: repo.id,
             repoPath: repo.path,
             protocol: gitProtocolValue(req.headers['git-protocol'] as string | undefined),
             input: req.raw,
@@ -134,7 +136,6 @@ export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): voi
             },
             limits,
           },
-          limiter,
           abortSignalOf(reply),
         );
         return send(reply, service, 'result', res);

@@ -1,0 +1,278 @@
+/**
+ * The upload-pack response cache (docs/design/pack-cache.md): the same shape as the plain git
+ * services, so the edge does not know it is there. For each cacheable request it computes the
+ * key, then in order:
+ * - a running generation of the same key: follow it (coalesced);
+ * - a stored entry that checks out: stream it, no git at all (hit);
+ * - free space under the threshold: plain git, uncached;
+ * - otherwise start a generation (miss) that every identical request follows.
+ * Receive-pack, and upload-pack requests that cannot be cached, go to git as before.
+ */
+import { Readable } from 'node:stream';
+import type { Logger } from '../../shared/log.js';
+import { isDomainError } from '../../shared/errors.js';
+import { runGit } from '../command.js';
+import type { AdvertiseOptions, GitResponse, GitServices, Outcome, RpcOptions } from '../smart-http.js';
+import { GenerationAdmission, type AdmissionOptions } from './admission.js';
+import { CacheUnusable, Flight } from './flight.js';
+import { GrowingFile, type GrowingFileReader } from './growing-file.js';
+import { cacheKey, classifyUploadPackRequest, protocolVersion, type Endpoint, type ProtocolVersion, type UncacheableReason } from './key.js';
+import type { PackCacheMetrics } from './metrics.js';
+import { refsVersion } from './refs-version.js';
+import { bufferRequest } from './request-body.js';
+import { HEADER_SIZE, PackStore, type OpenedEntry, type StoreLimits } from './store.js';
+
+/** Keys remembered for packCacheAdmitAfter=2; the oldest are forgotten beyond this. */
+const MAX_SIGHTINGS = 100_000;
+
+export interface PackCacheOptions {
+  /** <data>/cache */
+  dir: string;
+  limits: StoreLimits;
+  /** Store a response on the first request for its key (1) or only on the second within the window (2). */
+  admitAfter: number;
+  admitWindowMs: number;
+  /** Larger request bodies (after gzip decoding) are not cached. */
+  maxRequestBytes: number;
+  admission: AdmissionOptions;
+}
+
+export interface PackCache extends GitServices {
+  /** Stops running generations and waits for them. */
+  close(): Promise<void>;
+}
+
+interface Request {
+  repoId: string;
+  repoPath: string;
+  protocol: ProtocolVersion;
+  endpoint: Endpoint;
+  /** The normalized request body (empty for the advertisement). */
+  request: Buffer;
+  bytesIn: number;
+}
+
+type Generate = (signal: AbortSignal) => Promise<GitResponse>;
+
+export async function openPackCache(
+  inner: GitServices,
+  opts: PackCacheOptions,
+  deps: { metrics: PackCacheMetrics; log: Logger },
+): Promise<PackCache> {
+  const store = await PackStore.open(opts.dir, opts.limits, deps.metrics, deps.log);
+  const gitVersion = (await runGit(['--version'])).stdout.trim();
+  return new ResponseCache(inner, store, gitVersion, opts, deps.metrics, deps.log);
+}
+
+class ResponseCache implements PackCache {
+  private readonly flights = new Map<string, Flight>();
+  private readonly sightings: Sightings;
+  private readonly admission: GenerationAdmission;
+
+  constructor(
+    private readonly inner: GitServices,
+    private readonly store: PackStore,
+    private readonly gitVersion: string,
+    private readonly opts: PackCacheOptions,
+    private readonly metrics: PackCacheMetrics,
+    private readonly log: Logger,
+  ) {
+    this.sightings = new Sightings(opts.admitAfter, opts.admitWindowMs);
+    this.admission = new GenerationAdmission(opts.admission);
+    metrics.observeGenerations({ running: () => this.admission.running, queued: () => this.admission.queued });
+  }
+
+  async advertiseRefs(opts: AdvertiseOptions, signal: AbortSignal): Promise<GitResponse> {
+    if (opts.service !== 'upload-pack') return this.inner.advertiseRefs(opts, signal);
+    const req: Request = {
+      repoId: opts.repoId,
+      repoPath: opts.repoPath,
+      protocol: protocolVersion(opts.protocol),
+      endpoint: 'advertisement',
+      request: Buffer.alloc(0),
+      bytesIn: 0,
+    };
+    return this.serve(req, (s) => this.inner.advertiseRefs(opts, s), signal);
+  }
+
+  async statelessRpc(opts: RpcOptions, signal: AbortSignal): Promise<GitResponse> {
+    if (opts.service !== 'upload-pack') return this.inner.statelessRpc(opts, signal);
+    const body = await bufferRequest(opts.input, opts.decoder, this.opts.maxRequestBytes, signal);
+    if (!body.complete) {
+      this.uncacheable('fetch', 'request_too_large');
+      return this.inner.statelessRpc({ ...opts, input: body.stream, decoder: undefined }, signal);
+    }
+    const bytes = body.bytes;
+    const plain: Generate = (s) => this.inner.statelessRpc({ ...opts, input: Readable.from([bytes]), decoder: undefined }, s);
+    const protocol = protocolVersion(opts.protocol);
+    const classified = classifyUploadPackRequest(bytes, protocol);
+    if (!classified.cacheable) {
+      this.uncacheable(classified.endpoint, classified.reason);
+      return plain(signal);
+    }
+    const req: Request = {
+      repoId: opts.repoId,
+      repoPath: opts.repoPath,
+      protocol,
+      endpoint: classified.endpoint,
+      request: classified.normalized,
+      bytesIn: bytes.length,
+    };
+    return this.serve(req, plain, signal);
+  }
+
+  async close(): Promise<void> {
+    const running = [...this.flights.values()];
+    for (const flight of running) flight.stop();
+    await Promise.all(running.map((f) => f.finished));
+  }
+
+  private async serve(req: Request, generate: Generate, signal: AbortSignal): Promise<GitResponse> {
+    // Read after the request arrived: a ref update acknowledged before it is always seen.
+    const version = refsVersion(req.repoPath);
+    this.store.noteRefsVersion(req.repoId, version);
+    const key = cacheKey({
+      repoId: req.repoId,
+      refsVersion: version,
+      gitVersion: this.gitVersion,
+      service: 'upload-pack',
+      protocol: req.protocol,
+      endpoint: req.endpoint,
+      request: req.request,
+    });
+
+    let flight = this.flights.get(key);
+    if (flight) return this.join(flight, req, generate, signal);
+    if (this.store.has(key)) {
+      const opened = await this.store.openEntry(key).catch((err: unknown) => {
+        this.log.error({ err, key, repo_id: req.repoId }, 'pack cache entry unreadable');
+        return undefined;
+      });
+      if (opened) return this.hit(opened, req, signal);
+      flight = this.flights.get(key);
+      if (flight) return this.join(flight, req, generate, signal);
+    }
+    if (!(await this.store.hasFreeSpace())) {
+      this.uncacheable(req.endpoint, 'no_space');
+      return this.uncached(req, generate, signal);
+    }
+    flight = this.flights.get(key);
+    if (flight) return this.join(flight, req, generate, signal);
+
+    flight = new Flight(
+      { key, repoId: req.repoId, refsVersion: version, endpoint: req.endpoint },
+      {
+        store: this.store,
+        metrics: this.metrics,
+        log: this.log,
+        admission: req.endpoint === 'fetch' ? this.admission : undefined,
+        onSettled: (f) => {
+          if (this.flights.get(key) === f) this.flights.delete(key);
+        },
+      },
+      generate,
+      this.sightings.sight(key),
+    );
+    this.flights.set(key, flight);
+    this.metrics.requests.inc({ endpoint: req.endpoint, result: 'miss' });
+    return this.follow(flight, req, generate, signal, true);
+  }
+
+  private join(flight: Flight, req: Request, generate: Generate, signal: AbortSignal): Promise<GitResponse> {
+    if (this.sightings.sight(flight.meta.key)) flight.admitStore();
+    this.metrics.requests.inc({ endpoint: req.endpoint, result: 'coalesced' });
+    return this.follow(flight, req, generate, signal, false);
+  }
+
+  private async follow(flight: Flight, req: Request, generate: Generate, signal: AbortSignal, leader: boolean): Promise<GitResponse> {
+    let reader: GrowingFileReader;
+    try {
+      reader = await flight.attach(signal);
+    } catch (err) {
+      if (!(err instanceof CacheUnusable)) throw err;
+      this.log.error({ err, repo_id: req.repoId }, 'pack cache unusable; serving without it');
+      return this.uncached(req, generate, signal);
+    }
+    const served = this.served(reader, req, leader ? 'miss' : 'coalesced');
+    // The request that started the generation reports git's outcome (the route counts the
+    // process); followers report none.
+    const done = leader
+      ? served.then(async (outcome) => {
+          const git = await flight.finished;
+          return git ? { ...git, bytesIn: req.bytesIn, bytesOut: outcome.bytesOut } : outcome;
+        })
+      : served;
+    return { body: reader, done };
+  }
+
+  /** Plain git, still within the pack generation bound when it builds a pack. */
+  private async uncached(req: Request, generate: Generate, signal: AbortSignal): Promise<GitResponse> {
+    if (req.endpoint !== 'fetch') return generate(signal);
+    let release: () => void;
+    try {
+      release = await this.admission.acquire(req.repoId, signal);
+    } catch (err) {
+      if (isDomainError(err) && err.code !== 'client_gone') this.metrics.admissionRejections.inc({ code: err.code });
+      throw err;
+    }
+    try {
+      const res = await generate(signal);
+      void res.done.finally(release);
+      return res;
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
+  private hit(opened: OpenedEntry, req: Request, signal: AbortSignal): GitResponse {
+    this.metrics.requests.inc({ endpoint: req.endpoint, result: 'hit' });
+    const reader = GrowingFile.complete(opened.fd, HEADER_SIZE, opened.length).reader();
+    const onAbort = () => reader.destroy();
+    signal.addEventListener('abort', onAbort, { once: true });
+    reader.once('close', () => {
+      signal.removeEventListener('abort', onAbort);
+      opened.close();
+    });
+    return { body: reader, done: this.served(reader, req, 'hit') };
+  }
+
+  /** Settles when the reader is closed, with an outcome that ran no git. */
+  private served(reader: GrowingFileReader, req: Request, result: 'hit' | 'miss' | 'coalesced'): Promise<Outcome> {
+    return new Promise((resolve) => {
+      reader.once('close', () => {
+        this.metrics.servedBytes.inc({ result }, reader.bytes);
+        resolve({ code: 0, signal: null, stderr: '', timedOut: false, bytesIn: req.bytesIn, bytesOut: reader.bytes, commands: [], spawned: false });
+      });
+    });
+  }
+
+  private uncacheable(endpoint: Endpoint | 'other', reason: UncacheableReason): void {
+    this.metrics.requests.inc({ endpoint, result: 'uncacheable' });
+    this.metrics.uncacheable.inc({ reason });
+  }
+}
+
+/**
+ * packCacheAdmitAfter=2: a key is admitted to the store when it is asked for a second time
+ * within the window (a request that follows a running generation counts).
+ */
+class Sightings {
+  private readonly seen = new Map<string, number>();
+
+  constructor(
+    private readonly admitAfter: number,
+    private readonly windowMs: number,
+  ) {}
+
+  sight(key: string): boolean {
+    if (this.admitAfter <= 1) return true;
+    const now = Date.now();
+    const first = this.seen.get(key);
+    this.seen.delete(key);
+    if (first !== undefined && now - first <= this.windowMs) return true;
+    this.seen.set(key, now);
+    if (this.seen.size > MAX_SIGHTINGS) this.seen.delete(this.seen.keys().next().value!);
+    return false;
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * A file that one writer appends to while any number of readers follow it from the start.
+ * This is how a single git process serves every identical request (single flight): the
+ * writer drains git at git's pace, each reader drains the file at its own client's pace, so a
+ * slow client never holds up the generation or the other clients.
+ *
+ * The data starts at `offset` (the entry header lives before it). Readers wait for more bytes
+ * on a 'progress' event from the writer, never by polling, and end when the writer finished;
+ * if the writer failed, they fail with its error (the response is cut, as a dying git would
+ * cut it). Reads are 1 MiB: on the hit path, buffer size is most of the CPU cost
+ * (BENCHMARKING.md: ~0.4 CPU-s/GB at 1 MiB, ~1.2 at 64 KiB).
+ *
+ * The file descriptor's lifetime is the owner's business (see flight.ts); a reader assumes it
+ * stays open until the reader closes.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { read, writev } from 'node:fs';
+import { Readable, Writable } from 'node:stream';
+
+export const READ_CHUNK = 1 << 20;
+
+type State = 'writing' | 'finished' | 'failed';
+
+export class GrowingFile extends EventEmitter {
+  /** Bytes of data written so far (after `offset`). */
+  written = 0;
+  state: State = 'writing';
+  error: Error | undefined;
+  /** sha256 of the data, computed while writing. */
+  private readonly hash: Hash = createHash('sha256');
+
+  constructor(
+    readonly fd: number,
+    readonly offset: number,
+  ) {
+    super();
+    // One listener per waiting reader; twenty clients of one flight is the point.
+    this.setMaxListeners(0);
+  }
+
+  /** A file already complete on disk (a stored entry), for the same reader. */
+  static complete(fd: number, offset: number, length: number): GrowingFile {
+    const file = new GrowingFile(fd, offset);
+    file.written = length;
+    file.state = 'finished';
+    return file;
+  }
+
+  /** The sha256 of everything written; call once, after finish(). */
+  digest(): Buffer {
+    return this.hash.digest();
+  }
+
+  /** A Writable that appends to the file; `onWritten` runs after each completed write. */
+  writer(onWritten?: (written: number) => void): Writable {
+    const append = (buffers: Buffer[], done: (err?: Error | null) => void) => {
+      if (this.state !== 'writing') {
+        done(new Error('write to a closed cache file'));
+        return;
+      }
+      writeAll(this.fd, buffers, this.offset + this.written, (err, n) => {
+        if (err) {
+          done(err);
+          return;
+        }
+        for (const b of buffers) this.hash.update(b);
+        this.written += n;
+        this.emit('progress');
+        onWritten?.(this.written);
+        done();
+      });
+    };
+    return new Writable({
+      highWaterMark: READ_CHUNK,
+      write: (chunk: Buffer, _enc, done) => append([chunk], done),
+      writev: (chunks, done) => append(chunks.map((c) => c.chunk as Buffer), done),
+    });
+  }
+
+  /** Every byte is written: readers end once they have read them all. */
+  finish(): void {
+    if (this.state !== 'writing') return;
+    this.state = 'finished';
+    this.emit('progress');
+  }
+
+  /** The write failed or was abandoned: readers fail as soon as they run out of bytes. */
+  fail(err: Error): void {
+    if (this.state !== 'writing') return;
+    this.state = 'failed';
+    this.error = err;
+    this.emit('progress');
+  }
+
+  reader(): GrowingFileReader {
+    return new GrowingFileReader(this);
+  }
+}
+
+export class GrowingFileReader extends Readable {
+  /** Bytes handed to the consumer so far. */
+  bytes = 0;
+  private waiting = false;
+
+  constructor(private readonly file: GrowingFile) {
+    super({ highWaterMark: READ_CHUNK });
+  }
+
+  override _read(): void {
+    const f = this.file;
+    const available = f.written - this.bytes;
+    if (available > 0) {
+      const n = Math.min(available, READ_CHUNK);
+      const buf = Buffer.allocUnsafe(n);
+      read(f.fd, buf, 0, n, f.offset + this.bytes, (err, got) => {
+        if (this.destroyed) return;
+        if (err || got === 0) {
+          this.destroy(err ?? new Error('cache file ends before the bytes written to it'));
+          return;
+        }
+        this.bytes += got;
+        this.push(got === n ? buf : buf.subarray(0, got));
+      });
+      return;
+    }
+    if (f.state === 'finished') {
+      this.push(null);
+      return;
+    }
+    if (f.state === 'failed') {
+      this.destroy(f.error);
+      return;
+    }
+    if (this.waiting) return;
+    this.waiting = true;
+    f.once('progress', () => {
+      this.waiting = false;
+      if (!this.destroyed) this._read();
+    });
+  }
+}
+
+/** writev until every byte is down (a regular file may take fewer bytes only on error). */
+function writeAll(fd: number, buffers: Buffer[], position: number, done: (err: Error | null, n: number) => void): void {
+  const total = buffers.reduce((n, b) => n + b.length, 0);
+  let written = 0;
+  const step = (bufs: Buffer[]) => {
+    writev(fd, bufs, position + written, (err, n) => {
+      if (err) {
+        done(err, written);
+        return;
+      }
+      written += n;
+      if (written >= total) {
+        done(null, written);
+        return;
+      }
+      if (n === 0) {
+        done(new Error('short write to cache file'), written);
+        return;
+      }
+      step(remainder(bufs, n));
+    });
+  };
+  step(buffers);
+}
+
+function remainder(buffers: Buffer[], skip: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (const b of buffers) {
+    if (skip >= b.length) {
+      skip -= b.length;
+      continue;
+    }
+    out.push(skip > 0 ? b.subarray(skip) : b);
+    skip = 0;
+  }
+  return out;
+}

@@ -1,0 +1,67 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { runGit } from '../command.js';
+import { refsVersion } from './refs-version.js';
+
+async function repoWithCommit(): Promise<{ dir: string; commit: string }> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-refs-'));
+  await runGit(['init', '--bare', '--quiet', '--initial-branch=main', '--', dir]);
+  const env = { GIT_AUTHOR_NAME: 'a', GIT_AUTHOR_EMAIL: 'a@example.com', GIT_COMMITTER_NAME: 'a', GIT_COMMITTER_EMAIL: 'a@example.com' };
+  const tree = (await runGit(['--git-dir', dir, 'mktree'], { input: '' })).stdout.trim();
+  const commit = (await runGit(['--git-dir', dir, 'commit-tree', tree, '-m', 'one'], { env })).stdout.trim();
+  await runGit(['--git-dir', dir, 'update-ref', 'refs/heads/main', commit]);
+  return { dir, commit };
+}
+
+test('every kind of ref change gives a new version; nothing else does', async () => {
+  const { dir, commit } = await repoWithCommit();
+  try {
+    const seen = new Set<string>();
+    const expectNew = (what: string) => {
+      const v = refsVersion(dir);
+      assert.ok(!seen.has(v), `${what} changed the version`);
+      seen.add(v);
+      return v;
+    };
+    const v0 = expectNew('start');
+    assert.match(v0, /^[0-9a-f]{16}$/);
+    assert.equal(refsVersion(dir), v0, 'stable while nothing changes');
+
+    await runGit(['--git-dir', dir, 'update-ref', 'refs/heads/feature', commit]);
+    expectNew('a new branch');
+    await runGit(['--git-dir', dir, 'tag', 'v1', commit]);
+    expectNew('a new tag');
+    await runGit(['--git-dir', dir, 'pack-refs', '--all']);
+    expectNew('pack-refs');
+    await runGit(['--git-dir', dir, 'update-ref', '-d', 'refs/heads/feature']);
+    expectNew('deleting a packed ref');
+    await runGit(['--git-dir', dir, 'symbolic-ref', 'HEAD', 'refs/heads/other']);
+    expectNew('HEAD moving');
+    await runGit(['--git-dir', dir, 'config', 'uploadpack.hideRefs', 'refs/tags']);
+    expectNew('a config change');
+
+    // A lock file alone (a ref update in progress) is not a change yet.
+    const before = refsVersion(dir);
+    await writeFile(path.join(dir, 'refs', 'heads', 'main.lock'), `${commit}\n`);
+    assert.equal(refsVersion(dir), before);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a ref rewritten in place with the same length is a change', async () => {
+  const { dir, commit } = await repoWithCommit();
+  try {
+    const ref = path.join(dir, 'refs', 'heads', 'main');
+    const now = Date.now();
+    const a = refsVersion(dir, now);
+    // Same length, same inode (written in place), possibly the same coarse timestamp.
+    await writeFile(ref, `${'f'.repeat(commit.length)}\n`);
+    assert.notEqual(refsVersion(dir, now), a);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,46 @@
+/**
+ * Reads the start of a request body, to key it. Upload-pack requests without `have` lines are
+ * small (want lines, capabilities, shallow options), so at most `max` decoded bytes are held;
+ * a longer body is handed back as a stream that replays what was read, then the rest, so it
+ * can go to git uncached exactly as before.
+ */
+import { Readable, pipeline } from 'node:stream';
+import { toInputError } from '../smart-http.js';
+
+export type BufferedBody = { complete: true; bytes: Buffer } | { complete: false; stream: Readable };
+
+export async function bufferRequest(
+  input: Readable,
+  decoder: NodeJS.ReadWriteStream | undefined,
+  max: number,
+  signal: AbortSignal,
+): Promise<BufferedBody> {
+  const source = (decoder ? pipeline(input, decoder, () => {}) : input) as Readable;
+  const onAbort = () => source.destroy(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
+  signal.addEventListener('abort', onAbort, { once: true });
+  const it = source[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for (;;) {
+      const next = await it.next();
+      if (next.done) return { complete: true, bytes: Buffer.concat(chunks, size) };
+      chunks.push(next.value);
+      size += next.value.length;
+      if (size > max) break;
+    }
+  } catch (err) {
+    throw toInputError(err as Error);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
+  async function* replay(): AsyncGenerator<Buffer> {
+    yield* chunks;
+    for (;;) {
+      const next = await it.next();
+      if (next.done) return;
+      yield next.value;
+    }
+  }
+  return { complete: false, stream: Readable.from(replay(), { objectMode: false }) };
+}

@@ -1,0 +1,389 @@
+/**
+ * Finished responses on local disk, size-bounded, least recently used first out; entries of
+ * a refs version that is no longer current go before any other.
+ *
+ * Layout (all of it disposable; rebuilt from the files on start):
+ *   <dir>/tmp/<key>.<random>      responses being written (deleted on start)
+ *   <dir>/entries/<key[0:2]>/<key> finished responses: a 4 KiB header, then the bytes
+ *
+ * An entry is written under tmp/, then its header (length, sha256 of the data, key, repository,
+ * refs version) is filled in, the file is fsynced and renamed into entries/, so a crash never
+ * leaves a partial entry under its final name. Before an entry is served its size is checked
+ * against the header (a stat); its checksum is verified when it is first opened after a
+ * start, and again whenever its inode or ctime differ from what was recorded when it was
+ * stored or last verified (anything that wrote to it changed its ctime). A damaged entry is
+ * deleted and reported as a miss.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { close, fstat, fsync, open, read, write, type BigIntStats } from 'node:fs';
+import { mkdir, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from '../../shared/log.js';
+import type { Endpoint } from './key.js';
+import type { PackCacheMetrics } from './metrics.js';
+
+export const HEADER_SIZE = 4096;
+const MAGIC = Buffer.from('GSPCACH1');
+const VERIFY_CHUNK = 1 << 20;
+const STATFS_TTL_MS = 1000;
+
+export interface EntryMeta {
+  key: string;
+  repoId: string;
+  refsVersion: string;
+  endpoint: Endpoint;
+}
+
+interface Entry extends EntryMeta {
+  file: string;
+  /** Bytes of response data (the file is HEADER_SIZE larger). */
+  length: number;
+  sha256: string;
+  /** Identity of the file when it was last known good; undefined: verify before serving. */
+  verified: { ino: bigint; ctimeNs: bigint } | undefined;
+}
+
+export interface StoreLimits {
+  maxBytes: number;
+  maxEntryBytes: number;
+  minFreeBytes: number;
+}
+
+/** A stored entry opened for reading; the caller owns `fd` until it calls close(). */
+export interface OpenedEntry {
+  fd: number;
+  length: number;
+  close(): void;
+}
+
+export type DamageReason = 'missing' | 'length' | 'header' | 'checksum';
+
+/** A response being written: its path under tmp/ and a descriptor open for reading and writing. */
+export interface TempFile {
+  file: string;
+  fd: number;
+}
+
+/**
+ * Numeric file descriptors, promisified by hand: readers share one descriptor with positional
+ * reads, which a FileHandle (closed by the GC if dropped) cannot safely be lent out for.
+ */
+export const fd = {
+  open: (file: string, flags: string) =>
+    new Promise<number>((resolve, reject) => open(file, flags, (err, n) => (err ? reject(err) : resolve(n)))),
+  close: (n: number) => new Promise<void>((resolve, reject) => close(n, (err) => (err ? reject(err) : resolve()))),
+  stat: (n: number) =>
+    new Promise<BigIntStats>((resolve, reject) => fstat(n, { bigint: true }, (err, st) => (err ? reject(err) : resolve(st)))),
+  sync: (n: number) => new Promise<void>((resolve, reject) => fsync(n, (err) => (err ? reject(err) : resolve()))),
+  read: (n: number, buf: Buffer, length: number, position: number) =>
+    new Promise<number>((resolve, reject) => read(n, buf, 0, length, position, (err, got) => (err ? reject(err) : resolve(got)))),
+  write: (n: number, buf: Buffer, position: number) =>
+    new Promise<void>((resolve, reject) =>
+      write(n, buf, 0, buf.length, position, (err, wrote) =>
+        err ? reject(err) : wrote === buf.length ? resolve() : reject(new Error('short write to cache file')),
+      ),
+    ),
+};
+
+export class PackStore {
+  private readonly entries = new Map<string, Entry>();
+  private readonly byRepo = new Map<string, Set<string>>();
+  private readonly current = new Map<string, string>();
+  private bytes = 0;
+  private free: { at: number; bytes: number } | undefined;
+
+  private constructor(
+    private readonly dir: string,
+    private readonly limits: StoreLimits,
+    private readonly metrics: PackCacheMetrics,
+    private readonly log: Logger,
+  ) {}
+
+  /** Opens the cache directory: deletes temporary files and indexes the entries found. */
+  static async open(dir: string, limits: StoreLimits, metrics: PackCacheMetrics, log: Logger): Promise<PackStore> {
+    const store = new PackStore(dir, limits, metrics, log);
+    await rm(path.join(dir, 'tmp'), { recursive: true, force: true });
+    await mkdir(path.join(dir, 'tmp'), { recursive: true });
+    await mkdir(path.join(dir, 'entries'), { recursive: true });
+    await store.scan();
+    return store;
+  }
+
+  get entryCount(): number {
+    return this.entries.size;
+  }
+
+  get totalBytes(): number {
+    return this.bytes;
+  }
+
+  /** The largest response that may be stored. */
+  get maxEntryBytes(): number {
+    return Math.min(this.limits.maxEntryBytes, this.limits.maxBytes);
+  }
+
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
+  /** A new temporary file for a response being generated, opened for reading and writing. */
+  async createTemp(key: string): Promise<TempFile> {
+    const file = path.join(this.dir, 'tmp', `${key}.${randomBytes(6).toString('hex')}`);
+    return { file, fd: await fd.open(file, 'wx+') };
+  }
+
+  /** Whether free space on the cache's filesystem is above the threshold (cached for 1 s). */
+  async hasFreeSpace(): Promise<boolean> {
+    const now = Date.now();
+    if (!this.free || now - this.free.at > STATFS_TTL_MS) {
+      try {
+        const s = await statfs(this.dir);
+        this.free = { at: now, bytes: Number(s.bavail) * Number(s.bsize) };
+      } catch {
+        this.free = { at: now, bytes: 0 };
+      }
+    }
+    return this.free.bytes >= this.limits.minFreeBytes;
+  }
+
+  /**
+   * Records the refs version a request just read for a repository. Entries of any other
+   * version can never be asked for again (the version hashes inodes and times), so they go.
+   */
+  noteRefsVersion(repoId: string, version: string): void {
+    if (this.current.get(repoId) === version) return;
+    this.current.set(repoId, version);
+    for (const key of [...(this.byRepo.get(repoId) ?? [])]) {
+      const entry = this.entries.get(key);
+      if (entry && entry.refsVersion !== version) this.remove(entry, 'stale');
+    }
+  }
+
+  isCurrent(repoId: string, version: string): boolean {
+    const current = this.current.get(repoId);
+    return current === undefined || current === version;
+  }
+
+  /**
+   * Opens an entry for serving, after checking it is whole. Returns undefined when it is
+   * absent or damaged (then it is deleted and counted).
+   */
+  async openEntry(key: string): Promise<OpenedEntry | undefined> {
+    const entry = this.entries.get(key);
+    if (!entry) return undefined;
+    let handle: number;
+    try {
+      handle = await fd.open(entry.file, 'r');
+    } catch {
+      this.damaged(entry, 'missing');
+      return undefined;
+    }
+    let damage: DamageReason | undefined;
+    try {
+      const st = await fd.stat(handle);
+      if (st.size !== BigInt(HEADER_SIZE + entry.length)) damage = 'length';
+      else if (!sameFile(entry.verified, st)) {
+        damage = await verify(handle, entry);
+        if (!damage) entry.verified = { ino: st.ino, ctimeNs: st.ctimeNs };
+      }
+    } catch (err) {
+      await fd.close(handle).catch(() => {});
+      throw err;
+    }
+    if (damage) {
+      this.damaged(entry, damage);
+      await fd.close(handle).catch(() => {});
+      return undefined;
+    }
+    if (this.entries.get(key) === entry) {
+      this.entries.delete(key);
+      this.entries.set(key, entry);
+    }
+    let closed = false;
+    return {
+      fd: handle,
+      length: entry.length,
+      close: () => {
+        if (closed) return;
+        closed = true;
+        close(handle, () => {});
+      },
+    };
+  }
+
+  /**
+   * Makes a fully written temporary file an entry: header, fsync, rename. Returns false
+   * (and leaves the file to the caller) when it cannot be stored.
+   */
+  async commit(temp: TempFile, meta: EntryMeta, length: number, sha256: Buffer): Promise<boolean> {
+    if (length > this.maxEntryBytes || !this.isCurrent(meta.repoId, meta.refsVersion)) return false;
+    await fd.write(temp.fd, encodeHeader(meta, length, sha256), 0);
+    await fd.sync(temp.fd);
+    const file = this.entryPath(meta.key);
+    await mkdir(path.dirname(file), { recursive: true });
+    await rename(temp.file, file);
+    const st = await stat(file, { bigint: true });
+    // Re-checked: the refs may have moved on while we synced.
+    if (!this.isCurrent(meta.repoId, meta.refsVersion)) {
+      await unlink(file).catch(() => {});
+      return false;
+    }
+    const old = this.entries.get(meta.key);
+    if (old) this.forget(old);
+    this.add({ ...meta, file, length, sha256: sha256.toString('hex'), verified: { ino: st.ino, ctimeNs: st.ctimeNs } });
+    this.evict();
+    return true;
+  }
+
+  private entryPath(key: string): string {
+    return path.join(this.dir, 'entries', key.slice(0, 2), key);
+  }
+
+  private add(entry: Entry): void {
+    this.entries.set(entry.key, entry);
+    this.bytes += HEADER_SIZE + entry.length;
+    let keys = this.byRepo.get(entry.repoId);
+    if (!keys) this.byRepo.set(entry.repoId, (keys = new Set()));
+    keys.add(entry.key);
+    this.updateGauges();
+  }
+
+  private forget(entry: Entry): void {
+    if (this.entries.get(entry.key) !== entry) return;
+    this.entries.delete(entry.key);
+    this.bytes -= HEADER_SIZE + entry.length;
+    const keys = this.byRepo.get(entry.repoId);
+    keys?.delete(entry.key);
+    if (keys?.size === 0) this.byRepo.delete(entry.repoId);
+    this.updateGauges();
+  }
+
+  private remove(entry: Entry, reason: 'stale' | 'size'): void {
+    this.forget(entry);
+    this.metrics.evictions.inc({ reason });
+    // Readers that have it open keep reading; the name goes now.
+    unlink(entry.file).catch(() => {});
+  }
+
+  private damaged(entry: Entry, reason: DamageReason): void {
+    this.forget(entry);
+    this.metrics.damaged.inc({ reason });
+    this.log.warn({ key: entry.key, repo_id: entry.repoId, reason }, 'pack cache entry damaged; dropped');
+    unlink(entry.file).catch(() => {});
+  }
+
+  /** Least recently used out first, but any entry of a superseded refs version before that. */
+  private evict(): void {
+    while (this.bytes > this.limits.maxBytes && this.entries.size > 0) {
+      let victim: Entry | undefined;
+      for (const e of this.entries.values()) {
+        if (!this.isCurrent(e.repoId, e.refsVersion)) {
+          victim = e;
+          break;
+        }
+      }
+      this.remove(victim ?? this.entries.values().next().value!, victim ? 'stale' : 'size');
+    }
+  }
+
+  private updateGauges(): void {
+    this.metrics.entries.set(this.entries.size);
+    this.metrics.bytes.set(this.bytes);
+  }
+
+  private async scan(): Promise<void> {
+    const root = path.join(this.dir, 'entries');
+    const found: (Entry & { mtimeMs: number })[] = [];
+    for (const fan of await readdir(root)) {
+      let names: string[];
+      try {
+        names = await readdir(path.join(root, fan));
+      } catch {
+        await rm(path.join(root, fan), { force: true });
+        continue;
+      }
+      for (const name of names) {
+        const file = path.join(root, fan, name);
+        const entry = await readEntryHeader(file).catch(() => undefined);
+        if (!entry || entry.key !== name || fan !== name.slice(0, 2)) {
+          this.metrics.damaged.inc({ reason: 'header' });
+          await rm(file, { recursive: true, force: true });
+          continue;
+        }
+        found.push(entry);
+      }
+    }
+    // Oldest first, so the map's order is least recently used first.
+    found.sort((a, b) => a.mtimeMs - b.mtimeMs);
+    for (const { mtimeMs: _, ...entry } of found) this.add(entry);
+    this.evict();
+    this.log.info({ entries: this.entries.size, bytes: this.bytes }, 'pack cache opened');
+  }
+}
+
+function sameFile(known: Entry['verified'], st: BigIntStats): boolean {
+  return known !== undefined && known.ino === st.ino && known.ctimeNs === st.ctimeNs;
+}
+
+function encodeHeader(meta: EntryMeta, length: number, sha256: Buffer): Buffer {
+  const header = Buffer.alloc(HEADER_SIZE);
+  const json = Buffer.from(JSON.stringify({ key: meta.key, repoId: meta.repoId, refsVersion: meta.refsVersion, endpoint: meta.endpoint }));
+  if (52 + json.length > HEADER_SIZE) throw new RangeError('pack cache entry metadata too long');
+  MAGIC.copy(header, 0);
+  header.writeBigUInt64BE(BigInt(length), 8);
+  sha256.copy(header, 16);
+  header.writeUInt32BE(json.length, 48);
+  json.copy(header, 52);
+  return header;
+}
+
+function decodeHeader(header: Buffer): (EntryMeta & { length: number; sha256: string }) | undefined {
+  if (header.length < HEADER_SIZE || !header.subarray(0, 8).equals(MAGIC)) return undefined;
+  const length = Number(header.readBigUInt64BE(8));
+  const jsonLength = header.readUInt32BE(48);
+  if (52 + jsonLength > HEADER_SIZE) return undefined;
+  const meta = JSON.parse(header.subarray(52, 52 + jsonLength).toString('utf8')) as Partial<EntryMeta>;
+  if (typeof meta.key !== 'string' || typeof meta.repoId !== 'string' || typeof meta.refsVersion !== 'string') return undefined;
+  if (meta.endpoint !== 'advertisement' && meta.endpoint !== 'ls-refs' && meta.endpoint !== 'fetch') return undefined;
+  return {
+    key: meta.key,
+    repoId: meta.repoId,
+    refsVersion: meta.refsVersion,
+    endpoint: meta.endpoint,
+    length,
+    sha256: header.subarray(16, 48).toString('hex'),
+  };
+}
+
+async function readEntryHeader(file: string): Promise<(Entry & { mtimeMs: number }) | undefined> {
+  const handle = await fd.open(file, 'r');
+  try {
+    const st = await fd.stat(handle);
+    const header = Buffer.alloc(HEADER_SIZE);
+    const got = await fd.read(handle, header, HEADER_SIZE, 0);
+    const meta = decodeHeader(header.subarray(0, got));
+    if (!meta || st.size !== BigInt(HEADER_SIZE + meta.length)) return undefined;
+    return { ...meta, file, verified: undefined, mtimeMs: Number(st.mtimeMs) };
+  } finally {
+    await fd.close(handle);
+  }
+}
+
+/** Re-reads an entry and checks its header and checksum; returns what is wrong, if anything. */
+async function verify(handle: number, entry: Entry): Promise<DamageReason | undefined> {
+  const header = Buffer.alloc(HEADER_SIZE);
+  await fd.read(handle, header, HEADER_SIZE, 0);
+  const meta = decodeHeader(header);
+  if (!meta || meta.key !== entry.key || meta.length !== entry.length || meta.sha256 !== entry.sha256) return 'header';
+  const hash = createHash('sha256');
+  const buf = Buffer.allocUnsafe(VERIFY_CHUNK);
+  let position = HEADER_SIZE;
+  const end = HEADER_SIZE + entry.length;
+  while (position < end) {
+    const bytesRead = await fd.read(handle, buf, Math.min(VERIFY_CHUNK, end - position), position);
+    if (bytesRead === 0) return 'length';
+    hash.update(buf.subarray(0, bytesRead));
+    position += bytesRead;
+  }
+  return hash.digest('hex') === entry.sha256 ? undefined : 'checksum';
+}
