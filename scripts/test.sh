@@ -46,4 +46,5 @@ echo "test: PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}') on por
 
 mapfile -t files < <(find dist/src dist/test -name '*.test.js' | sort)
 if [ $# -gt 0 ]; then files=("$@"); fi
-node --enable-source-maps --test --test-concurrency="${TEST_CONCURRENCY:-2}" --test-reporter=spec "${files[@]}"
+# A test that hangs fails after 5 minutes instead of holding CI to its limit.
+node --enable-source-maps --test --test-concurrency="${TEST_CONCURRENCY:-2}" --test-timeout=300000 --test-reporter=spec "${files[@]}"
