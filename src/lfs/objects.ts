@@ -18,13 +18,13 @@
  * that asks to upload an oid before anyone stored it, and verifies after someone else did;
  * it had to know the oid before the object existed anywhere.
  */
-import { Writable, pipeline as pipelineCb, type Readable } from 'node:stream';
+import { Readable, Writable, pipeline as pipelineCb } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { MetaStore } from '../meta/db.js';
 import { now } from '../meta/db.js';
 import { findKnownObjects, findLinkedObjects, linkObject } from '../meta/lfs.js';
 import { lfsObjectKey, type ByteRange, type GetResult, type ObjectStore } from '../storage/object-store.js';
-import { DomainError, invalid, notFound, tooLarge } from '../shared/errors.js';
+import { DomainError, invalid, notFound, tooLarge, unavailable } from '../shared/errors.js';
 import { verifyContent } from './content.js';
 import { counting } from '../shared/streams.js';
 import type { LfsMetrics } from './metrics.js';
@@ -179,11 +179,30 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
     return size;
   }
 
+  /**
+   * The object's bytes, exactly the range asked for. A store may serve more than the range
+   * (s3rver answers `bytes=0-0` with the whole object, and an S3-compatible service may
+   * ignore Range): the surplus is cut here, or a response would send more bytes than its
+   * Content-Length and corrupt the client's kept-alive connection.
+   */
   async function open(oid: string, range?: ByteRange): Promise<GetResult> {
     const result = await store.get(lfsObjectKey(oid), range ? { range } : {});
+    let { body } = result;
+    let served = result.range;
+    if (range && served) {
+      const want = { start: range.start, end: Math.min(range.end ?? result.size - 1, result.size - 1) };
+      if (served.start !== want.start || served.end !== want.end) {
+        if (served.start > want.start || served.end < want.end) {
+          body.destroy();
+          throw unavailable('range_not_served', 'object store did not serve the requested range', { oid, ...want });
+        }
+        body = Readable.from(sliceBytes(body, want.start - served.start, want.end - want.start + 1));
+        served = want;
+      }
+    }
     const counted = counting();
-    pipelineCb(result.body, counted, () => metrics.bytes.inc({ direction: 'down' }, counted.bytes));
-    return { ...result, body: counted };
+    pipelineCb(body, counted, () => metrics.bytes.inc({ direction: 'down' }, counted.bytes));
+    return { ...result, body: counted, ...(served && { range: served }) };
   }
 
   /**
@@ -215,4 +234,19 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
 }
 
 export type LfsObjects = ReturnType<typeof createLfsObjects>;
+
+/** `take` bytes of `source` after skipping `skip`; leaving the loop early destroys the source. */
+async function* sliceBytes(source: Readable, skip: number, take: number): AsyncGenerator<Buffer> {
+  for await (const chunk of source as AsyncIterable<Buffer>) {
+    if (skip >= chunk.length) {
+      skip -= chunk.length;
+      continue;
+    }
+    const part = chunk.subarray(skip, skip + take);
+    skip = 0;
+    take -= part.length;
+    yield part;
+    if (take === 0) return;
+  }
+}
 

@@ -284,6 +284,12 @@ describe('git-lfs locks, two writers of an organization repository', () => {
     assert.match(r.stderr, /pre-receive hook declined/, r.stderr);
   });
 
+  test('the lock owner may push changes to the locked file', async () => {
+    await writeFile(path.join(aliceDir, 'model.bin'), randomBytesSeeded(4096, 41));
+    await alice.ok(['commit', '-q', '-am', 'alice edits the model'], { cwd: aliceDir });
+    await alice.ok(['-c', 'core.hooksPath=/dev/null', 'push', '-q', 'origin', 'main:refs/heads/alice-edit'], { cwd: aliceDir });
+  });
+
   test('an unlocked file in the same repository can still be pushed by bob', async () => {
     const other = path.join(await tempDir(), 'bob-texture');
     await bob.ok(['clone', '-q', urlFor(tokens.bob.write), other]);
@@ -330,7 +336,8 @@ describe('git-lfs locks, two writers of an organization repository', () => {
     await root.ok(['lfs', 'unlock', '--force', 'model.bin'], { cwd: rootDir });
     assert.equal((await bob.ok(['lfs', 'locks'], { cwd: bobDir })).trim(), '');
     await bob.ok(['push', '-q', 'origin', 'main'], { cwd: bobDir });
-    await alice.ok(['pull', '-q', 'origin', 'main'], { cwd: aliceDir });
-    assert.equal(await sha256File(path.join(aliceDir, 'model.bin')), sha256(randomBytesSeeded(4096, 21)));
+    const check = path.join(await tempDir(), 'alice-check');
+    await alice.ok(['clone', '-q', urlFor(tokens.alice.read), check]);
+    assert.equal(await sha256File(path.join(check, 'model.bin')), sha256(randomBytesSeeded(4096, 21)));
   });
 });
