@@ -104,7 +104,8 @@ export function createLocks(meta: MetaStore) {
     /**
      * For the pre-receive hook: the refusal message if the push changes a path locked by
      * someone else, else undefined. Paths changed are those touched by commits the push
-     * introduces (not yet reachable from any ref), read from the quarantine git gives hooks.
+     * introduces (not yet reachable from any ref), merges included, read from the
+     * quarantine git gives hooks.
      */
     async refusedByLocks(
       repo: { id: string; path: string },
@@ -115,8 +116,12 @@ export function createLocks(meta: MetaStore) {
       if (!(await lfs.enforcesLocks(db, repo.id)) || (await lfs.countLocks(db, repo.id)) === 0) return undefined;
       const tips = updates.map((u) => u.newOid).filter((oid) => /^[0-9a-f]{40,64}$/.test(oid) && !/^0+$/.test(oid));
       if (tips.length === 0) return undefined;
+      // --cc: without it git log shows no files for merge commits, so a change made in a
+      // merge (an "evil merge", a conflict resolution) slipped past the locks. The dense
+      // combined diff names the files a merge changed relative to every parent, and not the
+      // files it merely brought in from one side (merging main into a branch stays allowed).
       const { stdout } = await runGit(
-        ['--git-dir', repo.path, 'log', '--format=', '--name-only', '--no-renames', ...tips, '--not', '--all'],
+        ['--git-dir', repo.path, 'log', '--format=', '--name-only', '--no-renames', '--cc', ...tips, '--not', '--all'],
         { env: quarantineEnv },
       );
       const paths = [...new Set(stdout.split('\n').filter(Boolean))];

@@ -284,10 +284,40 @@ describe('git-lfs locks, two writers of an organization repository', () => {
     assert.match(r.stderr, /pre-receive hook declined/, r.stderr);
   });
 
+  test('a merge commit that changes the locked file is refused too', async () => {
+    const dir = path.join(await tempDir(), 'bob-merge');
+    await bob.ok(['clone', '-q', urlFor(tokens.bob.write), dir]);
+    await bob.ok(['checkout', '-q', '-b', 'side'], { cwd: dir });
+    await writeFile(path.join(dir, 'notes.txt'), 'side work\n');
+    await bob.ok(['add', 'notes.txt'], { cwd: dir });
+    await bob.ok(['commit', '-q', '-m', 'side work'], { cwd: dir });
+    await bob.ok(['checkout', '-q', 'main'], { cwd: dir });
+    // The change to the locked file exists only in the merge commit ("evil merge").
+    await bob.ok(['merge', '-q', '--no-ff', '--no-commit', 'side'], { cwd: dir });
+    await writeFile(path.join(dir, 'model.bin'), randomBytesSeeded(4096, 51));
+    await bob.ok(['add', 'model.bin'], { cwd: dir });
+    await bob.ok(['commit', '-q', '-m', 'merge side'], { cwd: dir });
+    const r = await bob.run(['-c', 'core.hooksPath=/dev/null', 'push', 'origin', 'main'], { cwd: dir });
+    assert.notEqual(r.code, 0, r.stderr);
+    assert.match(r.stderr, /remote: .*model\.bin is locked by alice/, r.stderr);
+  });
+
   test('the lock owner may push changes to the locked file', async () => {
     await writeFile(path.join(aliceDir, 'model.bin'), randomBytesSeeded(4096, 41));
     await alice.ok(['commit', '-q', '-am', 'alice edits the model'], { cwd: aliceDir });
-    await alice.ok(['-c', 'core.hooksPath=/dev/null', 'push', '-q', 'origin', 'main:refs/heads/alice-edit'], { cwd: aliceDir });
+    await alice.ok(['push', '-q', 'origin', 'main:refs/heads/alice-edit'], { cwd: aliceDir });
+  });
+
+  test("bob may merge the lock owner's pushed change into his own work", async () => {
+    const dir = path.join(await tempDir(), 'bob-merge-ok');
+    await bob.ok(['clone', '-q', urlFor(tokens.bob.write), dir]);
+    await bob.ok(['checkout', '-q', '-b', 'bob-work'], { cwd: dir });
+    await writeFile(path.join(dir, 'notes.txt'), 'bob work\n');
+    await bob.ok(['add', 'notes.txt'], { cwd: dir });
+    await bob.ok(['commit', '-q', '-m', 'bob work'], { cwd: dir });
+    // model.bin changes on bob-work only as alice changed it, in a commit the server has.
+    await bob.ok(['merge', '-q', '--no-ff', '--no-edit', 'origin/alice-edit'], { cwd: dir });
+    await bob.ok(['-c', 'core.hooksPath=/dev/null', 'push', '-q', 'origin', 'bob-work'], { cwd: dir });
   });
 
   test('an unlocked file in the same repository can still be pushed by bob', async () => {
