@@ -120,11 +120,13 @@ export function createLocks(meta: MetaStore) {
       // merge (an "evil merge", a conflict resolution) slipped past the locks. The dense
       // combined diff names the files a merge changed relative to every parent, and not the
       // files it merely brought in from one side (merging main into a branch stays allowed).
+      // -z: otherwise git quotes paths with non-ASCII or special characters ("caf\303\251"),
+      // and they never matched the lock's path.
       const { stdout } = await runGit(
-        ['--git-dir', repo.path, 'log', '--format=', '--name-only', '--no-renames', '--cc', ...tips, '--not', '--all'],
+        ['--git-dir', repo.path, 'log', '-z', '--format=', '--name-only', '--no-renames', '--cc', ...tips, '--not', '--all'],
         { env: quarantineEnv },
       );
-      const paths = [...new Set(stdout.split('\n').filter(Boolean))];
+      const paths = [...new Set(stdout.split('\0').filter(Boolean))];
       const locks = (await lfs.locksOnPaths(db, repo.id, paths)).filter((l) => l.ownerId !== pusherId);
       if (locks.length === 0) return undefined;
       const lines = locks.slice(0, 20).map((l) => `  ${l.path} is locked by ${l.ownerName} (lock ${l.id})`);

@@ -243,6 +243,8 @@ describe('git-lfs locks, two writers of an organization repository', () => {
     await alice.ok(['lfs', 'track', '*.bin'], { cwd: aliceDir });
     await writeFile(path.join(aliceDir, 'model.bin'), randomBytesSeeded(4096, 11));
     await writeFile(path.join(aliceDir, 'texture.bin'), randomBytesSeeded(4096, 12));
+    await mkdir(path.join(aliceDir, 'art'));
+    await writeFile(path.join(aliceDir, 'art', 'café au lait.bin'), randomBytesSeeded(2048, 13));
     await alice.ok(['add', '-A'], { cwd: aliceDir });
     await alice.ok(['commit', '-q', '-m', 'models'], { cwd: aliceDir });
     await alice.ok(['remote', 'add', 'origin', urlFor(tokens.alice.write)], { cwd: aliceDir });
@@ -300,6 +302,19 @@ describe('git-lfs locks, two writers of an organization repository', () => {
     const r = await bob.run(['-c', 'core.hooksPath=/dev/null', 'push', 'origin', 'main'], { cwd: dir });
     assert.notEqual(r.code, 0, r.stderr);
     assert.match(r.stderr, /remote: .*model\.bin is locked by alice/, r.stderr);
+  });
+
+  test('a locked path with non-ASCII characters and spaces is enforced as well', async () => {
+    const name = 'art/café au lait.bin';
+    await alice.ok(['lfs', 'lock', name], { cwd: aliceDir });
+    const dir = path.join(await tempDir(), 'bob-unicode');
+    await bob.ok(['clone', '-q', urlFor(tokens.bob.write), dir]);
+    await writeFile(path.join(dir, name), randomBytesSeeded(2048, 61));
+    await bob.ok(['commit', '-q', '-am', 'bob edits the café'], { cwd: dir });
+    const r = await bob.run(['-c', 'core.hooksPath=/dev/null', 'push', 'origin', 'main'], { cwd: dir });
+    assert.notEqual(r.code, 0, r.stderr);
+    assert.match(r.stderr, /café au lait\.bin is locked by alice/, r.stderr);
+    await alice.ok(['lfs', 'unlock', name], { cwd: aliceDir });
   });
 
   test('the lock owner may push changes to the locked file', async () => {
