@@ -163,6 +163,16 @@ for (const config of LFS_CONFIGS) {
       assert.deepEqual(await digests(clone, Object.keys(FILES)), source);
     });
 
+    test('an anonymous clone of a public repository smudges too', async () => {
+      const open = 'alice/main/open-assets';
+      await createRepo(server, tokens.root.admin, open, 'public');
+      await git.ok(['push', '-q', server.repoUrl(`${open}.git`, tokens.alice.write), 'main'], { cwd: work });
+      const anon = await lfsGit();
+      const clone = path.join(await tempDir(), 'anonymous');
+      await anon.ok(['clone', '-q', server.repoUrl(`${open}.git`), clone]);
+      assert.deepEqual(await digests(clone, Object.keys(FILES)), source);
+    });
+
     test('a 200 MB object round-trips byte for byte', { skip: !PUSHES_BIG.has(config.name) && 'one configuration per backend' }, async (t) => {
       const bigRepo = 'alice/main/big';
       await createRepo(server, tokens.root.admin, bigRepo);
