@@ -5,12 +5,13 @@
  * socket server here. The logic stays in TypeScript in the server.
  */
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:net';
+import { connect, createServer, type Server } from 'node:net';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../shared/log.js';
+import { conflict } from '../shared/errors.js';
 
 export const HOOK_NAMES = ['pre-receive', 'post-receive'] as const;
 export type HookName = (typeof HOOK_NAMES)[number];
@@ -79,6 +80,11 @@ export class HookServer {
 
   async listen(): Promise<void> {
     await mkdir(path.dirname(this.socketPath), { recursive: true });
+    // A shard has one writer: if another server answers on this data directory's socket,
+    // refuse to start rather than steal its hooks. A socket nobody answers is stale.
+    if (await socketAnswers(this.socketPath)) {
+      throw conflict('data_dir_in_use', `another gitstratum server is running on this data directory (its hook socket ${this.socketPath} answers)`);
+    }
     await rm(this.socketPath, { force: true });
     // Half-open: the relay ends its side after the request and still reads our answer.
     this.server = createServer({ allowHalfOpen: true }, (socket) => {
@@ -118,6 +124,17 @@ export class HookServer {
     await new Promise<void>((resolve) => server.close(() => resolve()));
     await rm(this.socketPath, { force: true });
   }
+}
+
+function socketAnswers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = connect(socketPath);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
 }
 
 /** The repository id a hook ran for: from the server's context, else from the directory name. */
