@@ -116,7 +116,7 @@ export async function advertiseRefs(opts: AdvertiseOptions, limiter: Limiter, si
     body.write(pktLine(`# service=git-${opts.service}\n`));
     body.write(FLUSH_PKT);
   }
-  child.stdout.pipe(body);
+  endAfterExit(child, body, done);
   return { body, done };
 }
 
@@ -209,7 +209,7 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
     if (inputError) throw inputError;
     if (outcome.code !== 0) throw gitFailure(outcome.stderr, outcome.timedOut);
   }
-  child.stdout.pipe(body);
+  endAfterExit(child, body, done);
   return { body, done };
 }
 
@@ -222,6 +222,16 @@ export function toInputError(err: Error): Error {
     return invalid('client_gone', 'client closed the request before it was complete');
   }
   return err;
+}
+
+/**
+ * Streams git's output into `body`, ending it only once git has exited and its slot is back
+ * in the limiter: a client that sends its next request as soon as this response ends (git's
+ * info/refs → POST) must find the slot free, or a small limit answers it 503.
+ */
+function endAfterExit(child: GitChild, body: NodeJS.WritableStream, done: Promise<unknown>): void {
+  child.stdout.pipe(body, { end: false });
+  void done.then(() => body.end());
 }
 
 async function finish(
