@@ -1,16 +1,14 @@
 /**
- * The one place that wires adapters → services → edges. `openCore` is what the admin CLI
- * needs (metadata and services); `createApp` adds the HTTP server, git limits and hooks.
+ * The one place that wires adapters → services → edges. `createApp` builds on the core
+ * (core.ts: metadata and services, all the admin CLI needs) and adds the HTTP server, git
+ * limits, hooks, LFS and the pack cache.
  */
 import path from 'node:path';
-import { mkdir } from 'node:fs/promises';
 import { sql } from 'kysely';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './config/schema.js';
 import type { Logger } from './shared/log.js';
-import { openMetaStore, type MetaStore } from './meta/db.js';
-import { createAccounts, type Accounts } from './access/accounts.js';
-import { createRepoService, type RepoService } from './repos/service.js';
+import { openCore, type Core } from './core.js';
 import { Limiter } from './git/limiter.js';
 import { gitServices } from './git/smart-http.js';
 import { openPackCache } from './git/pack-cache/cache.js';
@@ -28,29 +26,6 @@ import { createLfsMetrics } from './lfs/metrics.js';
 import { createLfsObjects } from './lfs/objects.js';
 import { createLocks } from './lfs/locks.js';
 import { createSigner, loadSigningKey } from './lfs/signing.js';
-
-export interface Core {
-  config: Config;
-  dataDir: string;
-  meta: MetaStore;
-  accounts: Accounts;
-  repos: RepoService;
-  close(): Promise<void>;
-}
-
-export async function openCore(config: Config): Promise<Core> {
-  const dataDir = path.resolve(config.data);
-  await mkdir(dataDir, { recursive: true });
-  const meta = await openMetaStore({ dataDir, databaseUrl: config.databaseUrl });
-  return {
-    config,
-    dataDir,
-    meta,
-    accounts: createAccounts(meta),
-    repos: createRepoService(meta, { dataDir, defaultBranch: config.defaultBranch }),
-    close: () => meta.close(),
-  };
-}
 
 /** The configured ObjectStore adapter: the filesystem under <data>/objects, or S3. */
 export async function createObjectStore(config: Config, dataDir: string): Promise<ObjectStore & { destroy?(): void }> {
@@ -82,6 +57,16 @@ export interface App {
 
 export async function createApp(config: Config, log: Logger): Promise<App> {
   const core = await openCore(config);
+  try {
+    return await assemble(config, log, core);
+  } catch (err) {
+    // A failure after the database opened must not leave its handle (and the process) alive.
+    await core.close().catch(() => {});
+    throw err;
+  }
+}
+
+async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
   const limiter = new Limiter({
     maxRunning: config.gitMaxProcesses,
     maxQueue: config.gitMaxQueue,

@@ -5,8 +5,8 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, ConfigError } from '../config/load.js';
-import type { Config } from '../config/schema.js';
-import type { Core } from '../app.js';
+import { configKeys, envName, type Config } from '../config/schema.js';
+import type { Core } from '../core.js';
 import { systemActor } from '../access/policy.js';
 import { isDomainError } from '../shared/errors.js';
 import { parseRepoPath } from '../repos/names.js';
@@ -42,7 +42,7 @@ function admin<A extends unknown[]>(
     const cmd = args[args.length - 1] as Command;
     const opts = cmd.opts<CommonOpts & Record<string, unknown>>();
     const config = configFrom(opts);
-    const { openCore } = await import('../app.js');
+    const { openCore } = await import('../core.js');
     const core = await openCore(config);
     try {
       const out = await run(core, ...(args.slice(0, -1) as A));
@@ -77,6 +77,13 @@ export function buildProgram(): Command {
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
     .option('--git-max-processes <n>', 'git processes allowed at once')
     .option('--max-push-bytes <n>', 'largest push accepted, in bytes');
+  // Every other setting of the schema is a flag too: --kebab-case of its key.
+  const named = new Set(serveCmd.options.map((o) => o.attributeName()));
+  for (const key of configKeys) {
+    if (named.has(key)) continue;
+    const flag = key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+    serveCmd.option(`--${flag} <value>`, `setting ${key} (also ${envName(key)}; see the README)`);
+  }
   serveCmd.action(async (opts: Record<string, unknown>) => {
     const config = loadConfig(opts);
     // The server's module graph (HTTP, S3, LFS) takes a while to load; a bad setting is
