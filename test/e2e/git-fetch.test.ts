@@ -5,37 +5,12 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Git, Server, gitEnv, tempDir, type RunResult } from './harness.js';
-
-/**
- * The harness's runner writes to the child's stdin without an error listener, so a git that
- * exits before reading it fails the test with EPIPE now and then. This one ignores that.
- */
-class Client extends Git {
-  override run(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string | Buffer; timeoutMs?: number } = {}) {
-    return new Promise<RunResult>((resolve, reject) => {
-      const child = spawn('git', args, { cwd: opts.cwd, env: gitEnv(this.home, opts.env), stdio: ['pipe', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      child.stdin.on('error', () => {});
-      const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
-      child.on('error', reject);
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stdout, stderr });
-      });
-      child.stdin.end(opts.input ?? '');
-    });
-  }
-}
+import { Git, Server, tempDir } from './harness.js';
 
 let server: Server;
-let git: Client;
+let git: Git;
 let writeToken: string;
 
 before(async () => {
@@ -44,7 +19,7 @@ before(async () => {
   await server.cliOk(['user', 'create', 'alice']);
   await server.cliOk(['space', 'create', 'alice/main']);
   writeToken = await server.token('alice', 'write');
-  git = new Client((await Git.create()).home);
+  git = await Git.create();
 });
 
 after(() => server.cleanup());

@@ -12,38 +12,14 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
-import { Git, Server, gitEnv, tempDir, type RunResult } from './harness.js';
+import { Git, Server, gitEnv, tempDir } from './harness.js';
 
 type RunOpts = { cwd?: string; env?: NodeJS.ProcessEnv; input?: string | Buffer; timeoutMs?: number };
-
-/**
- * The harness's runner writes to the child's stdin without an error listener, so a git that
- * exits before reading it fails the test with EPIPE now and then. This one ignores that.
- */
-class Client extends Git {
-  override run(args: string[], opts: RunOpts = {}) {
-    return new Promise<RunResult>((resolve, reject) => {
-      const child = spawn('git', args, { cwd: opts.cwd, env: gitEnv(this.home, opts.env), stdio: ['pipe', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      child.stdin.on('error', () => {});
-      const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
-      child.on('error', reject);
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stdout, stderr });
-      });
-      child.stdin.end(opts.input ?? '');
-    });
-  }
-}
 
 const ZERO = '0'.repeat(40);
 
 let server: Server;
-let git: Client;
+let git: Git;
 let token: string;
 
 before(async () => {
@@ -52,7 +28,7 @@ before(async () => {
   await server.cliOk(['user', 'create', 'alice']);
   await server.cliOk(['space', 'create', 'alice/main']);
   token = await server.token('alice', 'write');
-  git = new Client((await Git.create()).home);
+  git = await Git.create();
 });
 
 after(() => server.cleanup());

@@ -5,40 +5,15 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as isogit from 'isomorphic-git';
 import http from 'isomorphic-git/http/node';
-import { Git, Server, gitEnv, tempDir, type RunResult } from './harness.js';
-
-/**
- * The harness's runner writes to the child's stdin without an error listener, so a git that
- * exits before reading it fails the test with EPIPE now and then. This one ignores that.
- */
-class Client extends Git {
-  override run(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string | Buffer; timeoutMs?: number } = {}) {
-    return new Promise<RunResult>((resolve, reject) => {
-      const child = spawn('git', args, { cwd: opts.cwd, env: gitEnv(this.home, opts.env), stdio: ['pipe', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      child.stdin.on('error', () => {});
-      const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
-      child.on('error', reject);
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stdout, stderr });
-      });
-      child.stdin.end(opts.input ?? '');
-    });
-  }
-}
+import { Git, Server, tempDir } from './harness.js';
 
 let server: Server;
-let git: Client;
+let git: Git;
 let tokens: { read: string; write: string };
 
 before(async () => {
@@ -46,7 +21,7 @@ before(async () => {
   await server.cliOk(['user', 'create', 'alice']);
   await server.cliOk(['space', 'create', 'alice/main']);
   tokens = { read: await server.token('alice', 'read'), write: await server.token('alice', 'write') };
-  git = new Client((await Git.create()).home);
+  git = await Git.create();
 });
 
 after(() => server.cleanup());
