@@ -8,7 +8,7 @@ import { loadConfig, ConfigError } from '../config/load.js';
 import { configKeys, envName, type Config } from '../config/schema.js';
 import type { Core } from '../core.js';
 import { systemActor } from '../access/policy.js';
-import { isDomainError } from '../shared/errors.js';
+import { invalid, isDomainError } from '../shared/errors.js';
 import { parseRepoPath } from '../repos/names.js';
 import type { Role } from '../meta/schema.js';
 
@@ -162,6 +162,18 @@ export function buildProgram(): Command {
       parseRepoPath(repoPath);
       const r = await core.repos.deleteRepo(systemActor, repoPath);
       return { text: `deleted ${r.ownerName}/${r.spaceName}/${r.name} (${r.id})`, json: { deleted: r.id } };
+    }),
+  );
+
+  common(
+    repo
+      .command('lock-enforcement <owner/space/repo> <on|off>')
+      .description('refuse (on, the default) or allow pushes that change files another user has locked with git lfs lock'),
+  ).action(
+    admin(async (core, repoPath: string, state: string) => {
+      if (state !== 'on' && state !== 'off') throw invalid('invalid_argument', `expected on or off, not ${state}`);
+      const r = await core.repos.updateRepo(systemActor, repoPath, { enforceLocks: state === 'on' });
+      return { text: `lock enforcement on push is ${state} for ${r.ownerName}/${r.spaceName}/${r.name}`, json: { repository: r.id, enforceLocks: r.enforceLocks } };
     }),
   );
 

@@ -37,6 +37,7 @@ interface RepoPatch {
   path?: string;
   visibility?: Visibility;
   tags?: string[];
+  enforceLocks?: boolean;
 }
 
 function fullName(r: RepoRow): string {
@@ -53,6 +54,7 @@ function repoView(req: FastifyRequest, r: RepoRow & { tags?: string[] }, withTag
     fullName: fullName(r),
     visibility: r.visibility,
     defaultBranch: r.defaultBranch,
+    enforceLocks: r.enforceLocks,
     ...(withTags && { tags: r.tags ?? [] }),
     cloneUrl: `${req.protocol}://${req.host}/${fullName(r)}.git`,
     createdAt: r.createdAt,
@@ -144,7 +146,7 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
   });
 
   api.patch<{ Params: RepoParams; Body: RepoPatch }>('/repos/:owner/:space/:repo', { schema: schemas.updateRepo }, async (req) => {
-    const { name, path, visibility, tags } = req.body;
+    const { name, path, visibility, tags, enforceLocks } = req.body;
     const target = name ?? path;
     const actor = await actorOf(req);
     const from = repoPathOf(req.params);
@@ -152,12 +154,12 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
       // Rename and settings are separate service operations, each one transaction; taking
       // them one request at a time keeps every request all-or-nothing.
       if (name !== undefined && path !== undefined) throw invalid('invalid_request', 'give either name or path, not both');
-      if (visibility !== undefined || tags !== undefined) {
+      if (visibility !== undefined || tags !== undefined || enforceLocks !== undefined) {
         throw invalid('invalid_request', 'rename or move in a request of its own, without visibility or tags');
       }
       return repoView(req, await repos.renameRepo(actor, from, target, audit(req)), true);
     }
-    const change = { ...(visibility && { visibility }), ...(tags && { tags }) };
+    const change = { ...(visibility && { visibility }), ...(tags && { tags }), ...(enforceLocks !== undefined && { enforceLocks }) };
     return repoView(req, await repos.updateRepo(actor, from, change, audit(req)), true);
   });
 

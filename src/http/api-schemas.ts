@@ -84,6 +84,7 @@ export const sharedSchemas = [
       visibility: { type: 'string', enum: ['public', 'private'] },
       defaultBranch: { type: 'string' },
       tags: { type: 'array', items: { type: 'string' }, description: 'present on single-repository answers' },
+      enforceLocks: { type: 'boolean', description: 'pushes changing files locked (Git LFS) by another user are refused' },
       cloneUrl: { type: 'string' },
       createdAt: timestamp,
       updatedAt: timestamp,
@@ -189,7 +190,7 @@ export const schemas = {
     tags: ['repos'],
     summary: 'rename or move a repository, or change its visibility or tags',
     description:
-      'Either `name` (rename within the space) or `path` (OWNER/SPACE/REPO, to move), or any of `visibility` and `tags`; ' +
+      'Either `name` (rename within the space) or `path` (OWNER/SPACE/REPO, to move), or any of `visibility`, `tags` and `enforceLocks`; ' +
       'a rename or move is a request of its own. Renames and moves change metadata only.',
     params: repoParams,
     body: {
@@ -198,6 +199,7 @@ export const schemas = {
         path: { type: 'string', maxLength: 310, pattern: '^[^/]+/[^/]+/[^/]+$', description: 'OWNER/SPACE/REPO' },
         visibility: { type: 'string', enum: ['public', 'private'] },
         tags: { type: 'array', maxItems: 100, uniqueItems: true, items: { type: 'string', minLength: 1, maxLength: 100 } },
+        enforceLocks: { type: 'boolean' },
       }),
       minProperties: 1,
     },

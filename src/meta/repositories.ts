@@ -13,6 +13,8 @@ export interface RepoRow {
   visibility: Visibility;
   defaultBranch: string;
   shard: string;
+  /** Whether pushes that change files locked by another user are refused. */
+  enforceLocks: boolean;
   createdAt: string;
   updatedAt: string;
 }
@@ -33,6 +35,7 @@ function baseQuery(db: Db) {
       'repositories.visibility',
       'repositories.default_branch',
       'repositories.shard',
+      'repositories.enforce_locks',
       'repositories.created_at',
       'repositories.updated_at',
     ]);
@@ -52,6 +55,7 @@ function toRepo(row: BaseRow): RepoRow {
     visibility: row.visibility,
     defaultBranch: row.default_branch,
     shard: row.shard,
+    enforceLocks: row.enforce_locks !== 0,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
@@ -112,7 +116,7 @@ export async function listRepositories(db: Db, filter: RepoFilter = {}): Promise
 export async function updateRepository(
   db: Db,
   id: string,
-  change: { spaceId?: string; name?: string; visibility?: Visibility; updatedAt: string },
+  change: { spaceId?: string; name?: string; visibility?: Visibility; enforceLocks?: boolean; updatedAt: string },
 ): Promise<void> {
   await db
     .updateTable('repositories')
@@ -120,6 +124,7 @@ export async function updateRepository(
       ...(change.spaceId !== undefined && { space_id: change.spaceId }),
       ...(change.name !== undefined && { name: change.name }),
       ...(change.visibility !== undefined && { visibility: change.visibility }),
+      ...(change.enforceLocks !== undefined && { enforce_locks: change.enforceLocks ? 1 : 0 }),
       updated_at: change.updatedAt,
     })
     .where('id', '=', id)

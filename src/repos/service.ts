@@ -249,12 +249,18 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
     async updateRepo(
       actor: Actor,
       repoPath: string,
-      change: { visibility?: Visibility; tags?: string[] },
+      change: { visibility?: Visibility; tags?: string[]; enforceLocks?: boolean },
       opts: { requestId?: string } = {},
     ): Promise<RepoInfo> {
       const repo = await resolve(actor, parseRepoPath(repoPath), 'admin');
       await db.transaction().execute(async (trx) => {
-        if (change.visibility) await repos.updateRepository(trx, repo.id, { visibility: change.visibility, updatedAt: now() });
+        if (change.visibility !== undefined || change.enforceLocks !== undefined) {
+          await repos.updateRepository(trx, repo.id, {
+            ...(change.visibility !== undefined && { visibility: change.visibility }),
+            ...(change.enforceLocks !== undefined && { enforceLocks: change.enforceLocks }),
+            updatedAt: now(),
+          });
+        }
         if (change.tags) await repos.setProjectTags(trx, repo.id, change.tags);
         await appendAudit(trx, {
           at: now(),

@@ -362,6 +362,25 @@ describe('git-lfs locks, two writers of an organization repository', () => {
     assert.match(forced.stdout + forced.stderr, /administrator/);
   });
 
+  test('with lock enforcement turned off for the repository, the server accepts the push', async () => {
+    const admin = tokens.root.admin;
+    const dir = path.join(await tempDir(), 'bob-enforcement');
+    await bob.ok(['clone', '-q', urlFor(tokens.bob.write), dir]);
+    const editAndPush = async (seed: number, branch: string) => {
+      await writeFile(path.join(dir, 'model.bin'), randomBytesSeeded(4096, seed));
+      await bob.ok(['commit', '-q', '-am', `bob edits the model (${seed})`], { cwd: dir });
+      return bob.run(['push', 'origin', `HEAD:refs/heads/${branch}`], { cwd: dir });
+    };
+    const off = await api(server, admin, 'PATCH', `/repos/${repo}`, { enforceLocks: false });
+    assert.equal(off.enforceLocks, false);
+    const accepted = await editAndPush(31, 'bob-side-1');
+    assert.equal(accepted.code, 0, accepted.stderr);
+    await api(server, admin, 'PATCH', `/repos/${repo}`, { enforceLocks: true });
+    const refused = await editAndPush(32, 'bob-side-2');
+    assert.notEqual(refused.code, 0, refused.stderr);
+    assert.match(refused.stderr, /model\.bin is locked by alice/);
+  });
+
   test('locks survive a restart of the server', async () => {
     const port = Number(new URL(server.url).port);
     await server.stop();
