@@ -10,6 +10,7 @@ import type { Config } from './config/schema.js';
 import type { Logger } from './shared/log.js';
 import { openCore, type Core } from './core.js';
 import { Limiter } from './git/limiter.js';
+import { createMaintenanceMetrics, MaintenanceScheduler } from './git/maintenance.js';
 import { gitServices } from './git/smart-http.js';
 import { openPackCache } from './git/pack-cache/cache.js';
 import { createPackCacheMetrics } from './git/pack-cache/metrics.js';
@@ -73,6 +74,19 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     queueTimeoutMs: config.gitQueueTimeoutSeconds * 1000,
   });
   const metrics = createMetrics({ gitRunning: () => limiter.runningCount, gitQueued: () => limiter.queuedCount });
+  // Bitmaps and commit-graph kept fresh after pushes, off the request path (docs/design/maintenance.md).
+  const maintenance = config.maintenanceEnabled
+    ? new MaintenanceScheduler(
+        {
+          concurrency: config.maintenanceConcurrency,
+          delayMs: config.maintenanceDelaySeconds * 1000,
+          // A repository pushed to without pause is still maintained at least this often.
+          maxDelayMs: Math.max(60_000, config.maintenanceDelaySeconds * 10_000),
+          timeoutMs: config.maintenanceTimeoutSeconds * 1000,
+        },
+        { log: log.child({ component: 'maintenance' }), metrics: createMaintenanceMetrics(metrics.registry) },
+      )
+    : undefined;
   const hooks = new HookServer(hookSocketPath(core.dataDir), log.child({ component: 'hooks' }));
   const lfsMetrics = createLfsMetrics(metrics.registry);
   const rawStore = await createObjectStore(config, core.dataDir);
@@ -111,6 +125,8 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
   hooks.on('post-receive', async (call) => {
     const repoId = hookRepoId(call);
     if (repoId) {
+      // First: it cannot fail, and the audit write below may.
+      maintenance?.notify(repoId, core.repos.diskPath(repoId));
       await core.repos.recordPush(
         repoId,
         { actorId: call.env['GITSTRATUM_ACTOR_ID'] || null, actorName: call.env['GITSTRATUM_ACTOR_NAME'] || 'local' },
@@ -169,6 +185,8 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       // Order matters: in-flight pushes still need the hook socket and the database.
       await http.close();
       await packCache?.close();
+      // Aborts a running repack (killing its process group) rather than waiting for it.
+      await maintenance?.close();
       await hooks.close();
       rawStore.destroy?.();
       await core.close();

@@ -55,6 +55,14 @@ export const configSchema = z
     maxPushBytes: positiveInt.default(5 * 1024 ** 3),
     /** On SIGTERM/SIGINT, how long in-flight requests (pushes) may take to finish. */
     shutdownTimeoutSeconds: positiveInt.default(60),
+    /** After pushes, keep each repository's bitmaps and commit-graph fresh in the background (docs/design/maintenance.md). */
+    maintenanceEnabled: z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]).default(true),
+    /** Quiet time after a repository's last push before it is maintained; a burst of pushes costs one run. */
+    maintenanceDelaySeconds: z.coerce.number().int().min(0).default(5),
+    /** Repositories maintained at once. */
+    maintenanceConcurrency: positiveInt.default(1),
+    /** A maintenance run is killed after this long (and tried again after the next push). */
+    maintenanceTimeoutSeconds: positiveInt.default(3600),
     /** Externally visible scheme://host[:port], when the request's own (or X-Forwarded-*) is not it. */
     publicUrl: z.string().url().optional(),
     /** Where LFS objects (and later snapshots) live: `filesystem` under <data>/objects, or `s3`. */

@@ -135,8 +135,17 @@ export class GitCommandError extends Error {
     readonly args: readonly string[],
     readonly result: RunResult,
   ) {
-    super(`git ${args[0]} failed (exit ${result.code}): ${result.stderr.trim().split('\n').pop() ?? ''}`);
+    super(`git ${subcommand(args)} failed (exit ${result.code}): ${result.stderr.trim().split('\n').pop() ?? ''}`);
   }
+}
+
+/** The subcommand of a git argv, past the global options (`-c k=v`, `--git-dir DIR`). */
+function subcommand(args: readonly string[]): string {
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '-c' || args[i] === '--git-dir' || args[i] === '-C') i++;
+    else if (!args[i]!.startsWith('-')) return args[i]!;
+  }
+  return args[0] ?? '';
 }
 
 /**
@@ -183,4 +192,80 @@ export async function listRefs(repoPath: string): Promise<Map<string, string>> {
     if (name && oid) refs.set(name, oid);
   }
   return refs;
+}
+
+export interface BackgroundOptions {
+  /** Aborting stops the command and everything it started. */
+  signal: AbortSignal;
+  /** CPU priority, as nice(1) takes it: 0 (normal) to 19 (lowest). */
+  niceness: number;
+}
+
+/**
+ * Runs a git command for background work on a repository (maintenance), at lowered CPU
+ * priority and in its own process group: `git repack` starts `pack-objects`, which would keep
+ * running (and burning CPU) if only its parent were killed. Aborting sends TERM to the group,
+ * then KILL after 5 s; the command then rejects with the abort reason.
+ *
+ * The priority is set by nice(1) before git starts, so every child inherits it; setting it
+ * after spawn would race with the children git forks straight away.
+ */
+export function runBackground(args: readonly string[], opts: BackgroundOptions): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    if (opts.signal.aborted) return reject(opts.signal.reason);
+    const child = spawn('nice', ['-n', String(opts.niceness), 'git', ...args], {
+      env: gitEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => {
+      if (stdout.length < STDERR_LIMIT) stdout += c;
+    });
+    child.stderr.setEncoding('utf8').on('data', (c: string) => {
+      if (stderr.length < STDERR_LIMIT) stderr += c;
+    });
+    const group = (signal: NodeJS.Signals) => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, signal);
+      } catch {
+        // already gone
+      }
+    };
+    let killTimer: NodeJS.Timeout | undefined;
+    const onAbort = () => {
+      group('SIGTERM');
+      killTimer = setTimeout(() => group('SIGKILL'), 5000);
+      killTimer.unref();
+    };
+    opts.signal.addEventListener('abort', onAbort, { once: true });
+    let spawnError: Error | undefined;
+    child.on('error', (err) => (spawnError = err));
+    child.on('close', (code) => {
+      opts.signal.removeEventListener('abort', onAbort);
+      if (killTimer) clearTimeout(killTimer);
+      const result = { code, stdout, stderr: spawnError ? spawnError.message : stderr };
+      if (opts.signal.aborted) reject(opts.signal.reason);
+      else if (code !== 0) reject(new GitCommandError(args, result));
+      else resolve(result);
+    });
+  });
+}
+
+/**
+ * Geometric repack with a multi-pack reachability bitmap (docs/design/maintenance.md): packs
+ * loose objects and rolls up small packs so that every pack is at least twice the size of the
+ * next smaller one, then writes a multi-pack-index and its bitmap over all packs. It never drops
+ * an object (only whole packs are combined), so a push landing meanwhile is safe.
+ * `repack.updateServerInfo=false`: info/refs serves only the dumb HTTP protocol.
+ */
+export async function repackGeometric(repoPath: string, opts: BackgroundOptions): Promise<void> {
+  const args = ['-c', 'repack.updateServerInfo=false', '--git-dir', repoPath, 'repack', '-d', '-q', '--geometric=2', '--write-midx', '--write-bitmap-index'];
+  await runBackground(args, opts);
+}
+
+/** Adds the commits not yet in the repository's commit-graph chain as a new layer (merging small layers). */
+export async function writeCommitGraph(repoPath: string, opts: BackgroundOptions): Promise<void> {
+  await runBackground(['--git-dir', repoPath, 'commit-graph', 'write', '--reachable', '--split', '--no-progress'], opts);
 }

@@ -1,0 +1,52 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { GitCommandError, runBackground } from './command.js';
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+test('runBackground: aborting kills everything git started, not only git', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-bg-'));
+  try {
+    const pids = path.join(dir, 'pids');
+    // A git alias that starts a shell, which starts a background grandchild: like repack → pack-objects.
+    const alias = `!sleep 30 & echo $$ $! > '${pids}'; wait`;
+    const controller = new AbortController();
+    const running = runBackground(['-c', `alias.snooze=${alias}`, 'snooze'], { signal: controller.signal, niceness: 10 });
+    let written = '';
+    for (let i = 0; i < 100 && !written.includes(' '); i++) {
+      await sleep(20);
+      written = await readFile(pids, 'utf8').catch(() => '');
+    }
+    const [shell, grandchild] = written.trim().split(' ').map(Number) as [number, number];
+    assert.ok(alive(shell) && alive(grandchild));
+    const niceness = Number((await readFile(`/proc/${grandchild}/stat`, 'utf8')).split(') ')[1]!.split(' ')[16]);
+    assert.equal(niceness, 10, 'children inherit the lowered priority');
+
+    const reason = new Error('stop');
+    controller.abort(reason);
+    await assert.rejects(running, (err) => err === reason);
+    for (let i = 0; i < 50 && (alive(shell) || alive(grandchild)); i++) await sleep(20);
+    assert.ok(!alive(shell) && !alive(grandchild), 'the whole process group is gone');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('runBackground: a failing command rejects with git’s last stderr line and the subcommand', async () => {
+  const controller = new AbortController();
+  await assert.rejects(
+    runBackground(['--git-dir', '/nonexistent/repo.git', 'repack', '-d'], { signal: controller.signal, niceness: 10 }),
+    (err) => err instanceof GitCommandError && /^git repack failed \(exit 128\): .*nonexistent/.test(err.message),
+  );
+});
