@@ -18,7 +18,7 @@ import { CacheUnusable, Flight } from './flight.js';
 import { GrowingFile, type GrowingFileReader } from './growing-file.js';
 import { cacheKey, classifyUploadPackRequest, protocolVersion, type Endpoint, type ProtocolVersion, type UncacheableReason } from './key.js';
 import type { PackCacheMetrics } from './metrics.js';
-import { refsVersion } from './refs-version.js';
+import { RefsVersions } from './refs-version.js';
 import { bufferRequest } from './request-body.js';
 import { HEADER_SIZE, PackStore, type OpenedEntry, type StoreLimits } from './store.js';
 
@@ -66,6 +66,7 @@ export async function openPackCache(
 
 class ResponseCache implements PackCache {
   private readonly flights = new Map<string, Flight>();
+  private readonly refsVersions = new RefsVersions();
   private readonly sightings: Sightings;
   private readonly admission: GenerationAdmission;
 
@@ -129,7 +130,7 @@ class ResponseCache implements PackCache {
 
   private async serve(req: Request, generate: Generate, signal: AbortSignal): Promise<GitResponse> {
     // Read after the request arrived: a ref update acknowledged before it is always seen.
-    const version = refsVersion(req.repoPath);
+    const version = this.refsVersions.read(req.repoPath);
     this.store.noteRefsVersion(req.repoId, version);
     const key = cacheKey({
       repoId: req.repoId,

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { runGit } from '../command.js';
-import { refsVersion } from './refs-version.js';
+import { RefsVersions } from './refs-version.js';
 
 async function repoWithCommit(): Promise<{ dir: string; commit: string }> {
   const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-refs-'));
@@ -19,6 +19,8 @@ async function repoWithCommit(): Promise<{ dir: string; commit: string }> {
 test('every kind of ref change gives a new version; nothing else does', async () => {
   const { dir, commit } = await repoWithCommit();
   try {
+    const versions = new RefsVersions();
+    const refsVersion = (p: string) => versions.read(p);
     const seen = new Set<string>();
     const expectNew = (what: string) => {
       const v = refsVersion(dir);
@@ -52,15 +54,30 @@ test('every kind of ref change gives a new version; nothing else does', async ()
   }
 });
 
-test('a ref rewritten in place with the same length is a change', async () => {
+test('a ref rewritten in place with its old mtime put back is a change', async () => {
   const { dir, commit } = await repoWithCommit();
   try {
+    const versions = new RefsVersions();
     const ref = path.join(dir, 'refs', 'heads', 'main');
-    const now = Date.now();
-    const a = refsVersion(dir, now);
-    // Same length, same inode (written in place), possibly the same coarse timestamp.
+    const a = versions.read(dir);
+    // Same inode and length; put the old times back, as a write within one clock tick would.
+    const before = await stat(ref);
     await writeFile(ref, `${'f'.repeat(commit.length)}\n`);
-    assert.notEqual(refsVersion(dir, now), a);
+    await utimes(ref, before.atime, before.mtime);
+    assert.notEqual(versions.read(dir), a);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('the version of an unchanged repository does not change as its files age', async () => {
+  const { dir } = await repoWithCommit();
+  try {
+    const versions = new RefsVersions();
+    const now = Date.now();
+    const fresh = versions.read(dir, now);
+    assert.equal(versions.read(dir, now + 60_000), fresh, 'the same once the files are no longer recent');
+    assert.equal(new RefsVersions().read(dir, now + 60_000), fresh, 'and the same in another process');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

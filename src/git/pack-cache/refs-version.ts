@@ -3,63 +3,87 @@
  * whoever changes it (a push through us, a mirror sync, an admin running git on the disk). It
  * is read from disk on every request, so no hook or event can be missed.
  *
- * Git writes every ref file (loose refs, HEAD, packed-refs) by writing `<name>.lock` and
- * renaming it over the old file, so each update gives the file a new inode. The fingerprint
- * hashes (name, inode, size, mtime, ctime) of HEAD, packed-refs, the repository's config and
- * shallow files, and every loose ref under refs/. Lock files are skipped: until the rename,
- * the state they stand for has not happened.
+ * What is read: HEAD, packed-refs, the repository's config and shallow files, reftable's
+ * table list (if any), and every loose ref under refs/ (lock files skipped: until git renames
+ * one into place, the update it stands for has not happened). For each file the fingerprint
+ * hashes its name, its stat (inode, size, mtime, ctime) and a digest of its content.
  *
- * Inode numbers are reused and file times come from a coarse clock (a jiffy), so two updates
- * within one tick could in theory bring back an identical stat. As git does for its index
- * ("racy git", Documentation/technical/racy-git.txt), a file modified within RACY_WINDOW_MS
- * of the reading has its content hashed too: a later identical stat then implies identical
- * content, because an update made after the window would carry a later time.
+ * The stat alone would nearly do: git writes every ref file by renaming a lock file over it,
+ * so each update brings a new inode. But inode numbers are reused and file times come from a
+ * coarse clock, so two updates within one tick could bring back an identical stat with other
+ * content. Reading every file's content on every request would cost a read per ref, so the
+ * content digest is remembered per (file, stat), and only once the file is older than
+ * RACY_WINDOW_MS when it is read ("racy git", Documentation/technical/racy-git.txt): a later
+ * write would carry a later time, hence another stat. A file modified more recently is read
+ * again on every request until it has aged. The fingerprint of an unchanged repository is
+ * therefore the same whenever it is taken, and any change to any ref changes it.
  *
- * Synchronous on purpose: about 1,000 stat calls cost a few milliseconds of CPU (see
- * docs/design/pack-cache.md), less than the thread-pool round trips of the async API.
+ * Synchronous on purpose: a stat per loose ref costs microseconds, less than the thread-pool
+ * round trip of the async API (measured in docs/design/pack-cache.md).
  */
-import { createHash, type Hash } from 'node:crypto';
-import { readFileSync, readdirSync, statSync, type BigIntStats } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 /** Files outside refs/ whose change can change an upload-pack response. */
 const TOP_LEVEL = ['HEAD', 'packed-refs', 'config', 'shallow', 'reftable/tables.list'];
 
-const RACY_WINDOW_MS = 2000n;
+const RACY_WINDOW_NS = 2_000_000_000n;
 const NS_PER_MS = 1_000_000n;
+/** Repositories whose content digests are remembered; the least recently read go first. */
+const MAX_REPOS = 1000;
 
-/** A 16-hex-digit fingerprint of the repository's refs; changes whenever any ref does. */
-export function refsVersion(repoPath: string, nowMs: number = Date.now()): string {
-  const hash = createHash('sha256');
-  const racyAfterNs = BigInt(Math.floor(nowMs)) * NS_PER_MS - RACY_WINDOW_MS * NS_PER_MS;
-  for (const name of TOP_LEVEL) addFile(hash, repoPath, name, racyAfterNs);
-  const refs: string[] = [];
-  listRefFiles(path.join(repoPath, 'refs'), 'refs', refs);
-  refs.sort();
-  for (const name of refs) addFile(hash, repoPath, name, racyAfterNs);
-  return hash.digest('hex').slice(0, 16);
+interface Known {
+  stat: string;
+  digest: Buffer;
 }
 
-function addFile(hash: Hash, repoPath: string, name: string, racyAfterNs: bigint): void {
-  const file = path.join(repoPath, name);
-  const st = statSync(file, { bigint: true, throwIfNoEntry: false });
-  if (!st) {
-    hash.update(`${name}\0-\n`);
-    return;
-  }
-  hash.update(`${name}\0${st.ino} ${st.size} ${st.mtimeNs} ${st.ctimeNs}\n`);
-  if (isRacy(st, racyAfterNs)) {
-    try {
-      hash.update(createHash('sha256').update(readFileSync(file)).digest());
-    } catch {
-      // Gone between stat and read: the next request sees the new state.
-      hash.update('\0gone');
+export class RefsVersions {
+  /** Per repository path: file name → the digest of its content at a stat. */
+  private readonly known = new Map<string, Map<string, Known>>();
+
+  /** A 16-hex-digit fingerprint of the repository's refs; changes whenever any ref does. */
+  read(repoPath: string, nowMs: number = Date.now()): string {
+    const racyAfterNs = BigInt(Math.floor(nowMs)) * NS_PER_MS - RACY_WINDOW_NS;
+    const before = this.known.get(repoPath);
+    const after = new Map<string, Known>();
+    const names = [...TOP_LEVEL];
+    const refs: string[] = [];
+    listRefFiles(path.join(repoPath, 'refs'), 'refs', refs);
+    names.push(...refs.sort());
+
+    const hash = createHash('sha256');
+    for (const name of names) {
+      const file = path.join(repoPath, name);
+      const st = statSync(file, { bigint: true, throwIfNoEntry: false });
+      if (!st) {
+        hash.update(`${name}\0-\n`);
+        continue;
+      }
+      const stat = `${st.ino} ${st.size} ${st.mtimeNs} ${st.ctimeNs}`;
+      let digest = before?.get(name)?.stat === stat ? before.get(name)!.digest : undefined;
+      if (!digest) {
+        digest = contentDigest(file);
+        if (st.mtimeNs < racyAfterNs && st.ctimeNs < racyAfterNs) after.set(name, { stat, digest });
+      } else {
+        after.set(name, { stat, digest });
+      }
+      hash.update(`${name}\0${stat}\0`).update(digest);
     }
+    this.known.delete(repoPath);
+    this.known.set(repoPath, after);
+    if (this.known.size > MAX_REPOS) this.known.delete(this.known.keys().next().value!);
+    return hash.digest('hex').slice(0, 16);
   }
 }
 
-function isRacy(st: BigIntStats, racyAfterNs: bigint): boolean {
-  return st.mtimeNs >= racyAfterNs || st.ctimeNs >= racyAfterNs;
+function contentDigest(file: string): Buffer {
+  try {
+    return createHash('sha256').update(readFileSync(file)).digest();
+  } catch {
+    // Gone between stat and read: the next request sees the new state.
+    return Buffer.from('gone');
+  }
 }
 
 function listRefFiles(dir: string, rel: string, out: string[]): void {
