@@ -1,0 +1,256 @@
+/**
+ * The upload-pack response cache with the real git client: never stale (pushes, refs changed
+ * on disk behind the server's back, new tags, a push during a storm), single flight (twenty
+ * concurrent clones, one pack generation), damaged entries never served, a full disk falling
+ * back to plain git, and clones of different shapes never mixed up.
+ * One server for the file (the full-disk scenario starts its own, differently configured);
+ * every scenario creates and pushes its own repository.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { open, readFile, readdir, truncate } from 'node:fs/promises';
+import path from 'node:path';
+import { Git, Server, tempDir } from './harness.js';
+
+let server: Server;
+let git: Git;
+let writeToken: string;
+
+before(async () => {
+  server = await Server.start();
+  await server.cliOk(['user', 'create', 'alice']);
+  await server.cliOk(['space', 'create', 'alice/main']);
+  writeToken = await server.token('alice', 'write');
+  git = await Git.create();
+});
+
+after(() => server.cleanup());
+
+interface Fixture {
+  name: string;
+  work: string;
+  url: string;
+  pushUrl: string;
+}
+
+async function fixture(s: Server, name: string, opts: { commits?: number; files?: number; seed: number }, token = writeToken): Promise<Fixture> {
+  await s.cliOk(['repo', 'create', `alice/main/${name}`]);
+  const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: opts.commits ?? 3, files: opts.files ?? 3, seed: opts.seed });
+  const pushUrl = s.repoUrl(`alice/main/${name}.git`, token);
+  await git.ok(['push', '-q', pushUrl, 'main'], { cwd: work });
+  return { name, work, url: s.repoUrl(`alice/main/${name}.git`), pushUrl };
+}
+
+async function repoRecord(s: Server, name: string): Promise<{ id: string; path: string }> {
+  const list = JSON.parse(await s.cliOk(['repo', 'list', 'alice/main', '--json'])) as { id: string; name: string; path: string }[];
+  const repo = list.find((r) => r.name === name);
+  assert.ok(repo, `repository ${name} is listed`);
+  return repo;
+}
+
+async function clone(url: string, opts: { version?: 0 | 2; args?: string[] } = {}): Promise<string> {
+  const dest = path.join(await tempDir(), 'clone');
+  await git.ok(['-c', `protocol.version=${opts.version ?? 2}`, 'clone', '-q', ...(opts.args ?? []), url, dest]);
+  return dest;
+}
+
+async function lines(dir: string, args: string[]): Promise<string[]> {
+  return (await git.ok(args, { cwd: dir })).split('\n').filter(Boolean);
+}
+
+type Sample = (name: string, labels?: Record<string, string>) => number;
+
+/** The server's metrics now: a function summing the samples of a name that match the labels. */
+async function metrics(s: Server = server): Promise<Sample> {
+  const text = await (await fetch(new URL('/metrics', s.url))).text();
+  const samples: { name: string; labels: Record<string, string>; value: number }[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m) continue;
+    const labels: Record<string, string> = {};
+    for (const [, k, v] of (m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)) labels[k!] = v!;
+    samples.push({ name: m[1]!, labels, value: Number(m[3]) });
+  }
+  return (name, labels = {}) =>
+    samples
+      .filter((x) => x.name === name && Object.entries(labels).every(([k, v]) => x.labels[k] === v))
+      .reduce((n, x) => n + x.value, 0);
+}
+
+function delta(before: Sample, after: Sample): Sample {
+  return (name, labels) => after(name, labels) - before(name, labels);
+}
+
+const fetchResult = (result: string) => ['gitstratum_pack_cache_requests_total', { endpoint: 'fetch', result }] as const;
+
+test('after a push, the next clone sees the new commit, over v0 and v2', async () => {
+  const f = await fixture(server, 'after-push', { seed: 1 });
+  const m0 = await metrics();
+  for (const version of [0, 2] as const) {
+    for (let i = 0; i < 2; i++) assert.equal(await git.revParse(await clone(f.url, { version }), 'HEAD'), await git.revParse(f.work, 'main'));
+  }
+  const d = delta(m0, await metrics());
+  assert.equal(d(...fetchResult('miss')), 2, 'one generation per protocol version');
+  assert.equal(d(...fetchResult('hit')), 2, 'the second clone of each was served from the cache');
+
+  await git.commits(f.work, 1, { seed: 2 });
+  await git.ok(['push', '-q', f.pushUrl, 'main'], { cwd: f.work });
+  for (const version of [0, 2] as const) {
+    assert.equal(await git.revParse(await clone(f.url, { version }), 'HEAD'), await git.revParse(f.work, 'main'));
+  }
+});
+
+test('a ref changed on disk behind the server\'s back is seen by the next clone', async () => {
+  const f = await fixture(server, 'behind-back', { seed: 3, commits: 4 });
+  const { path: repoPath } = await repoRecord(server, f.name);
+  await clone(f.url);
+  await clone(f.url);
+  const older = await git.revParse(f.work, 'main~2');
+  await git.ok(['--git-dir', repoPath, 'update-ref', 'refs/heads/main', older]);
+  await git.ok(['--git-dir', repoPath, 'branch', 'side', await git.revParse(f.work, 'main~1')]);
+  for (const version of [0, 2] as const) {
+    const dest = await clone(f.url, { version });
+    assert.equal(await git.revParse(dest, 'HEAD'), older);
+    assert.equal(await git.revParse(dest, 'origin/side'), await git.revParse(f.work, 'main~1'));
+  }
+});
+
+test('a tag created after a clone was cached appears in the next clone', async () => {
+  const f = await fixture(server, 'late-tag', { seed: 4 });
+  for (const version of [0, 2] as const) {
+    await clone(f.url, { version });
+    await clone(f.url, { version });
+    await git.ok(['tag', '-a', `v${version}`, '-m', 'release', 'main~1'], { cwd: f.work });
+    await git.ok(['push', '-q', f.pushUrl, `v${version}`], { cwd: f.work });
+    const dest = await clone(f.url, { version });
+    assert.ok((await lines(dest, ['tag', '--list'])).includes(`v${version}`));
+    assert.equal(await git.revParse(dest, `v${version}^{commit}`), await git.revParse(f.work, 'main~1'));
+  }
+});
+
+test('twenty concurrent shallow clones of one commit: identical checkouts, one pack generation', async (t) => {
+  const f = await fixture(server, 'storm', { seed: 5, commits: 12, files: 40 });
+  const head = await git.revParse(f.work, 'main');
+  const m0 = await metrics();
+  const dests = await Promise.all(Array.from({ length: 20 }, () => clone(f.url, { args: ['--depth', '1', '--single-branch'] })));
+  const d = delta(m0, await metrics());
+  const tree = await lines(f.work, ['ls-tree', '-r', 'main']);
+  for (const dest of dests) {
+    assert.equal(await git.revParse(dest, 'HEAD'), head);
+    assert.deepEqual(await lines(dest, ['ls-tree', '-r', 'HEAD']), tree);
+    assert.deepEqual(await lines(dest, ['rev-list', 'HEAD']), [head]);
+  }
+  t.diagnostic(`fetch: ${d(...fetchResult('coalesced'))} coalesced, ${d(...fetchResult('hit'))} hits`);
+  assert.equal(d(...fetchResult('miss')), 1, 'one generation for the pack');
+  assert.equal(d(...fetchResult('coalesced')) + d(...fetchResult('hit')), 19);
+  // One git process per kind of request (advertisement, ls-refs, fetch), whatever the timing.
+  assert.equal(d('gitstratum_git_processes_total', { service: 'upload-pack' }), 3);
+});
+
+test('a push that lands during a storm is seen by every clone started after it was acknowledged', async () => {
+  const f = await fixture(server, 'push-in-storm', { seed: 6, commits: 6, files: 30 });
+  await git.commits(f.work, 1, { seed: 7 });
+  const m0 = await metrics();
+  const early = Array.from({ length: 8 }, () => clone(f.url, { args: ['--depth', '1'] }));
+  // Push once the storm's pack requests are reaching the server.
+  for (let i = 0; i < 200 && delta(m0, await metrics())('gitstratum_pack_cache_requests_total', { endpoint: 'fetch' }) === 0; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  await git.ok(['push', '-q', f.pushUrl, 'main'], { cwd: f.work });
+  const pushed = await git.revParse(f.work, 'main');
+  const late = await Promise.all(Array.from({ length: 8 }, () => clone(f.url, { args: ['--depth', '1'] })));
+  for (const dest of late) assert.equal(await git.revParse(dest, 'HEAD'), pushed);
+  const previous = await git.revParse(f.work, 'main~1');
+  for (const dest of await Promise.all(early)) assert.ok([previous, pushed].includes(await git.revParse(dest, 'HEAD')));
+});
+
+/** This repository's cache entry files, found by the repository id in their headers. */
+async function entriesOf(repoId: string): Promise<string[]> {
+  const root = path.join(server.dataDir, 'cache', 'entries');
+  const found: string[] = [];
+  for (const fan of await readdir(root)) {
+    for (const name of await readdir(path.join(root, fan))) {
+      const file = path.join(root, fan, name);
+      if ((await readFile(file)).subarray(0, 4096).includes(`"repoId":"${repoId}"`)) found.push(file);
+    }
+  }
+  return found;
+}
+
+test('a corrupted or truncated cache file is never served: it is dropped and git answers', async () => {
+  const f = await fixture(server, 'damaged', { seed: 8, commits: 3 });
+  const { id } = await repoRecord(server, f.name);
+  const head = await git.revParse(f.work, 'main');
+  await clone(f.url);
+  const files = await entriesOf(id);
+  assert.equal(files.length, 3, 'advertisement, ls-refs and fetch were stored');
+
+  for (const file of files) {
+    const h = await open(file, 'r+');
+    const size = (await h.stat()).size;
+    await h.write(Buffer.from('XX'), 0, 2, 4096 + Math.floor((size - 4096) / 2));
+    await h.close();
+  }
+  let m0 = await metrics();
+  let dest = await clone(f.url);
+  assert.equal(await git.revParse(dest, 'HEAD'), head);
+  assert.deepEqual(await lines(dest, ['fsck', '--no-progress']), []);
+  let d = delta(m0, await metrics());
+  assert.equal(d('gitstratum_pack_cache_damaged_total', { reason: 'checksum' }), 3);
+  assert.equal(d(...fetchResult('miss')), 1);
+
+  // Stored again by that clone; now cut the pack short.
+  const sizes = await Promise.all((await entriesOf(id)).map(async (file) => ({ file, size: (await readFile(file)).length })));
+  const largest = sizes.sort((a, b) => b.size - a.size)[0]!;
+  await truncate(largest.file, largest.size - 100);
+  m0 = await metrics();
+  dest = await clone(f.url);
+  assert.equal(await git.revParse(dest, 'HEAD'), head);
+  d = delta(m0, await metrics());
+  assert.equal(d('gitstratum_pack_cache_damaged_total', { reason: 'length' }), 1);
+});
+
+test('shallow, partial and full clones never receive each other\'s responses', async () => {
+  const f = await fixture(server, 'shapes', { seed: 9, commits: 4 });
+  const all = await lines(f.work, ['rev-list', 'main']);
+  const oldBlob = (await git.ok(['rev-parse', 'main~3:file-1.txt'], { cwd: f.work })).trim();
+  const shapes = {
+    full: [] as string[],
+    shallow: ['--depth', '1'],
+    partial: ['--filter=blob:none', '--no-checkout'],
+  };
+  for (const version of [2, 0] as const) {
+    for (let round = 0; round < 2; round++) {
+      const [full, shallow, partial] = await Promise.all(Object.values(shapes).map((args) => clone(f.url, { version, args })));
+      assert.deepEqual(await lines(full!, ['rev-list', 'HEAD']), all);
+      assert.equal((await git.ok(['rev-parse', '--is-shallow-repository'], { cwd: full! })).trim(), 'false');
+      assert.equal((await git.ok(['cat-file', '-t', oldBlob], { cwd: full! })).trim(), 'blob');
+
+      assert.deepEqual(await lines(shallow!, ['rev-list', 'HEAD']), [all[0]]);
+      assert.equal((await git.ok(['rev-parse', '--is-shallow-repository'], { cwd: shallow! })).trim(), 'true');
+
+      assert.deepEqual(await lines(partial!, ['rev-list', 'HEAD']), all);
+      const missing = await lines(partial!, ['rev-list', '--objects', '--missing=print', 'HEAD']);
+      assert.ok(missing.includes(`?${oldBlob}`), 'the partial clone left out the old blob');
+    }
+  }
+});
+
+test('with the disk under the free-space threshold, clones are served by git uncached', async () => {
+  const full = await Server.start({ env: { GITSTRATUM_PACK_CACHE_MIN_FREE_BYTES: String(Number.MAX_SAFE_INTEGER) } });
+  try {
+    await full.cliOk(['user', 'create', 'alice']);
+    await full.cliOk(['space', 'create', 'alice/main']);
+    const token = await full.token('alice', 'write');
+    const f = await fixture(full, 'full-disk', { seed: 10 }, token);
+    const m0 = await metrics(full);
+    for (let i = 0; i < 2; i++) assert.equal(await git.revParse(await clone(f.url), 'HEAD'), await git.revParse(f.work, 'main'));
+    const d = delta(m0, await metrics(full));
+    assert.equal(d('gitstratum_pack_cache_uncacheable_total', { reason: 'no_space' }), 6, 'three requests per clone');
+    assert.equal(d('gitstratum_pack_cache_requests_total', { result: 'hit' }), 0);
+    assert.equal(d('gitstratum_git_processes_total', { service: 'upload-pack' }), 6);
+    assert.deepEqual(await readdir(path.join(full.dataDir, 'cache', 'entries')), []);
+  } finally {
+    await full.cleanup();
+  }
+});
