@@ -269,3 +269,55 @@ export async function repackGeometric(repoPath: string, opts: BackgroundOptions)
 export async function writeCommitGraph(repoPath: string, opts: BackgroundOptions): Promise<void> {
   await runBackground(['--git-dir', repoPath, 'commit-graph', 'write', '--reachable', '--split', '--no-progress'], opts);
 }
+
+/**
+ * Snapshots (docs/design/snapshots.md). Every ref with its object id and, for symbolic refs,
+ * its target, read in one `for-each-ref`; HEAD (not listed by for-each-ref) separately.
+ */
+export async function readRefsForSnapshot(repoPath: string): Promise<{ name: string; oid: string; symref: string }[]> {
+  const { stdout } = await runGit(['--git-dir', repoPath, 'for-each-ref', '--format=%(objectname) %(refname) %(symref)']);
+  const refs: { name: string; oid: string; symref: string }[] = [];
+  for (const line of stdout.split('\n')) {
+    const [oid, name, symref] = line.split(' ');
+    if (oid && name) refs.push({ name, oid, symref: symref ?? '' });
+  }
+  return refs;
+}
+
+/** HEAD's symbolic target (`refs/heads/main`), or undefined when HEAD is detached. */
+export async function symbolicHead(repoPath: string): Promise<string | undefined> {
+  const { code, stdout } = await runGit(['--git-dir', repoPath, 'symbolic-ref', '-q', 'HEAD'], { check: false });
+  return code === 0 ? stdout.trim() : undefined;
+}
+
+/** Points a symbolic ref (HEAD) at `target`. */
+export async function setSymbolicRef(repoPath: string, name: string, target: string): Promise<void> {
+  await runGit(['--git-dir', repoPath, 'symbolic-ref', '--', name, target]);
+}
+
+/** The subset of `oids` present in the repository (`cat-file --batch-check`). */
+export async function presentObjects(repoPath: string, oids: readonly string[]): Promise<Set<string>> {
+  if (oids.length === 0) return new Set();
+  const { stdout } = await runGit(['--git-dir', repoPath, 'cat-file', '--batch-check=%(objectname)'], { input: oids.join('\n') + '\n' });
+  return new Set(stdout.split('\n').filter((l) => /^[0-9a-f]{40,64}$/.test(l)));
+}
+
+/**
+ * `git pack-objects --stdout --revs`: the caller writes the tips (and `^oid` negatives) to
+ * stdin and reads a self-contained (never thin) pack from stdout.
+ */
+export function spawnPackObjects(repoPath: string, timeoutMs: number): GitChild {
+  const args = ['--git-dir', repoPath, 'pack-objects', '--stdout', '--revs', '--delta-base-offset', '-q'];
+  return wrap(spawn('git', args, { env: gitEnv(), stdio: ['pipe', 'pipe', 'pipe'] }), timeoutMs);
+}
+
+/** `git index-pack --stdin`: installs the pack written to stdin into the repository. */
+export function spawnIndexPack(repoPath: string, timeoutMs: number): GitChild {
+  const args = ['--git-dir', repoPath, 'index-pack', '--stdin'];
+  return wrap(spawn('git', args, { env: gitEnv(), stdio: ['pipe', 'pipe', 'pipe'] }), timeoutMs);
+}
+
+/** Applies `update-ref --stdin` instructions (a start/…/commit transaction) in one run. */
+export async function updateRefsTransaction(repoPath: string, instructions: string): Promise<void> {
+  await runGit(['--git-dir', repoPath, 'update-ref', '--stdin'], { input: instructions });
+}

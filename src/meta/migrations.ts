@@ -131,6 +131,45 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('repositories').addColumn('enforce_locks', 'integer', (c) => c.notNull().defaultTo(1)).execute();
       },
     },
+    '0003_snapshots': {
+      async up(db: Kysely<any>) {
+        // The snapshot graph (docs/design/snapshots.md). A row exists only once its object is
+        // completely written; `parents` is a JSON array of snapshot ids (empty for a full one).
+        // `begin_event_id` is the job's snapshot-begin event: pushes ending after it are not
+        // (necessarily) in this snapshot, so they keep the repository dirty.
+        await db.schema
+          .createTable('snapshots')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('repository_id', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull().check(sql`kind in ('full', 'incremental')`))
+          .addColumn('parents', 'text', (c) => c.notNull().defaultTo('[]'))
+          .addColumn('object_key', 'text', (c) => c.notNull())
+          .addColumn('refs_digest', 'text', (c) => c.notNull())
+          .addColumn('byte_size', 'bigint', (c) => c.notNull())
+          .addColumn('object_count', 'bigint', (c) => c.notNull())
+          .addColumn('sha256', 'text', (c) => c.notNull())
+          .addColumn('begin_event_id', 'bigint', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('snapshots_repository_idx').on('snapshots').columns(['repository_id', 'created_at']).execute();
+
+        // Append-only: push-begin/push-end from the hooks, snapshot-begin/snapshot-end from the
+        // worker. No foreign key: the log outlives a deleted repository row.
+        await db.schema
+          .createTable('events')
+          .addColumn('id', dialect === 'postgres' ? 'bigserial' : 'integer', (c) =>
+            dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement(),
+          )
+          .addColumn('repository_id', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) =>
+            c.notNull().check(sql`kind in ('push-begin', 'push-end', 'snapshot-begin', 'snapshot-end')`),
+          )
+          .addColumn('at', 'text', (c) => c.notNull())
+          .addColumn('details', 'text', (c) => c.notNull().defaultTo('{}'))
+          .execute();
+        await db.schema.createIndex('events_repository_kind_idx').on('events').columns(['repository_id', 'kind', 'id']).execute();
+      },
+    },
   };
 }
 

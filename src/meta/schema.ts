@@ -101,6 +101,33 @@ export interface AuditLogTable {
   request_id: string | null;
 }
 
+export interface SnapshotsTable {
+  id: string;
+  repository_id: string;
+  kind: 'full' | 'incremental';
+  /** JSON array of parent snapshot ids. */
+  parents: string;
+  object_key: string;
+  refs_digest: string;
+  /** bigint: PostgreSQL returns it as a string, SQLite as a number. */
+  byte_size: number | string;
+  object_count: number | string;
+  sha256: string;
+  begin_event_id: number | string;
+  created_at: string;
+}
+
+export type EventKind = 'push-begin' | 'push-end' | 'snapshot-begin' | 'snapshot-end';
+
+export interface EventsTable {
+  id: Generated<number>;
+  repository_id: string;
+  kind: EventKind;
+  at: string;
+  /** JSON object. */
+  details: string;
+}
+
 export interface Database {
   owners: OwnersTable;
   users: UsersTable;
@@ -113,4 +140,6 @@ export interface Database {
   audit_log: AuditLogTable;
   lfs_objects: LfsObjectsTable;
   lfs_locks: LfsLocksTable;
+  snapshots: SnapshotsTable;
+  events: EventsTable;
 }

@@ -1,0 +1,146 @@
+/**
+ * The snapshot graph and the event log (docs/design/snapshots.md), as plain functions over a
+ * handle or a transaction.
+ *
+ * Dirty: a repository is dirty when a push-end event was written after the snapshot-begin
+ * event of its last completed snapshot. Event ids order the log (SQLite has one writer; on
+ * PostgreSQL a bigserial is assigned at insert, which can only make a repository look dirty
+ * for one extra round, never clean too early, because a snapshot job writes its begin event
+ * before it reads the refs).
+ */
+import { sql } from 'kysely';
+import type { Db } from './db.js';
+import type { EventKind } from './schema.js';
+
+export interface SnapshotRow {
+  id: string;
+  repositoryId: string;
+  kind: 'full' | 'incremental';
+  parents: string[];
+  objectKey: string;
+  refsDigest: string;
+  byteSize: number;
+  objectCount: number;
+  sha256: string;
+  beginEventId: number;
+  createdAt: string;
+}
+
+export async function appendEvent(db: Db, repositoryId: string, kind: EventKind, at: string, details: Record<string, unknown> = {}): Promise<number> {
+  const row = await db
+    .insertInto('events')
+    .values({ repository_id: repositoryId, kind, at, details: JSON.stringify(details) })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return Number(row.id);
+}
+
+export async function insertSnapshot(db: Db, s: SnapshotRow): Promise<void> {
+  await db
+    .insertInto('snapshots')
+    .values({
+      id: s.id,
+      repository_id: s.repositoryId,
+      kind: s.kind,
+      parents: JSON.stringify(s.parents),
+      object_key: s.objectKey,
+      refs_digest: s.refsDigest,
+      byte_size: s.byteSize,
+      object_count: s.objectCount,
+      sha256: s.sha256,
+      begin_event_id: s.beginEventId,
+      created_at: s.createdAt,
+    })
+    .execute();
+}
+
+type Row = {
+  id: string;
+  repository_id: string;
+  kind: 'full' | 'incremental';
+  parents: string;
+  object_key: string;
+  refs_digest: string;
+  byte_size: number | string;
+  object_count: number | string;
+  sha256: string;
+  begin_event_id: number | string;
+  created_at: string;
+};
+
+function toSnapshot(r: Row): SnapshotRow {
+  return {
+    id: r.id,
+    repositoryId: r.repository_id,
+    kind: r.kind,
+    parents: JSON.parse(r.parents) as string[],
+    objectKey: r.object_key,
+    refsDigest: r.refs_digest,
+    byteSize: Number(r.byte_size),
+    objectCount: Number(r.object_count),
+    sha256: r.sha256,
+    beginEventId: Number(r.begin_event_id),
+    createdAt: r.created_at,
+  };
+}
+
+/** A repository's snapshots, oldest first (ULIDs sort by creation time). */
+export async function listSnapshots(db: Db, repositoryId: string): Promise<SnapshotRow[]> {
+  const rows = await db.selectFrom('snapshots').selectAll().where('repository_id', '=', repositoryId).orderBy('id').execute();
+  return rows.map(toSnapshot);
+}
+
+export async function latestSnapshot(db: Db, repositoryId: string): Promise<SnapshotRow | undefined> {
+  const row = await db.selectFrom('snapshots').selectAll().where('repository_id', '=', repositoryId).orderBy('id', 'desc').limit(1).executeTakeFirst();
+  return row && toSnapshot(row);
+}
+
+export async function findSnapshot(db: Db, id: string): Promise<SnapshotRow | undefined> {
+  const row = await db.selectFrom('snapshots').selectAll().where('id', '=', id).executeTakeFirst();
+  return row && toSnapshot(row);
+}
+
+export interface DirtyRepository {
+  repositoryId: string;
+  /** When the oldest push not yet covered by a completed snapshot ended. */
+  oldestPushAt: string;
+  /** When the newest such push ended (for debouncing). */
+  newestPushAt: string;
+}
+
+/** Repositories with a push-end after the snapshot-begin of their last completed snapshot. */
+export async function dirtyRepositories(db: Db): Promise<DirtyRepository[]> {
+  const rows = await db
+    .selectFrom('events as e')
+    .select(['e.repository_id', (eb) => eb.fn.min('e.at').as('oldest'), (eb) => eb.fn.max('e.at').as('newest')])
+    .where('e.kind', '=', 'push-end')
+    .where(
+      'e.id',
+      '>',
+      sql<number>`coalesce((select max(s.begin_event_id) from snapshots s where s.repository_id = e.repository_id), 0)`,
+    )
+    .groupBy('e.repository_id')
+    .execute();
+  return rows.map((r) => ({ repositoryId: r.repository_id, oldestPushAt: String(r.oldest), newestPushAt: String(r.newest) }));
+}
+
+export interface EventRow {
+  id: number;
+  repositoryId: string;
+  kind: EventKind;
+  at: string;
+  details: Record<string, unknown>;
+}
+
+/** Push-end events after `afterEventId`: the acknowledged pushes a snapshot does not hold. */
+export async function pushesAfter(db: Db, repositoryId: string, afterEventId: number): Promise<EventRow[]> {
+  const rows = await db
+    .selectFrom('events')
+    .selectAll()
+    .where('repository_id', '=', repositoryId)
+    .where('kind', '=', 'push-end')
+    .where('id', '>', afterEventId)
+    .orderBy('id')
+    .execute();
+  return rows.map((r) => ({ id: Number(r.id), repositoryId: r.repository_id, kind: r.kind, at: r.at, details: JSON.parse(r.details) as Record<string, unknown> }));
+}

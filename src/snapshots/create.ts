@@ -1,0 +1,122 @@
+/**
+ * Writing one snapshot of one repository (docs/design/snapshots.md).
+ *
+ * Order, and why:
+ * 1. a snapshot-begin event: pushes that end after it keep the repository dirty, since the
+ *    refs are read after it;
+ * 2. the refs, read once (for-each-ref + HEAD); the pack is built from exactly those tips, so
+ *    refs and objects come from one moment (objects are never pruned under the server's feet:
+ *    maintenance only combines packs);
+ * 3. `pack-objects --revs` fed the tips and `^tip` of every parent ref still present, streamed
+ *    through a sha256/size meter into store.put, which commits only when the stream ends cleanly;
+ * 4. only after put resolves: the snapshots row and a snapshot-end event, in one transaction.
+ * A failure anywhere leaves no row (an object written before a failed insert is an orphan that
+ * compaction's sweep will remove) and the repository dirty.
+ */
+import { Readable } from 'node:stream';
+import { ulid } from 'ulid';
+import { now, type MetaStore } from '../meta/db.js';
+import * as snapshots from '../meta/snapshots.js';
+import { objectKey, type ObjectStore } from '../storage/object-store.js';
+import { presentObjects, readRefsForSnapshot, spawnPackObjects, symbolicHead } from '../git/command.js';
+import { encodePreamble, encodeRefs, readSnapshot, refsDigest, snapshotKey, snapshotMeter, type RefEntry, type SnapshotKind } from './format.js';
+
+export interface CreateSnapshotDeps {
+  meta: MetaStore;
+  store: ObjectStore;
+}
+
+export interface CreateSnapshotOptions {
+  repositoryId: string;
+  repoPath: string;
+  /** Force a full snapshot even when a parent exists. */
+  full?: boolean;
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+export async function readRefs(repoPath: string): Promise<RefEntry[]> {
+  const [listed, head] = await Promise.all([readRefsForSnapshot(repoPath), symbolicHead(repoPath)]);
+  const refs: RefEntry[] = listed.map((r) => (r.symref ? { name: r.name, target: r.symref } : { name: r.name, oid: r.oid }));
+  if (head) refs.push({ name: 'HEAD', target: head });
+  return refs;
+}
+
+/** The direct refs' object ids of a stored snapshot (reads only its preamble). */
+async function parentTips(store: ObjectStore, key: string): Promise<string[]> {
+  const { body } = await store.get(objectKey(key));
+  const { refs, pack } = await readSnapshot(body);
+  pack.destroy();
+  return refs.flatMap((r) => (r.oid ? [r.oid] : []));
+}
+
+export async function createSnapshot(deps: CreateSnapshotDeps, opts: CreateSnapshotOptions): Promise<snapshots.SnapshotRow> {
+  const { db } = deps.meta;
+  const beginEventId = await snapshots.appendEvent(db, opts.repositoryId, 'snapshot-begin', now());
+  try {
+    const row = await writeSnapshot(deps, opts, beginEventId);
+    await db.transaction().execute(async (trx) => {
+      await snapshots.insertSnapshot(trx, row);
+      await snapshots.appendEvent(trx, opts.repositoryId, 'snapshot-end', now(), { snapshot: row.id, ok: true });
+    });
+    return row;
+  } catch (err) {
+    await snapshots
+      .appendEvent(db, opts.repositoryId, 'snapshot-end', now(), { ok: false, error: (err as Error).message?.slice(0, 500) })
+      .catch(() => {});
+    throw err;
+  }
+}
+
+async function writeSnapshot(deps: CreateSnapshotDeps, opts: CreateSnapshotOptions, beginEventId: number): Promise<snapshots.SnapshotRow> {
+  const parent = opts.full ? undefined : await snapshots.latestSnapshot(deps.meta.db, opts.repositoryId);
+  const kind: SnapshotKind = parent ? 'incremental' : 'full';
+  const refs = await readRefs(opts.repoPath);
+  const tips = [...new Set(refs.flatMap((r) => (r.oid ? [r.oid] : [])))];
+  // A parent tip that is gone from the repository (rewound and pruned) cannot be a negative;
+  // dropping it only makes this pack larger, never incomplete.
+  const negatives = parent ? [...(await presentObjects(opts.repoPath, [...new Set(await parentTips(deps.store, parent.objectKey))]))] : [];
+
+  const id = ulid();
+  const createdAt = now();
+  const dump = encodeRefs(refs);
+  const preamble = encodePreamble({ repository: opts.repositoryId, id, kind, parents: parent ? [parent.id] : [], createdAt }, dump);
+  const key = snapshotKey(opts.repositoryId, id);
+
+  const child = spawnPackObjects(opts.repoPath, opts.timeoutMs ?? 3600_000);
+  const onAbort = () => child.kill('SIGTERM');
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  child.stdin.end([...tips, ...negatives.map((o) => `^${o}`)].join('\n') + (tips.length + negatives.length > 0 ? '\n' : ''));
+  // The body fails (and put aborts) unless pack-objects exits 0 after its last byte.
+  const body = Readable.from(
+    (async function* () {
+      yield preamble;
+      for await (const chunk of child.stdout) yield chunk as Buffer;
+      const { code, signal, stderr } = await child.exited;
+      if (code !== 0) throw new Error(`git pack-objects failed (exit ${code ?? signal}): ${stderr.trim().split('\n').pop() ?? ''}`);
+    })(),
+    { objectMode: false },
+  );
+  const meter = snapshotMeter(preamble.length);
+  body.on('error', (err) => meter.destroy(err));
+  body.pipe(meter);
+  try {
+    await deps.store.put(key, meter, { contentType: 'application/octet-stream', ...(opts.signal && { signal: opts.signal }) });
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+    child.kill('SIGTERM');
+  }
+  return {
+    id,
+    repositoryId: opts.repositoryId,
+    kind,
+    parents: parent ? [parent.id] : [],
+    objectKey: key,
+    refsDigest: refsDigest(dump),
+    byteSize: meter.bytes,
+    objectCount: meter.objectCount,
+    sha256: meter.sha256(),
+    beginEventId,
+    createdAt,
+  };
+}

@@ -1,0 +1,142 @@
+/**
+ * Restoring a repository from its snapshots (docs/design/snapshots.md).
+ *
+ * The chosen snapshot's chain (it, its first parent, … back to a full snapshot) is installed
+ * oldest first into a scratch repository under <data>/tmp: each pack streamed from the store
+ * into `git index-pack --stdin` (packs are self-contained, so each indexes on its own). Then
+ * the chosen snapshot's refs are created in one `update-ref --stdin` transaction, HEAD is set,
+ * the repository settings applied, `git fsck` must pass, and only then is the scratch
+ * directory renamed into place. A failure leaves the target untouched and removes the scratch.
+ * Refs are the dump's exactly: a ref deleted before the snapshot does not come back, whatever
+ * objects older packs still hold.
+ */
+import { mkdir, mkdtemp, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { MetaStore } from '../meta/db.js';
+import * as snapshots from '../meta/snapshots.js';
+import { objectKey, type ObjectStore } from '../storage/object-store.js';
+import { fsck, initBare, setConfig, setSymbolicRef, spawnIndexPack, updateRefsTransaction } from '../git/command.js';
+import { conflict, invalid, notFound } from '../shared/errors.js';
+import { readSnapshot, type RefEntry } from './format.js';
+
+export interface RestoreDeps {
+  meta: MetaStore;
+  store: ObjectStore;
+}
+
+export interface RestoreOptions {
+  repositoryId: string;
+  defaultBranch: string;
+  /** Final repository directory; must not exist. */
+  target: string;
+  /** Where the scratch repository is built: on the target's filesystem, so the move is a rename. */
+  scratchRoot: string;
+  /** Repository settings (repositoryConfig()). */
+  config: readonly (readonly [string, string])[];
+  /** A snapshot id of this repository. */
+  at?: string | undefined;
+  /** The last snapshot created at or before this ISO time. */
+  before?: string | undefined;
+  timeoutMs?: number;
+  onProgress?: (p: { snapshot: string; index: number; of: number; bytes: number }) => void;
+}
+
+export interface RestoreResult {
+  repositoryId: string;
+  /** The snapshot whose refs were imported; undefined when the repository has none (restored empty). */
+  snapshot: snapshots.SnapshotRow | undefined;
+  chain: string[];
+  refs: number;
+  bytes: number;
+  /** Acknowledged pushes (push-end events) after the restored snapshot began: not in it. */
+  unpersistedPushes: snapshots.EventRow[];
+}
+
+/** The snapshot to restore and its chain back to a full one, oldest first. */
+export function chooseChain(all: readonly snapshots.SnapshotRow[], opts: { at?: string | undefined; before?: string | undefined }): snapshots.SnapshotRow[] {
+  let chosen: snapshots.SnapshotRow | undefined;
+  if (opts.at) {
+    chosen = all.find((s) => s.id === opts.at);
+    if (!chosen) throw notFound('snapshot_not_found', `snapshot not found: ${opts.at}`, { snapshot: opts.at });
+  } else if (opts.before) {
+    const t = new Date(opts.before);
+    if (Number.isNaN(t.getTime())) throw invalid('invalid_time', `not a time: ${opts.before}`);
+    chosen = all.filter((s) => new Date(s.createdAt).getTime() <= t.getTime()).pop();
+    if (!chosen) throw notFound('snapshot_not_found', `no snapshot at or before ${opts.before}`);
+  } else {
+    chosen = all[all.length - 1];
+  }
+  if (!chosen) return [];
+  const byId = new Map(all.map((s) => [s.id, s]));
+  const chain = [chosen];
+  while (chain[0]!.kind !== 'full') {
+    const parentId = chain[0]!.parents[0];
+    const parent = parentId ? byId.get(parentId) : undefined;
+    if (!parent) throw notFound('snapshot_chain_broken', `snapshot ${chain[0]!.id} names a missing parent ${parentId}`);
+    chain.unshift(parent);
+  }
+  return chain;
+}
+
+export async function restoreRepository(deps: RestoreDeps, opts: RestoreOptions): Promise<RestoreResult> {
+  if (await stat(opts.target).catch(() => undefined)) {
+    throw conflict('restore_target_exists', `restore target already exists: ${opts.target}`, { target: opts.target });
+  }
+  const all = await snapshots.listSnapshots(deps.meta.db, opts.repositoryId);
+  const chain = chooseChain(all, opts);
+  const chosen = chain[chain.length - 1];
+
+  await mkdir(opts.scratchRoot, { recursive: true });
+  const scratch = await mkdtemp(path.join(opts.scratchRoot, `restore-${opts.repositoryId}-`));
+  let bytes = 0;
+  let refs: RefEntry[] = [];
+  try {
+    // initBare on an existing empty directory is fine; git creates the layout inside it.
+    await initBare(scratch, opts.defaultBranch);
+    for (const [index, snap] of chain.entries()) {
+      const { body, size } = await deps.store.get(objectKey(snap.objectKey));
+      const parsed = await readSnapshot(body);
+      if (parsed.header.id !== snap.id || parsed.header.repository !== opts.repositoryId) {
+        parsed.pack.destroy();
+        throw invalid('snapshot_corrupt', `snapshot object ${snap.objectKey} names another snapshot`);
+      }
+      const child = spawnIndexPack(scratch, opts.timeoutMs ?? 3600_000);
+      try {
+        await pipeline(parsed.pack, child.stdin);
+      } catch (err) {
+        child.kill('SIGKILL');
+        throw err;
+      }
+      const done = await child.exited;
+      if (done.code !== 0) throw new Error(`git index-pack failed for snapshot ${snap.id}: ${done.stderr.trim().split('\n').pop() ?? ''}`);
+      bytes += size;
+      opts.onProgress?.({ snapshot: snap.id, index: index + 1, of: chain.length, bytes });
+      if (index === chain.length - 1) refs = parsed.refs;
+    }
+
+    const direct = refs.filter((r) => r.oid !== undefined);
+    if (direct.length > 0) {
+      const lines = ['start', ...direct.map((r) => `create ${r.name} ${r.oid}`), 'prepare', 'commit', ''];
+      await updateRefsTransaction(scratch, lines.join('\n'));
+    }
+    for (const r of refs) if (r.target !== undefined) await setSymbolicRef(scratch, r.name, r.target);
+    await setConfig(scratch, opts.config);
+    const check = await fsck(scratch);
+    if (check.code !== 0) throw new Error(`git fsck failed after restore: ${check.stderr.trim().split('\n').slice(-3).join('; ')}`);
+
+    await mkdir(path.dirname(opts.target), { recursive: true });
+    await rename(scratch, opts.target);
+  } catch (err) {
+    await rm(scratch, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    repositoryId: opts.repositoryId,
+    snapshot: chosen,
+    chain: chain.map((s) => s.id),
+    refs: refs.length,
+    bytes,
+    unpersistedPushes: await snapshots.pushesAfter(deps.meta.db, opts.repositoryId, chosen?.beginEventId ?? 0),
+  };
+}
