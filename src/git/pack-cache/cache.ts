@@ -130,7 +130,14 @@ class ResponseCache implements PackCache {
 
   private async serve(req: Request, generate: Generate, signal: AbortSignal): Promise<GitResponse> {
     // Read after the request arrived: a ref update acknowledged before it is always seen.
-    const version = this.refsVersions.read(req.repoPath);
+    let version: string;
+    try {
+      version = this.refsVersions.read(req.repoPath);
+    } catch (err) {
+      this.log.warn({ err, repo_id: req.repoId }, 'refs unreadable; serving without the cache');
+      this.uncacheable(req.endpoint, 'refs_unreadable');
+      return generate(signal);
+    }
     this.store.noteRefsVersion(req.repoId, version);
     const key = cacheKey({
       repoId: req.repoId,

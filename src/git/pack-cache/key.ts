@@ -21,7 +21,7 @@ import { MAX_PKT_LEN, pktLine } from '../pkt-line.js';
 export type Endpoint = 'advertisement' | 'ls-refs' | 'fetch';
 export type ProtocolVersion = 0 | 1 | 2;
 
-export type UncacheableReason = 'have' | 'command' | 'malformed' | 'request_too_large' | 'no_space';
+export type UncacheableReason = 'have' | 'command' | 'malformed' | 'request_too_large' | 'no_space' | 'refs_unreadable';
 
 export type Classified =
   | { cacheable: true; endpoint: 'ls-refs' | 'fetch'; normalized: Buffer }

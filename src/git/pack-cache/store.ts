@@ -175,7 +175,8 @@ export class PackStore {
     try {
       handle = await fd.open(entry.file, 'r');
     } catch {
-      this.damaged(entry, 'missing');
+      // Evicted while we looked it up is not damage; vanishing from under the index is.
+      if (this.entries.get(key) === entry) this.damaged(entry, 'missing');
       return undefined;
     }
     let damage: DamageReason | undefined;
