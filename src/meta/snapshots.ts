@@ -114,6 +114,8 @@ export async function dirtyRepositories(db: Db): Promise<DirtyRepository[]> {
     .selectFrom('events as e')
     .select(['e.repository_id', (eb) => eb.fn.min('e.at').as('oldest'), (eb) => eb.fn.max('e.at').as('newest')])
     .where('e.kind', '=', 'push-end')
+    // The log outlives deleted repositories; they are nobody's work.
+    .where((eb) => eb.exists(eb.selectFrom('repositories as r').select('r.id').whereRef('r.id', '=', 'e.repository_id')))
     .where(
       'e.id',
       '>',

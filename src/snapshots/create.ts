@@ -102,6 +102,13 @@ async function writeSnapshot(deps: CreateSnapshotDeps, opts: CreateSnapshotOptio
   body.pipe(meter);
   try {
     await deps.store.put(key, meter, { contentType: 'application/octet-stream', ...(opts.signal && { signal: opts.signal }) });
+  } catch (err) {
+    // The store gave up (perhaps before reading a byte): the error was reported by put; what
+    // the body or the meter say next, once pack-objects is killed, is only the echo of it.
+    meter.on('error', () => {});
+    body.on('error', () => {});
+    body.destroy();
+    throw err;
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
     child.kill('SIGTERM');

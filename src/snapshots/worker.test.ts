@@ -1,0 +1,79 @@
+/**
+ * The snapshot worker against a store that is down for its first puts: the repository stays
+ * dirty with no snapshot row while puts fail, the worker retries with backoff, and once the
+ * store is back the push is persisted and the repository is clean.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { configSchema } from '../config/schema.js';
+import { openCore } from '../core.js';
+import { now } from '../meta/db.js';
+import * as snapshots from '../meta/snapshots.js';
+import { systemActor } from '../access/policy.js';
+import { createFsStore } from '../storage/fs-store.js';
+import { faulty } from '../storage/faulty-store.js';
+import { createSnapshotMetrics, SnapshotWorker } from './worker.js';
+
+const exec = promisify(execFile);
+
+test('a store outage is retried with backoff; the push is persisted once the store is back', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-worker-'));
+  const core = await openCore(configSchema.parse({ data: path.join(dir, 'data') }));
+  try {
+    await core.accounts.createUser(systemActor, 'alice');
+    await core.repos.createSpace(systemActor, 'alice/main');
+    const repo = await core.repos.createRepo(systemActor, 'alice/main/r');
+    const env = { PATH: process.env['PATH'], HOME: dir, GIT_CONFIG_NOSYSTEM: '1', GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@e', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@e' };
+    const work = path.join(dir, 'work');
+    await exec('git', ['init', '-q', '-b', 'main', work], { env });
+    await writeFile(path.join(work, 'a.txt'), 'hello\n');
+    await exec('git', ['add', '-A'], { cwd: work, env });
+    await exec('git', ['commit', '-q', '-m', 'one'], { cwd: work, env });
+    await exec('git', ['push', '-q', repo.path, 'main'], { cwd: work, env });
+    await snapshots.appendEvent(core.meta.db, repo.id, 'push-end', now());
+
+    const store = faulty(createFsStore(path.join(dir, 'objects')), { failPuts: 3 });
+    const registry = new Registry();
+    const metrics = createSnapshotMetrics(registry);
+    const worker = new SnapshotWorker(
+      { debounceMs: 0, maxDelayMs: 10_000, concurrency: 1, retryMaxMs: 150, pollMs: 50 },
+      { meta: core.meta, store, repoPath: (id) => core.repos.diskPath(id), log: pino({ level: 'silent' }), metrics },
+    );
+    worker.start();
+    try {
+      const deadline = Date.now() + 15_000;
+      while ((await snapshots.listSnapshots(core.meta.db, repo.id)).length === 0) {
+        assert.ok(Date.now() < deadline, 'no snapshot after the outage ended');
+        await sleep(25);
+      }
+      // The gauges follow at the next read of the dirty list.
+      while (!/gitstratum_snapshot_dirty_repositories 0/.test(await registry.metrics())) {
+        assert.ok(Date.now() < deadline, 'the dirty gauge did not drop to 0');
+        await sleep(25);
+      }
+    } finally {
+      await worker.close();
+    }
+    const failed = await core.meta.db.selectFrom('events').select('details').where('repository_id', '=', repo.id).where('kind', '=', 'snapshot-end').execute();
+    const outcomes = failed.map((e) => (JSON.parse(e.details) as { ok: boolean }).ok);
+    assert.deepEqual(outcomes, [false, false, false, true], 'three failed attempts, then one that wrote');
+    const [snap] = await snapshots.listSnapshots(core.meta.db, repo.id);
+    assert.equal(snap!.kind, 'full');
+    assert.equal(snap!.objectCount, 3);
+    assert.deepEqual(await snapshots.dirtyRepositories(core.meta.db), []);
+    const text = await registry.metrics();
+    assert.match(text, /gitstratum_snapshots_total\{result="failed"\} 3/);
+    assert.match(text, /gitstratum_snapshot_oldest_unpersisted_push_seconds 0\n/);
+  } finally {
+    await core.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,177 @@
+/**
+ * The snapshot worker (docs/design/snapshots.md): keeps every repository persisted to object
+ * storage within a bounded delay of its last acknowledged push.
+ *
+ * State lives in SQL, not here: a repository is dirty while a push-end event follows its last
+ * completed snapshot's begin (meta/snapshots.ts), so a restart, a crash mid-upload or a failed
+ * attempt all leave it dirty and it is simply taken again. The worker polls that list (and is
+ * woken early by notify() from the post-receive hook) and snapshots a dirty repository once it
+ * has been quiet for `debounceMs`, or at the latest `maxDelayMs` after its oldest unpersisted
+ * push, at most `concurrency` at once, one job per repository at a time. A failed job backs off
+ * exponentially (1 s, 2 s, … up to `retryMaxMs`) for that repository only.
+ */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { MetaStore } from '../meta/db.js';
+import { dirtyRepositories, type DirtyRepository } from '../meta/snapshots.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import type { Logger } from '../shared/log.js';
+import { createSnapshot } from './create.js';
+
+export interface SnapshotWorkerSettings {
+  debounceMs: number;
+  maxDelayMs: number;
+  concurrency: number;
+  retryMaxMs: number;
+  /** How often the dirty list is read when nothing wakes the worker. */
+  pollMs?: number;
+}
+
+export interface SnapshotWorkerDeps {
+  meta: MetaStore;
+  store: ObjectStore;
+  repoPath: (repositoryId: string) => string;
+  log: Logger;
+  metrics?: SnapshotMetrics;
+}
+
+export function createSnapshotMetrics(registry: Registry) {
+  let source = { dirty: () => 0, oldestSeconds: () => 0 };
+  return {
+    runs: new Counter({ name: 'gitstratum_snapshots_total', help: 'Snapshot jobs by result', labelNames: ['result'] as const, registers: [registry] }),
+    bytes: new Counter({ name: 'gitstratum_snapshot_bytes_total', help: 'Bytes written to object storage by snapshots', registers: [registry] }),
+    duration: new Histogram({
+      name: 'gitstratum_snapshot_duration_seconds',
+      help: 'Duration of successful snapshot jobs',
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800],
+      registers: [registry],
+    }),
+    dirty: new Gauge({
+      name: 'gitstratum_snapshot_dirty_repositories',
+      help: 'Repositories with acknowledged pushes not yet in object storage',
+      registers: [registry],
+      collect() {
+        this.set(source.dirty());
+      },
+    }),
+    oldest: new Gauge({
+      name: 'gitstratum_snapshot_oldest_unpersisted_push_seconds',
+      help: 'Age of the oldest acknowledged push not yet in object storage (the current RPO); 0 when none',
+      registers: [registry],
+      collect() {
+        this.set(source.oldestSeconds());
+      },
+    }),
+    setSource(s: typeof source) {
+      source = s;
+    },
+  };
+}
+export type SnapshotMetrics = ReturnType<typeof createSnapshotMetrics>;
+
+export class SnapshotWorker {
+  private readonly running = new Map<string, Promise<void>>();
+  private readonly failures = new Map<string, { count: number; nextAt: number }>();
+  private dirty: DirtyRepository[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private ticking: Promise<void> | undefined;
+  private again = false;
+  private closed = false;
+  private readonly abort = new AbortController();
+
+  constructor(
+    private readonly settings: SnapshotWorkerSettings,
+    private readonly deps: SnapshotWorkerDeps,
+  ) {
+    deps.metrics?.setSource({
+      dirty: () => this.dirty.length,
+      oldestSeconds: () => {
+        const oldest = Math.min(...this.dirty.map((d) => Date.parse(d.oldestPushAt)));
+        return Number.isFinite(oldest) ? Math.max(0, (Date.now() - oldest) / 1000) : 0;
+      },
+    });
+  }
+
+  start(): void {
+    this.schedule(0);
+  }
+
+  /** A push ended: look at the dirty list soon rather than at the next poll. */
+  notify(_repositoryId: string): void {
+    this.schedule(Math.min(this.settings.debounceMs, this.pollMs()));
+  }
+
+  /** Stops polling, aborts running jobs (their uploads leave nothing) and waits for them. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.abort.abort(new Error('snapshot worker closing'));
+    await this.ticking;
+    await Promise.allSettled(this.running.values());
+  }
+
+  private pollMs(): number {
+    return this.settings.pollMs ?? 1000;
+  }
+
+  private schedule(ms: number): void {
+    if (this.closed) return;
+    if (this.ticking) {
+      this.again = true;
+      return;
+    }
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.ticking = this.tick()
+        .catch((err: unknown) => this.deps.log.error({ err }, 'snapshot worker poll failed'))
+        .finally(() => {
+          this.ticking = undefined;
+          const soon = this.again;
+          this.again = false;
+          this.schedule(soon ? 0 : this.pollMs());
+        });
+    }, ms);
+    this.timer.unref();
+  }
+
+  private async tick(): Promise<void> {
+    this.dirty = await dirtyRepositories(this.deps.meta.db);
+    const t = Date.now();
+    for (const d of this.dirty) {
+      if (this.closed || this.running.size >= this.settings.concurrency) break;
+      if (this.running.has(d.repositoryId)) continue;
+      if ((this.failures.get(d.repositoryId)?.nextAt ?? 0) > t) continue;
+      const quiet = t - Date.parse(d.newestPushAt) >= this.settings.debounceMs;
+      const overdue = t - Date.parse(d.oldestPushAt) >= this.settings.maxDelayMs;
+      if (!quiet && !overdue) continue;
+      const job = this.run(d.repositoryId).finally(() => {
+        this.running.delete(d.repositoryId);
+        this.schedule(0);
+      });
+      this.running.set(d.repositoryId, job);
+    }
+  }
+
+  private async run(repositoryId: string): Promise<void> {
+    const started = Date.now();
+    const log = this.deps.log.child({ repo_id: repositoryId });
+    try {
+      const row = await createSnapshot(
+        { meta: this.deps.meta, store: this.deps.store },
+        { repositoryId, repoPath: this.deps.repoPath(repositoryId), signal: this.abort.signal },
+      );
+      this.failures.delete(repositoryId);
+      this.deps.metrics?.runs.inc({ result: 'ok' });
+      this.deps.metrics?.bytes.inc(row.byteSize);
+      this.deps.metrics?.duration.observe((Date.now() - started) / 1000);
+      log.info({ snapshot: row.id, kind: row.kind, bytes: row.byteSize, objects: row.objectCount, duration_ms: Date.now() - started }, 'snapshot written');
+    } catch (err) {
+      if (this.closed) return;
+      const count = (this.failures.get(repositoryId)?.count ?? 0) + 1;
+      const delay = Math.min(this.settings.retryMaxMs, 1000 * 2 ** (count - 1));
+      this.failures.set(repositoryId, { count, nextAt: Date.now() + delay });
+      this.deps.metrics?.runs.inc({ result: 'failed' });
+      log.warn({ err, attempt: count, retry_in_ms: delay }, 'snapshot failed; repository stays dirty');
+    }
+  }
+}
