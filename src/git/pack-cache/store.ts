@@ -70,7 +70,8 @@ export interface TempFile {
  */
 export const fd = {
   open: (file: string, flags: string) =>
-    new Promise<number>((resolve, reject) => open(file, flags, (err, n) => (err ? reject(err) : resolve(n)))),
+    // Owner-only: entries hold packs of private repositories.
+    new Promise<number>((resolve, reject) => open(file, flags, 0o600, (err, n) => (err ? reject(err) : resolve(n)))),
   close: (n: number) => new Promise<void>((resolve, reject) => close(n, (err) => (err ? reject(err) : resolve()))),
   stat: (n: number) =>
     new Promise<BigIntStats>((resolve, reject) => fstat(n, { bigint: true }, (err, st) => (err ? reject(err) : resolve(st)))),
