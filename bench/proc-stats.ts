@@ -74,6 +74,12 @@ export function treeCpuSeconds(roots: readonly number[]): number {
   return treeOf(roots).reduce((sum, p) => sum + p.ticks, 0) / CLK_TCK;
 }
 
+/** CPU seconds of the process's children that it has reaped (cutime + cstime): e.g. the benchmark's own git commands. */
+export function reapedChildrenCpuSeconds(pid: number): number {
+  const stat = readStat(pid);
+  return stat ? (stat.ticks - stat.own) / CLK_TCK : 0;
+}
+
 /** The processes' own CPU seconds (utime + stime), without their children's. */
 export function ownCpuSeconds(pids: Iterable<number>): number {
   let ticks = 0;

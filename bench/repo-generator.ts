@@ -9,6 +9,10 @@
  *   commits (deltas, trees, tags, branches) plus incompressible binary blobs for the bulk.
  * - `large`: about 1 GB of pack: 20 commits of one 50 MiB random file each, stored without
  *   deltas or compression (they are incompressible), for the streaming-memory check.
+ * - `history`: shaped like a long-lived source tree rather than by bytes: 15,000 small commits
+ *   over a few thousand text files in nested directories, about 150,000 objects in a few tens
+ *   of MB. Object count is what makes a clone without a bitmap slow (every object enumerated),
+ *   so this is the repository on which the maintenance benchmark shows what bitmaps save.
  */
 import { spawn } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
@@ -222,9 +226,52 @@ const large: RepoSpec = {
   },
 };
 
-export const SPECS = { medium, large } as const;
+const historyParams = { seed: 'history-1', commits: 15000, topDirs: 16, subDirs: 12, textFiles: 3000 };
 
-async function describe(dir: string, env: NodeJS.ProcessEnv): Promise<Omit<RepoInfo, 'path'>> {
+const history: RepoSpec = {
+  name: 'history',
+  params: historyParams,
+  config: [],
+  async write(fi) {
+    const p = historyParams;
+    const rng = new Rng(p.seed);
+    const text = textSource(rng);
+    const files = new Map<string, string[]>();
+    const dirs: string[] = [];
+    for (let t = 0; t < p.topDirs; t++) {
+      const top = `${text.word()}${t}`;
+      for (let d = 0; d < p.subDirs; d++) dirs.push(`${top}/${text.word()}${d}`);
+    }
+    const newPath = () => `${rng.pick(dirs)}/${text.word()}-${files.size}.${rng.pick(['c', 'h', 'ts', 'md'])}`;
+    let previous = 0;
+    for (let n = 0; n < p.commits; n++) {
+      const changes = new Map<string, string | Buffer | null>();
+      if (n === 0) {
+        for (let i = 0; i < p.textFiles; i++) files.set(newPath(), text.lines(rng.int(10, 80)));
+        for (const [file, content] of files) changes.set(file, content.join('\n') + '\n');
+      } else {
+        const paths = [...files.keys()];
+        for (let k = rng.int(1, 3); k > 0; k--) {
+          const file = rng.pick(paths);
+          files.set(file, editLines(rng, text, files.get(file)!));
+          changes.set(file, files.get(file)!.join('\n') + '\n');
+        }
+        if (rng.next() < 0.1) {
+          const file = newPath();
+          files.set(file, text.lines(rng.int(10, 80)));
+          changes.set(file, files.get(file)!.join('\n') + '\n');
+        }
+      }
+      previous = await fi.commit('refs/heads/main', n, `${text.lines(1)[0]!.trim()}\n\nChange ${n}.\n`, changes);
+      if (n > 0 && n % 1000 === 0) await fi.tag(`v${n / 1000}.0`, previous, n, `Release ${n / 1000}.0\n`);
+    }
+  },
+};
+
+export const SPECS = { medium, large, history } as const;
+
+/** Head, commit and object counts and pack size of a repository. */
+export async function describeRepo(dir: string, env: NodeJS.ProcessEnv): Promise<Omit<RepoInfo, 'path'>> {
   const git = (...args: string[]) => run('git', ['--git-dir', dir, ...args], { env }).then((r) => r.stdout.trim());
   const counts = Object.fromEntries(
     (await git('count-objects', '-v')).split('\n').map((l) => l.split(': ') as [string, string]),
@@ -279,11 +326,29 @@ export async function ensureRepo(
   if (code !== 0) throw new Error(`git fast-import failed (exit ${code}): ${stderr.trim()}`);
 
   // Recompute deltas once here; served copies reuse them (`repack -adb`), as a server would.
-  await repackForServing(tmp, env, { recompute: spec.name === 'medium' });
-  const info = await describe(tmp, env);
+  await repackForServing(tmp, env, { recompute: spec.name !== 'large' });
+  const info = await describeRepo(tmp, env);
   await writeFile(path.join(tmp, 'bench-stamp.json'), JSON.stringify({ key: wanted, info }, null, 2) + '\n');
   await rm(dir, { recursive: true, force: true });
   await rename(tmp, dir);
   say(`generated ${spec.name}: ${(info.packBytes / MiB).toFixed(1)} MiB of pack, ${info.objects} objects, ${info.commits} commits, in ${((Date.now() - started) / 1000).toFixed(0)} s`);
   return { path: dir, ...info };
+}
+
+/**
+ * Adds one small commit on `main` of a bare repository with plumbing (no work tree): a new
+ * version of `bench-changes.txt` at the top. Its objects are loose, as a small push leaves
+ * them. Deterministic for a given `n`. Returns the commit id.
+ */
+export async function addCommit(dir: string, env: NodeJS.ProcessEnv, n: number): Promise<string> {
+  const when = `${START_TIME + 10_000_000 + n * 60} +0000`;
+  const commitEnv = { ...env, GIT_AUTHOR_NAME: 'Bench Author', GIT_AUTHOR_EMAIL: 'bench@example.com', GIT_AUTHOR_DATE: when, GIT_COMMITTER_NAME: 'Bench Author', GIT_COMMITTER_EMAIL: 'bench@example.com', GIT_COMMITTER_DATE: when };
+  const git = async (args: string[], input?: string) => (await run('git', ['--git-dir', dir, ...args], { env: commitEnv, ...(input !== undefined && { input }) })).stdout.trim();
+  const blob = await git(['hash-object', '-w', '--stdin'], `change ${n}\n`);
+  const entries = (await git(['ls-tree', 'HEAD'])).split('\n').filter((l) => l && !l.endsWith('\tbench-changes.txt'));
+  entries.push(`100644 blob ${blob}\tbench-changes.txt`);
+  const tree = await git(['mktree'], entries.join('\n') + '\n');
+  const commit = await git(['commit-tree', tree, '-p', 'HEAD', '-m', `Bench change ${n}`]);
+  await git(['update-ref', 'refs/heads/main', commit]);
+  return commit;
 }
