@@ -219,7 +219,7 @@ export class MaintenanceScheduler {
               repo_path: entry.target.repoPath,
               result,
               duration_ms: Math.round(Number(process.hrtime.bigint() - started) / 1e6),
-              err: (err as Error).message,
+              err: err instanceof Error ? err.message : String(err),
             },
             'repository maintenance failed',
           );
