@@ -27,6 +27,9 @@ import { createLfsMetrics } from './lfs/metrics.js';
 import { createLfsObjects } from './lfs/objects.js';
 import { createLocks } from './lfs/locks.js';
 import { createSigner, loadSigningKey } from './lfs/signing.js';
+import { now } from './meta/db.js';
+import { appendEvent } from './meta/snapshots.js';
+import { createSnapshotMetrics, SnapshotWorker } from './snapshots/worker.js';
 
 /** The configured ObjectStore adapter: the filesystem under <data>/objects, or S3. */
 export async function createObjectStore(config: Config, dataDir: string): Promise<ObjectStore & { destroy?(): void }> {
@@ -105,10 +108,37 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     },
   });
   const locks = createLocks(core.meta);
+  // Every repository persisted to the object store after pushes (docs/design/snapshots.md).
+  const snapshotWorker = config.snapshotsEnabled
+    ? new SnapshotWorker(
+        {
+          debounceMs: config.snapshotDebounceSeconds * 1000,
+          maxDelayMs: config.snapshotMaxDelaySeconds * 1000,
+          concurrency: config.snapshotConcurrency,
+          retryMaxMs: config.snapshotRetryMaxSeconds * 1000,
+        },
+        {
+          meta: core.meta,
+          store: rawStore,
+          repoPath: (id) => core.repos.diskPath(id),
+          log: log.child({ component: 'snapshots' }),
+          metrics: createSnapshotMetrics(metrics.registry),
+        },
+      )
+    : undefined;
+  /** Event-log writes from hooks: a failure is logged, never turned into a failed push. */
+  const pushEvent = async (repoId: string, kind: 'push-begin' | 'push-end', call: { env: Record<string, string> }) => {
+    try {
+      await appendEvent(core.meta.db, repoId, kind, now(), { request_id: call.env['GITSTRATUM_REQUEST_ID'] || null });
+    } catch (err) {
+      log.error({ err, repo_id: repoId, kind }, 'push event not recorded');
+    }
+  };
 
   hooks.on('pre-receive', async (call) => {
     const repoId = hookRepoId(call);
     if (!repoId) return { code: 0 };
+    await pushEvent(repoId, 'push-begin', call);
     const quarantine: Record<string, string> = {};
     for (const key of ['GIT_QUARANTINE_PATH', 'GIT_OBJECT_DIRECTORY', 'GIT_ALTERNATE_OBJECT_DIRECTORIES']) {
       if (call.env[key]) quarantine[key] = call.env[key]!;
@@ -127,6 +157,9 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     if (repoId) {
       // First: it cannot fail, and the audit write below may.
       maintenance?.notify(repoId, core.repos.diskPath(repoId));
+      // Before the audit write, which may fail: push-end is what marks the repository dirty.
+      await pushEvent(repoId, 'push-end', call);
+      snapshotWorker?.notify(repoId);
       await core.repos.recordPush(
         repoId,
         { actorId: call.env['GITSTRATUM_ACTOR_ID'] || null, actorName: call.env['GITSTRATUM_ACTOR_NAME'] || 'local' },
@@ -179,6 +212,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     async listen() {
       await installHooks(core.dataDir);
       await hooks.listen();
+      snapshotWorker?.start();
       return http.listen({ host: config.host, port: config.port });
     },
     async close() {
@@ -187,6 +221,8 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       await packCache?.close();
       // Aborts a running repack (killing its process group) rather than waiting for it.
       await maintenance?.close();
+      // Aborts a snapshot upload in flight: it leaves no object and no row, the repository dirty.
+      await snapshotWorker?.close();
       await hooks.close();
       rawStore.destroy?.();
       await core.close();

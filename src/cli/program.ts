@@ -11,6 +11,7 @@ import { systemActor } from '../access/policy.js';
 import { invalid, isDomainError } from '../shared/errors.js';
 import { parseRepoPath } from '../repos/names.js';
 import type { Role } from '../meta/schema.js';
+import type { RestoredRepository, SnapshotAdminDeps } from '../snapshots/admin.js';
 
 interface CommonOpts {
   data?: string;
@@ -37,6 +38,7 @@ function configFrom(opts: CommonOpts & Record<string, unknown>): Config {
 /** Opens the core, runs the action, prints its result, closes. */
 function admin<A extends unknown[]>(
   run: (core: Core, ...args: A) => Promise<{ text: string | string[]; json: unknown }>,
+  passCommand = false,
 ) {
   return async (...args: unknown[]) => {
     const cmd = args[args.length - 1] as Command;
@@ -45,13 +47,57 @@ function admin<A extends unknown[]>(
     const { openCore } = await import('../core.js');
     const core = await openCore(config);
     try {
-      const out = await run(core, ...(args.slice(0, -1) as A));
+      const out = await run(core, ...((passCommand ? args : args.slice(0, -1)) as A));
       if (opts.json) process.stdout.write(JSON.stringify(out.json, null, 2) + '\n');
       else process.stdout.write([out.text].flat().join('\n') + '\n');
     } finally {
       await core.close();
     }
   };
+}
+
+/** Adds every setting of the schema not already an option, as --kebab-case (commands that need the object store). */
+function withSettings(cmd: Command): Command {
+  const named = new Set(cmd.options.map((o) => o.attributeName()));
+  for (const key of configKeys) {
+    if (named.has(key)) continue;
+    cmd.option(`--${key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} <value>`, `setting ${key} (also ${envName(key)})`);
+  }
+  return cmd;
+}
+
+/** Like admin(), with the configured object store and what snapshot operations need. */
+function snapshotAdmin<A extends unknown[]>(
+  run: (deps: SnapshotAdminDeps, opts: Record<string, unknown>, ...args: A) => Promise<{ text: string | string[]; json: unknown }>,
+) {
+  return admin(async (core, ...args: unknown[]) => {
+    const cmd = args[args.length - 1] as Command;
+    const { createObjectStore } = await import('../app.js');
+    const { repositoryConfig } = await import('../repos/service.js');
+    const store = await createObjectStore(core.config, core.dataDir);
+    try {
+      const deps = { meta: core.meta, store, dataDir: core.dataDir, repoPath: (id: string) => core.repos.diskPath(id), repoConfig: repositoryConfig() };
+      return await run(deps, cmd.opts(), ...(args.slice(0, -1) as A));
+    } finally {
+      store.destroy?.();
+    }
+  }, true);
+}
+
+/** A one-line progress report on a terminal; nothing when stderr is not one. */
+function progress(p: { index: number; of: number; bytes: number; snapshot: string }): void {
+  if (process.stderr.isTTY) process.stderr.write(`\rrestoring: snapshot ${p.index}/${p.of}, ${(p.bytes / 1048576).toFixed(1)} MiB`);
+  if (process.stderr.isTTY && p.index === p.of) process.stderr.write('\n');
+}
+
+function describeRestore(r: RestoredRepository): string[] {
+  const from = r.snapshot ? `snapshot ${r.snapshot.id} of ${r.snapshot.createdAt} (chain of ${r.chain.length})` : 'no snapshot (empty repository)';
+  const lines = [`restored ${r.repository} from ${from}: ${r.refs} refs, ${r.bytes} bytes, to ${r.target}`];
+  if (r.unpersistedPushes.length > 0) {
+    lines.push(`warning: ${r.unpersistedPushes.length} acknowledged push(es) after this snapshot are not in it:`);
+    for (const p of r.unpersistedPushes) lines.push(`  push at ${p.at}${p.details['request_id'] ? ` (request ${String(p.details['request_id'])})` : ''}`);
+  }
+  return lines;
 }
 
 export function buildProgram(): Command {
@@ -207,6 +253,45 @@ export function buildProgram(): Command {
     admin(async (core, id: string) => {
       const t = await core.accounts.revokeToken(systemActor, id);
       return { text: `revoked token ${t.id} of ${t.user}`, json: t };
+    }),
+  );
+
+  // Snapshots and restore (docs/design/snapshots.md). They reach the object store, so every
+  // setting is a flag here as it is for serve.
+  const snapshot = program.command('snapshot').description('repository snapshots in the object store');
+  withSettings(common(snapshot.command('list <owner/space/repo>').description("list a repository's snapshots, oldest first"))).action(
+    snapshotAdmin(async (deps, _opts, repoPath: string) => {
+      const list = await (await import('../snapshots/admin.js')).listRepoSnapshots(deps, repoPath);
+      return { text: list.map((s) => `${s.id}\t${s.kind}\t${s.createdAt}\t${s.objectCount} objects\t${s.byteSize} bytes`), json: list };
+    }),
+  );
+  withSettings(common(snapshot.command('create <owner/space/repo>').description('write a snapshot now').option('--full', 'a full snapshot, not an incremental one'))).action(
+    snapshotAdmin(async (deps, opts, repoPath: string) => {
+      const s = await (await import('../snapshots/admin.js')).snapshotNow(deps, repoPath, { full: !!opts['full'] });
+      return { text: `wrote ${s.kind} snapshot ${s.id} of ${repoPath}: ${s.objectCount} objects, ${s.byteSize} bytes`, json: s };
+    }),
+  );
+  withSettings(
+    common(
+      program
+        .command('restore [owner/space/repo]')
+        .description('rebuild a repository from its snapshots (the latest, or --at/--before); --all rebuilds every repository missing from disk')
+        .option('--at <snapshot>', 'restore this snapshot')
+        .option('--before <time>', 'restore the last snapshot at or before this ISO-8601 time')
+        .option('--to <dir>', 'restore into this new directory instead of the repository’s own')
+        .option('--all', 'restore every repository whose directory is missing'),
+    ),
+  ).action(
+    snapshotAdmin(async (deps, opts, repoPath?: string) => {
+      if (opts['all']) {
+        if (repoPath || opts['at'] || opts['before'] || opts['to']) throw invalid('invalid_argument', '--all takes no repository, --at, --before or --to');
+        const all = await (await import('../snapshots/admin.js')).restoreAll(deps, { onProgress: progress });
+        return { text: [...all.restored.flatMap(describeRestore), `${all.restored.length} restored, ${all.present.length} already present`], json: all };
+      }
+      if (!repoPath) throw invalid('invalid_argument', 'name a repository (OWNER/SPACE/REPO) or pass --all');
+      if (opts['at'] && opts['before']) throw invalid('invalid_argument', '--at and --before exclude each other');
+      const r = await (await import('../snapshots/admin.js')).restoreOne(deps, repoPath, { at: opts['at'] as string | undefined, before: opts['before'] as string | undefined, to: opts['to'] as string | undefined, onProgress: progress });
+      return { text: describeRestore(r), json: r };
     }),
   );
 

@@ -84,6 +84,16 @@ export const configSchema = z
     lfsActionExpiresSeconds: z.coerce.number().int().min(60).max(7 * 86400).default(3600),
     /** Secret for signed LFS transfer authorizations; every frontend needs the same. Default: <data>/signing.key. */
     signingSecret: z.string().min(32).optional(),
+    /** Persist every repository to the object store as snapshots, in `serve` (docs/design/snapshots.md). */
+    snapshotsEnabled: z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]).default(true),
+    /** Quiet time after a repository's last push before it is snapshotted; a burst of pushes costs one snapshot. */
+    snapshotDebounceSeconds: z.coerce.number().min(0).default(2),
+    /** Longest a repository pushed to without pause waits for its snapshot (the RPO target). */
+    snapshotMaxDelaySeconds: z.coerce.number().min(0).default(10),
+    /** Repositories snapshotted at once. */
+    snapshotConcurrency: positiveInt.default(1),
+    /** Longest wait between retries of a failing snapshot (the backoff doubles from 1 s up to this). */
+    snapshotRetryMaxSeconds: positiveInt.default(60),
     /** Default branch of new repositories. */
     defaultBranch: z.string().regex(/^[A-Za-z0-9._/-]+$/).default('main'),
   })

@@ -10,25 +10,31 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { openMetaStore, now, type MetaStore } from '../meta/db.js';
+import { now, type MetaStore } from '../meta/db.js';
+import { configSchema } from '../config/schema.js';
+import { openCore, type Core } from '../core.js';
+import { systemActor } from '../access/policy.js';
 import * as snapshots from '../meta/snapshots.js';
 import { createFsStore } from '../storage/fs-store.js';
-import { initBare } from '../git/command.js';
 import { createSnapshot, readRefs } from './create.js';
 import { restoreRepository } from './restore.js';
 
 const exec = promisify(execFile);
 let dir: string;
 let meta: MetaStore;
+let core: Core;
 let home: string;
 
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-snap-'));
   home = path.join(dir, 'home');
-  meta = await openMetaStore({ dataDir: path.join(dir, 'data') });
+  core = await openCore(configSchema.parse({ data: path.join(dir, 'data') }));
+  meta = core.meta;
+  await core.accounts.createUser(systemActor, 'alice');
+  await core.repos.createSpace(systemActor, 'alice/main');
 });
 after(async () => {
-  await meta.close();
+  await core.close();
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -59,9 +65,9 @@ async function refsOf(repo: string) {
 
 test('full then incremental snapshots restore exactly, latest and older, with deletes and rewinds', async () => {
   const store = createFsStore(path.join(dir, 'objects'));
-  const repoId = '01JSNAPTEST0000000000000001';
-  const bare = path.join(dir, 'repos', `${repoId}.git`);
-  await initBare(bare, 'main');
+  const created = await core.repos.createRepo(systemActor, 'alice/main/snap');
+  const repoId = created.id;
+  const bare = created.path;
   const work = path.join(dir, 'work');
   await git(['init', '-q', '-b', 'main', work]);
   await commit(work, 3, 'one');

@@ -20,9 +20,71 @@ import * as snapshots from '../meta/snapshots.js';
 import { systemActor } from '../access/policy.js';
 import { createFsStore } from '../storage/fs-store.js';
 import { faulty } from '../storage/faulty-store.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { randomBytes } from 'node:crypto';
+import { Transform } from 'node:stream';
 import { createSnapshotMetrics, SnapshotWorker } from './worker.js';
 
 const exec = promisify(execFile);
+
+async function setup(dir: string, content: Buffer | string) {
+  const core = await openCore(configSchema.parse({ data: path.join(dir, 'data') }));
+  await core.accounts.createUser(systemActor, 'alice');
+  await core.repos.createSpace(systemActor, 'alice/main');
+  const repo = await core.repos.createRepo(systemActor, 'alice/main/r');
+  const env = { PATH: process.env['PATH'], HOME: dir, GIT_CONFIG_NOSYSTEM: '1', GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@e', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@e' };
+  const work = path.join(dir, 'work');
+  await exec('git', ['init', '-q', '-b', 'main', work], { env });
+  await writeFile(path.join(work, 'a.bin'), content);
+  await exec('git', ['add', '-A'], { cwd: work, env });
+  await exec('git', ['commit', '-q', '-m', 'one'], { cwd: work, env });
+  await exec('git', ['push', '-q', repo.path, 'main'], { cwd: work, env });
+  await snapshots.appendEvent(core.meta.db, repo.id, 'push-end', now());
+  return { core, repo };
+}
+
+test('a worker stopped in the middle of an upload leaves no object, no snapshot row, and the repository dirty', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-worker-'));
+  const { core, repo } = await setup(dir, randomBytes(4 * 1024 * 1024));
+  try {
+    const inner = createFsStore(path.join(dir, 'objects'));
+    let streamed = 0;
+    // The upload crawls: 64 KiB every 20 ms.
+    const slow: ObjectStore = {
+      ...inner,
+      put(key, body, opts) {
+        const crawl = new Transform({
+          highWaterMark: 64 * 1024,
+          transform(chunk: Buffer, _enc, done) {
+            streamed += chunk.length;
+            setTimeout(() => done(null, chunk), 20);
+          },
+        });
+        body.on('error', (err) => crawl.destroy(err));
+        return inner.put(key, body.pipe(crawl), opts);
+      },
+    };
+    const worker = new SnapshotWorker(
+      { debounceMs: 0, maxDelayMs: 10_000, concurrency: 1, retryMaxMs: 1000, pollMs: 50 },
+      { meta: core.meta, store: slow, repoPath: (id) => core.repos.diskPath(id), log: pino({ level: 'silent' }) },
+    );
+    worker.start();
+    const deadline = Date.now() + 10_000;
+    while (streamed < 256 * 1024) {
+      assert.ok(Date.now() < deadline, 'the upload did not start');
+      await sleep(10);
+    }
+    await worker.close();
+    assert.deepEqual(await snapshots.listSnapshots(core.meta.db, repo.id), []);
+    assert.deepEqual((await snapshots.dirtyRepositories(core.meta.db)).map((d) => d.repositoryId), [repo.id]);
+    const objects = [];
+    for await (const o of inner.list('snapshots/')) objects.push(o);
+    assert.deepEqual(objects, []);
+  } finally {
+    await core.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
 
 test('a store outage is retried with backoff; the push is persisted once the store is back', async () => {
   const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-worker-'));

@@ -1,0 +1,94 @@
+/**
+ * The snapshot operations the admin CLI offers, by repository path: list, snapshot now,
+ * restore one (latest, --at, --before, --to) and restore every repository whose directory is
+ * missing (a data directory whose repos/ was lost).
+ */
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { MetaStore } from '../meta/db.js';
+import * as repositories from '../meta/repositories.js';
+import * as snapshots from '../meta/snapshots.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { notFound } from '../shared/errors.js';
+import { parseRepoPath } from '../repos/names.js';
+import { createSnapshot } from './create.js';
+import { restoreRepository, type RestoreOptions, type RestoreResult } from './restore.js';
+
+export interface SnapshotAdminDeps {
+  meta: MetaStore;
+  store: ObjectStore;
+  dataDir: string;
+  repoPath: (repositoryId: string) => string;
+  /** Settings a restored repository gets (repositoryConfig()). */
+  repoConfig: readonly (readonly [string, string])[];
+}
+
+export interface RestoredRepository extends RestoreResult {
+  repository: string;
+  target: string;
+}
+
+async function findRepo(deps: SnapshotAdminDeps, repoPath: string) {
+  const where = parseRepoPath(repoPath);
+  const repo = await repositories.findRepositoryByPath(deps.meta.db, where.owner, where.space, where.repo);
+  if (!repo) throw notFound('repo_not_found', `repository not found: ${repoPath}`, { repository: repoPath });
+  return repo;
+}
+
+const label = (r: repositories.RepoRow) => `${r.ownerName}/${r.spaceName}/${r.name}`;
+
+export async function listRepoSnapshots(deps: SnapshotAdminDeps, repoPath: string): Promise<snapshots.SnapshotRow[]> {
+  return snapshots.listSnapshots(deps.meta.db, (await findRepo(deps, repoPath)).id);
+}
+
+export async function snapshotNow(deps: SnapshotAdminDeps, repoPath: string, opts: { full?: boolean } = {}): Promise<snapshots.SnapshotRow> {
+  const repo = await findRepo(deps, repoPath);
+  return createSnapshot(deps, { repositoryId: repo.id, repoPath: deps.repoPath(repo.id), ...(opts.full && { full: true }) });
+}
+
+export async function restoreOne(
+  deps: SnapshotAdminDeps,
+  repoPath: string,
+  opts: { at?: string | undefined; before?: string | undefined; to?: string | undefined; onProgress?: RestoreOptions['onProgress'] },
+): Promise<RestoredRepository> {
+  const repo = await findRepo(deps, repoPath);
+  const target = opts.to ? path.resolve(opts.to) : deps.repoPath(repo.id);
+  const result = await restoreRepository(deps, {
+    repositoryId: repo.id,
+    defaultBranch: repo.defaultBranch,
+    target,
+    // Beside the target, so the final move is a rename on one filesystem.
+    scratchRoot: opts.to ? path.dirname(target) : path.join(deps.dataDir, 'tmp'),
+    config: deps.repoConfig,
+    at: opts.at,
+    before: opts.before,
+    ...(opts.onProgress && { onProgress: opts.onProgress }),
+  });
+  return { ...result, repository: label(repo), target };
+}
+
+/** Restores the latest snapshot of every repository whose directory is missing. */
+export async function restoreAll(
+  deps: SnapshotAdminDeps,
+  opts: { onProgress?: RestoreOptions['onProgress'] } = {},
+): Promise<{ restored: RestoredRepository[]; present: string[] }> {
+  const restored: RestoredRepository[] = [];
+  const present: string[] = [];
+  for (const repo of await repositories.listRepositories(deps.meta.db)) {
+    const target = deps.repoPath(repo.id);
+    if (await stat(target).catch(() => undefined)) {
+      present.push(label(repo));
+      continue;
+    }
+    const result = await restoreRepository(deps, {
+      repositoryId: repo.id,
+      defaultBranch: repo.defaultBranch,
+      target,
+      scratchRoot: path.join(deps.dataDir, 'tmp'),
+      config: deps.repoConfig,
+      ...(opts.onProgress && { onProgress: opts.onProgress }),
+    });
+    restored.push({ ...result, repository: label(repo), target });
+  }
+  return { restored, present };
+}

@@ -1,0 +1,142 @@
+/**
+ * Snapshots end to end, with the real git client, the real server and its snapshot worker, for
+ * the filesystem and the S3 (s3rver) object stores: pushes become a full then incremental
+ * snapshots; a branch deleted and another force-pushed backwards are persisted as such; after
+ * the repository directory (then all of repos/) is deleted, `gitstratum restore` brings back
+ * exactly the refs, fsck-clean and servable; `--at` restores an older snapshot's refs.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Git, Server, tempDir } from './harness.js';
+import { startS3, type TestS3 } from '../support/s3.js';
+
+interface SnapshotJson {
+  id: string;
+  kind: 'full' | 'incremental';
+  objectCount: number;
+}
+
+for (const backend of ['filesystem', 's3'] as const) {
+  describe(`snapshots on ${backend}`, () => {
+    let s3: TestS3 | undefined;
+    let server: Server;
+    let git: Git;
+    let token: string;
+    let storeArgs: string[] = [];
+
+    before(async () => {
+      if (backend === 's3') {
+        s3 = await startS3();
+        storeArgs = [
+          '--object-store', 's3', '--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-region', s3.region,
+          '--s3-force-path-style', 'true', '--s3-access-key-id', s3.accessKeyId, '--s3-secret-access-key', s3.secretAccessKey,
+        ];
+      }
+      server = await Server.start({ args: ['--snapshot-debounce-seconds', '0', '--maintenance-enabled', 'false', ...storeArgs] });
+      await server.cliOk(['user', 'create', 'alice']);
+      await server.cliOk(['space', 'create', 'alice/main']);
+      token = await server.token('alice', 'write');
+      git = await Git.create();
+    });
+    after(async () => {
+      await server?.cleanup();
+      await s3?.stop();
+    });
+
+    const cli = (args: string[]) => server.cliOk([...args, ...storeArgs]);
+    const list = async (repo: string) => JSON.parse(await cli(['snapshot', 'list', repo, '--json'])) as SnapshotJson[];
+
+    async function metric(name: string): Promise<number> {
+      const text = await (await fetch(new URL('/metrics', server.url))).text();
+      const line = text.split('\n').find((l) => l.startsWith(name + ' '));
+      return Number(line?.split(' ').pop());
+    }
+
+    /** Waits until the repository has `count` snapshots and nothing is dirty. */
+    async function persisted(repo: string, count: number): Promise<SnapshotJson[]> {
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        const snaps = await list(repo);
+        if (snaps.length >= count && (await metric('gitstratum_snapshot_dirty_repositories')) === 0) return snaps;
+        assert.ok(Date.now() < deadline, `${repo}: ${snaps.length} snapshots, expected ${count}`);
+        await sleep(100);
+      }
+    }
+
+    async function refsOnDisk(repoPath: string): Promise<string> {
+      const refs = await git.ok(['--git-dir', repoPath, 'for-each-ref', '--format=%(objectname) %(refname)']);
+      const head = await git.ok(['--git-dir', repoPath, 'symbolic-ref', 'HEAD']);
+      return `${refs}HEAD -> ${head}`;
+    }
+
+    async function fsckClean(repoPath: string): Promise<void> {
+      const r = await git.run(['--git-dir', repoPath, 'fsck', '--strict', '--no-progress']);
+      assert.equal(r.code, 0, r.stderr);
+    }
+
+    test('pushes → full then incremental snapshots → repository lost → restored exactly, latest and older', async () => {
+      const name = 'alice/main/proj';
+      const created = JSON.parse(await server.cliOk(['repo', 'create', name, '--json'])) as { path: string };
+      const url = server.repoUrl(`${name}.git`, token);
+      const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 3, seed: 5 });
+      await git.ok(['push', '-q', url, 'main', 'main:refs/heads/doomed', 'main:refs/heads/feature'], { cwd: work });
+      const [first] = await persisted(name, 1);
+      assert.equal(first!.kind, 'full');
+      const firstRefs = await refsOnDisk(created.path);
+
+      await git.commits(work, 2, { seed: 6 });
+      await git.ok(['tag', '-a', '-m', 'release', 'v1'], { cwd: work });
+      await git.ok(['push', '-q', url, 'main', 'v1', 'main:refs/heads/feature'], { cwd: work });
+      await persisted(name, 2);
+
+      // A deleted branch and a force-push backwards: no new objects, new refs.
+      await git.ok(['push', '-q', '--force', url, ':refs/heads/doomed', 'main~4:refs/heads/feature'], { cwd: work });
+      const snaps = await persisted(name, 3);
+      assert.deepEqual(snaps.map((s) => s.kind), ['full', 'incremental', 'incremental']);
+      assert.equal(snaps[2]!.objectCount, 0);
+      const latestRefs = await refsOnDisk(created.path);
+      assert.doesNotMatch(latestRefs, /doomed/);
+
+      await rm(created.path, { recursive: true, force: true });
+      const out = await cli(['restore', name]);
+      assert.match(out, new RegExp(`restored ${name} from snapshot ${snaps[2]!.id}`));
+      assert.doesNotMatch(out, /warning/);
+      assert.equal(await refsOnDisk(created.path), latestRefs);
+      await fsckClean(created.path);
+      // And the server serves it.
+      const clone = path.join(await tempDir(), 'clone');
+      await git.ok(['clone', '-q', url, clone]);
+      assert.equal(await git.revParse(clone, 'HEAD'), await git.revParse(work, 'HEAD'));
+
+      const older = path.join(await tempDir(), 'older.git');
+      await cli(['restore', name, '--at', first!.id, '--to', older]);
+      assert.equal(await refsOnDisk(older), firstRefs);
+      await fsckClean(older);
+    });
+
+    test('restore --all rebuilds every repository after repos/ is lost', async () => {
+      const names = ['alice/main/one', 'alice/main/two'];
+      const before = new Map<string, string>();
+      for (const [i, name] of names.entries()) {
+        const created = JSON.parse(await server.cliOk(['repo', 'create', name, '--json'])) as { path: string };
+        const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 2, seed: 40 + i });
+        await git.ok(['push', '-q', server.repoUrl(`${name}.git`, token), 'main'], { cwd: work });
+        await persisted(name, 1);
+        before.set(name, created.path);
+      }
+      const refs = new Map<string, string>();
+      for (const [name, p] of before) refs.set(name, await refsOnDisk(p));
+      await rm(path.join(server.dataDir, 'repos'), { recursive: true, force: true });
+      const out = await cli(['restore', '--all']);
+      assert.match(out, /restored alice\/main\/one/);
+      assert.match(out, /restored alice\/main\/two/);
+      for (const [name, p] of before) {
+        assert.equal(await refsOnDisk(p), refs.get(name), name);
+        await fsckClean(p);
+      }
+    });
+  });
+}
