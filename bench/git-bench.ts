@@ -17,14 +17,14 @@
  *   --workers N  BENCH_FCGI_WORKERS  fcgiwrap workers (default 4)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { accessSync, constants, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startGitstratum } from './gitstratum-server.js';
 import { httpBackendPath, startHttpBackend } from './http-backend-peer.js';
-import { installCleanup, run, stopAll, wasInterrupted } from './processes.js';
+import { findExecutable, installCleanup, run, stopAll, wasInterrupted } from './processes.js';
 import { currentRss, ownCpuSeconds, peakRss, resetPeakRss, sampleRss, treeCpuSeconds, waitForTree } from './proc-stats.js';
 import { ensureRepo, repackForServing, SPECS, type RepoInfo } from './repo-generator.js';
 import { mib, ratiosTable, resultsTable, type Cell, type Sample } from './report.js';
@@ -67,20 +67,6 @@ function parseOptions(argv: string[]): Options {
 }
 
 const say = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
-
-function findExecutable(name: string): string | undefined {
-  const dirs = [...(process.env['PATH'] ?? '').split(':'), '/usr/sbin', '/sbin', '/usr/local/sbin'];
-  for (const dir of dirs.filter(Boolean)) {
-    const file = path.join(dir, name);
-    try {
-      accessSync(file, constants.X_OK);
-      return file;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 /** nginx and fcgiwrap from Debian's packages, installed when missing and we are root. */
 async function prerequisites(): Promise<{ nginx: string; fcgiwrap: string }> {

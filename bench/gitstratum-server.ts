@@ -15,13 +15,16 @@ export interface GitstratumServer {
   /** Base URL with the token's credentials, e.g. http://git:TOKEN@127.0.0.1:PORT */
   authUrl: string;
   url: string;
+  /** The write-scoped access token of `alice`. */
+  token: string;
   dataDir: string;
   /** Creates `alice/bench/<name>` and returns its directory on disk. */
   createRepo(name: string): Promise<string>;
   stop(): Promise<void>;
 }
 
-export async function startGitstratum(root: string, dataDir: string, env: NodeJS.ProcessEnv): Promise<GitstratumServer> {
+/** `serveArgs`: extra `gitstratum serve` flags (settings), after the defaults above. */
+export async function startGitstratum(root: string, dataDir: string, env: NodeJS.ProcessEnv, serveArgs: readonly string[] = []): Promise<GitstratumServer> {
   const bin = path.join(root, 'bin', 'gitstratum.js');
   const cli = async (...args: string[]) => (await run(process.execPath, [bin, ...args, '--data', dataDir], { env, timeoutMs: 60_000 })).stdout;
 
@@ -59,6 +62,7 @@ export async function startGitstratum(root: string, dataDir: string, env: NodeJS
     pid,
     url,
     authUrl,
+    token,
     dataDir,
     async createRepo(name) {
       const out = await cli('repo', 'create', `alice/bench/${name}`, '--json');

@@ -6,14 +6,15 @@
  * otherwise be lost (fcgiwrap ignores SIGCHLD; see /work/shared/BENCHMARKING.md).
  *
  * Server CPU = CPU of the nginx and fcgiwrap process trees + what the wrapper reports.
+ *
+ * `startNginx` (nginx alone under a temp prefix) also serves the LFS benchmark's static peer.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { childrenOf, run, stop, track } from './processes.js';
+import { childrenOf, freePort, run, stop, track } from './processes.js';
 import { childPids, ignoresSigchld, ownCpuSeconds, peakRss, resetPeakRss, treeCpuSeconds, treeOf, waitForTree } from './proc-stats.js';
 
 export interface PeerOptions {
@@ -48,20 +49,28 @@ export function httpBackendPath(): string {
   return path.join(execFileSync('git', ['--exec-path'], { encoding: 'utf8' }).trim(), 'git-http-backend');
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
+export interface Nginx {
+  pid: number;
+  port: number;
+  /** http://127.0.0.1:<port> */
+  url: string;
+  stop(): Promise<void>;
 }
 
-function nginxConf(prefix: string, port: number, opts: { wrapper: string; projectRoot: string; rusageLog: string; gitHome: string }): string {
+/**
+ * nginx in the foreground under `prefix` (configuration, pid file, error log and temp
+ * directories all there), listening on a free port of 127.0.0.1 with the given `server`
+ * directives and extra `http` ones. Registered for stopping by PID; resolves once its workers
+ * run (the master has bound the port before it forks them).
+ */
+export async function startNginx(nginxBin: string, prefix: string, blocks: { http?: string; server: string }, env: NodeJS.ProcessEnv): Promise<Nginx> {
   const tmp = (name: string) => path.join(prefix, 'tmp', name);
-  return `# Written by bench/http-backend-peer.ts for one benchmark run.
+  await mkdir(path.join(prefix, 'tmp'), { recursive: true });
+  const port = await freePort();
+  const conf = path.join(prefix, 'nginx.conf');
+  await writeFile(
+    conf,
+    `# Written by bench/http-backend-peer.ts for one benchmark run.
 daemon off;
 master_process on;
 worker_processes auto;
@@ -76,9 +85,31 @@ http {
   scgi_temp_path ${tmp('scgi')};
   uwsgi_temp_path ${tmp('uwsgi')};
   client_max_body_size 0;
+${blocks.http ?? ''}
   server {
     listen 127.0.0.1:${port};
-    location / {
+${blocks.server}
+  }
+}
+`,
+  );
+  const child = spawn(nginxBin, ['-p', prefix, '-c', conf, '-e', path.join(prefix, 'error.log')], {
+    env: { PATH: env['PATH'] },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const pid = child.pid!;
+  track(pid, 'nginx');
+  const deadline = Date.now() + 15_000;
+  while (childPids(pid).length === 0) {
+    if (child.exitCode !== null) throw new Error(`nginx exited at start; see ${prefix}/error.log`);
+    if (Date.now() > deadline) throw new Error(`nginx not ready within 15 s; see ${prefix}/error.log`);
+    await sleep(50);
+  }
+  return { pid, port, url: `http://127.0.0.1:${port}`, stop: () => stop(pid) };
+}
+
+function fcgiServer(prefix: string, opts: { wrapper: string; projectRoot: string; rusageLog: string; gitHome: string }): string {
+  return `    location / {
       fastcgi_pass unix:${prefix}/fcgiwrap.sock;
       fastcgi_read_timeout 600s;
       fastcgi_send_timeout 600s;
@@ -99,17 +130,14 @@ http {
       fastcgi_param HOME ${opts.gitHome};
       fastcgi_param BENCH_HTTP_BACKEND ${httpBackendPath()};
       fastcgi_param BENCH_RUSAGE_LOG ${opts.rusageLog};
-    }
-  }
-}
-`;
+    }`;
 }
 
 export async function startHttpBackend(root: string, prefix: string, opts: PeerOptions, env: NodeJS.ProcessEnv): Promise<HttpBackendPeer> {
   const projectRoot = path.join(prefix, 'repos');
   const rusageLog = path.join(prefix, 'rusage.log');
   const wrapper = path.join(root, 'bench', 'cgi-rusage.pl');
-  for (const dir of ['tmp', 'repos/alice/bench']) await mkdir(path.join(prefix, dir), { recursive: true });
+  await mkdir(path.join(projectRoot, 'alice', 'bench'), { recursive: true });
   await writeFile(rusageLog, '');
 
   const socket = path.join(prefix, 'fcgiwrap.sock');
@@ -121,25 +149,18 @@ export async function startHttpBackend(root: string, prefix: string, opts: PeerO
   // The parent leaves its pre-forked workers running on TERM: they are stopped by PID first.
   track(fcgiPid, 'fcgiwrap', { alsoStop: childrenOf(fcgiPid) });
 
-  const port = await freePort();
-  const conf = path.join(prefix, 'nginx.conf');
-  await writeFile(conf, nginxConf(prefix, port, { wrapper, projectRoot, rusageLog, gitHome: opts.gitHome }));
-  const nginx = spawn(opts.nginx, ['-p', prefix, '-c', conf, '-e', path.join(prefix, 'error.log')], {
-    env: { PATH: env['PATH'] },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const nginxPid = nginx.pid!;
-  track(nginxPid, 'nginx');
-
-  // Ready when fcgiwrap has its workers and its socket, and nginx its workers.
+  // Ready when fcgiwrap has its workers and its socket; then nginx in front of it.
   const deadline = Date.now() + 15_000;
-  while (childPids(fcgiPid).length < opts.workers || !existsSync(socket) || childPids(nginxPid).length === 0) {
-    if (fcgi.exitCode !== null || nginx.exitCode !== null) throw new Error(`nginx or fcgiwrap exited at start; see ${prefix}/error.log`);
-    if (Date.now() > deadline) throw new Error(`nginx/fcgiwrap not ready within 15 s; see ${prefix}/error.log`);
+  while (childPids(fcgiPid).length < opts.workers || !existsSync(socket)) {
+    if (fcgi.exitCode !== null) throw new Error('fcgiwrap exited at start');
+    if (Date.now() > deadline) throw new Error('fcgiwrap not ready within 15 s');
     await sleep(50);
   }
   // Run as root, nginx's workers drop to `nobody`: let them reach the socket in our private prefix.
   await chmod(socket, 0o666);
+  const fcgiBlock = fcgiServer(prefix, { wrapper, projectRoot, rusageLog, gitHome: opts.gitHome });
+  const nginx = await startNginx(opts.nginx, prefix, { server: fcgiBlock }, env);
+  const nginxPid = nginx.pid;
   const roots = [nginxPid, fcgiPid];
   const resident = new Set(treeOf(roots).map((p) => p.pid));
   const addsWrapperCpu = childPids(fcgiPid).every(ignoresSigchld);
@@ -155,7 +176,7 @@ export async function startHttpBackend(root: string, prefix: string, opts: PeerO
 
   const repoPath = (name: string) => path.join(projectRoot, 'alice', 'bench', `${name}.git`);
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: nginx.url,
     repoPath,
     async createRepo(name) {
       const dir = repoPath(name);

@@ -5,6 +5,9 @@
  * group with a time limit, so a hung clone is killed with everything it started.
  */
 import { spawn, type SpawnOptions } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { childPids } from './proc-stats.js';
 
@@ -147,5 +150,32 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
     });
     child.stdin!.on('error', () => {});
     child.stdin!.end(opts.input ?? '');
+  });
+}
+
+/** An executable on PATH or in the sbin directories (nginx, fcgiwrap live there). */
+export function findExecutable(name: string): string | undefined {
+  const dirs = [...(process.env['PATH'] ?? '').split(':'), '/usr/sbin', '/sbin', '/usr/local/sbin'];
+  for (const dir of dirs.filter(Boolean)) {
+    const file = path.join(dir, name);
+    try {
+      accessSync(file, constants.X_OK);
+      return file;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/** A port of 127.0.0.1 that was free a moment ago. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
   });
 }

@@ -1,4 +1,4 @@
-/** Medians, spreads and the printed tables of the git benchmark. */
+/** Medians, spreads and the printed tables of the benchmarks. */
 
 export interface Sample {
   /** Client wall time, seconds. */
@@ -25,12 +25,13 @@ export function median(values: readonly number[]): number {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
-function spread(values: readonly number[], digits: number, scale = 1): string {
+export function spread(values: readonly number[], digits: number, scale = 1): string {
   const v = values.map((x) => x / scale);
   return `${median(v).toFixed(digits)} [${Math.min(...v).toFixed(digits)}–${Math.max(...v).toFixed(digits)}]`;
 }
 
-function table(rows: string[][]): string {
+/** Left-aligned columns, two spaces apart. */
+export function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 2))).join('').trimEnd()).join('\n');
 }
