@@ -17,17 +17,17 @@
  *   --workers N  BENCH_FCGI_WORKERS  fcgiwrap workers (default 4)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startGitstratum } from './gitstratum-server.js';
-import { httpBackendPath, startHttpBackend } from './http-backend-peer.js';
-import { findExecutable, installCleanup, run, stopAll, wasInterrupted } from './processes.js';
-import { currentRss, ownCpuSeconds, peakRss, resetPeakRss, sampleRss, treeCpuSeconds, waitForTree } from './proc-stats.js';
+import { startHttpBackend } from './http-backend-peer.js';
+import { installCleanup, run, stopAll, wasInterrupted } from './processes.js';
+import { currentRss, sampleRss } from './proc-stats.js';
 import { ensureRepo, repackForServing, SPECS, type RepoInfo } from './repo-generator.js';
 import { mib, ratiosTable, resultsTable, type Cell, type Sample } from './report.js';
+import { gitstratumSide, measure, peerPrerequisites, peerSide, type Side } from './sides.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CACHE = path.join(ROOT, '.bench');
@@ -68,60 +68,9 @@ function parseOptions(argv: string[]): Options {
 
 const say = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
 
-/** nginx and fcgiwrap from Debian's packages, installed when missing and we are root. */
-async function prerequisites(): Promise<{ nginx: string; fcgiwrap: string }> {
-  if (process.platform !== 'linux') throw new Error('this benchmark reads /proc: it runs on Linux only');
-  for (const [name, file] of [['perl', '/usr/bin/perl'], ['git-http-backend', httpBackendPath()]] as const) {
-    if (!existsSync(file)) throw new Error(`${name} not found at ${file}`);
-  }
-  let nginx = findExecutable('nginx');
-  let fcgiwrap = findExecutable('fcgiwrap');
-  if (!nginx || !fcgiwrap) {
-    const missing = [!nginx && 'nginx-light', !fcgiwrap && 'fcgiwrap'].filter(Boolean).join(' ');
-    if (process.getuid?.() !== 0) {
-      throw new Error(`nginx and fcgiwrap are needed for the peer; install them with: sudo apt-get install -y ${missing}`);
-    }
-    say(`installing ${missing} from Debian's packages`);
-    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    await run('apt-get', ['update', '-qq'], { env });
-    await run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'nginx-light', 'fcgiwrap'], { env });
-    nginx = findExecutable('nginx');
-    fcgiwrap = findExecutable('fcgiwrap');
-    if (!nginx || !fcgiwrap) throw new Error('nginx or fcgiwrap still missing after apt-get install');
-  }
-  return { nginx, fcgiwrap };
-}
-
-/** What both servers are measured through. */
-interface Side {
-  name: string;
-  /** URL of `alice/bench/<name>.git`, with credentials if needed. */
-  repoUrl(name: string): string;
-  createRepo(name: string): Promise<string>;
-  repoPath(name: string): string;
-  cpuSeconds(): number;
-  /** CPU of the server's own processes, git excluded. */
-  ownCpuSeconds(): number;
-  waitIdle(): Promise<void>;
-  resetPeak(): boolean;
-  peakRss(): number;
-  /** The process whose RSS the streaming check samples. */
-  samplePid?: number;
-}
-
-async function measure(side: Side, action: () => Promise<number>): Promise<Sample> {
-  await side.waitIdle();
-  side.resetPeak();
-  const before = side.cpuSeconds();
-  const ownBefore = side.ownCpuSeconds();
-  const wall = await action();
-  await side.waitIdle();
-  return { wall, cpu: side.cpuSeconds() - before, own: side.ownCpuSeconds() - ownBefore, rss: side.peakRss() };
-}
-
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
-  const tools = await prerequisites();
+  const tools = await peerPrerequisites(say);
   const workDir = path.join(CACHE, `run-${Date.now()}-${process.pid}`);
   const cleanupDir = async () => {
     if (!opts.keep) await rm(workDir, { recursive: true, force: true });
@@ -147,10 +96,11 @@ async function main(): Promise<void> {
 
     say('starting gitstratum and nginx + fcgiwrap + git http-backend');
     const gs = await startGitstratum(ROOT, path.join(workDir, 'gitstratum'), env);
-    const gsPaths = new Map<string, string>([['big', await gs.createRepo('big')]]);
+    const gsSide = gitstratumSide(gs);
+    const gsBig = await gsSide.createRepo('big');
     // The peer's repositories get gitstratum's per-repository git settings (receive.fsckObjects,
     // core.fsync, …) so both servers do the same git work; only the hooks path differs.
-    const gsConfig = (await run('git', ['config', '--file', path.join(gsPaths.get('big')!, 'config'), '--list'], { env })).stdout
+    const gsConfig = (await run('git', ['config', '--file', path.join(gsBig, 'config'), '--list'], { env })).stdout
       .split('\n')
       .filter((l) => /^(receive|uploadpack|transfer|pack|core\.(fsync|logallrefupdates|compression))/i.test(l))
       .map((l) => l.split('=', 2) as [string, string]);
@@ -158,36 +108,7 @@ async function main(): Promise<void> {
 
     const gsIdleRss = currentRss(gs.pid);
     const loadBefore = os.loadavg()[0]!;
-    const gsResident = new Set([gs.pid]);
-    const sides: Side[] = [
-      {
-        name: 'gitstratum',
-        repoUrl: (name) => `${gs.authUrl}/alice/bench/${name}.git`,
-        createRepo: async (name) => {
-          const dir = gsPaths.get(name) ?? (await gs.createRepo(name));
-          gsPaths.set(name, dir);
-          return dir;
-        },
-        repoPath: (name) => gsPaths.get(name)!,
-        cpuSeconds: () => treeCpuSeconds([gs.pid]),
-        ownCpuSeconds: () => ownCpuSeconds([gs.pid]),
-        waitIdle: () => waitForTree([gs.pid], gsResident),
-        resetPeak: () => resetPeakRss(gs.pid),
-        peakRss: () => peakRss(gs.pid),
-        samplePid: gs.pid,
-      },
-      {
-        name: 'http-backend',
-        repoUrl: (name) => `${peer.url}/alice/bench/${name}.git`,
-        createRepo: (name) => peer.createRepo(name),
-        repoPath: (name) => peer.repoPath(name),
-        cpuSeconds: () => peer.cpuSeconds(),
-        ownCpuSeconds: () => peer.ownCpuSeconds(),
-        waitIdle: () => peer.waitIdle(),
-        resetPeak: () => peer.resetPeak(),
-        peakRss: () => peer.peakRss(),
-      },
-    ];
+    const sides: Side[] = [gsSide, peerSide(peer)];
     if (!sides.every((s) => s.resetPeak())) say('warning: cannot reset VmHWM (/proc/<pid>/clear_refs); peaks are per process lifetime');
     if (!peer.addsWrapperCpu) say('note: fcgiwrap workers reap their CGIs themselves; the wrapper figures are not added (already in cutime)');
 
