@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Git, Server, tempDir } from './harness.js';
+import { Git, Server, seedAlice, tempDir } from './harness.js';
 
 let server: Server;
 let git: Git;
@@ -15,10 +15,7 @@ let writeToken: string;
 
 before(async () => {
   server = await Server.start();
-  // Only what these scenarios use (the harness's seed() costs a CLI run per user and token).
-  await server.cliOk(['user', 'create', 'alice']);
-  await server.cliOk(['space', 'create', 'alice/main']);
-  writeToken = await server.token('alice', 'write');
+  writeToken = await seedAlice(server);
   git = await Git.create();
 });
 

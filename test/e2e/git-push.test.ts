@@ -12,7 +12,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
-import { Git, Server, gitEnv, tempDir } from './harness.js';
+import { Git, Server, gitEnv, seedAlice, tempDir } from './harness.js';
 
 type RunOpts = { cwd?: string; env?: NodeJS.ProcessEnv; input?: string | Buffer; timeoutMs?: number };
 
@@ -24,10 +24,7 @@ let token: string;
 
 before(async () => {
   server = await Server.start();
-  // Only what these scenarios use (the harness's seed() costs a CLI run per user and token).
-  await server.cliOk(['user', 'create', 'alice']);
-  await server.cliOk(['space', 'create', 'alice/main']);
-  token = await server.token('alice', 'write');
+  token = await seedAlice(server);
   git = await Git.create();
 });
 

@@ -222,6 +222,16 @@ export function databaseBackends(): ('sqlite' | 'postgres')[] {
   return ['sqlite'];
 }
 
+/**
+ * The smallest fixture most git scenarios need: user alice, her space alice/main and a write
+ * token (seed() costs a CLI run per user and token more).
+ */
+export async function seedAlice(server: Server): Promise<string> {
+  await server.cliOk(['user', 'create', 'alice']);
+  await server.cliOk(['space', 'create', 'alice/main']);
+  return server.token('alice', 'write');
+}
+
 /** Standard fixture: users alice (owner), bob (no access), root (site admin), org acme. */
 export async function seed(server: Server) {
   await server.cliOk(['user', 'create', 'alice']);

@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { open, readFile, readdir, truncate } from 'node:fs/promises';
 import path from 'node:path';
-import { Git, Server, tempDir } from './harness.js';
+import { Git, Server, seedAlice, tempDir } from './harness.js';
 
 let server: Server;
 let git: Git;
@@ -18,9 +18,7 @@ let writeToken: string;
 
 before(async () => {
   server = await Server.start();
-  await server.cliOk(['user', 'create', 'alice']);
-  await server.cliOk(['space', 'create', 'alice/main']);
-  writeToken = await server.token('alice', 'write');
+  writeToken = await seedAlice(server);
   git = await Git.create();
 });
 
