@@ -28,7 +28,7 @@ import { createLfsObjects } from './lfs/objects.js';
 import { createLocks } from './lfs/locks.js';
 import { createSigner, loadSigningKey } from './lfs/signing.js';
 import { now } from './meta/db.js';
-import { appendEvent } from './meta/snapshots.js';
+import { appendEvent, dirtyRepositories } from './meta/snapshots.js';
 import { createSnapshotMetrics, SnapshotWorker } from './snapshots/worker.js';
 
 /** The configured ObjectStore adapter: the filesystem under <data>/objects, or S3. */
@@ -122,7 +122,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
           store: rawStore,
           repoPath: (id) => core.repos.diskPath(id),
           log: log.child({ component: 'snapshots' }),
-          metrics: createSnapshotMetrics(metrics.registry),
+          metrics: createSnapshotMetrics(metrics.registry, () => dirtyRepositories(core.meta.db)),
         },
       )
     : undefined;

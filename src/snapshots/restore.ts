@@ -102,14 +102,24 @@ export async function restoreRepository(deps: RestoreDeps, opts: RestoreOptions)
         throw invalid('snapshot_corrupt', `snapshot object ${snap.objectKey} names another snapshot`);
       }
       const child = spawnIndexPack(scratch, opts.timeoutMs ?? 3600_000);
-      try {
-        await pipeline(parsed.pack, child.stdin);
-      } catch (err) {
-        child.kill('SIGKILL');
-        throw err;
-      }
+      // index-pack reads up to the pack's trailer and may exit before our end of its stdin
+      // closes (a premature close, EPIPE): its exit status, which verifies the trailer
+      // checksum, is the verdict. A failed read from the store ends stdin early, so it fails.
+      const fed = pipeline(parsed.pack, child.stdin).then(
+        () => undefined,
+        (err: unknown) => {
+          // The source failed (not git closing its end): stop git, which fails on the short pack.
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code !== 'ERR_STREAM_PREMATURE_CLOSE' && code !== 'EPIPE') child.kill('SIGKILL');
+          return err;
+        },
+      );
       const done = await child.exited;
-      if (done.code !== 0) throw new Error(`git index-pack failed for snapshot ${snap.id}: ${done.stderr.trim().split('\n').pop() ?? ''}`);
+      const feedError = await fed;
+      if (done.code !== 0) {
+        const why = done.stderr.trim().split('\n').pop() || (feedError as Error | undefined)?.message || `exit ${done.code ?? done.signal}`;
+        throw new Error(`git index-pack failed for snapshot ${snap.id}: ${why}`);
+      }
       bytes += size;
       opts.onProgress?.({ snapshot: snap.id, index: index + 1, of: chain.length, bytes });
       if (index === chain.length - 1) refs = parsed.refs;

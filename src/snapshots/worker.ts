@@ -34,8 +34,14 @@ export interface SnapshotWorkerDeps {
   metrics?: SnapshotMetrics;
 }
 
-export function createSnapshotMetrics(registry: Registry) {
-  let source = { dirty: () => 0, oldestSeconds: () => 0 };
+/**
+ * The dirty gauges read the event log at scrape time (one grouped query), so they are exact
+ * whatever the worker is doing, and present even when it is stopped or failing.
+ */
+export function createSnapshotMetrics(registry: Registry, readDirty: () => Promise<DirtyRepository[]>) {
+  let scraped: Promise<DirtyRepository[]> | undefined;
+  // Both gauges are collected in one scrape: one query serves them.
+  const dirtyNow = () => (scraped ??= readDirty().finally(() => setImmediate(() => (scraped = undefined))));
   return {
     runs: new Counter({ name: 'gitstratum_snapshots_total', help: 'Snapshot jobs by result', labelNames: ['result'] as const, registers: [registry] }),
     bytes: new Counter({ name: 'gitstratum_snapshot_bytes_total', help: 'Bytes written to object storage by snapshots', registers: [registry] }),
@@ -49,21 +55,19 @@ export function createSnapshotMetrics(registry: Registry) {
       name: 'gitstratum_snapshot_dirty_repositories',
       help: 'Repositories with acknowledged pushes not yet in object storage',
       registers: [registry],
-      collect() {
-        this.set(source.dirty());
+      async collect() {
+        this.set((await dirtyNow()).length);
       },
     }),
     oldest: new Gauge({
       name: 'gitstratum_snapshot_oldest_unpersisted_push_seconds',
       help: 'Age of the oldest acknowledged push not yet in object storage (the current RPO); 0 when none',
       registers: [registry],
-      collect() {
-        this.set(source.oldestSeconds());
+      async collect() {
+        const oldest = Math.min(...(await dirtyNow()).map((d) => Date.parse(d.oldestPushAt)));
+        this.set(Number.isFinite(oldest) ? Math.max(0, (Date.now() - oldest) / 1000) : 0);
       },
     }),
-    setSource(s: typeof source) {
-      source = s;
-    },
   };
 }
 export type SnapshotMetrics = ReturnType<typeof createSnapshotMetrics>;
@@ -71,7 +75,6 @@ export type SnapshotMetrics = ReturnType<typeof createSnapshotMetrics>;
 export class SnapshotWorker {
   private readonly running = new Map<string, Promise<void>>();
   private readonly failures = new Map<string, { count: number; nextAt: number }>();
-  private dirty: DirtyRepository[] = [];
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
   private again = false;
@@ -81,15 +84,7 @@ export class SnapshotWorker {
   constructor(
     private readonly settings: SnapshotWorkerSettings,
     private readonly deps: SnapshotWorkerDeps,
-  ) {
-    deps.metrics?.setSource({
-      dirty: () => this.dirty.length,
-      oldestSeconds: () => {
-        const oldest = Math.min(...this.dirty.map((d) => Date.parse(d.oldestPushAt)));
-        return Number.isFinite(oldest) ? Math.max(0, (Date.now() - oldest) / 1000) : 0;
-      },
-    });
-  }
+  ) {}
 
   start(): void {
     this.schedule(0);
@@ -135,9 +130,9 @@ export class SnapshotWorker {
   }
 
   private async tick(): Promise<void> {
-    this.dirty = await dirtyRepositories(this.deps.meta.db);
+    const dirty = await dirtyRepositories(this.deps.meta.db);
     const t = Date.now();
-    for (const d of this.dirty) {
+    for (const d of dirty) {
       if (this.closed || this.running.size >= this.settings.concurrency) break;
       if (this.running.has(d.repositoryId)) continue;
       if ((this.failures.get(d.repositoryId)?.nextAt ?? 0) > t) continue;

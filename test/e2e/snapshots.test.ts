@@ -140,3 +140,45 @@ for (const backend of ['filesystem', 's3'] as const) {
     });
   });
 }
+
+describe('a repository lost while dirty', () => {
+  let server: Server;
+  let git: Git;
+  let token: string;
+
+  before(async () => {
+    // The worker never gets to it: snapshots are taken by hand.
+    server = await Server.start({ args: ['--snapshot-debounce-seconds', '3600', '--snapshot-max-delay-seconds', '3600'] });
+    await server.cliOk(['user', 'create', 'alice']);
+    await server.cliOk(['space', 'create', 'alice/main']);
+    token = await server.token('alice', 'write');
+    git = await Git.create();
+  });
+  after(() => server?.cleanup());
+
+  test('is restored to its last snapshot, and restore names the acknowledged pushes it lacks', async () => {
+    const name = 'alice/main/late';
+    const created = JSON.parse(await server.cliOk(['repo', 'create', name, '--json'])) as { path: string };
+    const url = server.repoUrl(`${name}.git`, token);
+    const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 2, seed: 77 });
+    await git.ok(['push', '-q', url, 'main'], { cwd: work });
+    const snap = JSON.parse(await server.cliOk(['snapshot', 'create', name, '--json'])) as { id: string; createdAt: string };
+    const persistedTip = await git.revParse(work, 'HEAD');
+    for (let i = 0; i < 2; i++) {
+      await git.commits(work, 1, { seed: 80 + i });
+      await git.ok(['push', '-q', url, 'main'], { cwd: work });
+    }
+    const metrics = await (await fetch(new URL('/metrics', server.url))).text();
+    assert.match(metrics, /^gitstratum_snapshot_dirty_repositories 1$/m);
+
+    await rm(created.path, { recursive: true, force: true });
+    const out = await server.cliOk(['restore', name, '--before', new Date().toISOString()]);
+    assert.match(out, new RegExp(`from snapshot ${snap.id}`));
+    assert.match(out, /warning: 2 acknowledged push\(es\) after this snapshot are not in it/);
+    assert.equal((await git.ok(['--git-dir', created.path, 'rev-parse', 'refs/heads/main'])).trim(), persistedTip);
+
+    const tooEarly = await server.cli(['restore', name, '--before', '2000-01-01T00:00:00Z', '--to', path.join(await tempDir(), 'x.git')]);
+    assert.equal(tooEarly.code, 1);
+    assert.match(tooEarly.stderr, /no snapshot at or before 2000-01-01/);
+  });
+});
