@@ -627,7 +627,7 @@ async function main(): Promise<void> {
     const ratioRows = [['gitstratum ÷ nginx, MB/s (medians)', 'value', `target ≥ ${(TARGET_THROUGHPUT * 100).toFixed(0)} %`]];
     const ratio = (label: string, scenario: string, side: string, peerScenario: string, peer: string, target: boolean) => {
       const r = rate(scenario, side) / rate(peerScenario, peer);
-      ratioRows.push([label, `${(r * 100).toFixed(0)} %`, target ? verdict(r >= TARGET_THROUGHPUT) : '(context)']);
+      ratioRows.push([label, `${(r * 100).toFixed(1)} %`, target ? verdict(r >= TARGET_THROUGHPUT) : '(context)']);
     };
     for (const scenario of [up, down]) {
       const what = scenario.split(' ')[0];
