@@ -4,10 +4,10 @@
  * never carry the user's own credentials. HS256 with a server secret shared by every
  * frontend (config `signingSecret`, else a random key kept in the data directory).
  */
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { SignJWT, jwtVerify, errors as joseErrors } from 'jose';
+import { jwtVerify, errors as joseErrors } from 'jose';
 import { forbidden, unauthenticated } from '../shared/errors.js';
 
 export type TransferOp = 'upload' | 'download' | 'verify';
@@ -49,15 +49,28 @@ export async function loadSigningKey(dataDir: string, configured?: string): Prom
   return Buffer.from((await readFile(file, 'utf8')).trim(), 'base64');
 }
 
+/** The protected header of every token we issue; it never varies, so it is encoded once. */
+const JWT_HEADER = Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'JWT' })).toString('base64url');
+
 export function createSigner(key: Uint8Array): Signer {
   return {
+    // A batch of 1,000 objects signs 1,000 tokens. jose signs through WebCrypto, which hops to
+    // the libuv thread pool for every signature (~0.3 ms each on 2 cores); a synchronous HMAC
+    // is a few microseconds. Verification stays with jose: it runs once per transfer.
     async sign(claims, expiresInSeconds) {
-      return new SignJWT({ repo: claims.repo, op: claims.op, oid: claims.oid, size: claims.size, ...(claims.direct && { direct: true }) })
-        .setProtectedHeader({ alg: 'HS256' })
-        .setSubject(claims.sub ?? 'anonymous')
-        .setIssuedAt()
-        .setExpirationTime(Math.floor(Date.now() / 1000) + expiresInSeconds)
-        .sign(key);
+      const iat = Math.floor(Date.now() / 1000);
+      const payload = {
+        repo: claims.repo,
+        op: claims.op,
+        oid: claims.oid,
+        size: claims.size,
+        ...(claims.direct && { direct: true }),
+        sub: claims.sub ?? 'anonymous',
+        iat,
+        exp: iat + expiresInSeconds,
+      };
+      const signed = `${JWT_HEADER}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
+      return `${signed}.${createHmac('sha256', key).update(signed).digest('base64url')}`;
     },
     async verify(token, expect) {
       let payload;
