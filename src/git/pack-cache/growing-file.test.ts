@@ -7,6 +7,8 @@ import path from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createHash } from 'node:crypto';
+import { createServer, get } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { GrowingFile, READ_CHUNK } from './growing-file.js';
 
 async function withFile(fn: (fd: number) => Promise<void>): Promise<void> {
@@ -99,5 +101,88 @@ test('a complete file is read in chunks of up to 1 MiB', async () => {
     reader.on('data', (c: Buffer) => sizes.push(c.length));
     await new Promise((r) => reader.on('end', r));
     assert.deepEqual(sizes, [READ_CHUNK, READ_CHUNK, 5]);
+  });
+});
+
+/** An HTTP server whose every response is `file.reader()` piped in, as the git routes do. */
+async function serveFile(file: GrowingFile): Promise<{ url: string; closed: Promise<void>[]; close(): Promise<void> }> {
+  const closed: Promise<void>[] = [];
+  const server = createServer((_req, res) => {
+    const reader = file.reader();
+    closed.push(new Promise((resolve) => reader.once('close', () => resolve())));
+    reader.on('error', () => res.destroy());
+    reader.pipe(res);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}/`, closed, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+/** GETs `url`; a slow client pauses a little after every chunk. */
+function fetchAll(url: string, slow = false): Promise<{ body: Buffer; complete: boolean }> {
+  return new Promise((resolve, reject) => {
+    get(url, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => {
+        chunks.push(c);
+        if (slow) {
+          res.pause();
+          setTimeout(() => res.resume(), 2);
+        }
+      });
+      res.on('end', () => resolve({ body: Buffer.concat(chunks), complete: res.complete }));
+      res.on('error', () => resolve({ body: Buffer.concat(chunks), complete: false }));
+    }).on('error', reject);
+  });
+}
+
+test('piped into HTTP responses, readers send every byte in order while the file grows, fast and slow clients alike', async () => {
+  await withFile(async (fd) => {
+    const file = new GrowingFile(fd, 4096);
+    const server = await serveFile(file);
+    try {
+      const source = new PassThrough();
+      const writing = pipeline(source, file.writer());
+      // More than two 1 MiB buffers' worth, in odd sizes, so the reused buffers go round.
+      const parts = [bytes(READ_CHUNK + 11, 1), bytes(777, 2), bytes(3 * READ_CHUNK - 5, 3), bytes(1, 4)];
+      const expected = Buffer.concat(parts);
+      source.write(parts[0]);
+      const fast = fetchAll(server.url);
+      const slow = fetchAll(server.url, true);
+      await new Promise((r) => setTimeout(r, 20));
+      source.write(parts[1]);
+      source.write(parts[2]);
+      source.end(parts[3]);
+      await writing;
+      file.finish();
+      const late = fetchAll(server.url);
+      for (const got of await Promise.all([fast, slow, late])) {
+        assert.ok(got.complete, 'the response ends normally');
+        assert.equal(got.body.length, expected.length);
+        assert.ok(got.body.equals(expected), 'the bytes are the file, in order');
+      }
+      await Promise.all(server.closed);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+test('piped into an HTTP response, a writer failure cuts the response after the bytes written so far', async () => {
+  await withFile(async (fd) => {
+    const file = new GrowingFile(fd, 0);
+    const server = await serveFile(file);
+    try {
+      const w = file.writer();
+      await new Promise<void>((resolve) => w.write(bytes(READ_CHUNK + 3, 5), () => resolve()));
+      const got = fetchAll(server.url);
+      await new Promise((r) => setTimeout(r, 20));
+      file.fail(new Error('disk gone'));
+      const { body, complete } = await got;
+      assert.equal(complete, false, 'the client sees a cut response, not a complete one');
+      assert.ok(body.equals(bytes(READ_CHUNK + 3, 5).subarray(0, body.length)));
+    } finally {
+      await server.close();
+    }
   });
 });
