@@ -93,9 +93,15 @@ test('after a push, the next clone sees the new commit, over v0 and v2', async (
 
   await git.commits(f.work, 1, { seed: 2 });
   await git.ok(['push', '-q', f.pushUrl, 'main'], { cwd: f.work });
+  const m1 = await metrics();
   for (const version of [0, 2] as const) {
     assert.equal(await git.revParse(await clone(f.url, { version }), 'HEAD'), await git.revParse(f.work, 'main'));
   }
+  const after = delta(m1, await metrics());
+  assert.equal(after(...fetchResult('miss')), 2, 'the push made both fetches misses');
+  // v0's advertisement lists the refs, v2's only capabilities: the push changed the first only.
+  assert.equal(after('gitstratum_pack_cache_requests_total', { endpoint: 'advertisement', result: 'miss' }), 1);
+  assert.equal(after('gitstratum_pack_cache_requests_total', { endpoint: 'advertisement', result: 'hit' }), 1);
 });
 
 test('a ref changed on disk behind the server\'s back is seen by the next clone', async () => {
@@ -169,7 +175,8 @@ async function entriesOf(repoId: string): Promise<string[]> {
   for (const fan of await readdir(root)) {
     for (const name of await readdir(path.join(root, fan))) {
       const file = path.join(root, fan, name);
-      if ((await readFile(file)).subarray(0, 4096).includes(`"repoId":"${repoId}"`)) found.push(file);
+      // `<id>` or `<id>#config` (the v2 advertisement, versioned by the config alone).
+      if ((await readFile(file)).subarray(0, 4096).includes(`"repoId":"${repoId}`)) found.push(file);
     }
   }
   return found;

@@ -130,17 +130,22 @@ class ResponseCache implements PackCache {
 
   private async serve(req: Request, generate: Generate, signal: AbortSignal): Promise<GitResponse> {
     // Read after the request arrived: a ref update acknowledged before it is always seen.
+    // A v2 advertisement lists capabilities, no refs: it depends on the config alone, and is
+    // kept under its own version (a pseudo-repository for the store's staleness rule), so
+    // that a push does not turn the first request of every clone after it into a miss.
+    const configOnly = req.endpoint === 'advertisement' && req.protocol === 2;
+    const versioned = configOnly ? `${req.repoId}#config` : req.repoId;
     let version: string;
     try {
-      version = this.refsVersions.read(req.repoPath);
+      version = configOnly ? this.refsVersions.readConfig(req.repoPath) : this.refsVersions.read(req.repoPath);
     } catch (err) {
       this.log.warn({ err, repo_id: req.repoId }, 'refs unreadable; serving without the cache');
       this.uncacheable(req.endpoint, 'refs_unreadable');
       return generate(signal);
     }
-    this.store.noteRefsVersion(req.repoId, version);
+    this.store.noteRefsVersion(versioned, version);
     const key = cacheKey({
-      repoId: req.repoId,
+      repoId: versioned,
       refsVersion: version,
       gitVersion: this.gitVersion,
       service: 'upload-pack',
@@ -168,7 +173,7 @@ class ResponseCache implements PackCache {
     if (flight) return this.join(flight, req, generate, signal);
 
     flight = new Flight(
-      { key, repoId: req.repoId, refsVersion: version, endpoint: req.endpoint },
+      { key, repoId: versioned, refsVersion: version, endpoint: req.endpoint },
       {
         store: this.store,
         metrics: this.metrics,

@@ -82,3 +82,20 @@ test('the version of an unchanged repository does not change as its files age', 
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('the config version (what a v2 advertisement depends on) ignores ref changes and follows config changes', async () => {
+  const { dir, commit } = await repoWithCommit();
+  try {
+    const versions = new RefsVersions();
+    const config = versions.readConfig(dir);
+    const refs = versions.read(dir);
+    await runGit(['--git-dir', dir, 'update-ref', 'refs/heads/feature', commit]);
+    await runGit(['--git-dir', dir, 'tag', 'v1', commit]);
+    assert.notEqual(versions.read(dir), refs, 'the refs version moved');
+    assert.equal(versions.readConfig(dir), config, 'the config version did not');
+    await runGit(['--git-dir', dir, 'config', 'uploadpack.allowFilter', 'false']);
+    assert.notEqual(versions.readConfig(dir), config, 'a config change is a new config version');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -30,8 +30,8 @@ const TOP_LEVEL = ['HEAD', 'packed-refs', 'config', 'shallow', 'reftable/tables.
 
 const RACY_WINDOW_NS = 2_000_000_000n;
 const NS_PER_MS = 1_000_000n;
-/** Repositories whose content digests are remembered; the least recently read go first. */
-const MAX_REPOS = 1000;
+/** Fingerprints (repositories' refs, their configs) whose content digests are remembered; the least recently read go first. */
+const MAX_REPOS = 2000;
 
 interface Known {
   stat: string;
@@ -39,19 +39,28 @@ interface Known {
 }
 
 export class RefsVersions {
-  /** Per repository path: file name → the digest of its content at a stat. */
+  /** Per repository path (and per path + config): file name → the digest of its content at a stat. */
   private readonly known = new Map<string, Map<string, Known>>();
 
   /** A 16-hex-digit fingerprint of the repository's refs; changes whenever any ref does. */
   read(repoPath: string, nowMs: number = Date.now()): string {
-    const racyAfterNs = BigInt(Math.floor(nowMs)) * NS_PER_MS - RACY_WINDOW_NS;
-    const before = this.known.get(repoPath);
-    const after = new Map<string, Known>();
-    const names = [...TOP_LEVEL];
     const refs: string[] = [];
     listRefFiles(path.join(repoPath, 'refs'), 'refs', refs);
-    names.push(...refs.sort());
+    return this.fingerprint(repoPath, repoPath, [...TOP_LEVEL, ...refs.sort()], nowMs);
+  }
 
+  /**
+   * The fingerprint of the repository's config alone: what a protocol v2 capability
+   * advertisement depends on (it lists no refs), so a push does not make it a miss.
+   */
+  readConfig(repoPath: string, nowMs: number = Date.now()): string {
+    return this.fingerprint(`${repoPath}\0config`, repoPath, ['config'], nowMs);
+  }
+
+  private fingerprint(memo: string, repoPath: string, names: readonly string[], nowMs: number): string {
+    const racyAfterNs = BigInt(Math.floor(nowMs)) * NS_PER_MS - RACY_WINDOW_NS;
+    const before = this.known.get(memo);
+    const after = new Map<string, Known>();
     const hash = createHash('sha256');
     for (const name of names) {
       const file = path.join(repoPath, name);
@@ -70,8 +79,8 @@ export class RefsVersions {
       }
       hash.update(`${name}\0${stat}\0`).update(digest);
     }
-    this.known.delete(repoPath);
-    this.known.set(repoPath, after);
+    this.known.delete(memo);
+    this.known.set(memo, after);
     if (this.known.size > MAX_REPOS) this.known.delete(this.known.keys().next().value!);
     return hash.digest('hex').slice(0, 16);
   }
