@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command (`npm test`): installs what the tests need that npm cannot (PostgreSQL and
-# git-lfs, from Debian's packages, when missing and we are root), builds, starts a throwaway
+# The test command (`npm test`): installs what the tests need that npm cannot (PostgreSQL,
+# git-lfs and nginx, from Debian's packages, when missing and we are root), builds, starts a throwaway
 # PostgreSQL cluster, runs every test file with node's test runner, and stops the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v git >/dev/null || need_apt+=(git)
 command -v git-lfs >/dev/null || need_apt+=(git-lfs)
+# nginx: the front proxy of the pack cache's hand-off test (test/e2e/pack-cache-handoff.test.ts).
+PATH="$PATH:/usr/sbin" command -v nginx >/dev/null || need_apt+=(nginx-light)
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
 [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then

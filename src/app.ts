@@ -190,6 +190,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
           admitAfter: config.packCacheAdmitAfter,
           admitWindowMs: config.packCacheAdmitWindowSeconds * 1000,
           maxRequestBytes: config.packCacheMaxRequestBytes,
+          handoffPrefix: config.packCacheAccelRedirect,
           admission: {
             maxRunning: config.gitMaxGenerations,
             maxRunningPerRepo: config.gitMaxGenerationsPerRepo,

@@ -51,6 +51,14 @@ export const configSchema = z
     packCacheAdmitWindowSeconds: positiveInt.default(300),
     /** Larger upload-pack request bodies (after gzip decoding) are not cached. */
     packCacheMaxRequestBytes: positiveInt.default(64 * 1024),
+    /**
+     * Behind nginx: a URI prefix (e.g. /_gitstratum/cache/) of an `internal` location aliased to
+     * <data>/cache/entries/; cache hits are then sent by nginx (X-Accel-Redirect), not by Node.
+     */
+    packCacheAccelRedirect: z
+      .string()
+      .regex(/^\/([A-Za-z0-9._~-]+\/)*$/, 'a URI path that starts and ends with "/", e.g. /_gitstratum/cache/')
+      .optional(),
     /** Largest push accepted (bytes git receives, after gzip decoding). */
     maxPushBytes: positiveInt.default(5 * 1024 ** 3),
     /** On SIGTERM/SIGINT, how long in-flight requests (pushes) may take to finish. */

@@ -47,6 +47,8 @@ export interface GitResponse {
   body: Readable;
   /** Settles when git has exited and the slot is released. Never rejects. */
   done: Promise<Outcome>;
+  /** A cached response a front proxy sends itself: the URI for X-Accel-Redirect (`body` is empty). */
+  handoff?: string;
 }
 
 /** Only protocol v0/v1 exist for push; a v2 request for receive-pack falls back to v0. */

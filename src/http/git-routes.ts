@@ -79,7 +79,10 @@ export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): voi
         reply.log.warn({ service, exit_code: outcome.code, signal: outcome.signal, stderr: outcome.stderr.slice(-2000) }, 'git process failed');
       }
     });
-    return noCache(reply).code(200).type(`application/x-git-${service}-${kind}`).send(res.body);
+    noCache(reply).code(200).type(`application/x-git-${service}-${kind}`);
+    // The proxy keeps Content-Type and Cache-Control and sends the file named here.
+    if (res.handoff) reply.header('x-accel-redirect', res.handoff);
+    return reply.send(res.body);
   }
 
   app.get<{ Params: RepoParams; Querystring: { service?: string } }>(

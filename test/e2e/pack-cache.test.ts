@@ -168,15 +168,16 @@ test('a push that lands during a storm is seen by every clone started after it w
   for (const dest of await Promise.all(early)) assert.ok([previous, pushed].includes(await git.revParse(dest, 'HEAD')));
 });
 
-/** This repository's cache entry files, found by the repository id in their headers. */
+/** This repository's cache entries' data files, found by the repository id in their header files. */
 async function entriesOf(repoId: string): Promise<string[]> {
   const root = path.join(server.dataDir, 'cache', 'entries');
   const found: string[] = [];
   for (const fan of await readdir(root)) {
     for (const name of await readdir(path.join(root, fan))) {
+      if (!name.endsWith('.meta')) continue;
       const file = path.join(root, fan, name);
       // `<id>` or `<id>#config` (the v2 advertisement, versioned by the config alone).
-      if ((await readFile(file)).subarray(0, 4096).includes(`"repoId":"${repoId}`)) found.push(file);
+      if ((await readFile(file)).includes(`"repoId":"${repoId}`)) found.push(file.slice(0, -'.meta'.length));
     }
   }
   return found;
@@ -193,7 +194,7 @@ test('a corrupted or truncated cache file is never served: it is dropped and git
   for (const file of files) {
     const h = await open(file, 'r+');
     const size = (await h.stat()).size;
-    await h.write(Buffer.from('XX'), 0, 2, 4096 + Math.floor((size - 4096) / 2));
+    await h.write(Buffer.from('XX'), 0, 2, Math.floor((size - 2) / 2));
     await h.close();
   }
   let m0 = await metrics();

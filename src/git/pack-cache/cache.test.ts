@@ -109,6 +109,16 @@ async function text(res: GitResponse): Promise<string> {
 
 const tick = (ms = 10) => new Promise((r) => setTimeout(r, ms));
 
+/** Waits until `read()` gives `want` (storing an entry takes two fsyncs: slow on a busy disk), at most 5 s. */
+async function eventually<T>(read: () => Promise<T>, want: T): Promise<T> {
+  let got = await read();
+  for (let i = 0; i < 250 && got !== want; i++) {
+    await tick(20);
+    got = await read();
+  }
+  return got;
+}
+
 test('identical concurrent requests share one generation; the next one is a hit with no git', async () => {
   const t = await setup();
   try {
@@ -233,8 +243,7 @@ test('admitAfter 2: a first sighting is not stored and stops git when its client
     const again = t.rpc(fetchBody());
     (await second).exit(0);
     await text(await again);
-    await tick(20);
-    assert.equal(await t.metric('gitstratum_pack_cache_entries'), 1);
+    assert.equal(await eventually(() => t.metric('gitstratum_pack_cache_entries'), 1), 1);
   } finally {
     await t.cleanup();
   }

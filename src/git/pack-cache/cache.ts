@@ -20,7 +20,7 @@ import { cacheKey, classifyUploadPackRequest, protocolVersion, type Endpoint, ty
 import type { PackCacheMetrics } from './metrics.js';
 import { RefsVersions } from './refs-version.js';
 import { bufferRequest } from './request-body.js';
-import { HEADER_SIZE, PackStore, type OpenedEntry, type StoreLimits } from './store.js';
+import { PackStore, type OpenedEntry, type StoreLimits } from './store.js';
 
 /** Keys remembered for packCacheAdmitAfter=2; the oldest are forgotten beyond this. */
 const MAX_SIGHTINGS = 100_000;
@@ -35,7 +35,16 @@ export interface PackCacheOptions {
   /** Larger request bodies (after gzip decoding) are not cached. */
   maxRequestBytes: number;
   admission: AdmissionOptions;
+  /**
+   * Hand hits to a front proxy: answer with `X-Accel-Redirect: <prefix><key[0:2]>/<key>` and
+   * no body, and the proxy sends the entry file itself (nginx: an `internal` location whose
+   * `alias` is <data>/cache/entries/). Undefined: Node streams every hit.
+   */
+  handoffPrefix?: string | undefined;
 }
+
+/** How long a dropped entry's file stays readable by a proxy it was handed to. */
+const HANDOFF_GRACE_MS = 60_000;
 
 export interface PackCache extends GitServices {
   /** Stops running generations and waits for them. */
@@ -59,7 +68,14 @@ export async function openPackCache(
   opts: PackCacheOptions,
   deps: { metrics: PackCacheMetrics; log: Logger },
 ): Promise<PackCache> {
-  const store = await PackStore.open(opts.dir, opts.limits, deps.metrics, deps.log);
+  const store = await PackStore.open(
+    opts.dir,
+    opts.limits,
+    deps.metrics,
+    deps.log,
+    // Group-readable: the proxy runs as another user in the server's group (README).
+    opts.handoffPrefix ? { fileMode: 0o640, unlinkGraceMs: HANDOFF_GRACE_MS } : undefined,
+  );
   const gitVersion = (await runGit(['--version'])).stdout.trim();
   return new ResponseCache(inner, store, gitVersion, opts, deps.metrics, deps.log);
 }
@@ -240,7 +256,15 @@ class ResponseCache implements PackCache {
 
   private hit(opened: OpenedEntry, req: Request, signal: AbortSignal): GitResponse {
     this.metrics.requests.inc({ endpoint: req.endpoint, result: 'hit' });
-    const reader = GrowingFile.complete(opened.fd, HEADER_SIZE, opened.length).reader();
+    if (this.opts.handoffPrefix) {
+      // Checked whole by openEntry; the proxy opens it by name (kept for a grace period if dropped).
+      opened.close();
+      this.metrics.handoffs.inc();
+      this.metrics.servedBytes.inc({ result: 'hit' }, opened.length);
+      const outcome: Outcome = { code: 0, signal: null, stderr: '', timedOut: false, bytesIn: req.bytesIn, bytesOut: opened.length, commands: [], spawned: false };
+      return { body: Readable.from([]), handoff: this.opts.handoffPrefix + opened.relativePath, done: Promise.resolve(outcome) };
+    }
+    const reader = GrowingFile.complete(opened.fd, 0, opened.length).reader();
     const onAbort = () => reader.destroy();
     signal.addEventListener('abort', onAbort, { once: true });
     reader.once('close', () => {

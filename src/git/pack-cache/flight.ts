@@ -24,7 +24,7 @@ import type { GitResponse, Outcome } from '../smart-http.js';
 import type { GenerationAdmission } from './admission.js';
 import { GrowingFile, type GrowingFileReader } from './growing-file.js';
 import type { PackCacheMetrics } from './metrics.js';
-import { HEADER_SIZE, type EntryMeta, type PackStore, type TempFile } from './store.js';
+import { type EntryMeta, type PackStore, type TempFile } from './store.js';
 
 /** How often the free space is looked at again while a response is being written. */
 const SPACE_CHECK_BYTES = 64 * 1024 * 1024;
@@ -141,7 +141,7 @@ export class Flight {
       } catch (err) {
         throw new CacheUnusable((err as Error).message);
       }
-      this.file = new GrowingFile(this.temp.fd, HEADER_SIZE);
+      this.file = new GrowingFile(this.temp.fd, 0);
       if (admission) {
         try {
           release = await admission.acquire(this.meta.repoId, this.abort.signal);

@@ -32,6 +32,11 @@ export function createPackCacheMetrics(registry: Registry) {
       labelNames: ['result'] as const,
       registers: [registry],
     }),
+    handoffs: new Counter({
+      name: 'gitstratum_pack_cache_handoffs_total',
+      help: 'Hits handed to the front proxy to send (X-Accel-Redirect, packCacheAccelRedirect); their bytes are in served_bytes_total{result="hit"}',
+      registers: [registry],
+    }),
     entries: new Gauge({
       name: 'gitstratum_pack_cache_entries',
       help: 'Responses stored on disk',

@@ -1,14 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, open, readdir, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readFile, readdir, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Registry } from 'prom-client';
 import { createLogger } from '../../shared/log.js';
 import { GrowingFile } from './growing-file.js';
 import { createPackCacheMetrics } from './metrics.js';
-import { HEADER_SIZE, PackStore, fd, type EntryMeta, type StoreLimits } from './store.js';
+import { ENTRY_OVERHEAD, PackStore, fd, type EntryMeta, type StoreLimits } from './store.js';
 
 const log = createLogger('silent');
 const roomy: StoreLimits = { maxBytes: 1 << 30, maxEntryBytes: 1 << 30, minFreeBytes: 0 };
@@ -34,7 +34,7 @@ function meta(key: string, repoId = 'repo1', refsVersion = 'v1'): EntryMeta {
 async function put(store: PackStore, m: EntryMeta, data: Buffer): Promise<boolean> {
   const temp = await store.createTemp(m.key);
   try {
-    const file = new GrowingFile(temp.fd, HEADER_SIZE);
+    const file = new GrowingFile(temp.fd, 0);
     await new Promise<void>((resolve, reject) => file.writer().end(data, () => resolve()).on('error', reject));
     file.finish();
     return await store.commit(temp, m, file.written, file.digest());
@@ -47,7 +47,7 @@ async function readEntry(store: PackStore, key: string): Promise<Buffer | undefi
   const opened = await store.openEntry(key);
   if (!opened) return undefined;
   const chunks: Buffer[] = [];
-  for await (const c of GrowingFile.complete(opened.fd, HEADER_SIZE, opened.length).reader()) chunks.push(c as Buffer);
+  for await (const c of GrowingFile.complete(opened.fd, 0, opened.length).reader()) chunks.push(c as Buffer);
   opened.close();
   return Buffer.concat(chunks);
 }
@@ -64,7 +64,7 @@ test('a committed entry is served back byte for byte, also after a restart', asy
     assert.equal(await put(store, m, data), true);
     assert.ok((await readEntry(store, m.key))?.equals(data));
     assert.equal(store.entryCount, 1);
-    assert.equal(store.totalBytes, HEADER_SIZE + data.length);
+    assert.equal(store.totalBytes, ENTRY_OVERHEAD + data.length);
 
     // A leftover temporary file is removed on start; the entry is indexed again.
     await writeFile(path.join(root, 'tmp', 'leftover'), 'x');
@@ -82,7 +82,7 @@ test('a corrupted entry (same length) is detected by its checksum and dropped', 
     const m = meta('bb');
     await put(store, m, Buffer.alloc(100_000, 7));
     const h = await open(entryFile(root, m.key), 'r+');
-    await h.write(Buffer.from('garbage'), 0, 7, HEADER_SIZE + 5000);
+    await h.write(Buffer.from('garbage'), 0, 7, 5000);
     await h.close();
     assert.equal(await readEntry(store, m.key), undefined);
     assert.equal(store.has(m.key), false);
@@ -100,13 +100,13 @@ test('a truncated entry is detected by its length, and so is one damaged while t
     const flipped = meta('cd');
     await put(store, short, Buffer.alloc(5000, 1));
     await put(store, flipped, Buffer.alloc(5000, 2));
-    await truncate(entryFile(root, short.key), HEADER_SIZE + 100);
+    await truncate(entryFile(root, short.key), 100);
     assert.equal(await readEntry(store, short.key), undefined);
     assert.equal(await count('gitstratum_pack_cache_damaged_total', { reason: 'length' }), 1);
 
     // Damage with the same size while "down": a restart indexes it, the first open verifies.
     const h = await open(entryFile(root, flipped.key), 'r+');
-    await h.write(Buffer.from([0]), 0, 1, HEADER_SIZE + 10);
+    await h.write(Buffer.from([0]), 0, 1, 10);
     await h.close();
     const again = await fresh(roomy, root);
     assert.equal(again.store.has(flipped.key), true);
@@ -119,7 +119,7 @@ test('a truncated entry is detected by its length, and so is one damaged while t
 
 test('over the size bound, entries of a superseded refs version go first, then the least recently used', async () => {
   const size = 10_000;
-  const { root, store, count } = await fresh({ maxBytes: 3 * (HEADER_SIZE + size), maxEntryBytes: 1 << 20, minFreeBytes: 0 });
+  const { root, store, count } = await fresh({ maxBytes: 3 * (ENTRY_OVERHEAD + size), maxEntryBytes: 1 << 20, minFreeBytes: 0 });
   try {
     const data = Buffer.alloc(size, 1);
     const [a, b, c, d, e] = ['a1', 'b1', 'c1', 'd1', 'e1'].map((k) => meta(k, k === 'c1' ? 'repo2' : 'repo1'));
@@ -165,17 +165,35 @@ test('free space under the threshold is reported', async () => {
   }
 });
 
-test('sha256 in the header is the data checksum', async () => {
+test('the data file holds exactly the response; its header file names the length and the sha256', async () => {
   const { root, store } = await fresh();
   try {
     const m = meta('ab');
     const data = Buffer.from('abc');
     await put(store, m, data);
-    const h = await open(entryFile(root, m.key), 'r');
-    const header = Buffer.alloc(HEADER_SIZE);
-    await h.read(header, 0, HEADER_SIZE, 0);
-    await h.close();
+    assert.ok((await readFile(entryFile(root, m.key))).equals(data), 'a front proxy can send the file as it is');
+    const header = await readFile(entryFile(root, m.key) + '.meta');
+    assert.equal(Number(header.readBigUInt64BE(8)), data.length);
     assert.equal(header.subarray(16, 48).toString('hex'), createHash('sha256').update(data).digest('hex'));
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('on start, a data file without its header (a crash between the renames) is deleted, and so is a header without data', async () => {
+  const { root, store } = await fresh();
+  try {
+    const kept = meta('ac');
+    const headless = meta('ad');
+    const dataless = meta('ae');
+    for (const m of [kept, headless, dataless]) await put(store, m, Buffer.from(`data of ${m.key}`));
+    await rm(entryFile(root, headless.key) + '.meta');
+    await rm(entryFile(root, dataless.key));
+    const again = await fresh(roomy, root);
+    assert.deepEqual([kept, headless, dataless].map((m) => again.store.has(m.key)), [true, false, false]);
+    assert.deepEqual((await readdir(path.join(root, 'entries', 'ac'))).sort(), [kept.key, `${kept.key}.meta`]);
+    assert.deepEqual(await readdir(path.join(root, 'entries', 'ad')), []);
+    assert.deepEqual(await readdir(path.join(root, 'entries', 'ae')), []);
   } finally {
     await rm(root, { recursive: true, force: true });
   }

@@ -3,26 +3,32 @@
  * a refs version that is no longer current go before any other.
  *
  * Layout (all of it disposable; rebuilt from the files on start):
- *   <dir>/tmp/<key>.<random>      responses being written (deleted on start)
- *   <dir>/entries/<key[0:2]>/<key> finished responses: a 4 KiB header, then the bytes
+ *   <dir>/tmp/<key>.<random>             responses being written (deleted on start)
+ *   <dir>/entries/<key[0:2]>/<key>       finished responses: exactly the bytes sent, so a
+ *                                        front proxy can send the file itself (X-Accel-Redirect)
+ *   <dir>/entries/<key[0:2]>/<key>.meta  its header: length, sha256 of the data, key,
+ *                                        repository, refs version
  *
- * An entry is written under tmp/, then its header (length, sha256 of the data, key, repository,
- * refs version) is filled in, the file is fsynced and renamed into entries/, so a crash never
- * leaves a partial entry under its final name. Before an entry is served its size is checked
- * against the header (a stat); its checksum is verified when it is first opened after a
- * start, and again whenever its inode or ctime differ from what was recorded when it was
- * stored or last verified (anything that wrote to it changed its ctime). A damaged entry is
- * deleted and reported as a miss.
+ * An entry is written under tmp/; then both files are fsynced and renamed into entries/, the
+ * data first and the header last: the header is the commit point, and on start a data file
+ * without a header (a crash between the two renames) is deleted, so a crash never leaves a
+ * partial entry. Before an entry is served its size is checked against the header (a stat);
+ * its checksum is verified when it is first opened after a start, and again whenever its inode
+ * or ctime differ from what was recorded when it was stored or last verified (anything that
+ * wrote to it changed its ctime). A damaged entry is deleted and reported as a miss.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { close, fstat, fsync, open, read, write, type BigIntStats } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../../shared/log.js';
 import type { Endpoint } from './key.js';
 import type { PackCacheMetrics } from './metrics.js';
 
-export const HEADER_SIZE = 4096;
+/** What an entry's header file is counted for in the size bound: one file system block. */
+export const ENTRY_OVERHEAD = 4096;
+const META_SUFFIX = '.meta';
+const MAX_META_BYTES = 4096;
 const MAGIC = Buffer.from('GSPCACH1');
 const VERIFY_CHUNK = 1 << 20;
 const STATFS_TTL_MS = 1000;
@@ -35,8 +41,9 @@ export interface EntryMeta {
 }
 
 interface Entry extends EntryMeta {
+  /** The data file; its header is `file + META_SUFFIX`. */
   file: string;
-  /** Bytes of response data (the file is HEADER_SIZE larger). */
+  /** Bytes of response data: the data file's size. */
   length: number;
   sha256: string;
   /** Identity of the file when it was last known good; undefined: verify before serving. */
@@ -53,10 +60,20 @@ export interface StoreLimits {
 export interface OpenedEntry {
   fd: number;
   length: number;
+  /** The data file, relative to the entries directory (`<key[0:2]>/<key>`): for a hand-off to a front proxy. */
+  relativePath: string;
   close(): void;
 }
 
 export type DamageReason = 'missing' | 'length' | 'header' | 'checksum';
+
+/** Entries are also read by a front proxy that was handed their path (X-Accel-Redirect). */
+export interface StoreHandoff {
+  /** Mode of the data files, e.g. 0o640 for a proxy running in the server's group. */
+  fileMode: number;
+  /** How long a dropped entry's data file keeps its name: a proxy handed it may not have opened it yet. */
+  unlinkGraceMs: number;
+}
 
 /** A response being written: its path under tmp/ and a descriptor open for reading and writing. */
 export interface TempFile {
@@ -69,9 +86,9 @@ export interface TempFile {
  * reads, which a FileHandle (closed by the GC if dropped) cannot safely be lent out for.
  */
 export const fd = {
-  open: (file: string, flags: string) =>
-    // Owner-only: entries hold packs of private repositories.
-    new Promise<number>((resolve, reject) => open(file, flags, 0o600, (err, n) => (err ? reject(err) : resolve(n)))),
+  open: (file: string, flags: string, mode = 0o600) =>
+    // Owner-only by default: entries hold packs of private repositories.
+    new Promise<number>((resolve, reject) => open(file, flags, mode, (err, n) => (err ? reject(err) : resolve(n)))),
   close: (n: number) => new Promise<void>((resolve, reject) => close(n, (err) => (err ? reject(err) : resolve()))),
   stat: (n: number) =>
     new Promise<BigIntStats>((resolve, reject) => fstat(n, { bigint: true }, (err, st) => (err ? reject(err) : resolve(st)))),
@@ -98,11 +115,15 @@ export class PackStore {
     private readonly limits: StoreLimits,
     private readonly metrics: PackCacheMetrics,
     private readonly log: Logger,
+    private readonly handoff: StoreHandoff | undefined,
   ) {}
 
-  /** Opens the cache directory: deletes temporary files and indexes the entries found. */
-  static async open(dir: string, limits: StoreLimits, metrics: PackCacheMetrics, log: Logger): Promise<PackStore> {
-    const store = new PackStore(dir, limits, metrics, log);
+  /**
+   * Opens the cache directory: deletes temporary files and indexes the entries found.
+   * `handoff`: entries are also sent by a front proxy (X-Accel-Redirect), see StoreHandoff.
+   */
+  static async open(dir: string, limits: StoreLimits, metrics: PackCacheMetrics, log: Logger, handoff?: StoreHandoff): Promise<PackStore> {
+    const store = new PackStore(dir, limits, metrics, log, handoff);
     await rm(path.join(dir, 'tmp'), { recursive: true, force: true });
     await mkdir(path.join(dir, 'tmp'), { recursive: true });
     await mkdir(path.join(dir, 'entries'), { recursive: true });
@@ -130,7 +151,7 @@ export class PackStore {
   /** A new temporary file for a response being generated, opened for reading and writing. */
   async createTemp(key: string): Promise<TempFile> {
     const file = path.join(this.dir, 'tmp', `${key}.${randomBytes(6).toString('hex')}`);
-    return { file, fd: await fd.open(file, 'wx+') };
+    return { file, fd: await fd.open(file, 'wx+', this.handoff?.fileMode) };
   }
 
   /** Whether free space on the cache's filesystem is above the threshold (cached for 1 s). */
@@ -183,7 +204,7 @@ export class PackStore {
     let damage: DamageReason | undefined;
     try {
       const st = await fd.stat(handle);
-      if (st.size !== BigInt(HEADER_SIZE + entry.length)) damage = 'length';
+      if (st.size !== BigInt(entry.length)) damage = 'length';
       else if (!sameFile(entry.verified, st)) {
         damage = await verify(handle, entry);
         if (!damage) entry.verified = { ino: st.ino, ctimeNs: st.ctimeNs };
@@ -205,6 +226,7 @@ export class PackStore {
     return {
       fd: handle,
       length: entry.length,
+      relativePath: path.relative(path.join(this.dir, 'entries'), entry.file),
       close: () => {
         if (closed) return;
         closed = true;
@@ -214,24 +236,38 @@ export class PackStore {
   }
 
   /**
-   * Makes a fully written temporary file an entry: header, fsync, rename. Returns false
-   * (and leaves the file to the caller) when it cannot be stored.
+   * Makes a fully written temporary file an entry: fsync, rename the data, then write and
+   * rename its header (the commit point). Returns false (and leaves the file to the caller)
+   * when it cannot be stored.
    */
   async commit(temp: TempFile, meta: EntryMeta, length: number, sha256: Buffer): Promise<boolean> {
     if (length > this.maxEntryBytes || !this.isCurrent(meta.repoId, meta.refsVersion)) return false;
-    await fd.write(temp.fd, encodeHeader(meta, length, sha256), 0);
-    await fd.sync(temp.fd);
+    const tempMeta = temp.file + META_SUFFIX;
+    const metaFd = await fd.open(tempMeta, 'wx');
+    try {
+      await fd.write(metaFd, encodeHeader(meta, length, sha256), 0);
+      await fd.sync(metaFd);
+    } finally {
+      await fd.close(metaFd).catch(() => {});
+    }
     const file = this.entryPath(meta.key);
-    await mkdir(path.dirname(file), { recursive: true });
-    await rename(temp.file, file);
+    try {
+      await fd.sync(temp.fd);
+      await mkdir(path.dirname(file), { recursive: true });
+      const old = this.entries.get(meta.key);
+      if (old) this.forget(old);
+      await rename(temp.file, file);
+      await rename(tempMeta, file + META_SUFFIX);
+    } catch (err) {
+      await unlink(tempMeta).catch(() => {});
+      throw err;
+    }
     const st = await stat(file, { bigint: true });
     // Re-checked: the refs may have moved on while we synced.
     if (!this.isCurrent(meta.repoId, meta.refsVersion)) {
-      await unlink(file).catch(() => {});
+      await unlinkBoth(file);
       return false;
     }
-    const old = this.entries.get(meta.key);
-    if (old) this.forget(old);
     this.add({ ...meta, file, length, sha256: sha256.toString('hex'), verified: { ino: st.ino, ctimeNs: st.ctimeNs } });
     this.evict();
     return true;
@@ -243,7 +279,7 @@ export class PackStore {
 
   private add(entry: Entry): void {
     this.entries.set(entry.key, entry);
-    this.bytes += HEADER_SIZE + entry.length;
+    this.bytes += ENTRY_OVERHEAD + entry.length;
     let keys = this.byRepo.get(entry.repoId);
     if (!keys) this.byRepo.set(entry.repoId, (keys = new Set()));
     keys.add(entry.key);
@@ -253,7 +289,7 @@ export class PackStore {
   private forget(entry: Entry): void {
     if (this.entries.get(entry.key) !== entry) return;
     this.entries.delete(entry.key);
-    this.bytes -= HEADER_SIZE + entry.length;
+    this.bytes -= ENTRY_OVERHEAD + entry.length;
     const keys = this.byRepo.get(entry.repoId);
     keys?.delete(entry.key);
     if (keys?.size === 0) this.byRepo.delete(entry.repoId);
@@ -263,15 +299,31 @@ export class PackStore {
   private remove(entry: Entry, reason: 'stale' | 'size'): void {
     this.forget(entry);
     this.metrics.evictions.inc({ reason });
-    // Readers that have it open keep reading; the name goes now.
-    unlink(entry.file).catch(() => {});
+    this.drop(entry);
   }
 
   private damaged(entry: Entry, reason: DamageReason): void {
     this.forget(entry);
     this.metrics.damaged.inc({ reason });
     this.log.warn({ key: entry.key, repo_id: entry.repoId, reason }, 'pack cache entry damaged; dropped');
-    unlink(entry.file).catch(() => {});
+    unlinkBoth(entry.file).catch(() => {});
+  }
+
+  /**
+   * Deletes a forgotten entry's files. Readers that have it open keep reading. The header goes
+   * now (after a restart the data is an orphan and is deleted); the data file keeps its name
+   * for the grace period when a front proxy may have been handed it and not opened it yet,
+   * unless an entry of the same key has taken the name meanwhile.
+   */
+  private drop(entry: Entry): void {
+    unlink(entry.file + META_SUFFIX).catch(() => {});
+    if (!this.handoff) {
+      unlink(entry.file).catch(() => {});
+      return;
+    }
+    setTimeout(() => {
+      if (!this.entries.has(entry.key)) unlink(entry.file).catch(() => {});
+    }, this.handoff.unlinkGraceMs).unref();
   }
 
   /** Least recently used out first, but any entry of a superseded refs version before that. */
@@ -304,12 +356,19 @@ export class PackStore {
         await rm(path.join(root, fan), { force: true });
         continue;
       }
+      const present = new Set(names);
       for (const name of names) {
         const file = path.join(root, fan, name);
-        const entry = await readEntryHeader(file).catch(() => undefined);
-        if (!entry || entry.key !== name || fan !== name.slice(0, 2)) {
+        if (!name.endsWith(META_SUFFIX)) {
+          // Data without its header: a crash between the two renames, or a dropped entry.
+          if (!present.has(name + META_SUFFIX)) await rm(file, { recursive: true, force: true });
+          continue;
+        }
+        const key = name.slice(0, -META_SUFFIX.length);
+        const entry = await readEntryHeader(path.join(root, fan, key)).catch(() => undefined);
+        if (!entry || entry.key !== key || fan !== key.slice(0, 2)) {
           this.metrics.damaged.inc({ reason: 'header' });
-          await rm(file, { recursive: true, force: true });
+          await unlinkBoth(path.join(root, fan, key));
           continue;
         }
         found.push(entry);
@@ -328,9 +387,9 @@ function sameFile(known: Entry['verified'], st: BigIntStats): boolean {
 }
 
 function encodeHeader(meta: EntryMeta, length: number, sha256: Buffer): Buffer {
-  const header = Buffer.alloc(HEADER_SIZE);
   const json = Buffer.from(JSON.stringify({ key: meta.key, repoId: meta.repoId, refsVersion: meta.refsVersion, endpoint: meta.endpoint }));
-  if (52 + json.length > HEADER_SIZE) throw new RangeError('pack cache entry metadata too long');
+  if (52 + json.length > MAX_META_BYTES) throw new RangeError('pack cache entry metadata too long');
+  const header = Buffer.alloc(52 + json.length);
   MAGIC.copy(header, 0);
   header.writeBigUInt64BE(BigInt(length), 8);
   sha256.copy(header, 16);
@@ -340,10 +399,10 @@ function encodeHeader(meta: EntryMeta, length: number, sha256: Buffer): Buffer {
 }
 
 function decodeHeader(header: Buffer): (EntryMeta & { length: number; sha256: string }) | undefined {
-  if (header.length < HEADER_SIZE || !header.subarray(0, 8).equals(MAGIC)) return undefined;
+  if (header.length < 52 || !header.subarray(0, 8).equals(MAGIC)) return undefined;
   const length = Number(header.readBigUInt64BE(8));
   const jsonLength = header.readUInt32BE(48);
-  if (52 + jsonLength > HEADER_SIZE) return undefined;
+  if (52 + jsonLength !== header.length) return undefined;
   const meta = JSON.parse(header.subarray(52, 52 + jsonLength).toString('utf8')) as Partial<EntryMeta>;
   if (typeof meta.key !== 'string' || typeof meta.repoId !== 'string' || typeof meta.refsVersion !== 'string') return undefined;
   if (meta.endpoint !== 'advertisement' && meta.endpoint !== 'ls-refs' && meta.endpoint !== 'fetch') return undefined;
@@ -357,35 +416,30 @@ function decodeHeader(header: Buffer): (EntryMeta & { length: number; sha256: st
   };
 }
 
+/** The entry whose data file is `file`, from its header file, if both agree. */
 async function readEntryHeader(file: string): Promise<(Entry & { mtimeMs: number }) | undefined> {
-  const handle = await fd.open(file, 'r');
-  try {
-    const st = await fd.stat(handle);
-    const header = Buffer.alloc(HEADER_SIZE);
-    const got = await fd.read(handle, header, HEADER_SIZE, 0);
-    const meta = decodeHeader(header.subarray(0, got));
-    if (!meta || st.size !== BigInt(HEADER_SIZE + meta.length)) return undefined;
-    return { ...meta, file, verified: undefined, mtimeMs: Number(st.mtimeMs) };
-  } finally {
-    await fd.close(handle);
-  }
+  const header = await readFile(file + META_SUFFIX);
+  if (header.length > MAX_META_BYTES) return undefined;
+  const meta = decodeHeader(header);
+  const st = await stat(file, { bigint: true });
+  if (!meta || st.size !== BigInt(meta.length)) return undefined;
+  return { ...meta, file, verified: undefined, mtimeMs: Number(st.mtimeMs) };
 }
 
-/** Re-reads an entry and checks its header and checksum; returns what is wrong, if anything. */
+/** Reads an entry's data and checks its checksum; returns what is wrong, if anything. */
 async function verify(handle: number, entry: Entry): Promise<DamageReason | undefined> {
-  const header = Buffer.alloc(HEADER_SIZE);
-  await fd.read(handle, header, HEADER_SIZE, 0);
-  const meta = decodeHeader(header);
-  if (!meta || meta.key !== entry.key || meta.length !== entry.length || meta.sha256 !== entry.sha256) return 'header';
   const hash = createHash('sha256');
   const buf = Buffer.allocUnsafe(VERIFY_CHUNK);
-  let position = HEADER_SIZE;
-  const end = HEADER_SIZE + entry.length;
-  while (position < end) {
-    const bytesRead = await fd.read(handle, buf, Math.min(VERIFY_CHUNK, end - position), position);
+  let position = 0;
+  while (position < entry.length) {
+    const bytesRead = await fd.read(handle, buf, Math.min(VERIFY_CHUNK, entry.length - position), position);
     if (bytesRead === 0) return 'length';
     hash.update(buf.subarray(0, bytesRead));
     position += bytesRead;
   }
   return hash.digest('hex') === entry.sha256 ? undefined : 'checksum';
+}
+
+async function unlinkBoth(file: string): Promise<void> {
+  await Promise.all([unlink(file).catch(() => {}), unlink(file + META_SUFFIX).catch(() => {})]);
 }
