@@ -153,58 +153,78 @@ function editLines(rng: Rng, text: ReturnType<typeof textSource>, content: strin
 
 const mediumParams = { seed: 'medium-1', commits: 600, textFiles: 3000, binaries: 40, binaryMinKiB: 1200, binaryMaxKiB: 3200 };
 
-const medium: RepoSpec = {
-  name: 'medium',
-  params: mediumParams,
-  config: [],
-  async write(fi) {
-    const p = mediumParams;
-    const rng = new Rng(p.seed);
-    const text = textSource(rng);
-    const files = new Map<string, string[]>();
-    const dirs = Array.from({ length: 40 }, (_, i) => `src/${text.word()}${i}/${rng.next() < 0.5 ? 'lib' : 'impl'}`);
-    const newPath = () => `${rng.pick(dirs)}/${text.word()}-${files.size}.${rng.pick(['ts', 'md', 'c', 'txt', 'json'])}`;
-    const binaryAt = new Set(Array.from({ length: p.binaries }, (_, i) => Math.floor(((i + 0.5) * p.commits) / p.binaries)));
-    const binaries: string[] = [];
-    let previous = 0;
-    for (let n = 0; n < p.commits; n++) {
-      const changes = new Map<string, string | Buffer | null>();
-      if (n === 0) {
-        for (let i = 0; i < p.textFiles; i++) files.set(newPath(), text.lines(rng.int(20, 200)));
-        for (const [file, content] of files) changes.set(file, content.join('\n') + '\n');
-      } else {
-        const paths = [...files.keys()];
-        for (let k = rng.int(1, 6); k > 0; k--) {
-          const file = rng.pick(paths);
-          files.set(file, editLines(rng, text, files.get(file)!));
-          changes.set(file, files.get(file)!.join('\n') + '\n');
-        }
-        if (rng.next() < 0.25) {
-          const file = newPath();
-          files.set(file, text.lines(rng.int(20, 200)));
-          changes.set(file, files.get(file)!.join('\n') + '\n');
-        }
-        if (rng.next() < 0.03) {
-          const file = rng.pick(paths);
-          if (!changes.has(file)) {
-            files.delete(file);
-            changes.set(file, null);
+/**
+ * The `medium` shape scaled to about `mib` MiB of pack (commits, text files and binaries in
+ * proportion); 100 gives `medium` itself (and shares its cache).
+ */
+export function mediumOfSize(mib: number): RepoSpec {
+  if (mib === 100) return medium;
+  const k = mib / 100;
+  const params = {
+    ...mediumParams,
+    commits: Math.max(20, Math.round(mediumParams.commits * k)),
+    textFiles: Math.max(50, Math.round(mediumParams.textFiles * k)),
+    binaries: Math.max(1, Math.round(mediumParams.binaries * k)),
+  };
+  return { ...mediumShape(params), name: `medium-${mib}mib` };
+}
+
+const medium: RepoSpec = mediumShape(mediumParams);
+
+function mediumShape(params: typeof mediumParams): RepoSpec {
+  return {
+    name: 'medium',
+    params,
+    config: [],
+    async write(fi) {
+      const p = params;
+      const rng = new Rng(p.seed);
+      const text = textSource(rng);
+      const files = new Map<string, string[]>();
+      const dirs = Array.from({ length: 40 }, (_, i) => `src/${text.word()}${i}/${rng.next() < 0.5 ? 'lib' : 'impl'}`);
+      const newPath = () => `${rng.pick(dirs)}/${text.word()}-${files.size}.${rng.pick(['ts', 'md', 'c', 'txt', 'json'])}`;
+      const binaryAt = new Set(Array.from({ length: p.binaries }, (_, i) => Math.floor(((i + 0.5) * p.commits) / p.binaries)));
+      const binaries: string[] = [];
+      let previous = 0;
+      for (let n = 0; n < p.commits; n++) {
+        const changes = new Map<string, string | Buffer | null>();
+        if (n === 0) {
+          for (let i = 0; i < p.textFiles; i++) files.set(newPath(), text.lines(rng.int(20, 200)));
+          for (const [file, content] of files) changes.set(file, content.join('\n') + '\n');
+        } else {
+          const paths = [...files.keys()];
+          for (let k = rng.int(1, 6); k > 0; k--) {
+            const file = rng.pick(paths);
+            files.set(file, editLines(rng, text, files.get(file)!));
+            changes.set(file, files.get(file)!.join('\n') + '\n');
+          }
+          if (rng.next() < 0.25) {
+            const file = newPath();
+            files.set(file, text.lines(rng.int(20, 200)));
+            changes.set(file, files.get(file)!.join('\n') + '\n');
+          }
+          if (rng.next() < 0.03) {
+            const file = rng.pick(paths);
+            if (!changes.has(file)) {
+              files.delete(file);
+              changes.set(file, null);
+            }
           }
         }
+        if (binaryAt.has(n)) {
+          const replace = binaries.length > 0 && rng.next() < 0.3;
+          const file = replace ? rng.pick(binaries) : `assets/${text.word()}-${binaries.length}.bin`;
+          if (!replace) binaries.push(file);
+          changes.set(file, keystream(`${p.seed}:${n}`)(rng.int(p.binaryMinKiB, p.binaryMaxKiB) * 1024));
+        }
+        const message = `${text.lines(1)[0]!.trim()}\n\nChange ${n}.\n`;
+        previous = await fi.commit('refs/heads/main', n, message, changes);
+        if (n > 0 && n % 60 === 0) await fi.tag(`v1.${n / 60}`, previous, n, `Release 1.${n / 60}\n`);
+        if (n === 200 || n === 400) await fi.branch(`refs/heads/release/${n / 200}`, previous);
       }
-      if (binaryAt.has(n)) {
-        const replace = binaries.length > 0 && rng.next() < 0.3;
-        const file = replace ? rng.pick(binaries) : `assets/${text.word()}-${binaries.length}.bin`;
-        if (!replace) binaries.push(file);
-        changes.set(file, keystream(`${p.seed}:${n}`)(rng.int(p.binaryMinKiB, p.binaryMaxKiB) * 1024));
-      }
-      const message = `${text.lines(1)[0]!.trim()}\n\nChange ${n}.\n`;
-      previous = await fi.commit('refs/heads/main', n, message, changes);
-      if (n > 0 && n % 60 === 0) await fi.tag(`v1.${n / 60}`, previous, n, `Release 1.${n / 60}\n`);
-      if (n === 200 || n === 400) await fi.branch(`refs/heads/release/${n / 200}`, previous);
-    }
-  },
-};
+    },
+  };
+}
 
 const largeParams = { seed: 'large-1', files: 20, fileMiB: 50 };
 

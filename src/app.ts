@@ -30,6 +30,10 @@ import { createSigner, loadSigningKey } from './lfs/signing.js';
 import { now } from './meta/db.js';
 import { appendEvent, dirtyRepositories } from './meta/snapshots.js';
 import { createSnapshotMetrics, SnapshotWorker } from './snapshots/worker.js';
+import { createResidencyMetrics, Residency } from './snapshots/eviction.js';
+import { countEvicted } from './meta/residency.js';
+import { repositoryConfig } from './repos/service.js';
+import { findRepositoryById } from './meta/repositories.js';
 
 /** The configured ObjectStore adapter: the filesystem under <data>/objects, or S3. */
 export async function createObjectStore(config: Config, dataDir: string): Promise<ObjectStore & { destroy?(): void }> {
@@ -126,6 +130,27 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
         },
       )
     : undefined;
+  // Repositories held on disk while git runs in them; evicted when idle (if configured) and
+  // restored on their next request (docs/design/snapshots.md, "Eviction"). Always present: an
+  // admin may evict one with `gitstratum repo evict` even when idle eviction is off.
+  const residency = new Residency(
+    { idleMs: config.snapshotEvictIdleSeconds * 1000 },
+    {
+      meta: core.meta,
+      store: rawStore,
+      dataDir: core.dataDir,
+      repoPath: (id) => core.repos.diskPath(id),
+      repoConfig: repositoryConfig(),
+      log: log.child({ component: 'eviction' }),
+      metrics: createResidencyMetrics(metrics.registry, () => countEvicted(core.meta.db)),
+      ...(maintenance && { busy: (id: string) => maintenance.busy(id) }),
+    },
+  );
+  hooks.onControl('evict', async (args) => {
+    const id = String(args['repositoryId']);
+    const repo = await findRepositoryById(core.meta.db, id);
+    return residency.evict(id, 'admin', repo ? `${repo.ownerName}/${repo.spaceName}/${repo.name}` : id);
+  });
   /** Event-log writes from hooks: a failure is logged, never turned into a failed push. */
   const pushEvent = async (repoId: string, kind: 'push-begin' | 'push-end', call: { env: Record<string, string> }) => {
     try {
@@ -201,7 +226,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
         { metrics: createPackCacheMetrics(metrics.registry), log: log.child({ component: 'pack-cache' }) },
       )
     : undefined;
-  registerGitRoutes(http, { accounts: core.accounts, repos: core.repos, git: packCache ?? plainGit, limits, metrics, hookSocket: hooks.socketPath });
+  registerGitRoutes(http, { accounts: core.accounts, repos: core.repos, git: packCache ?? plainGit, limits, metrics, hookSocket: hooks.socketPath, residency });
   registerApiRoutes(http, { accounts: core.accounts, repos: core.repos });
   registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl });
 
@@ -214,6 +239,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       await installHooks(core.dataDir);
       await hooks.listen();
       snapshotWorker?.start();
+      residency.start();
       return http.listen({ host: config.host, port: config.port });
     },
     async close() {
@@ -224,6 +250,8 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       await maintenance?.close();
       // Aborts a snapshot upload in flight: it leaves no object and no row, the repository dirty.
       await snapshotWorker?.close();
+      // Waits for an eviction or a lazy restore in flight (each leaves a consistent state anyway).
+      await residency.close();
       await hooks.close();
       rawStore.destroy?.();
       await core.close();

@@ -213,6 +213,22 @@ export function buildProgram(): Command {
 
   common(
     repo
+      .command('evict <owner/space/repo>')
+      .description('remove a fully persisted repository from local disk now; its next request restores it from its snapshots'),
+  ).action(
+    admin(async (core, repoPath: string) => {
+      const { evictNow } = await import('../snapshots/admin.js');
+      const { hookSocketPath } = await import('../git/hooks.js');
+      const r = await evictNow(
+        { meta: core.meta, dataDir: core.dataDir, repoPath: (id) => core.repos.diskPath(id), socketPath: hookSocketPath(core.dataDir) },
+        repoPath,
+      );
+      return { text: `evicted ${r.repository} from local disk; snapshot ${r.snapshot} holds it and its next request restores it`, json: r };
+    }),
+  );
+
+  common(
+    repo
       .command('lock-enforcement <owner/space/repo> <on|off>')
       .description('refuse (on, the default) or allow pushes that change files another user has locked with git lfs lock'),
   ).action(
@@ -286,7 +302,8 @@ export function buildProgram(): Command {
       if (opts['all']) {
         if (repoPath || opts['at'] || opts['before'] || opts['to']) throw invalid('invalid_argument', '--all takes no repository, --at, --before or --to');
         const all = await (await import('../snapshots/admin.js')).restoreAll(deps, { onProgress: progress });
-        return { text: [...all.restored.flatMap(describeRestore), `${all.restored.length} restored, ${all.present.length} already present`], json: all };
+        const summary = `${all.restored.length} restored, ${all.present.length} already present${all.evicted.length > 0 ? `, ${all.evicted.length} evicted (restored on their next request)` : ''}`;
+        return { text: [...all.restored.flatMap(describeRestore), summary], json: all };
       }
       if (!repoPath) throw invalid('invalid_argument', 'name a repository (OWNER/SPACE/REPO) or pass --all');
       if (opts['at'] && opts['before']) throw invalid('invalid_argument', '--at and --before exclude each other');

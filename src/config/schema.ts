@@ -102,6 +102,11 @@ export const configSchema = z
     snapshotConcurrency: positiveInt.default(1),
     /** Longest wait between retries of a failing snapshot (the backoff doubles from 1 s up to this). */
     snapshotRetryMaxSeconds: positiveInt.default(60),
+    /**
+     * Evict a repository from local disk once no git request has touched it for this long and
+     * every push is in a snapshot; its next request restores it. 0: never (the default).
+     */
+    snapshotEvictIdleSeconds: z.coerce.number().int().min(0).default(0),
     /** Default branch of new repositories. */
     defaultBranch: z.string().regex(/^[A-Za-z0-9._/-]+$/).default('main'),
   })
@@ -116,6 +121,10 @@ export const configSchema = z
   .refine((c) => c.objectStore !== 's3' || c.s3Bucket !== undefined, {
     message: 'objectStore s3 needs s3Bucket',
     path: ['s3Bucket'],
+  })
+  .refine((c) => c.snapshotEvictIdleSeconds === 0 || c.snapshotsEnabled, {
+    message: 'snapshotEvictIdleSeconds needs snapshotsEnabled (only persisted repositories can leave the disk)',
+    path: ['snapshotEvictIdleSeconds'],
   })
   .refine((c) => c.lfsTransferMode !== 'direct' || c.objectStore === 's3', {
     message: 'lfsTransferMode direct needs objectStore s3 (pre-signed URLs)',

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../shared/log.js';
-import { conflict } from '../shared/errors.js';
+import { conflict, DomainError, isDomainError, type ErrorKind } from '../shared/errors.js';
 
 export const HOOK_NAMES = ['pre-receive', 'post-receive'] as const;
 export type HookName = (typeof HOOK_NAMES)[number];
@@ -31,6 +31,17 @@ export interface HookAnswer {
 }
 
 export type HookHandler = (call: HookCall) => Promise<HookAnswer>;
+
+/**
+ * The same socket carries requests from the admin CLI to the running server, for operations
+ * that must take the server's own locks (evicting a repository while requests may arrive).
+ */
+export type ControlHandler = (args: Record<string, unknown>) => Promise<unknown>;
+
+interface ControlAnswer {
+  result?: unknown;
+  error?: { kind: ErrorKind; code: string; message: string };
+}
 
 /** Where the socket lives: in the data directory, or in the temp dir when that path is too long for AF_UNIX. */
 export function hookSocketPath(dataDir: string): string {
@@ -66,6 +77,7 @@ function sh(value: string): string {
 export class HookServer {
   private server: Server | undefined;
   private readonly handlers = new Map<HookName, HookHandler[]>();
+  private readonly controls = new Map<string, ControlHandler>();
 
   constructor(
     readonly socketPath: string,
@@ -76,6 +88,10 @@ export class HookServer {
     const list = this.handlers.get(hook) ?? [];
     list.push(handler);
     this.handlers.set(hook, list);
+  }
+
+  onControl(name: string, handler: ControlHandler): void {
+    this.controls.set(name, handler);
   }
 
   async listen(): Promise<void> {
@@ -107,8 +123,9 @@ export class HookServer {
     });
   }
 
-  private async dispatch(input: string): Promise<HookAnswer> {
-    const call = JSON.parse(input) as HookCall;
+  private async dispatch(input: string): Promise<HookAnswer | ControlAnswer> {
+    const call = JSON.parse(input) as HookCall | { control: string; args?: Record<string, unknown> };
+    if ('control' in call) return this.control(call.control, call.args ?? {});
     const messages: string[] = [];
     for (const handler of this.handlers.get(call.hook) ?? []) {
       const answer = await handler(call);
@@ -118,12 +135,54 @@ export class HookServer {
     return { code: 0, ...(messages.length > 0 && { message: messages.join('\n') }) };
   }
 
+  private async control(name: string, args: Record<string, unknown>): Promise<ControlAnswer> {
+    const handler = this.controls.get(name);
+    if (!handler) return { error: { kind: 'invalid', code: 'invalid_argument', message: `the server does not offer ${name}` } };
+    try {
+      return { result: (await handler(args)) ?? null };
+    } catch (err) {
+      if (isDomainError(err)) return { error: { kind: err.kind, code: err.code, message: err.message } };
+      this.log.error({ err, control: name }, 'control request failed');
+      return { error: { kind: 'unavailable', code: 'internal_error', message: `${name} failed in the server: ${(err as Error).message}` } };
+    }
+  }
+
   async close(): Promise<void> {
     const server = this.server;
     if (!server) return;
     await new Promise<void>((resolve) => server.close(() => resolve()));
     await rm(this.socketPath, { force: true });
   }
+}
+
+/**
+ * Asks the server listening on `socketPath` to run a control operation. Resolves undefined when
+ * no server answers (none running); a refusal comes back as the server's DomainError.
+ */
+export function callServer(socketPath: string, control: string, args: Record<string, unknown>): Promise<{ result: unknown } | undefined> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(socketPath);
+    let connected = false;
+    let answer = '';
+    socket.setEncoding('utf8');
+    socket.on('connect', () => {
+      connected = true;
+      socket.end(JSON.stringify({ control, args }));
+    });
+    socket.on('data', (d: string) => (answer += d));
+    socket.on('error', (err) => (connected ? reject(err) : resolve(undefined)));
+    socket.on('end', () => {
+      let parsed: ControlAnswer;
+      try {
+        parsed = JSON.parse(answer) as ControlAnswer;
+      } catch {
+        reject(new Error(`the server gave no answer to ${control}`));
+        return;
+      }
+      if (parsed.error) reject(new DomainError(parsed.error.kind, parsed.error.code, parsed.error.message));
+      else resolve({ result: parsed.result });
+    });
+  });
 }
 
 function socketAnswers(socketPath: string): Promise<boolean> {

@@ -135,6 +135,11 @@ export class MaintenanceScheduler {
     return this.running.size;
   }
 
+  /** Maintenance waits or runs for the repository (it must stay on disk meanwhile). */
+  busy(repoId: string): boolean {
+    return this.entries.has(repoId);
+  }
+
   /** A push landed in the repository. Never throws, never waits. */
   notify(repoId: string, repoPath: string): void {
     if (this.closed) return;

@@ -6,7 +6,7 @@ import { createGunzip } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Accounts } from '../access/accounts.js';
 import { actorId, actorName } from '../access/policy.js';
-import type { RepoService } from '../repos/service.js';
+import type { RepoInfo, RepoService } from '../repos/service.js';
 import { gitProtocolValue, type GitService } from '../git/command.js';
 import type { GitResponse, GitServices, ServiceLimits } from '../git/smart-http.js';
 import { DomainError, invalid, isDomainError, tooLarge } from '../shared/errors.js';
@@ -23,6 +23,8 @@ export interface GitRouteDeps {
   limits: ServiceLimits;
   metrics: Metrics;
   hookSocket: string;
+  /** Keeps the repository on local disk while git runs in it, restoring it first if it was evicted. */
+  residency: { acquire(repo: { id: string; defaultBranch: string; label: string }): Promise<() => void> };
 }
 
 interface RepoParams {
@@ -68,6 +70,19 @@ export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): voi
     return { actor, repo };
   }
 
+  /** Runs `start` with the repository held on disk until git is done with it. */
+  async function onDisk(repo: RepoInfo, start: () => Promise<GitResponse>): Promise<GitResponse> {
+    const release = await deps.residency.acquire({ id: repo.id, defaultBranch: repo.defaultBranch, label: `${repo.ownerName}/${repo.spaceName}/${repo.name}` });
+    try {
+      const res = await start();
+      res.done.finally(release).catch(() => {});
+      return res;
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
   function send(reply: FastifyReply, service: GitService, kind: 'advertisement' | 'result', res: GitResponse) {
     res.done.then((outcome) => {
       metrics.gitBytes.inc({ service, direction: 'in' }, outcome.bytesIn);
@@ -98,9 +113,12 @@ export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): voi
           );
         }
         const { repo } = await resolve(req, service);
-        const res = await git.advertiseRefs(
-          { service, repoId: repo.id, repoPath: repo.path, protocol: gitProtocolValue(req.headers['git-protocol'] as string | undefined), limits },
-          abortSignalOf(reply),
+        const signal = abortSignalOf(reply);
+        const res = await onDisk(repo, () =>
+          git.advertiseRefs(
+            { service, repoId: repo.id, repoPath: repo.path, protocol: gitProtocolValue(req.headers['git-protocol'] as string | undefined), limits },
+            signal,
+          ),
         );
         return send(reply, service, 'advertisement', res);
       } catch (err) {
@@ -122,7 +140,8 @@ export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): voi
         if (service === 'receive-pack' && declared > limits.maxPushBytes) {
           throw tooLarge('push_too_large', `push of ${declared} bytes exceeds the limit of ${limits.maxPushBytes} bytes`);
         }
-        const res = await git.statelessRpc(
+        const signal = abortSignalOf(reply);
+        const res = await onDisk(repo, () => git.statelessRpc(
           {
             service,
             repoId: repo.id,
@@ -139,8 +158,8 @@ export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): voi
             },
             limits,
           },
-          abortSignalOf(reply),
-        );
+          signal,
+        ));
         return send(reply, service, 'result', res);
       } catch (err) {
         if (isDomainError(err)) {

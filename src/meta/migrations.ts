@@ -170,6 +170,21 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('events_repository_kind_idx').on('events').columns(['repository_id', 'kind', 'id']).execute();
       },
     },
+    '0005_eviction': {
+      async up(db: Kysely<any>) {
+        // Whether a repository is on local disk (docs/design/snapshots.md, "Eviction"). A table
+        // of its own: written by the access tracker at most once a minute per repository, never
+        // on the request path of the repositories row. `evicted_at` set means the directory may
+        // be missing and the next request restores it; a missing directory without it is a lost
+        // disk, which only an operator restores.
+        await db.schema
+          .createTable('repository_residency')
+          .addColumn('repository_id', 'text', (c) => c.primaryKey().references('repositories.id').onDelete('cascade'))
+          .addColumn('last_access_at', 'text', (c) => c.notNull())
+          .addColumn('evicted_at', 'text')
+          .execute();
+      },
+    },
   };
 }
 

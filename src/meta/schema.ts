@@ -128,6 +128,14 @@ export interface EventsTable {
   details: string;
 }
 
+export interface RepositoryResidencyTable {
+  repository_id: string;
+  /** Last git request that touched the repository's disk; written at most once a minute. */
+  last_access_at: string;
+  /** Set while the repository is evicted from local disk (restored on its next request). */
+  evicted_at: string | null;
+}
+
 export interface Database {
   owners: OwnersTable;
   users: UsersTable;
@@ -142,4 +150,5 @@ export interface Database {
   lfs_locks: LfsLocksTable;
   snapshots: SnapshotsTable;
   events: EventsTable;
+  repository_residency: RepositoryResidencyTable;
 }

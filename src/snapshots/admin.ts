@@ -11,7 +11,11 @@ import * as snapshots from '../meta/snapshots.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { notFound } from '../shared/errors.js';
 import { parseRepoPath } from '../repos/names.js';
+import * as residency from '../meta/residency.js';
+import { now } from '../meta/db.js';
+import { callServer } from '../git/hooks.js';
 import { createSnapshot } from './create.js';
+import { evictRepository, type EvictDeps, type EvictResult } from './eviction.js';
 import { restoreRepository, type RestoreOptions, type RestoreResult } from './restore.js';
 
 export interface SnapshotAdminDeps {
@@ -28,7 +32,7 @@ export interface RestoredRepository extends RestoreResult {
   target: string;
 }
 
-async function findRepo(deps: SnapshotAdminDeps, repoPath: string) {
+async function findRepo(deps: Pick<SnapshotAdminDeps, 'meta'>, repoPath: string) {
   const where = parseRepoPath(repoPath);
   const repo = await repositories.findRepositoryByPath(deps.meta.db, where.owner, where.space, where.repo);
   if (!repo) throw notFound('repo_not_found', `repository not found: ${repoPath}`, { repository: repoPath });
@@ -64,20 +68,43 @@ export async function restoreOne(
     before: opts.before,
     ...(opts.onProgress && { onProgress: opts.onProgress }),
   });
+  // Back in its own place: no longer evicted, if it was.
+  if (target === deps.repoPath(repo.id)) await residency.clearEvicted(deps.meta.db, repo.id, now());
   return { ...result, repository: label(repo), target };
 }
 
-/** Restores the latest snapshot of every repository whose directory is missing. */
+/**
+ * Evicts a repository from local disk now (docs/design/snapshots.md, "Eviction"). A running
+ * server does it, under its own lock against requests for the repository; with none running
+ * this process does.
+ */
+export async function evictNow(deps: EvictDeps & { socketPath: string }, repoPath: string): Promise<EvictResult & { repository: string }> {
+  const repo = await findRepo(deps, repoPath);
+  const answered = await callServer(deps.socketPath, 'evict', { repositoryId: repo.id });
+  const result = answered ? (answered.result as EvictResult) : await evictRepository(deps, repo.id, label(repo));
+  return { ...result, repository: label(repo) };
+}
+
+/**
+ * Restores the latest snapshot of every repository whose directory is missing. Evicted ones
+ * are left to their next request (restoring them all could fill the disk they were evicted from).
+ */
 export async function restoreAll(
   deps: SnapshotAdminDeps,
   opts: { onProgress?: RestoreOptions['onProgress'] } = {},
-): Promise<{ restored: RestoredRepository[]; present: string[] }> {
+): Promise<{ restored: RestoredRepository[]; present: string[]; evicted: string[] }> {
   const restored: RestoredRepository[] = [];
   const present: string[] = [];
+  const evicted: string[] = [];
+  const marked = await residency.evictedIds(deps.meta.db);
   for (const repo of await repositories.listRepositories(deps.meta.db)) {
     const target = deps.repoPath(repo.id);
     if (await stat(target).catch(() => undefined)) {
       present.push(label(repo));
+      continue;
+    }
+    if (marked.has(repo.id)) {
+      evicted.push(label(repo));
       continue;
     }
     const result = await restoreRepository(deps, {
@@ -90,5 +117,5 @@ export async function restoreAll(
     });
     restored.push({ ...result, repository: label(repo), target });
   }
-  return { restored, present };
+  return { restored, present, evicted };
 }
