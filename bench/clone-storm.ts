@@ -16,6 +16,10 @@
  * response by git (which reads at its index-pack's pace), and the same v2 fetch posted by a
  * node:http client that reads as fast as the server sends.
  *
+ * A second gitstratum runs behind nginx with the hand-off on (`--pack-cache-accel-redirect`:
+ * hits are sent by nginx from the cache files); it takes part in scenario 2 and in the cost of
+ * a hit, its CPU counted with nginx's.
+ *
  * For each: wall time, server CPU per clone (the whole server process tree, git children
  * included, read when no git child runs), server peak RSS, and gitstratum's cache hit ratio
  * from its /metrics: hit and coalesced requests over all upload-pack requests (advertisements,
@@ -39,12 +43,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startGitstratum } from './gitstratum-server.js';
-import { startHttpBackend } from './http-backend-peer.js';
+import { startHttpBackend, startNginx } from './http-backend-peer.js';
 import { installCleanup, run, stopAll, wasInterrupted } from './processes.js';
 import { currentRss } from './proc-stats.js';
 import { addCommit, describeRepo, ensureRepo, repackForServing, SPECS, type RepoInfo } from './repo-generator.js';
 import { median, mib, spread, table, type Sample } from './report.js';
-import { gitstratumSide, measure, peerPrerequisites, peerSide, rawFetch, scrapeMetrics, sumSeries, waitMaintenanceIdle, type Side } from './sides.js';
+import { gitstratumSide, handoffSide, measure, peerPrerequisites, peerSide, rawFetch, scrapeMetrics, sumSeries, waitMaintenanceIdle, type Side } from './sides.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CACHE = path.join(ROOT, '.bench');
@@ -166,7 +170,7 @@ function resultsTable(rows: Row[]): string {
   for (const r of rows) {
     const s = r.samples;
     const sum = (pick: (x: StormSample) => number) => s.reduce((a, x) => a + pick(x), 0);
-    const cached = r.side === 'gitstratum' ? `${pct(sum((x) => x.hits), sum((x) => x.requests))} / ${pct(sum((x) => x.fetchHits), sum((x) => x.fetches))}` : '';
+    const cached = r.side.startsWith('gitstratum') ? `${pct(sum((x) => x.hits), sum((x) => x.requests))} / ${pct(sum((x) => x.fetchHits), sum((x) => x.fetches))}` : '';
     out.push([
       r.repo === lastRepo ? '' : r.repo,
       r.repo === lastRepo && r.scenario === lastScenario ? '' : r.scenario,
@@ -185,9 +189,9 @@ function resultsTable(rows: Row[]): string {
 
 function ratiosTable(rows: Row[]): string {
   const out = [['repository', 'scenario', 'wall', 'server CPU per clone', 'peak RSS', 'target', 'verdict']];
-  const subject = rows.filter((r) => r.side === 'gitstratum');
+  const subject = rows.filter((r) => r.side !== 'http-backend');
   for (const a of subject) {
-    const b = rows.find((r) => r.repo === a.repo && r.scenario === a.scenario && r.side !== 'gitstratum');
+    const b = rows.find((r) => r.repo === a.repo && r.scenario === a.scenario && r.side === 'http-backend');
     if (!b) continue;
     const wallOf = (r: Row) => median(r.roundWalls ?? r.samples.map((x) => x.wall));
     const wall = wallOf(a) / wallOf(b);
@@ -215,7 +219,7 @@ function ratiosTable(rows: Row[]): string {
         `${met(hits >= 0.95 * requests)} on all requests (${pct(hits, requests)}), ${met(fetchHits >= 0.95 * fetches)} on fetches (${pct(fetchHits, fetches)}); ` +
         `misses per push: ${((requests - hits) / pushes).toFixed(1)} of ${(requests / pushes).toFixed(0)} requests, ${((fetches - fetchHits) / pushes).toFixed(1)} of ${(fetches / pushes).toFixed(0)} fetches`;
     }
-    out.push([a.repo, a.scenario, `${wall.toFixed(2)}×`, Number.isNaN(cpu) ? '— (peer ≈ 0)' : `${cpu.toFixed(3)}×`, `${rss.toFixed(2)}×`, target, verdict]);
+    out.push([a.repo, a.side === 'gitstratum' ? a.scenario : `${a.scenario}, ${a.side}`, `${wall.toFixed(2)}×`, Number.isNaN(cpu) ? '— (peer ≈ 0)' : `${cpu.toFixed(3)}×`, `${rss.toFixed(2)}×`, target, verdict]);
   }
   return table(out);
 }
@@ -225,6 +229,8 @@ interface Context {
   opts: Options;
   gs: Side;
   peer: Side;
+  /** gitstratum behind nginx, hits handed to nginx: measured in scenario 2 and for the cost of a hit. */
+  handoff: Side;
   clonesDir: string;
   git(args: string[], cwd?: string): ReturnType<typeof run>;
 }
@@ -254,11 +260,11 @@ async function storm(ctx: Context, side: Side, repo: string, expect: string, cou
 let coldCount = 0;
 async function makeCold(ctx: Context, repo: string, head: string): Promise<void> {
   coldCount++;
-  for (const side of [ctx.gs, ctx.peer]) await ctx.git(['--git-dir', side.repoPath(repo), 'update-ref', `refs/tags/bench-cold-${coldCount}`, head]);
+  for (const side of [ctx.gs, ctx.peer, ctx.handoff]) await ctx.git(['--git-dir', side.repoPath(repo), 'update-ref', `refs/tags/bench-cold-${coldCount}`, head]);
 }
 
 async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[], hitCost: string[]): Promise<void> {
-  const { gs, peer, opts } = ctx;
+  const { gs, peer, handoff, opts } = ctx;
   const sides = [gs, peer];
   const row = (scenario: string, key: Row['key'], side: Side) => {
     let r = rows.find((x) => x.repo === label && x.scenario === scenario && x.side === side.name);
@@ -273,17 +279,18 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
   const source = path.join(ctx.clonesDir, `source-${label}.git`);
   await ctx.git(['clone', '--bare', '--quiet', '--local', info.path, source]);
   say(`${label}: pushing ${(info.packBytes / MiB).toFixed(0)} MiB to both servers, then repacking both with bitmaps`);
-  for (const side of sides) {
+  for (const side of [...sides, handoff]) {
     await side.createRepo(label);
     await ctx.git(['--git-dir', source, 'push', '--quiet', side.repoUrl(label), '+refs/heads/*:refs/heads/*', '+refs/tags/*:refs/tags/*']);
   }
   await waitMaintenanceIdle(gs.metricsUrl!);
-  for (const side of sides) {
+  await waitMaintenanceIdle(handoff.metricsUrl!);
+  for (const side of [...sides, handoff]) {
     await repackForServing(side.repoPath(label), ctx.env);
     await run('sh', ['-c', 'cat "$1"/objects/pack/* > /dev/null', 'sh', side.repoPath(label)]);
   }
   let head = info.head;
-  for (const side of sides) await cloneOnce(ctx, side, label, head, { tag: 'warm-up' });
+  for (const side of [...sides, handoff]) await cloneOnce(ctx, side, label, head, { tag: 'warm-up' });
 
   // 1. Cold full clones.
   for (const protocol of [2, 0]) {
@@ -305,7 +312,8 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
   ] as const) {
     for (let i = 1; i <= opts.runs; i++) {
       await makeCold(ctx, label, head);
-      for (const side of ordered(i)) {
+      // The shallow storm also behind nginx with hits handed to it (after the two, outside their order).
+      for (const side of key === 'storm-shallow' ? [...ordered(i), handoff] : ordered(i)) {
         const s = await measureStorm(side, count, () => storm(ctx, side, label, head, count, () => shallow, `${key}-${i}`));
         row(scenario, key, side).samples.push(s);
         log(`${scenario} ${i}/${opts.runs}`, side, s);
@@ -325,6 +333,20 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
     hitCost.push(
       `  ${label}: ${n} full clones served from the cache (${s.hits}/${s.requests} requests hit), ${(gb * 1000).toFixed(0)} MB sent from cache files: ` +
         (gb > 0 ? `${(s.cpu / gb).toFixed(2)} server CPU-s per GB (non-git ${(s.own / gb).toFixed(2)}) — target ≤ 1: ${s.cpu / gb <= 1 ? 'met' : 'missed'}` : 'no bytes served from cache (is the cache enabled and merged?)'),
+    );
+    say(hitCost[hitCost.length - 1]!.trim());
+
+    // The same behind nginx with hits handed to it: the first clone stores the response.
+    await cloneOnce(ctx, handoff, label, head, { tag: 'handoff-miss' });
+    const h = await measureStorm(handoff, n, async () => {
+      let wall = 0;
+      for (let i = 0; i < n; i++) wall += await cloneOnce(ctx, handoff, label, head, { tag: `handoff-hit-${i}` });
+      return wall;
+    });
+    const hgb = h.hitBytes / GB;
+    hitCost.push(
+      `  ${label}: the same ${n} clones behind nginx, hits handed to it (${h.hits}/${h.requests} requests hit), ${(hgb * 1000).toFixed(0)} MB sent by nginx from cache files: ` +
+        (hgb > 0 ? `${(h.cpu / hgb).toFixed(2)} server CPU-s per GB, gitstratum and nginx together — target ≤ 1: ${h.cpu / hgb <= 1 ? 'met' : 'missed'}` : 'no bytes handed off'),
     );
     say(hitCost[hitCost.length - 1]!.trim());
 
@@ -433,6 +455,28 @@ async function main(): Promise<void> {
       .split('\n')
       .filter((l) => /^(receive|uploadpack|transfer|pack|core\.(fsync|logallrefupdates|compression))/i.test(l))
       .map((l) => l.split('=', 2) as [string, string]);
+    // A second gitstratum behind nginx with the hand-off on (its own data directory and nginx).
+    const handoffPrefix = '/_gitstratum/cache/';
+    const gs2 = await startGitstratum(ROOT, path.join(workDir, 'gitstratum-handoff'), env, ['--pack-cache-accel-redirect', handoffPrefix]);
+    const front = await startNginx(
+      tools.nginx,
+      path.join(workDir, 'handoff-nginx'),
+      {
+        // Cache files are group-readable; as root, nginx's workers would otherwise run as nobody.
+        main: process.getuid?.() === 0 ? 'user root;' : '',
+        server: `    location ${handoffPrefix} { internal; alias ${path.join(gs2.dataDir, 'cache', 'entries')}/; }
+    location / {
+      proxy_pass ${gs2.url};
+      proxy_http_version 1.1;
+      proxy_set_header Host $http_host;
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 600s;
+    }`,
+      },
+      env,
+    );
+    const handoff = handoffSide(gs2, front);
     const peer = peerSide(await startHttpBackend(ROOT, path.join(workDir, 'peer'), { ...tools, workers: opts.workers, repoConfig: gsConfig, gitHome: home }, env));
     if (!gs.resetPeak() || !peer.resetPeak()) say('warning: cannot reset VmHWM (/proc/<pid>/clear_refs); peaks are per process lifetime');
     const gsIdleRss = currentRss(gsServer.pid);
@@ -442,7 +486,7 @@ async function main(): Promise<void> {
 
     const clonesDir = path.join(workDir, 'clones');
     await mkdir(clonesDir, { recursive: true });
-    const ctx: Context = { env, opts, gs, peer, clonesDir, git: (args, cwd) => run('git', args, { env, timeoutMs: CLIENT_TIMEOUT_MS, ...(cwd && { cwd }) }) };
+    const ctx: Context = { env, opts, gs, peer, handoff, clonesDir, git: (args, cwd) => run('git', args, { env, timeoutMs: CLIENT_TIMEOUT_MS, ...(cwd && { cwd }) }) };
     const rows: Row[] = [];
     const hitCost: string[] = [];
     for (const [label, info] of repos) await scenarios(ctx, label, info, rows, hitCost);

@@ -63,7 +63,7 @@ export interface Nginx {
  * directives and extra `http` ones. Registered for stopping by PID; resolves once its workers
  * run (the master has bound the port before it forks them).
  */
-export async function startNginx(nginxBin: string, prefix: string, blocks: { http?: string; server: string }, env: NodeJS.ProcessEnv): Promise<Nginx> {
+export async function startNginx(nginxBin: string, prefix: string, blocks: { main?: string; http?: string; server: string }, env: NodeJS.ProcessEnv): Promise<Nginx> {
   const tmp = (name: string) => path.join(prefix, 'tmp', name);
   await mkdir(path.join(prefix, 'tmp'), { recursive: true });
   const port = await freePort();
@@ -76,6 +76,7 @@ master_process on;
 worker_processes auto;
 pid ${prefix}/nginx.pid;
 error_log ${prefix}/error.log warn;
+${blocks.main ?? ''}
 events { worker_connections 256; }
 http {
   access_log off;

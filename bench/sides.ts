@@ -58,6 +58,26 @@ export function gitstratumSide(gs: GitstratumServer, name = 'gitstratum'): Side 
   };
 }
 
+/**
+ * gitstratum behind nginx with the pack cache's hand-off on (`--pack-cache-accel-redirect`):
+ * clients talk to nginx, which proxies to gitstratum and sends cache hits itself. Server CPU is
+ * both process trees; non-git CPU is Node's plus nginx's.
+ */
+export function handoffSide(gs: GitstratumServer, nginx: { pid: number; url: string }, name = 'gitstratum+nginx'): Side {
+  const inner = gitstratumSide(gs, name);
+  const front = new URL(nginx.url);
+  return {
+    ...inner,
+    repoUrl: (repo) => {
+      const u = new URL(inner.repoUrl(repo));
+      u.host = front.host;
+      return u.toString();
+    },
+    cpuSeconds: () => treeCpuSeconds([gs.pid, nginx.pid]),
+    ownCpuSeconds: () => ownCpuSeconds([gs.pid]) + treeCpuSeconds([nginx.pid]),
+  };
+}
+
 export function peerSide(peer: HttpBackendPeer, name = 'http-backend'): Side {
   return {
     name,

@@ -96,8 +96,11 @@ export const configSchema = z
     snapshotsEnabled: z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]).default(true),
     /** Quiet time after a repository's last push before it is snapshotted; a burst of pushes costs one snapshot. */
     snapshotDebounceSeconds: z.coerce.number().min(0).default(2),
-    /** Longest a repository pushed to without pause waits for its snapshot (the RPO target). */
-    snapshotMaxDelaySeconds: z.coerce.number().min(0).default(10),
+    /**
+     * Longest a repository pushed to without pause waits before its snapshot starts. With the
+     * 1 s poll and the snapshot job itself, 6 keeps push-to-durable within 10 s under a push a second.
+     */
+    snapshotMaxDelaySeconds: z.coerce.number().min(0).default(6),
     /** Repositories snapshotted at once. */
     snapshotConcurrency: positiveInt.default(1),
     /** Longest wait between retries of a failing snapshot (the backoff doubles from 1 s up to this). */
