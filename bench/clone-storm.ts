@@ -464,7 +464,8 @@ async function main(): Promise<void> {
       {
         // Cache files are group-readable; as root, nginx's workers would otherwise run as nobody.
         main: process.getuid?.() === 0 ? 'user root;' : '',
-        server: `    location ${handoffPrefix} { internal; alias ${path.join(gs2.dataDir, 'cache', 'entries')}/; }
+        // sendfile is off unless turned on (nginx's default; Debian's packaged config turns it on).
+        server: `    location ${handoffPrefix} { internal; sendfile on; tcp_nopush on; alias ${path.join(gs2.dataDir, 'cache', 'entries')}/; }
     location / {
       proxy_pass ${gs2.url};
       proxy_http_version 1.1;

@@ -25,6 +25,7 @@ before(async () => {
     await tempDir('gitstratum-nginx-'),
     `    location ${PREFIX} {
       internal;
+      sendfile on;
       alias ${path.join(server.dataDir, 'cache', 'entries')}/;
     }
     location / {
