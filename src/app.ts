@@ -28,8 +28,8 @@ import { createLfsObjects } from './lfs/objects.js';
 import { createLocks } from './lfs/locks.js';
 import { createSigner, loadSigningKey } from './lfs/signing.js';
 import { now } from './meta/db.js';
-import { appendEvent, dirtyRepositories } from './meta/snapshots.js';
-import { createSnapshotMetrics, SnapshotWorker } from './snapshots/worker.js';
+import { appendEvent } from './meta/snapshots.js';
+import { createBackground } from './background.js';
 
 /** The configured ObjectStore adapter: the filesystem under <data>/objects, or S3. */
 export async function createObjectStore(config: Config, dataDir: string): Promise<ObjectStore & { destroy?(): void }> {
@@ -108,24 +108,13 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     },
   });
   const locks = createLocks(core.meta);
-  // Every repository persisted to the object store after pushes (docs/design/snapshots.md).
-  const snapshotWorker = config.snapshotsEnabled
-    ? new SnapshotWorker(
-        {
-          debounceMs: config.snapshotDebounceSeconds * 1000,
-          maxDelayMs: config.snapshotMaxDelaySeconds * 1000,
-          concurrency: config.snapshotConcurrency,
-          retryMaxMs: config.snapshotRetryMaxSeconds * 1000,
-        },
-        {
-          meta: core.meta,
-          store: rawStore,
-          repoPath: (id) => core.repos.diskPath(id),
-          log: log.child({ component: 'snapshots' }),
-          metrics: createSnapshotMetrics(metrics.registry, () => dirtyRepositories(core.meta.db)),
-        },
-      )
-    : undefined;
+  // Every repository persisted to the object store after pushes, and the scheduled jobs
+  // (docs/design/snapshots.md); `gitstratum worker` runs the same without HTTP.
+  const background = createBackground(
+    config,
+    { core, store: rawStore, registry: metrics.registry, log },
+    { snapshots: config.snapshotsEnabled },
+  );
   /** Event-log writes from hooks: a failure is logged, never turned into a failed push. */
   const pushEvent = async (repoId: string, kind: 'push-begin' | 'push-end', call: { env: Record<string, string> }) => {
     try {
@@ -159,7 +148,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       maintenance?.notify(repoId, core.repos.diskPath(repoId));
       // Before the audit write, which may fail: push-end is what marks the repository dirty.
       await pushEvent(repoId, 'push-end', call);
-      snapshotWorker?.notify(repoId);
+      background.snapshots?.notify(repoId);
       await core.repos.recordPush(
         repoId,
         { actorId: call.env['GITSTRATUM_ACTOR_ID'] || null, actorName: call.env['GITSTRATUM_ACTOR_NAME'] || 'local' },
@@ -212,7 +201,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     async listen() {
       await installHooks(core.dataDir);
       await hooks.listen();
-      snapshotWorker?.start();
+      background.start();
       return http.listen({ host: config.host, port: config.port });
     },
     async close() {
@@ -222,7 +211,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       // Aborts a running repack (killing its process group) rather than waiting for it.
       await maintenance?.close();
       // Aborts a snapshot upload in flight: it leaves no object and no row, the repository dirty.
-      await snapshotWorker?.close();
+      await background.close();
       await hooks.close();
       rawStore.destroy?.();
       await core.close();

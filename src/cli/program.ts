@@ -1,5 +1,5 @@
 /**
- * The command line: `serve`, `worker`-style roles later, and the admin commands. Admin
+ * The command line: the `serve` and `worker` roles, and the admin commands. Admin
  * commands open the metadata store and call the same services as the REST API, acting as
  * the local operator. Each prints what it did, or JSON with --json.
  */
@@ -136,6 +136,20 @@ export function buildProgram(): Command {
     // reported before that, at once.
     const { serve } = await import('../main.js');
     await serve(config);
+  });
+
+  // The background jobs without the HTTP server (src/worker-main.ts).
+  withSettings(
+    program
+      .command('worker')
+      .description('run the snapshot worker and the scheduled jobs (DR drill, metadata backup) without the HTTP server')
+      .option('--data <dir>', 'data directory (default ./data)')
+      .option('--database-url <url>', 'PostgreSQL URL (default: SQLite in the data directory)')
+      .option('--config <file>', 'JSON configuration file'),
+  ).action(async (opts: Record<string, unknown>) => {
+    const config = loadConfig(opts);
+    const { work } = await import('../worker-main.js');
+    await work(config);
   });
 
   const user = program.command('user').description('manage users');

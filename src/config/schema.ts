@@ -84,7 +84,10 @@ export const configSchema = z
     lfsActionExpiresSeconds: z.coerce.number().int().min(60).max(7 * 86400).default(3600),
     /** Secret for signed LFS transfer authorizations; every frontend needs the same. Default: <data>/signing.key. */
     signingSecret: z.string().min(32).optional(),
-    /** Persist every repository to the object store as snapshots, in `serve` (docs/design/snapshots.md). */
+    /**
+     * Persist every repository to the object store as snapshots, in `serve` (docs/design/snapshots.md).
+     * Set it false in `serve` when a separate `gitstratum worker` does it (a worker always does).
+     */
     snapshotsEnabled: z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]).default(true),
     /** Quiet time after a repository's last push before it is snapshotted; a burst of pushes costs one snapshot. */
     snapshotDebounceSeconds: z.coerce.number().min(0).default(2),
@@ -94,6 +97,8 @@ export const configSchema = z
     snapshotConcurrency: positiveInt.default(1),
     /** Longest wait between retries of a failing snapshot (the backoff doubles from 1 s up to this). */
     snapshotRetryMaxSeconds: positiveInt.default(60),
+    /** `gitstratum worker` only: serve /metrics (and /healthz) on this port of `host`; unset, none. 0 picks a free port. */
+    metricsPort: port.optional(),
     /** Default branch of new repositories. */
     defaultBranch: z.string().regex(/^[A-Za-z0-9._/-]+$/).default('main'),
   })

@@ -170,6 +170,19 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('events_repository_kind_idx').on('events').columns(['repository_id', 'kind', 'id']).execute();
       },
     },
+    '0006_snapshot_leases': {
+      async up(db: Kysely<any>) {
+        // One row per repository a snapshot job is working on (meta/leases.ts): several workers
+        // (or serve and a worker) never snapshot one repository at once. `expires_at` is in
+        // milliseconds since the epoch by the database's clock, so hosts' clocks do not matter.
+        await db.schema
+          .createTable('snapshot_leases')
+          .addColumn('repository_id', 'text', (c) => c.primaryKey())
+          .addColumn('holder', 'text', (c) => c.notNull())
+          .addColumn('expires_at', 'bigint', (c) => c.notNull())
+          .execute();
+      },
+    },
   };
 }
 

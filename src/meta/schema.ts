@@ -128,6 +128,13 @@ export interface EventsTable {
   details: string;
 }
 
+export interface SnapshotLeasesTable {
+  repository_id: string;
+  holder: string;
+  /** Milliseconds since the epoch, by the database's clock. */
+  expires_at: number | string;
+}
+
 export interface Database {
   owners: OwnersTable;
   users: UsersTable;
@@ -142,4 +149,5 @@ export interface Database {
   lfs_locks: LfsLocksTable;
   snapshots: SnapshotsTable;
   events: EventsTable;
+  snapshot_leases: SnapshotLeasesTable;
 }

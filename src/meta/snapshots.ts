@@ -126,6 +126,23 @@ export async function dirtyRepositories(db: Db): Promise<DirtyRepository[]> {
   return rows.map((r) => ({ repositoryId: r.repository_id, oldestPushAt: String(r.oldest), newestPushAt: String(r.newest) }));
 }
 
+/** Whether one repository is dirty now (the same rule as dirtyRepositories()). */
+export async function isDirty(db: Db, repositoryId: string): Promise<boolean> {
+  const row = await db
+    .selectFrom('events as e')
+    .select('e.id')
+    .where('e.repository_id', '=', repositoryId)
+    .where('e.kind', '=', 'push-end')
+    .where(
+      'e.id',
+      '>',
+      sql<number>`coalesce((select max(s.begin_event_id) from snapshots s where s.repository_id = e.repository_id), 0)`,
+    )
+    .limit(1)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
 export interface EventRow {
   id: number;
   repositoryId: string;
