@@ -11,6 +11,8 @@ import type { Logger } from './shared/log.js';
 import type { ObjectStore } from './storage/object-store.js';
 import { dirtyRepositories } from './meta/snapshots.js';
 import { createSnapshotMetrics, SnapshotWorker } from './snapshots/worker.js';
+import { createDrillMetrics, runDrill } from './snapshots/drill.js';
+import { repositoryConfig } from './repos/service.js';
 
 export interface BackgroundDeps {
   core: Core;
@@ -46,13 +48,71 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
         },
       )
     : undefined;
+  const jobs: Periodic[] = [];
+  if (config.drDrillIntervalSeconds > 0) {
+    const drillLog = log.child({ component: 'dr-drill' });
+    const metrics = createDrillMetrics(registry);
+    const deps = { meta: core.meta, store, dataDir: core.dataDir, repoPath: (id: string) => core.repos.diskPath(id), repoConfig: repositoryConfig() };
+    const intervalMs = config.drDrillIntervalSeconds * 1000;
+    jobs.push(
+      new Periodic(intervalMs, intervalMs, drillLog, async (signal) => {
+        const report = await runDrill(deps, { sample: config.drDrillSample, signal });
+        metrics.record(report);
+        const fields = { checked: report.checked, ...report.counts, bytes: report.bytes, bytes_per_second: Math.round(report.bytesPerSecond) };
+        if (report.passed) drillLog.info(fields, 'dr drill passed');
+        else drillLog.error({ ...fields, problems: report.repositories.filter((r) => r.status === 'mismatch' || r.status === 'failed') }, 'dr drill found problems');
+      }),
+    );
+  }
   return {
     snapshots,
     start() {
       snapshots?.start();
+      for (const job of jobs) job.start();
     },
     async close() {
-      await snapshots?.close();
+      await Promise.all([snapshots?.close(), ...jobs.map((j) => j.close())]);
     },
   };
+}
+
+/**
+ * A task run every `intervalMs` (the first time after `firstMs`), never two runs at once. A
+ * failure is logged and the task runs again at the next interval. close() stops the timer,
+ * signals a running task to stop and waits for it.
+ */
+export class Periodic {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private readonly abort = new AbortController();
+
+  constructor(
+    private readonly intervalMs: number,
+    private readonly firstMs: number,
+    private readonly log: Logger,
+    private readonly task: (signal: AbortSignal) => Promise<void>,
+  ) {}
+
+  start(): void {
+    this.schedule(this.firstMs);
+  }
+
+  private schedule(ms: number): void {
+    if (this.abort.signal.aborted) return;
+    this.timer = setTimeout(() => {
+      this.running = this.task(this.abort.signal)
+        .catch((err: unknown) => this.log.error({ err }, 'scheduled job failed'))
+        .finally(() => {
+          this.running = undefined;
+          this.schedule(this.intervalMs);
+        });
+    }, ms);
+    this.timer.unref();
+  }
+
+  async close(): Promise<void> {
+    this.abort.abort(new Error('closing'));
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+  }
 }

@@ -12,6 +12,7 @@ import { invalid, isDomainError } from '../shared/errors.js';
 import { parseRepoPath } from '../repos/names.js';
 import type { Role } from '../meta/schema.js';
 import type { RestoredRepository, SnapshotAdminDeps } from '../snapshots/admin.js';
+import type { DrillReport } from '../snapshots/drill.js';
 
 interface CommonOpts {
   data?: string;
@@ -68,7 +69,7 @@ function withSettings(cmd: Command): Command {
 
 /** Like admin(), with the configured object store and what snapshot operations need. */
 function snapshotAdmin<A extends unknown[]>(
-  run: (deps: SnapshotAdminDeps, opts: Record<string, unknown>, ...args: A) => Promise<{ text: string | string[]; json: unknown }>,
+  run: (deps: SnapshotAdminDeps & { config: Config }, opts: Record<string, unknown>, ...args: A) => Promise<{ text: string | string[]; json: unknown }>,
 ) {
   return admin(async (core, ...args: unknown[]) => {
     const cmd = args[args.length - 1] as Command;
@@ -76,7 +77,7 @@ function snapshotAdmin<A extends unknown[]>(
     const { repositoryConfig } = await import('../repos/service.js');
     const store = await createObjectStore(core.config, core.dataDir);
     try {
-      const deps = { meta: core.meta, store, dataDir: core.dataDir, repoPath: (id: string) => core.repos.diskPath(id), repoConfig: repositoryConfig() };
+      const deps = { meta: core.meta, store, dataDir: core.dataDir, repoPath: (id: string) => core.repos.diskPath(id), repoConfig: repositoryConfig(), config: core.config };
       return await run(deps, cmd.opts(), ...(args.slice(0, -1) as A));
     } finally {
       store.destroy?.();
@@ -97,6 +98,21 @@ function describeRestore(r: RestoredRepository): string[] {
     lines.push(`warning: ${r.unpersistedPushes.length} acknowledged push(es) after this snapshot are not in it:`);
     for (const p of r.unpersistedPushes) lines.push(`  push at ${p.at}${p.details['request_id'] ? ` (request ${String(p.details['request_id'])})` : ''}`);
   }
+  return lines;
+}
+
+function describeDrill(r: DrillReport): string[] {
+  const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+  const lines = [`dr-drill: ${r.checked} of ${r.repositoriesWithSnapshots} repositories with snapshots checked`];
+  for (const x of r.repositories) {
+    const what = x.detail ?? `snapshot ${x.snapshot}, ${x.refs} refs, ${mib(x.bytes)} in ${(x.durationMs / 1000).toFixed(1)} s`;
+    lines.push(`  ${(x.status === 'mismatch' || x.status === 'failed' ? x.status.toUpperCase() : x.status).padEnd(12)} ${x.repository}: ${what}`);
+  }
+  const c = r.counts;
+  lines.push(
+    `${r.passed ? 'passed' : 'FAILED'}: ${c.ok} ok, ${c.dirty} dirty, ${c['no-live-copy']} without a live copy, ${c.mismatch} mismatched, ${c.failed} failed; ` +
+      `${mib(r.bytes)} restored at ${mib(r.bytesPerSecond)}/s`,
+  );
   return lines;
 }
 
@@ -306,6 +322,25 @@ export function buildProgram(): Command {
       if (opts['at'] && opts['before']) throw invalid('invalid_argument', '--at and --before exclude each other');
       const r = await (await import('../snapshots/admin.js')).restoreOne(deps, repoPath, { at: opts['at'] as string | undefined, before: opts['before'] as string | undefined, to: opts['to'] as string | undefined, onProgress: progress });
       return { text: describeRestore(r), json: r };
+    }),
+  );
+
+  withSettings(
+    common(
+      program
+        .command('dr-drill')
+        .description('restore repositories from their latest snapshots into a scratch directory and compare their refs with the snapshots and the live repositories; exits 1 on any mismatch or failure')
+        .option('--sample <n>', 'check this many repositories, chosen at random (default: all that have snapshots)'),
+    ),
+  ).action(
+    snapshotAdmin(async (deps, opts) => {
+      const raw = opts['sample'] ?? deps.config.drDrillSample;
+      const sample = raw === undefined ? undefined : Number(raw);
+      if (sample !== undefined && !(Number.isInteger(sample) && sample > 0)) throw invalid('invalid_argument', `--sample must be a positive integer, not ${String(raw)}`);
+      const { runDrill } = await import('../snapshots/drill.js');
+      const report = await runDrill(deps, { sample });
+      if (!report.passed) process.exitCode = 1;
+      return { text: describeDrill(report), json: report };
     }),
   );
 

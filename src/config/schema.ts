@@ -97,6 +97,10 @@ export const configSchema = z
     snapshotConcurrency: positiveInt.default(1),
     /** Longest wait between retries of a failing snapshot (the backoff doubles from 1 s up to this). */
     snapshotRetryMaxSeconds: positiveInt.default(60),
+    /** Run the DR drill (restore and compare, docs/design/snapshots.md) every this many seconds in serve or worker; 0, never. */
+    drDrillIntervalSeconds: z.coerce.number().int().min(0).default(0),
+    /** Repositories a scheduled DR drill checks, chosen at random; unset, all that have snapshots. */
+    drDrillSample: positiveInt.optional(),
     /** `gitstratum worker` only: serve /metrics (and /healthz) on this port of `host`; unset, none. 0 picks a free port. */
     metricsPort: port.optional(),
     /** Default branch of new repositories. */

@@ -143,6 +143,31 @@ export async function isDirty(db: Db, repositoryId: string): Promise<boolean> {
   return row !== undefined;
 }
 
+/** Whether a push began or ended after `afterEventId`: the repository's refs may have moved since. */
+export async function pushedSince(db: Db, repositoryId: string, afterEventId: number): Promise<boolean> {
+  const row = await db
+    .selectFrom('events')
+    .select('id')
+    .where('repository_id', '=', repositoryId)
+    .where('kind', 'in', ['push-begin', 'push-end'])
+    .where('id', '>', afterEventId)
+    .limit(1)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/** Ids of the existing repositories that have at least one snapshot. */
+export async function repositoriesWithSnapshots(db: Db): Promise<string[]> {
+  const rows = await db
+    .selectFrom('snapshots as s')
+    .innerJoin('repositories as r', 'r.id', 's.repository_id')
+    .select('s.repository_id')
+    .distinct()
+    .orderBy('s.repository_id')
+    .execute();
+  return rows.map((r) => r.repository_id);
+}
+
 export interface EventRow {
   id: number;
   repositoryId: string;
