@@ -13,6 +13,7 @@ import { dirtyRepositories } from './meta/snapshots.js';
 import { createSnapshotMetrics, SnapshotWorker } from './snapshots/worker.js';
 import { createDrillMetrics, runDrill } from './snapshots/drill.js';
 import { repositoryConfig } from './repos/service.js';
+import { backupMeta, listMetaBackups, postgresBackupMessage } from './snapshots/meta-backup.js';
 
 export interface BackgroundDeps {
   core: Core;
@@ -61,6 +62,23 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
         const fields = { checked: report.checked, ...report.counts, bytes: report.bytes, bytes_per_second: Math.round(report.bytesPerSecond) };
         if (report.passed) drillLog.info(fields, 'dr drill passed');
         else drillLog.error({ ...fields, problems: report.repositories.filter((r) => r.status === 'mismatch' || r.status === 'failed') }, 'dr drill found problems');
+      }),
+    );
+  }
+  if (config.metaBackupIntervalSeconds > 0 && core.meta.dialect === 'postgres') {
+    log.info({ component: 'meta-backup' }, `metadata backup skipped: ${postgresBackupMessage}`);
+  } else if (config.metaBackupIntervalSeconds > 0) {
+    const backupLog = log.child({ component: 'meta-backup' });
+    const intervalMs = config.metaBackupIntervalSeconds * 1000;
+    // Checked every interval (the first time a minute after start, sooner for short intervals);
+    // a backup younger than the interval, written by another process on this database, counts.
+    jobs.push(
+      new Periodic(intervalMs, Math.min(intervalMs, 60_000), backupLog, async () => {
+        const newest = (await listMetaBackups(store)).pop();
+        if (newest && Date.now() - Date.parse(newest.at) < intervalMs * 0.9) return;
+        const started = Date.now();
+        const b = await backupMeta({ meta: core.meta, store, dataDir: core.dataDir }, { keep: config.metaBackupKeep });
+        backupLog.info({ key: b.key, bytes: b.size, pruned: b.pruned, duration_ms: Date.now() - started }, 'metadata backed up');
       }),
     );
   }

@@ -344,6 +344,47 @@ export function buildProgram(): Command {
     }),
   );
 
+  // Metadata backups (SQLite only; src/snapshots/meta-backup.ts).
+  withSettings(common(program.command('backup-meta').description('back the SQLite metadata database up to the object store now (backups/meta/)'))).action(
+    snapshotAdmin(async (deps) => {
+      const { backupMeta } = await import('../snapshots/meta-backup.js');
+      const b = await backupMeta(deps, { keep: deps.config.metaBackupKeep });
+      return { text: `backed up metadata to ${b.key} (${b.size} bytes)${b.pruned ? `; removed ${b.pruned} older backup(s)` : ''}`, json: b };
+    }),
+  );
+  withSettings(
+    common(
+      program
+        .command('restore-meta')
+        .description('bring the SQLite metadata database back from a backup (the newest, or --at); the server must be stopped')
+        .option('--at <timestamp>', 'a backup timestamp as --list shows it, or an ISO-8601 time (the newest backup at or before it)')
+        .option('--list', 'list the backups instead')
+        .option('--force', 'restore even though meta.sqlite exists (it is kept aside as meta.sqlite.before-restore-…)'),
+    ),
+  ).action(async (opts: CommonOpts & Record<string, unknown>) => {
+    // Not admin(): opening the core would create (and migrate) the very database being restored.
+    const config = configFrom(opts);
+    const { listMetaBackups, restoreMeta, postgresRestoreMessage } = await import('../snapshots/meta-backup.js');
+    if (config.databaseUrl) throw invalid('metadata_in_postgres', postgresRestoreMessage);
+    const path = await import('node:path');
+    const dataDir = path.resolve(config.data);
+    const store = await (await import('../app.js')).createObjectStore(config, dataDir);
+    let out: { text: string | string[]; json: unknown };
+    try {
+      if (opts['list']) {
+        const all = await listMetaBackups(store);
+        out = { text: all.length ? all.map((b) => `${b.stamp}\t${b.at}\t${b.size} bytes`) : 'no metadata backups', json: all };
+      } else {
+        const r = await restoreMeta({ store, dataDir }, { at: opts['at'] as string | undefined, force: !!opts['force'] });
+        const aside = r.setAside.length ? `; the previous database is kept at ${r.setAside[0]}` : '';
+        out = { text: `restored metadata backup ${r.backup.stamp} (${r.backup.at}) to ${r.target}${aside}`, json: r };
+      }
+    } finally {
+      store.destroy?.();
+    }
+    process.stdout.write((opts.json ? JSON.stringify(out.json, null, 2) : [out.text].flat().join('\n')) + '\n');
+  });
+
   return program;
 }
 

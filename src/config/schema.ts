@@ -101,6 +101,10 @@ export const configSchema = z
     drDrillIntervalSeconds: z.coerce.number().int().min(0).default(0),
     /** Repositories a scheduled DR drill checks, chosen at random; unset, all that have snapshots. */
     drDrillSample: positiveInt.optional(),
+    /** SQLite only: back the metadata database up to the object store (backups/meta/) every this many seconds in serve or worker; 0, never. */
+    metaBackupIntervalSeconds: z.coerce.number().int().min(0).default(900),
+    /** Metadata backups kept in the object store; older ones are deleted after each backup. */
+    metaBackupKeep: positiveInt.default(96),
     /** `gitstratum worker` only: serve /metrics (and /healthz) on this port of `host`; unset, none. 0 picks a free port. */
     metricsPort: port.optional(),
     /** Default branch of new repositories. */
