@@ -13,6 +13,7 @@ import { parseRepoPath } from '../repos/names.js';
 import type { Role } from '../meta/schema.js';
 import type { RestoredRepository, SnapshotAdminDeps } from '../snapshots/admin.js';
 import type { DrillReport } from '../snapshots/drill.js';
+import { createProgress } from './progress.js';
 
 interface CommonOpts {
   data?: string;
@@ -83,12 +84,6 @@ function snapshotAdmin<A extends unknown[]>(
       store.destroy?.();
     }
   }, true);
-}
-
-/** A one-line progress report on a terminal; nothing when stderr is not one. */
-function progress(p: { index: number; of: number; bytes: number; snapshot: string }): void {
-  if (process.stderr.isTTY) process.stderr.write(`\rrestoring: snapshot ${p.index}/${p.of}, ${(p.bytes / 1048576).toFixed(1)} MiB`);
-  if (process.stderr.isTTY && p.index === p.of) process.stderr.write('\n');
 }
 
 function describeRestore(r: RestoredRepository): string[] {
@@ -315,12 +310,21 @@ export function buildProgram(): Command {
     snapshotAdmin(async (deps, opts, repoPath?: string) => {
       if (opts['all']) {
         if (repoPath || opts['at'] || opts['before'] || opts['to']) throw invalid('invalid_argument', '--all takes no repository, --at, --before or --to');
-        const all = await (await import('../snapshots/admin.js')).restoreAll(deps, { onProgress: progress });
+        const progress = createProgress();
+        const all = await (await import('../snapshots/admin.js')).restoreAll(deps, { onBytes: (p) => progress.update(p.repository, p) }).finally(progress.finish);
         return { text: [...all.restored.flatMap(describeRestore), `${all.restored.length} restored, ${all.present.length} already present`], json: all };
       }
       if (!repoPath) throw invalid('invalid_argument', 'name a repository (OWNER/SPACE/REPO) or pass --all');
       if (opts['at'] && opts['before']) throw invalid('invalid_argument', '--at and --before exclude each other');
-      const r = await (await import('../snapshots/admin.js')).restoreOne(deps, repoPath, { at: opts['at'] as string | undefined, before: opts['before'] as string | undefined, to: opts['to'] as string | undefined, onProgress: progress });
+      const progress = createProgress();
+      const r = await (await import('../snapshots/admin.js'))
+        .restoreOne(deps, repoPath, {
+          at: opts['at'] as string | undefined,
+          before: opts['before'] as string | undefined,
+          to: opts['to'] as string | undefined,
+          onBytes: (p) => progress.update(p.repository, p),
+        })
+        .finally(progress.finish);
       return { text: describeRestore(r), json: r };
     }),
   );

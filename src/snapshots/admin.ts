@@ -23,6 +23,9 @@ export interface SnapshotAdminDeps {
   repoConfig: readonly (readonly [string, string])[];
 }
 
+/** Byte-level restore progress, per repository (what a progress bar shows). */
+export type RestoreBytes = (p: { repository: string; bytes: number; totalBytes: number }) => void;
+
 export interface RestoredRepository extends RestoreResult {
   repository: string;
   target: string;
@@ -49,7 +52,7 @@ export async function snapshotNow(deps: SnapshotAdminDeps, repoPath: string, opt
 export async function restoreOne(
   deps: SnapshotAdminDeps,
   repoPath: string,
-  opts: { at?: string | undefined; before?: string | undefined; to?: string | undefined; onProgress?: RestoreOptions['onProgress'] },
+  opts: { at?: string | undefined; before?: string | undefined; to?: string | undefined; onProgress?: RestoreOptions['onProgress']; onBytes?: RestoreBytes },
 ): Promise<RestoredRepository> {
   const repo = await findRepo(deps, repoPath);
   const target = opts.to ? path.resolve(opts.to) : deps.repoPath(repo.id);
@@ -63,6 +66,7 @@ export async function restoreOne(
     at: opts.at,
     before: opts.before,
     ...(opts.onProgress && { onProgress: opts.onProgress }),
+    ...(opts.onBytes && { onBytes: (p) => opts.onBytes!({ repository: label(repo), ...p }) }),
   });
   return { ...result, repository: label(repo), target };
 }
@@ -70,7 +74,7 @@ export async function restoreOne(
 /** Restores the latest snapshot of every repository whose directory is missing. */
 export async function restoreAll(
   deps: SnapshotAdminDeps,
-  opts: { onProgress?: RestoreOptions['onProgress'] } = {},
+  opts: { onProgress?: RestoreOptions['onProgress']; onBytes?: RestoreBytes } = {},
 ): Promise<{ restored: RestoredRepository[]; present: string[] }> {
   const restored: RestoredRepository[] = [];
   const present: string[] = [];
@@ -87,6 +91,7 @@ export async function restoreAll(
       scratchRoot: path.join(deps.dataDir, 'tmp'),
       config: deps.repoConfig,
       ...(opts.onProgress && { onProgress: opts.onProgress }),
+      ...(opts.onBytes && { onBytes: (p) => opts.onBytes!({ repository: label(repo), ...p }) }),
     });
     restored.push({ ...result, repository: label(repo), target });
   }
