@@ -28,8 +28,8 @@ import { createLfsObjects } from './lfs/objects.js';
 import { createLocks } from './lfs/locks.js';
 import { createSigner, loadSigningKey } from './lfs/signing.js';
 import { now } from './meta/db.js';
-import { appendEvent, dirtyRepositories } from './meta/snapshots.js';
-import { createSnapshotMetrics, SnapshotWorker } from './snapshots/worker.js';
+import { appendEvent } from './meta/snapshots.js';
+import { createBackground } from './background.js';
 import { createResidencyMetrics, Residency } from './snapshots/eviction.js';
 import { countEvicted } from './meta/residency.js';
 import { repositoryConfig } from './repos/service.js';
@@ -112,24 +112,13 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     },
   });
   const locks = createLocks(core.meta);
-  // Every repository persisted to the object store after pushes (docs/design/snapshots.md).
-  const snapshotWorker = config.snapshotsEnabled
-    ? new SnapshotWorker(
-        {
-          debounceMs: config.snapshotDebounceSeconds * 1000,
-          maxDelayMs: config.snapshotMaxDelaySeconds * 1000,
-          concurrency: config.snapshotConcurrency,
-          retryMaxMs: config.snapshotRetryMaxSeconds * 1000,
-        },
-        {
-          meta: core.meta,
-          store: rawStore,
-          repoPath: (id) => core.repos.diskPath(id),
-          log: log.child({ component: 'snapshots' }),
-          metrics: createSnapshotMetrics(metrics.registry, () => dirtyRepositories(core.meta.db)),
-        },
-      )
-    : undefined;
+  // Every repository persisted to the object store after pushes, and the scheduled jobs
+  // (docs/design/snapshots.md); `gitstratum worker` runs the same without HTTP.
+  const background = createBackground(
+    config,
+    { core, store: rawStore, registry: metrics.registry, log },
+    { snapshots: config.snapshotsEnabled },
+  );
   // Repositories held on disk while git runs in them; evicted when idle (if configured) and
   // restored on their next request (docs/design/snapshots.md, "Eviction"). Always present: an
   // admin may evict one with `gitstratum repo evict` even when idle eviction is off.
@@ -184,7 +173,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       maintenance?.notify(repoId, core.repos.diskPath(repoId));
       // Before the audit write, which may fail: push-end is what marks the repository dirty.
       await pushEvent(repoId, 'push-end', call);
-      snapshotWorker?.notify(repoId);
+      background.snapshots?.notify(repoId);
       await core.repos.recordPush(
         repoId,
         { actorId: call.env['GITSTRATUM_ACTOR_ID'] || null, actorName: call.env['GITSTRATUM_ACTOR_NAME'] || 'local' },
@@ -238,7 +227,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     async listen() {
       await installHooks(core.dataDir);
       await hooks.listen();
-      snapshotWorker?.start();
+      background.start();
       residency.start();
       return http.listen({ host: config.host, port: config.port });
     },
@@ -249,7 +238,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       // Aborts a running repack (killing its process group) rather than waiting for it.
       await maintenance?.close();
       // Aborts a snapshot upload in flight: it leaves no object and no row, the repository dirty.
-      await snapshotWorker?.close();
+      await background.close();
       // Waits for an eviction or a lazy restore in flight (each leaves a consistent state anyway).
       await residency.close();
       await hooks.close();

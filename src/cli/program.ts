@@ -1,5 +1,5 @@
 /**
- * The command line: `serve`, `worker`-style roles later, and the admin commands. Admin
+ * The command line: the `serve` and `worker` roles, and the admin commands. Admin
  * commands open the metadata store and call the same services as the REST API, acting as
  * the local operator. Each prints what it did, or JSON with --json.
  */
@@ -12,6 +12,8 @@ import { invalid, isDomainError } from '../shared/errors.js';
 import { parseRepoPath } from '../repos/names.js';
 import type { Role } from '../meta/schema.js';
 import type { RestoredRepository, SnapshotAdminDeps } from '../snapshots/admin.js';
+import type { DrillReport } from '../snapshots/drill.js';
+import { createProgress } from './progress.js';
 
 interface CommonOpts {
   data?: string;
@@ -68,7 +70,7 @@ function withSettings(cmd: Command): Command {
 
 /** Like admin(), with the configured object store and what snapshot operations need. */
 function snapshotAdmin<A extends unknown[]>(
-  run: (deps: SnapshotAdminDeps, opts: Record<string, unknown>, ...args: A) => Promise<{ text: string | string[]; json: unknown }>,
+  run: (deps: SnapshotAdminDeps & { config: Config }, opts: Record<string, unknown>, ...args: A) => Promise<{ text: string | string[]; json: unknown }>,
 ) {
   return admin(async (core, ...args: unknown[]) => {
     const cmd = args[args.length - 1] as Command;
@@ -76,18 +78,12 @@ function snapshotAdmin<A extends unknown[]>(
     const { repositoryConfig } = await import('../repos/service.js');
     const store = await createObjectStore(core.config, core.dataDir);
     try {
-      const deps = { meta: core.meta, store, dataDir: core.dataDir, repoPath: (id: string) => core.repos.diskPath(id), repoConfig: repositoryConfig() };
+      const deps = { meta: core.meta, store, dataDir: core.dataDir, repoPath: (id: string) => core.repos.diskPath(id), repoConfig: repositoryConfig(), config: core.config };
       return await run(deps, cmd.opts(), ...(args.slice(0, -1) as A));
     } finally {
       store.destroy?.();
     }
   }, true);
-}
-
-/** A one-line progress report on a terminal; nothing when stderr is not one. */
-function progress(p: { index: number; of: number; bytes: number; snapshot: string }): void {
-  if (process.stderr.isTTY) process.stderr.write(`\rrestoring: snapshot ${p.index}/${p.of}, ${(p.bytes / 1048576).toFixed(1)} MiB`);
-  if (process.stderr.isTTY && p.index === p.of) process.stderr.write('\n');
 }
 
 function describeRestore(r: RestoredRepository): string[] {
@@ -97,6 +93,21 @@ function describeRestore(r: RestoredRepository): string[] {
     lines.push(`warning: ${r.unpersistedPushes.length} acknowledged push(es) after this snapshot are not in it:`);
     for (const p of r.unpersistedPushes) lines.push(`  push at ${p.at}${p.details['request_id'] ? ` (request ${String(p.details['request_id'])})` : ''}`);
   }
+  return lines;
+}
+
+function describeDrill(r: DrillReport): string[] {
+  const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+  const lines = [`dr-drill: ${r.checked} of ${r.repositoriesWithSnapshots} repositories with snapshots checked`];
+  for (const x of r.repositories) {
+    const what = x.detail ?? `snapshot ${x.snapshot}, ${x.refs} refs, ${mib(x.bytes)} in ${(x.durationMs / 1000).toFixed(1)} s`;
+    lines.push(`  ${(x.status === 'mismatch' || x.status === 'failed' ? x.status.toUpperCase() : x.status).padEnd(12)} ${x.repository}: ${what}`);
+  }
+  const c = r.counts;
+  lines.push(
+    `${r.passed ? 'passed' : 'FAILED'}: ${c.ok} ok, ${c.dirty} dirty, ${c['no-live-copy']} without a live copy, ${c.mismatch} mismatched, ${c.failed} failed; ` +
+      `${mib(r.bytes)} restored at ${mib(r.bytesPerSecond)}/s`,
+  );
   return lines;
 }
 
@@ -136,6 +147,20 @@ export function buildProgram(): Command {
     // reported before that, at once.
     const { serve } = await import('../main.js');
     await serve(config);
+  });
+
+  // The background jobs without the HTTP server (src/worker-main.ts).
+  withSettings(
+    program
+      .command('worker')
+      .description('run the snapshot worker and the scheduled jobs (DR drill, metadata backup) without the HTTP server')
+      .option('--data <dir>', 'data directory (default ./data)')
+      .option('--database-url <url>', 'PostgreSQL URL (default: SQLite in the data directory)')
+      .option('--config <file>', 'JSON configuration file'),
+  ).action(async (opts: Record<string, unknown>) => {
+    const config = loadConfig(opts);
+    const { work } = await import('../worker-main.js');
+    await work(config);
   });
 
   const user = program.command('user').description('manage users');
@@ -301,16 +326,85 @@ export function buildProgram(): Command {
     snapshotAdmin(async (deps, opts, repoPath?: string) => {
       if (opts['all']) {
         if (repoPath || opts['at'] || opts['before'] || opts['to']) throw invalid('invalid_argument', '--all takes no repository, --at, --before or --to');
-        const all = await (await import('../snapshots/admin.js')).restoreAll(deps, { onProgress: progress });
+        const progress = createProgress();
+        const all = await (await import('../snapshots/admin.js')).restoreAll(deps, { onBytes: (p) => progress.update(p.repository, p) }).finally(progress.finish);
         const summary = `${all.restored.length} restored, ${all.present.length} already present${all.evicted.length > 0 ? `, ${all.evicted.length} evicted (restored on their next request)` : ''}`;
         return { text: [...all.restored.flatMap(describeRestore), summary], json: all };
       }
       if (!repoPath) throw invalid('invalid_argument', 'name a repository (OWNER/SPACE/REPO) or pass --all');
       if (opts['at'] && opts['before']) throw invalid('invalid_argument', '--at and --before exclude each other');
-      const r = await (await import('../snapshots/admin.js')).restoreOne(deps, repoPath, { at: opts['at'] as string | undefined, before: opts['before'] as string | undefined, to: opts['to'] as string | undefined, onProgress: progress });
+      const progress = createProgress();
+      const r = await (await import('../snapshots/admin.js'))
+        .restoreOne(deps, repoPath, {
+          at: opts['at'] as string | undefined,
+          before: opts['before'] as string | undefined,
+          to: opts['to'] as string | undefined,
+          onBytes: (p) => progress.update(p.repository, p),
+        })
+        .finally(progress.finish);
       return { text: describeRestore(r), json: r };
     }),
   );
+
+  withSettings(
+    common(
+      program
+        .command('dr-drill')
+        .description('restore repositories from their latest snapshots into a scratch directory and compare their refs with the snapshots and the live repositories; exits 1 on any mismatch or failure')
+        .option('--sample <n>', 'check this many repositories, chosen at random (default: all that have snapshots)'),
+    ),
+  ).action(
+    snapshotAdmin(async (deps, opts) => {
+      const raw = opts['sample'] ?? deps.config.drDrillSample;
+      const sample = raw === undefined ? undefined : Number(raw);
+      if (sample !== undefined && !(Number.isInteger(sample) && sample > 0)) throw invalid('invalid_argument', `--sample must be a positive integer, not ${String(raw)}`);
+      const { runDrill } = await import('../snapshots/drill.js');
+      const report = await runDrill(deps, { sample });
+      if (!report.passed) process.exitCode = 1;
+      return { text: describeDrill(report), json: report };
+    }),
+  );
+
+  // Metadata backups (SQLite only; src/snapshots/meta-backup.ts).
+  withSettings(common(program.command('backup-meta').description('back the SQLite metadata database up to the object store now (backups/meta/)'))).action(
+    snapshotAdmin(async (deps) => {
+      const { backupMeta } = await import('../snapshots/meta-backup.js');
+      const b = await backupMeta(deps, { keep: deps.config.metaBackupKeep });
+      return { text: `backed up metadata to ${b.key} (${b.size} bytes)${b.pruned ? `; removed ${b.pruned} older backup(s)` : ''}`, json: b };
+    }),
+  );
+  withSettings(
+    common(
+      program
+        .command('restore-meta')
+        .description('bring the SQLite metadata database back from a backup (the newest, or --at); the server must be stopped')
+        .option('--at <timestamp>', 'a backup timestamp as --list shows it, or an ISO-8601 time (the newest backup at or before it)')
+        .option('--list', 'list the backups instead')
+        .option('--force', 'restore even though meta.sqlite exists (it is kept aside as meta.sqlite.before-restore-…)'),
+    ),
+  ).action(async (opts: CommonOpts & Record<string, unknown>) => {
+    // Not admin(): opening the core would create (and migrate) the very database being restored.
+    const config = configFrom(opts);
+    const { listMetaBackups, restoreMeta, postgresRestoreMessage } = await import('../snapshots/meta-backup.js');
+    if (config.databaseUrl) throw invalid('metadata_in_postgres', postgresRestoreMessage);
+    const path = await import('node:path');
+    const dataDir = path.resolve(config.data);
+    const store = await (await import('../app.js')).createObjectStore(config, dataDir);
+    let out: { text: string | string[]; json: unknown };
+    try {
+      if (opts['list']) {
+        const all = await listMetaBackups(store);
+        out = { text: all.length ? all.map((b) => `${b.stamp}\t${b.at}\t${b.size} bytes`) : 'no metadata backups', json: all };
+      } else {
+        const r = await restoreMeta({ store, dataDir }, { at: opts['at'] as string | undefined, force: !!opts['force'] });
+        const aside = r.setAside.length ? `; the previous database is kept at ${r.setAside[0]}` : '';
+        out = { text: `restored metadata backup ${r.backup.stamp} (${r.backup.at}) to ${r.target}${aside}`, json: r };
+      }
+    } finally {
+      store.destroy?.();
+    }
+    process.stdout.write((opts.json ? JSON.stringify(out.json, null, 2) : [out.text].flat().join('\n')) + '\n');
+  });
 
   return program;
 }

@@ -92,7 +92,10 @@ export const configSchema = z
     lfsActionExpiresSeconds: z.coerce.number().int().min(60).max(7 * 86400).default(3600),
     /** Secret for signed LFS transfer authorizations; every frontend needs the same. Default: <data>/signing.key. */
     signingSecret: z.string().min(32).optional(),
-    /** Persist every repository to the object store as snapshots, in `serve` (docs/design/snapshots.md). */
+    /**
+     * Persist every repository to the object store as snapshots, in `serve` (docs/design/snapshots.md).
+     * Set it false in `serve` when a separate `gitstratum worker` does it (a worker always does).
+     */
     snapshotsEnabled: z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]).default(true),
     /** Quiet time after a repository's last push before it is snapshotted; a burst of pushes costs one snapshot. */
     snapshotDebounceSeconds: z.coerce.number().min(0).default(2),
@@ -110,6 +113,16 @@ export const configSchema = z
      * every push is in a snapshot; its next request restores it. 0: never (the default).
      */
     snapshotEvictIdleSeconds: z.coerce.number().int().min(0).default(0),
+    /** Run the DR drill (restore and compare, docs/design/snapshots.md) every this many seconds in serve or worker; 0, never. */
+    drDrillIntervalSeconds: z.coerce.number().int().min(0).default(0),
+    /** Repositories a scheduled DR drill checks, chosen at random; unset, all that have snapshots. */
+    drDrillSample: positiveInt.optional(),
+    /** SQLite only: back the metadata database up to the object store (backups/meta/) every this many seconds in serve or worker; 0, never. */
+    metaBackupIntervalSeconds: z.coerce.number().int().min(0).default(900),
+    /** Metadata backups kept in the object store; older ones are deleted after each backup. */
+    metaBackupKeep: positiveInt.default(96),
+    /** `gitstratum worker` only: serve /metrics (and /healthz) on this port of `host`; unset, none. 0 picks a free port. */
+    metricsPort: port.optional(),
     /** Default branch of new repositories. */
     defaultBranch: z.string().regex(/^[A-Za-z0-9._/-]+$/).default('main'),
   })

@@ -185,6 +185,11 @@ export function callServer(socketPath: string, control: string, args: Record<str
   });
 }
 
+/** True when a server is running on this data directory (its hook socket answers). */
+export function serverRunning(dataDir: string): Promise<boolean> {
+  return socketAnswers(hookSocketPath(dataDir));
+}
+
 function socketAnswers(socketPath: string): Promise<boolean> {
   return new Promise((resolve) => {
     const probe = connect(socketPath);

@@ -20,6 +20,11 @@ export interface MetaStore {
   dialect: Dialect;
   /** Where it lives, without credentials: for logs and `doctor`. */
   location: string;
+  /**
+   * SQLite only: an online, consistent copy of the database into `file` (SQLite's backup
+   * API: pages copied in steps, writers not blocked). PostgreSQL has its own tools.
+   */
+  backupTo?(file: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -50,7 +55,13 @@ export async function openMetaStore(opts: OpenOptions): Promise<MetaStore> {
     // The CLI and the server may write at once; wait for the lock instead of failing.
     sqlite.pragma('busy_timeout = 5000');
     const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
-    store = { db, dialect: 'sqlite', location: file, close: () => db.destroy() };
+    store = {
+      db,
+      dialect: 'sqlite',
+      location: file,
+      backupTo: async (dest) => void (await sqlite.backup(dest)),
+      close: () => db.destroy(),
+    };
   }
   try {
     await migrate(store);
@@ -80,4 +91,25 @@ export function isUniqueViolation(err: unknown): boolean {
 
 export function now(): string {
   return new Date().toISOString();
+}
+
+/**
+ * Why `file` is not a usable gitstratum SQLite database (undefined when it is): it must open,
+ * pass `PRAGMA integrity_check` and hold the migrations table. Not opened read-only: a read-only
+ * open of a WAL database may fail for want of its -shm file; a clean close removes the WAL files.
+ */
+export function sqliteFileProblem(file: string): string | undefined {
+  let sqlite: SQLite.Database | undefined;
+  try {
+    sqlite = new SQLite(file, { fileMustExist: true });
+    const check = sqlite.pragma('integrity_check', { simple: true });
+    if (check !== 'ok') return `integrity check: ${String(check)}`;
+    const migrations = sqlite.prepare("select count(*) as n from sqlite_master where type = 'table' and name = 'schema_migrations'").get() as { n: number };
+    if (migrations.n !== 1) return 'not a gitstratum database (no schema_migrations table)';
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  } finally {
+    sqlite?.close();
+  }
 }

@@ -185,6 +185,19 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0006_snapshot_leases': {
+      async up(db: Kysely<any>) {
+        // One row per repository a snapshot job is working on (meta/leases.ts): several workers
+        // (or serve and a worker) never snapshot one repository at once. `expires_at` is in
+        // milliseconds since the epoch by the database's clock, so hosts' clocks do not matter.
+        await db.schema
+          .createTable('snapshot_leases')
+          .addColumn('repository_id', 'text', (c) => c.primaryKey())
+          .addColumn('holder', 'text', (c) => c.notNull())
+          .addColumn('expires_at', 'bigint', (c) => c.notNull())
+          .execute();
+      },
+    },
   };
 }
 

@@ -136,6 +136,13 @@ export interface RepositoryResidencyTable {
   evicted_at: string | null;
 }
 
+export interface SnapshotLeasesTable {
+  repository_id: string;
+  holder: string;
+  /** Milliseconds since the epoch, by the database's clock. */
+  expires_at: number | string;
+}
+
 export interface Database {
   owners: OwnersTable;
   users: UsersTable;
@@ -151,4 +158,5 @@ export interface Database {
   snapshots: SnapshotsTable;
   events: EventsTable;
   repository_residency: RepositoryResidencyTable;
+  snapshot_leases: SnapshotLeasesTable;
 }

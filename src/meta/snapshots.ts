@@ -126,6 +126,48 @@ export async function dirtyRepositories(db: Db): Promise<DirtyRepository[]> {
   return rows.map((r) => ({ repositoryId: r.repository_id, oldestPushAt: String(r.oldest), newestPushAt: String(r.newest) }));
 }
 
+/** Whether one repository is dirty now (the same rule as dirtyRepositories()). */
+export async function isDirty(db: Db, repositoryId: string): Promise<boolean> {
+  const row = await db
+    .selectFrom('events as e')
+    .select('e.id')
+    .where('e.repository_id', '=', repositoryId)
+    .where('e.kind', '=', 'push-end')
+    .where(
+      'e.id',
+      '>',
+      sql<number>`coalesce((select max(s.begin_event_id) from snapshots s where s.repository_id = e.repository_id), 0)`,
+    )
+    .limit(1)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/** Whether a push began or ended after `afterEventId`: the repository's refs may have moved since. */
+export async function pushedSince(db: Db, repositoryId: string, afterEventId: number): Promise<boolean> {
+  const row = await db
+    .selectFrom('events')
+    .select('id')
+    .where('repository_id', '=', repositoryId)
+    .where('kind', 'in', ['push-begin', 'push-end'])
+    .where('id', '>', afterEventId)
+    .limit(1)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/** Ids of the existing repositories that have at least one snapshot. */
+export async function repositoriesWithSnapshots(db: Db): Promise<string[]> {
+  const rows = await db
+    .selectFrom('snapshots as s')
+    .innerJoin('repositories as r', 'r.id', 's.repository_id')
+    .select('s.repository_id')
+    .distinct()
+    .orderBy('s.repository_id')
+    .execute();
+  return rows.map((r) => r.repository_id);
+}
+
 export interface EventRow {
   id: number;
   repositoryId: string;

@@ -27,6 +27,9 @@ export interface SnapshotAdminDeps {
   repoConfig: readonly (readonly [string, string])[];
 }
 
+/** Byte-level restore progress, per repository (what a progress bar shows). */
+export type RestoreBytes = (p: { repository: string; bytes: number; totalBytes: number }) => void;
+
 export interface RestoredRepository extends RestoreResult {
   repository: string;
   target: string;
@@ -53,7 +56,7 @@ export async function snapshotNow(deps: SnapshotAdminDeps, repoPath: string, opt
 export async function restoreOne(
   deps: SnapshotAdminDeps,
   repoPath: string,
-  opts: { at?: string | undefined; before?: string | undefined; to?: string | undefined; onProgress?: RestoreOptions['onProgress'] },
+  opts: { at?: string | undefined; before?: string | undefined; to?: string | undefined; onProgress?: RestoreOptions['onProgress']; onBytes?: RestoreBytes },
 ): Promise<RestoredRepository> {
   const repo = await findRepo(deps, repoPath);
   const target = opts.to ? path.resolve(opts.to) : deps.repoPath(repo.id);
@@ -67,6 +70,7 @@ export async function restoreOne(
     at: opts.at,
     before: opts.before,
     ...(opts.onProgress && { onProgress: opts.onProgress }),
+    ...(opts.onBytes && { onBytes: (p) => opts.onBytes!({ repository: label(repo), ...p }) }),
   });
   // Back in its own place: no longer evicted, if it was.
   if (target === deps.repoPath(repo.id)) await residency.clearEvicted(deps.meta.db, repo.id, now());
@@ -91,7 +95,7 @@ export async function evictNow(deps: EvictDeps & { socketPath: string }, repoPat
  */
 export async function restoreAll(
   deps: SnapshotAdminDeps,
-  opts: { onProgress?: RestoreOptions['onProgress'] } = {},
+  opts: { onProgress?: RestoreOptions['onProgress']; onBytes?: RestoreBytes } = {},
 ): Promise<{ restored: RestoredRepository[]; present: string[]; evicted: string[] }> {
   const restored: RestoredRepository[] = [];
   const present: string[] = [];
@@ -114,6 +118,7 @@ export async function restoreAll(
       scratchRoot: path.join(deps.dataDir, 'tmp'),
       config: deps.repoConfig,
       ...(opts.onProgress && { onProgress: opts.onProgress }),
+      ...(opts.onBytes && { onBytes: (p) => opts.onBytes!({ repository: label(repo), ...p }) }),
     });
     restored.push({ ...result, repository: label(repo), target });
   }

@@ -40,6 +40,8 @@ export interface RestoreOptions {
   before?: string | undefined;
   timeoutMs?: number;
   onProgress?: (p: { snapshot: string; index: number; of: number; bytes: number }) => void;
+  /** Byte-level progress while packs stream in: bytes of the chain's objects read so far, of their total. */
+  onBytes?: (p: { bytes: number; totalBytes: number }) => void;
 }
 
 export interface RestoreResult {
@@ -90,6 +92,7 @@ export async function restoreRepository(deps: RestoreDeps, opts: RestoreOptions)
   await mkdir(opts.scratchRoot, { recursive: true });
   const scratch = await mkdtemp(path.join(opts.scratchRoot, `restore-${opts.repositoryId}-`));
   let bytes = 0;
+  const totalBytes = chain.reduce((n, s) => n + s.byteSize, 0);
   let refs: RefEntry[] = [];
   try {
     // initBare on an existing empty directory is fine; git creates the layout inside it.
@@ -114,6 +117,11 @@ export async function restoreRepository(deps: RestoreDeps, opts: RestoreOptions)
           return err;
         },
       );
+      if (opts.onBytes) {
+        const before = bytes;
+        let packBytes = 0;
+        parsed.pack.on('data', (chunk: Buffer) => opts.onBytes!({ bytes: before + (packBytes += chunk.length), totalBytes }));
+      }
       const done = await child.exited;
       const feedError = await fed;
       if (done.code !== 0) {
@@ -121,6 +129,7 @@ export async function restoreRepository(deps: RestoreDeps, opts: RestoreOptions)
         throw new Error(`git index-pack failed for snapshot ${snap.id}: ${why}`);
       }
       bytes += size;
+      opts.onBytes?.({ bytes, totalBytes });
       opts.onProgress?.({ snapshot: snap.id, index: index + 1, of: chain.length, bytes });
       if (index === chain.length - 1) refs = parsed.refs;
     }

@@ -9,10 +9,18 @@
  * has been quiet for `debounceMs`, or at the latest `maxDelayMs` after its oldest unpersisted
  * push, at most `concurrency` at once, one job per repository at a time. A failed job backs off
  * exponentially (1 s, 2 s, … up to `retryMaxMs`) for that repository only.
+ *
+ * Several workers (in `serve` and in `gitstratum worker` processes) may share one database: a
+ * job first takes the repository's lease (meta/leases.ts), then checks that the repository is
+ * still dirty (another worker may have just persisted it), and keeps renewing the lease while
+ * it writes. A job whose lease is lost is aborted; a finished or aborted job deletes its lease.
  */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { MetaStore } from '../meta/db.js';
-import { dirtyRepositories, type DirtyRepository } from '../meta/snapshots.js';
+import { dirtyRepositories, isDirty, type DirtyRepository } from '../meta/snapshots.js';
+import { acquireLease, releaseLease, renewLease } from '../meta/leases.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import type { Logger } from '../shared/log.js';
 import { createSnapshot } from './create.js';
@@ -24,6 +32,8 @@ export interface SnapshotWorkerSettings {
   retryMaxMs: number;
   /** How often the dirty list is read when nothing wakes the worker. */
   pollMs?: number;
+  /** Lifetime of a repository's lease; renewed every third of it while the job runs. */
+  leaseMs?: number;
 }
 
 export interface SnapshotWorkerDeps {
@@ -80,6 +90,8 @@ export class SnapshotWorker {
   private again = false;
   private closed = false;
   private readonly abort = new AbortController();
+  /** Who holds a lease, in the snapshot_leases table: host, process and this worker. */
+  readonly holder = `${hostname()}/${process.pid}/${randomBytes(4).toString('hex')}`;
 
   constructor(
     private readonly settings: SnapshotWorkerSettings,
@@ -148,12 +160,39 @@ export class SnapshotWorker {
   }
 
   private async run(repositoryId: string): Promise<void> {
-    const started = Date.now();
+    const { db, dialect } = this.deps.meta;
+    const leaseMs = this.settings.leaseMs ?? 60_000;
     const log = this.deps.log.child({ repo_id: repositoryId });
+    let leased = false;
+    try {
+      leased = await acquireLease(db, dialect, repositoryId, this.holder, leaseMs);
+      // Another worker has it, or has just persisted it: nothing to do here.
+      if (!leased || !(await isDirty(db, repositoryId))) return;
+      await this.snapshot(repositoryId, leaseMs, log);
+    } catch (err) {
+      if (!this.closed) log.error({ err }, 'snapshot lease failed');
+    } finally {
+      if (leased) await releaseLease(db, repositoryId, this.holder).catch((err: unknown) => log.warn({ err }, 'snapshot lease not released; it expires'));
+    }
+  }
+
+  private async snapshot(repositoryId: string, leaseMs: number, log: Logger): Promise<void> {
+    const started = Date.now();
+    const { db, dialect } = this.deps.meta;
+    const job = new AbortController();
+    const onClose = () => job.abort(this.abort.signal.reason);
+    this.abort.signal.addEventListener('abort', onClose, { once: true });
+    const renewal = setInterval(() => {
+      renewLease(db, dialect, repositoryId, this.holder, leaseMs).then(
+        (held) => held || job.abort(new Error('snapshot lease lost')),
+        (err: unknown) => log.warn({ err }, 'snapshot lease not renewed'),
+      );
+    }, Math.max(10, leaseMs / 3));
+    renewal.unref();
     try {
       const row = await createSnapshot(
         { meta: this.deps.meta, store: this.deps.store },
-        { repositoryId, repoPath: this.deps.repoPath(repositoryId), signal: this.abort.signal },
+        { repositoryId, repoPath: this.deps.repoPath(repositoryId), signal: job.signal },
       );
       this.failures.delete(repositoryId);
       this.deps.metrics?.runs.inc({ result: 'ok' });
@@ -167,6 +206,9 @@ export class SnapshotWorker {
       this.failures.set(repositoryId, { count, nextAt: Date.now() + delay });
       this.deps.metrics?.runs.inc({ result: 'failed' });
       log.warn({ err, attempt: count, retry_in_ms: delay }, 'snapshot failed; repository stays dirty');
+    } finally {
+      clearInterval(renewal);
+      this.abort.signal.removeEventListener('abort', onClose);
     }
   }
 }

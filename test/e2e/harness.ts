@@ -117,6 +117,8 @@ export interface ServerOptions {
   database?: 'sqlite' | 'postgres';
   env?: NodeJS.ProcessEnv;
   args?: string[];
+  /** An existing data directory (a restart); a fresh one when unset. */
+  dataDir?: string;
 }
 
 export class Server {
@@ -129,7 +131,7 @@ export class Server {
   ) {}
 
   static async start(opts: ServerOptions = {}): Promise<Server> {
-    const dataDir = await tempDir('gitstratum-data-');
+    const dataDir = opts.dataDir ?? (await tempDir('gitstratum-data-'));
     const databaseUrl = opts.database === 'postgres' ? await freshDatabaseUrl() : undefined;
     const args = [BIN, 'serve', '--data', dataDir, '--port', '0', ...(databaseUrl ? ['--database-url', databaseUrl] : []), ...(opts.args ?? [])];
     const child = spawn(process.execPath, args, { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -1,0 +1,136 @@
+/**
+ * The background jobs a process may run besides serving requests: the snapshot worker and the
+ * scheduled jobs (docs/design/snapshots.md). `serve` runs them inside the server (the snapshot
+ * worker when `snapshotsEnabled`); `gitstratum worker` runs them alone, without HTTP. Both
+ * build them here from the one configuration, so the two roles behave alike.
+ */
+import type { Registry } from 'prom-client';
+import type { Config } from './config/schema.js';
+import type { Core } from './core.js';
+import type { Logger } from './shared/log.js';
+import type { ObjectStore } from './storage/object-store.js';
+import { dirtyRepositories } from './meta/snapshots.js';
+import { createSnapshotMetrics, SnapshotWorker } from './snapshots/worker.js';
+import { createDrillMetrics, runDrill } from './snapshots/drill.js';
+import { repositoryConfig } from './repos/service.js';
+import { backupMeta, listMetaBackups, postgresBackupMessage } from './snapshots/meta-backup.js';
+
+export interface BackgroundDeps {
+  core: Core;
+  store: ObjectStore;
+  registry: Registry;
+  log: Logger;
+}
+
+export interface Background {
+  /** Present when this process snapshots repositories; the post-receive hook wakes it. */
+  snapshots: SnapshotWorker | undefined;
+  start(): void;
+  /** Stops every job: a snapshot upload in flight is aborted and leaves nothing behind. */
+  close(): Promise<void>;
+}
+
+export function createBackground(config: Config, deps: BackgroundDeps, opts: { snapshots: boolean }): Background {
+  const { core, store, registry, log } = deps;
+  const snapshots = opts.snapshots
+    ? new SnapshotWorker(
+        {
+          debounceMs: config.snapshotDebounceSeconds * 1000,
+          maxDelayMs: config.snapshotMaxDelaySeconds * 1000,
+          concurrency: config.snapshotConcurrency,
+          retryMaxMs: config.snapshotRetryMaxSeconds * 1000,
+        },
+        {
+          meta: core.meta,
+          store,
+          repoPath: (id) => core.repos.diskPath(id),
+          log: log.child({ component: 'snapshots' }),
+          metrics: createSnapshotMetrics(registry, () => dirtyRepositories(core.meta.db)),
+        },
+      )
+    : undefined;
+  const jobs: Periodic[] = [];
+  if (config.drDrillIntervalSeconds > 0) {
+    const drillLog = log.child({ component: 'dr-drill' });
+    const metrics = createDrillMetrics(registry);
+    const deps = { meta: core.meta, store, dataDir: core.dataDir, repoPath: (id: string) => core.repos.diskPath(id), repoConfig: repositoryConfig() };
+    const intervalMs = config.drDrillIntervalSeconds * 1000;
+    jobs.push(
+      new Periodic(intervalMs, intervalMs, drillLog, async (signal) => {
+        const report = await runDrill(deps, { sample: config.drDrillSample, signal });
+        metrics.record(report);
+        const fields = { checked: report.checked, ...report.counts, bytes: report.bytes, bytes_per_second: Math.round(report.bytesPerSecond) };
+        if (report.passed) drillLog.info(fields, 'dr drill passed');
+        else drillLog.error({ ...fields, problems: report.repositories.filter((r) => r.status === 'mismatch' || r.status === 'failed') }, 'dr drill found problems');
+      }),
+    );
+  }
+  if (config.metaBackupIntervalSeconds > 0 && core.meta.dialect === 'postgres') {
+    log.info({ component: 'meta-backup' }, `metadata backup skipped: ${postgresBackupMessage}`);
+  } else if (config.metaBackupIntervalSeconds > 0) {
+    const backupLog = log.child({ component: 'meta-backup' });
+    const intervalMs = config.metaBackupIntervalSeconds * 1000;
+    // Checked every interval (the first time a minute after start, sooner for short intervals);
+    // a backup younger than the interval, written by another process on this database, counts.
+    jobs.push(
+      new Periodic(intervalMs, Math.min(intervalMs, 60_000), backupLog, async () => {
+        const newest = (await listMetaBackups(store)).pop();
+        if (newest && Date.now() - Date.parse(newest.at) < intervalMs * 0.9) return;
+        const started = Date.now();
+        const b = await backupMeta({ meta: core.meta, store, dataDir: core.dataDir }, { keep: config.metaBackupKeep });
+        backupLog.info({ key: b.key, bytes: b.size, pruned: b.pruned, duration_ms: Date.now() - started }, 'metadata backed up');
+      }),
+    );
+  }
+  return {
+    snapshots,
+    start() {
+      snapshots?.start();
+      for (const job of jobs) job.start();
+    },
+    async close() {
+      await Promise.all([snapshots?.close(), ...jobs.map((j) => j.close())]);
+    },
+  };
+}
+
+/**
+ * A task run every `intervalMs` (the first time after `firstMs`), never two runs at once. A
+ * failure is logged and the task runs again at the next interval. close() stops the timer,
+ * signals a running task to stop and waits for it.
+ */
+export class Periodic {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private readonly abort = new AbortController();
+
+  constructor(
+    private readonly intervalMs: number,
+    private readonly firstMs: number,
+    private readonly log: Logger,
+    private readonly task: (signal: AbortSignal) => Promise<void>,
+  ) {}
+
+  start(): void {
+    this.schedule(this.firstMs);
+  }
+
+  private schedule(ms: number): void {
+    if (this.abort.signal.aborted) return;
+    this.timer = setTimeout(() => {
+      this.running = this.task(this.abort.signal)
+        .catch((err: unknown) => this.log.error({ err }, 'scheduled job failed'))
+        .finally(() => {
+          this.running = undefined;
+          this.schedule(this.intervalMs);
+        });
+    }, ms);
+    this.timer.unref();
+  }
+
+  async close(): Promise<void> {
+    this.abort.abort(new Error('closing'));
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+  }
+}
