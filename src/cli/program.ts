@@ -190,6 +190,20 @@ export function buildProgram(): Command {
       return { text: `created ${r.visibility} repository ${r.ownerName}/${r.spaceName}/${r.name} (${r.id}) at ${r.path}`, json: r };
     }),
   );
+  common(
+    repo
+      .command('fork <owner/space/repo> <owner/space/name>')
+      .description("fork a repository: a new one with all of the source's refs and objects (local hardlinks), in its fork network")
+      .addOption(new Option('--private', 'make the fork private (default: the source’s visibility)').conflicts('public'))
+      .addOption(new Option('--public', 'make the fork public')),
+  ).action(
+    admin(async (core, from: string, to: string) => {
+      const opts = repo.commands.find((c) => c.name() === 'fork')!.opts();
+      const visibility = opts['private'] ? 'private' : opts['public'] ? 'public' : undefined;
+      const r = await core.repos.forkRepo(systemActor, from, to, { ...(visibility && { visibility }) });
+      return { text: `forked ${from} to ${r.visibility} repository ${r.ownerName}/${r.spaceName}/${r.name} (${r.id}) at ${r.path}`, json: r };
+    }),
+  );
   common(repo.command('list [owner[/space]]').description('list repositories')).action(
     admin(async (core, scope?: string) => {
       const [owner, spaceName] = (scope ?? '').split('/');
