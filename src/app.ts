@@ -116,6 +116,12 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
           maxDelayMs: config.snapshotMaxDelaySeconds * 1000,
           concurrency: config.snapshotConcurrency,
           retryMaxMs: config.snapshotRetryMaxSeconds * 1000,
+          compaction: {
+            maxChainLength: config.snapshotChainMaxLength,
+            maxSizeRatio: config.snapshotChainMaxSizeRatio,
+            minBytes: config.snapshotCompactMinBytes,
+            scratchRoot: path.join(core.dataDir, 'tmp'),
+          },
         },
         {
           meta: core.meta,

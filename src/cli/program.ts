@@ -287,6 +287,24 @@ export function buildProgram(): Command {
   );
   withSettings(
     common(
+      snapshot
+        .command('compact <owner/space/repo>')
+        .description('replace the snapshots up to one (the latest by default) with one full snapshot, retiring those nothing else stands on')
+        .option('--at <snapshot>', 'compact up to this snapshot'),
+    ),
+  ).action(
+    snapshotAdmin(async (deps, opts, repoPath: string) => {
+      const r = await (await import('../snapshots/admin.js')).compactNow(deps, repoPath, { at: opts['at'] as string | undefined });
+      const text =
+        r.full.id === r.chosen.id
+          ? [`snapshot ${r.chosen.id} of ${repoPath} is already full`]
+          : [`compacted ${repoPath} up to snapshot ${r.chosen.id} into full snapshot ${r.full.id}: ${r.full.objectCount} objects, ${r.full.byteSize} bytes`];
+      text.push(`retired ${r.deleted.length} snapshot(s); kept ${r.kept.length} that other snapshots stand on; swept ${r.orphans.length} orphan object(s)`);
+      return { text, json: r };
+    }),
+  );
+  withSettings(
+    common(
       program
         .command('restore [owner/space/repo]')
         .description('rebuild a repository from its snapshots (the latest, or --at/--before); --all rebuilds every repository missing from disk')

@@ -172,3 +172,38 @@ export async function pushesAfter(db: Db, repositoryId: string, afterEventId: nu
     .execute();
   return rows.map((r) => ({ id: Number(r.id), repositoryId: r.repository_id, kind: r.kind, at: r.at, details: JSON.parse(r.details) as Record<string, unknown> }));
 }
+
+function assertUlid(id: string): void {
+  if (!/^[0-9A-HJKMNP-TV-Z]{26}$/.test(id)) throw new RangeError(`not a snapshot id: ${id}`);
+}
+
+/**
+ * Snapshots (of any repository) that name one of `ids` as a parent. `parents` is a JSON array
+ * of ULIDs, which hold no LIKE wildcards; compaction alone asks, so a scan is acceptable.
+ */
+export async function snapshotsNaming(db: Db, ids: readonly string[]): Promise<SnapshotRow[]> {
+  if (ids.length === 0) return [];
+  ids.forEach(assertUlid);
+  const rows = await db
+    .selectFrom('snapshots')
+    .selectAll()
+    .where((eb) => eb.or(ids.map((id) => eb('parents', 'like', `%"${id}"%`))))
+    .execute();
+  return rows.map(toSnapshot);
+}
+
+/** Every snapshot naming `from` as a parent names `to` instead (same refs, same negatives). */
+export async function repointParents(db: Db, from: string, to: string): Promise<number> {
+  [from, to].forEach(assertUlid);
+  const result = await db
+    .updateTable('snapshots')
+    .set({ parents: sql<string>`replace(parents, ${`"${from}"`}, ${`"${to}"`})` })
+    .where('parents', 'like', `%"${from}"%`)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows);
+}
+
+export async function deleteSnapshots(db: Db, ids: readonly string[]): Promise<void> {
+  if (ids.length === 0) return;
+  await db.deleteFrom('snapshots').where('id', 'in', [...ids]).execute();
+}

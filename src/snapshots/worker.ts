@@ -8,7 +8,8 @@
  * woken early by notify() from the post-receive hook) and snapshots a dirty repository once it
  * has been quiet for `debounceMs`, or at the latest `maxDelayMs` after its oldest unpersisted
  * push, at most `concurrency` at once, one job per repository at a time. A failed job backs off
- * exponentially (1 s, 2 s, … up to `retryMaxMs`) for that repository only.
+ * exponentially (1 s, 2 s, … up to `retryMaxMs`) for that repository only. After a snapshot,
+ * the same job compacts the repository's chain when it grew past the configured limits.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { MetaStore } from '../meta/db.js';
@@ -16,6 +17,9 @@ import { dirtyRepositories, type DirtyRepository } from '../meta/snapshots.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import type { Logger } from '../shared/log.js';
 import { createSnapshot } from './create.js';
+import { compactionDue, compactRepository, type CompactionLimits } from './compact.js';
+import { snapshotChain } from './restore.js';
+import type { SnapshotRow } from '../meta/snapshots.js';
 
 export interface SnapshotWorkerSettings {
   debounceMs: number;
@@ -24,6 +28,11 @@ export interface SnapshotWorkerSettings {
   retryMaxMs: number;
   /** How often the dirty list is read when nothing wakes the worker. */
   pollMs?: number;
+  /**
+   * Compact a repository after a snapshot once its chain exceeds these limits (compact.ts),
+   * restoring it under `scratchRoot` (<data>/tmp); never without.
+   */
+  compaction?: CompactionLimits & { scratchRoot: string };
 }
 
 export interface SnapshotWorkerDeps {
@@ -44,6 +53,12 @@ export function createSnapshotMetrics(registry: Registry, readDirty: () => Promi
   const dirtyNow = () => (scraped ??= readDirty().finally(() => setImmediate(() => (scraped = undefined))));
   return {
     runs: new Counter({ name: 'gitstratum_snapshots_total', help: 'Snapshot jobs by result', labelNames: ['result'] as const, registers: [registry] }),
+    compactions: new Counter({
+      name: 'gitstratum_snapshot_compactions_total',
+      help: 'Snapshot chains compacted into one full snapshot, by result',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
     bytes: new Counter({ name: 'gitstratum_snapshot_bytes_total', help: 'Bytes written to object storage by snapshots', registers: [registry] }),
     duration: new Histogram({
       name: 'gitstratum_snapshot_duration_seconds',
@@ -150,8 +165,9 @@ export class SnapshotWorker {
   private async run(repositoryId: string): Promise<void> {
     const started = Date.now();
     const log = this.deps.log.child({ repo_id: repositoryId });
+    let row: SnapshotRow;
     try {
-      const row = await createSnapshot(
+      row = await createSnapshot(
         { meta: this.deps.meta, store: this.deps.store },
         { repositoryId, repoPath: this.deps.repoPath(repositoryId), signal: this.abort.signal },
       );
@@ -167,6 +183,35 @@ export class SnapshotWorker {
       this.failures.set(repositoryId, { count, nextAt: Date.now() + delay });
       this.deps.metrics?.runs.inc({ result: 'failed' });
       log.warn({ err, attempt: count, retry_in_ms: delay }, 'snapshot failed; repository stays dirty');
+      return;
+    }
+    await this.compactIfDue(repositoryId, row, log);
+  }
+
+  /**
+   * After a snapshot, in the same job (so never alongside another job on the repository): one
+   * full snapshot in place of a chain grown past the limits. A failure costs nothing but the
+   * attempt; the next snapshot looks again.
+   */
+  private async compactIfDue(repositoryId: string, latest: SnapshotRow, log: Logger): Promise<void> {
+    const limits = this.settings.compaction;
+    if (!limits || this.closed) return;
+    const started = Date.now();
+    try {
+      if (!compactionDue(await snapshotChain(this.deps.meta.db, latest), limits)) return;
+      const result = await compactRepository(
+        { meta: this.deps.meta, store: this.deps.store, scratchRoot: limits.scratchRoot },
+        { repositoryId, at: latest.id, signal: this.abort.signal },
+      );
+      this.deps.metrics?.compactions.inc({ result: 'ok' });
+      log.info(
+        { snapshot: result.full.id, replaced: latest.id, deleted: result.deleted.length, kept: result.kept.length, orphans: result.orphans.length, duration_ms: Date.now() - started },
+        'snapshots compacted',
+      );
+    } catch (err) {
+      if (this.closed) return;
+      this.deps.metrics?.compactions.inc({ result: 'failed' });
+      log.warn({ err }, 'snapshot compaction failed');
     }
   }
 }
