@@ -7,9 +7,11 @@
  * 2. the refs, read once (for-each-ref + HEAD); the pack is built from exactly those tips, so
  *    refs and objects come from one moment (objects are never pruned under the server's feet:
  *    maintenance only combines packs);
- * 3. `pack-objects --revs` fed the tips and `^tip` of every parent ref still present, streamed
+ * 3. `pack-objects --revs` fed the tips and `^tip` of every parent ref still present (the
+ *    parent is the repository's latest snapshot; a fork's first is its source's), streamed
  *    through a sha256/size meter into store.put, which commits only when the stream ends cleanly;
- * 4. only after put resolves: the snapshots row and a snapshot-end event, in one transaction.
+ * 4. only after put resolves: the snapshots row (its parent locked: compaction cannot have
+ *    retired it) and a snapshot-end event, in one transaction.
  * A failure anywhere leaves no row (an object written before a failed insert is an orphan that
  * compaction's sweep will remove) and the repository dirty.
  */
