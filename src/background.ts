@@ -4,6 +4,7 @@
  * worker when `snapshotsEnabled`); `gitstratum worker` runs them alone, without HTTP. Both
  * build them here from the one configuration, so the two roles behave alike.
  */
+import path from 'node:path';
 import type { Registry } from 'prom-client';
 import type { Config } from './config/schema.js';
 import type { Core } from './core.js';
@@ -39,6 +40,12 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
           maxDelayMs: config.snapshotMaxDelaySeconds * 1000,
           concurrency: config.snapshotConcurrency,
           retryMaxMs: config.snapshotRetryMaxSeconds * 1000,
+          compaction: {
+            maxChainLength: config.snapshotChainMaxLength,
+            maxSizeRatio: config.snapshotChainMaxSizeRatio,
+            minBytes: config.snapshotCompactMinBytes,
+            scratchRoot: path.join(core.dataDir, 'tmp'),
+          },
         },
         {
           meta: core.meta,

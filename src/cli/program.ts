@@ -215,6 +215,20 @@ export function buildProgram(): Command {
       return { text: `created ${r.visibility} repository ${r.ownerName}/${r.spaceName}/${r.name} (${r.id}) at ${r.path}`, json: r };
     }),
   );
+  common(
+    repo
+      .command('fork <owner/space/repo> <owner/space/name>')
+      .description("fork a repository: a new one with all of the source's refs and objects (local hardlinks), in its fork network")
+      .addOption(new Option('--private', 'make the fork private (default: the source’s visibility)').conflicts('public'))
+      .addOption(new Option('--public', 'make the fork public')),
+  ).action(
+    admin(async (core, from: string, to: string) => {
+      const opts = repo.commands.find((c) => c.name() === 'fork')!.opts();
+      const visibility = opts['private'] ? 'private' : opts['public'] ? 'public' : undefined;
+      const r = await core.repos.forkRepo(systemActor, from, to, { ...(visibility && { visibility }) });
+      return { text: `forked ${from} to ${r.visibility} repository ${r.ownerName}/${r.spaceName}/${r.name} (${r.id}) at ${r.path}`, json: r };
+    }),
+  );
   common(repo.command('list [owner[/space]]').description('list repositories')).action(
     admin(async (core, scope?: string) => {
       const [owner, spaceName] = (scope ?? '').split('/');
@@ -310,6 +324,24 @@ export function buildProgram(): Command {
     snapshotAdmin(async (deps, opts, repoPath: string) => {
       const s = await (await import('../snapshots/admin.js')).snapshotNow(deps, repoPath, { full: !!opts['full'] });
       return { text: `wrote ${s.kind} snapshot ${s.id} of ${repoPath}: ${s.objectCount} objects, ${s.byteSize} bytes`, json: s };
+    }),
+  );
+  withSettings(
+    common(
+      snapshot
+        .command('compact <owner/space/repo>')
+        .description('replace the snapshots up to one (the latest by default) with one full snapshot, retiring those nothing else stands on')
+        .option('--at <snapshot>', 'compact up to this snapshot'),
+    ),
+  ).action(
+    snapshotAdmin(async (deps, opts, repoPath: string) => {
+      const r = await (await import('../snapshots/admin.js')).compactNow(deps, repoPath, { at: opts['at'] as string | undefined });
+      const text =
+        r.full.id === r.chosen.id
+          ? [`snapshot ${r.chosen.id} of ${repoPath} is already full`]
+          : [`compacted ${repoPath} up to snapshot ${r.chosen.id} into full snapshot ${r.full.id}: ${r.full.objectCount} objects, ${r.full.byteSize} bytes`];
+      text.push(`retired ${r.deleted.length} snapshot(s); kept ${r.kept.length} that other snapshots stand on; swept ${r.orphans.length} orphan object(s)`);
+      return { text, json: r };
     }),
   );
   withSettings(

@@ -123,6 +123,12 @@ export const configSchema = z
     metaBackupKeep: positiveInt.default(96),
     /** `gitstratum worker` only: serve /metrics (and /healthz) on this port of `host`; unset, none. 0 picks a free port. */
     metricsPort: port.optional(),
+    /** Compact a repository's snapshots (one full in place of a chain) once its latest chain is longer than this; 0: never by length. */
+    snapshotChainMaxLength: z.coerce.number().int().min(0).default(20),
+    /** … or once the chain's incrementals together are larger than this many times its full snapshot; 0: never by size. */
+    snapshotChainMaxSizeRatio: z.coerce.number().min(0).default(1),
+    /** Chains whose incrementals total fewer bytes than this restore fast anyway: compacted by length only. */
+    snapshotCompactMinBytes: z.coerce.number().int().min(0).default(64 * 1024 ** 2),
     /** Default branch of new repositories. */
     defaultBranch: z.string().regex(/^[A-Za-z0-9._/-]+$/).default('main'),
   })

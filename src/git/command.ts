@@ -179,6 +179,19 @@ export async function setConfig(repoPath: string, entries: readonly (readonly [s
   }
 }
 
+/**
+ * Fills a new repository (`target`, which must not exist) with every ref and object of
+ * `source` on the same filesystem: `git clone --mirror --local` hardlinks the object files
+ * (packs are immutable, so the copies never change under each other) instead of building a
+ * pack: 0.01 s instead of 5 s for a 186 MiB repository. Never `--shared` (alternates): the
+ * target must not depend on the source, which may be deleted. The clone's `remote.origin`
+ * section is removed; the target knows nothing of where it came from.
+ */
+export async function cloneLocalMirror(source: string, target: string): Promise<void> {
+  await runGit(['clone', '--mirror', '--local', '--quiet', '--', source, target]);
+  await runGit(['config', '--file', `${target}/config`, '--remove-section', 'remote.origin']);
+}
+
 export async function fsck(repoPath: string): Promise<RunResult> {
   return runGit(['--git-dir', repoPath, 'fsck', '--no-progress', '--strict'], { check: false });
 }
@@ -262,6 +275,16 @@ export function runBackground(args: readonly string[], opts: BackgroundOptions):
  */
 export async function repackGeometric(repoPath: string, opts: BackgroundOptions): Promise<void> {
   const args = ['-c', 'repack.updateServerInfo=false', '--git-dir', repoPath, 'repack', '-d', '-q', '--geometric=2', '--write-midx', '--write-bitmap-index'];
+  await runBackground(args, opts);
+}
+
+/**
+ * After a restore: one pack (and a reachability bitmap) instead of one per snapshot of the
+ * chain. `-a -d` keeps what the refs reach and drops the rest (objects of refs deleted before
+ * the restored snapshot, which older packs still hold).
+ */
+export async function repackAll(repoPath: string, opts: BackgroundOptions): Promise<void> {
+  const args = ['-c', 'repack.updateServerInfo=false', '--git-dir', repoPath, 'repack', '-a', '-d', '-q', '--write-bitmap-index'];
   await runBackground(args, opts);
 }
 

@@ -210,6 +210,7 @@ for (const database of databaseBackends()) {
         '/api/v1/orgs/{org}/members/{user}',
         '/api/v1/repos',
         '/api/v1/repos/{owner}/{space}/{repo}',
+        '/api/v1/repos/{owner}/{space}/{repo}/forks',
         '/api/v1/spaces',
         '/api/v1/tokens/{id}',
         '/api/v1/user',
@@ -217,6 +218,7 @@ for (const database of databaseBackends()) {
         '/api/v1/users/{user}/tokens',
       ]);
       assert.deepEqual(Object.keys(doc.body.paths['/api/v1/repos/{owner}/{space}/{repo}']).sort(), ['delete', 'get', 'patch']);
+      assert.deepEqual(Object.keys(doc.body.paths['/api/v1/repos/{owner}/{space}/{repo}/forks']), ['post']);
       assert.ok(doc.body.components.schemas.Repo);
       assert.ok(doc.body.components.securitySchemes.bearer);
     });

@@ -140,6 +140,18 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
     },
   );
 
+  api.post<{ Params: RepoParams; Body: { owner: string; space: string; name?: string; visibility?: Visibility } }>(
+    '/repos/:owner/:space/:repo/forks',
+    { schema: schemas.forkRepo },
+    async (req, reply) => {
+      const { owner, space, name, visibility } = req.body;
+      // Without a name the fork takes the source's (a `.git` suffix in the URL is not part of it).
+      const target = `${owner}/${space}/${name ?? parseRepoPath(repoPathOf(req.params)).repo}`;
+      const repo = await repos.forkRepo(await actorOf(req), repoPathOf(req.params), target, { ...(visibility && { visibility }), ...audit(req) });
+      return reply.code(201).send(repoView(req, repo, true));
+    },
+  );
+
   api.get<{ Params: RepoParams }>('/repos/:owner/:space/:repo', { schema: schemas.getRepo }, async (req) => {
     const where = parseRepoPath(repoPathOf(req.params));
     return repoView(req, await repos.resolve(await actorOf(req), where, 'read'), true);

@@ -179,6 +179,20 @@ export const schemas = {
     ),
     response: { 201: { description: 'created', ...ref('Repo') }, ...errors },
   },
+  forkRepo: {
+    tags: ['repos'],
+    summary: 'fork a repository into a space',
+    description:
+      "A new repository with all of the source's refs and objects, in the source's fork network (which shares Git LFS objects). " +
+      "Needs read access to the source and the right to create repositories in the target space. `name` defaults to the source's name, " +
+      "`visibility` to the source's.",
+    params: repoParams,
+    body: object(
+      { owner: name('owner of the fork'), space: name('space of the fork'), name: repoName, visibility: { type: 'string', enum: ['public', 'private'] } },
+      ['owner', 'space'],
+    ),
+    response: { 201: { description: 'the fork', ...ref('Repo') }, ...errors },
+  },
   getRepo: {
     tags: ['repos'],
     summary: 'get one repository',

@@ -3,7 +3,8 @@
  *
  * Storage is shared and content-addressed (`lfs/ab/cd/<oid>`), so the same file pushed to a
  * hundred repositories is stored once. Visibility is not: a repository may download an
- * object only once it was uploaded to or verified in that repository (table lfs_objects).
+ * object only once it was uploaded to or verified in that repository, or in another member of
+ * its fork network (table lfs_objects, meta/lfs.ts findLinkedObjects).
  * Someone who names an oid that exists only elsewhere must upload the bytes themselves
  * (proof of possession): guessing a hash never reads a private file.
  *

@@ -1,7 +1,12 @@
 /** LFS object visibility per repository, and LFS locks. */
+import { sql } from 'kysely';
 import type { Db } from './db.js';
 
-/** Oids (among `oids`) this repository may see, with their sizes. One query per 500 oids. */
+/**
+ * Oids (among `oids`) this repository may see, with their sizes: those linked to it or to any
+ * repository of its fork network (issue 3: forks share their LFS objects, as they share
+ * history). One query per 500 oids; the network is found through indexed lookups.
+ */
 export async function findLinkedObjects(db: Db, repositoryId: string, oids: string[]): Promise<Map<string, number>> {
   const found = new Map<string, number>();
   for (let i = 0; i < oids.length; i += 500) {
@@ -10,7 +15,13 @@ export async function findLinkedObjects(db: Db, repositoryId: string, oids: stri
     const rows = await db
       .selectFrom('lfs_objects')
       .select(['oid', 'size'])
-      .where('repository_id', '=', repositoryId)
+      .where('repository_id', 'in', (eb) => {
+        const network = eb.selectFrom('repositories as r').select(sql<string>`coalesce(r.fork_network, r.id)`.as('n')).where('r.id', '=', repositoryId);
+        return eb
+          .selectFrom('repositories as m')
+          .select('m.id')
+          .where((w) => w.or([w('m.id', '=', network), w('m.fork_network', '=', network)]));
+      })
       .where('oid', 'in', chunk)
       .execute();
     for (const r of rows) found.set(r.oid, Number(r.size));
@@ -34,6 +45,19 @@ export async function linkObject(db: Db, row: { repositoryId: string; oid: strin
   await db
     .insertInto('lfs_objects')
     .values({ repository_id: row.repositoryId, oid: row.oid, size: row.size, created_at: row.createdAt })
+    .onConflict((oc) => oc.columns(['repository_id', 'oid']).doNothing())
+    .execute();
+}
+
+/**
+ * Gives `heir` every LFS link of `from`, which is about to be deleted: what a fork network
+ * could download before the deletion it still can afterwards.
+ */
+export async function handOverLinks(db: Db, from: string, heir: string): Promise<void> {
+  await db
+    .insertInto('lfs_objects')
+    .columns(['repository_id', 'oid', 'size', 'created_at'])
+    .expression((eb) => eb.selectFrom('lfs_objects').select([sql<string>`cast(${heir} as text)`.as('repository_id'), 'oid', 'size', 'created_at']).where('repository_id', '=', from))
     .onConflict((oc) => oc.columns(['repository_id', 'oid']).doNothing())
     .execute();
 }

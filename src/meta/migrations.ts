@@ -170,6 +170,17 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('events_repository_kind_idx').on('events').columns(['repository_id', 'kind', 'id']).execute();
       },
     },
+    '0004_forks': {
+      async up(db: Kysely<any>) {
+        // A fork names its source (`fork_of`) and its fork network (`fork_network`: the id of the
+        // network's first repository; null for a repository that was never forked from another).
+        // No foreign keys: a fork outlives its source, and the network id stays a stable group
+        // key after the repository it names is deleted. Members of a network share LFS objects.
+        await db.schema.alterTable('repositories').addColumn('fork_of', 'text').execute();
+        await db.schema.alterTable('repositories').addColumn('fork_network', 'text').execute();
+        await db.schema.createIndex('repositories_fork_network_idx').on('repositories').column('fork_network').execute();
+      },
+    },
     '0005_eviction': {
       async up(db: Kysely<any>) {
         // Whether a repository is on local disk (docs/design/snapshots.md, "Eviction"). A table

@@ -15,6 +15,10 @@ export interface RepoRow {
   shard: string;
   /** Whether pushes that change files locked by another user are refused. */
   enforceLocks: boolean;
+  /** The repository this one was forked from (the id stays when that repository is deleted). */
+  forkOf: string | null;
+  /** Its fork network's id (the network's first repository); its own id when it is no fork. */
+  forkNetwork: string;
   createdAt: string;
   updatedAt: string;
 }
@@ -36,6 +40,8 @@ function baseQuery(db: Db) {
       'repositories.default_branch',
       'repositories.shard',
       'repositories.enforce_locks',
+      'repositories.fork_of',
+      'repositories.fork_network',
       'repositories.created_at',
       'repositories.updated_at',
     ]);
@@ -56,6 +62,8 @@ function toRepo(row: BaseRow): RepoRow {
     defaultBranch: row.default_branch,
     shard: row.shard,
     enforceLocks: row.enforce_locks !== 0,
+    forkOf: row.fork_of,
+    forkNetwork: row.fork_network ?? row.id,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
@@ -63,7 +71,16 @@ function toRepo(row: BaseRow): RepoRow {
 
 export async function insertRepository(
   db: Db,
-  row: { id: string; spaceId: string; name: string; visibility: Visibility; defaultBranch: string; shard: string; createdAt: string },
+  row: {
+    id: string;
+    spaceId: string;
+    name: string;
+    visibility: Visibility;
+    defaultBranch: string;
+    shard: string;
+    createdAt: string;
+    fork?: { of: string; network: string };
+  },
 ): Promise<void> {
   await db
     .insertInto('repositories')
@@ -74,6 +91,7 @@ export async function insertRepository(
       visibility: row.visibility,
       default_branch: row.defaultBranch,
       shard: row.shard,
+      ...(row.fork && { fork_of: row.fork.of, fork_network: row.fork.network }),
       created_at: row.createdAt,
       updated_at: row.createdAt,
     })
@@ -134,6 +152,23 @@ export async function updateRepository(
 export async function deleteRepository(db: Db, id: string): Promise<void> {
   await db.deleteFrom('projects').where('id', '=', id).execute();
   await db.deleteFrom('repositories').where('id', '=', id).execute();
+}
+
+/**
+ * The oldest other member of a repository's fork network, if any: the heir of what the network
+ * shares (LFS links) when the repository is deleted.
+ */
+export async function networkHeir(db: Db, repo: { id: string; forkNetwork: string }): Promise<string | undefined> {
+  const row = await db
+    .selectFrom('repositories')
+    .select('id')
+    .where((eb) => eb.or([eb('id', '=', repo.forkNetwork), eb('fork_network', '=', repo.forkNetwork)]))
+    .where('id', '<>', repo.id)
+    .orderBy('created_at')
+    .orderBy('id')
+    .limit(1)
+    .executeTakeFirst();
+  return row?.id;
 }
 
 export async function getProjectTags(db: Db, id: string): Promise<string[]> {

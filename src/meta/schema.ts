@@ -3,7 +3,7 @@
  * Timestamps are ISO-8601 UTC strings (they sort as text on both engines); booleans are
  * 0/1 integers; identifiers are ULIDs.
  */
-import type { Generated } from 'kysely';
+import type { ColumnType, Generated } from 'kysely';
 
 export type Role = 'read' | 'write' | 'admin';
 export type Visibility = 'public' | 'private';
@@ -50,6 +50,10 @@ export interface RepositoriesTable {
   created_at: string;
   updated_at: string;
   enforce_locks: Generated<number>;
+  /** The repository this one was forked from (it may since have been deleted). */
+  fork_of: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The fork network: the id of its first repository; null when the repository is no fork. */
+  fork_network: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface LfsObjectsTable {

@@ -84,15 +84,41 @@ function toSnapshot(r: Row): SnapshotRow {
   };
 }
 
-/** A repository's snapshots, oldest first (ULIDs sort by creation time). */
+/**
+ * A repository's snapshots, oldest first: by the time their refs were read, then by id (a
+ * ULID, itself time-ordered). A compacted full snapshot keeps the time of the snapshot it
+ * replaces (docs/design/snapshots.md), so it sorts where that one did.
+ */
 export async function listSnapshots(db: Db, repositoryId: string): Promise<SnapshotRow[]> {
-  const rows = await db.selectFrom('snapshots').selectAll().where('repository_id', '=', repositoryId).orderBy('id').execute();
+  const rows = await db.selectFrom('snapshots').selectAll().where('repository_id', '=', repositoryId).orderBy('created_at').orderBy('id').execute();
   return rows.map(toSnapshot);
 }
 
 export async function latestSnapshot(db: Db, repositoryId: string): Promise<SnapshotRow | undefined> {
-  const row = await db.selectFrom('snapshots').selectAll().where('repository_id', '=', repositoryId).orderBy('id', 'desc').limit(1).executeTakeFirst();
+  const row = await db
+    .selectFrom('snapshots')
+    .selectAll()
+    .where('repository_id', '=', repositoryId)
+    .orderBy('created_at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(1)
+    .executeTakeFirst();
   return row && toSnapshot(row);
+}
+
+/**
+ * Locks the rows of `ids` until the transaction ends (a no-op update takes the row lock on
+ * PostgreSQL; SQLite has one writer) and returns how many exist: recording a snapshot that
+ * names them, and retiring them in compaction, cannot interleave.
+ */
+export async function lockSnapshots(db: Db, ids: readonly string[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  const result = await db
+    .updateTable('snapshots')
+    .set((eb) => ({ id: eb.ref('id') }))
+    .where('id', 'in', [...ids])
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows);
 }
 
 export async function findSnapshot(db: Db, id: string): Promise<SnapshotRow | undefined> {
@@ -187,4 +213,39 @@ export async function pushesAfter(db: Db, repositoryId: string, afterEventId: nu
     .orderBy('id')
     .execute();
   return rows.map((r) => ({ id: Number(r.id), repositoryId: r.repository_id, kind: r.kind, at: r.at, details: JSON.parse(r.details) as Record<string, unknown> }));
+}
+
+function assertUlid(id: string): void {
+  if (!/^[0-9A-HJKMNP-TV-Z]{26}$/.test(id)) throw new RangeError(`not a snapshot id: ${id}`);
+}
+
+/**
+ * Snapshots (of any repository) that name one of `ids` as a parent. `parents` is a JSON array
+ * of ULIDs, which hold no LIKE wildcards; compaction alone asks, so a scan is acceptable.
+ */
+export async function snapshotsNaming(db: Db, ids: readonly string[]): Promise<SnapshotRow[]> {
+  if (ids.length === 0) return [];
+  ids.forEach(assertUlid);
+  const rows = await db
+    .selectFrom('snapshots')
+    .selectAll()
+    .where((eb) => eb.or(ids.map((id) => eb('parents', 'like', `%"${id}"%`))))
+    .execute();
+  return rows.map(toSnapshot);
+}
+
+/** Every snapshot naming `from` as a parent names `to` instead (same refs, same negatives). */
+export async function repointParents(db: Db, from: string, to: string): Promise<number> {
+  [from, to].forEach(assertUlid);
+  const result = await db
+    .updateTable('snapshots')
+    .set({ parents: sql<string>`replace(parents, ${`"${from}"`}, ${`"${to}"`})` })
+    .where('parents', 'like', `%"${from}"%`)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows);
+}
+
+export async function deleteSnapshots(db: Db, ids: readonly string[]): Promise<void> {
+  if (ids.length === 0) return;
+  await db.deleteFrom('snapshots').where('id', 'in', [...ids]).execute();
 }

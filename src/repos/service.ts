@@ -13,8 +13,10 @@ import * as repos from '../meta/repositories.js';
 import * as spaces from '../meta/spaces.js';
 import * as owners from '../meta/owners.js';
 import { appendAudit } from '../meta/audit.js';
+import { handOverLinks } from '../meta/lfs.js';
+import { appendEvent } from '../meta/snapshots.js';
 import type { Visibility } from '../meta/schema.js';
-import { initBare, setConfig } from '../git/command.js';
+import { cloneLocalMirror, initBare, setConfig, setSymbolicRef, symbolicHead } from '../git/command.js';
 import { conflict, forbidden, notFound, unauthenticated } from '../shared/errors.js';
 import { actorId, actorName, atLeast, ownerPermission, repoPermission, type Action, type Actor } from '../access/policy.js';
 import { parseRepoPath, parseSpacePath, validateName, type RepoPath } from './names.js';
@@ -119,6 +121,28 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
     return final;
   }
 
+  /**
+   * The fork's directory: every ref and object of the source, hardlinked (cloneLocalMirror),
+   * with the settings and HEAD a new repository gets. Staged under tmp/ and renamed into place,
+   * like initOnDisk.
+   */
+  async function forkOnDisk(id: string, source: RepoInfo): Promise<string> {
+    const final = diskPath(id);
+    const staging = path.join(tmpRoot, `fork-${id}.git`);
+    await mkdir(tmpRoot, { recursive: true });
+    await mkdir(path.dirname(final), { recursive: true });
+    try {
+      await cloneLocalMirror(source.path, staging);
+      await setConfig(staging, repositoryConfig());
+      await setSymbolicRef(staging, 'HEAD', (await symbolicHead(source.path)) ?? `refs/heads/${source.defaultBranch}`);
+      await rename(staging, final);
+    } catch (err) {
+      await rm(staging, { recursive: true, force: true });
+      throw err;
+    }
+    return final;
+  }
+
   return {
     diskPath,
     resolve,
@@ -193,6 +217,65 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       } catch (err) {
         await rm(dir, { recursive: true, force: true });
         if (isUniqueViolation(err)) throw conflict('repo_exists', `repository already exists: ${repoPath}`);
+        throw err;
+      }
+      const row = await repos.findRepositoryById(db, id);
+      return { ...row!, path: dir, tags: [] };
+    },
+
+    /**
+     * Forks `sourcePath` to `targetPath`: needs read access to the source and the right to
+     * create repositories in the target's space (as createRepo). The fork gets every ref and
+     * object of the source (a local, hardlinked copy, independent of the source afterwards),
+     * joins the source's fork network (shared LFS objects) and starts dirty: its first
+     * snapshot is incremental on the source's latest (docs/design/snapshots.md).
+     */
+    async forkRepo(
+      actor: Actor,
+      sourcePath: string,
+      targetPath: string,
+      opts: { visibility?: Visibility; requestId?: string } = {},
+    ): Promise<RepoInfo> {
+      const source = await resolve(actor, parseRepoPath(sourcePath), 'read');
+      const where = parseRepoPath(targetPath);
+      const space = await findSpaceOrThrow(where.owner, where.space);
+      await requireOwnerRole(actor, { id: space.ownerId, name: space.ownerName, kind: space.ownerKind }, 'write');
+      const existing = await repos.findRepositoryByPath(db, where.owner, where.space, where.repo);
+      if (existing) throw conflict('repo_exists', `repository already exists: ${targetPath}`);
+      const id = ulid();
+      const createdAt = now();
+      // A private repository's fork stays private unless asked otherwise.
+      const visibility = opts.visibility ?? source.visibility;
+      const from = `${source.ownerName}/${source.spaceName}/${source.name}`;
+      const dir = await forkOnDisk(id, source);
+      try {
+        await db.transaction().execute(async (trx) => {
+          await repos.insertRepository(trx, {
+            id,
+            spaceId: space.id,
+            name: where.repo,
+            visibility,
+            defaultBranch: source.defaultBranch,
+            shard,
+            createdAt,
+            fork: { of: source.id, network: source.forkNetwork },
+          });
+          // Its refs came in without a push: this marks it dirty, so it gets its first snapshot.
+          await appendEvent(trx, id, 'push-end', createdAt, { fork_of: source.id, request_id: opts.requestId ?? null });
+          await appendAudit(trx, {
+            at: createdAt,
+            actorId: actorId(actor),
+            actorName: actorName(actor),
+            action: 'repo.fork',
+            repositoryId: id,
+            target: `${space.ownerName}/${space.name}/${where.repo}`,
+            details: { from, fork_of: source.id, visibility },
+            requestId: opts.requestId ?? null,
+          });
+        });
+      } catch (err) {
+        await rm(dir, { recursive: true, force: true });
+        if (isUniqueViolation(err)) throw conflict('repo_exists', `repository already exists: ${targetPath}`);
         throw err;
       }
       const row = await repos.findRepositoryById(db, id);
@@ -280,6 +363,9 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
     async deleteRepo(actor: Actor, repoPath: string, opts: { requestId?: string } = {}): Promise<RepoInfo> {
       const repo = await resolve(actor, parseRepoPath(repoPath), 'admin');
       await db.transaction().execute(async (trx) => {
+        // The rest of its fork network keeps the LFS objects it could download through this one.
+        const heir = await repos.networkHeir(trx, repo);
+        if (heir) await handOverLinks(trx, repo.id, heir);
         await repos.deleteRepository(trx, repo.id);
         await appendAudit(trx, {
           at: now(),

@@ -1,6 +1,6 @@
 /**
  * The snapshot operations the admin CLI offers, by repository path: list, snapshot now,
- * restore one (latest, --at, --before, --to) and restore every repository whose directory is
+ * compact, restore one (latest, --at, --before, --to) and restore every repository whose directory is
  * missing (a data directory whose repos/ was lost).
  */
 import { stat } from 'node:fs/promises';
@@ -16,6 +16,7 @@ import { now } from '../meta/db.js';
 import { callServer } from '../git/hooks.js';
 import { createSnapshot } from './create.js';
 import { evictRepository, type EvictDeps, type EvictResult } from './eviction.js';
+import { compactRepository, type CompactResult } from './compact.js';
 import { restoreRepository, type RestoreOptions, type RestoreResult } from './restore.js';
 
 export interface SnapshotAdminDeps {
@@ -51,6 +52,15 @@ export async function listRepoSnapshots(deps: SnapshotAdminDeps, repoPath: strin
 export async function snapshotNow(deps: SnapshotAdminDeps, repoPath: string, opts: { full?: boolean } = {}): Promise<snapshots.SnapshotRow> {
   const repo = await findRepo(deps, repoPath);
   return createSnapshot(deps, { repositoryId: repo.id, repoPath: deps.repoPath(repo.id), ...(opts.full && { full: true }) });
+}
+
+/** Compacts a repository's snapshots up to `at` (the latest by default) into one full snapshot. */
+export async function compactNow(deps: SnapshotAdminDeps, repoPath: string, opts: { at?: string | undefined } = {}): Promise<CompactResult> {
+  const repo = await findRepo(deps, repoPath);
+  return compactRepository(
+    { meta: deps.meta, store: deps.store, scratchRoot: path.join(deps.dataDir, 'tmp') },
+    { repositoryId: repo.id, defaultBranch: repo.defaultBranch, at: opts.at },
+  );
 }
 
 export async function restoreOne(

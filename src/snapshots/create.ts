@@ -7,15 +7,19 @@
  * 2. the refs, read once (for-each-ref + HEAD); the pack is built from exactly those tips, so
  *    refs and objects come from one moment (objects are never pruned under the server's feet:
  *    maintenance only combines packs);
- * 3. `pack-objects --revs` fed the tips and `^tip` of every parent ref still present, streamed
+ * 3. `pack-objects --revs` fed the tips and `^tip` of every parent ref still present (the
+ *    parent is the repository's latest snapshot; a fork's first is its source's), streamed
  *    through a sha256/size meter into store.put, which commits only when the stream ends cleanly;
- * 4. only after put resolves: the snapshots row and a snapshot-end event, in one transaction.
+ * 4. only after put resolves: the snapshots row (its parent locked: compaction cannot have
+ *    retired it) and a snapshot-end event, in one transaction.
  * A failure anywhere leaves no row (an object written before a failed insert is an orphan that
  * compaction's sweep will remove) and the repository dirty.
  */
 import { Readable } from 'node:stream';
 import { ulid } from 'ulid';
 import { now, type MetaStore } from '../meta/db.js';
+import { findRepositoryById } from '../meta/repositories.js';
+import { conflict } from '../shared/errors.js';
 import * as snapshots from '../meta/snapshots.js';
 import { objectKey, type ObjectStore } from '../storage/object-store.js';
 import { presentObjects, readRefsForSnapshot, spawnPackObjects, symbolicHead } from '../git/command.js';
@@ -50,13 +54,38 @@ async function parentTips(store: ObjectStore, key: string): Promise<string[]> {
   return refs.flatMap((r) => (r.oid ? [r.oid] : []));
 }
 
+/**
+ * The parent of a repository's next incremental snapshot: its own latest, or, for a fork that
+ * has none yet, its source's latest (the fork then starts as an incremental on it; restore
+ * follows parents across repositories).
+ */
+export async function snapshotParent(db: MetaStore['db'], repositoryId: string): Promise<snapshots.SnapshotRow | undefined> {
+  const own = await snapshots.latestSnapshot(db, repositoryId);
+  if (own) return own;
+  const forkOf = (await findRepositoryById(db, repositoryId))?.forkOf;
+  return forkOf ? snapshots.latestSnapshot(db, forkOf) : undefined;
+}
+
+/**
+ * Inserts a snapshot row whose object is completely written. Its parents are locked first
+ * (lockSnapshots): a compaction that retired one of them meanwhile makes this fail, and the
+ * repository stays dirty, rather than leave a row naming a deleted parent.
+ */
+export async function recordSnapshot(db: MetaStore['db'], row: snapshots.SnapshotRow): Promise<void> {
+  if (row.parents.length > 0 && (await snapshots.lockSnapshots(db, row.parents)) < row.parents.length) {
+    throw conflict('snapshot_parent_retired', `a parent of snapshot ${row.id} was retired by compaction meanwhile`, { parents: row.parents });
+  }
+  await snapshots.insertSnapshot(db, row);
+}
+
 export async function createSnapshot(deps: CreateSnapshotDeps, opts: CreateSnapshotOptions): Promise<snapshots.SnapshotRow> {
   const { db } = deps.meta;
   const beginEventId = await snapshots.appendEvent(db, opts.repositoryId, 'snapshot-begin', now());
   try {
-    const row = await writeSnapshot(deps, opts, beginEventId);
+    const parent = opts.full ? undefined : await snapshotParent(db, opts.repositoryId);
+    const row = await writeSnapshot(deps, { ...opts, parent, beginEventId, createdAt: now() });
     await db.transaction().execute(async (trx) => {
-      await snapshots.insertSnapshot(trx, row);
+      await recordSnapshot(trx, row);
       await snapshots.appendEvent(trx, opts.repositoryId, 'snapshot-end', now(), { snapshot: row.id, ok: true });
     });
     return row;
@@ -68,17 +97,32 @@ export async function createSnapshot(deps: CreateSnapshotDeps, opts: CreateSnaps
   }
 }
 
-async function writeSnapshot(deps: CreateSnapshotDeps, opts: CreateSnapshotOptions, beginEventId: number): Promise<snapshots.SnapshotRow> {
-  const parent = opts.full ? undefined : await snapshots.latestSnapshot(deps.meta.db, opts.repositoryId);
+export interface WriteSnapshotSpec {
+  repositoryId: string;
+  repoPath: string;
+  /** Incremental on this snapshot (its tips are the negatives); full without one. */
+  parent: snapshots.SnapshotRow | undefined;
+  beginEventId: number;
+  createdAt: string;
+  signal?: AbortSignal | undefined;
+  timeoutMs?: number | undefined;
+}
+
+/**
+ * Writes one snapshot object of the repository's refs as they are now, and returns the row to
+ * record (nothing is recorded here).
+ */
+export async function writeSnapshot(deps: CreateSnapshotDeps, opts: WriteSnapshotSpec): Promise<snapshots.SnapshotRow> {
+  const { parent } = opts;
   const kind: SnapshotKind = parent ? 'incremental' : 'full';
   const refs = await readRefs(opts.repoPath);
   const tips = [...new Set(refs.flatMap((r) => (r.oid ? [r.oid] : [])))];
-  // A parent tip that is gone from the repository (rewound and pruned) cannot be a negative;
-  // dropping it only makes this pack larger, never incomplete.
+  // A parent tip that is gone from the repository (rewound and pruned, or a fork's source moved
+  // on after the fork) cannot be a negative; dropping it only makes this pack larger.
   const negatives = parent ? [...(await presentObjects(opts.repoPath, [...new Set(await parentTips(deps.store, parent.objectKey))]))] : [];
 
   const id = ulid();
-  const createdAt = now();
+  const { createdAt } = opts;
   const dump = encodeRefs(refs);
   const preamble = encodePreamble({ repository: opts.repositoryId, id, kind, parents: parent ? [parent.id] : [], createdAt }, dump);
   const key = snapshotKey(opts.repositoryId, id);
@@ -123,7 +167,7 @@ async function writeSnapshot(deps: CreateSnapshotDeps, opts: CreateSnapshotOptio
     byteSize: meter.bytes,
     objectCount: meter.objectCount,
     sha256: meter.sha256(),
-    beginEventId,
+    beginEventId: opts.beginEventId,
     createdAt,
   };
 }

@@ -1,11 +1,12 @@
 /**
  * Restoring a repository from its snapshots (docs/design/snapshots.md).
  *
- * The chosen snapshot's chain (it, its first parent, … back to a full snapshot) is installed
- * oldest first into a scratch repository under <data>/tmp: each pack streamed from the store
- * into `git index-pack --stdin` (packs are self-contained, so each indexes on its own). Then
- * the chosen snapshot's refs are created in one `update-ref --stdin` transaction, HEAD is set,
- * the repository settings applied, `git fsck` must pass, and only then is the scratch
+ * The chosen snapshot's chain (it, its first parent, … back to a full snapshot, crossing into
+ * the source repository's snapshots for a fork) is installed oldest first into a scratch
+ * repository under <data>/tmp: each pack streamed from the store into `git index-pack --stdin`
+ * (packs are self-contained, so each indexes on its own). Then the chosen snapshot's refs are
+ * created in one `update-ref --stdin` transaction, HEAD is set, the repository settings
+ * applied, the packs repacked into one, `git fsck` must pass, and only then is the scratch
  * directory renamed into place. A failure leaves the target untouched and removes the scratch.
  * Refs are the dump's exactly: a ref deleted before the snapshot does not come back, whatever
  * objects older packs still hold.
@@ -16,7 +17,7 @@ import { pipeline } from 'node:stream/promises';
 import type { MetaStore } from '../meta/db.js';
 import * as snapshots from '../meta/snapshots.js';
 import { objectKey, type ObjectStore } from '../storage/object-store.js';
-import { fsck, initBare, setConfig, setSymbolicRef, spawnIndexPack, updateRefsTransaction } from '../git/command.js';
+import { fsck, initBare, repackAll, setConfig, setSymbolicRef, spawnIndexPack, updateRefsTransaction } from '../git/command.js';
 import { conflict, invalid, notFound } from '../shared/errors.js';
 import { readSnapshot, type RefEntry } from './format.js';
 
@@ -39,6 +40,8 @@ export interface RestoreOptions {
   /** The last snapshot created at or before this ISO time. */
   before?: string | undefined;
   timeoutMs?: number;
+  /** Repack a chain of several packs into one (default); compaction, which packs again anyway, does not. */
+  repack?: boolean;
   onProgress?: (p: { snapshot: string; index: number; of: number; bytes: number }) => void;
   /** Byte-level progress while packs stream in: bytes of the chain's objects read so far, of their total. */
   onBytes?: (p: { bytes: number; totalBytes: number }) => void;
@@ -55,27 +58,43 @@ export interface RestoreResult {
   unpersistedPushes: snapshots.EventRow[];
 }
 
-/** The snapshot to restore and its chain back to a full one, oldest first. */
-export function chooseChain(all: readonly snapshots.SnapshotRow[], opts: { at?: string | undefined; before?: string | undefined }): snapshots.SnapshotRow[] {
-  let chosen: snapshots.SnapshotRow | undefined;
+/** The snapshot to restore among a repository's (oldest first): `at`, the last `before`, or the latest. */
+export function chooseSnapshot(
+  all: readonly snapshots.SnapshotRow[],
+  opts: { at?: string | undefined; before?: string | undefined },
+): snapshots.SnapshotRow | undefined {
   if (opts.at) {
-    chosen = all.find((s) => s.id === opts.at);
+    const chosen = all.find((s) => s.id === opts.at);
     if (!chosen) throw notFound('snapshot_not_found', `snapshot not found: ${opts.at}`, { snapshot: opts.at });
-  } else if (opts.before) {
+    return chosen;
+  }
+  if (opts.before) {
     const t = new Date(opts.before);
     if (Number.isNaN(t.getTime())) throw invalid('invalid_time', `not a time: ${opts.before}`);
-    chosen = all.filter((s) => new Date(s.createdAt).getTime() <= t.getTime()).pop();
+    const chosen = all.filter((s) => new Date(s.createdAt).getTime() <= t.getTime()).pop();
     if (!chosen) throw notFound('snapshot_not_found', `no snapshot at or before ${opts.before}`);
-  } else {
-    chosen = all[all.length - 1];
+    return chosen;
   }
-  if (!chosen) return [];
-  const byId = new Map(all.map((s) => [s.id, s]));
+  return all[all.length - 1];
+}
+
+/**
+ * `chosen` and its first parents back to a full snapshot, oldest first. Parents are looked up
+ * in `known` (the repository's own rows) and then by id: a fork's chain continues into its
+ * source's snapshots, even when the source repository was deleted since.
+ */
+export async function snapshotChain(
+  db: MetaStore['db'],
+  chosen: snapshots.SnapshotRow,
+  known: readonly snapshots.SnapshotRow[] = [],
+): Promise<snapshots.SnapshotRow[]> {
+  const byId = new Map(known.map((s) => [s.id, s]));
   const chain = [chosen];
   while (chain[0]!.kind !== 'full') {
     const parentId = chain[0]!.parents[0];
-    const parent = parentId ? byId.get(parentId) : undefined;
+    const parent = parentId ? (byId.get(parentId) ?? (await snapshots.findSnapshot(db, parentId))) : undefined;
     if (!parent) throw notFound('snapshot_chain_broken', `snapshot ${chain[0]!.id} names a missing parent ${parentId}`);
+    if (chain.some((s) => s.id === parent.id)) throw invalid('snapshot_corrupt', `snapshot ${parent.id} is its own ancestor`);
     chain.unshift(parent);
   }
   return chain;
@@ -86,8 +105,8 @@ export async function restoreRepository(deps: RestoreDeps, opts: RestoreOptions)
     throw conflict('restore_target_exists', `restore target already exists: ${opts.target}`, { target: opts.target });
   }
   const all = await snapshots.listSnapshots(deps.meta.db, opts.repositoryId);
-  const chain = chooseChain(all, opts);
-  const chosen = chain[chain.length - 1];
+  const chosen = chooseSnapshot(all, opts);
+  const chain = chosen ? await snapshotChain(deps.meta.db, chosen, all) : [];
 
   await mkdir(opts.scratchRoot, { recursive: true });
   const scratch = await mkdtemp(path.join(opts.scratchRoot, `restore-${opts.repositoryId}-`));
@@ -100,7 +119,7 @@ export async function restoreRepository(deps: RestoreDeps, opts: RestoreOptions)
     for (const [index, snap] of chain.entries()) {
       const { body, size } = await deps.store.get(objectKey(snap.objectKey));
       const parsed = await readSnapshot(body);
-      if (parsed.header.id !== snap.id || parsed.header.repository !== opts.repositoryId) {
+      if (parsed.header.id !== snap.id || parsed.header.repository !== snap.repositoryId) {
         parsed.pack.destroy();
         throw invalid('snapshot_corrupt', `snapshot object ${snap.objectKey} names another snapshot`);
       }
@@ -141,6 +160,10 @@ export async function restoreRepository(deps: RestoreDeps, opts: RestoreOptions)
     }
     for (const r of refs) if (r.target !== undefined) await setSymbolicRef(scratch, r.name, r.target);
     await setConfig(scratch, opts.config);
+    // One pack per snapshot of the chain would slow every later clone: one pack and a bitmap.
+    if (chain.length > 1 && opts.repack !== false) {
+      await repackAll(scratch, { signal: AbortSignal.timeout(opts.timeoutMs ?? 3600_000), niceness: 0 });
+    }
     const check = await fsck(scratch);
     if (check.code !== 0) throw new Error(`git fsck failed after restore: ${check.stderr.trim().split('\n').slice(-3).join('; ')}`);
 

@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -106,6 +106,10 @@ test('full then incremental snapshots restore exactly, latest and older, with de
   assert.deepEqual(await refsOf(bare), latestRefs);
   assert.equal(restored.unpersistedPushes.length, 0);
   await git(['--git-dir', bare, 'fsck', '--strict', '--no-progress']);
+  // Three packs installed, one left: repacked with a bitmap for the clones to come.
+  const packs = await readdir(path.join(bare, 'objects', 'pack'));
+  assert.equal(packs.filter((f) => f.endsWith('.pack')).length, 1, packs.join(' '));
+  assert.equal(packs.filter((f) => f.endsWith('.bitmap')).length, 1, packs.join(' '));
 
   const older = path.join(dir, 'older.git');
   const atFirst = await restoreRepository({ meta, store }, { repositoryId: repoId, defaultBranch: 'main', target: older, scratchRoot: dir, config, at: first.id });

@@ -135,3 +135,53 @@ test('a store outage is retried with backoff; the push is persisted once the sto
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('after a snapshot, a chain grown past snapshotChainMaxLength is compacted into one full snapshot', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-worker-'));
+  const { core, repo } = await setup(dir, 'one\n');
+  try {
+    const env = { PATH: process.env['PATH'], HOME: dir, GIT_CONFIG_NOSYSTEM: '1', GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@e', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@e' };
+    const work = path.join(dir, 'work');
+    const registry = new Registry();
+    const metrics = createSnapshotMetrics(registry, () => snapshots.dirtyRepositories(core.meta.db));
+    const worker = new SnapshotWorker(
+      {
+        debounceMs: 0,
+        maxDelayMs: 10_000,
+        concurrency: 1,
+        retryMaxMs: 1000,
+        pollMs: 50,
+        compaction: { maxChainLength: 2, maxSizeRatio: 0, scratchRoot: path.join(dir, 'data', 'tmp') },
+      },
+      { meta: core.meta, store: createFsStore(path.join(dir, 'objects')), repoPath: (id) => core.repos.diskPath(id), log: pino({ level: 'silent' }), metrics },
+    );
+    worker.start();
+    const kinds = async () => (await snapshots.listSnapshots(core.meta.db, repo.id)).map((s) => s.kind);
+    async function until(what: string, done: () => Promise<boolean>) {
+      const deadline = Date.now() + 15_000;
+      while (!(await done())) {
+        assert.ok(Date.now() < deadline, what);
+        await sleep(25);
+      }
+    }
+    try {
+      await until('first snapshot', async () => (await kinds()).length === 1);
+      for (const n of [2, 3]) {
+        await writeFile(path.join(work, 'a.bin'), `change ${n}\n`);
+        await exec('git', ['commit', '-q', '-am', `change ${n}`], { cwd: work, env });
+        await exec('git', ['push', '-q', repo.path, 'main'], { cwd: work, env });
+        await snapshots.appendEvent(core.meta.db, repo.id, 'push-end', now());
+        if (n === 2) await until('second snapshot', async () => (await kinds()).length === 2);
+      }
+      // The third snapshot makes a chain of 3 > 2: compacted into one full.
+      await until('compaction', async () => /gitstratum_snapshot_compactions_total\{result="ok"\} 1/.test(await registry.metrics()));
+    } finally {
+      await worker.close();
+    }
+    assert.deepEqual(await kinds(), ['full']);
+    assert.deepEqual(await snapshots.dirtyRepositories(core.meta.db), []);
+  } finally {
+    await core.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -14,6 +14,9 @@
  * job first takes the repository's lease (meta/leases.ts), then checks that the repository is
  * still dirty (another worker may have just persisted it), and keeps renewing the lease while
  * it writes. A job whose lease is lost is aborted; a finished or aborted job deletes its lease.
+ *
+ * After a snapshot, the same job (still holding the lease) compacts the repository's chain
+ * when it grew past the configured limits.
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -24,6 +27,9 @@ import { acquireLease, releaseLease, renewLease } from '../meta/leases.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import type { Logger } from '../shared/log.js';
 import { createSnapshot } from './create.js';
+import { compactionDue, compactRepository, type CompactionLimits } from './compact.js';
+import { snapshotChain } from './restore.js';
+import type { SnapshotRow } from '../meta/snapshots.js';
 
 export interface SnapshotWorkerSettings {
   debounceMs: number;
@@ -34,6 +40,11 @@ export interface SnapshotWorkerSettings {
   pollMs?: number;
   /** Lifetime of a repository's lease; renewed every third of it while the job runs. */
   leaseMs?: number;
+  /**
+   * Compact a repository after a snapshot once its chain exceeds these limits (compact.ts),
+   * restoring it under `scratchRoot` (<data>/tmp); never without.
+   */
+  compaction?: CompactionLimits & { scratchRoot: string };
 }
 
 export interface SnapshotWorkerDeps {
@@ -54,6 +65,12 @@ export function createSnapshotMetrics(registry: Registry, readDirty: () => Promi
   const dirtyNow = () => (scraped ??= readDirty().finally(() => setImmediate(() => (scraped = undefined))));
   return {
     runs: new Counter({ name: 'gitstratum_snapshots_total', help: 'Snapshot jobs by result', labelNames: ['result'] as const, registers: [registry] }),
+    compactions: new Counter({
+      name: 'gitstratum_snapshot_compactions_total',
+      help: 'Snapshot chains compacted into one full snapshot, by result',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
     bytes: new Counter({ name: 'gitstratum_snapshot_bytes_total', help: 'Bytes written to object storage by snapshots', registers: [registry] }),
     duration: new Histogram({
       name: 'gitstratum_snapshot_duration_seconds',
@@ -189,8 +206,9 @@ export class SnapshotWorker {
       );
     }, Math.max(10, leaseMs / 3));
     renewal.unref();
+    let row: SnapshotRow | undefined;
     try {
-      const row = await createSnapshot(
+      row = await createSnapshot(
         { meta: this.deps.meta, store: this.deps.store },
         { repositoryId, repoPath: this.deps.repoPath(repositoryId), signal: job.signal },
       );
@@ -206,9 +224,45 @@ export class SnapshotWorker {
       this.failures.set(repositoryId, { count, nextAt: Date.now() + delay });
       this.deps.metrics?.runs.inc({ result: 'failed' });
       log.warn({ err, attempt: count, retry_in_ms: delay }, 'snapshot failed; repository stays dirty');
+      return;
+    } finally {
+      if (!row) {
+        clearInterval(renewal);
+        this.abort.signal.removeEventListener('abort', onClose);
+      }
+    }
+    try {
+      await this.compactIfDue(repositoryId, row, log, job.signal);
     } finally {
       clearInterval(renewal);
       this.abort.signal.removeEventListener('abort', onClose);
+    }
+  }
+
+  /**
+   * After a snapshot, in the same job (so never alongside another job on the repository): one
+   * full snapshot in place of a chain grown past the limits. A failure costs nothing but the
+   * attempt; the next snapshot looks again.
+   */
+  private async compactIfDue(repositoryId: string, latest: SnapshotRow, log: Logger, signal: AbortSignal): Promise<void> {
+    const limits = this.settings.compaction;
+    if (!limits || this.closed) return;
+    const started = Date.now();
+    try {
+      if (!compactionDue(await snapshotChain(this.deps.meta.db, latest), limits)) return;
+      const result = await compactRepository(
+        { meta: this.deps.meta, store: this.deps.store, scratchRoot: limits.scratchRoot },
+        { repositoryId, at: latest.id, signal },
+      );
+      this.deps.metrics?.compactions.inc({ result: 'ok' });
+      log.info(
+        { snapshot: result.full.id, replaced: latest.id, deleted: result.deleted.length, kept: result.kept.length, orphans: result.orphans.length, duration_ms: Date.now() - started },
+        'snapshots compacted',
+      );
+    } catch (err) {
+      if (this.closed) return;
+      this.deps.metrics?.compactions.inc({ result: 'failed' });
+      log.warn({ err }, 'snapshot compaction failed');
     }
   }
 }

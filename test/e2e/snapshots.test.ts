@@ -3,7 +3,8 @@
  * the filesystem and the S3 (s3rver) object stores: pushes become a full then incremental
  * snapshots; a branch deleted and another force-pushed backwards are persisted as such; after
  * the repository directory (then all of repos/) is deleted, `gitstratum restore` brings back
- * exactly the refs, fsck-clean and servable; `--at` restores an older snapshot's refs.
+ * exactly the refs, fsck-clean and servable; `--at` restores an older snapshot's refs;
+ * `snapshot compact` leaves one full snapshot that restores the same refs.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -115,6 +116,32 @@ for (const backend of ['filesystem', 's3'] as const) {
       await cli(['restore', name, '--at', first!.id, '--to', older]);
       assert.equal(await refsOnDisk(older), firstRefs);
       await fsckClean(older);
+    });
+
+    test('snapshot compact → one full snapshot; restore gives the same refs from it, fsck clean', async () => {
+      const name = 'alice/main/compacted';
+      const created = JSON.parse(await server.cliOk(['repo', 'create', name, '--json'])) as { path: string };
+      const url = server.repoUrl(`${name}.git`, token);
+      const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 2, seed: 21 });
+      for (let i = 0; i < 3; i++) {
+        if (i > 0) await git.commits(work, 1, { seed: 22 + i });
+        await git.ok(['push', '-q', url, 'main', `main:refs/heads/b${i}`], { cwd: work });
+        await persisted(name, i + 1);
+      }
+      const chain = await list(name);
+      assert.deepEqual(chain.map((s) => s.kind), ['full', 'incremental', 'incremental']);
+      const out = await cli(['snapshot', 'compact', name]);
+      assert.match(out, new RegExp(`compacted ${name} up to snapshot ${chain[2]!.id} into full snapshot \\S+`));
+      assert.match(out, /retired 3 snapshot\(s\); kept 0/);
+      const after = await list(name);
+      assert.deepEqual(after.map((s) => s.kind), ['full']);
+
+      const refs = await refsOnDisk(created.path);
+      await rm(created.path, { recursive: true, force: true });
+      const restored = await cli(['restore', name]);
+      assert.match(restored, new RegExp(`from snapshot ${after[0]!.id} .*\\(chain of 1\\)`));
+      assert.equal(await refsOnDisk(created.path), refs);
+      await fsckClean(created.path);
     });
 
     test('restore --all rebuilds every repository after repos/ is lost', async () => {
