@@ -196,6 +196,11 @@ export async function fsck(repoPath: string): Promise<RunResult> {
   return runGit(['--git-dir', repoPath, 'fsck', '--no-progress', '--strict'], { check: false });
 }
 
+/** Only that every ref reaches a complete graph (objects themselves checked by index-pack --strict). */
+export async function fsckConnectivity(repoPath: string): Promise<RunResult> {
+  return runGit(['--git-dir', repoPath, 'fsck', '--no-progress', '--connectivity-only', '--no-dangling'], { check: false });
+}
+
 /** All refs as `name → oid`, plus HEAD's symbolic target. */
 export async function listRefs(repoPath: string): Promise<Map<string, string>> {
   const { stdout } = await runGit(['--git-dir', repoPath, 'for-each-ref', '--format=%(refname) %(objectname)']);
@@ -335,8 +340,12 @@ export function spawnPackObjects(repoPath: string, timeoutMs: number): GitChild 
 }
 
 /** `git index-pack --stdin`: installs the pack written to stdin into the repository. */
+/**
+ * `index-pack --stdin --strict`: besides the pack's checksum and every object's id, each object
+ * is checked as `fsck` would (malformed commits, trees, tags) and its links must resolve.
+ */
 export function spawnIndexPack(repoPath: string, timeoutMs: number): GitChild {
-  const args = ['--git-dir', repoPath, 'index-pack', '--stdin'];
+  const args = ['--git-dir', repoPath, 'index-pack', '--stdin', '--strict'];
   return wrap(spawn('git', args, { env: gitEnv(), stdio: ['pipe', 'pipe', 'pipe'] }), timeoutMs);
 }
 
