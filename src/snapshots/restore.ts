@@ -6,8 +6,8 @@
  * repository under <data>/tmp: each pack streamed from the store into `git index-pack --stdin
  * --strict` (packs are self-contained, so each indexes on its own; every object is checked as
  * fsck would). Then the chosen snapshot's refs are created in one `update-ref --stdin`
- * transaction, HEAD is set, the repository settings applied, a chain of more than two packs
- * repacked into one, `git fsck --connectivity-only` must pass, and only then is the scratch
+ * transaction, HEAD is set, the repository settings applied, the packs repacked (into one past
+ * two packs, else geometrically) with a bitmap, `git fsck --connectivity-only` must pass, and only then is the scratch
  * directory renamed into place. A failure leaves the target untouched and removes the scratch.
  * Refs are the dump's exactly: a ref deleted before the snapshot does not come back, whatever
  * objects older packs still hold.
@@ -18,7 +18,7 @@ import { pipeline } from 'node:stream/promises';
 import type { MetaStore } from '../meta/db.js';
 import * as snapshots from '../meta/snapshots.js';
 import { objectKey, type ObjectStore } from '../storage/object-store.js';
-import { fsckConnectivity, initBare, repackAll, setConfig, setSymbolicRef, spawnIndexPack, updateRefsTransaction } from '../git/command.js';
+import { fsckConnectivity, initBare, repackAll, repackGeometric, setConfig, setSymbolicRef, spawnIndexPack, updateRefsTransaction } from '../git/command.js';
 import { conflict, invalid, notFound } from '../shared/errors.js';
 import { readSnapshot, type RefEntry } from './format.js';
 
@@ -161,11 +161,14 @@ export async function restoreRepository(deps: RestoreDeps, opts: RestoreOptions)
     }
     for (const r of refs) if (r.target !== undefined) await setSymbolicRef(scratch, r.name, r.target);
     await setConfig(scratch, opts.config);
-    // Many packs (one per snapshot) would slow every later clone: past two, one pack and a
-    // bitmap. Two (a full and one incremental, the common case) are left as they are: the
-    // repack would cost about as much as the rest of the restore.
-    if (chain.length > 2 && opts.repack !== false) {
-      await repackAll(scratch, { signal: AbortSignal.timeout(opts.timeoutMs ?? 3600_000), niceness: 0 });
+    // Packs from index-pack have no reachability bitmap, and many packs (one per snapshot) slow
+    // every later clone. Past two: one pack and a bitmap. Up to two (a full, perhaps one
+    // incremental: the common case): the geometric repack maintenance uses, which leaves packs
+    // already in progression alone and writes a multi-pack bitmap, at a fraction of the cost.
+    if (opts.repack !== false) {
+      const repackOpts = { signal: AbortSignal.timeout(opts.timeoutMs ?? 3600_000), niceness: 0 };
+      if (chain.length > 2) await repackAll(scratch, repackOpts);
+      else await repackGeometric(scratch, repackOpts);
     }
     // index-pack --strict checked every object as it was installed; what is left is that the
     // refs reach a complete graph.
