@@ -38,13 +38,13 @@
  *   --workers N         BENCH_FCGI_WORKERS    fcgiwrap workers (default 26: the largest storm + 1)
  *   --keep              BENCH_KEEP=1          keep the run directory (.bench/run-storm-*)
  */
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startGitstratum } from './gitstratum-server.js';
 import { startHttpBackend, startNginx } from './http-backend-peer.js';
-import { installCleanup, run, stopAll, wasInterrupted } from './processes.js';
+import { run, stopAll, startRun, wasInterrupted } from './processes.js';
 import { currentRss } from './proc-stats.js';
 import { addCommit, describeRepo, ensureRepo, repackForServing, SPECS, type RepoInfo } from './repo-generator.js';
 import { median, mib, spread, table, type Sample } from './report.js';
@@ -423,23 +423,7 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const tools = await peerPrerequisites(say);
-  const workDir = path.join(CACHE, `run-storm-${Date.now()}-${process.pid}`);
-  const cleanupDir = async () => {
-    if (!opts.keep) await rm(workDir, { recursive: true, force: true });
-  };
-  installCleanup(cleanupDir);
-  const watchdog = setTimeout(() => {
-    say(`time limit of ${opts.timeoutS} s reached (BENCH_TIMEOUT_S); stopping`);
-    void stopAll()
-      .then(cleanupDir)
-      .finally(() => process.exit(124));
-  }, opts.timeoutS * 1000);
-  watchdog.unref();
-
-  const home = path.join(workDir, 'home');
-  await mkdir(home, { recursive: true });
-  await writeFile(path.join(home, '.gitconfig'), '[init]\n\tdefaultBranch = main\n[gc]\n\tauto = 0\n');
-  const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'], HOME: home, GIT_CONFIG_NOSYSTEM: '1', GIT_TERMINAL_PROMPT: '0', LANG: 'C' };
+  const { workDir, home, env, cleanup: cleanupDir } = await startRun(CACHE, 'run-storm', { keep: opts.keep, timeoutS: opts.timeoutS });
   const started = Date.now();
 
   try {

@@ -38,7 +38,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { startGitstratum, type GitstratumServer } from './gitstratum-server.js';
 import { startNginx } from './http-backend-peer.js';
-import { findExecutable, installCleanup, run, stopAll, wasInterrupted } from './processes.js';
+import { findExecutable, run, stopAll, startRun, wasInterrupted } from './processes.js';
 import { currentRss, peakRss, resetPeakRss, sampleRss, treeCpuSeconds, treeOf, waitForTree } from './proc-stats.js';
 import { median, spread, table } from './report.js';
 
@@ -392,22 +392,7 @@ function randomObjects(n: number): { oid: string; size: number }[] {
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const tools = await prerequisites();
-  const workDir = path.join(CACHE, `run-lfs-${Date.now()}-${process.pid}`);
-  const cleanupDir = async () => {
-    if (!opts.keep) await rm(workDir, { recursive: true, force: true });
-  };
-  installCleanup(cleanupDir);
-  const watchdog = setTimeout(() => {
-    say(`time limit of ${opts.timeoutS} s reached (BENCH_TIMEOUT_S); stopping`);
-    void stopAll()
-      .then(cleanupDir)
-      .finally(() => process.exit(124));
-  }, opts.timeoutS * 1000);
-  watchdog.unref();
-
-  const home = path.join(workDir, 'home');
-  await mkdir(home, { recursive: true });
-  const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'], HOME: home, GIT_CONFIG_NOSYSTEM: '1', GIT_TERMINAL_PROMPT: '0', LANG: 'C' };
+  const { workDir, env, cleanup: cleanupDir } = await startRun(CACHE, 'run-lfs', { keep: opts.keep, timeoutS: opts.timeoutS });
 
   try {
     const obj = await ensureObject(opts.sizeMiB);

@@ -28,12 +28,12 @@
  *   --keep       BENCH_KEEP=1   keep the run directory (.bench/run-maint-*)
  */
 import { readdirSync, statSync } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startGitstratum } from './gitstratum-server.js';
 import { startHttpBackend } from './http-backend-peer.js';
-import { installCleanup, run, stopAll, wasInterrupted } from './processes.js';
+import { run, stopAll, startRun, wasInterrupted } from './processes.js';
 import { reapedChildrenCpuSeconds } from './proc-stats.js';
 import { addCommit, describeRepo, ensureRepo, repackForServing, SPECS, type RepoInfo } from './repo-generator.js';
 import { median, ratiosTable, resultsTable, spread, table, type Cell } from './report.js';
@@ -185,15 +185,7 @@ function strategyTable(label: string, results: StrategyResult[]): string {
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const tools = await peerPrerequisites(say);
-  const workDir = path.join(CACHE, `run-maint-${Date.now()}-${process.pid}`);
-  const cleanupDir = async () => {
-    if (!opts.keep) await rm(workDir, { recursive: true, force: true });
-  };
-  installCleanup(cleanupDir);
-  const home = path.join(workDir, 'home');
-  await mkdir(home, { recursive: true });
-  await writeFile(path.join(home, '.gitconfig'), '[init]\n\tdefaultBranch = main\n[gc]\n\tauto = 0\n');
-  const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'], HOME: home, GIT_CONFIG_NOSYSTEM: '1', GIT_TERMINAL_PROMPT: '0', LANG: 'C' };
+  const { workDir, home, env, cleanup: cleanupDir } = await startRun(CACHE, 'run-maint', { keep: opts.keep });
 
   try {
     const repos: [string, RepoInfo][] = [

@@ -6,6 +6,7 @@
  */
 import { spawn, type SpawnOptions } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -92,6 +93,43 @@ export function installCleanup(onSignal: () => Promise<void>): void {
         .finally(() => process.exit(130));
     });
   }
+}
+
+export interface BenchRun {
+  /** `<cacheDir>/<prefix>-<time>-<pid>` */
+  workDir: string;
+  /** The isolated HOME that git sees (clients and servers alike). */
+  home: string;
+  env: NodeJS.ProcessEnv;
+  /** Removes the run directory unless it is to be kept. */
+  cleanup(): Promise<void>;
+}
+
+/**
+ * A benchmark run's directory and git environment: an isolated HOME whose .gitconfig names
+ * `main` the default branch and turns automatic gc off, no system config, no prompts. The
+ * directory is removed by cleanup() unless `keep`, also on a signal; past `timeoutS` (when
+ * given) every started process is stopped, the directory removed, and the benchmark exits 124.
+ */
+export async function startRun(cacheDir: string, prefix: string, opts: { keep: boolean; timeoutS?: number }): Promise<BenchRun> {
+  const workDir = path.join(cacheDir, `${prefix}-${Date.now()}-${process.pid}`);
+  const cleanup = async () => {
+    if (!opts.keep) await rm(workDir, { recursive: true, force: true });
+  };
+  installCleanup(cleanup);
+  if (opts.timeoutS !== undefined) {
+    setTimeout(() => {
+      process.stderr.write(`bench: time limit of ${opts.timeoutS} s reached (BENCH_TIMEOUT_S); stopping\n`);
+      void stopAll()
+        .then(cleanup)
+        .finally(() => process.exit(124));
+    }, opts.timeoutS * 1000).unref();
+  }
+  const home = path.join(workDir, 'home');
+  await mkdir(home, { recursive: true });
+  await writeFile(path.join(home, '.gitconfig'), '[init]\n\tdefaultBranch = main\n[gc]\n\tauto = 0\n');
+  const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'], HOME: home, GIT_CONFIG_NOSYSTEM: '1', GIT_TERMINAL_PROMPT: '0', LANG: 'C' };
+  return { workDir, home, env, cleanup };
 }
 
 /** The worker PIDs of a pre-forking parent, read at stop time. */

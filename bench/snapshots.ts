@@ -24,7 +24,7 @@
  *   --pushes N      BENCH_PUSHES          pushes of 4, one a second (default 60)
  *   --keep          BENCH_KEEP=1          keep the run directory (.bench/run-snapshots-*)
  */
-import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,7 +36,7 @@ import { createSnapshot } from '../src/snapshots/create.js';
 import { restoreRepository } from '../src/snapshots/restore.js';
 import { repositoryConfig } from '../src/repos/service.js';
 import { startGitstratum } from './gitstratum-server.js';
-import { installCleanup, run, stopAll, wasInterrupted } from './processes.js';
+import { run, stopAll, startRun, wasInterrupted } from './processes.js';
 import { addCommit, ensureRepo, mediumOfSize, type RepoInfo } from './repo-generator.js';
 import { median, mib, spread, table } from './report.js';
 import { scrapeMetrics, sumSeries } from './sides.js';
@@ -254,23 +254,7 @@ async function pushToDurable(info: RepoInfo, workDir: string, env: NodeJS.Proces
 
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
-  const workDir = path.join(CACHE, `run-snapshots-${Date.now()}-${process.pid}`);
-  const cleanupDir = async () => {
-    if (!opts.keep) await rm(workDir, { recursive: true, force: true });
-  };
-  installCleanup(cleanupDir);
-  const watchdog = setTimeout(() => {
-    say(`time limit of ${opts.timeoutS} s reached (BENCH_TIMEOUT_S); stopping`);
-    void stopAll()
-      .then(cleanupDir)
-      .finally(() => process.exit(124));
-  }, opts.timeoutS * 1000);
-  watchdog.unref();
-
-  const home = path.join(workDir, 'home');
-  await mkdir(home, { recursive: true });
-  await writeFile(path.join(home, '.gitconfig'), '[init]\n\tdefaultBranch = main\n[gc]\n\tauto = 0\n');
-  const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'], HOME: home, GIT_CONFIG_NOSYSTEM: '1', GIT_TERMINAL_PROMPT: '0', LANG: 'C' };
+  const { workDir, env, cleanup: cleanupDir } = await startRun(CACHE, 'run-snapshots', { keep: opts.keep, timeoutS: opts.timeoutS });
   const started = Date.now();
 
   try {
