@@ -261,8 +261,7 @@ class ResponseCache implements PackCache {
       opened.close();
       this.metrics.handoffs.inc();
       this.metrics.servedBytes.inc({ result: 'hit' }, opened.length);
-      const outcome: Outcome = { code: 0, signal: null, stderr: '', timedOut: false, bytesIn: req.bytesIn, bytesOut: opened.length, commands: [], spawned: false };
-      return { body: Readable.from([]), handoff: this.opts.handoffPrefix + opened.relativePath, done: Promise.resolve(outcome) };
+      return { body: Readable.from([]), handoff: this.opts.handoffPrefix + opened.relativePath, done: Promise.resolve(servedWithoutGit(req, opened.length)) };
     }
     const reader = GrowingFile.complete(opened.fd, 0, opened.length).reader();
     const onAbort = () => reader.destroy();
@@ -279,7 +278,7 @@ class ResponseCache implements PackCache {
     return new Promise((resolve) => {
       reader.once('close', () => {
         this.metrics.servedBytes.inc({ result }, reader.bytes);
-        resolve({ code: 0, signal: null, stderr: '', timedOut: false, bytesIn: req.bytesIn, bytesOut: reader.bytes, commands: [], spawned: false });
+        resolve(servedWithoutGit(req, reader.bytes));
       });
     });
   }
@@ -288,6 +287,11 @@ class ResponseCache implements PackCache {
     this.metrics.requests.inc({ endpoint, result: 'uncacheable' });
     this.metrics.uncacheable.inc({ reason });
   }
+}
+
+/** The outcome of a response sent from a cache file: no git process of its own. */
+function servedWithoutGit(req: Request, bytesOut: number): Outcome {
+  return { code: 0, signal: null, stderr: '', timedOut: false, bytesIn: req.bytesIn, bytesOut, commands: [], spawned: false };
 }
 
 /**

@@ -102,43 +102,18 @@ export class GrowingFile extends EventEmitter {
 export class GrowingFileReader extends Readable {
   /** Bytes handed to the consumer so far. */
   bytes = 0;
-  private waiting = false;
 
   constructor(private readonly file: GrowingFile) {
     super({ highWaterMark: READ_CHUNK });
   }
 
   override _read(): void {
-    const f = this.file;
-    const available = f.written - this.bytes;
-    if (available > 0) {
-      const n = Math.min(available, READ_CHUNK);
-      const buf = Buffer.allocUnsafe(n);
-      read(f.fd, buf, 0, n, f.offset + this.bytes, (err, got) => {
-        if (this.destroyed) return;
-        if (err || got === 0) {
-          this.destroy(err ?? new Error('cache file ends before the bytes written to it'));
-          return;
-        }
-        this.bytes += got;
-        this.push(got === n ? buf : buf.subarray(0, got));
-      });
-      return;
-    }
-    if (f.state === 'finished') {
-      this.push(null);
-      return;
-    }
-    if (f.state === 'failed') {
-      this.destroy(f.error);
-      return;
-    }
-    if (this.waiting) return;
-    this.waiting = true;
-    f.once('progress', () => {
-      this.waiting = false;
-      if (!this.destroyed) this._read();
-    });
+    this.next().then(
+      (chunk) => {
+        if (!this.destroyed) this.push(chunk ?? null);
+      },
+      (err: Error) => this.destroy(err),
+    );
   }
 
   /**
@@ -161,10 +136,9 @@ export class GrowingFileReader extends Readable {
     for (let i = 0; ; i ^= 1) {
       // The buffer is free again once the response has handed its previous contents to the socket.
       await writes[i];
-      const n = await this.readInto(buffers[i]!);
+      const chunk = await this.next(buffers[i]!);
       if (this.destroyed) return;
-      if (n === 0) break;
-      const chunk = n === READ_CHUNK ? buffers[i]! : buffers[i]!.subarray(0, n);
+      if (!chunk) break;
       const written = new Promise<void>((resolve, reject) => res.write(chunk, (err) => (err ? reject(err) : resolve())));
       // Awaited on the next turn of this buffer; until then a failure must not count as unhandled.
       written.catch(() => {});
@@ -178,20 +152,25 @@ export class GrowingFileReader extends Readable {
     this.resume();
   }
 
-  /** The next bytes into `buf`, waiting for the writer; 0 at the end of a finished file. */
-  private async readInto(buf: Buffer): Promise<number> {
+  /**
+   * The next bytes, waiting for the writer: read into `buf` when given (and a view of it
+   * returned), else into a new buffer of their size (at most READ_CHUNK). Undefined at the end
+   * of a finished file, or once the reader is destroyed; the writer's error if it failed.
+   */
+  private async next(buf?: Buffer): Promise<Buffer | undefined> {
     const f = this.file;
     for (;;) {
-      if (this.destroyed) return 0;
+      if (this.destroyed) return undefined;
       const available = f.written - this.bytes;
       if (available > 0) {
-        const n = Math.min(available, buf.length);
-        const got = await new Promise<number>((resolve, reject) => read(f.fd, buf, 0, n, f.offset + this.bytes, (err, count) => (err ? reject(err) : resolve(count))));
+        const n = Math.min(available, buf?.length ?? READ_CHUNK);
+        const target = buf ?? Buffer.allocUnsafe(n);
+        const got = await new Promise<number>((resolve, reject) => read(f.fd, target, 0, n, f.offset + this.bytes, (err, count) => (err ? reject(err) : resolve(count))));
         if (got === 0) throw new Error('cache file ends before the bytes written to it');
         this.bytes += got;
-        return got;
+        return got === target.length ? target : target.subarray(0, got);
       }
-      if (f.state === 'finished') return 0;
+      if (f.state === 'finished') return undefined;
       if (f.state === 'failed') throw f.error ?? new Error('cache file write failed');
       await once(f, 'progress');
     }
