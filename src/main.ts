@@ -8,6 +8,7 @@ import { createLogger } from './shared/log.js';
 import { createApp } from './app.js';
 import { loadTls } from './http/server.js';
 import { ConfigError } from './config/load.js';
+import { stopOnSignals } from './shared/shutdown.js';
 
 export async function serve(config: Config): Promise<void> {
   // Unusable TLS files stop the start before anything is opened.
@@ -29,25 +30,9 @@ export async function serve(config: Config): Promise<void> {
   }
   log.info({ url, data: app.core.dataDir, database: app.core.meta.location }, 'gitstratum listening');
 
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal, running_git: app.limiter.runningCount, bound_s: config.shutdownTimeoutSeconds }, 'shutting down');
-    const bound = setTimeout(() => {
-      log.warn({ running_git: app.limiter.runningCount }, 'shutdown bound reached; exiting with requests in flight');
-      process.exit(1);
-    }, config.shutdownTimeoutSeconds * 1000);
-    bound.unref();
-    try {
-      await app.close();
-      log.info('stopped');
-      process.exit(0);
-    } catch (err) {
-      log.error({ err }, 'shutdown failed');
-      process.exit(1);
-    }
-  };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
+  stopOnSignals(log, config.shutdownTimeoutSeconds, 'shutting down', {
+    starting: () => ({ running_git: app.limiter.runningCount, bound_s: config.shutdownTimeoutSeconds }),
+    inFlight: () => ({ fields: { running_git: app.limiter.runningCount }, message: 'shutdown bound reached; exiting with requests in flight' }),
+    close: () => app.close(),
+  });
 }

@@ -17,6 +17,7 @@ import { createLogger } from './shared/log.js';
 import { openCore } from './core.js';
 import { createObjectStore } from './app.js';
 import { createBackground } from './background.js';
+import { stopOnSignals } from './shared/shutdown.js';
 
 export async function work(config: Config): Promise<void> {
   const log = createLogger(config.logLevel);
@@ -61,28 +62,14 @@ export async function work(config: Config): Promise<void> {
   background.start();
   log.info({ data: core.dataDir, database: core.meta.location, metrics: metricsUrl ?? null }, 'gitstratum worker started');
 
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'worker stopping');
-    const bound = setTimeout(() => {
-      log.warn('shutdown bound reached; exiting with a job in flight');
-      process.exit(1);
-    }, config.shutdownTimeoutSeconds * 1000);
-    bound.unref();
-    try {
+  stopOnSignals(log, config.shutdownTimeoutSeconds, 'worker stopping', {
+    starting: () => ({}),
+    inFlight: () => ({ fields: {}, message: 'shutdown bound reached; exiting with a job in flight' }),
+    close: async () => {
       await background.close();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
       store.destroy?.();
       await core.close();
-      log.info('stopped');
-      process.exit(0);
-    } catch (err) {
-      log.error({ err }, 'shutdown failed');
-      process.exit(1);
-    }
-  };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
+    },
+  });
 }
