@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { databaseBackends, freshDatabaseUrl, tempDir } from '../../test/e2e/harness.js';
 import { isUniqueViolation, migrate, openMetaStore, type MetaStore } from './db.js';
@@ -40,3 +41,43 @@ for (const backend of databaseBackends()) {
     }
   });
 }
+
+test('on sqlite, processes writing at once (the CLI beside the server) wait for each other instead of failing "database is locked"', async () => {
+  const dataDir = await tempDir('gitstratum-meta-');
+  try {
+    await (await openMetaStore({ dataDir })).close();
+    // Each process runs transactions that read, then write: the shape of rename, revoke, fork.
+    const script = `
+      import { openMetaStore } from ${JSON.stringify(new URL('./db.js', import.meta.url).href)};
+      import { findOwnerByName, insertOwner } from ${JSON.stringify(new URL('./owners.js', import.meta.url).href)};
+      const store = await openMetaStore({ dataDir: process.argv[1] });
+      for (let i = 0; i < 60; i++) {
+        const name = 'p' + process.argv[2] + '-' + i;
+        await store.db.transaction().execute(async (trx) => {
+          if (await findOwnerByName(trx, name)) throw new Error('already there: ' + name);
+          await new Promise((r) => setTimeout(r, 2));
+          await insertOwner(trx, { id: (process.argv[2] + String(i).padStart(3, '0')).padEnd(26, 'A'), name, kind: 'user', createdAt: new Date().toISOString() });
+        });
+      }
+      await store.close();`;
+    const runs = [1, 2, 3].map(
+      (n) =>
+        new Promise<{ code: number | null; stderr: string }>((resolve) => {
+          const child = spawn(process.execPath, ['--input-type=module', '-e', script, dataDir, String(n)], { stdio: ['ignore', 'ignore', 'pipe'] });
+          let stderr = '';
+          child.stderr.on('data', (d: Buffer) => (stderr += d));
+          child.on('close', (code) => resolve({ code, stderr }));
+        }),
+    );
+    for (const { code, stderr } of await Promise.all(runs)) assert.equal(code, 0, stderr);
+    const store = await openMetaStore({ dataDir });
+    try {
+      const { n } = await store.db.selectFrom('owners').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+      assert.equal(Number(n), 180);
+    } finally {
+      await store.close();
+    }
+  } finally {
+    await rm(dataDir, { recursive: true, force: true });
+  }
+});

@@ -8,7 +8,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
 import pg from 'pg';
-import { Kysely, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
+import { CompiledQuery, Kysely, Migrator, PostgresDialect, SqliteDialect, SqliteDriver, type DatabaseConnection } from 'kysely';
 import type { Database } from './schema.js';
 import { migrationProvider } from './migrations.js';
 
@@ -26,6 +26,29 @@ export interface MetaStore {
    */
   backupTo?(file: string): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * SQLite transactions begin IMMEDIATE: the write lock is taken (waiting up to busy_timeout)
+ * before the first read. A deferred transaction that reads, then writes after another
+ * process (the CLI beside the server, a worker) committed, fails at once with
+ * SQLITE_BUSY — busy_timeout cannot help it, since its snapshot is already stale.
+ */
+class ImmediateSqliteDriver extends SqliteDriver {
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+  }
+}
+
+class ImmediateSqliteDialect extends SqliteDialect {
+  readonly #database: SQLite.Database;
+  constructor(database: SQLite.Database) {
+    super({ database });
+    this.#database = database;
+  }
+  override createDriver(): SqliteDriver {
+    return new ImmediateSqliteDriver({ database: this.#database });
+  }
 }
 
 export interface OpenOptions {
@@ -54,7 +77,7 @@ export async function openMetaStore(opts: OpenOptions): Promise<MetaStore> {
     sqlite.pragma('foreign_keys = ON');
     // The CLI and the server may write at once; wait for the lock instead of failing.
     sqlite.pragma('busy_timeout = 5000');
-    const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+    const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect(sqlite) });
     store = {
       db,
       dialect: 'sqlite',

@@ -167,8 +167,7 @@ async function retire(
   full: snapshots.SnapshotRow,
 ): Promise<{ deleted: snapshots.SnapshotRow[]; kept: snapshots.SnapshotRow[] }> {
   const decided = await deps.meta.db.transaction().execute(async (trx) => {
-    // A write first: on SQLite it takes the write lock before the reads below, so a writer
-    // that commits in between cannot turn this transaction's later writes into a busy error.
+    // Row locks first (PostgreSQL), so no other transaction re-points these rows meanwhile.
     await snapshots.lockSnapshots(trx, [full.id]);
     const own = await snapshots.listSnapshots(trx, repositoryId);
     const candidates = own.filter((s) => s.id !== full.id && atOrBefore(s, chosen));
