@@ -27,11 +27,16 @@
  * `--bare` (no checkout: it costs the client, not the server). Method as in
  * /work/shared/BENCHMARKING.md; ratios against http-backend come last, with the targets.
  *
- * Repositories: the generated `medium` (about 100 MB of pack), plus any given with --repo PATH
- * (a copy of it is pushed to both servers and repacked with bitmaps there).
+ * Repositories: the generated `source` (about 100 MB of pack, a long-lived source tree: the
+ * shape whose shallow clones a plain git server rebuilds at great cost) and, with --generated,
+ * `medium` (about 100 MB, mostly incompressible binaries: shallow clones cheap for git, the
+ * bytes sent dominate), plus any given with --repo PATH (a copy of it is pushed to both
+ * servers and repacked with bitmaps there).
  *
  * Options (flags after `npm run bench:clone-storm --`, or environment):
  *   --runs N            BENCH_RUNS            runs of scenarios 1–4 (default 3, at least 3)
+ *   --generated NAMES   BENCH_GENERATED       generated repositories: source (default), medium, or source,medium
+ *   --scenarios LIST    BENCH_SCENARIOS       run only these: 1,2,3,hit,4,5 (default all; hit is the cost of a hit)
  *   --repo PATH         BENCH_REPO            also run every scenario on this repository
  *   --ci-pushes N       BENCH_CI_PUSHES       pushes of the CI day on gitstratum (default 20)
  *   --ci-peer-rounds N  BENCH_CI_PEER_ROUNDS  of which the peer does (default 3; 0 skips it)
@@ -58,6 +63,10 @@ const MiB = 1024 * 1024;
 
 interface Options {
   runs: number;
+  /** Generated repositories to serve, by name (repo-generator's SPECS). */
+  generated: GeneratedName[];
+  /** Which parts run: 1–5 and `hit` (the cost of a hit); all by default. */
+  scenarios: Set<string>;
   repo?: string;
   ciPushes: number;
   ciPeerRounds: number;
@@ -66,10 +75,25 @@ interface Options {
   timeoutS: number;
 }
 
+type GeneratedName = 'source' | 'medium';
+const SCENARIOS = ['1', '2', '3', 'hit', '4', '5'];
+
 function parseOptions(argv: string[]): Options {
   const env = process.env;
+  const generated = (value: string | undefined): GeneratedName[] => {
+    const names = (value ?? '').split(',').filter(Boolean);
+    if (names.length === 0 || names.some((n) => n !== 'source' && n !== 'medium')) throw new Error('--generated takes source, medium or both (comma-separated)');
+    return names as GeneratedName[];
+  };
+  const scenarios = (value: string): Set<string> => {
+    const parts = value.split(',').filter(Boolean);
+    if (parts.length === 0 || parts.some((p) => !SCENARIOS.includes(p))) throw new Error(`--scenarios takes a comma-separated list of ${SCENARIOS.join(', ')}`);
+    return new Set(parts);
+  };
   const opts: Options = {
     runs: Number(env['BENCH_RUNS'] ?? 3),
+    scenarios: scenarios(env['BENCH_SCENARIOS'] ?? SCENARIOS.join(',')),
+    generated: generated(env['BENCH_GENERATED'] ?? 'source'),
     ciPushes: Number(env['BENCH_CI_PUSHES'] ?? 20),
     ciPeerRounds: Number(env['BENCH_CI_PEER_ROUNDS'] ?? 3),
     workers: Number(env['BENCH_FCGI_WORKERS'] ?? 26),
@@ -87,10 +111,12 @@ function parseOptions(argv: string[]): Options {
     if (arg === '--keep') opts.keep = true;
     else if (arg === '--runs') opts.runs = int(arg, argv[++i]);
     else if (arg === '--repo') opts.repo = path.resolve(argv[++i] ?? '');
+    else if (arg === '--generated') opts.generated = generated(argv[++i]);
+    else if (arg === '--scenarios') opts.scenarios = scenarios(argv[++i] ?? '');
     else if (arg === '--ci-pushes') opts.ciPushes = int(arg, argv[++i]);
     else if (arg === '--ci-peer-rounds') opts.ciPeerRounds = int(arg, argv[++i]);
     else if (arg === '--workers') opts.workers = int(arg, argv[++i]);
-    else throw new Error(`unknown option: ${arg} (known: --runs N, --repo PATH, --ci-pushes N, --ci-peer-rounds N, --workers N, --keep)`);
+    else throw new Error(`unknown option: ${arg} (known: --runs N, --generated NAMES, --scenarios LIST, --repo PATH, --ci-pushes N, --ci-peer-rounds N, --workers N, --keep)`);
   }
   if (opts.runs < 3 || opts.runs > 50) throw new Error('--runs must be an integer from 3 to 50');
   if (opts.ciPushes < 1 || opts.ciPeerRounds > opts.ciPushes) throw new Error('--ci-pushes must be at least 1 and at least --ci-peer-rounds');
@@ -292,8 +318,10 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
   let head = info.head;
   for (const side of [...sides, handoff]) await cloneOnce(ctx, side, label, head, { tag: 'warm-up' });
 
+  const want = (part: string) => opts.scenarios.has(part);
+
   // 1. Cold full clones.
-  for (const protocol of [2, 0]) {
+  for (const protocol of want('1') ? [2, 0] : []) {
     const scenario = `1. cold full clone v${protocol}`;
     for (let i = 1; i <= opts.runs; i++) {
       await makeCold(ctx, label, head);
@@ -306,10 +334,11 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
   }
 
   // 2 and 3. Storms, each run starting cold.
-  for (const [scenario, key, count, shallow] of [
-    ['2. storm: 20 × depth-1 clone', 'storm-shallow', 20, true],
-    ['3. storm: 10 × full clone', 'storm-full', 10, false],
+  for (const [part, scenario, key, count, shallow] of [
+    ['2', '2. storm: 20 × depth-1 clone', 'storm-shallow', 20, true],
+    ['3', '3. storm: 10 × full clone', 'storm-full', 10, false],
   ] as const) {
+    if (!want(part)) continue;
     for (let i = 1; i <= opts.runs; i++) {
       await makeCold(ctx, label, head);
       // The shallow storm also behind nginx with hits handed to it (after the two, outside their order).
@@ -322,7 +351,9 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
   }
 
   // The cost of a hit: the full clone of scenario 3's last run is cached; clone it again, one at a time.
-  {
+  if (want('hit')) {
+    // Without scenario 3, two clones first: the second stores the response (a key seen twice).
+    if (!want('3')) for (const tag of ['hit-prime-1', 'hit-prime-2']) await cloneOnce(ctx, gs, label, head, { tag });
     const n = 5;
     const s = await measureStorm(gs, n, async () => {
       let wall = 0;
@@ -369,54 +400,58 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
     say(hitCost[hitCost.length - 1]!.trim());
   }
 
-  // 4. Incremental fetch of one new commit into an existing clone.
-  const fetchers = new Map<Side, string>();
-  for (const side of sides) {
-    const dir = path.join(ctx.clonesDir, `fetcher-${side.name}-${label}.git`);
-    await ctx.git(['clone', '--bare', '--quiet', side.repoUrl(label), dir]);
-    fetchers.set(side, dir);
-  }
   let commitNo = 0;
-  for (let i = 1; i <= opts.runs; i++) {
-    head = await addCommit(source, ctx.env, ++commitNo);
-    for (const side of sides) await ctx.git(['--git-dir', source, 'push', '--quiet', side.repoUrl(label), 'main']);
-    for (const side of ordered(i)) {
-      const dir = fetchers.get(side)!;
-      const s = await measureStorm(side, 1, async () => (await ctx.git(['--git-dir', dir, 'fetch', '--quiet', side.repoUrl(label), '+refs/heads/*:refs/heads/*'])).seconds);
-      const got = (await ctx.git(['--git-dir', dir, 'rev-parse', 'refs/heads/main'])).stdout.trim();
-      if (got !== head) throw new Error(`${side.name}: fetched main ${got}, expected ${head}`);
-      row('4. incremental fetch, 1 new commit', 'fetch', side).samples.push(s);
-      log(`4. fetch ${i}/${opts.runs}`, side, s);
+  if (want('4')) {
+    // 4. Incremental fetch of one new commit into an existing clone.
+    const fetchers = new Map<Side, string>();
+    for (const side of sides) {
+      const dir = path.join(ctx.clonesDir, `fetcher-${side.name}-${label}.git`);
+      await ctx.git(['clone', '--bare', '--quiet', side.repoUrl(label), dir]);
+      fetchers.set(side, dir);
     }
-    // The push's maintenance runs between measurements, not inside the next one.
-    await waitMaintenanceIdle(gs.metricsUrl!);
+    for (let i = 1; i <= opts.runs; i++) {
+      head = await addCommit(source, ctx.env, ++commitNo);
+      for (const side of sides) await ctx.git(['--git-dir', source, 'push', '--quiet', side.repoUrl(label), 'main']);
+      for (const side of ordered(i)) {
+        const dir = fetchers.get(side)!;
+        const s = await measureStorm(side, 1, async () => (await ctx.git(['--git-dir', dir, 'fetch', '--quiet', side.repoUrl(label), '+refs/heads/*:refs/heads/*'])).seconds);
+        const got = (await ctx.git(['--git-dir', dir, 'rev-parse', 'refs/heads/main'])).stdout.trim();
+        if (got !== head) throw new Error(`${side.name}: fetched main ${got}, expected ${head}`);
+        row('4. incremental fetch, 1 new commit', 'fetch', side).samples.push(s);
+        log(`4. fetch ${i}/${opts.runs}`, side, s);
+      }
+      // The push's maintenance runs between measurements, not inside the next one.
+      await waitMaintenanceIdle(gs.metricsUrl!);
+    }
   }
 
-  // 5. The CI day: a push, then 25 clones of it, ciPushes times on gitstratum; the peer takes
-  // part in ciPeerRounds of the rounds, spread over the day, so drift hits both alike.
-  const scenario = `5. CI day: push + 25 clones (15 depth-1, 10 full)`;
-  const peerRounds = new Set(Array.from({ length: opts.ciPeerRounds }, (_, k) => 1 + Math.floor(((k + 0.5) * opts.ciPushes) / opts.ciPeerRounds)));
-  for (let r = 1; r <= opts.ciPushes; r++) {
-    head = await addCommit(source, ctx.env, ++commitNo);
-    const measured = peerRounds.has(r) ? (r % 2 ? [gs, peer] : [peer, gs]) : [gs];
-    for (const side of measured) {
-      const s = await measureStorm(side, 25, async () => {
-        const started = process.hrtime.bigint();
-        await ctx.git(['--git-dir', source, 'push', '--quiet', side.repoUrl(label), 'main']);
-        // Interleaved kinds (2 of every 5 full), as CI jobs of different shapes start together.
-        await storm(ctx, side, label, head, 25, (k) => k % 5 !== 1 && k % 5 !== 3, `ci-${r}`);
-        const wall = Number(process.hrtime.bigint() - started) / 1e9;
-        // The maintenance this push caused is part of the round's CPU (not of its wall time).
-        if (side.metricsUrl) await waitMaintenanceIdle(side.metricsUrl);
-        return wall;
-      });
-      const row5 = row(scenario, 'ci-day', side);
-      row5.samples.push(s);
-      (row5.roundWalls ??= []).push(s.wall);
-      log(`5. CI day round ${r}/${opts.ciPushes}`, side, s);
+  if (want('5')) {
+    // 5. The CI day: a push, then 25 clones of it, ciPushes times on gitstratum; the peer takes
+    // part in ciPeerRounds of the rounds, spread over the day, so drift hits both alike.
+    const scenario = `5. CI day: push + 25 clones (15 depth-1, 10 full)`;
+    const peerRounds = new Set(Array.from({ length: opts.ciPeerRounds }, (_, k) => 1 + Math.floor(((k + 0.5) * opts.ciPushes) / opts.ciPeerRounds)));
+    for (let r = 1; r <= opts.ciPushes; r++) {
+      head = await addCommit(source, ctx.env, ++commitNo);
+      const measured = peerRounds.has(r) ? (r % 2 ? [gs, peer] : [peer, gs]) : [gs];
+      for (const side of measured) {
+        const s = await measureStorm(side, 25, async () => {
+          const started = process.hrtime.bigint();
+          await ctx.git(['--git-dir', source, 'push', '--quiet', side.repoUrl(label), 'main']);
+          // Interleaved kinds (2 of every 5 full), as CI jobs of different shapes start together.
+          await storm(ctx, side, label, head, 25, (k) => k % 5 !== 1 && k % 5 !== 3, `ci-${r}`);
+          const wall = Number(process.hrtime.bigint() - started) / 1e9;
+          // The maintenance this push caused is part of the round's CPU (not of its wall time).
+          if (side.metricsUrl) await waitMaintenanceIdle(side.metricsUrl);
+          return wall;
+        });
+        const row5 = row(scenario, 'ci-day', side);
+        row5.samples.push(s);
+        (row5.roundWalls ??= []).push(s.wall);
+        log(`5. CI day round ${r}/${opts.ciPushes}`, side, s);
+      }
+      // Keeps the peer's repository identical in rounds it sits out; outside every measurement.
+      if (!peerRounds.has(r)) await ctx.git(['--git-dir', source, 'push', '--quiet', peer.repoUrl(label), 'main']);
     }
-    // Keeps the peer's repository identical in rounds it sits out; outside every measurement.
-    if (!peerRounds.has(r)) await ctx.git(['--git-dir', source, 'push', '--quiet', peer.repoUrl(label), 'main']);
   }
 }
 
@@ -427,7 +462,8 @@ async function main(): Promise<void> {
   const started = Date.now();
 
   try {
-    const repos: [string, RepoInfo][] = [['medium', await ensureRepo(SPECS.medium, CACHE, env, say)]];
+    const repos: [string, RepoInfo][] = [];
+    for (const name of opts.generated) repos.push([name, await ensureRepo(SPECS[name], CACHE, env, say)]);
     if (opts.repo) repos.push([path.basename(opts.repo).replace(/\.git$/, '') || 'repo', { path: opts.repo, ...(await describeRepo(opts.repo, env)) }]);
 
     say('starting gitstratum (default settings) and nginx + fcgiwrap + git http-backend');

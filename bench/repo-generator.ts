@@ -13,6 +13,11 @@
  *   over a few thousand text files in nested directories, about 150,000 objects in a few tens
  *   of MB. Object count is what makes a clone without a bitmap slow (every object enumerated),
  *   so this is the repository on which the maintenance benchmark shows what bitmaps save.
+ * - `source`: a long-lived source tree of about 100 MB of pack, all text: 30,000 commits over
+ *   about 12,000 files of a few KiB. Its shallow clones are what costs a plain git server most
+ *   (the depth-1 pack of the tip cannot reuse the stored deltas, whose bases lie in history, so
+ *   pack-objects searches for deltas again), which is the shape of the clone-storm benchmark's
+ *   headline; `medium`, whose bulk is incompressible binaries, is the opposite case.
  */
 import { spawn } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
@@ -246,49 +251,55 @@ const large: RepoSpec = {
   },
 };
 
-const historyParams = { seed: 'history-1', commits: 15000, topDirs: 16, subDirs: 12, textFiles: 3000 };
+const historyParams = { seed: 'history-1', commits: 15000, topDirs: 16, subDirs: 12, textFiles: 3000, minLines: 10, maxLines: 80, maxEdits: 3 };
 
-const history: RepoSpec = {
-  name: 'history',
-  params: historyParams,
-  config: [],
-  async write(fi) {
-    const p = historyParams;
-    const rng = new Rng(p.seed);
-    const text = textSource(rng);
-    const files = new Map<string, string[]>();
-    const dirs: string[] = [];
-    for (let t = 0; t < p.topDirs; t++) {
-      const top = `${text.word()}${t}`;
-      for (let d = 0; d < p.subDirs; d++) dirs.push(`${top}/${text.word()}${d}`);
-    }
-    const newPath = () => `${rng.pick(dirs)}/${text.word()}-${files.size}.${rng.pick(['c', 'h', 'ts', 'md'])}`;
-    let previous = 0;
-    for (let n = 0; n < p.commits; n++) {
-      const changes = new Map<string, string | Buffer | null>();
-      if (n === 0) {
-        for (let i = 0; i < p.textFiles; i++) files.set(newPath(), text.lines(rng.int(10, 80)));
-        for (const [file, content] of files) changes.set(file, content.join('\n') + '\n');
-      } else {
-        const paths = [...files.keys()];
-        for (let k = rng.int(1, 3); k > 0; k--) {
-          const file = rng.pick(paths);
-          files.set(file, editLines(rng, text, files.get(file)!));
-          changes.set(file, files.get(file)!.join('\n') + '\n');
-        }
-        if (rng.next() < 0.1) {
-          const file = newPath();
-          files.set(file, text.lines(rng.int(10, 80)));
-          changes.set(file, files.get(file)!.join('\n') + '\n');
-        }
+const history = sourceTree('history', historyParams);
+
+const source = sourceTree('source', { seed: 'source-1', commits: 36000, topDirs: 24, subDirs: 16, textFiles: 6000, minLines: 30, maxLines: 200, maxEdits: 4 });
+
+/** Text files in nested directories, edited a few at a time over many small commits. */
+function sourceTree(name: string, p: typeof historyParams): RepoSpec {
+  return {
+    name,
+    params: p,
+    config: [],
+    async write(fi) {
+      const rng = new Rng(p.seed);
+      const text = textSource(rng);
+      const files = new Map<string, string[]>();
+      const dirs: string[] = [];
+      for (let t = 0; t < p.topDirs; t++) {
+        const top = `${text.word()}${t}`;
+        for (let d = 0; d < p.subDirs; d++) dirs.push(`${top}/${text.word()}${d}`);
       }
-      previous = await fi.commit('refs/heads/main', n, `${text.lines(1)[0]!.trim()}\n\nChange ${n}.\n`, changes);
-      if (n > 0 && n % 1000 === 0) await fi.tag(`v${n / 1000}.0`, previous, n, `Release ${n / 1000}.0\n`);
-    }
-  },
-};
+      const newPath = () => `${rng.pick(dirs)}/${text.word()}-${files.size}.${rng.pick(['c', 'h', 'ts', 'md'])}`;
+      let previous = 0;
+      for (let n = 0; n < p.commits; n++) {
+        const changes = new Map<string, string | Buffer | null>();
+        if (n === 0) {
+          for (let i = 0; i < p.textFiles; i++) files.set(newPath(), text.lines(rng.int(p.minLines, p.maxLines)));
+          for (const [file, content] of files) changes.set(file, content.join('\n') + '\n');
+        } else {
+          const paths = [...files.keys()];
+          for (let k = rng.int(1, p.maxEdits); k > 0; k--) {
+            const file = rng.pick(paths);
+            files.set(file, editLines(rng, text, files.get(file)!));
+            changes.set(file, files.get(file)!.join('\n') + '\n');
+          }
+          if (rng.next() < 0.1) {
+            const file = newPath();
+            files.set(file, text.lines(rng.int(p.minLines, p.maxLines)));
+            changes.set(file, files.get(file)!.join('\n') + '\n');
+          }
+        }
+        previous = await fi.commit('refs/heads/main', n, `${text.lines(1)[0]!.trim()}\n\nChange ${n}.\n`, changes);
+        if (n > 0 && n % 1000 === 0) await fi.tag(`v${n / 1000}.0`, previous, n, `Release ${n / 1000}.0\n`);
+      }
+    },
+  };
+}
 
-export const SPECS = { medium, large, history } as const;
+export const SPECS = { medium, large, history, source } as const;
 
 /** Head, commit and object counts and pack size of a repository. */
 export async function describeRepo(dir: string, env: NodeJS.ProcessEnv): Promise<Omit<RepoInfo, 'path'>> {
