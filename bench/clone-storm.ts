@@ -127,15 +127,8 @@ function parseOptions(argv: string[]): Options {
 const say = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
 
 /** One measured run of a scenario on one side. */
-interface StormSample extends Sample {
+interface StormSample extends Sample, CacheCounts {
   clones: number;
-  /** gitstratum's cache: upload-pack requests, of which hit or coalesced; the same for fetches alone. */
-  requests: number;
-  hits: number;
-  fetches: number;
-  fetchHits: number;
-  /** Response bytes served from cache files on hits. */
-  hitBytes: number;
 }
 
 interface Row {
@@ -149,16 +142,21 @@ interface Row {
   roundWalls?: number[];
 }
 
+/** gitstratum's cache counters (zero for the peer). */
 interface CacheCounts {
+  /** Upload-pack requests, of which hit or coalesced; the same for fetches alone. */
   requests: number;
   hits: number;
   fetches: number;
   fetchHits: number;
+  /** Response bytes served from cache files on hits (by Node, or by nginx when handed off). */
   hitBytes: number;
+  /** Hits answered with X-Accel-Redirect for the front proxy to send. */
+  handoffs: number;
 }
 
 async function cacheCounts(side: Side): Promise<CacheCounts> {
-  if (!side.metricsUrl) return { requests: 0, hits: 0, fetches: 0, fetchHits: 0, hitBytes: 0 };
+  if (!side.metricsUrl) return { requests: 0, hits: 0, fetches: 0, fetchHits: 0, hitBytes: 0, handoffs: 0 };
   const m = await scrapeMetrics(side.metricsUrl);
   const name = 'gitstratum_pack_cache_requests_total';
   const hits = (...labels: string[]) => sumSeries(m, name, 'result="hit"', ...labels) + sumSeries(m, name, 'result="coalesced"', ...labels);
@@ -168,6 +166,7 @@ async function cacheCounts(side: Side): Promise<CacheCounts> {
     fetches: sumSeries(m, name, 'endpoint="fetch"'),
     fetchHits: hits('endpoint="fetch"'),
     hitBytes: sumSeries(m, 'gitstratum_pack_cache_served_bytes_total', 'result="hit"'),
+    handoffs: sumSeries(m, 'gitstratum_pack_cache_handoffs_total'),
   };
 }
 
@@ -184,6 +183,7 @@ async function measureStorm(side: Side, clones: number, action: () => Promise<nu
     fetches: after.fetches - before.fetches,
     fetchHits: after.fetchHits - before.fetchHits,
     hitBytes: after.hitBytes - before.hitBytes,
+    handoffs: after.handoffs - before.handoffs,
   };
 }
 
@@ -300,7 +300,7 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
   // A B, then B A: drift and page-cache order hit both alike.
   const ordered = (i: number) => (i % 2 ? sides : [...sides].reverse());
   const log = (what: string, side: Side, s: StormSample) =>
-    say(`${label} ${what} ${side.name}: ${s.wall.toFixed(2)} s, CPU ${s.cpu.toFixed(2)} s${side === gs ? `, cache ${s.hits}/${s.requests}` : ''}`);
+    say(`${label} ${what} ${side.name}: ${s.wall.toFixed(2)} s, CPU ${s.cpu.toFixed(2)} s${side.metricsUrl ? `, cache ${s.hits}/${s.requests}` : ''}${s.handoffs ? `, ${s.handoffs} handed off` : ''}`);
 
   const source = path.join(ctx.clonesDir, `source-${label}.git`);
   await ctx.git(['clone', '--bare', '--quiet', '--local', info.path, source]);
@@ -375,6 +375,8 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
       return wall;
     });
     const hgb = h.hitBytes / GB;
+    // The side exists to measure the hand-off: a run where nginx only proxied must not pass for one.
+    if (h.handoffs < n) throw new Error(`behind nginx: ${h.handoffs} of ${n} clones were handed off (is --pack-cache-accel-redirect set?)`);
     hitCost.push(
       `  ${label}: the same ${n} clones behind nginx, hits handed to it (${h.hits}/${h.requests} requests hit), ${(hgb * 1000).toFixed(0)} MB sent by nginx from cache files: ` +
         (hgb > 0 ? `${(h.cpu / hgb).toFixed(2)} server CPU-s per GB, gitstratum and nginx together — target ≤ 1: ${h.cpu / hgb <= 1 ? 'met' : 'missed'}` : 'no bytes handed off'),

@@ -34,7 +34,7 @@ export async function startGitstratum(root: string, dataDir: string, env: NodeJS
 
   const logFile = path.join(dataDir, 'server.log');
   const fd = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [bin, 'serve', '--data', dataDir, '--port', '0', '--host', '127.0.0.1'], {
+  const child = spawn(process.execPath, [bin, 'serve', '--data', dataDir, '--port', '0', '--host', '127.0.0.1', ...serveArgs], {
     env,
     stdio: ['ignore', fd, fd],
   });
