@@ -10,7 +10,8 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { collectDefaultMetrics, Registry } from 'prom-client';
+import { Registry } from 'prom-client';
+import { collectProcessMetrics } from './http/metrics.js';
 import type { Config } from './config/schema.js';
 import { ConfigError } from './config/load.js';
 import { createLogger } from './shared/log.js';
@@ -24,7 +25,7 @@ export async function work(config: Config): Promise<void> {
   const core = await openCore(config);
   const store = await createObjectStore(config, core.dataDir);
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'gitstratum_' });
+  collectProcessMetrics(registry);
   const background = createBackground(config, { core, store, registry, log }, { snapshots: true });
 
   let metricsServer: Server | undefined;
