@@ -13,8 +13,8 @@
  *   over a few thousand text files in nested directories, about 150,000 objects in a few tens
  *   of MB. Object count is what makes a clone without a bitmap slow (every object enumerated),
  *   so this is the repository on which the maintenance benchmark shows what bitmaps save.
- * - `source`: a long-lived source tree of about 100 MB of pack, all text: 30,000 commits over
- *   about 12,000 files of a few KiB. Its shallow clones are what costs a plain git server most
+ * - `source`: a long-lived source tree of about 100 MB of pack, all text: 36,000 commits over
+ *   about 9,600 files of a few KiB at the tip (355,000 objects). Its shallow clones are what costs a plain git server most
  *   (the depth-1 pack of the tip cannot reuse the stored deltas, whose bases lie in history, so
  *   pack-objects searches for deltas again), which is the shape of the clone-storm benchmark's
  *   headline; `medium`, whose bulk is incompressible binaries, is the opposite case.
