@@ -49,7 +49,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startGitstratum } from './gitstratum-server.js';
 import { startHttpBackend, startNginx } from './http-backend-peer.js';
-import { run, stopAll, startRun, wasInterrupted } from './processes.js';
+import { run, runBench, startRun } from './processes.js';
 import { currentRss } from './proc-stats.js';
 import { addCommit, describeRepo, ensureRepo, repackForServing, SPECS, type RepoInfo } from './repo-generator.js';
 import { median, mib, spread, table, type Sample } from './report.js';
@@ -460,7 +460,7 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const tools = await peerPrerequisites(say);
-  const { workDir, home, env, cleanup: cleanupDir } = await startRun(CACHE, 'run-storm', { keep: opts.keep, timeoutS: opts.timeoutS });
+  const { workDir, home, env, finish } = await startRun(CACHE, 'run-storm', { keep: opts.keep, timeoutS: opts.timeoutS });
   const started = Date.now();
 
   try {
@@ -539,13 +539,8 @@ async function main(): Promise<void> {
     out.push(...hitCost);
     process.stdout.write(out.join('\n') + '\n');
   } finally {
-    await stopAll();
-    await cleanupDir();
+    await finish();
   }
 }
 
-main().catch((err: Error) => {
-  if (wasInterrupted()) return;
-  process.stderr.write(`bench: failed: ${err.message}\n`);
-  process.exitCode = 1;
-});
+runBench(main);

@@ -23,7 +23,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startGitstratum } from './gitstratum-server.js';
 import { startHttpBackend } from './http-backend-peer.js';
-import { run, stopAll, startRun, wasInterrupted } from './processes.js';
+import { run, runBench, startRun } from './processes.js';
 import { currentRss, sampleRss } from './proc-stats.js';
 import { ensureRepo, repackForServing, SPECS, type RepoInfo } from './repo-generator.js';
 import { mib, ratiosTable, resultsTable, type Cell, type Sample } from './report.js';
@@ -72,7 +72,7 @@ async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const tools = await peerPrerequisites(say);
   // Clients and both servers' git see the same, isolated configuration.
-  const { workDir, home, env, cleanup: cleanupDir } = await startRun(CACHE, 'run', { keep: opts.keep, timeoutS: opts.timeoutS });
+  const { workDir, home, env, finish } = await startRun(CACHE, 'run', { keep: opts.keep, timeoutS: opts.timeoutS });
 
   try {
     const medium = await ensureRepo(SPECS.medium, CACHE, env, say);
@@ -180,8 +180,7 @@ async function main(): Promise<void> {
     out.push(ratiosTable([...cells, ...(streaming?.cells ?? [])], 'gitstratum', 'http-backend', TARGET_RATIO));
     process.stdout.write(out.join('\n') + '\n');
   } finally {
-    await stopAll();
-    await cleanupDir();
+    await finish();
   }
 }
 
@@ -256,8 +255,4 @@ async function streamingCheck(
   return { lines, cells };
 }
 
-main().catch((err: Error) => {
-  if (wasInterrupted()) return;
-  process.stderr.write(`bench: failed: ${err.message}\n`);
-  process.exitCode = 1;
-});
+runBench(main);

@@ -38,7 +38,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { startGitstratum, type GitstratumServer } from './gitstratum-server.js';
 import { startNginx } from './http-backend-peer.js';
-import { findExecutable, run, stopAll, startRun, wasInterrupted } from './processes.js';
+import { findExecutable, run, runBench, startRun } from './processes.js';
 import { currentRss, peakRss, resetPeakRss, sampleRss, treeCpuSeconds, treeOf, waitForTree } from './proc-stats.js';
 import { median, spread, table } from './report.js';
 
@@ -392,7 +392,7 @@ function randomObjects(n: number): { oid: string; size: number }[] {
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const tools = await prerequisites();
-  const { workDir, env, cleanup: cleanupDir } = await startRun(CACHE, 'run-lfs', { keep: opts.keep, timeoutS: opts.timeoutS });
+  const { workDir, env, finish } = await startRun(CACHE, 'run-lfs', { keep: opts.keep, timeoutS: opts.timeoutS });
 
   try {
     const obj = await ensureObject(opts.sizeMiB);
@@ -646,8 +646,7 @@ async function main(): Promise<void> {
     );
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
-    await stopAll();
-    await cleanupDir();
+    await finish();
   }
 }
 
@@ -731,8 +730,4 @@ async function batchLatency(gs: GitstratumServer, server: Server, runs: number):
   };
 }
 
-main().catch((err: Error) => {
-  if (wasInterrupted()) return;
-  process.stderr.write(`bench: failed: ${err.stack ?? err.message}\n`);
-  process.exitCode = 1;
-});
+runBench(main);

@@ -33,7 +33,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startGitstratum } from './gitstratum-server.js';
 import { startHttpBackend } from './http-backend-peer.js';
-import { run, stopAll, startRun, wasInterrupted } from './processes.js';
+import { run, runBench, startRun } from './processes.js';
 import { reapedChildrenCpuSeconds } from './proc-stats.js';
 import { addCommit, describeRepo, ensureRepo, repackForServing, SPECS, type RepoInfo } from './repo-generator.js';
 import { median, ratiosTable, resultsTable, spread, table, type Cell } from './report.js';
@@ -185,7 +185,7 @@ function strategyTable(label: string, results: StrategyResult[]): string {
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const tools = await peerPrerequisites(say);
-  const { workDir, home, env, cleanup: cleanupDir } = await startRun(CACHE, 'run-maint', { keep: opts.keep });
+  const { workDir, home, env, finish } = await startRun(CACHE, 'run-maint', { keep: opts.keep });
 
   try {
     const repos: [string, RepoInfo][] = [
@@ -304,13 +304,8 @@ async function main(): Promise<void> {
     out.push(ratiosTable(renamed, 'off', peer.name, 1.1));
     process.stdout.write(out.join('\n') + '\n');
   } finally {
-    await stopAll();
-    await cleanupDir();
+    await finish();
   }
 }
 
-main().catch((err: Error) => {
-  if (wasInterrupted()) return;
-  process.stderr.write(`bench: failed: ${err.message}\n`);
-  process.exitCode = 1;
-});
+runBench(main);

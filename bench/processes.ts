@@ -103,6 +103,8 @@ export interface BenchRun {
   env: NodeJS.ProcessEnv;
   /** Removes the run directory unless it is to be kept. */
   cleanup(): Promise<void>;
+  /** The end of a run, however it ends: stops every started process, then cleanup(). */
+  finish(): Promise<void>;
 }
 
 /**
@@ -129,7 +131,16 @@ export async function startRun(cacheDir: string, prefix: string, opts: { keep: b
   await mkdir(home, { recursive: true });
   await writeFile(path.join(home, '.gitconfig'), '[init]\n\tdefaultBranch = main\n[gc]\n\tauto = 0\n');
   const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'], HOME: home, GIT_CONFIG_NOSYSTEM: '1', GIT_TERMINAL_PROMPT: '0', LANG: 'C' };
-  return { workDir, home, env, cleanup };
+  return { workDir, home, env, cleanup, finish: async () => (await stopAll(), await cleanup()) };
+}
+
+/** Runs a benchmark's main; a failure is reported and sets exit code 1, unless a signal stopped the run. */
+export function runBench(main: () => Promise<void>): void {
+  main().catch((err: Error) => {
+    if (wasInterrupted()) return;
+    process.stderr.write(`bench: failed: ${err.message}\n`);
+    process.exitCode = 1;
+  });
 }
 
 /** The worker PIDs of a pre-forking parent, read at stop time. */

@@ -36,7 +36,7 @@ import { createSnapshot } from '../src/snapshots/create.js';
 import { restoreRepository } from '../src/snapshots/restore.js';
 import { repositoryConfig } from '../src/repos/service.js';
 import { startGitstratum } from './gitstratum-server.js';
-import { run, stopAll, startRun, wasInterrupted } from './processes.js';
+import { run, runBench, startRun } from './processes.js';
 import { addCommit, ensureRepo, mediumOfSize, type RepoInfo } from './repo-generator.js';
 import { median, mib, spread, table } from './report.js';
 import { scrapeMetrics, sumSeries } from './sides.js';
@@ -254,7 +254,7 @@ async function pushToDurable(info: RepoInfo, workDir: string, env: NodeJS.Proces
 
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
-  const { workDir, env, cleanup: cleanupDir } = await startRun(CACHE, 'run-snapshots', { keep: opts.keep, timeoutS: opts.timeoutS });
+  const { workDir, env, finish } = await startRun(CACHE, 'run-snapshots', { keep: opts.keep, timeoutS: opts.timeoutS });
   const started = Date.now();
 
   try {
@@ -319,13 +319,8 @@ async function main(): Promise<void> {
     );
     process.stdout.write(out.join('\n') + '\n');
   } finally {
-    await stopAll();
-    await cleanupDir();
+    await finish();
   }
 }
 
-main().catch((err: Error) => {
-  if (wasInterrupted()) return;
-  process.stderr.write(`bench: failed: ${err.message}\n`);
-  process.exitCode = 1;
-});
+runBench(main);
