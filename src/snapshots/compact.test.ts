@@ -16,17 +16,17 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { ulid } from 'ulid';
 import { now } from '../meta/db.js';
-import { configSchema } from '../config/schema.js';
-import { openCore, type Core } from '../core.js';
+import type { Core } from '../core.js';
 import { systemActor } from '../access/policy.js';
 import * as snapshots from '../meta/snapshots.js';
 import { createFsStore } from '../storage/fs-store.js';
 import { objectKey, type ObjectStore } from '../storage/object-store.js';
-import { databaseBackends, freshDatabaseUrl } from '../../test/e2e/harness.js';
+import { databaseBackends, freshDatabaseUrl, gitEnv } from '../../test/e2e/harness.js';
 import { createSnapshot, readRefs } from './create.js';
 import { compactionDue, compactRepository } from './compact.js';
 import { restoreRepository } from './restore.js';
 import { snapshotKey } from './format.js';
+import { coreWithAlice } from '../../test/support/core.js';
 
 const exec = promisify(execFile);
 
@@ -50,11 +50,8 @@ for (const database of databaseBackends()) {
 
     before(async () => {
       dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-compact-'));
-      const databaseUrl = database === 'postgres' ? await freshDatabaseUrl() : undefined;
-      core = await openCore(configSchema.parse({ data: path.join(dir, 'data'), ...(databaseUrl && { databaseUrl }) }));
+      core = await coreWithAlice(dir, database === 'postgres' ? await freshDatabaseUrl() : undefined);
       store = createFsStore(path.join(dir, 'objects'));
-      await core.accounts.createUser(systemActor, 'alice');
-      await core.repos.createSpace(systemActor, 'alice/main');
     });
     after(async () => {
       await core.close();
@@ -62,7 +59,7 @@ for (const database of databaseBackends()) {
     });
 
     async function git(args: string[], cwd?: string): Promise<string> {
-      const env = { PATH: process.env['PATH'], HOME: dir, GIT_CONFIG_NOSYSTEM: '1', GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@e', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@e' };
+      const env = gitEnv(dir);
       return (await exec('git', args, { cwd, env, maxBuffer: 1 << 26 })).stdout;
     }
 

@@ -11,13 +11,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { now, type MetaStore } from '../meta/db.js';
-import { configSchema } from '../config/schema.js';
-import { openCore, type Core } from '../core.js';
+import type { Core } from '../core.js';
 import { systemActor } from '../access/policy.js';
 import * as snapshots from '../meta/snapshots.js';
 import { createFsStore } from '../storage/fs-store.js';
 import { createSnapshot, readRefs } from './create.js';
 import { restoreRepository } from './restore.js';
+import { gitEnv } from '../../test/e2e/harness.js';
+import { coreWithAlice } from '../../test/support/core.js';
 
 const exec = promisify(execFile);
 let dir: string;
@@ -28,10 +29,8 @@ let home: string;
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-snap-'));
   home = path.join(dir, 'home');
-  core = await openCore(configSchema.parse({ data: path.join(dir, 'data') }));
+  core = await coreWithAlice(dir);
   meta = core.meta;
-  await core.accounts.createUser(systemActor, 'alice');
-  await core.repos.createSpace(systemActor, 'alice/main');
 });
 after(async () => {
   await core.close();
@@ -39,16 +38,7 @@ after(async () => {
 });
 
 async function git(args: string[], cwd?: string): Promise<string> {
-  const env = {
-    PATH: process.env['PATH'],
-    HOME: home,
-    GIT_CONFIG_NOSYSTEM: '1',
-    GIT_AUTHOR_NAME: 't',
-    GIT_AUTHOR_EMAIL: 't@example.com',
-    GIT_COMMITTER_NAME: 't',
-    GIT_COMMITTER_EMAIL: 't@example.com',
-  };
-  return (await exec('git', args, { cwd, env, maxBuffer: 1 << 26 })).stdout;
+  return (await exec('git', args, { cwd, env: gitEnv(home), maxBuffer: 1 << 26 })).stdout;
 }
 
 async function commit(work: string, n: number, tag: string): Promise<void> {

@@ -13,8 +13,6 @@ import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { configSchema } from '../config/schema.js';
-import { openCore } from '../core.js';
 import { now } from '../meta/db.js';
 import * as snapshots from '../meta/snapshots.js';
 import { systemActor } from '../access/policy.js';
@@ -24,15 +22,15 @@ import type { ObjectStore } from '../storage/object-store.js';
 import { randomBytes } from 'node:crypto';
 import { Transform } from 'node:stream';
 import { createSnapshotMetrics, SnapshotWorker } from './worker.js';
+import { gitEnv } from '../../test/e2e/harness.js';
+import { coreWithAlice } from '../../test/support/core.js';
 
 const exec = promisify(execFile);
 
 async function setup(dir: string, content: Buffer | string) {
-  const core = await openCore(configSchema.parse({ data: path.join(dir, 'data') }));
-  await core.accounts.createUser(systemActor, 'alice');
-  await core.repos.createSpace(systemActor, 'alice/main');
+  const core = await coreWithAlice(dir);
   const repo = await core.repos.createRepo(systemActor, 'alice/main/r');
-  const env = { PATH: process.env['PATH'], HOME: dir, GIT_CONFIG_NOSYSTEM: '1', GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@e', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@e' };
+  const env = gitEnv(dir);
   const work = path.join(dir, 'work');
   await exec('git', ['init', '-q', '-b', 'main', work], { env });
   await writeFile(path.join(work, 'a.bin'), content);
@@ -88,12 +86,10 @@ test('a worker stopped in the middle of an upload leaves no object, no snapshot 
 
 test('a store outage is retried with backoff; the push is persisted once the store is back', async () => {
   const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-worker-'));
-  const core = await openCore(configSchema.parse({ data: path.join(dir, 'data') }));
+  const core = await coreWithAlice(dir);
   try {
-    await core.accounts.createUser(systemActor, 'alice');
-    await core.repos.createSpace(systemActor, 'alice/main');
     const repo = await core.repos.createRepo(systemActor, 'alice/main/r');
-    const env = { PATH: process.env['PATH'], HOME: dir, GIT_CONFIG_NOSYSTEM: '1', GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@e', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@e' };
+    const env = gitEnv(dir);
     const work = path.join(dir, 'work');
     await exec('git', ['init', '-q', '-b', 'main', work], { env });
     await writeFile(path.join(work, 'a.txt'), 'hello\n');
@@ -140,7 +136,7 @@ test('after a snapshot, a chain grown past snapshotChainMaxLength is compacted i
   const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-worker-'));
   const { core, repo } = await setup(dir, 'one\n');
   try {
-    const env = { PATH: process.env['PATH'], HOME: dir, GIT_CONFIG_NOSYSTEM: '1', GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@e', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@e' };
+    const env = gitEnv(dir);
     const work = path.join(dir, 'work');
     const registry = new Registry();
     const metrics = createSnapshotMetrics(registry, () => snapshots.dirtyRepositories(core.meta.db));

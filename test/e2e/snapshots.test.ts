@@ -31,10 +31,7 @@ for (const backend of ['filesystem', 's3'] as const) {
     before(async () => {
       if (backend === 's3') {
         s3 = await startS3();
-        storeArgs = [
-          '--object-store', 's3', '--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-region', s3.region,
-          '--s3-force-path-style', 'true', '--s3-access-key-id', s3.accessKeyId, '--s3-secret-access-key', s3.secretAccessKey,
-        ];
+        storeArgs = s3.storeArgs();
       }
       server = await Server.start({ args: ['--snapshot-debounce-seconds', '0', '--maintenance-enabled', 'false', ...storeArgs] });
       await server.cliOk(['user', 'create', 'alice']);

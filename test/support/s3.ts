@@ -44,6 +44,8 @@ export interface TestS3 {
   region: string;
   accessKeyId: string;
   secretAccessKey: string;
+  /** The `gitstratum` flags that put its object store in this bucket. */
+  storeArgs(): string[];
   stop(): Promise<void>;
 }
 
@@ -70,12 +72,18 @@ export async function startS3(): Promise<TestS3> {
     await rm(directory, { recursive: true, force: true });
     throw err;
   }
+  const endpoint = `http://127.0.0.1:${address.port}`;
+  // s3rver accepts continuation tokens only for us-east-1.
+  const region = 'us-east-1';
   return {
-    endpoint: `http://127.0.0.1:${address.port}`,
+    endpoint,
     bucket,
-    // s3rver accepts continuation tokens only for us-east-1.
-    region: 'us-east-1',
+    region,
     ...CREDENTIALS,
+    storeArgs: () => [
+      '--object-store', 's3', '--s3-endpoint', endpoint, '--s3-bucket', bucket, '--s3-region', region,
+      '--s3-force-path-style', 'true', '--s3-access-key-id', CREDENTIALS.accessKeyId, '--s3-secret-access-key', CREDENTIALS.secretAccessKey,
+    ],
     async stop() {
       await server.close();
       await rm(directory, { recursive: true, force: true });
