@@ -13,7 +13,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Accounts } from '../access/accounts.js';
 import type { Actor } from '../access/policy.js';
 import type { Role, Visibility } from '../meta/schema.js';
-import type { RepoInfo, RepoRow, RepoService } from '../repos/service.js';
+import type { RepoRow, RepoService } from '../repos/service.js';
 import { parseRepoPath } from '../repos/names.js';
 import { invalid, unauthenticated } from '../shared/errors.js';
 import { authenticate } from './auth.js';

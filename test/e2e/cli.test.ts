@@ -44,11 +44,9 @@ async function json<T>(server: Server, args: string[]): Promise<T> {
 
 describe('admin CLI', () => {
   let server: Server;
-  let git: Git;
 
   before(async () => {
     server = await Server.start();
-    git = await Git.create();
   });
   after(() => server?.cleanup());
 

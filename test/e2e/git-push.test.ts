@@ -14,8 +14,6 @@ import { gzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { Git, Server, gitEnv, seedAlice, tempDir } from './harness.js';
 
-type RunOpts = { cwd?: string; env?: NodeJS.ProcessEnv; input?: string | Buffer; timeoutMs?: number };
-
 const ZERO = '0'.repeat(40);
 
 let server: Server;
