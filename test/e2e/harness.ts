@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -193,6 +194,25 @@ export class Server {
   async cleanup(): Promise<void> {
     await this.stop();
     await rm(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Waits (at most 5 s) until every response generation the server at `origin` started has been
+ * stored in its clone cache or dropped. An entry is committed (two fsyncs, two renames) after
+ * git exits, which can be just after the client has its last byte: a test whose next request
+ * must be a hit waits for this first.
+ */
+export async function packCacheSettled(origin: string): Promise<void> {
+  const sum = (text: string, name: string, label = '') =>
+    text
+      .split('\n')
+      .filter((l) => (l.startsWith(`${name} `) || l.startsWith(`${name}{`)) && l.includes(label))
+      .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  for (const deadline = Date.now() + 5000; Date.now() < deadline; await sleep(20)) {
+    const text = await (await fetch(new URL('/metrics', origin))).text();
+    const ended = sum(text, 'gitstratum_pack_cache_stored_total') + sum(text, 'gitstratum_pack_cache_not_stored_total');
+    if (ended >= sum(text, 'gitstratum_pack_cache_requests_total', 'result="miss"')) return;
   }
 }
 

@@ -7,7 +7,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { Git, Server, seedAlice, tempDir } from './harness.js';
+import { Git, packCacheSettled, Server, seedAlice, tempDir } from './harness.js';
 import { startNginx, type Nginx } from '../support/nginx.js';
 
 const PREFIX = '/_gitstratum/cache/';
@@ -67,6 +67,7 @@ test('behind nginx, repeated clones are sent by nginx from the cache files, byte
   const clone = async (args: string[] = []) => {
     const dest = path.join(await tempDir(), 'clone');
     await git.ok(['clone', '-q', ...args, url, dest]);
+    await packCacheSettled(server.url);
     assert.deepEqual((await git.ok(['fsck', '--no-progress'], { cwd: dest })).trim(), '');
     return dest;
   };

@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { open, readFile, readdir, truncate } from 'node:fs/promises';
 import path from 'node:path';
-import { Git, Server, seedAlice, tempDir } from './harness.js';
+import { Git, packCacheSettled, Server, seedAlice, tempDir } from './harness.js';
 
 let server: Server;
 let git: Git;
@@ -49,6 +49,7 @@ async function repoRecord(s: Server, name: string): Promise<{ id: string; path: 
 async function clone(url: string, opts: { version?: 0 | 2; args?: string[] } = {}): Promise<string> {
   const dest = path.join(await tempDir(), 'clone');
   await git.ok(['-c', `protocol.version=${opts.version ?? 2}`, 'clone', '-q', ...(opts.args ?? []), url, dest]);
+  await packCacheSettled(new URL(url).origin);
   return dest;
 }
 
