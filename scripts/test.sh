@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (`npm test`): installs what the tests need that npm cannot (PostgreSQL,
 # git-lfs and nginx, from Debian's packages, when missing and we are root), builds, starts a throwaway
-# PostgreSQL cluster, runs every test file with node's test runner, and stops the cluster.
+# PostgreSQL cluster and Redis server, runs every test file with node's test runner, and stops them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,8 @@ command -v git-lfs >/dev/null || need_apt+=(git-lfs)
 PATH="$PATH:/usr/sbin" command -v nginx >/dev/null || need_apt+=(nginx-light)
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
 [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || need_apt+=(postgresql)
+# Redis: the shared rate-limit budget of several frontends (src/http/rate-limit.ts).
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "test: installing ${need_apt[*]} from Debian's packages"
@@ -35,8 +37,10 @@ if [ "$(id -u)" = 0 ]; then
   chown postgres "$pg_dir"
   as_pg=(runuser -u postgres --)
 fi
+redis_pid=""
 cleanup() {
   "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true
+  [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null || true
   rm -rf "$pg_dir"
 }
 trap cleanup EXIT
@@ -45,6 +49,18 @@ trap cleanup EXIT
   -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
 export GITSTRATUM_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
 echo "test: PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}') on port $pg_port"
+
+# A throwaway Redis on a free port: no persistence, loopback only.
+redis_port=$(node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$pg_dir" --daemonize no >"$pg_dir/redis.log" 2>&1 &
+redis_pid=$!
+for _ in $(seq 1 100); do
+  redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+  sleep 0.1
+done
+redis-cli -p "$redis_port" ping >/dev/null || { echo "test: redis-server did not start" >&2; cat "$pg_dir/redis.log" >&2; exit 1; }
+export GITSTRATUM_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
+echo "test: Redis $(redis-server --version | awk '{print $3}' | sed 's/v=//') on port $redis_port"
 
 mapfile -t files < <(find dist/src dist/test -name '*.test.js' | sort)
 if [ $# -gt 0 ]; then files=("$@"); fi
