@@ -104,7 +104,8 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
 
   api.post<{ Params: { user: string }; Body: { releaseLocks?: boolean } | undefined }>(
     '/users/:user/disable',
-    { schema: schemas.disableUser },
+    // The body is optional: `POST …/disable` with none means no options.
+    { schema: schemas.disableUser, preValidation: async (req) => void (req.body ??= {}) },
     async (req) => offboarding.disable(await actorOf(req), req.params.user, { releaseLocks: req.body?.releaseLocks ?? false, ...audit(req) }),
   );
 
