@@ -113,11 +113,13 @@ describe('offboarding with git and git-lfs', () => {
     await rm(path.join(daveDir, '.git', 'lfs', 'objects'), { recursive: true, force: true });
     const lfsRun = await dave.run(['lfs', 'fetch', 'origin', 'main'], { cwd: daveDir });
     assert.notEqual(lfsRun.code, 0, lfsRun.stdout + lfsRun.stderr);
+    assert.match(lfsRun.stderr, /batch response: Authentication required: user 'dave' is disabled/, lfsRun.stderr);
     assert.equal(await lfsBatchStatus(server, tokens.dave, oid, 4096), 401);
     assert.deepEqual(await apiStatus(server, tokens.dave, '/user'), { status: 401, code: 'user_disabled' });
 
     const locks = await dave.run(['lfs', 'locks'], { cwd: daveDir });
     assert.notEqual(locks.code, 0, 'the lock API refuses the token too');
+    assert.match(locks.stderr, /user 'dave' is disabled/, locks.stderr);
     const listed = await fetch(new URL(`/${REPO}.git/info/lfs/locks`, server.url), {
       headers: { authorization: `Bearer ${tokens.root}`, accept: 'application/vnd.git-lfs+json' },
     });
