@@ -313,7 +313,7 @@ export function buildProgram(): Command {
     admin(async (core, userName: string) => {
       const list = await core.accounts.listTokens(systemActor, userName);
       return {
-        text: list.map((t) => `${t.id}\t${t.name ?? '-'}\t${t.scope}\t${tokenState(t)}\tlast used ${t.lastUsedAt ?? 'never'}`),
+        text: list.map((t) => `${t.id}\t${t.scope}\t${tokenState(t)}\tlast used ${t.lastUsedAt ?? 'never'}\t${t.name ?? '-'}`),
         json: list,
       };
     }),

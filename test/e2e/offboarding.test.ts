@@ -168,8 +168,8 @@ describe('offboarding with git and git-lfs', () => {
     assert.ok(id, made);
     while (Date.now() <= Date.parse(id[2]!)) await sleep(100);
     const list = await server.cliOk(['token', 'list', 'dave']);
-    assert.match(list, new RegExp(`^${id[1]}\\tci-deploy\\tread\\tEXPIRED \\S+\\tlast used never$`, 'm'));
-    assert.match(list, /^\S+\t-\twrite\tno expiry\tlast used \S+$/m);
+    assert.match(list, new RegExp(`^${id[1]}\\tread\\tEXPIRED \\S+\\tlast used never\\tci-deploy$`, 'm'));
+    assert.match(list, /^\S+\twrite\tno expiry\tlast used \S+\t-$/m);
     const json = JSON.parse(await server.cliOk(['token', 'list', 'dave', '--json'])) as { id: string; name: string | null; expired: boolean }[];
     const listed = json.find((t) => t.id === id[1]);
     assert.deepEqual({ name: listed?.name, expired: listed?.expired }, { name: 'ci-deploy', expired: true });
