@@ -255,10 +255,7 @@ export function createAccounts(meta: MetaStore) {
     /** Turns a presented secret into an actor, or refuses it. */
     async authenticate(secret: string): Promise<Actor> {
       const row = await tokens.findTokenByHash(db, hashToken(secret));
-      if (!row || row.revokedAt) throw unauthenticated('invalid_token', 'invalid or revoked access token');
-      // Checked here, on every request, so that disabling a user stops git, LFS and the API at once.
-      if (row.userDisabledAt) throw unauthenticated('user_disabled', `user '${row.userName}' is disabled`);
-      if (row.expiresAt && row.expiresAt <= now()) throw unauthenticated('expired_token', 'access token expired');
+      assertUsable(row);
       if (!row.lastUsedAt || Date.parse(row.lastUsedAt) < Date.now() - TOUCH_INTERVAL_MS) {
         await tokens.touchToken(db, row.id, now());
       }
@@ -267,6 +264,17 @@ export function createAccounts(meta: MetaStore) {
 
     audit,
   };
+}
+
+/**
+ * Whether a token may act now: known, not revoked, its user not disabled, not expired. Every
+ * way a token is presented goes through this on every use (nothing caches the answer), so
+ * revoking a token or disabling its user stops git, LFS and the API at once.
+ */
+export function assertUsable(row: tokens.TokenRow | undefined): asserts row is tokens.TokenRow {
+  if (!row || row.revokedAt) throw unauthenticated('invalid_token', 'invalid or revoked access token');
+  if (row.userDisabledAt) throw unauthenticated('user_disabled', `user '${row.userName}' is disabled`);
+  if (row.expiresAt && row.expiresAt <= now()) throw unauthenticated('expired_token', 'access token expired');
 }
 
 function tokenInfo(row: tokens.TokenRow): TokenInfo {

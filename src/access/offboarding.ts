@@ -113,9 +113,10 @@ export function createOffboarding(meta: MetaStore, deps: { repos: Pick<RepoServi
         if (owned.length > 0) {
           const names = owned.slice(0, NAMED_REPOS).map((r) => `${r.ownerName}/${r.spaceName}/${r.name}`);
           const more = owned.length > NAMED_REPOS ? ` and ${owned.length - NAMED_REPOS} more` : '';
+          const [what, them] = owned.length === 1 ? ['a repository', 'it'] : [`${owned.length} repositories`, 'them'];
           throw conflict(
             'user_owns_repositories',
-            `user '${user.name}' owns ${owned.length} repositories: ${names.join(', ')}${more}; move them to another owner (repo rename) or delete them first`,
+            `user '${user.name}' owns ${what}: ${names.join(', ')}${more}; move ${them} to another owner (repo rename) or delete ${them} first`,
             { user: user.name, repositories: names },
           );
         }

@@ -180,7 +180,7 @@ describe('offboarding with git and git-lfs', () => {
     await server.cliOk(['repo', 'create', 'carol/own/tool']);
     const refused = await server.cli(['user', 'delete', 'carol']);
     assert.equal(refused.code, 1);
-    assert.match(refused.stderr, /^gitstratum: user 'carol' owns 1 repositories: carol\/own\/tool; move them/);
+    assert.match(refused.stderr, /^gitstratum: user 'carol' owns a repository: carol\/own\/tool; move it to another owner \(repo rename\) or delete it first$/m);
     await server.cliOk(['repo', 'rename', 'carol/own/tool', 'acme/secret/tool']);
     assert.match(await server.cliOk(['user', 'delete', 'carol']), /^deleted user carol \(\S+\)/);
     const r = await carol.run(['ls-remote', url(tokens.carol)]);
