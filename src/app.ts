@@ -216,7 +216,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       )
     : undefined;
   registerGitRoutes(http, { accounts: core.accounts, repos: core.repos, git: packCache ?? plainGit, limits, metrics, hookSocket: hooks.socketPath, residency });
-  registerApiRoutes(http, { accounts: core.accounts, repos: core.repos });
+  registerApiRoutes(http, { accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail });
   registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl });
 
   return {

@@ -9,6 +9,8 @@ import type { Config } from './config/schema.js';
 import { openMetaStore, type MetaStore } from './meta/db.js';
 import { createAccounts, type Accounts } from './access/accounts.js';
 import { createRepoService, type RepoService } from './repos/service.js';
+import { createOffboarding, type Offboarding } from './access/offboarding.js';
+import { createAuditTrail, type AuditTrail } from './access/audit-trail.js';
 
 export interface Core {
   config: Config;
@@ -16,6 +18,8 @@ export interface Core {
   meta: MetaStore;
   accounts: Accounts;
   repos: RepoService;
+  offboarding: Offboarding;
+  auditTrail: AuditTrail;
   close(): Promise<void>;
 }
 
@@ -23,12 +27,15 @@ export async function openCore(config: Config): Promise<Core> {
   const dataDir = path.resolve(config.data);
   await mkdir(dataDir, { recursive: true });
   const meta = await openMetaStore({ dataDir, databaseUrl: config.databaseUrl });
+  const repos = createRepoService(meta, { dataDir, defaultBranch: config.defaultBranch });
   return {
     config,
     dataDir,
     meta,
     accounts: createAccounts(meta),
-    repos: createRepoService(meta, { dataDir, defaultBranch: config.defaultBranch }),
+    repos,
+    offboarding: createOffboarding(meta, { repos }),
+    auditTrail: createAuditTrail(meta, { repos }),
     close: () => meta.close(),
   };
 }

@@ -12,12 +12,14 @@ import { appendAudit } from '../meta/audit.js';
 import { validateName } from '../repos/names.js';
 import { conflict, forbidden, notFound, unauthenticated } from '../shared/errors.js';
 import { actorId, actorName, ownerPermission, atLeast, type Actor } from './policy.js';
-import { hashToken, newTokenSecret, parseDuration } from './tokens.js';
+import { hashToken, newTokenSecret, parseDuration, parseTokenName } from './tokens.js';
 
 export interface UserInfo {
   id: string;
   name: string;
   isAdmin: boolean;
+  /** Set while the user is disabled: none of their tokens authenticates. */
+  disabledAt: string | null;
 }
 
 export interface TokenInfo {
@@ -28,19 +30,24 @@ export interface TokenInfo {
   lastUsedAt: string | null;
   revokedAt: string | null;
   createdAt: string;
+  /** A label for people, such as `ci-deploy`. */
+  name: string | null;
+  /** Past its expiry (it no longer authenticates). */
+  expired: boolean;
 }
 
 /** last_used_at is refreshed at most this often, so token checks rarely write. */
 const TOUCH_INTERVAL_MS = 60_000;
 
+/** Site-wide operations: the local command line, or a site administrator's admin token. */
+export function requireSiteAdmin(actor: Actor): void {
+  if (actor.kind === 'system') return;
+  if (actor.kind === 'anonymous') throw unauthenticated('auth_required', 'authentication required');
+  if (!actor.isAdmin || actor.scope !== 'admin') throw forbidden('admin_required', 'site administrator token required');
+}
+
 export function createAccounts(meta: MetaStore) {
   const { db } = meta;
-
-  function requireSiteAdmin(actor: Actor): void {
-    if (actor.kind === 'system') return;
-    if (actor.kind === 'anonymous') throw unauthenticated('auth_required', 'authentication required');
-    if (!actor.isAdmin || actor.scope !== 'admin') throw forbidden('admin_required', 'site administrator token required');
-  }
 
   function requireUser(actor: Actor): void {
     if (actor.kind === 'anonymous') throw unauthenticated('auth_required', 'authentication required');
@@ -102,7 +109,7 @@ export function createAccounts(meta: MetaStore) {
     async createUser(actor: Actor, name: string, opts: { admin?: boolean; requestId?: string } = {}): Promise<UserInfo> {
       requireSiteAdmin(actor);
       const { id, name: stored } = await createOwner(actor, 'user', name, opts);
-      return { id, name: stored, isAdmin: !!opts.admin };
+      return { id, name: stored, isAdmin: !!opts.admin, disabledAt: null };
     },
 
     async listUsers(actor: Actor): Promise<UserInfo[]> {
@@ -145,11 +152,46 @@ export function createAccounts(meta: MetaStore) {
       return owners.listMemberships(db, org.id);
     },
 
+    /**
+     * Ends a membership: the user's access through the organization stops with their next
+     * request (permissions are looked up on every request, nothing caches them).
+     */
+    async removeMember(actor: Actor, orgName: string, userName: string, opts: { requestId?: string } = {}) {
+      requireUser(actor);
+      const org = await orgByName(orgName);
+      const user = await userByName(userName);
+      const myRole = actor.kind === 'user' ? await owners.findMembershipRole(db, org.id, actor.userId) : undefined;
+      if (!atLeast(ownerPermission(actor, org, myRole), 'admin')) {
+        throw forbidden('org_admin_required', `administrator role in '${org.name}' required`);
+      }
+      await db.transaction().execute(async (trx) => {
+        const role = await owners.findMembershipRole(trx, org.id, user.id);
+        if (!role) throw notFound('member_not_found', `${user.name} is not a member of ${org.name}`, { org: org.name, user: user.name });
+        await owners.deleteMembership(trx, org.id, user.id);
+        await appendAudit(trx, {
+          at: now(),
+          actorId: actorId(actor),
+          actorName: actorName(actor),
+          action: 'org.member.remove',
+          target: org.name,
+          details: { user: user.name, role },
+          requestId: opts.requestId ?? null,
+        });
+      });
+      return { org: org.name, user: user.name };
+    },
+
+    /** Every organization with its member count. Names are not secret (they are in URLs). */
+    async listOrgs(actor: Actor): Promise<owners.OrgRow[]> {
+      requireUser(actor);
+      return owners.listOrgs(db);
+    },
+
     async createToken(
       actor: Actor,
       userName: string,
       scope: Role,
-      opts: { expires?: string | undefined; requestId?: string } = {},
+      opts: { expires?: string | undefined; name?: string | undefined; requestId?: string } = {},
     ): Promise<TokenInfo & { token: string }> {
       requireUser(actor);
       const user = await userByName(userName);
@@ -161,21 +203,22 @@ export function createAccounts(meta: MetaStore) {
       }
       const createdAt = now();
       const expiresAt = opts.expires ? new Date(Date.now() + parseDuration(opts.expires)).toISOString() : null;
+      const name = opts.name === undefined ? null : parseTokenName(opts.name);
       const secret = newTokenSecret();
       const id = ulid();
       await db.transaction().execute(async (trx) => {
-        await tokens.insertToken(trx, { id, userId: user.id, tokenHash: hashToken(secret), scope, expiresAt, createdAt });
+        await tokens.insertToken(trx, { id, userId: user.id, tokenHash: hashToken(secret), scope, expiresAt, createdAt, name });
         await appendAudit(trx, {
           at: createdAt,
           actorId: actorId(actor),
           actorName: actorName(actor),
           action: 'token.create',
           target: user.name,
-          details: { token_id: id, scope, expires_at: expiresAt },
+          details: { token_id: id, scope, expires_at: expiresAt, ...(name !== null && { name }) },
           requestId: opts.requestId ?? null,
         });
       });
-      return { id, user: user.name, scope, expiresAt, lastUsedAt: null, revokedAt: null, createdAt, token: secret };
+      return { id, user: user.name, scope, expiresAt, lastUsedAt: null, revokedAt: null, createdAt, name, expired: false, token: secret };
     },
 
     async listTokens(actor: Actor, userName: string): Promise<TokenInfo[]> {
@@ -212,8 +255,7 @@ export function createAccounts(meta: MetaStore) {
     /** Turns a presented secret into an actor, or refuses it. */
     async authenticate(secret: string): Promise<Actor> {
       const row = await tokens.findTokenByHash(db, hashToken(secret));
-      if (!row || row.revokedAt) throw unauthenticated('invalid_token', 'invalid or revoked access token');
-      if (row.expiresAt && row.expiresAt <= now()) throw unauthenticated('expired_token', 'access token expired');
+      assertUsable(row);
       if (!row.lastUsedAt || Date.parse(row.lastUsedAt) < Date.now() - TOUCH_INTERVAL_MS) {
         await tokens.touchToken(db, row.id, now());
       }
@@ -222,6 +264,17 @@ export function createAccounts(meta: MetaStore) {
 
     audit,
   };
+}
+
+/**
+ * Whether a token may act now: known, not revoked, its user not disabled, not expired. Every
+ * way a token is presented goes through this on every use (nothing caches the answer), so
+ * revoking a token or disabling its user stops git, LFS and the API at once.
+ */
+export function assertUsable(row: tokens.TokenRow | undefined): asserts row is tokens.TokenRow {
+  if (!row || row.revokedAt) throw unauthenticated('invalid_token', 'invalid or revoked access token');
+  if (row.userDisabledAt) throw unauthenticated('user_disabled', `user '${row.userName}' is disabled`);
+  if (row.expiresAt && row.expiresAt <= now()) throw unauthenticated('expired_token', 'access token expired');
 }
 
 function tokenInfo(row: tokens.TokenRow): TokenInfo {
@@ -233,6 +286,8 @@ function tokenInfo(row: tokens.TokenRow): TokenInfo {
     lastUsedAt: row.lastUsedAt,
     revokedAt: row.revokedAt,
     createdAt: row.createdAt,
+    name: row.name,
+    expired: row.expiresAt !== null && row.expiresAt <= now(),
   };
 }
 

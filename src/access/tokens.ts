@@ -25,3 +25,11 @@ export function parseDuration(text: string): number {
   if (n <= 0) throw invalid('invalid_duration', 'duration must be positive', { value: text });
   return n * unit;
 }
+
+/** A token's name is a label for people (`ci-deploy`): short, and safe to print in a table. */
+export function parseTokenName(text: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(text)) {
+    throw invalid('invalid_token_name', 'token name must be 1-64 letters, digits, ., - or _, starting with a letter or digit', { value: text });
+  }
+  return text;
+}

@@ -8,12 +8,14 @@ import { loadConfig, ConfigError } from '../config/load.js';
 import { configKeys, envName, type Config } from '../config/schema.js';
 import type { Core } from '../core.js';
 import { systemActor } from '../access/policy.js';
+import type { TokenInfo } from '../access/accounts.js';
 import { invalid, isDomainError } from '../shared/errors.js';
 import { parseRepoPath } from '../repos/names.js';
 import type { Role } from '../meta/schema.js';
 import type { RestoredRepository, SnapshotAdminDeps } from '../snapshots/admin.js';
 import type { DrillReport } from '../snapshots/drill.js';
 import { createProgress } from './progress.js';
+import { registerAccessCommands } from './access-commands.js';
 
 interface CommonOpts {
   data?: string;
@@ -84,6 +86,12 @@ function snapshotAdmin<A extends unknown[]>(
       store.destroy?.();
     }
   }, true);
+}
+
+function tokenState(t: TokenInfo): string {
+  if (t.revokedAt) return 'revoked';
+  if (t.expired) return `EXPIRED ${t.expiresAt}`;
+  return t.expiresAt ? `expires ${t.expiresAt}` : 'no expiry';
 }
 
 function describeRestore(r: RestoredRepository): string[] {
@@ -174,7 +182,7 @@ export function buildProgram(): Command {
   common(user.command('list').description('list users')).action(
     admin(async (core) => {
       const users = await core.accounts.listUsers(systemActor);
-      return { text: users.map((u) => `${u.name}${u.isAdmin ? ' (site admin)' : ''}`), json: users };
+      return { text: users.map((u) => `${u.name}${u.isAdmin ? ' (site admin)' : ''}${u.disabledAt ? ` (disabled ${u.disabledAt})` : ''}`), json: users };
     }),
   );
 
@@ -192,6 +200,8 @@ export function buildProgram(): Command {
       return { text: `${m.user} is now ${m.role} in ${m.org}`, json: m };
     }),
   );
+
+  registerAccessCommands({ program, user, org, common, admin });
 
   const space = program.command('space').description('manage spaces');
   common(space.command('create <owner/space>').description('create a space under an owner')).action(
@@ -284,13 +294,17 @@ export function buildProgram(): Command {
       .command('create <user>')
       .description('create an access token; the token is printed alone on the last line')
       .addOption(new Option('--scope <scope>', 'what the token may do').choices(['read', 'write', 'admin']).makeOptionMandatory())
-      .option('--expires <duration>', 'lifetime such as 30d, 12h'),
+      .option('--expires <duration>', 'lifetime such as 30d, 12h')
+      .option('--name <name>', 'a label for people, such as ci-deploy'),
   ).action(
     admin(async (core, userName: string) => {
-      const cmd = token.commands.find((c) => c.name() === 'create')!;
-      const t = await core.accounts.createToken(systemActor, userName, cmd.opts()['scope'] as Role, { expires: cmd.opts()['expires'] as string | undefined });
+      const opts = token.commands.find((c) => c.name() === 'create')!.opts();
+      const t = await core.accounts.createToken(systemActor, userName, opts['scope'] as Role, {
+        expires: opts['expires'] as string | undefined,
+        name: opts['name'] as string | undefined,
+      });
       return {
-        text: [`created ${t.scope} token ${t.id} for ${t.user}${t.expiresAt ? `, expires ${t.expiresAt}` : ''}`, t.token],
+        text: [`created ${t.scope} token ${t.id}${t.name ? ` (${t.name})` : ''} for ${t.user}${t.expiresAt ? `, expires ${t.expiresAt}` : ''}`, t.token],
         json: t,
       };
     }),
@@ -299,7 +313,7 @@ export function buildProgram(): Command {
     admin(async (core, userName: string) => {
       const list = await core.accounts.listTokens(systemActor, userName);
       return {
-        text: list.map((t) => `${t.id}\t${t.scope}\t${t.revokedAt ? 'revoked' : t.expiresAt ? `expires ${t.expiresAt}` : 'no expiry'}\tlast used ${t.lastUsedAt ?? 'never'}`),
+        text: list.map((t) => `${t.id}\t${t.scope}\t${tokenState(t)}\tlast used ${t.lastUsedAt ?? 'never'}\t${t.name ?? '-'}`),
         json: list,
       };
     }),

@@ -205,6 +205,7 @@ for (const database of databaseBackends()) {
       assert.equal(doc.status, 200);
       assert.match(doc.body.openapi, /^3\./);
       assert.deepEqual(Object.keys(doc.body.paths).sort(), [
+        '/api/v1/audit',
         '/api/v1/orgs',
         '/api/v1/orgs/{org}/members',
         '/api/v1/orgs/{org}/members/{user}',
@@ -215,6 +216,10 @@ for (const database of databaseBackends()) {
         '/api/v1/tokens/{id}',
         '/api/v1/user',
         '/api/v1/users',
+        '/api/v1/users/{user}',
+        '/api/v1/users/{user}/disable',
+        '/api/v1/users/{user}/enable',
+        '/api/v1/users/{user}/locks',
         '/api/v1/users/{user}/tokens',
       ]);
       assert.deepEqual(Object.keys(doc.body.paths['/api/v1/repos/{owner}/{space}/{repo}']).sort(), ['delete', 'get', 'patch']);

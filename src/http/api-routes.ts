@@ -11,6 +11,8 @@
 import swagger from '@fastify/swagger';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Accounts } from '../access/accounts.js';
+import type { AuditTrail } from '../access/audit-trail.js';
+import type { Offboarding } from '../access/offboarding.js';
 import type { Actor } from '../access/policy.js';
 import type { Role, Visibility } from '../meta/schema.js';
 import type { RepoRow, RepoService } from '../repos/service.js';
@@ -24,6 +26,8 @@ export const API_PREFIX = '/api/v1';
 export interface ApiDeps {
   accounts: Accounts;
   repos: RepoService;
+  offboarding: Offboarding;
+  auditTrail: AuditTrail;
 }
 
 interface RepoParams {
@@ -71,7 +75,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
 }
 
 async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
-  const { accounts, repos } = deps;
+  const { accounts, repos, offboarding, auditTrail } = deps;
   // Registered before any route so that its onRoute hook sees them all.
   await api.register(swagger, swaggerOptions);
   for (const schema of sharedSchemas) api.addSchema(schema);
@@ -98,6 +102,28 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
     return reply.code(201).send(user);
   });
 
+  api.post<{ Params: { user: string }; Body: { releaseLocks?: boolean } | undefined }>(
+    '/users/:user/disable',
+    // The body is optional: `POST …/disable` with none means no options.
+    { schema: schemas.disableUser, preValidation: async (req) => void (req.body ??= {}) },
+    async (req) => offboarding.disable(await actorOf(req), req.params.user, { releaseLocks: req.body?.releaseLocks ?? false, ...audit(req) }),
+  );
+
+  api.post<{ Params: { user: string } }>('/users/:user/enable', { schema: schemas.enableUser }, async (req) =>
+    offboarding.enable(await actorOf(req), req.params.user, audit(req)),
+  );
+
+  api.delete<{ Params: { user: string } }>('/users/:user', { schema: schemas.deleteUser }, async (req, reply) => {
+    await offboarding.delete(await actorOf(req), req.params.user, audit(req));
+    return reply.code(204).send();
+  });
+
+  api.delete<{ Params: { user: string }; Querystring: { repo?: string } }>('/users/:user/locks', { schema: schemas.releaseLocks }, async (req) =>
+    offboarding.releaseLocks(await actorOf(req), req.params.user, { repo: req.query.repo, ...audit(req) }),
+  );
+
+  api.get('/orgs', { schema: schemas.listOrgs }, async (req) => accounts.listOrgs(await actorOf(req)));
+
   api.post<{ Body: { name: string } }>('/orgs', { schema: schemas.createOrg }, async (req, reply) => {
     const org = await accounts.createOrg(await actorOf(req), req.body.name, audit(req));
     return reply.code(201).send(org);
@@ -111,6 +137,17 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
     '/orgs/:org/members/:user',
     { schema: schemas.setMember },
     async (req) => accounts.addMember(await actorOf(req), req.params.org, req.params.user, req.body.role, audit(req)),
+  );
+
+  api.delete<{ Params: { org: string; user: string } }>('/orgs/:org/members/:user', { schema: schemas.removeMember }, async (req, reply) => {
+    await accounts.removeMember(await actorOf(req), req.params.org, req.params.user, audit(req));
+    return reply.code(204).send();
+  });
+
+  api.get<{ Querystring: { repo?: string; actor?: string; since?: string; before?: string; limit?: number } }>(
+    '/audit',
+    { schema: schemas.listAudit },
+    async (req) => auditTrail.list(await actorOf(req), req.query),
   );
 
   api.get<{ Querystring: { owner?: string } }>('/spaces', { schema: schemas.listSpaces }, async (req) => {
@@ -184,12 +221,13 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
     accounts.listTokens(await actorOf(req), req.params.user),
   );
 
-  api.post<{ Params: { user: string }; Body: { scope: Role; expires?: string } }>(
+  api.post<{ Params: { user: string }; Body: { scope: Role; expires?: string; name?: string } }>(
     '/users/:user/tokens',
     { schema: schemas.createToken },
     async (req, reply) => {
       const token = await accounts.createToken(await actorOf(req), req.params.user, req.body.scope, {
         expires: req.body.expires,
+        name: req.body.name,
         ...audit(req),
       });
       return reply.code(201).header('Cache-Control', 'no-store').send(token);

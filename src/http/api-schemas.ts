@@ -38,7 +38,12 @@ export const sharedSchemas = [
     $id: 'User',
     type: 'object',
     required: ['id', 'name', 'isAdmin'],
-    properties: { id: { type: 'string' }, name: { type: 'string' }, isAdmin: { type: 'boolean' } },
+    properties: {
+      id: { type: 'string' },
+      name: { type: 'string' },
+      isAdmin: { type: 'boolean' },
+      disabledAt: { ...nullableTimestamp, description: 'set while the user is disabled: none of their tokens authenticates' },
+    },
   },
   {
     $id: 'Me',
@@ -57,7 +62,12 @@ export const sharedSchemas = [
     $id: 'Org',
     type: 'object',
     required: ['id', 'name'],
-    properties: { id: { type: 'string' }, name: { type: 'string' } },
+    properties: {
+      id: { type: 'string' },
+      name: { type: 'string' },
+      createdAt: { ...timestamp, description: 'in listings' },
+      members: { type: 'integer', description: 'in listings: how many members it has' },
+    },
   },
   {
     $id: 'Member',
@@ -102,7 +112,32 @@ export const sharedSchemas = [
       lastUsedAt: nullableTimestamp,
       revokedAt: nullableTimestamp,
       createdAt: timestamp,
+      name: { type: ['string', 'null'], description: 'a label for people, such as ci-deploy' },
+      expired: { type: 'boolean', description: 'past its expiry: it no longer authenticates' },
       token: { type: 'string', description: 'the secret; returned once, when the token is created' },
+    },
+  },
+  {
+    $id: 'ReleasedLock',
+    type: 'object',
+    description: 'a Git LFS lock an administrator released',
+    required: ['id', 'repository', 'path'],
+    properties: { id: { type: 'string' }, repository: { type: 'string', description: 'OWNER/SPACE/REPO' }, path: { type: 'string' } },
+  },
+  {
+    $id: 'AuditEntry',
+    type: 'object',
+    required: ['id', 'at', 'actor', 'actorId', 'action', 'target', 'repositoryId', 'details', 'requestId'],
+    properties: {
+      id: { type: 'integer' },
+      at: timestamp,
+      actor: { type: 'string', description: 'the acting user\'s name (kept after the user is deleted), `cli` for the local command line' },
+      actorId: { type: ['string', 'null'] },
+      action: { type: 'string', description: 'such as user.disable, org.member.remove, repo.create, push' },
+      target: { type: 'string', description: 'what was acted on: a user, an organization, OWNER/SPACE/REPO' },
+      repositoryId: { type: ['string', 'null'] },
+      details: { type: 'object', additionalProperties: true },
+      requestId: { type: ['string', 'null'], description: 'joins the entry to the request log' },
     },
   },
 ] as const;
@@ -132,6 +167,55 @@ export const schemas = {
     body: object({ name: name('user name'), admin: { type: 'boolean', default: false, description: 'make a site administrator' } }, ['name']),
     response: { 201: { description: 'created', ...ref('User') }, ...errors },
   },
+  disableUser: {
+    tags: ['users'],
+    summary: 'disable a user: none of their tokens authenticates until they are enabled again (site administrator)',
+    description: 'Git, Git LFS and the API refuse the tokens at once (401 `user_disabled`). `releaseLocks` also deletes every Git LFS lock the user holds.',
+    params: object({ user: name('user') }, ['user']),
+    body: object({ releaseLocks: { type: 'boolean', default: false, description: "delete the user's Git LFS locks too" } }),
+    response: {
+      200: {
+        description: 'the user, disabled',
+        type: 'object',
+        required: ['user', 'releasedLocks'],
+        properties: { user: ref('User'), releasedLocks: listOf('ReleasedLock') },
+      },
+      ...errors,
+    },
+  },
+  enableUser: {
+    tags: ['users'],
+    summary: 'enable a disabled user: their tokens work again (site administrator)',
+    params: object({ user: name('user') }, ['user']),
+    response: { 200: { description: 'the user', ...ref('User') }, ...errors },
+  },
+  deleteUser: {
+    tags: ['users'],
+    summary: 'delete a user with their tokens, memberships, Git LFS locks and empty spaces (site administrator)',
+    description: 'Refused (409 `user_owns_repositories`, naming them) while the user owns repositories. The audit log keeps the user\'s name.',
+    params: object({ user: name('user') }, ['user']),
+    response: { 204: { type: 'null', description: 'deleted' }, ...errors },
+  },
+  releaseLocks: {
+    tags: ['users'],
+    summary: "release (delete) a user's Git LFS locks, in one repository or all (site administrator)",
+    params: object({ user: name('user') }, ['user']),
+    querystring: object({ repo: { type: 'string', maxLength: 310, pattern: '^[^/]+/[^/]+/[^/]+$', description: 'OWNER/SPACE/REPO; all repositories when absent' } }),
+    response: {
+      200: {
+        description: 'the released locks',
+        type: 'object',
+        required: ['user', 'released'],
+        properties: { user: { type: 'string' }, released: listOf('ReleasedLock') },
+      },
+      ...errors,
+    },
+  },
+  listOrgs: {
+    tags: ['orgs'],
+    summary: 'list organizations with their member counts',
+    response: { 200: { description: 'organizations', ...listOf('Org') }, ...errors },
+  },
   createOrg: {
     tags: ['orgs'],
     summary: 'create an organization; its creator becomes its administrator',
@@ -150,6 +234,33 @@ export const schemas = {
     params: object({ org: name('organization'), user: name('user') }, ['org', 'user']),
     body: object({ role }, ['role']),
     response: { 200: { description: 'the membership as it now stands', ...ref('Member') }, ...errors },
+  },
+  removeMember: {
+    tags: ['orgs'],
+    summary: 'remove a user from an organization; their access through it ends with their next request',
+    params: object({ org: name('organization'), user: name('user') }, ['org', 'user']),
+    response: { 204: { type: 'null', description: 'removed' }, ...errors },
+  },
+  listAudit: {
+    tags: ['audit'],
+    summary: 'read the audit log, newest first (site administrator)',
+    description: 'Pass `nextCursor` as `before` for the next (older) page; it is null on the last page.',
+    querystring: object({
+      repo: { type: 'string', maxLength: 310, pattern: '^[^/]+/[^/]+/[^/]+$', description: 'OWNER/SPACE/REPO: entries of this repository' },
+      actor: { type: 'string', minLength: 1, maxLength: 100, description: 'entries of this actor (user name, or cli)' },
+      since: { type: 'string', minLength: 1, maxLength: 40, description: 'an ISO-8601 time, or a duration back from now such as 2h or 7d' },
+      before: { type: 'string', maxLength: 20, description: 'the nextCursor of the previous page' },
+      limit: { type: 'integer', minimum: 1, maximum: 1000, default: 50 },
+    }),
+    response: {
+      200: {
+        description: 'one page of entries',
+        type: 'object',
+        required: ['entries', 'nextCursor'],
+        properties: { entries: listOf('AuditEntry'), nextCursor: { type: ['string', 'null'] } },
+      },
+      ...errors,
+    },
   },
   listSpaces: {
     tags: ['spaces'],
@@ -239,6 +350,7 @@ export const schemas = {
       {
         scope: { ...role, description: 'at most the scope of the token making the request' },
         expires: { type: 'string', maxLength: 20, description: 'lifetime such as 30d, 12h, 90m; none means no expiry' },
+        name: { type: 'string', minLength: 1, maxLength: 64, description: 'a label for people, such as ci-deploy' },
       },
       ['scope'],
     ),
@@ -278,6 +390,7 @@ export const swaggerOptions: SwaggerOptions = {
       { name: 'spaces', description: 'groups of repositories under one owner' },
       { name: 'repos', description: 'repositories' },
       { name: 'tokens', description: 'access tokens' },
+      { name: 'audit', description: 'the audit log' },
     ],
   },
 };

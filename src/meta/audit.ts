@@ -33,13 +33,26 @@ export async function appendAudit(db: Db, e: AuditEntry): Promise<void> {
     .execute();
 }
 
-export async function listAudit(
-  db: Db,
-  filter: { repositoryId?: string; action?: string; limit?: number } = {},
-): Promise<AuditRecord[]> {
+export interface AuditFilter {
+  repositoryId?: string | undefined;
+  action?: string | undefined;
+  /** The actor's name, in any case (entries keep it after the user is deleted). */
+  actorName?: string | undefined;
+  /** Entries at or after this ISO-8601 time. */
+  since?: string | undefined;
+  /** Entries with an id below this one: the cursor of the next (older) page. */
+  before?: number | undefined;
+  limit?: number | undefined;
+}
+
+/** Newest first. */
+export async function listAudit(db: Db, filter: AuditFilter = {}): Promise<AuditRecord[]> {
   let q = db.selectFrom('audit_log').selectAll();
   if (filter.repositoryId) q = q.where('repository_id', '=', filter.repositoryId);
   if (filter.action) q = q.where('action', '=', filter.action);
+  if (filter.actorName) q = q.where((eb) => eb(eb.fn('lower', ['actor_name']), '=', filter.actorName!.toLowerCase()));
+  if (filter.since) q = q.where('at', '>=', filter.since);
+  if (filter.before !== undefined) q = q.where('id', '<', filter.before);
   const rows = await q.orderBy('id', 'desc').limit(filter.limit ?? 100).execute();
   return rows.map((r) => ({
     id: Number(r.id),

@@ -141,6 +141,16 @@ export async function deleteLock(db: Db, id: string): Promise<void> {
   await db.deleteFrom('lfs_locks').where('id', '=', id).execute();
 }
 
+/** Deletes every lock the user holds (in one repository, or all), returning what was deleted. */
+export async function deleteLocksOf(db: Db, owner: { id: string; name: string }, repositoryId?: string): Promise<LockRow[]> {
+  let q = db.deleteFrom('lfs_locks').where('owner_id', '=', owner.id);
+  if (repositoryId !== undefined) q = q.where('repository_id', '=', repositoryId);
+  const rows = await q.returningAll().execute();
+  return rows
+    .map((r) => ({ id: r.id, repositoryId: r.repository_id, path: r.path, ownerId: r.owner_id, ownerName: owner.name, ref: r.ref, lockedAt: r.locked_at }))
+    .sort((a, b) => (a.id < b.id ? -1 : 1));
+}
+
 export async function enforcesLocks(db: Db, repositoryId: string): Promise<boolean> {
   const row = await db.selectFrom('repositories').select('enforce_locks').where('id', '=', repositoryId).executeTakeFirst();
   return row?.enforce_locks !== 0;

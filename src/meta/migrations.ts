@@ -209,6 +209,19 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0010_offboarding': {
+      async up(db: Kysely<any>) {
+        // A disabled user keeps every row (tokens, memberships, locks) but no token of theirs
+        // authenticates (access/accounts.ts); enabling them restores everything as it was.
+        await db.schema.alterTable('users').addColumn('disabled_at', 'text').execute();
+        // A label for people ("ci-deploy"); not unique, never used to find a token.
+        await db.schema.alterTable('access_tokens').addColumn('name', 'text').execute();
+        // `audit list --actor` and `--since`; entries keep the actor's name after the user
+        // is deleted, so the filter is on the name.
+        await db.schema.createIndex('audit_log_actor_idx').on('audit_log').expression(sql`lower(actor_name), id`).execute();
+        await db.schema.createIndex('audit_log_at_idx').on('audit_log').columns(['at']).execute();
+      },
+    },
   };
 }
 

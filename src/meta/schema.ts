@@ -19,6 +19,8 @@ export interface UsersTable {
   id: string;
   is_admin: number;
   created_at: string;
+  /** Set while the user is disabled: none of their tokens authenticates. */
+  disabled_at: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface OrganizationsTable {
@@ -89,6 +91,8 @@ export interface AccessTokensTable {
   last_used_at: string | null;
   revoked_at: string | null;
   created_at: string;
+  /** A label for people, such as `ci-deploy`. */
+  name: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface AuditLogTable {

@@ -12,11 +12,14 @@ export interface TokenRow {
   lastUsedAt: string | null;
   revokedAt: string | null;
   createdAt: string;
+  name: string | null;
+  /** Set while the token's user is disabled: the token does not authenticate then. */
+  userDisabledAt: string | null;
 }
 
 export async function insertToken(
   db: Db,
-  row: { id: string; userId: string; tokenHash: string; scope: Role; expiresAt: string | null; createdAt: string },
+  row: { id: string; userId: string; tokenHash: string; scope: Role; expiresAt: string | null; createdAt: string; name: string | null },
 ): Promise<void> {
   await db
     .insertInto('access_tokens')
@@ -27,6 +30,7 @@ export async function insertToken(
       scope: row.scope,
       expires_at: row.expiresAt,
       created_at: row.createdAt,
+      name: row.name,
     })
     .execute();
 }
@@ -46,6 +50,8 @@ function tokenQuery(db: Db) {
       'access_tokens.last_used_at',
       'access_tokens.revoked_at',
       'access_tokens.created_at',
+      'access_tokens.name as token_name',
+      'users.disabled_at',
     ]);
 }
 
@@ -62,6 +68,8 @@ function toToken(r: Raw): TokenRow {
     lastUsedAt: r.last_used_at,
     revokedAt: r.revoked_at,
     createdAt: r.created_at,
+    name: r.token_name,
+    userDisabledAt: r.disabled_at,
   };
 }
 
