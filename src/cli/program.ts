@@ -452,7 +452,7 @@ export async function run(argv: string[]): Promise<void> {
       process.stderr.write(`gitstratum: ${err.message}\n`);
       process.exitCode = err.kind === 'invalid' ? 2 : 1;
     } else if (err instanceof ConfigError) {
-      process.stderr.write(`gitstratum: configuration error:\n${err.message}\n`);
+      process.stderr.write(`gitstratum: configuration error: ${err.message}\n`);
       process.exitCode = 2;
     } else {
       process.stderr.write(`gitstratum: ${(err as Error).stack ?? String(err)}\n`);
