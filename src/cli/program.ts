@@ -133,7 +133,7 @@ export function buildProgram(): Command {
     .option('--trust-proxy <value>', 'trust X-Forwarded-* from: true, a hop count, or addresses/CIDRs')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
     .option('--git-max-processes <n>', 'git processes allowed at once')
-    .option('--max-push-bytes <n>', 'largest push accepted, in bytes');
+    .option('--max-push-bytes <size>', 'largest push accepted: bytes, or with a unit (5GiB, 500MB)');
   // Every other setting of the schema is a flag too: --kebab-case of its key.
   const named = new Set(serveCmd.options.map((o) => o.attributeName()));
   for (const key of configKeys) {
