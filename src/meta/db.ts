@@ -73,17 +73,19 @@ export async function openMetaStore(opts: OpenOptions): Promise<MetaStore> {
   } else {
     mkdirSync(opts.dataDir, { recursive: true });
     const file = path.join(opts.dataDir, 'meta.sqlite');
-    let sqlite: SQLite.Database;
+    let sqlite: SQLite.Database | undefined;
     try {
       sqlite = new SQLite(file);
+      // The first statement is where a file that is not a database fails.
+      sqlite.pragma('journal_mode = WAL');
+      sqlite.pragma('synchronous = NORMAL');
+      sqlite.pragma('foreign_keys = ON');
+      // The CLI and the server may write at once; wait for the lock instead of failing.
+      sqlite.pragma('busy_timeout = 5000');
     } catch (err) {
+      sqlite?.close();
       throw unavailable('database_unavailable', `cannot open the SQLite database ${file}: ${(err as Error).message}`, { file });
     }
-    sqlite.pragma('journal_mode = WAL');
-    sqlite.pragma('synchronous = NORMAL');
-    sqlite.pragma('foreign_keys = ON');
-    // The CLI and the server may write at once; wait for the lock instead of failing.
-    sqlite.pragma('busy_timeout = 5000');
     const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect(sqlite) });
     store = {
       db,

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import path from 'node:path';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { BIN, run, tempDir } from './harness.js';
 
 /** A loopback port nothing listens on: bound, then released. */
@@ -64,6 +64,16 @@ test('a data directory that cannot be created names the setting', async () => {
   await writeFile(file, '');
   const r = await run(process.execPath, [BIN, 'user', 'list', '--data', path.join(file, 'data')], { timeoutMs: 90_000 });
   assertOneLine(r, 2, /cannot create data directory .*not-a-directory\/data \(setting data\): ENOTDIR/, 'user list --data under a file');
+});
+
+test('a host that does not resolve and a file that is not a database end in one line too', async () => {
+  const host = await gitstratum(['serve', '--host', 'no.such.host.invalid']);
+  assertOneLine(host, 2, /cannot listen on no\.such\.host\.invalid:0: getaddrinfo/, 'serve --host no.such.host.invalid');
+  const data = path.join(await tempDir(), 'data');
+  await mkdir(data);
+  await writeFile(path.join(data, 'meta.sqlite'), 'not a database\n');
+  const r = await run(process.execPath, [BIN, 'user', 'list', '--data', data], { timeoutMs: 90_000 });
+  assertOneLine(r, 1, /cannot open the SQLite database .*meta\.sqlite: file is not a database/, 'user list on a broken meta.sqlite');
 });
 
 test('sizes and durations with units are accepted where numbers were', async () => {
