@@ -45,6 +45,18 @@ test('a JSON config file may give sizes as numbers or text', async () => {
   assert.equal(c.trustProxy, '1');
 });
 
+test('a value of the wrong JSON type says what was expected', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-config-'));
+  const file = path.join(dir, 'c.json');
+  await writeFile(file, JSON.stringify({ port: true, maxPushBytes: [1], trustProxy: null, packCacheEnabled: 'yes' }));
+  const message = refusal({ config: file });
+  const from = `(from config file ${file})`;
+  assert.ok(message.includes(`invalid port ${from}: expected a number (got true)`), message);
+  assert.ok(message.includes(`invalid maxPushBytes ${from}: expected a size such as 5GiB`), message);
+  assert.ok(message.includes(`invalid trustProxy ${from}: expected true, false, a hop count`), message);
+  assert.ok(message.includes(`invalid packCacheEnabled ${from}: expected true or false (got "yes")`), message);
+});
+
 test('a bad value is one line naming the setting, where it came from and the value', () => {
   assert.equal(
     refusal({ maxPushBytes: '5GB!' }),

@@ -13,7 +13,7 @@ import { parseBytes, parseSeconds } from './units.js';
 
 /** A number from JSON, or text (environment, flags) read by `parse`; `expected` says what it may look like. */
 function unitNumber(parse: (text: string) => number | undefined, expected: string) {
-  return z.union([z.number(), z.string()]).transform((value, ctx) => {
+  return z.union([z.number(), z.string()], { error: expected }).transform((value, ctx) => {
     const n = typeof value === 'number' ? value : parse(value);
     if (n === undefined) {
       ctx.addIssue({ code: 'custom', message: expected });
@@ -44,7 +44,7 @@ export const bytes = unitNumber(
 export const positiveBytes = bytes.pipe(z.number().positive());
 
 /** true/false from JSON, or the text `true`/`false`. */
-const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]);
+const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')], { error: 'expected true or false' });
 
 /** `loopback`, `linklocal` and `uniquelocal` are proxy-addr's names for those ranges (Fastify's trustProxy). */
 const PROXY_RANGE_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
@@ -59,6 +59,8 @@ function isProxyAddress(text: string): boolean {
   if (/^\d{1,3}$/.test(range)) return Number(range) <= (family === 4 ? 32 : 128);
   return family === 4 && isIP(range) === 4;
 }
+
+const TRUST_PROXY_EXPECTED = 'expected true, false, a hop count, or comma-separated proxy addresses/CIDRs (e.g. 10.0.0.0/8,127.0.0.1)';
 
 /** `true`, `false`, a hop count, or a comma-separated list of proxy addresses/CIDRs. */
 export function isTrustProxy(value: string): boolean {
@@ -81,9 +83,9 @@ export const configSchema = z
     tlsKey: z.string().min(1).optional(),
     /** true, false, a hop count, or a comma-separated list of proxy addresses/CIDRs. */
     trustProxy: z
-      .union([z.boolean(), z.number().int().min(0), z.string()])
+      .union([z.boolean(), z.number().int().min(0), z.string()], { error: TRUST_PROXY_EXPECTED })
       .transform(String)
-      .pipe(z.string().refine(isTrustProxy, 'expected true, false, a hop count, or comma-separated proxy addresses/CIDRs (e.g. 10.0.0.0/8,127.0.0.1)'))
+      .pipe(z.string().refine(isTrustProxy, TRUST_PROXY_EXPECTED))
       .default('false'),
     /** Git processes (upload-pack/receive-pack) allowed to run at once; more wait in a queue. */
     gitMaxProcesses: positiveInt.default(32),
