@@ -25,8 +25,10 @@ function unitNumber(parse: (text: string) => number | undefined, expected: strin
 
 /** A plain decimal number such as `8` or `1.5` (z.coerce would take "", "0x10" and "1e3", and say "NaN" for the rest). */
 const number = unitNumber((text) => (/^\s*\d+(\.\d+)?\s*$/.test(text) ? Number(text) : undefined), 'expected a number');
-const count = number.pipe(z.number().int().min(0));
-const positiveInt = number.pipe(z.number().int().positive());
+/** A whole number ≥ 0 (counts, limits where 0 means none). */
+export const count = number.pipe(z.number().int().min(0));
+/** A whole number > 0. */
+export const positiveInt = number.pipe(z.number().int().positive());
 const port = number.pipe(z.number().int().min(0).max(65535));
 
 /** A duration in seconds, possibly fractional: `90`, `30s`, `15m`, `1h`, `7d`. */
@@ -44,7 +46,7 @@ export const bytes = unitNumber(
 export const positiveBytes = bytes.pipe(z.number().positive());
 
 /** true/false from JSON, or the text `true`/`false`. */
-const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')], { error: 'expected true or false' });
+export const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')], { error: 'expected true or false' });
 
 /** `loopback`, `linklocal` and `uniquelocal` are proxy-addr's names for those ranges (Fastify's trustProxy). */
 const PROXY_RANGE_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
