@@ -5,10 +5,10 @@
  * and token. The server is one Node process; its git children are its own children.
  */
 import { spawn } from 'node:child_process';
-import { openSync, closeSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { run, stop, track } from './processes.js';
+import { run, stop, track, untrack } from './processes.js';
 
 export interface GitstratumServer {
   pid: number;
@@ -20,6 +20,12 @@ export interface GitstratumServer {
   dataDir: string;
   /** Creates `alice/bench/<name>` and returns its directory on disk. */
   createRepo(name: string): Promise<string>;
+  /** Runs the admin CLI on the server's data directory; returns its stdout. */
+  cli(...args: string[]): Promise<string>;
+  /** False once the server process has exited (crashed, when the benchmark did not stop it). */
+  alive(): boolean;
+  /** Starts the server again on the same data directory (after a crash); pid, url and authUrl change. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -33,41 +39,61 @@ export async function startGitstratum(root: string, dataDir: string, env: NodeJS
   const token = (await cli('token', 'create', 'alice', '--scope', 'write')).trim().split('\n').pop()!;
 
   const logFile = path.join(dataDir, 'server.log');
-  const fd = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [bin, 'serve', '--data', dataDir, '--port', '0', '--host', '127.0.0.1', ...serveArgs], {
-    env,
-    stdio: ['ignore', fd, fd],
-  });
-  closeSync(fd);
-  const pid = child.pid!;
-  track(pid, 'gitstratum serve');
-  let exited = false;
-  child.on('exit', () => (exited = true));
+  const serve = async () => {
+    // Only the lines written by this start are searched for its URL.
+    const from = existsSync(logFile) ? statSync(logFile).size : 0;
+    const fd = openSync(logFile, 'a');
+    const child = spawn(process.execPath, [bin, 'serve', '--data', dataDir, '--port', '0', '--host', '127.0.0.1', ...serveArgs], {
+      env,
+      stdio: ['ignore', fd, fd],
+    });
+    closeSync(fd);
+    const pid = child.pid!;
+    track(pid, 'gitstratum serve');
+    const state = { pid, exited: false };
+    child.on('exit', () => {
+      state.exited = true;
+      untrack(pid);
+    });
 
-  // The listening line carries the URL (the port was chosen by the OS).
-  let url: string | undefined;
-  const deadline = Date.now() + 30_000;
-  while (!url) {
-    if (exited) throw new Error(`gitstratum exited at start; see ${logFile}`);
-    if (Date.now() > deadline) throw new Error(`gitstratum did not log "gitstratum listening" within 30 s; see ${logFile}`);
-    await sleep(50);
-    for (const line of readFileSync(logFile, 'utf8').split('\n')) {
-      if (!line.includes('gitstratum listening')) continue;
-      url = (JSON.parse(line) as { url: string }).url.replace('localhost', '127.0.0.1');
+    // The listening line carries the URL (the port was chosen by the OS).
+    let url: string | undefined;
+    const deadline = Date.now() + 30_000;
+    while (!url) {
+      if (state.exited) throw new Error(`gitstratum exited at start; see ${logFile}`);
+      if (Date.now() > deadline) throw new Error(`gitstratum did not log "gitstratum listening" within 30 s; see ${logFile}`);
+      await sleep(50);
+      for (const line of readFileSync(logFile, 'utf8').slice(from).split('\n')) {
+        if (!line.includes('gitstratum listening')) continue;
+        url = (JSON.parse(line) as { url: string }).url.replace('localhost', '127.0.0.1');
+      }
     }
-  }
-  const authUrl = url.replace('://', `://git:${token}@`);
+    return { state, url, authUrl: url.replace('://', `://git:${token}@`) };
+  };
+  let current = await serve();
 
   return {
-    pid,
-    url,
-    authUrl,
+    get pid() {
+      return current.state.pid;
+    },
+    get url() {
+      return current.url;
+    },
+    get authUrl() {
+      return current.authUrl;
+    },
     token,
     dataDir,
     async createRepo(name) {
       const out = await cli('repo', 'create', `alice/bench/${name}`, '--json');
       return (JSON.parse(out) as { path: string }).path;
     },
-    stop: () => stop(pid),
+    cli,
+    alive: () => !current.state.exited,
+    async restart() {
+      await stop(current.state.pid);
+      current = await serve();
+    },
+    stop: () => stop(current.state.pid),
   };
 }

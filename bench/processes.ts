@@ -160,6 +160,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Throw when the command exits non-zero (default true). */
   check?: boolean;
+  /** Aborting kills the command's process group; the promise then rejects. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -183,6 +185,11 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
       timedOut = true;
       if (pid !== undefined) signal(-pid, 'SIGKILL');
     }, timeoutMs);
+    const abort = () => {
+      if (pid !== undefined) signal(-pid, 'SIGKILL');
+    };
+    opts.signal?.addEventListener('abort', abort, { once: true });
+    if (opts.signal?.aborted) abort();
     child.on('error', (err) => {
       clearTimeout(timer);
       reject(err);
@@ -190,10 +197,12 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
     child.on('close', (code) => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', abort);
       untrack(pid);
       const result = { code, stdout, stderr, seconds };
       const line = `${cmd} ${args.join(' ')}`.slice(0, 300);
-      if (timedOut) reject(new Error(`timed out after ${timeoutMs / 1000} s: ${line}`));
+      if (opts.signal?.aborted) reject(new Error(`aborted: ${line}`));
+      else if (timedOut) reject(new Error(`timed out after ${timeoutMs / 1000} s: ${line}`));
       else if (code !== 0 && opts.check !== false) reject(new Error(`exit ${code}: ${line}\n${stderr.trim()}`));
       else resolve(result);
     });

@@ -6,6 +6,7 @@
 import path from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import type { Config } from './config/schema.js';
+import { ConfigError } from './config/load.js';
 import { openMetaStore, type MetaStore } from './meta/db.js';
 import { createAccounts, type Accounts } from './access/accounts.js';
 import { createRepoService, type RepoService } from './repos/service.js';
@@ -25,7 +26,9 @@ export interface Core {
 
 export async function openCore(config: Config): Promise<Core> {
   const dataDir = path.resolve(config.data);
-  await mkdir(dataDir, { recursive: true });
+  await mkdir(dataDir, { recursive: true }).catch((err: Error) => {
+    throw new ConfigError(`cannot create data directory ${dataDir} (setting data): ${err.message}`);
+  });
   const meta = await openMetaStore({ dataDir, databaseUrl: config.databaseUrl });
   const repos = createRepoService(meta, { dataDir, defaultBranch: config.defaultBranch });
   return {

@@ -23,7 +23,8 @@ export async function serve(config: Config): Promise<void> {
     // alive, and a supervisor saw a hung process instead of a failed one.
     await app.close().catch(() => {});
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+    // A host that does not resolve is a bad setting as much as a port in use.
+    if (code && ['EADDRINUSE', 'EACCES', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'EAI_FAIL', 'EINVAL'].includes(code)) {
       throw new ConfigError(`cannot listen on ${config.host}:${config.port}: ${(err as Error).message}`);
     }
     throw err;

@@ -141,7 +141,7 @@ export function buildProgram(): Command {
     .option('--trust-proxy <value>', 'trust X-Forwarded-* from: true, a hop count, or addresses/CIDRs')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
     .option('--git-max-processes <n>', 'git processes allowed at once')
-    .option('--max-push-bytes <n>', 'largest push accepted, in bytes');
+    .option('--max-push-bytes <size>', 'largest push accepted: bytes, or with a unit (5GiB, 500MB)');
   // Every other setting of the schema is a flag too: --kebab-case of its key.
   const named = new Set(serveCmd.options.map((o) => o.attributeName()));
   for (const key of configKeys) {
@@ -466,7 +466,7 @@ export async function run(argv: string[]): Promise<void> {
       process.stderr.write(`gitstratum: ${err.message}\n`);
       process.exitCode = err.kind === 'invalid' ? 2 : 1;
     } else if (err instanceof ConfigError) {
-      process.stderr.write(`gitstratum: configuration error:\n${err.message}\n`);
+      process.stderr.write(`gitstratum: configuration error: ${err.message}\n`);
       process.exitCode = 2;
     } else {
       process.stderr.write(`gitstratum: ${(err as Error).stack ?? String(err)}\n`);

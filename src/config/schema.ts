@@ -3,11 +3,72 @@
  * (GITSTRATUM_ + the key in SCREAMING_SNAKE_CASE) and, for the common ones, a flag.
  * Load order: defaults → config file (JSON) → environment → flags. A bad value stops the
  * program at start with a message naming the setting and where it came from.
+ *
+ * Sizes and durations use the types below (`bytes`, `seconds` …), so every such setting
+ * takes `5GiB` or `15m` as well as a plain number of bytes or seconds.
  */
+import { isIP } from 'node:net';
 import { z } from 'zod';
+import { parseBytes, parseSeconds } from './units.js';
 
-const port = z.coerce.number().int().min(0).max(65535);
-const positiveInt = z.coerce.number().int().positive();
+/** A number from JSON, or text (environment, flags) read by `parse`; `expected` says what it may look like. */
+function unitNumber(parse: (text: string) => number | undefined, expected: string) {
+  return z.union([z.number(), z.string()], { error: expected }).transform((value, ctx) => {
+    const n = typeof value === 'number' ? value : parse(value);
+    if (n === undefined) {
+      ctx.addIssue({ code: 'custom', message: expected });
+      return z.NEVER;
+    }
+    return n;
+  });
+}
+
+/** A plain decimal number such as `8` or `1.5` (z.coerce would take "", "0x10" and "1e3", and say "NaN" for the rest). */
+const number = unitNumber((text) => (/^\s*\d+(\.\d+)?\s*$/.test(text) ? Number(text) : undefined), 'expected a number');
+/** A whole number ≥ 0 (counts, limits where 0 means none). */
+export const count = number.pipe(z.number().int().min(0));
+/** A whole number > 0. */
+export const positiveInt = number.pipe(z.number().int().positive());
+const port = number.pipe(z.number().int().min(0).max(65535));
+
+/** A duration in seconds, possibly fractional: `90`, `30s`, `15m`, `1h`, `7d`. */
+export const duration = unitNumber(parseSeconds, 'expected a duration such as 30s, 15m, 1h, 7d, or a number of seconds');
+/** Whole seconds ≥ 0 (`30s`, `15m`, `1h`, `7d`, or a number of seconds): the type of *Seconds settings. */
+export const seconds = duration.pipe(z.number().int().min(0));
+/** Whole seconds > 0. */
+export const positiveSeconds = duration.pipe(z.number().int().positive());
+/** Bytes ≥ 0: a number of bytes, or `500MB`, `64KiB`, `5GiB` (KB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB of 1024). */
+export const bytes = unitNumber(
+  parseBytes,
+  'expected a size such as 5GiB, 500MB, 64KiB (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), or a number of bytes',
+).pipe(z.number().int().min(0));
+/** Bytes > 0. */
+export const positiveBytes = bytes.pipe(z.number().positive());
+
+/** true/false from JSON, or the text `true`/`false`. */
+export const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')], { error: 'expected true or false' });
+
+/** `loopback`, `linklocal` and `uniquelocal` are proxy-addr's names for those ranges (Fastify's trustProxy). */
+const PROXY_RANGE_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/** An address, a CIDR (`10.0.0.0/8`, `fd00::/8`) or an IPv4 netmask (`10.0.0.0/255.0.0.0`). */
+function isProxyAddress(text: string): boolean {
+  if (PROXY_RANGE_NAMES.has(text)) return true;
+  const [address = '', range, ...rest] = text.split('/');
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return false;
+  if (range === undefined) return true;
+  if (/^\d{1,3}$/.test(range)) return Number(range) <= (family === 4 ? 32 : 128);
+  return family === 4 && isIP(range) === 4;
+}
+
+const TRUST_PROXY_EXPECTED = 'expected true, false, a hop count, or comma-separated proxy addresses/CIDRs (e.g. 10.0.0.0/8,127.0.0.1)';
+
+/** `true`, `false`, a hop count, or a comma-separated list of proxy addresses/CIDRs. */
+export function isTrustProxy(value: string): boolean {
+  if (value === 'true' || value === 'false' || /^\d+$/.test(value)) return true;
+  return value.split(',').every((part) => isProxyAddress(part.trim()));
+}
 
 export const configSchema = z
   .object({
@@ -17,40 +78,45 @@ export const configSchema = z
     databaseUrl: z
       .string()
       .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL (leave unset for SQLite in the data directory)')
+      .refine((v) => URL.canParse(v), 'not a valid URL')
       .optional(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     tlsCert: z.string().min(1).optional(),
     tlsKey: z.string().min(1).optional(),
     /** true, false, a hop count, or a comma-separated list of proxy addresses/CIDRs. */
-    trustProxy: z.string().default('false'),
+    trustProxy: z
+      .union([z.boolean(), z.number().int().min(0), z.string()], { error: TRUST_PROXY_EXPECTED })
+      .transform(String)
+      .pipe(z.string().refine(isTrustProxy, TRUST_PROXY_EXPECTED))
+      .default('false'),
     /** Git processes (upload-pack/receive-pack) allowed to run at once; more wait in a queue. */
     gitMaxProcesses: positiveInt.default(32),
     /** Requests allowed to wait for a git process slot; beyond this they get 503. */
-    gitMaxQueue: z.coerce.number().int().min(0).default(256),
+    gitMaxQueue: count.default(256),
     /** How long a request may wait in the queue before it gets 503. */
-    gitQueueTimeoutSeconds: positiveInt.default(30),
+    gitQueueTimeoutSeconds: positiveSeconds.default(30),
     /** Wall-clock limit of one git process; it is killed after this. */
-    gitTimeoutSeconds: positiveInt.default(3600),
+    gitTimeoutSeconds: positiveSeconds.default(3600),
     /** Pack generations (upload-pack cache misses that build a pack) allowed at once; cache hits never count. */
     gitMaxGenerations: positiveInt.default(8),
     /** Pack generations allowed at once for one repository. */
     gitMaxGenerationsPerRepo: positiveInt.default(4),
     /** How long a cache miss may wait for a generation slot before it gets 503 + Retry-After. */
-    gitGenerationQueueSeconds: positiveInt.default(15),
+    gitGenerationQueueSeconds: positiveSeconds.default(15),
     /** Cache complete upload-pack responses under <data>/cache (see docs/design/pack-cache.md). */
-    packCacheEnabled: z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]).default(true),
+    packCacheEnabled: bool.default(true),
     /** Disk the cache may use; least recently used entries (stale ones first) are evicted beyond it. */
-    packCacheMaxBytes: positiveInt.default(4 * 1024 ** 3),
+    packCacheMaxBytes: positiveBytes.default(4 * 1024 ** 3),
     /** Largest response kept; larger ones are still shared by concurrent requests, then dropped. */
-    packCacheMaxEntryBytes: positiveInt.default(1024 ** 3),
+    packCacheMaxEntryBytes: positiveBytes.default(1024 ** 3),
     /** Below this much free space on the cache's filesystem, requests bypass the cache. */
-    packCacheMinFreeBytes: z.coerce.number().int().min(0).default(2 * 1024 ** 3),
+    packCacheMinFreeBytes: bytes.default(2 * 1024 ** 3),
     /** 1: store a response the first time its request is seen; 2: only when seen again within the window. */
-    packCacheAdmitAfter: z.coerce.number().int().min(1).max(2).default(1),
+    packCacheAdmitAfter: count.pipe(z.number().min(1).max(2)).default(1),
     /** The window of packCacheAdmitAfter=2. */
-    packCacheAdmitWindowSeconds: positiveInt.default(300),
+    packCacheAdmitWindowSeconds: positiveSeconds.default(300),
     /** Larger upload-pack request bodies (after gzip decoding) are not cached. */
-    packCacheMaxRequestBytes: positiveInt.default(64 * 1024),
+    packCacheMaxRequestBytes: positiveBytes.default(64 * 1024),
     /**
      * Behind nginx: a URI prefix (e.g. /_gitstratum/cache/) of an `internal` location aliased to
      * <data>/cache/entries/; cache hits are then sent by nginx (X-Accel-Redirect), not by Node.
@@ -60,17 +126,17 @@ export const configSchema = z
       .regex(/^\/([A-Za-z0-9._~-]+\/)*$/, 'a URI path that starts and ends with "/", e.g. /_gitstratum/cache/')
       .optional(),
     /** Largest push accepted (bytes git receives, after gzip decoding). */
-    maxPushBytes: positiveInt.default(5 * 1024 ** 3),
+    maxPushBytes: positiveBytes.default(5 * 1024 ** 3),
     /** On SIGTERM/SIGINT, how long in-flight requests (pushes) may take to finish. */
-    shutdownTimeoutSeconds: positiveInt.default(60),
+    shutdownTimeoutSeconds: positiveSeconds.default(60),
     /** After pushes, keep each repository's bitmaps and commit-graph fresh in the background (docs/design/maintenance.md). */
-    maintenanceEnabled: z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]).default(true),
+    maintenanceEnabled: bool.default(true),
     /** Quiet time after a repository's last push before it is maintained; a burst of pushes costs one run. */
-    maintenanceDelaySeconds: z.coerce.number().int().min(0).default(5),
+    maintenanceDelaySeconds: seconds.default(5),
     /** Repositories maintained at once. */
     maintenanceConcurrency: positiveInt.default(1),
     /** A maintenance run is killed after this long (and tried again after the next push). */
-    maintenanceTimeoutSeconds: positiveInt.default(3600),
+    maintenanceTimeoutSeconds: positiveSeconds.default(3600),
     /** Externally visible scheme://host[:port], when the request's own (or X-Forwarded-*) is not it. */
     publicUrl: z.string().url().optional(),
     /** Where LFS objects (and later snapshots) live: `filesystem` under <data>/objects, or `s3`. */
@@ -86,49 +152,49 @@ export const configSchema = z
     s3Prefix: z.string().regex(/^([a-z0-9][a-z0-9._-]*\/)*$/, 'must be empty or end with /').default(''),
     /** LFS transfers: `proxy` streams bytes through gitstratum; `direct` hands out pre-signed S3 URLs. */
     lfsTransferMode: z.enum(['proxy', 'direct']).default('proxy'),
-    lfsMaxObjectBytes: positiveInt.default(50 * 1024 ** 3),
+    lfsMaxObjectBytes: positiveBytes.default(50 * 1024 ** 3),
     lfsMaxBatchObjects: positiveInt.default(1000),
     /** Lifetime of LFS transfer actions; the client treats anything within 5 s of expiry as expired. */
-    lfsActionExpiresSeconds: z.coerce.number().int().min(60).max(7 * 86400).default(3600),
+    lfsActionExpiresSeconds: seconds.pipe(z.number().min(60).max(7 * 86400)).default(3600),
     /** Secret for signed LFS transfer authorizations; every frontend needs the same. Default: <data>/signing.key. */
     signingSecret: z.string().min(32).optional(),
     /**
      * Persist every repository to the object store as snapshots, in `serve` (docs/design/snapshots.md).
      * Set it false in `serve` when a separate `gitstratum worker` does it (a worker always does).
      */
-    snapshotsEnabled: z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]).default(true),
+    snapshotsEnabled: bool.default(true),
     /** Quiet time after a repository's last push before it is snapshotted; a burst of pushes costs one snapshot. */
-    snapshotDebounceSeconds: z.coerce.number().min(0).default(2),
+    snapshotDebounceSeconds: duration.pipe(z.number().min(0)).default(2),
     /**
      * Longest a repository pushed to without pause waits before its snapshot starts. With the
      * 1 s poll and the snapshot job itself, 6 keeps push-to-durable within 10 s under a push a second.
      */
-    snapshotMaxDelaySeconds: z.coerce.number().min(0).default(6),
+    snapshotMaxDelaySeconds: duration.pipe(z.number().min(0)).default(6),
     /** Repositories snapshotted at once. */
     snapshotConcurrency: positiveInt.default(1),
     /** Longest wait between retries of a failing snapshot (the backoff doubles from 1 s up to this). */
-    snapshotRetryMaxSeconds: positiveInt.default(60),
+    snapshotRetryMaxSeconds: positiveSeconds.default(60),
     /**
      * Evict a repository from local disk once no git request has touched it for this long and
      * every push is in a snapshot; its next request restores it. 0: never (the default).
      */
-    snapshotEvictIdleSeconds: z.coerce.number().int().min(0).default(0),
+    snapshotEvictIdleSeconds: seconds.default(0),
     /** Run the DR drill (restore and compare, docs/design/snapshots.md) every this many seconds in serve or worker; 0, never. */
-    drDrillIntervalSeconds: z.coerce.number().int().min(0).default(0),
+    drDrillIntervalSeconds: seconds.default(0),
     /** Repositories a scheduled DR drill checks, chosen at random; unset, all that have snapshots. */
     drDrillSample: positiveInt.optional(),
     /** SQLite only: back the metadata database up to the object store (backups/meta/) every this many seconds in serve or worker; 0, never. */
-    metaBackupIntervalSeconds: z.coerce.number().int().min(0).default(900),
+    metaBackupIntervalSeconds: seconds.default(900),
     /** Metadata backups kept in the object store; older ones are deleted after each backup. */
     metaBackupKeep: positiveInt.default(96),
     /** `gitstratum worker` only: serve /metrics (and /healthz) on this port of `host`; unset, none. 0 picks a free port. */
     metricsPort: port.optional(),
     /** Compact a repository's snapshots (one full in place of a chain) once its latest chain is longer than this; 0: never by length. */
-    snapshotChainMaxLength: z.coerce.number().int().min(0).default(20),
+    snapshotChainMaxLength: count.default(20),
     /** … or once the chain's incrementals together are larger than this many times its full snapshot; 0: never by size. */
-    snapshotChainMaxSizeRatio: z.coerce.number().min(0).default(1),
+    snapshotChainMaxSizeRatio: number.pipe(z.number().min(0)).default(1),
     /** Chains whose incrementals total fewer bytes than this restore fast anyway: compacted by length only. */
-    snapshotCompactMinBytes: z.coerce.number().int().min(0).default(64 * 1024 ** 2),
+    snapshotCompactMinBytes: bytes.default(64 * 1024 ** 2),
     /** Default branch of new repositories. */
     defaultBranch: z.string().regex(/^[A-Za-z0-9._/-]+$/).default('main'),
   })

@@ -11,6 +11,7 @@ import pg from 'pg';
 import { CompiledQuery, Kysely, Migrator, PostgresDialect, SqliteDialect, SqliteDriver, type DatabaseConnection } from 'kysely';
 import type { Database } from './schema.js';
 import { migrationProvider } from './migrations.js';
+import { unavailable } from '../shared/errors.js';
 
 export type Db = Kysely<Database>;
 export type Dialect = 'sqlite' | 'postgres';
@@ -59,8 +60,9 @@ export interface OpenOptions {
 export async function openMetaStore(opts: OpenOptions): Promise<MetaStore> {
   let store: MetaStore;
   if (opts.databaseUrl) {
-    const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: 10 });
     const url = new URL(opts.databaseUrl);
+    await reachPostgres(opts.databaseUrl, url);
+    const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: 10 });
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     store = {
       db,
@@ -71,12 +73,19 @@ export async function openMetaStore(opts: OpenOptions): Promise<MetaStore> {
   } else {
     mkdirSync(opts.dataDir, { recursive: true });
     const file = path.join(opts.dataDir, 'meta.sqlite');
-    const sqlite = new SQLite(file);
-    sqlite.pragma('journal_mode = WAL');
-    sqlite.pragma('synchronous = NORMAL');
-    sqlite.pragma('foreign_keys = ON');
-    // The CLI and the server may write at once; wait for the lock instead of failing.
-    sqlite.pragma('busy_timeout = 5000');
+    let sqlite: SQLite.Database | undefined;
+    try {
+      sqlite = new SQLite(file);
+      // The first statement is where a file that is not a database fails.
+      sqlite.pragma('journal_mode = WAL');
+      sqlite.pragma('synchronous = NORMAL');
+      sqlite.pragma('foreign_keys = ON');
+      // The CLI and the server may write at once; wait for the lock instead of failing.
+      sqlite.pragma('busy_timeout = 5000');
+    } catch (err) {
+      sqlite?.close();
+      throw unavailable('database_unavailable', `cannot open the SQLite database ${file}: ${(err as Error).message}`, { file });
+    }
     const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect(sqlite) });
     store = {
       db,
@@ -93,6 +102,38 @@ export async function openMetaStore(opts: OpenOptions): Promise<MetaStore> {
     throw err;
   }
   return store;
+}
+
+/**
+ * One connection before the pool is made, so an unreachable server, a wrong password or a
+ * missing database stops the start with one line naming the setting and the host (never the
+ * password) instead of a driver stack trace from the first migration. The pool itself has no
+ * connect timeout (it would also bound waits for a busy pool); this probe does.
+ */
+async function reachPostgres(connectionString: string, url: URL): Promise<void> {
+  const client = new pg.Client({ connectionString, connectionTimeoutMillis: 30_000 });
+  // A server that goes away after connecting must not crash the process through 'error'.
+  client.on('error', () => {});
+  try {
+    await client.connect();
+  } catch (err) {
+    const database = decodeURIComponent(url.pathname.slice(1)) || '(default)';
+    throw unavailable(
+      'database_unavailable',
+      `cannot connect to databaseUrl host ${url.host || '(default)'}, database ${database}: ${describe(err)}`,
+      { host: url.host, database },
+    );
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/** A driver error in a few words; a refused connection to a name with several addresses is an AggregateError with no message. */
+function describe(err: unknown): string {
+  const e = err as Error & { code?: string; errors?: unknown[] };
+  if (e.message) return e.message;
+  if (e.errors?.length) return describe(e.errors[0]);
+  return e.code ?? String(err);
 }
 
 export async function migrate(store: MetaStore): Promise<void> {

@@ -1,0 +1,330 @@
+/**
+ * `npm run bench:abuse`: does one hostile client hurt everyone else? (issue 9)
+ *
+ * A well-behaved client clones a small public repository and pushes one commit to it, in a
+ * loop, first with nothing else running (the quiet window), then while each attack runs in
+ * turn: 32 stalled upload-pack bodies, 4 anonymous LFS batches of a million `{}` to a private
+ * repository, a gzip push-option flood with a write token, 4 clients fetching a repository of
+ * 100,000 refs, and 200 requests/s from one address. For each window it prints the good
+ * client's median clone and push wall time against the quiet window's (target ≤ 1.5×),
+ * `/healthz` p99 probed every 50 ms on fresh connections (target ≤ 100 ms), the server's peak
+ * RSS (target ≤ 300 MB) and crashes (target 0). A server that crashed is started again on the
+ * same data directory for the next window.
+ *
+ * Options (flags after `npm run bench:abuse --`, or environment):
+ *   --seconds N     BENCH_SECONDS     length of each window (default 60)
+ *   --refs N        BENCH_REFS        refs of the many-refs repository (default 100000)
+ *   --flood-mib N   BENCH_FLOOD_MIB   decoded size of the push-option flood (default 400)
+ *   --only a,b      BENCH_ONLY        run only these attacks (names as printed)
+ *   --keep          BENCH_KEEP=1      keep the run directory (.bench/run-abuse-*, server log included)
+ *                   BENCH_TIMEOUT_S   whole-run limit (default 3600)
+ */
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { hugeBatches, manyRefsFetches, pushOptionFlood, pushOptionFloodBody, requestRate, stalledBodies, type Attack, type Target } from './abuse-attacks.js';
+import { startGitstratum, type GitstratumServer } from './gitstratum-server.js';
+import { run, runBench, startRun } from './processes.js';
+import { peakRss, resetPeakRss, sampleRss, waitForTree } from './proc-stats.js';
+import { ensureRepo, mediumOfSize } from './repo-generator.js';
+import { median, table } from './report.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const CACHE = path.join(ROOT, '.bench');
+const CLIENT_TIMEOUT_MS = 300_000;
+/** Good-client cycles per window at most, whatever the window's length. */
+const MAX_CYCLES = 500;
+const TARGET = { ratio: 1.5, p99Ms: 100, rssBytes: 300e6 };
+
+interface Options {
+  seconds: number;
+  refs: number;
+  floodMib: number;
+  only?: string[];
+  keep: boolean;
+  timeoutS: number;
+}
+
+function parseOptions(argv: string[]): Options {
+  const env = process.env;
+  const opts: Options = {
+    seconds: Number(env['BENCH_SECONDS'] ?? 60),
+    refs: Number(env['BENCH_REFS'] ?? 100_000),
+    floodMib: Number(env['BENCH_FLOOD_MIB'] ?? 400),
+    keep: env['BENCH_KEEP'] === '1',
+    timeoutS: Number(env['BENCH_TIMEOUT_S'] ?? 3600),
+    ...(env['BENCH_ONLY'] && { only: env['BENCH_ONLY'].split(',') }),
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--keep') opts.keep = true;
+    else if (arg === '--seconds') opts.seconds = Number(argv[++i]);
+    else if (arg === '--refs') opts.refs = Number(argv[++i]);
+    else if (arg === '--flood-mib') opts.floodMib = Number(argv[++i]);
+    else if (arg === '--only') opts.only = (argv[++i] ?? '').split(',');
+    else throw new Error(`unknown option: ${arg} (known: --seconds N, --refs N, --flood-mib N, --only a,b, --keep)`);
+  }
+  const bad = (n: number, min: number, max: number) => !Number.isInteger(n) || n < min || n > max;
+  if (bad(opts.seconds, 5, 3600)) throw new Error('--seconds must be an integer from 5 to 3600');
+  if (bad(opts.refs, 1, 1_000_000)) throw new Error('--refs must be an integer from 1 to 1000000');
+  if (bad(opts.floodMib, 1, 4096)) throw new Error('--flood-mib must be an integer from 1 to 4096');
+  const unknown = opts.only?.filter((name) => !SCENARIOS.some((s) => s.name === name));
+  if (unknown?.length) throw new Error(`unknown attack(s) ${unknown.join(', ')} (known: ${SCENARIOS.map((s) => s.name).join(', ')})`);
+  return opts;
+}
+
+const say = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
+
+interface Context {
+  server: GitstratumServer;
+  target: Target;
+  env: NodeJS.ProcessEnv;
+  workDir: string;
+  source: string;
+  head: string;
+  opts: Options;
+}
+
+interface Scenario {
+  name: string;
+  /** Untimed preparation, before the attack starts. */
+  setup?(ctx: Context): Promise<void>;
+  start(ctx: Context): Promise<Attack>;
+}
+
+let floodBody: { body: Buffer; decoded: number } | undefined;
+
+const SCENARIOS: Scenario[] = [
+  { name: 'stalled-bodies', start: (ctx) => stalledBodies(ctx.target, 'alice/bench/stall', ctx.head, 32) },
+  { name: 'huge-batches', start: async (ctx) => hugeBatches(ctx.target, 'alice/bench/private', 4, 1_000_000) },
+  {
+    name: 'push-option-flood',
+    async setup(ctx) {
+      floodBody = await pushOptionFloodBody(ctx.head, ctx.opts.floodMib);
+    },
+    start: async (ctx) => pushOptionFlood(ctx.target, 'alice/bench/flood', floodBody!.body, floodBody!.decoded),
+  },
+  {
+    name: 'many-refs',
+    async setup(ctx) {
+      // One push of N new tags, as the issue's reproduction: the server then holds them as loose refs.
+      const local = path.join(ctx.workDir, 'refs-source.git');
+      await run('git', ['clone', '--bare', '--quiet', '--no-local', ctx.source, local], { env: ctx.env });
+      const lines = Array.from({ length: ctx.opts.refs }, (_, i) => `create refs/tags/t${String(i).padStart(7, '0')} ${ctx.head}\n`);
+      await run('git', ['--git-dir', local, 'update-ref', '--stdin'], { env: ctx.env, input: lines.join(''), timeoutMs: 1_800_000 });
+      await run('git', ['--git-dir', local, 'pack-refs', '--all'], { env: ctx.env });
+      const started = Date.now();
+      await run('git', ['--git-dir', local, 'push', '--quiet', `${ctx.server.authUrl}/alice/bench/many-refs.git`, 'refs/heads/main', 'refs/tags/*:refs/tags/*'], {
+        env: ctx.env,
+        timeoutMs: 1_800_000,
+      });
+      say(`many-refs: pushed ${ctx.opts.refs} tags in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    },
+    start: (ctx) => manyRefsFetches(ctx.target, 'alice/bench/many-refs', ctx.workDir, ctx.env, 4),
+  },
+  { name: 'request-rate', start: async (ctx) => requestRate(ctx.target, 'alice/bench/good', 200) },
+];
+
+interface Window {
+  name: string;
+  clone: number[];
+  push: number[];
+  failures: string[];
+  healthz: number[];
+  healthzFailures: number;
+  rss: number;
+  crashed: boolean;
+  attack: string;
+}
+
+/** GET /healthz every `everyMs` on a fresh connection, whatever the previous probe is doing. */
+function probeHealthz(url: () => string, everyMs: number) {
+  const latencies: number[] = [];
+  let failures = 0;
+  const pending = new Map<http.ClientRequest, number>();
+  const timer = setInterval(() => {
+    const started = performance.now();
+    const done = (ok: boolean) => {
+      if (!pending.delete(req)) return;
+      latencies.push(performance.now() - started);
+      if (!ok) failures++;
+    };
+    const req = http.get(`${url()}/healthz`, { agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => done(res.statusCode === 200));
+    });
+    req.on('error', () => done(false));
+    pending.set(req, started);
+  }, everyMs);
+  return {
+    /** Stops probing; probes still unanswered 10 s later count as failures at their age then. */
+    async stop() {
+      clearInterval(timer);
+      const deadline = Date.now() + 10_000;
+      while (pending.size > 0 && Date.now() < deadline) await sleep(50);
+      for (const [req, started] of pending) {
+        latencies.push(performance.now() - started);
+        failures++;
+        req.destroy();
+      }
+      pending.clear();
+      return { latencies, failures };
+    },
+  };
+}
+
+let cycle = 0;
+
+/** One good-client cycle: a full clone, then a push of one new commit. Wall times in seconds. */
+async function goodCycle(ctx: Context): Promise<{ clone: number; push: number }> {
+  const dir = path.join(ctx.workDir, `good-${++cycle}`);
+  try {
+    const url = `${ctx.server.authUrl}/alice/bench/good.git`;
+    const clone = await run('git', ['clone', '--quiet', url, dir], { env: ctx.env, timeoutMs: CLIENT_TIMEOUT_MS });
+    await writeFile(path.join(dir, 'bench-good.txt'), `cycle ${cycle}\n`);
+    await run('git', ['-C', dir, 'add', 'bench-good.txt'], { env: ctx.env });
+    await run('git', ['-C', dir, 'commit', '--quiet', '-m', `good client, cycle ${cycle}`], { env: ctx.env });
+    const push = await run('git', ['-C', dir, 'push', '--quiet', 'origin', 'HEAD:main'], { env: ctx.env, timeoutMs: CLIENT_TIMEOUT_MS });
+    return { clone: clone.seconds, push: push.seconds };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function measureWindow(ctx: Context, name: string, attack?: Attack): Promise<Window> {
+  const { server } = ctx;
+  const pid = server.pid;
+  const hwm = resetPeakRss(pid);
+  const sampler = sampleRss(pid, 100);
+  const probe = probeHealthz(() => server.url, 50);
+  const w: Window = { name, clone: [], push: [], failures: [], healthz: [], healthzFailures: 0, rss: 0, crashed: false, attack: '' };
+  const end = Date.now() + ctx.opts.seconds * 1000;
+  for (let n = 0; (n === 0 || Date.now() < end) && n < MAX_CYCLES; n++) {
+    try {
+      const r = await goodCycle(ctx);
+      w.clone.push(r.clone);
+      w.push.push(r.push);
+    } catch (err) {
+      // The clone URL carries the token: not printed.
+      const message = (err as Error).message.replace(/\/\/[^/@\s]*:[^/@\s]*@/g, '//***@');
+      w.failures.push(message.split('\n').slice(0, 2).join(' | ').slice(0, 300));
+      await sleep(1000);
+    }
+  }
+  const health = await probe.stop();
+  w.healthz = health.latencies;
+  w.healthzFailures = health.failures;
+  w.crashed = !server.alive();
+  w.rss = Math.max(sampler.stop(), hwm && !w.crashed ? peakRss(pid) : 0);
+  if (attack) {
+    await attack.stop();
+    w.attack = attack.summary();
+  }
+  return w;
+}
+
+/** After an attack: the server answers /healthz and has no git child left (bounded; a leftover is reported, not fatal). */
+async function settle(ctx: Context): Promise<void> {
+  if (!ctx.server.alive()) return;
+  try {
+    await waitForTree([ctx.server.pid], new Set([ctx.server.pid]), 120_000);
+  } catch (err) {
+    say(`warning: ${(err as Error).message}`);
+  }
+}
+
+function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+}
+
+function report(windows: Window[], opts: Options): string {
+  const quiet = windows[0]!;
+  const ratio = (xs: number[], base: number[]) => (xs.length && base.length ? median(xs) / median(base) : NaN);
+  const fmt = (n: number, digits: number, suffix = '') => (Number.isFinite(n) ? `${n.toFixed(digits)}${suffix}` : 'n/a');
+  const rows = [['window', 'clone s', '× quiet', 'push s', '× quiet', 'good ok/failed', '/healthz p99 ms', 'max ms', 'probes failed', 'peak RSS MB', 'crashes']];
+  const verdicts = [['window', `clone, push ≤ ${TARGET.ratio}×`, `/healthz p99 ≤ ${TARGET.p99Ms} ms`, `peak RSS ≤ ${TARGET.rssBytes / 1e6} MB`, 'crashes = 0']];
+  const met = (ok: boolean) => (ok ? 'met' : 'MISSED');
+  for (const w of windows) {
+    const cloneRatio = ratio(w.clone, quiet.clone);
+    const pushRatio = ratio(w.push, quiet.push);
+    const p99 = percentile(w.healthz, 99);
+    rows.push([
+      w.name,
+      fmt(median(w.clone), 2),
+      fmt(cloneRatio, 2, '×'),
+      fmt(median(w.push), 2),
+      fmt(pushRatio, 2, '×'),
+      `${w.clone.length}/${w.failures.length}`,
+      fmt(p99, 0),
+      fmt(Math.max(...w.healthz), 0),
+      `${w.healthzFailures}/${w.healthz.length}`,
+      fmt(w.rss / 1e6, 0),
+      w.crashed ? '1' : '0',
+    ]);
+    if (w === quiet) continue;
+    const ratiosOk = cloneRatio <= TARGET.ratio && pushRatio <= TARGET.ratio && w.failures.length === 0;
+    verdicts.push([w.name, met(ratiosOk), met(p99 <= TARGET.p99Ms && w.healthzFailures === 0), met(w.rss <= TARGET.rssBytes), met(!w.crashed)]);
+  }
+  const out = [
+    `abuse: a good client clones alice/bench/good and pushes one commit, in a loop, for ${opts.seconds} s per window (medians); /healthz every 50 ms on a new connection`,
+    table(rows),
+    '',
+    'targets (a failed good cycle or probe misses its target)',
+    table(verdicts),
+    '',
+    'attacks',
+    ...windows.filter((w) => w.attack).map((w) => `  ${w.name}: ${w.attack}`),
+  ];
+  const failures = windows.flatMap((w) => w.failures.slice(0, 3).map((f) => `  ${w.name}: ${f}`));
+  if (failures.length) out.push('', 'good-client failures (first 3 per window)', ...failures);
+  return out.join('\n');
+}
+
+async function main(): Promise<void> {
+  const opts = parseOptions(process.argv.slice(2));
+  await mkdir(CACHE, { recursive: true });
+  const { workDir, env, finish } = await startRun(CACHE, 'run-abuse', { keep: opts.keep, timeoutS: opts.timeoutS });
+  try {
+    const gitEnv = { ...env, GIT_AUTHOR_NAME: 'Good Client', GIT_AUTHOR_EMAIL: 'good@example.com', GIT_COMMITTER_NAME: 'Good Client', GIT_COMMITTER_EMAIL: 'good@example.com' };
+    const repo = await ensureRepo(mediumOfSize(5), CACHE, env, say);
+    const source = path.join(workDir, 'source.git');
+    await run('git', ['clone', '--bare', '--quiet', '--no-local', repo.path, source], { env });
+    const head = (await run('git', ['--git-dir', source, 'rev-parse', 'refs/heads/main'], { env })).stdout.trim();
+
+    say('starting gitstratum (default settings)');
+    const server = await startGitstratum(ROOT, path.join(workDir, 'gs'), env);
+    for (const name of ['good', 'stall', 'flood', 'many-refs']) await server.createRepo(name);
+    await server.cli('repo', 'create', 'alice/bench/private', '--private');
+    for (const name of ['good', 'stall', 'flood']) {
+      await run('git', ['--git-dir', source, 'push', '--quiet', `${server.authUrl}/alice/bench/${name}.git`, 'refs/heads/main'], { env });
+    }
+    const ctx: Context = { server, target: { url: () => server.url, token: server.token }, env: gitEnv, workDir, source, head, opts };
+
+    // One untimed cycle warms the page cache and the server's clone cache.
+    await goodCycle(ctx);
+    say(`quiet window (${opts.seconds} s)`);
+    const windows = [await measureWindow(ctx, 'quiet')];
+    for (const scenario of SCENARIOS.filter((s) => !opts.only || opts.only.includes(s.name))) {
+      if (scenario.setup) {
+        say(`${scenario.name}: preparing`);
+        await scenario.setup(ctx);
+      }
+      say(`${scenario.name}: attack running, ${opts.seconds} s window`);
+      const attack = await scenario.start(ctx);
+      const w = await measureWindow(ctx, scenario.name, attack);
+      windows.push(w);
+      say(`${scenario.name}: ${w.clone.length} good cycles, ${w.failures.length} failed${w.crashed ? '; the server CRASHED, starting it again' : ''}`);
+      if (w.crashed) await server.restart();
+      await settle(ctx);
+    }
+    process.stdout.write(report(windows, opts) + '\n');
+  } finally {
+    await finish();
+  }
+}
+
+runBench(main);
