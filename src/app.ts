@@ -20,6 +20,7 @@ import { createHttpServer } from './http/server.js';
 import { registerGitRoutes } from './http/git-routes.js';
 import { registerApiRoutes } from './http/api-routes.js';
 import { registerLfsRoutes } from './http/lfs-routes.js';
+import { connectRedis, registerBudget } from './http/rate-limit.js';
 import type { ObjectStore } from './storage/object-store.js';
 import { createFsStore } from './storage/fs-store.js';
 import { timed } from './storage/timed-store.js';
@@ -193,6 +194,19 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       return true;
     },
   });
+  // Before every route: the budget of each client (README "Limits").
+  const redis = config.redisUrl ? connectRedis(config.redisUrl, log.child({ component: 'rate-limit' })) : undefined;
+  registerBudget(
+    http,
+    {
+      windowSeconds: config.rateLimitWindowSeconds,
+      requests: { git: config.rateLimitGitRequests, lfs: config.rateLimitLfsRequests, api: config.rateLimitApiRequests },
+      authFailures: config.rateLimitAuthFailures,
+      concurrentRequests: config.maxConcurrentRequestsPerClient,
+      concurrentGit: config.maxConcurrentGitPerClient,
+    },
+    { accounts: core.accounts, registry: metrics.registry, log: log.child({ component: 'rate-limit' }), redis, redisKeyPrefix: config.redisKeyPrefix },
+  );
   const limits = { timeoutMs: config.gitTimeoutSeconds * 1000, maxPushBytes: config.maxPushBytes };
   const plainGit = gitServices(limiter);
   const packCache = config.packCacheEnabled
@@ -243,6 +257,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       await residency.close();
       await hooks.close();
       rawStore.destroy?.();
+      redis?.disconnect();
       await core.close();
     },
   };
