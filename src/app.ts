@@ -194,19 +194,6 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       return true;
     },
   });
-  // Before every route: the budget of each client (README "Limits").
-  const redis = config.redisUrl ? connectRedis(config.redisUrl, log.child({ component: 'rate-limit' })) : undefined;
-  registerBudget(
-    http,
-    {
-      windowSeconds: config.rateLimitWindowSeconds,
-      requests: { git: config.rateLimitGitRequests, lfs: config.rateLimitLfsRequests, api: config.rateLimitApiRequests },
-      authFailures: config.rateLimitAuthFailures,
-      concurrentRequests: config.maxConcurrentRequestsPerClient,
-      concurrentGit: config.maxConcurrentGitPerClient,
-    },
-    { accounts: core.accounts, registry: metrics.registry, log: log.child({ component: 'rate-limit' }), redis, redisKeyPrefix: config.redisKeyPrefix },
-  );
   const limits = { timeoutMs: config.gitTimeoutSeconds * 1000, maxPushBytes: config.maxPushBytes };
   const plainGit = gitServices(limiter);
   const packCache = config.packCacheEnabled
@@ -229,6 +216,20 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
         { metrics: createPackCacheMetrics(metrics.registry), log: log.child({ component: 'pack-cache' }) },
       )
     : undefined;
+  // Before every route: the budget of each client (README "Limits"). Connected last, so no
+  // failure of the wiring above can leave a Redis connection open.
+  const redis = config.redisUrl ? connectRedis(config.redisUrl, log.child({ component: 'rate-limit' })) : undefined;
+  registerBudget(
+    http,
+    {
+      windowSeconds: config.rateLimitWindowSeconds,
+      requests: { git: config.rateLimitGitRequests, lfs: config.rateLimitLfsRequests, api: config.rateLimitApiRequests },
+      authFailures: config.rateLimitAuthFailures,
+      concurrentRequests: config.maxConcurrentRequestsPerClient,
+      concurrentGit: config.maxConcurrentGitPerClient,
+    },
+    { accounts: core.accounts, registry: metrics.registry, log: log.child({ component: 'rate-limit' }), redis, redisKeyPrefix: config.redisKeyPrefix },
+  );
   registerGitRoutes(http, { accounts: core.accounts, repos: core.repos, git: packCache ?? plainGit, limits, metrics, hookSocket: hooks.socketPath, residency });
   registerApiRoutes(http, { accounts: core.accounts, repos: core.repos });
   registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl });

@@ -240,7 +240,8 @@ export function registerBudget(app: FastifyInstance, settings: BudgetSettings, d
   }
 
   function refuse(req: FastifyRequest, reply: FastifyReply, cls: RequestClass, err: DomainError): FastifyReply {
-    req.log.info({ code: err.code, limit: err.fields['limit'], client_ip: req.ip }, 'request over budget');
+    // The request line (server.ts) has the status and address; this adds which limit, when asked.
+    req.log.debug({ code: err.code, limit: err.fields['limit'] }, 'request over budget');
     // A body may still be arriving (a push); don't keep the connection for the rest of it.
     if (!req.raw.complete) reply.header('Connection', 'close');
     if (cls === 'git') return sendGitError(reply, err);
