@@ -92,7 +92,9 @@ export function addressKey(ip: string): string {
  * ioredis keeps reconnecting in the background.
  */
 export function connectRedis(url: string, log: Logger): Redis {
-  const redis = new Redis(url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000 });
+  // commandTimeout: a Redis that accepts commands but stops answering must not hold requests
+  // either; the timed-out command falls back to the insurance limiter.
+  const redis = new Redis(url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 1000 });
   let down = false;
   redis.on('error', (err: Error) => {
     // ioredis reports every reconnect attempt; one line per outage is enough.
@@ -205,7 +207,8 @@ export function registerBudget(app: FastifyInstance, settings: BudgetSettings, d
    * names the user only once the route has verified it against the object.
    */
   async function identify(req: FastifyRequest, cls: RequestClass): Promise<Client | DomainError> {
-    const address = addressKey(req.ip);
+    // req.ip is undefined once the socket is gone (a client that hung up at once).
+    const address = addressKey(req.ip ?? 'unknown');
     const anonymousClient = { key: `a:${address}`, label: `address ${address}`, address };
     let secret: string | undefined;
     try {
