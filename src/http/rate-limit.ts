@@ -136,7 +136,6 @@ interface Client {
   key: string;
   /** How messages name the client. */
   label: string;
-  address: string;
 }
 
 export function registerBudget(app: FastifyInstance, settings: BudgetSettings, deps: BudgetDeps): void {
@@ -209,7 +208,7 @@ export function registerBudget(app: FastifyInstance, settings: BudgetSettings, d
   async function identify(req: FastifyRequest, cls: RequestClass): Promise<Client | DomainError> {
     // req.ip is undefined once the socket is gone (a client that hung up at once).
     const address = addressKey(req.ip ?? 'unknown');
-    const anonymousClient = { key: `a:${address}`, label: `address ${address}`, address };
+    const anonymousClient = { key: `a:${address}`, label: `address ${address}` };
     let secret: string | undefined;
     try {
       secret = presentedSecret(req.headers.authorization);
@@ -221,7 +220,7 @@ export function registerBudget(app: FastifyInstance, settings: BudgetSettings, d
     if (spent) return authFailureRefusal(address, spent);
     try {
       const actor = await authenticate(accounts, req);
-      if (actor.kind === 'user') return { key: `u:${actor.userId}`, label: `user ${actor.name}`, address };
+      if (actor.kind === 'user') return { key: `u:${actor.userId}`, label: `user ${actor.name}` };
       return anonymousClient;
     } catch (err) {
       // Anything but a refused credential (the database is down) is the route's to report.
