@@ -227,6 +227,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       authFailures: config.rateLimitAuthFailures,
       concurrentRequests: config.maxConcurrentRequestsPerClient,
       concurrentGit: config.maxConcurrentGitPerClient,
+      gitQueue: { maxWaiting: config.gitMaxQueue, timeoutMs: config.gitQueueTimeoutSeconds * 1000 },
     },
     { accounts: core.accounts, registry: metrics.registry, log: log.child({ component: 'rate-limit' }), redis, redisKeyPrefix: config.redisKeyPrefix },
   );

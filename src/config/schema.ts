@@ -71,7 +71,7 @@ export const configSchema = z
     rateLimitAuthFailures: z.coerce.number().int().min(0).default(100),
     /** Requests one client (user, or address when anonymous) may have in flight on one server; 0: no limit. */
     maxConcurrentRequestsPerClient: z.coerce.number().int().min(0).default(256),
-    /** Git requests (each runs at most one git process) one client may have in flight on one server; 0: no limit. */
+    /** Git requests (each runs at most one git process) one client may run at once on one server; more wait (gitMaxQueue, gitQueueTimeoutSeconds). 0: no limit. */
     maxConcurrentGitPerClient: z.coerce.number().int().min(0).default(24),
     /** redis:// URL: share the rate-limit budgets among every frontend through Redis; unset, each server counts alone. */
     redisUrl: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),

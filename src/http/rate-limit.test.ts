@@ -28,6 +28,7 @@ const generous: BudgetSettings = {
   authFailures: 1000,
   concurrentRequests: 1000,
   concurrentGit: 1000,
+  gitQueue: { maxWaiting: 1000, timeoutMs: 30_000 },
 };
 
 interface Fixture {
@@ -36,6 +37,8 @@ interface Fixture {
   lookups: () => number;
   /** Lets every held request (see `?hold`) finish. */
   releaseHeld: () => void;
+  /** Requests in the route, held. */
+  heldCount: () => number;
   metric: (limit: string) => Promise<number>;
 }
 
@@ -67,6 +70,7 @@ async function fixture(overrides: Partial<BudgetSettings> = {}, opts: { redis?: 
   return {
     app,
     lookups: () => lookups,
+    heldCount: () => held.length,
     releaseHeld: () => {
       const now = held;
       held = [];
@@ -193,25 +197,51 @@ test('failed authentications have their own budget; once spent, credentials from
   await f.app.close();
 });
 
-test('concurrent requests and concurrent git requests are capped per client', async () => {
-  const f = await fixture({ concurrentRequests: 3, concurrentGit: 2 });
+test('requests in flight are capped per client: over the cap, 429 at once', async () => {
+  const f = await fixture({ concurrentRequests: 3 });
   const headers = from('198.51.100.8');
   // inject() starts only when awaited or then()'d.
-  const start = (url: string) => f.app.inject({ url, headers }).then((res) => res);
-  const held = [start(`${GIT}&hold`), start(`${GIT}&hold`)];
-  await waitFor(async () => (await f.app.inject({ url: GIT, headers })).statusCode === 429);
-  const third = await f.app.inject({ url: GIT, headers });
-  assert.equal(third.statusCode, 429);
-  assert.match(third.body, /too many concurrent git requests for address 198\.51\.100\.8 \(at most 2\)/);
-  // One more API request fits under the total cap; a second does not.
-  const api = start(`${API}?hold`);
-  await waitFor(async () => (await f.app.inject({ url: API, headers })).statusCode === 429);
+  const held = [1, 2, 3].map(() => f.app.inject({ url: `${API}?hold`, headers }).then((res) => res));
+  await waitFor(async () => f.heldCount() === 3);
+  const over = await f.app.inject({ url: GIT, headers });
+  assert.equal(over.statusCode, 429);
+  assert.match(over.body, /too many concurrent requests for address 198\.51\.100\.8 \(at most 3\)/);
   assert.equal((await f.app.inject({ url: API, headers: from('198.51.100.9') })).statusCode, 200, 'another client is unaffected');
   f.releaseHeld();
-  for (const res of await Promise.all([...held, api])) assert.equal(res.statusCode, 200);
-  assert.equal((await f.app.inject({ url: GIT, headers })).statusCode, 200, 'slots come back when requests finish');
-  assert.ok((await f.metric('concurrent_git')) >= 1);
-  assert.ok((await f.metric('concurrent_requests')) >= 1);
+  for (const res of await Promise.all(held)) assert.equal(res.statusCode, 200);
+  assert.equal((await f.app.inject({ url: API, headers })).statusCode, 200, 'slots come back when requests finish');
+  assert.equal(await f.metric('concurrent_requests'), 1);
+  await f.app.close();
+});
+
+test('git requests over the per-client cap wait their turn; beyond the client queue, 429', async () => {
+  const f = await fixture({ concurrentGit: 2, gitQueue: { maxWaiting: 1, timeoutMs: 30_000 } });
+  const headers = from('198.51.100.10');
+  const start = (url: string, h = headers) => f.app.inject({ url, headers: h }).then((res) => res);
+  const held = [start(`${GIT}&hold`), start(`${GIT}&hold`)];
+  await waitFor(async () => f.heldCount() === 2);
+  // Two more: one waits in the client's queue (room for one), the other is refused at once.
+  const more = [start(GIT), start(GIT)];
+  const first = await Promise.race(more);
+  assert.equal(first.statusCode, 429);
+  assert.match(first.body, /too many concurrent git requests for address 198\.51\.100\.10 \(at most 2 at once/);
+  assert.equal(first.headers['retry-after'], '5');
+  assert.equal((await start(GIT, from('198.51.100.11'))).statusCode, 200, 'another client runs meanwhile');
+  f.releaseHeld();
+  assert.deepEqual((await Promise.all([...held, ...more])).map((r) => r.statusCode).sort(), [200, 200, 200, 429]);
+  assert.equal(await f.metric('concurrent_git'), 1);
+  await f.app.close();
+});
+
+test('a git request that waits longer than the queue timeout gets 429', async () => {
+  const f = await fixture({ concurrentGit: 1, gitQueue: { maxWaiting: 10, timeoutMs: 50 } });
+  const headers = from('198.51.100.12');
+  const held = f.app.inject({ url: `${GIT}&hold`, headers }).then((res) => res);
+  await waitFor(async () => f.heldCount() === 1);
+  assert.equal((await f.app.inject({ url: GIT, headers })).statusCode, 429);
+  f.releaseHeld();
+  assert.equal((await held).statusCode, 200);
+  assert.equal((await f.app.inject({ url: GIT, headers })).statusCode, 200);
   await f.app.close();
 });
 
@@ -228,7 +258,7 @@ test('two servers sharing one Redis share the budget', async (t) => {
   const prefix = `test-${process.pid}-${Date.now()}:`;
   const a = await fixture({ requests: { git: 1000, lfs: 1000, api: 4 } }, { redis, prefix });
   const b = await fixture({ requests: { git: 1000, lfs: 1000, api: 4 } }, { redis, prefix });
-  const headers = from('198.51.100.10');
+  const headers = from('198.51.100.20');
   const statuses = [];
   for (const app of [a.app, b.app, a.app, b.app, a.app, b.app]) statuses.push((await app.inject({ url: API, headers })).statusCode);
   assert.deepEqual(statuses, [200, 200, 200, 200, 429, 429]);
@@ -241,7 +271,7 @@ test('with Redis unreachable, requests are served and still limited in memory', 
   const redis = connectRedis('redis://127.0.0.1:1', log);
   t.after(() => redis.disconnect());
   const f = await fixture({ requests: { git: 1000, lfs: 1000, api: 2 } }, { redis });
-  const headers = from('198.51.100.11');
+  const headers = from('198.51.100.21');
   assert.deepEqual(
     [await f.app.inject({ url: API, headers }), await f.app.inject({ url: API, headers }), await f.app.inject({ url: API, headers })].map((r) => r.statusCode),
     [200, 200, 429],

@@ -13,9 +13,10 @@
  * What: requests per window, separately for git, LFS and the API (rate-limiter-flexible; in
  * memory, or in Redis when `redisUrl` is set so every frontend spends the same budget, with a
  * memory limiter as insurance while Redis is unreachable: a Redis outage never fails a
- * request). And requests in flight, in total and for git (each git request runs at most one
- * git process), counted per server process: these bound what one client holds of this
- * server's slots, which a shared count would not bound any better.
+ * request). And requests in flight, in total (over the cap: 429) and for git (each git request
+ * runs at most one git process; over the cap a request waits in the client's own queue),
+ * counted per server process: they bound what one client holds of this server's slots, which
+ * a shared count would not bound any better.
  *
  * Over a limit: 429 with `Retry-After`, in the shape the client prints (git: text/plain;
  * git-lfs: the LFS JSON `message`, and it retries after `Retry-After`; the API: its JSON).
@@ -25,6 +26,7 @@ import { Redis } from 'ioredis';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Accounts } from '../access/accounts.js';
+import { Limiter, type LimiterOptions } from '../git/limiter.js';
 import { looksLikeJwt } from '../lfs/signing.js';
 import type { Logger } from '../shared/log.js';
 import { isDomainError, rateLimited, type DomainError } from '../shared/errors.js';
@@ -44,7 +46,10 @@ export interface BudgetSettings {
   requests: Record<RequestClass, number>;
   authFailures: number;
   concurrentRequests: number;
+  /** Git requests in flight per client; more wait in the client's queue. */
   concurrentGit: number;
+  /** That queue: how many may wait, and for how long, before 429. */
+  gitQueue: { maxWaiting: number; timeoutMs: number };
 }
 
 export interface BudgetDeps {
@@ -132,6 +137,41 @@ class InFlight {
   }
 }
 
+/**
+ * Git requests in flight per client. Over the cap a request waits, in the client's own FIFO
+ * queue (bounded like the server's git queue), rather than failing: a CI fleet behind one
+ * address that starts more clones at once than the cap gets them all, a few later; one client
+ * never holds every git process of the server meanwhile.
+ */
+class ClientGitSlots {
+  private readonly byClient = new Map<string, Limiter>();
+
+  constructor(private readonly opts: LimiterOptions) {}
+
+  /** A release function; rejects when the client's queue is full, the wait timed out or `signal` aborted. */
+  async acquire(key: string, signal: AbortSignal): Promise<() => void> {
+    let limiter = this.byClient.get(key);
+    if (!limiter) {
+      limiter = new Limiter(this.opts);
+      this.byClient.set(key, limiter);
+    }
+    const forgetIfIdle = (l: Limiter) => {
+      if (l.runningCount === 0 && l.queuedCount === 0 && this.byClient.get(key) === l) this.byClient.delete(key);
+    };
+    try {
+      const release = await limiter.acquire(signal);
+      const l = limiter;
+      return () => {
+        release();
+        forgetIfIdle(l);
+      };
+    } catch (err) {
+      forgetIfIdle(limiter);
+      throw err;
+    }
+  }
+}
+
 interface Client {
   key: string;
   /** How messages name the client. */
@@ -149,7 +189,7 @@ export function registerBudget(app: FastifyInstance, settings: BudgetSettings, d
   });
   const inFlight = new InFlight();
   const releases = new WeakMap<FastifyRequest, () => void>();
-  const gitInFlight = new InFlight();
+  const gitSlots = settings.concurrentGit > 0 ? new ClientGitSlots({ maxRunning: settings.concurrentGit, maxQueue: settings.gitQueue.maxWaiting, queueTimeoutMs: settings.gitQueue.timeoutMs }) : undefined;
   new Gauge({
     name: 'gitstratum_rate_limit_clients_in_flight',
     help: 'Clients (users or addresses) with a request in flight on this server',
@@ -282,24 +322,31 @@ export function registerBudget(app: FastifyInstance, settings: BudgetSettings, d
       const message = `too many concurrent requests for ${client.label} (at most ${settings.concurrentRequests}); retry when one has finished`;
       return refuse(req, reply, cls, rateLimited('too_many_concurrent', message, 1, { limit: 'concurrent_requests' }));
     }
-    let releaseGit: (() => void) | undefined;
-    if (cls === 'git') {
-      releaseGit = gitInFlight.tryAcquire(client.key, settings.concurrentGit);
-      if (!releaseGit) {
-        releaseRequest();
-        rejected.inc({ limit: 'concurrent_git' });
-        const message = `too many concurrent git requests for ${client.label} (at most ${settings.concurrentGit}); retry when one has finished`;
-        return refuse(req, reply, cls, rateLimited('too_many_concurrent', message, 1, { limit: 'concurrent_git' }));
-      }
-    }
+    // Everything this request holds, given back once, when its response closes (or, as
+    // inject() may not emit 'close', when it has been sent).
+    const held = [releaseRequest];
+    let ended = false;
     const release = () => {
-      releaseRequest();
-      releaseGit?.();
+      ended = true;
+      for (const give of held.splice(0)) give();
     };
     releases.set(req, release);
-    // 'close' comes once the response is done or the client is gone (inject() may not emit it:
-    // onResponse releases too; each release counts once).
     reply.raw.once('close', release);
+
+    if (cls === 'git' && gitSlots) {
+      const gone = new AbortController();
+      reply.raw.once('close', () => gone.abort());
+      try {
+        held.push(await gitSlots.acquire(client.key, gone.signal));
+      } catch {
+        if (gone.signal.aborted) return reply;
+        rejected.inc({ limit: 'concurrent_git' });
+        const message = `too many concurrent git requests for ${client.label} (at most ${settings.concurrentGit} at once, more wait up to ${settings.gitQueue.timeoutMs / 1000} s); retry later`;
+        return refuse(req, reply, cls, rateLimited('too_many_concurrent', message, 5, { limit: 'concurrent_git' }));
+      }
+      // The slot came as the client left: nothing will run in it.
+      if (ended) release();
+    }
   });
   app.addHook('onResponse', async (req) => releases.get(req)?.());
 }
