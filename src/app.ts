@@ -20,7 +20,7 @@ import { createHttpServer } from './http/server.js';
 import { registerGitRoutes } from './http/git-routes.js';
 import { registerApiRoutes } from './http/api-routes.js';
 import { registerLfsRoutes } from './http/lfs-routes.js';
-import { connectRedis, registerBudget } from './http/rate-limit.js';
+import { connectRedis, redisReady, registerBudget } from './http/rate-limit.js';
 import type { ObjectStore } from './storage/object-store.js';
 import { createFsStore } from './storage/fs-store.js';
 import { timed } from './storage/timed-store.js';
@@ -245,6 +245,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       await hooks.listen();
       background.start();
       residency.start();
+      if (redis) await redisReady(redis, 5000);
       return http.listen({ host: config.host, port: config.port });
     },
     async close() {

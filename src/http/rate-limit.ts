@@ -113,6 +113,24 @@ export function connectRedis(url: string, log: Logger): Redis {
   return redis;
 }
 
+/**
+ * Resolves once `redis` is ready, or after `ms` whatever its state: a server starting while
+ * Redis is down serves on its memory insurance rather than not at all, but one starting with
+ * Redis up shares the budget from its first request.
+ */
+export function redisReady(redis: Redis, ms: number): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      redis.off('ready', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    redis.once('ready', done);
+  });
+}
+
 /** Per-key counters of requests in flight in this process. */
 class InFlight {
   private readonly counts = new Map<string, number>();
