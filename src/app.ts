@@ -20,6 +20,7 @@ import { createHttpServer } from './http/server.js';
 import { registerGitRoutes } from './http/git-routes.js';
 import { registerApiRoutes } from './http/api-routes.js';
 import { registerLfsRoutes } from './http/lfs-routes.js';
+import { connectRedis, redisReady, registerBudget } from './http/rate-limit.js';
 import type { ObjectStore } from './storage/object-store.js';
 import { createFsStore } from './storage/fs-store.js';
 import { timed } from './storage/timed-store.js';
@@ -215,6 +216,21 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
         { metrics: createPackCacheMetrics(metrics.registry), log: log.child({ component: 'pack-cache' }) },
       )
     : undefined;
+  // Before every route: the budget of each client (README "Limits"). Connected last, so no
+  // failure of the wiring above can leave a Redis connection open.
+  const redis = config.redisUrl ? connectRedis(config.redisUrl, log.child({ component: 'rate-limit' })) : undefined;
+  registerBudget(
+    http,
+    {
+      windowSeconds: config.rateLimitWindowSeconds,
+      requests: { git: config.rateLimitGitRequests, lfs: config.rateLimitLfsRequests, api: config.rateLimitApiRequests },
+      authFailures: config.rateLimitAuthFailures,
+      concurrentRequests: config.maxConcurrentRequestsPerClient,
+      concurrentGit: config.maxConcurrentGitPerClient,
+      gitQueue: { maxWaiting: config.gitMaxQueue, timeoutMs: config.gitQueueTimeoutSeconds * 1000 },
+    },
+    { accounts: core.accounts, registry: metrics.registry, log: log.child({ component: 'rate-limit' }), redis, redisKeyPrefix: config.redisKeyPrefix },
+  );
   registerGitRoutes(http, { accounts: core.accounts, repos: core.repos, git: packCache ?? plainGit, limits, metrics, hookSocket: hooks.socketPath, residency });
   registerApiRoutes(http, { accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail });
   registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl });
@@ -229,6 +245,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       await hooks.listen();
       background.start();
       residency.start();
+      if (redis) await redisReady(redis, 5000);
       return http.listen({ host: config.host, port: config.port });
     },
     async close() {
@@ -243,6 +260,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       await residency.close();
       await hooks.close();
       rawStore.destroy?.();
+      redis?.disconnect();
       await core.close();
     },
   };

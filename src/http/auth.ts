@@ -21,7 +21,25 @@ export function presentedSecret(header: string | undefined): string | undefined 
   throw unauthenticated('unsupported_auth_scheme', 'use HTTP Basic with an access token as the password');
 }
 
-export async function authenticate(accounts: Accounts, req: FastifyRequest): Promise<Actor> {
+/**
+ * One answer per request: the edge's budget hook (rate-limit.ts) authenticates first to
+ * know whom to charge, and the route asking again gets the same actor or the same refusal
+ * without a second token lookup.
+ */
+const answers = new WeakMap<FastifyRequest, Promise<Actor>>();
+
+export function authenticate(accounts: Pick<Accounts, 'authenticate'>, req: FastifyRequest): Promise<Actor> {
+  let answer = answers.get(req);
+  if (!answer) {
+    answer = lookUp(accounts, req);
+    // The route may never ask (the budget refused first): not an unhandled rejection.
+    answer.catch(() => {});
+    answers.set(req, answer);
+  }
+  return answer;
+}
+
+async function lookUp(accounts: Pick<Accounts, 'authenticate'>, req: FastifyRequest): Promise<Actor> {
   const secret = presentedSecret(req.headers.authorization);
   if (secret === undefined) return anonymous;
   if (secret === '') throw unauthenticated('missing_token', 'an access token is required as the password');

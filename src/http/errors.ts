@@ -14,6 +14,7 @@ const STATUS: Record<ErrorKind, number> = {
   conflict: 409,
   too_large: 413,
   unavailable: 503,
+  rate_limited: 429,
 };
 
 export const AUTH_CHALLENGE = 'Basic realm="gitstratum", charset="UTF-8"';
@@ -22,9 +23,15 @@ export function statusOf(err: DomainError): number {
   return STATUS[err.kind];
 }
 
+/** When the client may try again: `Retry-After`, which git-lfs honours, on 503 and 429. */
+export function retryAfter(reply: FastifyReply, err: DomainError): void {
+  if (err.kind === 'unavailable') reply.header('Retry-After', '5');
+  if (err.kind === 'rate_limited') reply.header('Retry-After', String(err.fields['retryAfterSeconds'] ?? 1));
+}
+
 function commonHeaders(reply: FastifyReply, err: DomainError): void {
   if (err.kind === 'unauthenticated') reply.header('WWW-Authenticate', AUTH_CHALLENGE);
-  if (err.kind === 'unavailable') reply.header('Retry-After', '5');
+  retryAfter(reply, err);
 }
 
 /** `status` overrides the kind's status where HTTP is more precise than the kind (415). */

@@ -17,7 +17,7 @@ import { LFS_MEDIA_TYPE, isOid, lockCreateSchema, lockVerifySchema, parseBatchRe
 import type { LfsMetrics } from '../lfs/metrics.js';
 import { DomainError, invalid, isDomainError, unauthenticated } from '../shared/errors.js';
 import { authenticate, presentedSecret } from './auth.js';
-import { statusOf } from './errors.js';
+import { retryAfter, statusOf } from './errors.js';
 import { parseRange } from './range.js';
 
 export interface LfsRouteDeps {
@@ -40,12 +40,12 @@ interface RepoParams {
 const PREFIX = '/:owner/:space/:repo/info/lfs';
 const LFS_AUTH_CHALLENGE = 'Basic realm="gitstratum", charset="UTF-8"';
 
-function sendLfsError(req: FastifyRequest, reply: FastifyReply, err: DomainError): FastifyReply {
+export function sendLfsError(req: FastifyRequest, reply: FastifyReply, err: DomainError): FastifyReply {
   let status = statusOf(err);
   // The LFS API answers validation failures with 422; a body that is not JSON stays 400.
   if (err.kind === 'invalid' && err.code !== 'malformed_json') status = 422;
   if (err.kind === 'unauthenticated') reply.header('LFS-Authenticate', LFS_AUTH_CHALLENGE);
-  if (err.kind === 'unavailable') reply.header('Retry-After', '5');
+  retryAfter(reply, err);
   return reply
     .code(status)
     .type(LFS_MEDIA_TYPE)

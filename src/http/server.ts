@@ -17,7 +17,7 @@ import type { Metrics } from './metrics.js';
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** The Smart HTTP routes (see git-routes.ts), whose client is git itself. */
-const GIT_ROUTE = /^\/:owner\/:space\/:repo\/(?:info\/refs|git-upload-pack|git-receive-pack)$/;
+export const GIT_ROUTE = /^\/:owner\/:space\/:repo\/(?:info\/refs|git-upload-pack|git-receive-pack)$/;
 
 /**
  * Fastify's own 4xx errors (body parsing, schema validation) in our terms: stable codes of

@@ -10,7 +10,9 @@ export type ErrorKind =
   | 'unauthenticated'
   | 'forbidden'
   | 'too_large'
-  | 'unavailable';
+  | 'unavailable'
+  /** Over a client's budget (requests per window, concurrent requests); `fields.retryAfterSeconds` says when to retry. */
+  | 'rate_limited';
 
 export class DomainError extends Error {
   readonly kind: ErrorKind;
@@ -40,6 +42,9 @@ export const tooLarge = (code: string, message: string, fields?: Record<string, 
   new DomainError('too_large', code, message, fields);
 export const unavailable = (code: string, message: string, fields?: Record<string, unknown>) =>
   new DomainError('unavailable', code, message, fields);
+
+export const rateLimited = (code: string, message: string, retryAfterSeconds: number, fields?: Record<string, unknown>) =>
+  new DomainError('rate_limited', code, message, { ...fields, retryAfterSeconds });
 
 export function isDomainError(err: unknown): err is DomainError {
   return err instanceof DomainError;
