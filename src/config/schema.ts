@@ -126,19 +126,19 @@ export const configSchema = z
       .regex(/^\/([A-Za-z0-9._~-]+\/)*$/, 'a URI path that starts and ends with "/", e.g. /_gitstratum/cache/')
       .optional(),
     /** Length of a rate-limit window; each budget below is per client per window (README "Limits"). */
-    rateLimitWindowSeconds: positiveInt.default(60),
+    rateLimitWindowSeconds: positiveSeconds.default(60),
     /** Git requests (info/refs, upload-pack, receive-pack) per client per window; 0: no limit. A clone or fetch makes 2–3. */
-    rateLimitGitRequests: z.coerce.number().int().min(0).default(3000),
+    rateLimitGitRequests: count.default(3000),
     /** LFS requests (batch, each object transfer, verify, locks) per client per window; 0: no limit. */
-    rateLimitLfsRequests: z.coerce.number().int().min(0).default(12000),
+    rateLimitLfsRequests: count.default(12000),
     /** REST API (and any other non-health) requests per client per window; 0: no limit. */
-    rateLimitApiRequests: z.coerce.number().int().min(0).default(3000),
+    rateLimitApiRequests: count.default(3000),
     /** Failed authentications per client address per window; beyond it, credentials from the address are refused until the window ends. 0: no limit. */
-    rateLimitAuthFailures: z.coerce.number().int().min(0).default(100),
+    rateLimitAuthFailures: count.default(100),
     /** Requests one client (user, or address when anonymous) may have in flight on one server; 0: no limit. */
-    maxConcurrentRequestsPerClient: z.coerce.number().int().min(0).default(256),
+    maxConcurrentRequestsPerClient: count.default(256),
     /** Git requests (each runs at most one git process) one client may run at once on one server; more wait (gitMaxQueue, gitQueueTimeoutSeconds). 0: no limit. */
-    maxConcurrentGitPerClient: z.coerce.number().int().min(0).default(24),
+    maxConcurrentGitPerClient: count.default(24),
     /** redis:// URL: share the rate-limit budgets among every frontend through Redis; unset, each server counts alone. */
     redisUrl: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
     /** Prefix of the rate-limit keys in Redis, for deployments sharing one Redis. */
