@@ -10,7 +10,7 @@
  * or the route has not started reading) is never the client's fault and does not count.
  * The check runs every quarter of the timeout, so a stall is ended after 1 to 1.25 × idleMs.
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyBaseLogger } from 'fastify';
 
 /** Whether the request still has body bytes to come. */
@@ -21,9 +21,11 @@ function expectsBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined;
 }
 
-export function watchBodyIdle(req: IncomingMessage, idleMs: number, log: FastifyBaseLogger): void {
-  if (!expectsBody(req)) return;
+export function watchBodyIdle(req: IncomingMessage, res: ServerResponse, idleMs: number, log: FastifyBaseLogger): void {
   const socket = req.socket;
+  // inject() has no connection to watch or to drop.
+  if (typeof socket?.bytesRead !== 'number' || typeof socket.destroy !== 'function') return;
+  if (!expectsBody(req)) return;
   let lastBytes = socket.bytesRead;
   let lastProgress = Date.now();
   const timer = setInterval(
@@ -47,5 +49,8 @@ export function watchBodyIdle(req: IncomingMessage, idleMs: number, log: Fastify
     Math.max(25, Math.floor(idleMs / 4)),
   );
   timer.unref();
-  req.once('close', () => clearInterval(timer));
+  // Once the answer is out, the rest of the body no longer matters here.
+  const stop = () => clearInterval(timer);
+  req.once('close', stop);
+  res.once('close', stop);
 }

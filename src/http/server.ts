@@ -109,8 +109,8 @@ export function createHttpServer(deps: EdgeDeps): FastifyInstance {
   // Idle timeouts (issue 9). Headers: Node ends a request whose headers take longer than this.
   // Body: a request whose body stops arriving is dropped (idle-timeout.ts).
   app.server.headersTimeout = idleMs;
-  app.addHook('onRequest', async (req) => {
-    watchBodyIdle(req.raw, idleMs, req.log);
+  app.addHook('onRequest', async (req, reply) => {
+    watchBodyIdle(req.raw, reply.raw, idleMs, req.log);
   });
 
   // Shutdown. Node's close() ends only the connections idle at that moment; one busy with a
