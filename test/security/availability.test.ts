@@ -143,6 +143,16 @@ test('regression (issue 9): a body that stops arriving is dropped after the idle
   await wellBehaved(server, git, token, 'stall', work, 2);
   // Every stalled connection was ended by the server (none of them ever completes its body).
   await Promise.all(stalled.map((s) => s.closed));
+
+  // Headers that never end are answered 408 and the connection closed.
+  const url = new URL(server.url);
+  const slow = net.connect(Number(url.port), url.hostname);
+  slow.on('error', () => {});
+  let answer = '';
+  slow.setEncoding('latin1').on('data', (d: string) => (answer += d));
+  slow.write(`GET /healthz HTTP/1.1\r\nHost: ${url.host}\r\nX-Slow: 1\r\n`);
+  await new Promise((resolve) => slow.once('close', resolve));
+  assert.match(answer, /^HTTP\/1\.1 408 /);
   await healthy(server);
 });
 
