@@ -221,15 +221,37 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
     child.stdout.removeAllListeners('readable');
     child.stdout.resume();
     await done;
+    const refusal = sidebandRefusal(opts.service, inputError!, validator.capabilities);
+    if (refusal) return { body: refusal, done };
     throw inputError!;
   }
   if (first === 'eof') {
     const outcome = await done;
-    if (inputError) throw inputError;
+    if (inputError) {
+      const refusal = sidebandRefusal(opts.service, inputError, validator.capabilities);
+      if (refusal) return { body: refusal, done };
+      throw inputError;
+    }
     if (outcome.code !== 0) throw gitFailure(outcome.stderr, outcome.timedOut);
   }
   endAfterExit(child, body, done);
   return { body, done };
+}
+
+/** Refusals of a push's command section (pkt-line.ts PushCaps), which come before its pack. */
+const COMMAND_REFUSALS = new Set(['too_many_ref_updates', 'too_many_push_options', 'push_commands_too_large']);
+
+/**
+ * git prints nothing of the body of a failed POST (only "RPC failed; HTTP 413"), but prints a
+ * side-band error (band 3) as `remote: …` and stops. So a push refused for its commands or
+ * options is answered that way to a client that asked for side-band, which every git push
+ * over HTTP does. A push over maxPushBytes keeps its 413: it may be refused mid-pack, and
+ * git reports a status it gets while still sending more reliably than a 200.
+ */
+function sidebandRefusal(service: GitService, err: Error, capabilities: string[]): Readable | undefined {
+  if (service !== 'receive-pack' || !(err instanceof DomainError) || !COMMAND_REFUSALS.has(err.code)) return undefined;
+  if (!capabilities.includes('side-band-64k') && !capabilities.includes('side-band')) return undefined;
+  return Readable.from([pktLine(Buffer.concat([Buffer.from([3]), Buffer.from(`${err.message}\n`)])), FLUSH_PKT]);
 }
 
 /**

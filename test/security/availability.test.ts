@@ -191,7 +191,7 @@ test('regression (issue 9): an anonymous huge LFS batch is refused before its bo
 });
 
 test('regression (issue 9): a gzip push of a flood of push options is refused with a message git prints', async (t) => {
-  const server = await Server.start();
+  const server = await Server.start({ env: { GITSTRATUM_GIT_MAX_REF_UPDATES: '3' } });
   t.after(() => server.cleanup());
   const token = await seedAlice(server);
   const git = await Git.create();
@@ -199,7 +199,7 @@ test('regression (issue 9): a gzip push of a flood of push options is refused wi
 
   // 200,000 push options in about 2 KB of gzip; on main every one is kept and the push goes on.
   const options = pkt('x\n').repeat(200_000);
-  const body = gzipSync(Buffer.from(`${pkt(`${head} ${ZERO} refs/heads/gone\0report-status push-options\n`)}0000${options}0000`));
+  const body = gzipSync(Buffer.from(`${pkt(`${head} ${ZERO} refs/heads/gone\0report-status side-band-64k push-options\n`)}0000${options}0000`));
   const res = await post(
     `${server.url}/alice/main/flood.git/git-receive-pack`,
     {
@@ -209,9 +209,21 @@ test('regression (issue 9): a gzip push of a flood of push options is refused wi
     },
     body,
   );
-  assert.equal(res.status, 413, res.body);
-  assert.match(res.body, /too many push options: the limit is 100/);
+  // git prints no body of a failed POST, but does print a side-band error as `remote: …`.
+  assert.equal(res.status, 200, res.body);
+  assert.match(res.body, /^[0-9a-f]{4}\x03too many push options: the limit is 100\n0000$/);
   await healthy(server);
+
+  // The real client, over each cap, prints the reason.
+  const options101 = Array.from({ length: 101 }, (_, i) => ['-o', `opt${i}`]).flat();
+  await git.commits(work, 1, { seed: 7 });
+  const tooManyOptions = await git.run(['push', ...options101, server.repoUrl('alice/main/flood.git', token), 'main'], { cwd: work });
+  assert.notEqual(tooManyOptions.code, 0);
+  assert.match(tooManyOptions.stderr, /remote: too many push options: the limit is 100/);
+  for (const branch of ['a', 'b', 'c', 'd']) await git.ok(['branch', branch], { cwd: work });
+  const tooManyRefs = await git.run(['push', server.repoUrl('alice/main/flood.git', token), 'a', 'b', 'c', 'd'], { cwd: work });
+  assert.notEqual(tooManyRefs.code, 0);
+  assert.match(tooManyRefs.stderr, /remote: too many ref updates in one push: the limit is 3/);
   // Nothing changed, and an ordinary push still works.
   const refs = await git.ok(['ls-remote', server.repoUrl('alice/main/flood.git', token)]);
   assert.match(refs, /refs\/heads\/main/);
