@@ -180,7 +180,14 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
     });
 
     lfs.addHook('preParsing', async (req, _reply, payload) => {
-      if (req.method === 'POST') await beforeBody(req as FastifyRequest<{ Params: RepoParams }>);
+      if (req.method !== 'POST') return payload;
+      try {
+        await beforeBody(req as FastifyRequest<{ Params: RepoParams }>);
+      } catch (err) {
+        // Refused before the handler, whose own count never sees it.
+        if (req.routeOptions.url === `${PREFIX}/objects/batch`) metrics.batches.inc({ operation: 'unknown', outcome: isDomainError(err) ? err.kind : 'error' });
+        throw err;
+      }
       return payload;
     });
 
