@@ -126,7 +126,7 @@ test('regression (issue 9): a body that stops arriving is dropped after the idle
     env: {
       GITSTRATUM_GIT_MAX_PROCESSES: '2',
       GITSTRATUM_GIT_QUEUE_TIMEOUT_SECONDS: '60',
-      GITSTRATUM_REQUEST_IDLE_TIMEOUT_SECONDS: '2',
+      GITSTRATUM_REQUEST_IDLE_TIMEOUT_SECONDS: '3',
       GITSTRATUM_SHUTDOWN_TIMEOUT_SECONDS: '5',
     },
   });
