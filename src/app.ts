@@ -194,7 +194,12 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       return true;
     },
   });
-  const limits = { timeoutMs: config.gitTimeoutSeconds * 1000, maxPushBytes: config.maxPushBytes };
+  const limits = {
+    timeoutMs: config.gitTimeoutSeconds * 1000,
+    maxPushBytes: config.maxPushBytes,
+    maxFetchRequestBytes: config.maxFetchRequestBytes,
+    push: { maxRefUpdates: config.gitMaxRefUpdates, maxPushOptions: config.gitMaxPushOptions, maxCommandBytes: config.gitMaxPushCommandBytes },
+  };
   const plainGit = gitServices(limiter);
   const packCache = config.packCacheEnabled
     ? await openPackCache(

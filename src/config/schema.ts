@@ -145,6 +145,18 @@ export const configSchema = z
     redisKeyPrefix: z.string().default('gitstratum:'),
     /** Largest push accepted (bytes git receives, after gzip decoding). */
     maxPushBytes: positiveBytes.default(5 * 1024 ** 3),
+    /** Largest fetch (upload-pack) request body, after gzip decoding; git-http-backend's own default is 10 MiB. */
+    maxFetchRequestBytes: positiveBytes.default(10 * 1024 ** 2),
+    /** Ref updates allowed in one push. */
+    gitMaxRefUpdates: positiveInt.default(50_000),
+    /** Push options (`git push -o`) allowed in one push. */
+    gitMaxPushOptions: count.default(100),
+    /** Bytes of a push's commands and push options together (everything before the pack). */
+    gitMaxPushCommandBytes: positiveBytes.default(8 * 1024 ** 2),
+    /** A request that sends nothing (headers or body) for this long is ended and its git process stopped. */
+    requestIdleTimeoutSeconds: positiveSeconds.default(30),
+    /** Largest JSON body (LFS batch and locks, REST API); read only after the caller is authenticated. */
+    maxJsonBodyBytes: positiveBytes.default(1024 ** 2),
     /** On SIGTERM/SIGINT, how long in-flight requests (pushes) may take to finish. */
     shutdownTimeoutSeconds: positiveSeconds.default(60),
     /** After pushes, keep each repository's bitmaps and commit-graph fresh in the background (docs/design/maintenance.md). */

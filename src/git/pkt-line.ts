@@ -6,9 +6,13 @@
  * malformed body is refused with 400 instead of reaching git, and learns what the request
  * says on the way: for receive-pack the ref update commands and capabilities, after which
  * the packfile streams through untouched.
+ *
+ * What it keeps is bounded (`PushCaps`): a push's ref updates and push options in count, and
+ * the bytes before the pack in total, so a small gzip body that decodes to millions of
+ * push-option lines is refused as it streams instead of filling the heap (issue 9).
  */
 import { Transform, type TransformCallback } from 'node:stream';
-import { invalid } from '../shared/errors.js';
+import { invalid, tooLarge } from '../shared/errors.js';
 
 /** Largest pkt-line, header included (LARGE_PACKET_MAX in git). */
 export const MAX_PKT_LEN = 65520;
@@ -32,6 +36,19 @@ const ZERO_OID = /^0+$/;
 
 type Phase = 'lines' | 'push-options' | 'pack';
 
+/** Bounds on the part of a push that comes before the pack (and is held in memory). */
+export interface PushCaps {
+  /** Ref update commands in one push. */
+  maxRefUpdates: number;
+  /** Push options (`git push -o`) in one push. */
+  maxPushOptions: number;
+  /** Bytes of commands, capabilities and push options together, framing included. */
+  maxCommandBytes: number;
+}
+
+/** Generous for people, small for memory: used where no configuration applies (tests, fuzzing). */
+export const DEFAULT_PUSH_CAPS: PushCaps = { maxRefUpdates: 50_000, maxPushOptions: 100, maxCommandBytes: 8 * 1024 * 1024 };
+
 export class RequestValidator extends Transform {
   /** Ref updates a receive-pack request asks for, in order. */
   readonly commands: RefUpdate[] = [];
@@ -46,7 +63,10 @@ export class RequestValidator extends Transform {
   private payload: Buffer[] = [];
   private readonly collect: boolean;
 
-  constructor(private readonly service: 'upload-pack' | 'receive-pack') {
+  constructor(
+    private readonly service: 'upload-pack' | 'receive-pack',
+    private readonly caps: PushCaps = DEFAULT_PUSH_CAPS,
+  ) {
     super();
     this.collect = service === 'receive-pack';
   }
@@ -73,6 +93,12 @@ export class RequestValidator extends Transform {
   private scan(chunk: Buffer): void {
     let i = 0;
     while (i < chunk.length && this.phase !== 'pack') {
+      // Everything before the pack is held (commands) or parsed (options) here; the pack is not.
+      if (this.collect && this.bytes - chunk.length + i >= this.caps.maxCommandBytes) {
+        throw tooLarge('push_commands_too_large', `push commands and options exceed the limit of ${this.caps.maxCommandBytes} bytes`, {
+          limit: this.caps.maxCommandBytes,
+        });
+      }
       if (this.remaining > 0) {
         const take = Math.min(this.remaining, chunk.length - i);
         if (this.collect) this.payload.push(chunk.subarray(i, i + take));
@@ -114,6 +140,9 @@ export class RequestValidator extends Transform {
     if (!this.collect) return;
     const text = payload.toString('utf8').replace(/\n$/, '');
     if (this.phase === 'push-options') {
+      if (this.pushOptions.length >= this.caps.maxPushOptions) {
+        throw tooLarge('too_many_push_options', `too many push options: the limit is ${this.caps.maxPushOptions}`, { limit: this.caps.maxPushOptions });
+      }
       this.pushOptions.push(text);
       return;
     }
@@ -126,6 +155,9 @@ export class RequestValidator extends Transform {
     const parts = (command ?? '').split(' ');
     if (parts.length !== 3 || !OID.test(parts[0]!) || !OID.test(parts[1]!) || !parts[2]!.startsWith('refs/')) {
       throw invalid('malformed_push_command', 'malformed ref update command', { line: command?.slice(0, 200) });
+    }
+    if (this.commands.length >= this.caps.maxRefUpdates) {
+      throw tooLarge('too_many_ref_updates', `too many ref updates in one push: the limit is ${this.caps.maxRefUpdates}`, { limit: this.caps.maxRefUpdates });
     }
     this.commands.push({ oldOid: parts[0]!, newOid: parts[1]!, ref: parts[2]! });
   }

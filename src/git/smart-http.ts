@@ -13,21 +13,33 @@
  *   while its `index-pack` child, which reads the same stdin and is not signalled, is still
  *   writing into it. It is killed only if it lingers. Once the whole request is in, it runs to
  *   completion so a push is never cut during ref updates.
+ * - A request takes a git slot only once its body has started to arrive, and an upload-pack
+ *   body of up to 64 KiB is read whole first: a client that opens a request and stalls costs
+ *   no git process (issue 9; the edge's idle timeout ends it). Every body is bounded after
+ *   decoding, as it streams: a push by `maxPushBytes`, a fetch request by `maxFetchRequestBytes`,
+ *   a push's commands and options by `PushCaps`.
  */
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DomainError, invalid, unavailable } from '../shared/errors.js';
 import { byteLimit, counting } from '../shared/streams.js';
 import { spawnService, type GitChild, type GitService, type HookContext } from './command.js';
 import type { Limiter } from './limiter.js';
-import { FLUSH_PKT, RequestValidator, pktLine, type RefUpdate } from './pkt-line.js';
+import { FLUSH_PKT, RequestValidator, pktLine, type PushCaps, type RefUpdate } from './pkt-line.js';
+import { bufferRequest, toInputError } from './request-body.js';
 
 /** How long a receive-pack whose input was cut short gets to clean up before it is killed. */
 const RECEIVE_PACK_GRACE_MS = 10_000;
 
+/** Upload-pack bodies up to this size (decoded) are read whole before git starts. */
+export const UPLOAD_PACK_PREREAD_BYTES = 64 * 1024;
+
 export interface ServiceLimits {
   timeoutMs: number;
   maxPushBytes: number;
+  /** Largest upload-pack request body, after gzip decoding. */
+  maxFetchRequestBytes: number;
+  push: PushCaps;
 }
 
 export interface Outcome {
@@ -138,6 +150,9 @@ export interface RpcOptions {
 
 /** `POST …/git-upload-pack` and `POST …/git-receive-pack`. */
 export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: AbortSignal): Promise<GitResponse> {
+  // Receive-pack: wait for the first bytes; upload-pack: read a small body whole. Only then a slot.
+  const early = await bufferRequest(opts.input, opts.decoder, opts.service === 'upload-pack' ? UPLOAD_PACK_PREREAD_BYTES : 1, signal);
+  const request = early.complete ? Readable.from([early.bytes]) : early.stream;
   const release = await limiter.acquire(signal);
   const child = spawnService({
     service: opts.service,
@@ -147,9 +162,11 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
     hook: opts.hook,
     timeoutMs: opts.limits.timeoutMs,
   });
-  const validator = new RequestValidator(opts.service);
-  const stages: NodeJS.ReadWriteStream[] = opts.decoder ? [opts.decoder, validator] : [validator];
-  if (opts.service === 'receive-pack') stages.push(byteLimit(opts.limits.maxPushBytes, 'push'));
+  const validator = new RequestValidator(opts.service, opts.limits.push);
+  const stages: NodeJS.ReadWriteStream[] = [
+    validator,
+    opts.service === 'receive-pack' ? byteLimit(opts.limits.maxPushBytes, 'push') : byteLimit(opts.limits.maxFetchRequestBytes, 'fetch request'),
+  ];
 
   let inputDone = false;
   let inputError: Error | undefined;
@@ -164,7 +181,7 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
     child.stdin.destroy();
     setTimeout(() => child.kill(), RECEIVE_PACK_GRACE_MS).unref();
   };
-  const inputFailed = pipeline([opts.input, ...stages, child.stdin] as unknown as [Readable, ...NodeJS.ReadWriteStream[]], {
+  const inputFailed = pipeline([request, ...stages, child.stdin] as unknown as [Readable, ...NodeJS.ReadWriteStream[]], {
     signal: input.signal,
   })
     .then(() => {
@@ -204,26 +221,37 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
     child.stdout.removeAllListeners('readable');
     child.stdout.resume();
     await done;
+    const refusal = sidebandRefusal(opts.service, inputError!, validator.capabilities);
+    if (refusal) return { body: refusal, done };
     throw inputError!;
   }
   if (first === 'eof') {
     const outcome = await done;
-    if (inputError) throw inputError;
+    if (inputError) {
+      const refusal = sidebandRefusal(opts.service, inputError, validator.capabilities);
+      if (refusal) return { body: refusal, done };
+      throw inputError;
+    }
     if (outcome.code !== 0) throw gitFailure(outcome.stderr, outcome.timedOut);
   }
   endAfterExit(child, body, done);
   return { body, done };
 }
 
-/** A failure of the request body's stream, as the domain error the client should see. */
-export function toInputError(err: Error): Error {
-  if (err instanceof DomainError) return err;
-  const code = (err as NodeJS.ErrnoException).code ?? '';
-  if (code.startsWith('Z_')) return invalid('bad_gzip', 'request body is not valid gzip');
-  if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || err.message === 'aborted') {
-    return invalid('client_gone', 'client closed the request before it was complete');
-  }
-  return err;
+/** Refusals of a push's command section (pkt-line.ts PushCaps), which come before its pack. */
+const COMMAND_REFUSALS = new Set(['too_many_ref_updates', 'too_many_push_options', 'push_commands_too_large']);
+
+/**
+ * git prints nothing of the body of a failed POST (only "RPC failed; HTTP 413"), but prints a
+ * side-band error (band 3) as `remote: …` and stops. So a push refused for its commands or
+ * options is answered that way to a client that asked for side-band, which every git push
+ * over HTTP does. A push over maxPushBytes keeps its 413: it may be refused mid-pack, and
+ * git reports a status it gets while still sending more reliably than a 200.
+ */
+function sidebandRefusal(service: GitService, err: Error, capabilities: string[]): Readable | undefined {
+  if (service !== 'receive-pack' || !(err instanceof DomainError) || !COMMAND_REFUSALS.has(err.code)) return undefined;
+  if (!capabilities.includes('side-band-64k') && !capabilities.includes('side-band')) return undefined;
+  return Readable.from([pktLine(Buffer.concat([Buffer.from([3]), Buffer.from(`${err.message}\n`)])), FLUSH_PKT]);
 }
 
 /**

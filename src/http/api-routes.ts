@@ -80,8 +80,28 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
   await api.register(swagger, swaggerOptions);
   for (const schema of sharedSchemas) api.addSchema(schema);
 
+  // authenticate() answers once per request: the budget hook, the check before the body and
+  // the handler share one token lookup.
   const actorOf = (req: FastifyRequest): Promise<Actor> => authenticate(accounts, req);
   const audit = (req: FastifyRequest) => ({ requestId: String(req.id) });
+
+  // Bodies cost nothing before the caller is known (issue 9): bad credentials are refused, and
+  // an anonymous body too (every route that takes one changes something and needs a user),
+  // before a byte is read. Only JSON is parsed (415 otherwise: no text/plain from a
+  // cross-site form), within the server's bodyLimit (maxJsonBodyBytes).
+  api.removeContentTypeParser('text/plain');
+  api.addHook('preParsing', async (req, reply, payload) => {
+    const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
+    if (!hasBody) return payload;
+    try {
+      const actor = await actorOf(req);
+      if (actor.kind !== 'user') throw unauthenticated('auth_required', 'authentication required');
+    } catch (err) {
+      reply.header('Connection', 'close');
+      throw err;
+    }
+    return payload;
+  });
 
   api.setNotFoundHandler((req, reply) =>
     reply.code(404).send({ error: { code: 'route_not_found', message: `no such endpoint: ${req.method} ${req.url.split('?')[0]}` } }),

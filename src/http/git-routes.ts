@@ -95,6 +95,9 @@ export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): voi
       }
     });
     noCache(reply).code(200).type(`application/x-git-${service}-${kind}`);
+    // An answer before the whole body arrived (a refusal in git's own terms): don't keep the
+    // connection for the rest of it.
+    if (!reply.request.raw.complete) reply.header('Connection', 'close');
     // The proxy keeps Content-Type and Cache-Control and sends the file named here.
     if (res.handoff) reply.header('x-accel-redirect', res.handoff);
     return reply.send(res.body);

@@ -3,6 +3,11 @@
  * endpoint, docs/api/server-discovery.md): batch, basic transfers, verify and locks. The
  * edge translates; lfs/objects.ts and lfs/locks.ts decide. Errors use the LFS JSON shape
  * `{ message, request_id }` with the statuses the spec names.
+ *
+ * A JSON body costs nothing before the caller is known (issue 9): the credentials are
+ * checked and the repository resolved in `preParsing`, before a byte of the body is read;
+ * the body is then bounded by `maxJsonBodyBytes` and accepted only as the LFS media type or
+ * application/json (415 otherwise: text/plain is what a cross-site form can send).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Accounts } from '../access/accounts.js';
@@ -15,7 +20,7 @@ import type { Signer, TransferClaims, TransferOp } from '../lfs/signing.js';
 import { looksLikeJwt } from '../lfs/signing.js';
 import { LFS_MEDIA_TYPE, isOid, lockCreateSchema, lockVerifySchema, parseBatchRequest, parseBody, unlockSchema, verifySchema } from '../lfs/wire.js';
 import type { LfsMetrics } from '../lfs/metrics.js';
-import { DomainError, invalid, isDomainError, unauthenticated } from '../shared/errors.js';
+import { DomainError, invalid, isDomainError, tooLarge, unauthenticated } from '../shared/errors.js';
 import { authenticate, presentedSecret } from './auth.js';
 import { retryAfter, statusOf } from './errors.js';
 import { parseRange } from './range.js';
@@ -40,10 +45,11 @@ interface RepoParams {
 const PREFIX = '/:owner/:space/:repo/info/lfs';
 const LFS_AUTH_CHALLENGE = 'Basic realm="gitstratum", charset="UTF-8"';
 
-export function sendLfsError(req: FastifyRequest, reply: FastifyReply, err: DomainError): FastifyReply {
+export function sendLfsError(req: FastifyRequest, reply: FastifyReply, err: DomainError, override?: number): FastifyReply {
   let status = statusOf(err);
   // The LFS API answers validation failures with 422; a body that is not JSON stays 400.
   if (err.kind === 'invalid' && err.code !== 'malformed_json') status = 422;
+  if (override !== undefined) status = override;
   if (err.kind === 'unauthenticated') reply.header('LFS-Authenticate', LFS_AUTH_CHALLENGE);
   retryAfter(reply, err);
   return reply
@@ -67,8 +73,26 @@ function parseJson(body: unknown): unknown {
   }
 }
 
+/** Fastify's own refusals (content type, body size) as domain errors with LFS statuses. */
+function parserError(err: Error & { code?: string; statusCode?: number }, contentType: string | undefined): { error: DomainError; status: number } | undefined {
+  switch (err.code) {
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return { error: invalid('unsupported_media_type', `unsupported content type: ${contentType ?? 'none'}; use ${LFS_MEDIA_TYPE}`), status: 415 };
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return { error: tooLarge('body_too_large', 'request body is too large'), status: 413 };
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return { error: invalid('malformed_json', 'request body is not valid JSON'), status: 400 };
+  }
+  return undefined;
+}
+
 export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): void {
   const { accounts, repos, objects, locks, signer, metrics } = deps;
+
+  // authenticate() answers once per request: the budget hook, the check before the body and
+  // the handler share one token lookup.
+  const actorOf = (req: FastifyRequest): Promise<Actor> => authenticate(accounts, req);
 
   const where = (req: FastifyRequest<{ Params: RepoParams }>) =>
     parseRepoPath(`${req.params.owner}/${req.params.space}/${req.params.repo}`);
@@ -109,16 +133,56 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
       const repo = await repos.resolve(systemActor, where(req), 'read');
       return { repo, claims: await signer.verify(secret, { repo: repo.id, op, oid }) };
     }
-    const actor = await authenticate(accounts, req);
+    const actor = await actorOf(req);
     return { repo: await repos.resolve(actor, where(req), op === 'download' ? 'read' : 'write') };
   }
 
+  /**
+   * What a JSON POST needs before its body is read: a valid caller with access to the
+   * repository (read for a batch, whose operation is in the body; write for locks). A
+   * transfer authorization (verify) names its object in the body, so only its repository is
+   * resolved here and the authorization is verified after.
+   */
+  async function beforeBody(req: FastifyRequest<{ Params: RepoParams }>): Promise<void> {
+    const route = req.routeOptions.url ?? '';
+    if (route === `${PREFIX}/verify`) {
+      const secret = presentedSecret(req.headers.authorization);
+      if (secret && looksLikeJwt(secret)) await repos.resolve(systemActor, where(req), 'read');
+      else await transferAccess(req, 'verify', '');
+      return;
+    }
+    const actor = await actorOf(req);
+    await repos.resolve(actor, where(req), route === `${PREFIX}/objects/batch` ? 'read' : 'write');
+  }
+
   app.register(async (lfs) => {
-    // LFS bodies are parsed here, so malformed JSON gets the LFS error shape.
-    lfs.removeContentTypeParser('application/json');
-    lfs.addContentTypeParser([LFS_MEDIA_TYPE, 'application/json'], { parseAs: 'string', bodyLimit: 16 * 1024 * 1024 }, (_req, body, done) =>
-      done(null, body),
-    );
+    // LFS bodies are parsed here, so malformed JSON gets the LFS error shape; only the JSON
+    // media types have a parser, so any other type is 415. The size bound is the server's
+    // bodyLimit (maxJsonBodyBytes).
+    lfs.removeAllContentTypeParsers();
+    lfs.addContentTypeParser([LFS_MEDIA_TYPE, 'application/json'], { parseAs: 'string' }, (_req, body, done) => done(null, body));
+
+    lfs.setErrorHandler((err: Error & { code?: string; statusCode?: number }, req, reply) => {
+      if (!req.raw.complete) reply.header('Connection', 'close');
+      if (isDomainError(err)) return sendLfsError(req, reply, err);
+      const edge = parserError(err, req.headers['content-type']);
+      if (edge) return sendLfsError(req, reply, edge.error, edge.status);
+      if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) return sendLfsError(req, reply, invalid('invalid_request', err.message), err.statusCode);
+      req.log.error({ err }, 'request failed');
+      return reply.code(500).type(LFS_MEDIA_TYPE).send({ message: 'internal server error', request_id: String(req.id) });
+    });
+
+    lfs.addHook('preParsing', async (req, _reply, payload) => {
+      if (req.method !== 'POST') return payload;
+      try {
+        await beforeBody(req as FastifyRequest<{ Params: RepoParams }>);
+      } catch (err) {
+        // Refused before the handler, whose own count never sees it.
+        if (req.routeOptions.url === `${PREFIX}/objects/batch`) metrics.batches.inc({ operation: 'unknown', outcome: isDomainError(err) ? err.kind : 'error' });
+        throw err;
+      }
+      return payload;
+    });
 
     lfs.post<{ Params: RepoParams }>(
       `${PREFIX}/objects/batch`,
@@ -127,7 +191,7 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
         try {
           const batch = parseBatchRequest(parseJson(req.body), objects.settings.maxBatchObjects);
           operation = batch.operation;
-          const actor = await authenticate(accounts, req);
+          const actor = await actorOf(req);
           const repo = await repos.resolve(actor, where(req), batch.operation === 'upload' ? 'write' : 'read');
           const result = await objects.batch({ id: repo.id, lfsUrl: lfsUrl(req, deps.publicUrl) }, batch, actor.kind === 'user' ? actor.userId : null);
           metrics.batches.inc({ operation, outcome: 'ok' });
@@ -209,7 +273,7 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
       `${PREFIX}/locks`,
       handle(async (req, reply) => {
         const body = parseBody(lockCreateSchema, parseJson(req.body), 'lock request');
-        const actor = await authenticate(accounts, req);
+        const actor = await actorOf(req);
         const repo = await repos.resolve(actor, where(req), 'write');
         const lock = await locks.create(repo.id, locker(actor), body.path, body.ref?.name ?? null);
         return reply.code(201).type(LFS_MEDIA_TYPE).send({ lock: toLockJson(lock) });
@@ -219,7 +283,7 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
     lfs.get<{ Params: RepoParams; Querystring: { path?: string; id?: string; cursor?: string; limit?: string; refspec?: string } }>(
       `${PREFIX}/locks`,
       handle(async (req, reply) => {
-        const actor = await authenticate(accounts, req);
+        const actor = await actorOf(req);
         const repo = await repos.resolve(actor, where(req), 'read');
         const q = req.query;
         const page = await locks.list(repo.id, {
@@ -236,7 +300,7 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
       `${PREFIX}/locks/verify`,
       handle(async (req, reply) => {
         const body = parseBody(lockVerifySchema, parseJson(req.body), 'lock verify request');
-        const actor = await authenticate(accounts, req);
+        const actor = await actorOf(req);
         const repo = await repos.resolve(actor, where(req), 'write');
         const page = await locks.verify(repo.id, locker(actor), {
           ...(body.cursor && { cursor: body.cursor }),
@@ -254,7 +318,7 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
       `${PREFIX}/locks/:id/unlock`,
       handle(async (req, reply) => {
         const body = parseBody(unlockSchema, parseJson(req.body), 'unlock request');
-        const actor = await authenticate(accounts, req);
+        const actor = await actorOf(req);
         const repo = await repos.resolve(actor, where(req), 'write');
         const who = locker(actor);
         if (body.force) {

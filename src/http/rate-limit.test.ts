@@ -44,7 +44,7 @@ interface Fixture {
 
 async function fixture(overrides: Partial<BudgetSettings> = {}, opts: { redis?: Redis; prefix?: string } = {}): Promise<Fixture> {
   const metrics = createMetrics({ gitRunning: () => 0, gitQueued: () => 0 });
-  const app = createHttpServer({ config: { trustProxy: 'true' }, log, metrics, ready: async () => true });
+  const app = createHttpServer({ config: { trustProxy: 'true', requestIdleTimeoutSeconds: 30, maxJsonBodyBytes: 1024 ** 2 }, log, metrics, ready: async () => true });
   let lookups = 0;
   const accounts = {
     async authenticate(secret: string): Promise<Actor> {

@@ -13,6 +13,7 @@ import type { Logger } from '../shared/log.js';
 import { invalid, isDomainError, tooLarge, type DomainError } from '../shared/errors.js';
 import { sendGitError, sendJsonError } from './errors.js';
 import type { Metrics } from './metrics.js';
+import { watchBodyIdle } from './idle-timeout.js';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -63,7 +64,7 @@ export function trustProxySetting(value: string): boolean | number | string {
 }
 
 export interface EdgeDeps {
-  config: Pick<Config, 'tlsCert' | 'tlsKey' | 'trustProxy'>;
+  config: Pick<Config, 'tlsCert' | 'tlsKey' | 'trustProxy' | 'requestIdleTimeoutSeconds' | 'maxJsonBodyBytes'>;
   log: Logger;
   metrics: Metrics;
   ready: () => Promise<boolean>;
@@ -71,7 +72,13 @@ export interface EdgeDeps {
 
 export function createHttpServer(deps: EdgeDeps): FastifyInstance {
   const { config, metrics } = deps;
-  const options: FastifyServerOptions & { https?: { cert: Buffer; key: Buffer } } = {
+  const idleMs = config.requestIdleTimeoutSeconds * 1000;
+  // Node checks headersTimeout on this interval (30 s by default): a quarter of the bound keeps it tight.
+  const connectionsCheckingInterval = Math.max(250, Math.floor(idleMs / 4));
+  const options: FastifyServerOptions & {
+    http?: { connectionsCheckingInterval: number };
+    https?: { cert: Buffer; key: Buffer; connectionsCheckingInterval: number };
+  } = {
     loggerInstance: deps.log.child({ component: 'http' }),
     // Our onResponse hook writes the one line per request.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),
@@ -80,11 +87,14 @@ export function createHttpServer(deps: EdgeDeps): FastifyInstance {
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : ulid();
     },
     trustProxy: trustProxySetting(config.trustProxy) as FastifyServerOptions['trustProxy'],
-    // Git requests can run for a long time; timeouts are enforced per git process instead.
+    // Git requests can run for a long time: no bound on a whole request; a stalled one is
+    // ended by the idle timeouts below, a long-running git process by gitTimeoutSeconds.
     requestTimeout: 0,
     connectionTimeout: 0,
     keepAliveTimeout: 65_000,
-    bodyLimit: 10 * 1024 * 1024,
+    http: { connectionsCheckingInterval },
+    // Every parsed body (LFS, API); git and LFS object bodies are streams and never parsed.
+    bodyLimit: config.maxJsonBodyBytes,
     // Refuse unknown body fields instead of dropping them: a mistyped `visibility` must not
     // silently create a public repository.
     ajv: { customOptions: { removeAdditional: false } },
@@ -92,9 +102,16 @@ export function createHttpServer(deps: EdgeDeps): FastifyInstance {
     forceCloseConnections: 'idle',
   };
   if (config.tlsCert && config.tlsKey) {
-    options.https = loadTls(config.tlsCert, config.tlsKey);
+    options.https = { ...loadTls(config.tlsCert, config.tlsKey), connectionsCheckingInterval };
   }
   const app = Fastify(options) as unknown as FastifyInstance;
+
+  // Idle timeouts (issue 9). Headers: Node ends a request whose headers take longer than this.
+  // Body: a request whose body stops arriving is dropped (idle-timeout.ts).
+  app.server.headersTimeout = idleMs;
+  app.addHook('onRequest', async (req, reply) => {
+    watchBodyIdle(req.raw, reply.raw, idleMs, req.log);
+  });
 
   // Shutdown. Node's close() ends only the connections idle at that moment; one busy with a
   // push at SIGTERM would stay open after its response for as long as the client (a proxy's

@@ -44,15 +44,26 @@ export interface BatchResponse {
   hash_algo: 'sha256';
 }
 
+/**
+ * `ref` as clients send it: absent, null, `{}` (git-lfs does when it knows no ref) or
+ * `{ "name": … }`. The spec asks servers to cope with all of them (docs/api/batch.md).
+ */
+const refSchema = z.object({ name: z.string().optional() }).loose().nullable().optional();
+
 const batchSchema = z.object({
   operation: z.string(),
   transfers: z.array(z.string()).optional(),
-  ref: z.object({ name: z.string() }).nullable().optional(),
+  ref: refSchema,
   objects: z.array(z.object({ oid: z.unknown(), size: z.unknown() }).loose()),
   hash_algo: z.string().optional(),
 });
 
 export function parseBatchRequest(body: unknown, maxObjects: number): BatchRequest {
+  // Counted before anything is validated: each element costs the schema work and memory.
+  const count = (body as { objects?: unknown } | null)?.objects;
+  if (Array.isArray(count) && count.length > maxObjects) {
+    throw new DomainError('too_large', 'batch_too_large', `batch of ${count.length} objects exceeds the limit of ${maxObjects}`);
+  }
   const parsed = batchSchema.safeParse(body);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -65,9 +76,6 @@ export function parseBatchRequest(body: unknown, maxObjects: number): BatchReque
   const hashAlgo = b.hash_algo ?? 'sha256';
   if (hashAlgo !== 'sha256') {
     throw new DomainError('conflict', 'unsupported_hash_algo', `unsupported hash algorithm: ${hashAlgo}; this server uses sha256`);
-  }
-  if (b.objects.length > maxObjects) {
-    throw new DomainError('too_large', 'batch_too_large', `batch of ${b.objects.length} objects exceeds the limit of ${maxObjects}`);
   }
   return {
     operation: b.operation,
@@ -93,18 +101,18 @@ export function objectProblem(o: BatchObjectIn): string | undefined {
 
 export const lockCreateSchema = z.object({
   path: z.string().min(1).max(4096),
-  ref: z.object({ name: z.string() }).nullable().optional(),
+  ref: refSchema,
 });
 
 export const lockVerifySchema = z.object({
-  ref: z.object({ name: z.string() }).nullable().optional(),
+  ref: refSchema,
   cursor: z.string().optional(),
   limit: z.number().int().positive().optional(),
 });
 
 export const unlockSchema = z.object({
   force: z.boolean().optional(),
-  ref: z.object({ name: z.string() }).nullable().optional(),
+  ref: refSchema,
 });
 
 export const verifySchema = z.object({ oid: z.string(), size: z.number() });

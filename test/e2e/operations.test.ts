@@ -229,7 +229,17 @@ describe('operations', { concurrency: true }, () => {
     await git.ok(['clone', '-q', server.repoUrl('alice/main/metrics.git'), path.join(await tempDir(), 'clone')]);
     const res = await fetch(`${server.url}/metrics`);
     assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
-    const text = await res.text();
+    await res.arrayBuffer();
+    // Git counters are added when git exits (and a pack cache entry settles), which can be just
+    // after the client has its last byte: wait for them rather than read them at once.
+    const text = await waitFor('the git counters of the clone', async () => {
+      const t = await metricsText(server);
+      const settled =
+        (sample(t, 'gitstratum_git_bytes_total', { service: 'upload-pack', direction: 'out' }) ?? 0) > 1000 &&
+        (sample(t, 'gitstratum_git_bytes_total', { service: 'receive-pack', direction: 'in' }) ?? 0) > 1000 &&
+        sample(t, 'gitstratum_git_processes_running') === 0;
+      return settled ? t : undefined;
+    });
     const refs = { route: '/:owner/:space/:repo/info/refs', method: 'GET', status: '200' };
     assert.ok((sample(text, 'gitstratum_http_requests_total', refs) ?? 0) >= 2, 'info/refs for the push and the clone');
     const uploads = { route: '/:owner/:space/:repo/git-upload-pack', method: 'POST', status: '200' };

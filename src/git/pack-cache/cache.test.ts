@@ -12,7 +12,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { Registry } from 'prom-client';
 import { createLogger } from '../../shared/log.js';
 import { invalid } from '../../shared/errors.js';
-import { FLUSH_PKT, pktLine } from '../pkt-line.js';
+import { DEFAULT_PUSH_CAPS, FLUSH_PKT, pktLine } from '../pkt-line.js';
 import type { GitResponse, GitServices, Outcome, RpcOptions } from '../smart-http.js';
 import { openPackCache, type PackCacheOptions } from './cache.js';
 import { createPackCacheMetrics } from './metrics.js';
@@ -86,7 +86,7 @@ async function setup(overrides: Partial<PackCacheOptions> = {}) {
       repoPath: root,
       protocol: undefined,
       input: Readable.from([body]),
-      limits: { timeoutMs: 60_000, maxPushBytes: 1 << 30 },
+      limits: { timeoutMs: 60_000, maxPushBytes: 1 << 30, maxFetchRequestBytes: 1 << 20, push: DEFAULT_PUSH_CAPS },
     };
     return cache.statelessRpc(opts, signal);
   };

@@ -19,7 +19,7 @@ import { GrowingFile, type GrowingFileReader } from './growing-file.js';
 import { cacheKey, classifyUploadPackRequest, protocolVersion, type Endpoint, type ProtocolVersion, type UncacheableReason } from './key.js';
 import type { PackCacheMetrics } from './metrics.js';
 import { RefsVersions } from './refs-version.js';
-import { bufferRequest } from './request-body.js';
+import { bufferRequest } from '../request-body.js';
 import { PackStore, type OpenedEntry, type StoreLimits } from './store.js';
 
 /** Keys remembered for packCacheAdmitAfter=2; the oldest are forgotten beyond this. */

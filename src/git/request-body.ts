@@ -1,11 +1,12 @@
 /**
- * Reads the start of a request body, to key it. Upload-pack requests without `have` lines are
- * small (want lines, capabilities, shallow options), so at most `max` decoded bytes are held;
- * a longer body is handed back as a stream that replays what was read, then the rest, so it
- * can go to git uncached exactly as before.
+ * Reads the start of a request body before it costs a git process (smart-http.ts) and to key
+ * it (pack-cache/). Upload-pack requests without `have` lines are small (want lines,
+ * capabilities, shallow options), so at most `max` decoded bytes are held; a longer body is
+ * handed back as a stream that replays what was read, then the rest, so it can go to git
+ * exactly as before.
  */
 import { Readable, pipeline } from 'node:stream';
-import { toInputError } from '../smart-http.js';
+import { DomainError, invalid } from '../shared/errors.js';
 
 export type BufferedBody = { complete: true; bytes: Buffer } | { complete: false; stream: Readable };
 
@@ -43,4 +44,15 @@ export async function bufferRequest(
     }
   }
   return { complete: false, stream: Readable.from(replay(), { objectMode: false }) };
+}
+
+/** A failure of the request body's stream, as the domain error the client should see. */
+export function toInputError(err: Error): Error {
+  if (err instanceof DomainError) return err;
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  if (code.startsWith('Z_')) return invalid('bad_gzip', 'request body is not valid gzip');
+  if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || err.message === 'aborted') {
+    return invalid('client_gone', 'client closed the request before it was complete');
+  }
+  return err;
 }
