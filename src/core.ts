@@ -27,7 +27,7 @@ export async function openCore(config: Config): Promise<Core> {
     config,
     dataDir,
     meta,
-    accounts: createAccounts(meta),
+    accounts: createAccounts(meta, { tokenMaxLifetimeDays: config.tokenMaxLifetimeDays }),
     repos: createRepoService(meta, { dataDir, defaultBranch: config.defaultBranch }),
     close: () => meta.close(),
   };

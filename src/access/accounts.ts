@@ -12,7 +12,7 @@ import { appendAudit } from '../meta/audit.js';
 import { validateName } from '../repos/names.js';
 import { conflict, forbidden, notFound, unauthenticated } from '../shared/errors.js';
 import { actorId, actorName, ownerPermission, atLeast, type Actor } from './policy.js';
-import { hashToken, newTokenSecret, parseDuration } from './tokens.js';
+import { DEFAULT_MAX_TOKEN_DAYS, hashToken, newTokenSecret, parseDuration } from './tokens.js';
 
 export interface UserInfo {
   id: string;
@@ -28,13 +28,21 @@ export interface TokenInfo {
   lastUsedAt: string | null;
   revokedAt: string | null;
   createdAt: string;
+  /** The token this one was created with, if any: revoking that one revokes this one. */
+  parentId: string | null;
+}
+
+export interface AccountSettings {
+  /** Longest lifetime a token may be given (setting tokenMaxLifetimeDays). */
+  tokenMaxLifetimeDays: number;
 }
 
 /** last_used_at is refreshed at most this often, so token checks rarely write. */
 const TOUCH_INTERVAL_MS = 60_000;
 
-export function createAccounts(meta: MetaStore) {
+export function createAccounts(meta: MetaStore, settings: AccountSettings = { tokenMaxLifetimeDays: DEFAULT_MAX_TOKEN_DAYS }) {
   const { db } = meta;
+  const maxLifetimeMs = settings.tokenMaxLifetimeDays * 86400e3;
 
   function requireSiteAdmin(actor: Actor): void {
     if (actor.kind === 'system') return;
@@ -98,6 +106,16 @@ export function createAccounts(meta: MetaStore) {
     return org;
   }
 
+  /** The one check of a token's current state, whoever presents it. */
+  async function tokenActor(row: tokens.TokenRow | undefined): Promise<Actor> {
+    if (!row || row.revokedAt) throw unauthenticated('invalid_token', 'invalid or revoked access token');
+    if (row.expiresAt && row.expiresAt <= now()) throw unauthenticated('expired_token', 'access token expired');
+    if (!row.lastUsedAt || Date.parse(row.lastUsedAt) < Date.now() - TOUCH_INTERVAL_MS) {
+      await tokens.touchToken(db, row.id, now());
+    }
+    return { kind: 'user', userId: row.userId, name: row.userName, isAdmin: row.isAdmin, scope: row.scope, tokenId: row.id };
+  }
+
   return {
     async createUser(actor: Actor, name: string, opts: { admin?: boolean; requestId?: string } = {}): Promise<UserInfo> {
       requireSiteAdmin(actor);
@@ -155,27 +173,36 @@ export function createAccounts(meta: MetaStore) {
       const user = await userByName(userName);
       const self = actor.kind === 'user' && actor.userId === user.id;
       if (!self) requireSiteAdmin(actor);
-      // A token can never be stronger than the token that made it.
+      // A token can never be stronger than the token that made it…
       if (actor.kind === 'user' && !atLeast(actor.scope, scope)) {
         throw forbidden('scope_exceeds_token', `cannot create a ${scope} token with a ${actor.scope} token`);
       }
       const createdAt = now();
-      const expiresAt = opts.expires ? new Date(Date.now() + parseDuration(opts.expires)).toISOString() : null;
+      let expiresAt = opts.expires ? new Date(Date.now() + parseDuration(opts.expires, maxLifetimeMs)).toISOString() : null;
+      // …nor outlive it: its expiry is capped at the parent's, and revoking the parent revokes it.
+      const parentId = actor.kind === 'user' ? actor.tokenId : null;
+      if (parentId) {
+        const parent = await tokens.findTokenById(db, parentId);
+        if (parent?.expiresAt && (expiresAt === null || parent.expiresAt < expiresAt)) expiresAt = parent.expiresAt;
+      }
       const secret = newTokenSecret();
       const id = ulid();
       await db.transaction().execute(async (trx) => {
-        await tokens.insertToken(trx, { id, userId: user.id, tokenHash: hashToken(secret), scope, expiresAt, createdAt });
+        if (parentId && !(await tokens.lockLiveParent(trx, parentId, createdAt))) {
+          throw unauthenticated('invalid_token', 'invalid or revoked access token');
+        }
+        await tokens.insertToken(trx, { id, userId: user.id, tokenHash: hashToken(secret), scope, expiresAt, createdAt, parentId });
         await appendAudit(trx, {
           at: createdAt,
           actorId: actorId(actor),
           actorName: actorName(actor),
           action: 'token.create',
           target: user.name,
-          details: { token_id: id, scope, expires_at: expiresAt },
+          details: { token_id: id, scope, expires_at: expiresAt, ...(parentId && { parent_id: parentId }) },
           requestId: opts.requestId ?? null,
         });
       });
-      return { id, user: user.name, scope, expiresAt, lastUsedAt: null, revokedAt: null, createdAt, token: secret };
+      return { id, user: user.name, scope, expiresAt, lastUsedAt: null, revokedAt: null, createdAt, parentId, token: secret };
     },
 
     async listTokens(actor: Actor, userName: string): Promise<TokenInfo[]> {
@@ -195,14 +222,15 @@ export function createAccounts(meta: MetaStore) {
       if (!self) requireSiteAdmin(actor);
       const at = now();
       await db.transaction().execute(async (trx) => {
-        await tokens.revokeToken(trx, id, at);
+        // Its descendants go with it: a token made with a token never outlives it.
+        const lineage = await tokens.revokeToken(trx, id, at);
         await appendAudit(trx, {
           at,
           actorId: actorId(actor),
           actorName: actorName(actor),
           action: 'token.revoke',
           target: row.userName,
-          details: { token_id: id },
+          details: { token_id: id, ...(lineage.length > 1 && { descendants: lineage.slice(1) }) },
           requestId: opts.requestId ?? null,
         });
       });
@@ -211,13 +239,15 @@ export function createAccounts(meta: MetaStore) {
 
     /** Turns a presented secret into an actor, or refuses it. */
     async authenticate(secret: string): Promise<Actor> {
-      const row = await tokens.findTokenByHash(db, hashToken(secret));
-      if (!row || row.revokedAt) throw unauthenticated('invalid_token', 'invalid or revoked access token');
-      if (row.expiresAt && row.expiresAt <= now()) throw unauthenticated('expired_token', 'access token expired');
-      if (!row.lastUsedAt || Date.parse(row.lastUsedAt) < Date.now() - TOUCH_INTERVAL_MS) {
-        await tokens.touchToken(db, row.id, now());
-      }
-      return { kind: 'user', userId: row.userId, name: row.userName, isAdmin: row.isAdmin, scope: row.scope, tokenId: row.id };
+      return tokenActor(await tokens.findTokenByHash(db, hashToken(secret)));
+    },
+
+    /**
+     * The actor of a token known by id, checked as `authenticate` checks a secret: for
+     * authorizations derived from a token (LFS transfer URLs), which end when it does.
+     */
+    async authenticateTokenId(id: string): Promise<Actor> {
+      return tokenActor(await tokens.findTokenById(db, id));
     },
 
     audit,
@@ -233,6 +263,7 @@ function tokenInfo(row: tokens.TokenRow): TokenInfo {
     lastUsedAt: row.lastUsedAt,
     revokedAt: row.revokedAt,
     createdAt: row.createdAt,
+    parentId: row.parentId,
   };
 }
 

@@ -102,6 +102,7 @@ export const sharedSchemas = [
       lastUsedAt: nullableTimestamp,
       revokedAt: nullableTimestamp,
       createdAt: timestamp,
+      parentId: { type: ['string', 'null'], description: 'the token this one was created with; revoking it revokes this one' },
       token: { type: 'string', description: 'the secret; returned once, when the token is created' },
     },
   },
@@ -238,7 +239,12 @@ export const schemas = {
     body: object(
       {
         scope: { ...role, description: 'at most the scope of the token making the request' },
-        expires: { type: 'string', maxLength: 20, description: 'lifetime such as 30d, 12h, 90m; none means no expiry' },
+        expires: {
+          type: 'string',
+          maxLength: 20,
+          description:
+            'lifetime such as 30d, 12h, 90m, at most tokenMaxLifetimeDays; none means no expiry. Never later than the expiry of the token making the request',
+        },
       },
       ['scope'],
     ),

@@ -89,6 +89,8 @@ export interface AccessTokensTable {
   last_used_at: string | null;
   revoked_at: string | null;
   created_at: string;
+  /** The token this one was created with; revoking that one revokes this one. */
+  parent_id: string | null;
 }
 
 export interface AuditLogTable {

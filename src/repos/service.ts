@@ -17,7 +17,7 @@ import { handOverLinks } from '../meta/lfs.js';
 import { appendEvent } from '../meta/snapshots.js';
 import type { Visibility } from '../meta/schema.js';
 import { cloneLocalMirror, initBare, setConfig, setSymbolicRef, symbolicHead } from '../git/command.js';
-import { conflict, forbidden, notFound, unauthenticated } from '../shared/errors.js';
+import { conflict, forbidden, invalid, notFound, unauthenticated } from '../shared/errors.js';
 import { actorId, actorName, atLeast, ownerPermission, repoPermission, type Action, type Actor } from '../access/policy.js';
 import { parseRepoPath, parseSpacePath, validateName, type RepoPath } from './names.js';
 
@@ -147,6 +147,24 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
     diskPath,
     resolve,
 
+    /**
+     * The repositories whose LFS objects `actor` may download through `repo`: `repo` itself and
+     * the members of its fork network that the actor can read. A member the actor cannot read
+     * lends nothing, so a public fork never serves what was uploaded only to a private source.
+     */
+    async lfsSources(actor: Actor, repo: RepoRow): Promise<string[]> {
+      const members = await repos.listNetwork(db, repo.forkNetwork);
+      const roles = new Map<string, Awaited<ReturnType<typeof orgRole>>>();
+      const sources = [repo.id];
+      for (const m of members) {
+        if (m.id === repo.id) continue;
+        if (!roles.has(m.ownerId)) roles.set(m.ownerId, await orgRole(actor, m.ownerId, m.ownerKind));
+        const held = repoPermission(actor, { visibility: m.visibility, ownerId: m.ownerId, ownerKind: m.ownerKind, orgRole: roles.get(m.ownerId) });
+        if (atLeast(held, 'read')) sources.push(m.id);
+      }
+      return sources;
+    },
+
     async createSpace(actor: Actor, spacePath: string, opts: { requestId?: string } = {}) {
       const where = parseSpacePath(spacePath);
       const owner = await owners.findOwnerByName(db, where.owner);
@@ -236,7 +254,14 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       targetPath: string,
       opts: { visibility?: Visibility; requestId?: string } = {},
     ): Promise<RepoInfo> {
-      const source = await resolve(actor, parseRepoPath(sourcePath), 'read');
+      const sourceWhere = parseRepoPath(sourcePath);
+      let source = await resolve(actor, sourceWhere, 'read');
+      // A fork copies everything; of a private repository only its administrators may make one,
+      // and it stays private (issue 9: a read-only member published a private repository).
+      if (source.visibility === 'private') {
+        source = await resolve(actor, sourceWhere, 'admin');
+        if (opts.visibility === 'public') throw privateForkPublic(`${source.ownerName}/${source.spaceName}/${source.name}`);
+      }
       const where = parseRepoPath(targetPath);
       const space = await findSpaceOrThrow(where.owner, where.space);
       await requireOwnerRole(actor, { id: space.ownerId, name: space.ownerName, kind: space.ownerKind }, 'write');
@@ -244,7 +269,6 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       if (existing) throw conflict('repo_exists', `repository already exists: ${targetPath}`);
       const id = ulid();
       const createdAt = now();
-      // A private repository's fork stays private unless asked otherwise.
       const visibility = opts.visibility ?? source.visibility;
       const from = `${source.ownerName}/${source.spaceName}/${source.name}`;
       const dir = await forkOnDisk(id, source);
@@ -336,6 +360,10 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       opts: { requestId?: string } = {},
     ): Promise<RepoInfo> {
       const repo = await resolve(actor, parseRepoPath(repoPath), 'admin');
+      if (change.visibility === 'public' && repo.forkOf) {
+        const source = await repos.findRepositoryById(db, repo.forkOf);
+        if (source?.visibility === 'private') throw privateForkPublic(`${source.ownerName}/${source.spaceName}/${source.name}`);
+      }
       await db.transaction().execute(async (trx) => {
         if (change.visibility !== undefined || change.enforceLocks !== undefined) {
           await repos.updateRepository(trx, repo.id, {
@@ -363,9 +391,10 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
     async deleteRepo(actor: Actor, repoPath: string, opts: { requestId?: string } = {}): Promise<RepoInfo> {
       const repo = await resolve(actor, parseRepoPath(repoPath), 'admin');
       await db.transaction().execute(async (trx) => {
-        // The rest of its fork network keeps the LFS objects it could download through this one.
-        const heir = await repos.networkHeir(trx, repo);
-        if (heir) await handOverLinks(trx, repo.id, heir);
+        // The rest of its fork network keeps the LFS objects it could download through this one,
+        // through an heir whose readers could all read this one (see networkHeir).
+        const heir = networkHeir(repo, await repos.listNetwork(trx, repo.forkNetwork));
+        if (heir) await handOverLinks(trx, repo.id, heir.id);
         await repos.deleteRepository(trx, repo.id);
         await appendAudit(trx, {
           at: now(),
@@ -408,3 +437,21 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
 }
 
 export type RepoService = ReturnType<typeof createRepoService>;
+
+function privateForkPublic(source: string) {
+  return invalid('private_fork_public', `a fork of the private repository ${source} cannot be public`, { source });
+}
+
+/**
+ * Who inherits the LFS links of `gone`, a repository being deleted, so that its fork network
+ * keeps what it could download through it: the oldest other member whose readers could all
+ * read `gone` too. If `gone` is public, anyone qualifies. If it is private, only a private
+ * member of the same owner (the same readers, since access follows owner and visibility);
+ * without one, what was uploaded only to `gone` is downloadable nowhere else afterwards, and
+ * the forks' users upload it again (`git lfs push --all`).
+ */
+export function networkHeir(gone: RepoRow, network: RepoRow[]): RepoRow | undefined {
+  const others = network.filter((m) => m.id !== gone.id);
+  if (gone.visibility === 'public') return others[0];
+  return others.find((m) => m.visibility === 'private' && m.ownerId === gone.ownerId);
+}
