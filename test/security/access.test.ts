@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { databaseBackends, seed, Server } from '../e2e/harness.js';
-import { basic, batch, batchOne, randomBytesSeeded, runAction, sha256 } from '../e2e/lfs-fixture.js';
+import { basic, batch, batchOne, randomBytesSeeded, runAction, sha256, uploadObject } from '../e2e/lfs-fixture.js';
 
 interface ApiAnswer {
   status: number;
@@ -45,21 +45,7 @@ for (const database of databaseBackends()) {
       return JSON.parse(await server.cliOk(['token', 'create', user, '--scope', scope, ...(expires ? ['--expires', expires] : []), '--json']));
     }
 
-    /** Uploads `data` to `repo` through the batch API, as git-lfs does. */
-    async function upload(repo: string, token: string, data: Buffer): Promise<string> {
-      const oid = sha256(data);
-      const obj = await batchOne(server, repo, token, 'upload', oid, data.length);
-      assert.ok(obj.actions?.upload, JSON.stringify(obj));
-      const put = await runAction(obj.actions.upload, { method: 'PUT', body: data, headers: { 'content-type': 'application/octet-stream' } });
-      assert.equal(put.status, 200, await put.text());
-      const verify = await runAction(obj.actions.verify!, {
-        method: 'POST',
-        body: JSON.stringify({ oid, size: data.length }),
-        headers: { 'content-type': 'application/vnd.git-lfs+json' },
-      });
-      assert.equal(verify.status, 200, await verify.text());
-      return oid;
-    }
+    const upload = (repo: string, token: string, data: Buffer) => uploadObject(server, repo, token, data);
 
     function downloadBatch(repo: string, token: string | undefined, oid: string, size: number) {
       return batch(server, repo, token, { operation: 'download', transfers: ['basic'], objects: [{ oid, size }], hash_algo: 'sha256' });
