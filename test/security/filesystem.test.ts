@@ -98,7 +98,10 @@ describe('the hook socket of a long data path', () => {
     const dataDir = path.join(parent, 'a-data-directory-whose-path-is-too-long-for-a-unix-socket'.repeat(2));
     // Where main put it; another local user binds it first.
     const predictable = path.join(tmpdir(), `gitstratum-${createHash('sha256').update(dataDir).digest('hex').slice(0, 16)}.sock`);
-    const squatter = createServer((s) => s.end('{"code":0}'));
+    const squatter = createServer((s) => {
+      s.on('error', () => {});
+      s.end('{"code":0}');
+    });
     await new Promise<void>((resolve) => squatter.listen(predictable, resolve));
     let server: Server | undefined;
     try {
