@@ -111,14 +111,12 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
       const repo = await repos.resolve(systemActor, where(req), 'read');
       const claims = await signer.verify(secret, { repo: repo.id, op, oid });
       let actor: Actor = anonymous;
-      if (claims.tokenId) {
-        actor = await accounts.authenticateTokenId(claims.tokenId);
-        // And the user still has the access (not removed from the organization meanwhile).
-        await repos.resolve(actor, where(req), op === 'download' ? 'read' : 'write');
-      } else if (claims.sub !== null) {
-        // Issued to a user before authorizations named their token: it cannot be checked.
-        throw unauthenticated('transfer_invalid', 'invalid transfer authorization');
-      }
+      if (claims.tokenId) actor = await accounts.authenticateTokenId(claims.tokenId);
+      // Issued to a user before authorizations named their token: it cannot be checked.
+      else if (claims.sub !== null) throw unauthenticated('transfer_invalid', 'invalid transfer authorization');
+      // Whoever it was issued to still has the access: not removed from the organization, the
+      // repository not made private since an anonymous batch.
+      await repos.resolve(actor, where(req), op === 'download' ? 'read' : 'write');
       return { repo: await lfsRepo(actor, repo, ''), claims };
     }
     const actor = await authenticate(accounts, req);
