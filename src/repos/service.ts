@@ -20,6 +20,7 @@ import { cloneLocalMirror, initBare, setConfig, setSymbolicRef, symbolicHead } f
 import { conflict, forbidden, invalid, notFound, unauthenticated } from '../shared/errors.js';
 import { actorId, actorName, atLeast, ownerPermission, repoPermission, type Action, type Actor } from '../access/policy.js';
 import { parseRepoPath, parseSpacePath, validateName, type RepoPath } from './names.js';
+import { networkHeir, readableMembers } from './fork-network.js';
 
 export type RepoRow = repos.RepoRow;
 
@@ -148,21 +149,11 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
     resolve,
 
     /**
-     * The repositories whose LFS objects `actor` may download through `repo`: `repo` itself and
-     * the members of its fork network that the actor can read. A member the actor cannot read
-     * lends nothing, so a public fork never serves what was uploaded only to a private source.
+     * The repositories whose LFS objects `actor` may download through `repo` (see
+     * fork-network.ts): `repo` itself and the members of its fork network the actor can read.
      */
     async lfsSources(actor: Actor, repo: RepoRow): Promise<string[]> {
-      const members = await repos.listNetwork(db, repo.forkNetwork);
-      const roles = new Map<string, Awaited<ReturnType<typeof orgRole>>>();
-      const sources = [repo.id];
-      for (const m of members) {
-        if (m.id === repo.id) continue;
-        if (!roles.has(m.ownerId)) roles.set(m.ownerId, await orgRole(actor, m.ownerId, m.ownerKind));
-        const held = repoPermission(actor, { visibility: m.visibility, ownerId: m.ownerId, ownerKind: m.ownerKind, orgRole: roles.get(m.ownerId) });
-        if (atLeast(held, 'read')) sources.push(m.id);
-      }
-      return sources;
+      return readableMembers(repo, await repos.listNetwork(db, repo.forkNetwork), async (m) => permission(actor, m));
     },
 
     async createSpace(actor: Actor, spacePath: string, opts: { requestId?: string } = {}) {
@@ -440,18 +431,4 @@ export type RepoService = ReturnType<typeof createRepoService>;
 
 function privateForkPublic(source: string) {
   return invalid('private_fork_public', `a fork of the private repository ${source} cannot be public`, { source });
-}
-
-/**
- * Who inherits the LFS links of `gone`, a repository being deleted, so that its fork network
- * keeps what it could download through it: the oldest other member whose readers could all
- * read `gone` too. If `gone` is public, anyone qualifies. If it is private, only a private
- * member of the same owner (the same readers, since access follows owner and visibility);
- * without one, what was uploaded only to `gone` is downloadable nowhere else afterwards, and
- * the forks' users upload it again (`git lfs push --all`).
- */
-export function networkHeir(gone: RepoRow, network: RepoRow[]): RepoRow | undefined {
-  const others = network.filter((m) => m.id !== gone.id);
-  if (gone.visibility === 'public') return others[0];
-  return others.find((m) => m.visibility === 'private' && m.ownerId === gone.ownerId);
 }

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { networkHeir, type RepoRow } from './service.js';
+import { networkHeir } from './fork-network.js';
+import type { RepoRow } from './service.js';
 
 function repo(id: string, ownerId: string, visibility: 'public' | 'private'): RepoRow {
   return {
