@@ -4,6 +4,7 @@
  * limits, hooks, LFS and the pack cache.
  */
 import path from 'node:path';
+import { chmod } from 'node:fs/promises';
 import { sql } from 'kysely';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './config/schema.js';
@@ -14,7 +15,7 @@ import { createMaintenanceMetrics, MaintenanceScheduler } from './git/maintenanc
 import { gitServices } from './git/smart-http.js';
 import { openPackCache } from './git/pack-cache/cache.js';
 import { createPackCacheMetrics } from './git/pack-cache/metrics.js';
-import { HookServer, hookRepoId, hookSocketPath, installHooks, parseRefLines } from './git/hooks.js';
+import { HookServer, hookRepoId, installHooks, parseRefLines } from './git/hooks.js';
 import { createMetrics } from './http/metrics.js';
 import { createHttpServer } from './http/server.js';
 import { registerGitRoutes } from './http/git-routes.js';
@@ -95,7 +96,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
         { log: log.child({ component: 'maintenance' }), metrics: createMaintenanceMetrics(metrics.registry) },
       )
     : undefined;
-  const hooks = new HookServer(hookSocketPath(core.dataDir), log.child({ component: 'hooks' }));
+  const hooks = new HookServer(core.dataDir, log.child({ component: 'hooks' }));
   const lfsMetrics = createLfsMetrics(metrics.registry);
   const rawStore = await createObjectStore(config, core.dataDir);
   const store = timed(rawStore, lfsMetrics.storeLatency);
@@ -201,6 +202,8 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     push: { maxRefUpdates: config.gitMaxRefUpdates, maxPushOptions: config.gitMaxPushOptions, maxCommandBytes: config.gitMaxPushCommandBytes },
   };
   const plainGit = gitServices(limiter);
+  // nginx (in the server's group) opens hits by path: it must pass through the data directory.
+  if (config.packCacheEnabled && config.packCacheAccelRedirect) await chmod(core.dataDir, 0o710);
   const packCache = config.packCacheEnabled
     ? await openPackCache(
         plainGit,
@@ -236,7 +239,18 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     },
     { accounts: core.accounts, registry: metrics.registry, log: log.child({ component: 'rate-limit' }), redis, redisKeyPrefix: config.redisKeyPrefix },
   );
-  registerGitRoutes(http, { accounts: core.accounts, repos: core.repos, git: packCache ?? plainGit, limits, metrics, hookSocket: hooks.socketPath, residency });
+  registerGitRoutes(http, {
+    accounts: core.accounts,
+    repos: core.repos,
+    git: packCache ?? plainGit,
+    limits,
+    metrics,
+    // Read per request: for a long data path the socket's place is chosen at listen().
+    get hookSocket() {
+      return hooks.socketPath;
+    },
+    residency,
+  });
   registerApiRoutes(http, { accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail });
   registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl });
 
@@ -246,8 +260,9 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     hooks,
     limiter,
     async listen() {
-      await installHooks(core.dataDir);
+      // The socket first: its place (for a long data path) is chosen when it starts listening.
       await hooks.listen();
+      await installHooks(core.dataDir, hooks.socketPath);
       background.start();
       residency.start();
       if (redis) await redisReady(redis, 5000);

@@ -4,9 +4,10 @@
  * module graph (which would double every command's start-up time).
  */
 import path from 'node:path';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import type { Config } from './config/schema.js';
 import { ConfigError } from './config/load.js';
+import type { Logger } from './shared/log.js';
 import { openMetaStore, type MetaStore } from './meta/db.js';
 import { createAccounts, type Accounts } from './access/accounts.js';
 import { createRepoService, type RepoService } from './repos/service.js';
@@ -21,24 +22,43 @@ export interface Core {
   repos: RepoService;
   offboarding: Offboarding;
   auditTrail: AuditTrail;
+  /** The data directory's permission bits as found at start (for warnIfExposed). */
+  dataDirMode: number;
   close(): Promise<void>;
+}
+
+/**
+ * One log line for a data directory other local users can enter or read (issue 9). Group
+ * traversal alone is allowed: packCacheAccelRedirect needs it for nginx.
+ */
+export function warnIfExposed(core: Core, log: Logger): void {
+  if ((core.dataDirMode & 0o067) === 0) return;
+  log.warn(
+    { data: core.dataDir, mode: core.dataDirMode.toString(8).padStart(4, '0') },
+    'data directory is accessible to other local users; make it private (chmod -R go-rwx)',
+  );
 }
 
 export async function openCore(config: Config): Promise<Core> {
   const dataDir = path.resolve(config.data);
-  await mkdir(dataDir, { recursive: true }).catch((err: Error) => {
+  // Private to the server's user: it holds repositories, meta.sqlite (token hashes), LFS
+  // objects, backups and the signing key. What is created inside follows the process umask
+  // (077, set by the command line at start: 0700 directories, 0600 files, git's too).
+  await mkdir(dataDir, { recursive: true, mode: 0o700 }).catch((err: Error) => {
     throw new ConfigError(`cannot create data directory ${dataDir} (setting data): ${err.message}`);
   });
+  const dataDirMode = (await stat(dataDir)).mode & 0o777;
   const meta = await openMetaStore({ dataDir, databaseUrl: config.databaseUrl });
   const repos = createRepoService(meta, { dataDir, defaultBranch: config.defaultBranch });
   return {
     config,
     dataDir,
     meta,
-    accounts: createAccounts(meta),
+    accounts: createAccounts(meta, { tokenMaxLifetimeDays: config.tokenMaxLifetimeDays }),
     repos,
     offboarding: createOffboarding(meta, { repos }),
     auditTrail: createAuditTrail(meta, { repos }),
+    dataDirMode,
     close: () => meta.close(),
   };
 }

@@ -6,6 +6,7 @@
 import type { Config } from './config/schema.js';
 import { createLogger } from './shared/log.js';
 import { createApp } from './app.js';
+import { warnIfExposed } from './core.js';
 import { loadTls } from './http/server.js';
 import { ConfigError } from './config/load.js';
 import { stopOnSignals } from './shared/shutdown.js';
@@ -30,6 +31,7 @@ export async function serve(config: Config): Promise<void> {
     throw err;
   }
   log.info({ url, data: app.core.dataDir, database: app.core.meta.location }, 'gitstratum listening');
+  warnIfExposed(app.core, log);
 
   stopOnSignals(log, config.shutdownTimeoutSeconds, 'shutting down', {
     starting: () => ({ running_git: app.limiter.runningCount, bound_s: config.shutdownTimeoutSeconds }),

@@ -15,7 +15,7 @@ import { collectProcessMetrics } from './http/metrics.js';
 import type { Config } from './config/schema.js';
 import { ConfigError } from './config/load.js';
 import { createLogger } from './shared/log.js';
-import { openCore } from './core.js';
+import { openCore, warnIfExposed } from './core.js';
 import { createObjectStore } from './app.js';
 import { createBackground } from './background.js';
 import { stopOnSignals } from './shared/shutdown.js';
@@ -62,6 +62,7 @@ export async function work(config: Config): Promise<void> {
 
   background.start();
   log.info({ data: core.dataDir, database: core.meta.location, metrics: metricsUrl ?? null }, 'gitstratum worker started');
+  warnIfExposed(core, log);
 
   stopOnSignals(log, config.shutdownTimeoutSeconds, 'worker stopping', {
     starting: () => ({}),

@@ -12,7 +12,7 @@ import { appendAudit } from '../meta/audit.js';
 import { validateName } from '../repos/names.js';
 import { conflict, forbidden, notFound, unauthenticated } from '../shared/errors.js';
 import { actorId, actorName, ownerPermission, atLeast, type Actor } from './policy.js';
-import { hashToken, newTokenSecret, parseDuration, parseTokenName } from './tokens.js';
+import { DEFAULT_MAX_TOKEN_DAYS, hashToken, newTokenSecret, parseDuration, parseTokenName } from './tokens.js';
 
 export interface UserInfo {
   id: string;
@@ -34,6 +34,13 @@ export interface TokenInfo {
   name: string | null;
   /** Past its expiry (it no longer authenticates). */
   expired: boolean;
+  /** The token this one was created with, if any: revoking that one revokes this one. */
+  parentId: string | null;
+}
+
+export interface AccountSettings {
+  /** Longest lifetime a token may be given (setting tokenMaxLifetimeDays). */
+  tokenMaxLifetimeDays: number;
 }
 
 /** last_used_at is refreshed at most this often, so token checks rarely write. */
@@ -46,8 +53,9 @@ export function requireSiteAdmin(actor: Actor): void {
   if (!actor.isAdmin || actor.scope !== 'admin') throw forbidden('admin_required', 'site administrator token required');
 }
 
-export function createAccounts(meta: MetaStore) {
+export function createAccounts(meta: MetaStore, settings: AccountSettings = { tokenMaxLifetimeDays: DEFAULT_MAX_TOKEN_DAYS }) {
   const { db } = meta;
+  const maxLifetimeMs = settings.tokenMaxLifetimeDays * 86400e3;
 
   function requireUser(actor: Actor): void {
     if (actor.kind === 'anonymous') throw unauthenticated('auth_required', 'authentication required');
@@ -103,6 +111,15 @@ export function createAccounts(meta: MetaStore) {
     const org = await owners.findOwnerByName(db, name);
     if (!org || org.kind !== 'org') throw notFound('org_not_found', `organization '${name}' not found`, { name });
     return org;
+  }
+
+  /** The one check of a token's current state, whoever presents it. */
+  async function tokenActor(row: tokens.TokenRow | undefined): Promise<Actor> {
+    assertUsable(row);
+    if (!row.lastUsedAt || Date.parse(row.lastUsedAt) < Date.now() - TOUCH_INTERVAL_MS) {
+      await tokens.touchToken(db, row.id, now());
+    }
+    return { kind: 'user', userId: row.userId, name: row.userName, isAdmin: row.isAdmin, scope: row.scope, tokenId: row.id };
   }
 
   return {
@@ -197,28 +214,37 @@ export function createAccounts(meta: MetaStore) {
       const user = await userByName(userName);
       const self = actor.kind === 'user' && actor.userId === user.id;
       if (!self) requireSiteAdmin(actor);
-      // A token can never be stronger than the token that made it.
+      // A token can never be stronger than the token that made it…
       if (actor.kind === 'user' && !atLeast(actor.scope, scope)) {
         throw forbidden('scope_exceeds_token', `cannot create a ${scope} token with a ${actor.scope} token`);
       }
       const createdAt = now();
-      const expiresAt = opts.expires ? new Date(Date.now() + parseDuration(opts.expires)).toISOString() : null;
+      let expiresAt = opts.expires ? new Date(Date.now() + parseDuration(opts.expires, maxLifetimeMs)).toISOString() : null;
+      // …nor outlive it: its expiry is capped at the parent's, and revoking the parent revokes it.
+      const parentId = actor.kind === 'user' ? actor.tokenId : null;
+      if (parentId) {
+        const parent = await tokens.findTokenById(db, parentId);
+        if (parent?.expiresAt && (expiresAt === null || parent.expiresAt < expiresAt)) expiresAt = parent.expiresAt;
+      }
       const name = opts.name === undefined ? null : parseTokenName(opts.name);
       const secret = newTokenSecret();
       const id = ulid();
       await db.transaction().execute(async (trx) => {
-        await tokens.insertToken(trx, { id, userId: user.id, tokenHash: hashToken(secret), scope, expiresAt, createdAt, name });
+        if (parentId && !(await tokens.lockLiveParent(trx, parentId, createdAt))) {
+          throw unauthenticated('invalid_token', 'invalid or revoked access token');
+        }
+        await tokens.insertToken(trx, { id, userId: user.id, tokenHash: hashToken(secret), scope, expiresAt, createdAt, name, parentId });
         await appendAudit(trx, {
           at: createdAt,
           actorId: actorId(actor),
           actorName: actorName(actor),
           action: 'token.create',
           target: user.name,
-          details: { token_id: id, scope, expires_at: expiresAt, ...(name !== null && { name }) },
+          details: { token_id: id, scope, expires_at: expiresAt, ...(name !== null && { name }), ...(parentId && { parent_id: parentId }) },
           requestId: opts.requestId ?? null,
         });
       });
-      return { id, user: user.name, scope, expiresAt, lastUsedAt: null, revokedAt: null, createdAt, name, expired: false, token: secret };
+      return { id, user: user.name, scope, expiresAt, lastUsedAt: null, revokedAt: null, createdAt, name, expired: false, parentId, token: secret };
     },
 
     async listTokens(actor: Actor, userName: string): Promise<TokenInfo[]> {
@@ -238,14 +264,15 @@ export function createAccounts(meta: MetaStore) {
       if (!self) requireSiteAdmin(actor);
       const at = now();
       await db.transaction().execute(async (trx) => {
-        await tokens.revokeToken(trx, id, at);
+        // Its descendants go with it: a token made with a token never outlives it.
+        const lineage = await tokens.revokeToken(trx, id, at);
         await appendAudit(trx, {
           at,
           actorId: actorId(actor),
           actorName: actorName(actor),
           action: 'token.revoke',
           target: row.userName,
-          details: { token_id: id },
+          details: { token_id: id, ...(lineage.length > 1 && { descendants: lineage.slice(1) }) },
           requestId: opts.requestId ?? null,
         });
       });
@@ -254,12 +281,15 @@ export function createAccounts(meta: MetaStore) {
 
     /** Turns a presented secret into an actor, or refuses it. */
     async authenticate(secret: string): Promise<Actor> {
-      const row = await tokens.findTokenByHash(db, hashToken(secret));
-      assertUsable(row);
-      if (!row.lastUsedAt || Date.parse(row.lastUsedAt) < Date.now() - TOUCH_INTERVAL_MS) {
-        await tokens.touchToken(db, row.id, now());
-      }
-      return { kind: 'user', userId: row.userId, name: row.userName, isAdmin: row.isAdmin, scope: row.scope, tokenId: row.id };
+      return tokenActor(await tokens.findTokenByHash(db, hashToken(secret)));
+    },
+
+    /**
+     * The actor of a token known by id, checked as `authenticate` checks a secret: for
+     * authorizations derived from a token (LFS transfer URLs), which end when it does.
+     */
+    async authenticateTokenId(id: string): Promise<Actor> {
+      return tokenActor(await tokens.findTokenById(db, id));
     },
 
     audit,
@@ -288,6 +318,7 @@ function tokenInfo(row: tokens.TokenRow): TokenInfo {
     createdAt: row.createdAt,
     name: row.name,
     expired: row.expiresAt !== null && row.expiresAt <= now(),
+    parentId: row.parentId,
   };
 }
 

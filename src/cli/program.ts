@@ -230,7 +230,7 @@ export function buildProgram(): Command {
       .command('fork <owner/space/repo> <owner/space/name>')
       .description("fork a repository: a new one with all of the source's refs and objects (local hardlinks), in its fork network")
       .addOption(new Option('--private', 'make the fork private (default: the source’s visibility)').conflicts('public'))
-      .addOption(new Option('--public', 'make the fork public')),
+      .addOption(new Option('--public', 'make the fork public (never for a private source)')),
   ).action(
     admin(async (core, from: string, to: string) => {
       const opts = repo.commands.find((c) => c.name() === 'fork')!.opts();
@@ -456,6 +456,10 @@ export function buildProgram(): Command {
 }
 
 export async function run(argv: string[]): Promise<void> {
+  // Everything this process and the git it spawns create is private to the server's user:
+  // repositories, meta.sqlite, LFS objects, backups, the cache (issue 9: all were readable by
+  // every local user). The mode git would take from core.sharedRepository is left unset.
+  process.umask(0o077);
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {

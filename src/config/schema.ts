@@ -184,6 +184,8 @@ export const configSchema = z
     lfsTransferMode: z.enum(['proxy', 'direct']).default('proxy'),
     lfsMaxObjectBytes: positiveBytes.default(50 * 1024 ** 3),
     lfsMaxBatchObjects: positiveInt.default(1000),
+    /** Longest lifetime a token may be given (`--expires`); a longer one is refused with 400. */
+    tokenMaxLifetimeDays: z.coerce.number().int().min(1).max(36500).default(3650),
     /** Lifetime of LFS transfer actions; the client treats anything within 5 s of expiry as expired. */
     lfsActionExpiresSeconds: seconds.pipe(z.number().min(60).max(7 * 86400)).default(3600),
     /** Secret for signed LFS transfer authorizations; every frontend needs the same. Default: <data>/signing.key. */

@@ -13,6 +13,21 @@ const [hook = '', defaultSocket = '', ...args] = process.argv.slice(2);
 const QUARANTINE = ['GIT_QUARANTINE_PATH', 'GIT_OBJECT_DIRECTORY', 'GIT_ALTERNATE_OBJECT_DIRECTORIES'];
 const socketPath = process.env['GITSTRATUM_HOOK_SOCKET'] || defaultSocket;
 
+/**
+ * No server answered (it is down, or git was run by hand on the disk). Hooks fail closed:
+ * pre-receive refuses the push, since nobody could enforce locks, write the audit log or mark
+ * the repository for its snapshot. post-receive runs after the refs moved and cannot undo
+ * them; it says what was skipped and lets git finish.
+ */
+function unanswered(): never {
+  if (hook === 'pre-receive') {
+    process.stderr.write('gitstratum: the server cannot be reached to check this push; push refused (is gitstratum running?)\n');
+    process.exit(1);
+  }
+  process.stderr.write(`gitstratum: the server cannot be reached; ${hook} skipped (no audit entry or snapshot mark for this push)\n`);
+  process.exit(0);
+}
+
 const stdinChunks: Buffer[] = [];
 process.stdin.on('data', (c: Buffer) => stdinChunks.push(c));
 process.stdin.on('end', () => {
@@ -26,17 +41,16 @@ process.stdin.on('end', () => {
   socket.setEncoding('utf8');
   socket.on('connect', () => socket.end(request + '\n'));
   socket.on('data', (d: string) => (answer += d));
-  socket.on('error', () => {
-    // No server to ask (git run by hand while gitstratum is down): let git proceed.
-    process.exit(0);
-  });
+  socket.on('error', () => unanswered());
   socket.on('end', () => {
+    let parsed: { code: number; message?: string };
     try {
-      const { code, message } = JSON.parse(answer) as { code: number; message?: string };
-      if (message) process.stderr.write(message.endsWith('\n') ? message : message + '\n');
-      process.exit(code);
+      parsed = JSON.parse(answer) as { code: number; message?: string };
     } catch {
-      process.exit(0);
+      unanswered();
+      return;
     }
+    if (parsed.message) process.stderr.write(parsed.message.endsWith('\n') ? parsed.message : parsed.message + '\n');
+    process.exit(parsed.code);
   });
 });

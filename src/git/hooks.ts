@@ -4,9 +4,9 @@
  * copies. Each hook is a two-line shell script that execs the relay, which forwards to the
  * socket server here. The logic stays in TypeScript in the server.
  */
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer, type Server } from 'node:net';
-import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,12 +43,60 @@ interface ControlAnswer {
   error?: { kind: ErrorKind; code: string; message: string };
 }
 
-/** Where the socket lives: in the data directory, or in the temp dir when that path is too long for AF_UNIX. */
+/**
+ * Where the socket lives. In `<data>/run/` when that path fits in an AF_UNIX address (108 bytes
+ * on Linux, 104 on macOS; we keep under 100). For a longer data path, in a directory made by
+ * mkdtemp (mode 0700, an unpredictable name) under $XDG_RUNTIME_DIR or the temp directory, its
+ * path recorded in `<data>/run/hooks.sock.path` for the CLI and the hooks to find. Never a
+ * predictable name in a shared directory: another local user could bind it first and keep the
+ * server from starting, or answer the hooks in its place (issue 9).
+ */
+const RUN_DIR = 'run';
+const SOCKET_RECORD = 'hooks.sock.path';
+
+function preferredSocketPath(dataDir: string): string | undefined {
+  const preferred = path.join(dataDir, RUN_DIR, 'hooks.sock');
+  return preferred.length < 100 ? preferred : undefined;
+}
+
+/** The socket of the server running on this data directory, as its clients find it. */
 export function hookSocketPath(dataDir: string): string {
-  const preferred = path.join(dataDir, 'run', 'hooks.sock');
-  if (preferred.length < 100) return preferred;
-  const digest = createHash('sha256').update(dataDir).digest('hex').slice(0, 16);
-  return path.join(tmpdir(), `gitstratum-${digest}.sock`);
+  const preferred = preferredSocketPath(dataDir);
+  if (preferred) return preferred;
+  try {
+    return readFileSync(path.join(dataDir, RUN_DIR, SOCKET_RECORD), 'utf8').trim();
+  } catch {
+    // No server has recorded one: a path nobody listens on, so "not running".
+    return path.join(dataDir, RUN_DIR, 'hooks.sock');
+  }
+}
+
+/**
+ * The server's side of hookSocketPath: the path to listen on, with a fresh private directory
+ * for a long data path (recorded, replacing a stale record), and whether it made that directory.
+ */
+async function claimSocketPath(dataDir: string): Promise<{ socketPath: string; ownDir: boolean }> {
+  const runDir = path.join(dataDir, RUN_DIR);
+  await mkdir(runDir, { recursive: true, mode: 0o700 });
+  const preferred = preferredSocketPath(dataDir);
+  if (preferred) return { socketPath: preferred, ownDir: false };
+  const recorded = hookSocketPath(dataDir);
+  if (await socketAnswers(recorded)) throw dataDirInUse(recorded);
+  if (recorded !== path.join(runDir, 'hooks.sock') && path.basename(path.dirname(recorded)).startsWith('gitstratum-')) {
+    // A stale directory of an earlier run (its record lives in our own 0700 run directory).
+    await rm(path.dirname(recorded), { recursive: true, force: true });
+  }
+  const base = process.env['XDG_RUNTIME_DIR'] && path.isAbsolute(process.env['XDG_RUNTIME_DIR']) ? process.env['XDG_RUNTIME_DIR'] : tmpdir();
+  const dir = await mkdtemp(path.join(base, 'gitstratum-'));
+  const socketPath = path.join(dir, 'hooks.sock');
+  if (socketPath.length >= 100) throw new Error(`no short directory for the hook socket: ${socketPath} is too long for AF_UNIX`);
+  await writeFile(path.join(runDir, SOCKET_RECORD + '.tmp'), socketPath + '\n', { mode: 0o600 });
+  await rename(path.join(runDir, SOCKET_RECORD + '.tmp'), path.join(runDir, SOCKET_RECORD));
+  return { socketPath, ownDir: true };
+}
+
+function dataDirInUse(socketPath: string) {
+  return conflict('data_dir_in_use', `another gitstratum server is running on this data directory (its hook socket ${socketPath} answers)`);
 }
 
 export function hooksDir(dataDir: string): string {
@@ -56,11 +104,10 @@ export function hooksDir(dataDir: string): string {
 }
 
 /** Writes the hook scripts (again at every start, so they follow the installed program). */
-export async function installHooks(dataDir: string): Promise<void> {
+export async function installHooks(dataDir: string, socket: string): Promise<void> {
   const dir = hooksDir(dataDir);
   await mkdir(dir, { recursive: true });
   const relay = fileURLToPath(new URL('./hook-relay.js', import.meta.url));
-  const socket = hookSocketPath(dataDir);
   for (const name of HOOK_NAMES) {
     const file = path.join(dir, name);
     const script = `#!/bin/sh\n# Installed by gitstratum: relays to the server. Rewritten at every start.\nexec ${sh(process.execPath)} ${sh(relay)} ${name} ${sh(socket)} "$@"\n`;
@@ -78,11 +125,20 @@ export class HookServer {
   private server: Server | undefined;
   private readonly handlers = new Map<HookName, HookHandler[]>();
   private readonly controls = new Map<string, ControlHandler>();
+  private path: string;
+  private ownDir = false;
 
   constructor(
-    readonly socketPath: string,
+    private readonly dataDir: string,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.path = hookSocketPath(dataDir);
+  }
+
+  /** Where the socket is; final once listen() has resolved. */
+  get socketPath(): string {
+    return this.path;
+  }
 
   on(hook: HookName, handler: HookHandler): void {
     const list = this.handlers.get(hook) ?? [];
@@ -95,12 +151,10 @@ export class HookServer {
   }
 
   async listen(): Promise<void> {
-    await mkdir(path.dirname(this.socketPath), { recursive: true });
     // A shard has one writer: if another server answers on this data directory's socket,
     // refuse to start rather than steal its hooks. A socket nobody answers is stale.
-    if (await socketAnswers(this.socketPath)) {
-      throw conflict('data_dir_in_use', `another gitstratum server is running on this data directory (its hook socket ${this.socketPath} answers)`);
-    }
+    ({ socketPath: this.path, ownDir: this.ownDir } = await claimSocketPath(this.dataDir));
+    if (await socketAnswers(this.socketPath)) throw dataDirInUse(this.socketPath);
     await rm(this.socketPath, { force: true });
     // Half-open: the relay ends its side after the request and still reads our answer.
     this.server = createServer({ allowHalfOpen: true }, (socket) => {
@@ -151,7 +205,7 @@ export class HookServer {
     const server = this.server;
     if (!server) return;
     await new Promise<void>((resolve) => server.close(() => resolve()));
-    await rm(this.socketPath, { force: true });
+    await rm(this.ownDir ? path.dirname(this.socketPath) : this.socketPath, { recursive: true, force: true });
   }
 }
 

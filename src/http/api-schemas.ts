@@ -114,6 +114,7 @@ export const sharedSchemas = [
       createdAt: timestamp,
       name: { type: ['string', 'null'], description: 'a label for people, such as ci-deploy' },
       expired: { type: 'boolean', description: 'past its expiry: it no longer authenticates' },
+      parentId: { type: ['string', 'null'], description: 'the token this one was created with; revoking it revokes this one' },
       token: { type: 'string', description: 'the secret; returned once, when the token is created' },
     },
   },
@@ -349,7 +350,12 @@ export const schemas = {
     body: object(
       {
         scope: { ...role, description: 'at most the scope of the token making the request' },
-        expires: { type: 'string', maxLength: 20, description: 'lifetime such as 30d, 12h, 90m; none means no expiry' },
+        expires: {
+          type: 'string',
+          maxLength: 20,
+          description:
+            'lifetime such as 30d, 12h, 90m, at most tokenMaxLifetimeDays; none means no expiry. Never later than the expiry of the token making the request',
+        },
         name: { type: 'string', minLength: 1, maxLength: 64, description: 'a label for people, such as ci-deploy' },
       },
       ['scope'],

@@ -11,10 +11,10 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Accounts } from '../access/accounts.js';
-import { systemActor, type Actor } from '../access/policy.js';
+import { anonymous, systemActor, type Actor } from '../access/policy.js';
 import type { RepoInfo, RepoService } from '../repos/service.js';
 import { parseRepoPath } from '../repos/names.js';
-import type { LfsObjects } from '../lfs/objects.js';
+import type { LfsObjects, LfsRepoRef } from '../lfs/objects.js';
 import { LockConflict, toLockJson, type Locker, type Locks } from '../lfs/locks.js';
 import type { Signer, TransferClaims, TransferOp } from '../lfs/signing.js';
 import { looksLikeJwt } from '../lfs/signing.js';
@@ -121,20 +121,35 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
   /**
    * Transfers accept either the signed authorization from a batch response (whose claims
    * then bind the transfer: the declared size, how the bytes travel) or ordinary credentials
-   * with the right access.
+   * with the right access. An authorization lives only as long as the token that obtained it:
+   * its current state is checked by the same lookup as a presented token (revoked or expired:
+   * 401). One obtained anonymously (public downloads) has no token to check.
    */
   async function transferAccess(
     req: FastifyRequest<{ Params: RepoParams }>,
     op: TransferOp,
     oid: string,
-  ): Promise<{ repo: RepoInfo; claims?: TransferClaims }> {
+  ): Promise<{ repo: LfsRepoRef; claims?: TransferClaims }> {
     const secret = presentedSecret(req.headers.authorization);
     if (secret && looksLikeJwt(secret)) {
       const repo = await repos.resolve(systemActor, where(req), 'read');
-      return { repo, claims: await signer.verify(secret, { repo: repo.id, op, oid }) };
+      const claims = await signer.verify(secret, { repo: repo.id, op, oid });
+      let actor: Actor = anonymous;
+      if (claims.tokenId) actor = await accounts.authenticateTokenId(claims.tokenId);
+      // Issued to a user before authorizations named their token: it cannot be checked.
+      else if (claims.sub !== null) throw unauthenticated('transfer_invalid', 'invalid transfer authorization');
+      // Whoever it was issued to still has the access: not removed from the organization, the
+      // repository not made private since an anonymous batch.
+      await repos.resolve(actor, where(req), op === 'download' ? 'read' : 'write');
+      return { repo: await lfsRepo(actor, repo, ''), claims };
     }
     const actor = await actorOf(req);
-    return { repo: await repos.resolve(actor, where(req), op === 'download' ? 'read' : 'write') };
+    const repo = await repos.resolve(actor, where(req), op === 'download' ? 'read' : 'write');
+    return { repo: await lfsRepo(actor, repo, '') };
+  }
+
+  async function lfsRepo(actor: Actor, repo: RepoInfo, url: string): Promise<LfsRepoRef> {
+    return { id: repo.id, lfsUrl: url, sources: await repos.lfsSources(actor, repo) };
   }
 
   /**
@@ -193,7 +208,8 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
           operation = batch.operation;
           const actor = await actorOf(req);
           const repo = await repos.resolve(actor, where(req), batch.operation === 'upload' ? 'write' : 'read');
-          const result = await objects.batch({ id: repo.id, lfsUrl: lfsUrl(req, deps.publicUrl) }, batch, actor.kind === 'user' ? actor.userId : null);
+          const grantee = actor.kind === 'user' ? { sub: actor.userId, tokenId: actor.tokenId } : { sub: null, tokenId: null };
+          const result = await objects.batch(await lfsRepo(actor, repo, lfsUrl(req, deps.publicUrl)), batch, grantee);
           metrics.batches.inc({ operation, outcome: 'ok' });
           return reply.type(LFS_MEDIA_TYPE).send(result);
         } catch (err) {
@@ -210,7 +226,7 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
         if (!isOid(body.oid)) throw invalid('invalid_oid', 'invalid oid');
         const { repo, claims } = await transferAccess(req, 'verify', body.oid);
         if (claims && claims.size !== body.size) throw invalid('size_mismatch', `verify of ${body.size} bytes; the declared size is ${claims.size}`);
-        await objects.verify({ id: repo.id, lfsUrl: '' }, body.oid, body.size, claims?.direct === true);
+        await objects.verify(repo, body.oid, body.size, claims?.direct === true);
         return reply.type(LFS_MEDIA_TYPE).send({ message: 'ok' });
       }),
     );
@@ -221,7 +237,7 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
         const { oid } = req.params;
         if (!isOid(oid)) throw invalid('invalid_oid', 'invalid oid');
         const { repo } = await transferAccess(req, 'download', oid);
-        const size = await objects.linkedSize(repo.id, oid);
+        const size = await objects.linkedSize(repo, oid);
         const range = parseRange(req.headers.range, size);
         if (range.kind === 'unsatisfiable') {
           return reply.code(416).header('Content-Range', `bytes */${size}`).type(LFS_MEDIA_TYPE).send({ message: 'range not satisfiable', request_id: String(req.id) });
@@ -254,7 +270,7 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
           });
           try {
             await objects.upload(
-              { id: repo.id, lfsUrl: '' },
+              repo,
               oid,
               req.raw,
               { ...(claims && { size: claims.size }), ...(contentLength !== undefined && { contentLength }) },

@@ -4,7 +4,10 @@
  * Storage is shared and content-addressed (`lfs/ab/cd/<oid>`), so the same file pushed to a
  * hundred repositories is stored once. Visibility is not: a repository may download an
  * object only once it was uploaded to or verified in that repository, or in another member of
- * its fork network (table lfs_objects, meta/lfs.ts findLinkedObjects).
+ * its fork network that the caller may read (table lfs_objects, meta/lfs.ts
+ * findLinkedObjects; the members come from RepoService.lfsSources). A public fork of a
+ * repository that later became private, or whose source stayed private, never lends its
+ * readers what was uploaded only to the private one.
  * Someone who names an oid that exists only elsewhere must upload the bytes themselves
  * (proof of possession): guessing a hash never reads a private file.
  *
@@ -45,6 +48,17 @@ export interface LfsRepoRef {
   id: string;
   /** Absolute base of the repository's LFS endpoint: `https://host/o/s/r.git/info/lfs`. */
   lfsUrl: string;
+  /**
+   * The repositories whose LFS links count for this caller: this one and the members of its
+   * fork network that the caller may read.
+   */
+  sources: string[];
+}
+
+/** Who a batch response's transfer authorizations are for; they end when the token does. */
+export interface Grantee {
+  sub: string | null;
+  tokenId: string | null;
 }
 
 /** `expires_at` as the spec wants it: RFC 3339, upper case, second precision. */
@@ -69,11 +83,11 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
   }
 
   /** `direct`: send the bytes straight to the store; else through the server, which hashes them. */
-  async function uploadActions(repo: LfsRepoRef, oid: string, size: number, sub: string | null, direct: boolean) {
+  async function uploadActions(repo: LfsRepoRef, oid: string, size: number, who: Grantee, direct: boolean) {
     const objectHref = `${repo.lfsUrl}/objects/${oid}`;
-    const verify = await signedAction(`${repo.lfsUrl}/verify`, { repo: repo.id, op: 'verify', oid, size, sub, ...(direct && { direct }) });
+    const verify = await signedAction(`${repo.lfsUrl}/verify`, { repo: repo.id, op: 'verify', oid, size, ...who, ...(direct && { direct }) });
     if (!direct) {
-      return { upload: await signedAction(objectHref, { repo: repo.id, op: 'upload', oid, size, sub }), verify };
+      return { upload: await signedAction(objectHref, { repo: repo.id, op: 'upload', oid, size, ...who }), verify };
     }
     // A signed Content-Type must be sent as signed: the client takes it from the header map
     // instead of sniffing one. Never an Authorization header on a pre-signed URL.
@@ -83,14 +97,14 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
     return { upload: await presigned(href, { 'Content-Type': contentType, 'x-amz-checksum-sha256': checksum }), verify };
   }
 
-  async function downloadAction(repo: LfsRepoRef, oid: string, size: number, sub: string | null): Promise<Action> {
+  async function downloadAction(repo: LfsRepoRef, oid: string, size: number, who: Grantee): Promise<Action> {
     if (settings.mode === 'direct') return presigned(store.presigner!.presignGet(lfsObjectKey(oid), ttl));
-    return signedAction(`${repo.lfsUrl}/objects/${oid}`, { repo: repo.id, op: 'download', oid, size, sub });
+    return signedAction(`${repo.lfsUrl}/objects/${oid}`, { repo: repo.id, op: 'download', oid, size, ...who });
   }
 
-  async function batch(repo: LfsRepoRef, req: BatchRequest, sub: string | null): Promise<BatchResponse> {
+  async function batch(repo: LfsRepoRef, req: BatchRequest, who: Grantee): Promise<BatchResponse> {
     const valid = req.objects.filter((o) => objectProblem(o) === undefined).map((o) => o.oid as string);
-    const linked = await findLinkedObjects(meta.db, repo.id, [...new Set(valid)]);
+    const linked = await findLinkedObjects(meta.db, repo.sources, [...new Set(valid)]);
     // Direct uploads only for objects nobody stored yet; see the module comment.
     const known =
       settings.mode === 'direct' && req.operation === 'upload'
@@ -112,7 +126,7 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
           objects.push({ oid, size, error: { code: 404, message: 'object does not exist in this repository' } });
           metrics.batchObjects.inc({ operation: 'download', result: 'error' });
         } else {
-          objects.push({ oid, size: here, authenticated: true, actions: { download: await downloadAction(repo, oid, here, sub) } });
+          objects.push({ oid, size: here, authenticated: true, actions: { download: await downloadAction(repo, oid, here, who) } });
           metrics.batchObjects.inc({ operation: 'download', result: 'action' });
         }
         continue;
@@ -126,7 +140,7 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
         metrics.batchObjects.inc({ operation: 'upload', result: 'present' });
       } else {
         const direct = settings.mode === 'direct' && !known.has(oid);
-        objects.push({ oid, size, authenticated: true, actions: await uploadActions(repo, oid, size, sub, direct) });
+        objects.push({ oid, size, authenticated: true, actions: await uploadActions(repo, oid, size, who, direct) });
         metrics.batchObjects.inc({ operation: 'upload', result: 'action' });
       }
     }
@@ -173,9 +187,9 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
     return { size: check.bytes };
   }
 
-  /** The size of an object this repository may download; `not_found` otherwise. */
-  async function linkedSize(repoId: string, oid: string): Promise<number> {
-    const size = (await findLinkedObjects(meta.db, repoId, [oid])).get(oid);
+  /** The size of an object this repository may download for this caller; `not_found` otherwise. */
+  async function linkedSize(repo: LfsRepoRef, oid: string): Promise<number> {
+    const size = (await findLinkedObjects(meta.db, repo.sources, [oid])).get(oid);
     if (size === undefined) throw notFound('object_not_found', 'object does not exist in this repository');
     return size;
   }
@@ -212,7 +226,7 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
    * store confirms it holds that many bytes.
    */
   async function verify(repo: LfsRepoRef, oid: string, size: number, direct: boolean): Promise<void> {
-    const linked = await findLinkedObjects(meta.db, repo.id, [oid]);
+    const linked = await findLinkedObjects(meta.db, repo.sources, [oid]);
     const known = linked.get(oid);
     if (known !== undefined) {
       if (known !== size) {

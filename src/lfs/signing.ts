@@ -20,6 +20,11 @@ export interface TransferClaims {
   /** The user it was issued to, or null for anonymous downloads. */
   sub: string | null;
   /**
+   * The access token whose batch request obtained it (claim `tok`). A transfer is allowed only
+   * while that token is (still) valid: revoking or expiry ends its transfer URLs too.
+   */
+  tokenId?: string | null;
+  /**
    * Verify only: the upload action sent the bytes straight to the object store, so the
    * server never saw them and the store is what tells whether they arrived.
    */
@@ -66,6 +71,7 @@ export function createSigner(key: Uint8Array): Signer {
         size: claims.size,
         ...(claims.direct && { direct: true }),
         sub: claims.sub ?? 'anonymous',
+        ...(claims.tokenId && { tok: claims.tokenId }),
         iat,
         exp: iat + expiresInSeconds,
       };
@@ -89,6 +95,7 @@ export function createSigner(key: Uint8Array): Signer {
         oid: String(payload['oid']),
         size: Number(payload['size']),
         sub: payload.sub === 'anonymous' || payload.sub === undefined ? null : payload.sub,
+        tokenId: typeof payload['tok'] === 'string' ? payload['tok'] : null,
         ...(payload['direct'] === true && { direct: true }),
       };
     },

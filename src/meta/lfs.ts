@@ -3,27 +3,18 @@ import { sql } from 'kysely';
 import type { Db } from './db.js';
 
 /**
- * Oids (among `oids`) this repository may see, with their sizes: those linked to it or to any
- * repository of its fork network (issue 3: forks share their LFS objects, as they share
- * history). One query per 500 oids; the network is found through indexed lookups.
+ * Oids (among `oids`) linked to any of `repositoryIds`, with their sizes. The caller names the
+ * repositories whose links count: a repository and the members of its fork network the actor
+ * may read (issue 3: forks share their LFS objects, as they share history; issue 9: never
+ * those of a member the actor cannot read). One query per 500 oids.
  */
-export async function findLinkedObjects(db: Db, repositoryId: string, oids: string[]): Promise<Map<string, number>> {
+export async function findLinkedObjects(db: Db, repositoryIds: string[], oids: string[]): Promise<Map<string, number>> {
   const found = new Map<string, number>();
+  if (repositoryIds.length === 0) return found;
   for (let i = 0; i < oids.length; i += 500) {
     const chunk = oids.slice(i, i + 500);
     if (chunk.length === 0) continue;
-    const rows = await db
-      .selectFrom('lfs_objects')
-      .select(['oid', 'size'])
-      .where('repository_id', 'in', (eb) => {
-        const network = eb.selectFrom('repositories as r').select(sql<string>`coalesce(r.fork_network, r.id)`.as('n')).where('r.id', '=', repositoryId);
-        return eb
-          .selectFrom('repositories as m')
-          .select('m.id')
-          .where((w) => w.or([w('m.id', '=', network), w('m.fork_network', '=', network)]));
-      })
-      .where('oid', 'in', chunk)
-      .execute();
+    const rows = await db.selectFrom('lfs_objects').select(['oid', 'size']).where('repository_id', 'in', repositoryIds).where('oid', 'in', chunk).execute();
     for (const r of rows) found.set(r.oid, Number(r.size));
   }
   return found;

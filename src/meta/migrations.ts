@@ -222,6 +222,15 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('audit_log_at_idx').on('audit_log').columns(['at']).execute();
       },
     },
+    '0011_token_lineage': {
+      async up(db: Kysely<any>) {
+        // The token a token was created with (null when made by the CLI or an older version).
+        // Revoking a token revokes its descendants, found through this column. No foreign key:
+        // a parent row is never deleted, only revoked.
+        await db.schema.alterTable('access_tokens').addColumn('parent_id', 'text').execute();
+        await db.schema.createIndex('access_tokens_parent_idx').on('access_tokens').column('parent_id').execute();
+      },
+    },
   };
 }
 

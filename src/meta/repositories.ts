@@ -154,21 +154,14 @@ export async function deleteRepository(db: Db, id: string): Promise<void> {
   await db.deleteFrom('repositories').where('id', '=', id).execute();
 }
 
-/**
- * The oldest other member of a repository's fork network, if any: the heir of what the network
- * shares (LFS links) when the repository is deleted.
- */
-export async function networkHeir(db: Db, repo: { id: string; forkNetwork: string }): Promise<string | undefined> {
-  const row = await db
-    .selectFrom('repositories')
-    .select('id')
-    .where((eb) => eb.or([eb('id', '=', repo.forkNetwork), eb('fork_network', '=', repo.forkNetwork)]))
-    .where('id', '<>', repo.id)
-    .orderBy('created_at')
-    .orderBy('id')
-    .limit(1)
-    .executeTakeFirst();
-  return row?.id;
+/** Every member of a fork network, oldest first. */
+export async function listNetwork(db: Db, network: string): Promise<RepoRow[]> {
+  const rows = await baseQuery(db)
+    .where((eb) => eb.or([eb('repositories.id', '=', network), eb('repositories.fork_network', '=', network)]))
+    .orderBy('repositories.created_at')
+    .orderBy('repositories.id')
+    .execute();
+  return rows.map(toRepo);
 }
 
 export async function getProjectTags(db: Db, id: string): Promise<string[]> {

@@ -93,6 +93,8 @@ export interface AccessTokensTable {
   created_at: string;
   /** A label for people, such as `ci-deploy`. */
   name: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The token this one was created with; revoking that one revokes this one. */
+  parent_id: string | null;
 }
 
 export interface AuditLogTable {

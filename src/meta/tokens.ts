@@ -15,11 +15,12 @@ export interface TokenRow {
   name: string | null;
   /** Set while the token's user is disabled: the token does not authenticate then. */
   userDisabledAt: string | null;
+  parentId: string | null;
 }
 
 export async function insertToken(
   db: Db,
-  row: { id: string; userId: string; tokenHash: string; scope: Role; expiresAt: string | null; createdAt: string; name: string | null },
+  row: { id: string; userId: string; tokenHash: string; scope: Role; expiresAt: string | null; createdAt: string; name: string | null; parentId?: string | null },
 ): Promise<void> {
   await db
     .insertInto('access_tokens')
@@ -31,6 +32,7 @@ export async function insertToken(
       expires_at: row.expiresAt,
       created_at: row.createdAt,
       name: row.name,
+      parent_id: row.parentId ?? null,
     })
     .execute();
 }
@@ -52,6 +54,7 @@ function tokenQuery(db: Db) {
       'access_tokens.created_at',
       'access_tokens.name as token_name',
       'users.disabled_at',
+      'access_tokens.parent_id',
     ]);
 }
 
@@ -70,6 +73,7 @@ function toToken(r: Raw): TokenRow {
     createdAt: r.created_at,
     name: r.token_name,
     userDisabledAt: r.disabled_at,
+    parentId: r.parent_id,
   };
 }
 
@@ -92,6 +96,38 @@ export async function touchToken(db: Db, id: string, at: string): Promise<void> 
   await db.updateTable('access_tokens').set({ last_used_at: at }).where('id', '=', id).execute();
 }
 
-export async function revokeToken(db: Db, id: string, at: string): Promise<void> {
-  await db.updateTable('access_tokens').set({ revoked_at: at }).where('id', '=', id).where('revoked_at', 'is', null).execute();
+/**
+ * Revokes a token and every live token descended from it (created with it, or with one of
+ * those); returns the ids revoked, the token's own first. One level per query: lineages are
+ * short, and the index on parent_id keeps each level cheap.
+ */
+export async function revokeToken(db: Db, id: string, at: string): Promise<string[]> {
+  const revoked: string[] = [];
+  let frontier = [id];
+  const seen = new Set(frontier);
+  while (frontier.length > 0) {
+    await db.updateTable('access_tokens').set({ revoked_at: at }).where('id', 'in', frontier).where('revoked_at', 'is', null).execute();
+    revoked.push(...frontier);
+    // Children of an already revoked token are followed too: one created in the window of an
+    // earlier, interrupted revocation must not survive this one.
+    const children = await db.selectFrom('access_tokens').select('id').where('parent_id', 'in', frontier).execute();
+    frontier = children.map((c) => c.id).filter((c) => !seen.has(c));
+    for (const c of frontier) seen.add(c);
+  }
+  return revoked;
+}
+
+/**
+ * Claims a live parent for a new child token in the caller's transaction: the update takes the
+ * parent's row lock (PostgreSQL) or the write lock (SQLite), so a concurrent revocation either
+ * happened before (false: refuse the child) or finds the child when it cascades.
+ */
+export async function lockLiveParent(db: Db, parentId: string, at: string): Promise<boolean> {
+  const result = await db
+    .updateTable('access_tokens')
+    .set({ last_used_at: at })
+    .where('id', '=', parentId)
+    .where('revoked_at', 'is', null)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
 }

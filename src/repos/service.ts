@@ -17,9 +17,10 @@ import { handOverLinks } from '../meta/lfs.js';
 import { appendEvent } from '../meta/snapshots.js';
 import type { Visibility } from '../meta/schema.js';
 import { cloneLocalMirror, initBare, setConfig, setSymbolicRef, symbolicHead } from '../git/command.js';
-import { conflict, forbidden, notFound, unauthenticated } from '../shared/errors.js';
+import { conflict, forbidden, invalid, notFound, unauthenticated } from '../shared/errors.js';
 import { actorId, actorName, atLeast, ownerPermission, repoPermission, type Action, type Actor } from '../access/policy.js';
 import { parseRepoPath, parseSpacePath, validateName, type RepoPath } from './names.js';
+import { networkHeir, readableMembers } from './fork-network.js';
 
 export type RepoRow = repos.RepoRow;
 
@@ -147,6 +148,14 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
     diskPath,
     resolve,
 
+    /**
+     * The repositories whose LFS objects `actor` may download through `repo` (see
+     * fork-network.ts): `repo` itself and the members of its fork network the actor can read.
+     */
+    async lfsSources(actor: Actor, repo: RepoRow): Promise<string[]> {
+      return readableMembers(repo, await repos.listNetwork(db, repo.forkNetwork), async (m) => permission(actor, m));
+    },
+
     async createSpace(actor: Actor, spacePath: string, opts: { requestId?: string } = {}) {
       const where = parseSpacePath(spacePath);
       const owner = await owners.findOwnerByName(db, where.owner);
@@ -236,7 +245,14 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       targetPath: string,
       opts: { visibility?: Visibility; requestId?: string } = {},
     ): Promise<RepoInfo> {
-      const source = await resolve(actor, parseRepoPath(sourcePath), 'read');
+      const sourceWhere = parseRepoPath(sourcePath);
+      let source = await resolve(actor, sourceWhere, 'read');
+      // A fork copies everything; of a private repository only its administrators may make one,
+      // and it stays private (issue 9: a read-only member published a private repository).
+      if (source.visibility === 'private') {
+        source = await resolve(actor, sourceWhere, 'admin');
+        if (opts.visibility === 'public') throw privateForkPublic(`${source.ownerName}/${source.spaceName}/${source.name}`);
+      }
       const where = parseRepoPath(targetPath);
       const space = await findSpaceOrThrow(where.owner, where.space);
       await requireOwnerRole(actor, { id: space.ownerId, name: space.ownerName, kind: space.ownerKind }, 'write');
@@ -244,7 +260,6 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       if (existing) throw conflict('repo_exists', `repository already exists: ${targetPath}`);
       const id = ulid();
       const createdAt = now();
-      // A private repository's fork stays private unless asked otherwise.
       const visibility = opts.visibility ?? source.visibility;
       const from = `${source.ownerName}/${source.spaceName}/${source.name}`;
       const dir = await forkOnDisk(id, source);
@@ -336,6 +351,10 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       opts: { requestId?: string } = {},
     ): Promise<RepoInfo> {
       const repo = await resolve(actor, parseRepoPath(repoPath), 'admin');
+      if (change.visibility === 'public' && repo.forkOf) {
+        const source = await repos.findRepositoryById(db, repo.forkOf);
+        if (source?.visibility === 'private') throw privateForkPublic(`${source.ownerName}/${source.spaceName}/${source.name}`);
+      }
       await db.transaction().execute(async (trx) => {
         if (change.visibility !== undefined || change.enforceLocks !== undefined) {
           await repos.updateRepository(trx, repo.id, {
@@ -363,9 +382,10 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
     async deleteRepo(actor: Actor, repoPath: string, opts: { requestId?: string } = {}): Promise<RepoInfo> {
       const repo = await resolve(actor, parseRepoPath(repoPath), 'admin');
       await db.transaction().execute(async (trx) => {
-        // The rest of its fork network keeps the LFS objects it could download through this one.
-        const heir = await repos.networkHeir(trx, repo);
-        if (heir) await handOverLinks(trx, repo.id, heir);
+        // The rest of its fork network keeps the LFS objects it could download through this one,
+        // through an heir whose readers could all read this one (see networkHeir).
+        const heir = networkHeir(repo, await repos.listNetwork(trx, repo.forkNetwork));
+        if (heir) await handOverLinks(trx, repo.id, heir.id);
         await repos.deleteRepository(trx, repo.id);
         await appendAudit(trx, {
           at: now(),
@@ -408,3 +428,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
 }
 
 export type RepoService = ReturnType<typeof createRepoService>;
+
+function privateForkPublic(source: string) {
+  return invalid('private_fork_public', `a fork of the private repository ${source} cannot be public`, { source });
+}

@@ -273,3 +273,15 @@ export async function runAction(
     ...(body !== undefined && { body: typeof body === 'string' ? body : new Uint8Array(body) }),
   });
 }
+
+/** Uploads `data` to `repo` through the batch API and its upload and verify actions, as git-lfs does; returns the oid. */
+export async function uploadObject(server: Server, repo: string, token: string, data: Buffer): Promise<string> {
+  const oid = sha256(data);
+  const obj = await batchOne(server, repo, token, 'upload', oid, data.length);
+  if (!obj.actions?.upload || !obj.actions.verify) throw new Error(`no upload action: ${JSON.stringify(obj)}`);
+  const put = await runAction(obj.actions.upload, { method: 'PUT', body: data, headers: { 'content-type': 'application/octet-stream' } });
+  if (put.status !== 200) throw new Error(`upload answered ${put.status}: ${await put.text()}`);
+  const verify = await runAction(obj.actions.verify, { method: 'POST', body: JSON.stringify({ oid, size: data.length }), headers: { 'content-type': LFS_MEDIA_TYPE } });
+  if (verify.status !== 200) throw new Error(`verify answered ${verify.status}: ${await verify.text()}`);
+  return oid;
+}

@@ -70,10 +70,11 @@ const apiBodies = {
   }),
   'POST /repos/alice/main/open/forks': shaped({ owner: fc.oneof(fc.constant('alice'), hostile), space: fc.oneof(fc.constant('main'), hostile), name: hostile }),
   'PATCH /repos/alice/main/secret': shaped({ tags: fc.oneof(fc.array(fc.stringMatching(/^[a-z]{1,8}$/), { maxLength: 3 }), hostile), enforceLocks: fc.oneof(fc.boolean(), hostile), visibility: hostile }),
-  // `expires` only from plausible values: huge durations (`99999999999d`, or a number past 2^53
-  // coerced to a string) are a known 500 that the access-fixes work bounds (issue 9, item 5).
-  // Once it has landed, generate `hostile` here too.
-  'POST /users/alice/tokens': shaped({ scope: fc.oneof(fc.constantFrom('read', 'write', 'admin'), hostile), expires: fc.constantFrom('1d', '30m', '0d', '90', 'soon', '') }),
+  // Plausible durations, huge ones (`99999999999d`, 2^53 and past: 400 duration_too_long) and anything else.
+  'POST /users/alice/tokens': shaped({
+    scope: fc.oneof(fc.constantFrom('read', 'write', 'admin'), hostile),
+    expires: fc.oneof(fc.constantFrom('1d', '30m', '0d', '90', 'soon', '', '99999999999d', '3000000d', '9007199254740993'), fc.nat().map((n) => `${n}d`), hostile),
+  }),
 };
 
 /** The body as sent: JSON of the shaped value, JSON of anything, or text that is not JSON. */

@@ -18,8 +18,8 @@
  * wrote to it changed its ctime). A damaged entry is deleted and reported as a miss.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { close, fstat, fsync, open, read, write, type BigIntStats } from 'node:fs';
-import { mkdir, readFile, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
+import { close, fchmod, fstat, fsync, open, read, write, type BigIntStats } from 'node:fs';
+import { chmod, mkdir, readFile, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../../shared/log.js';
 import type { Endpoint } from './key.js';
@@ -69,7 +69,10 @@ export type DamageReason = 'missing' | 'length' | 'header' | 'checksum';
 
 /** Entries are also read by a front proxy that was handed their path (X-Accel-Redirect). */
 export interface StoreHandoff {
-  /** Mode of the data files, e.g. 0o640 for a proxy running in the server's group. */
+  /**
+   * Mode of the data files, e.g. 0o640 for a proxy running in the server's group. Set
+   * explicitly (the process umask is 077), with the directories above them traversable (0710).
+   */
   fileMode: number;
   /** How long a dropped entry's data file keeps its name: a proxy handed it may not have opened it yet. */
   unlinkGraceMs: number;
@@ -92,6 +95,7 @@ export const fd = {
   close: (n: number) => new Promise<void>((resolve, reject) => close(n, (err) => (err ? reject(err) : resolve()))),
   stat: (n: number) =>
     new Promise<BigIntStats>((resolve, reject) => fstat(n, { bigint: true }, (err, st) => (err ? reject(err) : resolve(st)))),
+  chmod: (n: number, mode: number) => new Promise<void>((resolve, reject) => fchmod(n, mode, (err) => (err ? reject(err) : resolve()))),
   sync: (n: number) => new Promise<void>((resolve, reject) => fsync(n, (err) => (err ? reject(err) : resolve()))),
   read: (n: number, buf: Buffer, length: number, position: number) =>
     new Promise<number>((resolve, reject) => read(n, buf, 0, length, position, (err, got) => (err ? reject(err) : resolve(got)))),
@@ -102,6 +106,9 @@ export const fd = {
       ),
     ),
 };
+
+/** Directories a front proxy in the server's group must pass through, not list. */
+const HANDOFF_DIR_MODE = 0o710;
 
 export class PackStore {
   private readonly entries = new Map<string, Entry>();
@@ -127,6 +134,7 @@ export class PackStore {
     await rm(path.join(dir, 'tmp'), { recursive: true, force: true });
     await mkdir(path.join(dir, 'tmp'), { recursive: true });
     await mkdir(path.join(dir, 'entries'), { recursive: true });
+    if (handoff) for (const d of [dir, path.join(dir, 'entries')]) await chmod(d, HANDOFF_DIR_MODE);
     await store.scan();
     return store;
   }
@@ -151,7 +159,9 @@ export class PackStore {
   /** A new temporary file for a response being generated, opened for reading and writing. */
   async createTemp(key: string): Promise<TempFile> {
     const file = path.join(this.dir, 'tmp', `${key}.${randomBytes(6).toString('hex')}`);
-    return { file, fd: await fd.open(file, 'wx+', this.handoff?.fileMode) };
+    const n = await fd.open(file, 'wx+', this.handoff?.fileMode);
+    if (this.handoff) await fd.chmod(n, this.handoff.fileMode);
+    return { file, fd: n };
   }
 
   /** Whether free space on the cache's filesystem is above the threshold (cached for 1 s). */
@@ -254,6 +264,7 @@ export class PackStore {
     try {
       await fd.sync(temp.fd);
       await mkdir(path.dirname(file), { recursive: true });
+      if (this.handoff) await chmod(path.dirname(file), HANDOFF_DIR_MODE);
       const old = this.entries.get(meta.key);
       if (old) this.forget(old);
       await rename(temp.file, file);
