@@ -9,6 +9,7 @@ import type { Config } from './config/schema.js';
 import { openMetaStore, type MetaStore } from './meta/db.js';
 import { createAccounts, type Accounts } from './access/accounts.js';
 import { createRepoService, type RepoService } from './repos/service.js';
+import { createQuotas, type Quotas } from './repos/quotas.js';
 
 export interface Core {
   config: Config;
@@ -16,6 +17,7 @@ export interface Core {
   meta: MetaStore;
   accounts: Accounts;
   repos: RepoService;
+  quotas: Quotas;
   close(): Promise<void>;
 }
 
@@ -29,6 +31,7 @@ export async function openCore(config: Config): Promise<Core> {
     meta,
     accounts: createAccounts(meta),
     repos: createRepoService(meta, { dataDir, defaultBranch: config.defaultBranch }),
+    quotas: createQuotas(meta, { repoQuotaBytes: config.repoQuotaBytes, ownerQuotaBytes: config.ownerQuotaBytes, maxRefs: config.maxRefs }),
     close: () => meta.close(),
   };
 }

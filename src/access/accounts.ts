@@ -11,7 +11,7 @@ import * as tokens from '../meta/tokens.js';
 import { appendAudit } from '../meta/audit.js';
 import { validateName } from '../repos/names.js';
 import { conflict, forbidden, notFound, unauthenticated } from '../shared/errors.js';
-import { actorId, actorName, ownerPermission, atLeast, type Actor } from './policy.js';
+import { actorId, actorName, ownerPermission, atLeast, requireSiteAdmin, type Actor } from './policy.js';
 import { hashToken, newTokenSecret, parseDuration } from './tokens.js';
 
 export interface UserInfo {
@@ -35,12 +35,6 @@ const TOUCH_INTERVAL_MS = 60_000;
 
 export function createAccounts(meta: MetaStore) {
   const { db } = meta;
-
-  function requireSiteAdmin(actor: Actor): void {
-    if (actor.kind === 'system') return;
-    if (actor.kind === 'anonymous') throw unauthenticated('auth_required', 'authentication required');
-    if (!actor.isAdmin || actor.scope !== 'admin') throw forbidden('admin_required', 'site administrator token required');
-  }
 
   function requireUser(actor: Actor): void {
     if (actor.kind === 'anonymous') throw unauthenticated('auth_required', 'authentication required');

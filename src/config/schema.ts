@@ -61,6 +61,12 @@ export const configSchema = z
       .optional(),
     /** Largest push accepted (bytes git receives, after gzip decoding). */
     maxPushBytes: positiveInt.default(5 * 1024 ** 3),
+    /** Most refs a repository may have; a push that would create more is refused (docs/design/quotas.md). */
+    maxRefs: positiveInt.default(100_000),
+    /** Size quota (git objects + LFS bytes) of a repository without a quota of its own; 0: no limit. */
+    repoQuotaBytes: z.coerce.number().int().min(0).default(0),
+    /** Size quota of all the repositories of an owner (user or organization) without a quota of its own; 0: no limit. */
+    ownerQuotaBytes: z.coerce.number().int().min(0).default(0),
     /** On SIGTERM/SIGINT, how long in-flight requests (pushes) may take to finish. */
     shutdownTimeoutSeconds: positiveInt.default(60),
     /** After pushes, keep each repository's bitmaps and commit-graph fresh in the background (docs/design/maintenance.md). */
