@@ -36,6 +36,12 @@ export async function setOwnerQuota(db: Db, ownerId: string, bytes: number | nul
   await db.updateTable('owners').set({ quota_bytes: bytes }).where('id', '=', ownerId).execute();
 }
 
+/** The owner's own quota column (null: the configured default applies). */
+export async function ownerQuota(db: Db, ownerId: string): Promise<number | null> {
+  const row = await db.selectFrom('owners').select('quota_bytes').where('id', '=', ownerId).executeTakeFirst();
+  return quota(row?.quota_bytes);
+}
+
 export async function recordGitBytes(db: Db, repositoryId: string, bytes: number): Promise<void> {
   await db.updateTable('repositories').set({ git_bytes: bytes }).where('id', '=', repositoryId).execute();
 }

@@ -99,13 +99,22 @@ export function createQuotas(meta: MetaStore, settings: QuotaSettings) {
 
   /**
    * Throws `quota_exceeded` when adding `repoBytes` to the repository and `ownerBytes` to its
-   * owner would take either over its quota. `measured` replaces the stored git bytes of the
-   * repository (a fresh measurement). `what` names the operation in the message.
+   * owner would take either over its quota. `measure`, called only when a quota applies,
+   * gives the repository's git bytes afresh (else the stored ones count). `what` names the
+   * operation in the message.
    */
-  async function assertRoom(repoId: string, add: { repoBytes: number; ownerBytes: number }, what: string, measured?: number): Promise<void> {
+  async function assertRoom(
+    repoId: string,
+    add: { repoBytes: number; ownerBytes: number },
+    what: string,
+    measure?: () => Promise<number>,
+  ): Promise<void> {
     const row = (await q.repositoryUsages(db, [repoId])).get(repoId);
     if (!row) return;
-    const drift = measured === undefined ? 0 : measured - row.gitBytes;
+    const ownerQuota = inForce(await q.ownerQuota(db, row.ownerId), settings.ownerQuotaBytes).quotaBytes;
+    // Without a quota in force, nothing to measure: a push costs no `count-objects`.
+    if (inForce(row.quotaBytes, settings.repoQuotaBytes).quotaBytes === null && ownerQuota === null) return;
+    const drift = measure ? (await measure()) - row.gitBytes : 0;
     const repo = usage({ ...row, gitBytes: row.gitBytes + drift }, settings.repoQuotaBytes);
     if (add.repoBytes > 0 && repo.quotaBytes !== null && repo.usedBytes + add.repoBytes > repo.quotaBytes) {
       throw tooLarge(
@@ -115,6 +124,7 @@ export function createQuotas(meta: MetaStore, settings: QuotaSettings) {
         { repository: row.fullName, quota_bytes: repo.quotaBytes, used_bytes: repo.usedBytes, adds_bytes: add.repoBytes },
       );
     }
+    if (ownerQuota === null || add.ownerBytes === 0) return;
     const owner = await ownerUsageById(row.ownerId);
     const ownerUsed = owner.usedBytes + drift;
     if (add.ownerBytes > 0 && owner.quotaBytes !== null && ownerUsed + add.ownerBytes > owner.quotaBytes) {
@@ -222,7 +232,7 @@ export function createQuotas(meta: MetaStore, settings: QuotaSettings) {
       if (incoming === 0) return undefined;
       try {
         // The new objects are counted once in both: a pack new to the repository is new to its owner.
-        await assertRoom(repo.id, { repoBytes: incoming, ownerBytes: incoming }, 'this push', await objectStoreBytes(repo.path));
+        await assertRoom(repo.id, { repoBytes: incoming, ownerBytes: incoming }, 'this push', () => objectStoreBytes(repo.path));
       } catch (err) {
         if (isDomainError(err) && err.code === 'quota_exceeded') return `gitstratum: push refused: ${err.message}`;
         throw err;
