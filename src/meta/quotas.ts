@@ -36,10 +36,16 @@ export async function setOwnerQuota(db: Db, ownerId: string, bytes: number | nul
   await db.updateTable('owners').set({ quota_bytes: bytes }).where('id', '=', ownerId).execute();
 }
 
-/** The owner's own quota column (null: the configured default applies). */
-export async function ownerQuota(db: Db, ownerId: string): Promise<number | null> {
-  const row = await db.selectFrom('owners').select('quota_bytes').where('id', '=', ownerId).executeTakeFirst();
-  return quota(row?.quota_bytes);
+/** The quota columns of a repository and of its owner (null: the configured default applies). */
+export async function quotaColumns(db: Db, repositoryId: string): Promise<{ ownerId: string; repo: number | null; owner: number | null } | undefined> {
+  const row = await db
+    .selectFrom('repositories')
+    .innerJoin('spaces', 'spaces.id', 'repositories.space_id')
+    .innerJoin('owners', 'owners.id', 'spaces.owner_id')
+    .select(['owners.id as owner_id', 'repositories.quota_bytes as repo_quota', 'owners.quota_bytes as owner_quota'])
+    .where('repositories.id', '=', repositoryId)
+    .executeTakeFirst();
+  return row && { ownerId: row.owner_id, repo: quota(row.repo_quota), owner: quota(row.owner_quota) };
 }
 
 export async function recordGitBytes(db: Db, repositoryId: string, bytes: number): Promise<void> {
@@ -49,31 +55,36 @@ export async function recordGitBytes(db: Db, repositoryId: string, bytes: number
 /** Usage of the given repositories (all of them when `ids` is undefined), keyed by id. */
 export async function repositoryUsages(db: Db, ids?: readonly string[]): Promise<Map<string, RepoUsageRow>> {
   if (ids && ids.length === 0) return new Map();
-  const lfs = db
-    .selectFrom('lfs_objects')
-    .select(['repository_id', (eb) => eb.fn.sum<number | string>('size').as('lfs_bytes')])
-    .groupBy('repository_id')
-    .as('lfs');
-  const q = db
-    .selectFrom('repositories')
-    .innerJoin('spaces', 'spaces.id', 'repositories.space_id')
-    .innerJoin('owners', 'owners.id', 'spaces.owner_id')
-    .leftJoin(lfs, 'lfs.repository_id', 'repositories.id')
-    .select([
-      'repositories.id',
-      'owners.id as owner_id',
-      'owners.name as owner_name',
-      'spaces.name as space_name',
-      'repositories.name',
-      'repositories.git_bytes',
-      'repositories.quota_bytes',
-      'lfs.lfs_bytes',
-    ]);
+  const query = (chunk: readonly string[] | undefined) => {
+    // Summed only over the repositories asked for, not the whole table.
+    const lfs = db
+      .selectFrom('lfs_objects')
+      .select(['repository_id', (eb) => eb.fn.sum<number | string>('size').as('lfs_bytes')])
+      .$if(chunk !== undefined, (qb) => qb.where('repository_id', 'in', chunk!))
+      .groupBy('repository_id')
+      .as('lfs');
+    const q = db
+      .selectFrom('repositories')
+      .innerJoin('spaces', 'spaces.id', 'repositories.space_id')
+      .innerJoin('owners', 'owners.id', 'spaces.owner_id')
+      .leftJoin(lfs, 'lfs.repository_id', 'repositories.id')
+      .select([
+        'repositories.id',
+        'owners.id as owner_id',
+        'owners.name as owner_name',
+        'spaces.name as space_name',
+        'repositories.name',
+        'repositories.git_bytes',
+        'repositories.quota_bytes',
+        'lfs.lfs_bytes',
+      ]);
+    return chunk ? q.where('repositories.id', 'in', chunk) : q;
+  };
   const out = new Map<string, RepoUsageRow>();
   // Chunked like the other `in` lists: SQLite limits bound parameters.
   const chunks = ids ? Array.from({ length: Math.ceil(ids.length / 500) }, (_, i) => ids.slice(i * 500, i * 500 + 500)) : [undefined];
   for (const chunk of chunks) {
-    const rows = await (chunk ? q.where('repositories.id', 'in', chunk) : q).execute();
+    const rows = await query(chunk).execute();
     for (const r of rows) {
       out.set(r.id, {
         repositoryId: r.id,

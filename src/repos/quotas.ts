@@ -87,6 +87,11 @@ export function createQuotas(meta: MetaStore, settings: QuotaSettings) {
     return { quotaBytes: bytes > 0 ? bytes : null, quotaSource: column === null ? 'default' : 'set' };
   }
 
+  /** Neither the repository nor its owner has a quota in force. */
+  function unlimited(columns: { repo: number | null; owner: number | null }): boolean {
+    return inForce(columns.repo, settings.repoQuotaBytes).quotaBytes === null && inForce(columns.owner, settings.ownerQuotaBytes).quotaBytes === null;
+  }
+
   function usage(row: q.StoredUsage, fallback: number): Usage {
     return { gitBytes: row.gitBytes, lfsBytes: row.lfsBytes, usedBytes: row.gitBytes + row.lfsBytes, ...inForce(row.quotaBytes, fallback) };
   }
@@ -109,11 +114,12 @@ export function createQuotas(meta: MetaStore, settings: QuotaSettings) {
     what: string,
     measure?: () => Promise<number>,
   ): Promise<void> {
+    // Without a quota in force nothing is summed or measured: a push costs no `count-objects`.
+    const columns = await q.quotaColumns(db, repoId);
+    if (!columns || unlimited(columns)) return;
+    const ownerQuota = inForce(columns.owner, settings.ownerQuotaBytes).quotaBytes;
     const row = (await q.repositoryUsages(db, [repoId])).get(repoId);
     if (!row) return;
-    const ownerQuota = inForce(await q.ownerQuota(db, row.ownerId), settings.ownerQuotaBytes).quotaBytes;
-    // Without a quota in force, nothing to measure: a push costs no `count-objects`.
-    if (inForce(row.quotaBytes, settings.repoQuotaBytes).quotaBytes === null && ownerQuota === null) return;
     const drift = measure ? (await measure()) - row.gitBytes : 0;
     const repo = usage({ ...row, gitBytes: row.gitBytes + drift }, settings.repoQuotaBytes);
     if (add.repoBytes > 0 && repo.quotaBytes !== null && repo.usedBytes + add.repoBytes > repo.quotaBytes) {
@@ -247,14 +253,14 @@ export function createQuotas(meta: MetaStore, settings: QuotaSettings) {
      */
     async assertLfsRoom(repoId: string, objects: readonly { oid: string; size: number }[], what: string): Promise<void> {
       if (objects.length === 0) return;
+      const columns = await q.quotaColumns(db, repoId);
+      if (!columns || unlimited(columns)) return;
       const sizes = new Map(objects.map((o) => [o.oid, o.size]));
       const oids = [...sizes.keys()];
       const linked = await q.oidsLinkedTo(db, repoId, oids);
       const fresh = oids.filter((o) => !linked.has(o));
       if (fresh.length === 0) return;
-      const row = (await q.repositoryUsages(db, [repoId])).get(repoId);
-      if (!row) return;
-      const newToOwner = await q.oidsNewToOwner(db, row.ownerId, fresh);
+      const newToOwner = await q.oidsNewToOwner(db, columns.ownerId, fresh);
       const sum = (list: Iterable<string>) => [...list].reduce((n, o) => n + (sizes.get(o) ?? 0), 0);
       await assertRoom(repoId, { repoBytes: sum(fresh), ownerBytes: sum(newToOwner) }, what);
     },
