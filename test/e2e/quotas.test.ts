@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Git, Server, tempDir } from './harness.js';
-import { batch, filesUnder, lfsGit, sha256 } from './lfs-fixture.js';
+import { batch, batchOne, filesUnder, lfsGit, runAction, sha256 } from './lfs-fixture.js';
 
 const MAX_REFS = 50;
 
@@ -162,4 +162,17 @@ test('an LFS upload over the repository quota is refused with the message git-lf
   assert.equal(repo.body.usage.lfsBytes, 0);
   const stored = await filesUnder(path.join(server.dataDir, 'objects'));
   assert.ok(!stored.some((f) => path.basename(f) === sha256(content)), 'the object was not stored');
+});
+
+test('an LFS PUT authorized before the quota was lowered is refused (507) and links nothing', async () => {
+  await createRepo('alice/main/lfs-put');
+  const content = randomBytes(64 * 1024);
+  const obj = await batchOne(server, 'alice/main/lfs-put', aliceToken, 'upload', sha256(content), content.length);
+  assert.ok(obj.actions?.upload, 'an upload action while no quota applies');
+  await server.cliOk(['repo', 'quota', 'alice/main/lfs-put', '10KiB']);
+  const res = await runAction(obj.actions.upload, { method: 'PUT', body: content, headers: { 'content-type': 'application/octet-stream' } });
+  assert.equal(res.status, 507);
+  assert.match(String(((await res.json()) as { message: string }).message), /repository quota exceeded: alice\/main\/lfs-put uses 0 B of its 10\.0 KiB quota .*this upload adds 64\.0 KiB/);
+  const repo = await apiJson('GET', '/repos/alice/main/lfs-put', rootToken);
+  assert.equal(repo.body.usage.lfsBytes, 0);
 });
