@@ -11,7 +11,7 @@ import type { Config } from './config/schema.js';
 import type { Logger } from './shared/log.js';
 import { openCore, type Core } from './core.js';
 import { Limiter } from './git/limiter.js';
-import { createMaintenanceMetrics, MaintenanceScheduler } from './git/maintenance.js';
+import { createMaintenanceMetrics, maintainRepository, MaintenanceScheduler } from './git/maintenance.js';
 import { gitServices } from './git/smart-http.js';
 import { openPackCache } from './git/pack-cache/cache.js';
 import { createPackCacheMetrics } from './git/pack-cache/metrics.js';
@@ -36,6 +36,8 @@ import { createResidencyMetrics, Residency } from './snapshots/eviction.js';
 import { countEvicted } from './meta/residency.js';
 import { repositoryConfig } from './repos/service.js';
 import { findRepositoryById } from './meta/repositories.js';
+import { pushLimitHooks } from './repos/push-limits.js';
+import { createUsageMetrics } from './repos/usage-metrics.js';
 
 /** The configured ObjectStore adapter: the filesystem under <data>/objects, or S3. */
 export async function createObjectStore(config: Config, dataDir: string): Promise<ObjectStore & { destroy?(): void }> {
@@ -83,6 +85,9 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     queueTimeoutMs: config.gitQueueTimeoutSeconds * 1000,
   });
   const metrics = createMetrics({ gitRunning: () => limiter.runningCount, gitQueued: () => limiter.queuedCount });
+  // Size quotas and the refs cap at push time; sizes measured again after pushes and maintenance (docs/design/quotas.md).
+  const pushLimits = pushLimitHooks(core.quotas, { repoPath: (id) => core.repos.diskPath(id), log: log.child({ component: 'quotas' }) });
+  createUsageMetrics(metrics.registry, core.quotas);
   // Bitmaps and commit-graph kept fresh after pushes, off the request path (docs/design/maintenance.md).
   const maintenance = config.maintenanceEnabled
     ? new MaintenanceScheduler(
@@ -93,7 +98,11 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
           maxDelayMs: Math.max(60_000, config.maintenanceDelaySeconds * 10_000),
           timeoutMs: config.maintenanceTimeoutSeconds * 1000,
         },
-        { log: log.child({ component: 'maintenance' }), metrics: createMaintenanceMetrics(metrics.registry) },
+        {
+          log: log.child({ component: 'maintenance' }),
+          metrics: createMaintenanceMetrics(metrics.registry),
+          task: (target, signal) => maintainRepository(target, signal).then(() => pushLimits.measure(target.repoId, target.repoPath)),
+        },
       )
     : undefined;
   const hooks = new HookServer(core.dataDir, log.child({ component: 'hooks' }));
@@ -106,6 +115,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     store,
     signer,
     metrics: lfsMetrics,
+    quota: core.quotas,
     settings: {
       mode: config.lfsTransferMode,
       maxObjectBytes: config.lfsMaxObjectBytes,
@@ -168,6 +178,8 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     return refusal ? { code: 1, message: refusal } : { code: 0 };
   });
 
+  hooks.on('pre-receive', pushLimits.preReceive);
+
   hooks.on('post-receive', async (call) => {
     const repoId = hookRepoId(call);
     if (repoId) {
@@ -185,6 +197,8 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     }
     return { code: 0 };
   });
+
+  hooks.on('post-receive', pushLimits.postReceive);
 
   const http = createHttpServer({
     config,
@@ -251,7 +265,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     },
     residency,
   });
-  registerApiRoutes(http, { accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail });
+  registerApiRoutes(http, { accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail, quotas: core.quotas });
   registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl });
 
   return {

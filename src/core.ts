@@ -13,6 +13,7 @@ import { createAccounts, type Accounts } from './access/accounts.js';
 import { createRepoService, type RepoService } from './repos/service.js';
 import { createOffboarding, type Offboarding } from './access/offboarding.js';
 import { createAuditTrail, type AuditTrail } from './access/audit-trail.js';
+import { createQuotas, type Quotas } from './repos/quotas.js';
 
 export interface Core {
   config: Config;
@@ -24,6 +25,7 @@ export interface Core {
   auditTrail: AuditTrail;
   /** The data directory's permission bits as found at start (for warnIfExposed). */
   dataDirMode: number;
+  quotas: Quotas;
   close(): Promise<void>;
 }
 
@@ -59,6 +61,7 @@ export async function openCore(config: Config): Promise<Core> {
     offboarding: createOffboarding(meta, { repos }),
     auditTrail: createAuditTrail(meta, { repos }),
     dataDirMode,
+    quotas: createQuotas(meta, { repoQuotaBytes: config.repoQuotaBytes, ownerQuotaBytes: config.ownerQuotaBytes, maxRefs: config.maxRefs }),
     close: () => meta.close(),
   };
 }

@@ -11,7 +11,7 @@ import * as tokens from '../meta/tokens.js';
 import { appendAudit } from '../meta/audit.js';
 import { validateName } from '../repos/names.js';
 import { conflict, forbidden, notFound, unauthenticated } from '../shared/errors.js';
-import { actorId, actorName, ownerPermission, atLeast, type Actor } from './policy.js';
+import { actorId, actorName, ownerPermission, atLeast, requireSiteAdmin, type Actor } from './policy.js';
 import { DEFAULT_MAX_TOKEN_DAYS, hashToken, newTokenSecret, parseDuration, parseTokenName } from './tokens.js';
 
 export interface UserInfo {
@@ -45,13 +45,6 @@ export interface AccountSettings {
 
 /** last_used_at is refreshed at most this often, so token checks rarely write. */
 const TOUCH_INTERVAL_MS = 60_000;
-
-/** Site-wide operations: the local command line, or a site administrator's admin token. */
-export function requireSiteAdmin(actor: Actor): void {
-  if (actor.kind === 'system') return;
-  if (actor.kind === 'anonymous') throw unauthenticated('auth_required', 'authentication required');
-  if (!actor.isAdmin || actor.scope !== 'admin') throw forbidden('admin_required', 'site administrator token required');
-}
 
 export function createAccounts(meta: MetaStore, settings: AccountSettings = { tokenMaxLifetimeDays: DEFAULT_MAX_TOKEN_DAYS }) {
   const { db } = meta;

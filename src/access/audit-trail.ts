@@ -8,8 +8,7 @@ import { listAudit } from '../meta/audit.js';
 import type { RepoService } from '../repos/service.js';
 import { parseRepoPath } from '../repos/names.js';
 import { invalid } from '../shared/errors.js';
-import { requireSiteAdmin } from './accounts.js';
-import type { Actor } from './policy.js';
+import { requireSiteAdmin, type Actor } from './policy.js';
 import { parseDuration } from './tokens.js';
 
 export interface AuditQuery {

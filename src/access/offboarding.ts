@@ -17,8 +17,8 @@ import * as repositories from '../meta/repositories.js';
 import type { RepoService } from '../repos/service.js';
 import { parseRepoPath } from '../repos/names.js';
 import { conflict, forbidden, notFound } from '../shared/errors.js';
-import { requireSiteAdmin, type UserInfo } from './accounts.js';
-import { actorId, actorName, type Actor } from './policy.js';
+import type { UserInfo } from './accounts.js';
+import { actorId, actorName, requireSiteAdmin, type Actor } from './policy.js';
 
 /** A released lock, as administrators see it. */
 export interface ReleasedLock {

@@ -4,6 +4,7 @@
  * token's scope allows. Public repositories grant read to everyone, anonymous included.
  */
 import type { Role, Visibility } from '../meta/schema.js';
+import { forbidden, unauthenticated } from '../shared/errors.js';
 
 export type Action = 'read' | 'write' | 'admin';
 
@@ -37,6 +38,13 @@ export function repoPermission(actor: Actor, repo: RepoAccessFacts): Action | 'n
   else if (repo.ownerKind === 'org' && repo.orgRole) held = max(held, repo.orgRole);
   // The token caps what the user holds, except that a public repository stays readable.
   return max(min(held, actor.scope), publicFloor);
+}
+
+/** Site-wide administration (users, quotas) needs the local command line or a site administrator's admin-scope token. */
+export function requireSiteAdmin(actor: Actor): void {
+  if (actor.kind === 'system') return;
+  if (actor.kind === 'anonymous') throw unauthenticated('auth_required', 'authentication required');
+  if (!actor.isAdmin || actor.scope !== 'admin') throw forbidden('admin_required', 'site administrator token required');
 }
 
 export function can(actor: Actor, action: Action, repo: RepoAccessFacts): boolean {

@@ -16,6 +16,7 @@ import type { RestoredRepository, SnapshotAdminDeps } from '../snapshots/admin.j
 import type { DrillReport } from '../snapshots/drill.js';
 import { createProgress } from './progress.js';
 import { registerAccessCommands } from './access-commands.js';
+import { describeUsage, registerQuotaCommands } from './quota-commands.js';
 
 interface CommonOpts {
   data?: string;
@@ -26,7 +27,7 @@ interface CommonOpts {
 
 const roleOption = () => new Option('--role <role>', 'role in the organization').choices(['read', 'write', 'admin']).makeOptionMandatory();
 
-function common(cmd: Command): Command {
+export function common(cmd: Command): Command {
   return cmd
     .option('--data <dir>', 'data directory (default ./data)')
     .option('--database-url <url>', 'PostgreSQL URL (default: SQLite in the data directory)')
@@ -40,7 +41,7 @@ function configFrom(opts: CommonOpts & Record<string, unknown>): Config {
 }
 
 /** Opens the core, runs the action, prints its result, closes. */
-function admin<A extends unknown[]>(
+export function admin<A extends unknown[]>(
   run: (core: Core, ...args: A) => Promise<{ text: string | string[]; json: unknown }>,
   passCommand = false,
 ) {
@@ -243,7 +244,11 @@ export function buildProgram(): Command {
     admin(async (core, scope?: string) => {
       const [owner, spaceName] = (scope ?? '').split('/');
       const list = await core.repos.listRepos(systemActor, { ...(owner && { owner }), ...(spaceName && { space: spaceName }) });
-      return { text: list.map((r) => `${r.ownerName}/${r.spaceName}/${r.name}\t${r.visibility}\t${r.id}`), json: list };
+      const usages = await core.quotas.repoUsages(list.map((r) => r.id));
+      return {
+        text: list.map((r) => `${r.ownerName}/${r.spaceName}/${r.name}\t${r.visibility}\t${r.id}\t${describeUsage(usages.get(r.id))}`),
+        json: list.map((r) => ({ ...r, usage: usages.get(r.id) })),
+      };
     }),
   );
   common(repo.command('rename <owner/space/repo> <new-name-or-path>').description('rename, or move to OWNER/SPACE/NAME (metadata only)')).action(
@@ -287,6 +292,8 @@ export function buildProgram(): Command {
       return { text: `lock enforcement on push is ${state} for ${r.ownerName}/${r.spaceName}/${r.name}`, json: { repository: r.id, enforceLocks: r.enforceLocks } };
     }),
   );
+
+  registerQuotaCommands(program, repo);
 
   const token = program.command('token').description('manage access tokens');
   common(

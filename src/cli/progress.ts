@@ -5,6 +5,10 @@
  * terminal (logs, CI): a plain line every 30 s while an item takes that long, so a long restore
  * shows it is alive without flooding a log; short ones print nothing here.
  */
+import { formatBytes } from '../shared/bytes.js';
+
+export { formatBytes };
+
 export interface ProgressStream {
   isTTY?: boolean;
   columns?: number;
@@ -16,16 +20,6 @@ export interface ProgressOptions {
   now?: () => number;
   ttyIntervalMs?: number;
   plainIntervalMs?: number;
-}
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`;
 }
 
 export function createProgress(opts: ProgressOptions = {}) {

@@ -157,6 +157,12 @@ export const configSchema = z
     requestIdleTimeoutSeconds: positiveSeconds.default(30),
     /** Largest JSON body (LFS batch and locks, REST API); read only after the caller is authenticated. */
     maxJsonBodyBytes: positiveBytes.default(1024 ** 2),
+    /** Most refs a repository may have; a push that would create more is refused (docs/design/quotas.md). */
+    maxRefs: positiveInt.default(100_000),
+    /** Size quota (git objects + LFS bytes) of a repository without a quota of its own; 0: no limit. */
+    repoQuotaBytes: bytes.default(0),
+    /** Size quota of all the repositories of an owner (user or organization) without a quota of its own; 0: no limit. */
+    ownerQuotaBytes: bytes.default(0),
     /** On SIGTERM/SIGINT, how long in-flight requests (pushes) may take to finish. */
     shutdownTimeoutSeconds: positiveSeconds.default(60),
     /** After pushes, keep each repository's bitmaps and commit-graph fresh in the background (docs/design/maintenance.md). */

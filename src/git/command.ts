@@ -299,6 +299,38 @@ export async function writeCommitGraph(repoPath: string, opts: BackgroundOptions
 }
 
 /**
+ * Moves every loose ref into packed-refs (issue 9): however many refs a repository has, ref
+ * reads (upload-pack's advertisement, the pack cache's refs version) then cost one file.
+ */
+export async function packRefs(repoPath: string, opts: BackgroundOptions): Promise<void> {
+  await runBackground(['--git-dir', repoPath, 'pack-refs', '--all', '--prune'], opts);
+}
+
+/** How many refs the repository has (loose and packed; HEAD not counted). */
+export async function countRefs(repoPath: string): Promise<number> {
+  // One byte and a newline per ref: 200 KB of output for 100,000 refs.
+  const { stdout } = await runGit(['--git-dir', repoPath, 'for-each-ref', '--format=.']);
+  let n = 0;
+  for (let i = stdout.indexOf('\n'); i !== -1; i = stdout.indexOf('\n', i + 1)) n++;
+  return n;
+}
+
+/**
+ * Bytes of the repository's object store by `git count-objects -v`: loose objects (`size`)
+ * plus packs with their indexes and bitmaps (`size-pack`), as git counts disk use. Garbage
+ * and objects of a push still in quarantine are not included.
+ */
+export async function objectStoreBytes(repoPath: string): Promise<number> {
+  const { stdout } = await runGit(['--git-dir', repoPath, 'count-objects', '-v']);
+  let kib = 0;
+  for (const line of stdout.split('\n')) {
+    const [key, value] = line.split(': ');
+    if (key === 'size' || key === 'size-pack') kib += Number(value) || 0;
+  }
+  return kib * 1024;
+}
+
+/**
  * Snapshots (docs/design/snapshots.md). Every ref with its object id and, for symbolic refs,
  * its target, read in one `for-each-ref`; HEAD (not listed by for-each-ref) separately.
  */

@@ -19,7 +19,8 @@
 import { stat } from 'node:fs/promises';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../shared/log.js';
-import { repackGeometric, writeCommitGraph } from './command.js';
+import { packRefs, repackGeometric, writeCommitGraph } from './command.js';
+import { listLooseRefs } from './pack-cache/refs-version.js';
 
 export interface MaintenanceTarget {
   repoId: string;
@@ -44,11 +45,20 @@ export interface MaintenanceSettings {
 const NICENESS = 10;
 
 /**
- * The default run: a geometric repack writing a multi-pack bitmap, then a new commit-graph
- * layer. A repository deleted meanwhile is skipped, not reported as a failure.
+ * Loose refs beyond which a run packs refs. Packing rewrites packed-refs, which changes the
+ * pack cache's refs version (one miss per cached answer of the repository), so a repository
+ * with a few branches keeps its loose refs; one with many gets one file for all of them.
+ */
+export const PACK_REFS_AFTER_LOOSE = 256;
+
+/**
+ * The default run: refs packed when there are many loose ones, a geometric repack writing a
+ * multi-pack bitmap, then a new commit-graph layer. A repository deleted meanwhile is
+ * skipped, not reported as a failure.
  */
 export const maintainRepository: MaintenanceTask = async ({ repoPath }, signal) => {
   if (!(await stat(repoPath).catch(() => undefined))) return;
+  if ((await listLooseRefs(repoPath)).length >= PACK_REFS_AFTER_LOOSE) await packRefs(repoPath, { signal, niceness: NICENESS });
   await repackGeometric(repoPath, { signal, niceness: NICENESS });
   await writeCommitGraph(repoPath, { signal, niceness: NICENESS });
 };

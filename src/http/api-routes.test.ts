@@ -200,6 +200,22 @@ for (const database of databaseBackends()) {
       assertError(await api('GET', '/repos/alice/main/typo', { token }), 404, 'repo_not_found');
     });
 
+    await t.test('size quotas: usage in the repository JSON, set by a site admin only, validated', async () => {
+      assert.equal((await api('POST', '/repos', { token: root, body: { owner: 'alice', space: 'main', name: 'sized' } })).status, 201);
+      const before = await api('GET', '/repos/alice/main/sized', { token: root });
+      assert.deepEqual(before.body.usage, { gitBytes: 0, lfsBytes: 0, usedBytes: 0, quotaBytes: null, quotaSource: 'default' });
+      const set = await api('PUT', '/repos/alice/main/sized/quota', { token: root, body: { bytes: 1048576 } });
+      assert.equal(set.status, 200, JSON.stringify(set.body));
+      assert.deepEqual([set.body.quotaBytes, set.body.quotaSource], [1048576, 'set']);
+      const listed = await api('GET', '/repos?owner=alice', { token: root });
+      assert.equal(listed.body.find((r: { name: string }) => r.name === 'sized').usage.quotaBytes, 1048576);
+      assertError(await api('PUT', '/repos/alice/main/sized/quota', { token: tokens.alice.admin, body: { bytes: 0 } }), 403, 'admin_required');
+      assertError(await api('PUT', '/repos/alice/main/sized/quota', { token: root, body: { bytes: -1 } }), 400, 'invalid_request');
+      assertError(await api('PUT', '/owners/nobody/quota', { token: root, body: { bytes: 0 } }), 404, 'owner_not_found');
+      const reset = await api('PUT', '/repos/alice/main/sized/quota', { token: root, body: { bytes: null } });
+      assert.deepEqual([reset.body.quotaBytes, reset.body.quotaSource], [null, 'default']);
+    });
+
     await t.test('the OpenAPI document describes every endpoint', async () => {
       const doc = await api('GET', '/openapi.json');
       assert.equal(doc.status, 200);
@@ -209,9 +225,11 @@ for (const database of databaseBackends()) {
         '/api/v1/orgs',
         '/api/v1/orgs/{org}/members',
         '/api/v1/orgs/{org}/members/{user}',
+        '/api/v1/owners/{owner}/quota',
         '/api/v1/repos',
         '/api/v1/repos/{owner}/{space}/{repo}',
         '/api/v1/repos/{owner}/{space}/{repo}/forks',
+        '/api/v1/repos/{owner}/{space}/{repo}/quota',
         '/api/v1/spaces',
         '/api/v1/tokens/{id}',
         '/api/v1/user',
@@ -225,6 +243,8 @@ for (const database of databaseBackends()) {
       assert.deepEqual(Object.keys(doc.body.paths['/api/v1/repos/{owner}/{space}/{repo}']).sort(), ['delete', 'get', 'patch']);
       assert.deepEqual(Object.keys(doc.body.paths['/api/v1/repos/{owner}/{space}/{repo}/forks']), ['post']);
       assert.ok(doc.body.components.schemas.Repo);
+      assert.ok(doc.body.components.schemas.Usage);
+      assert.deepEqual(Object.keys(doc.body.paths['/api/v1/owners/{owner}/quota']).sort(), ['get', 'put']);
       assert.ok(doc.body.components.securitySchemes.bearer);
     });
   });

@@ -16,6 +16,7 @@ import type { Offboarding } from '../access/offboarding.js';
 import type { Actor } from '../access/policy.js';
 import type { Role, Visibility } from '../meta/schema.js';
 import type { RepoRow, RepoService } from '../repos/service.js';
+import type { Quotas, QuotaValue, Usage } from '../repos/quotas.js';
 import { parseRepoPath } from '../repos/names.js';
 import { invalid, unauthenticated } from '../shared/errors.js';
 import { authenticate } from './auth.js';
@@ -28,6 +29,7 @@ export interface ApiDeps {
   repos: RepoService;
   offboarding: Offboarding;
   auditTrail: AuditTrail;
+  quotas: Quotas;
 }
 
 interface RepoParams {
@@ -49,7 +51,7 @@ function fullName(r: RepoRow): string {
 }
 
 /** The public shape of a repository. `tags` only where the service loaded them. */
-function repoView(req: FastifyRequest, r: RepoRow & { tags?: string[] }, withTags: boolean) {
+function repoView(req: FastifyRequest, r: RepoRow & { tags?: string[] }, withTags: boolean, usage?: Usage) {
   return {
     id: r.id,
     owner: r.ownerName,
@@ -60,10 +62,20 @@ function repoView(req: FastifyRequest, r: RepoRow & { tags?: string[] }, withTag
     defaultBranch: r.defaultBranch,
     enforceLocks: r.enforceLocks,
     ...(withTags && { tags: r.tags ?? [] }),
+    ...(usage && { usage: usageView(usage) }),
     cloneUrl: `${req.protocol}://${req.host}/${fullName(r)}.git`,
     createdAt: r.createdAt,
     updatedAt: r.updatedAt,
   };
+}
+
+function usageView(u: Usage) {
+  return { gitBytes: u.gitBytes, lfsBytes: u.lfsBytes, usedBytes: u.usedBytes, quotaBytes: u.quotaBytes, quotaSource: u.quotaSource };
+}
+
+/** `{ "bytes": N }` sets a quota (0: no limit); `{ "bytes": null }` goes back to the configured default. */
+function quotaValue(body: { bytes: number | null }): QuotaValue {
+  return body.bytes === null ? 'default' : body.bytes;
 }
 
 function repoPathOf(p: RepoParams): string {
@@ -75,7 +87,8 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
 }
 
 async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
-  const { accounts, repos, offboarding, auditTrail } = deps;
+  const { accounts, repos, offboarding, auditTrail, quotas } = deps;
+  const usageOf = async (id: string) => (await quotas.repoUsages([id])).get(id);
   // Registered before any route so that its onRoute hook sees them all.
   await api.register(swagger, swaggerOptions);
   for (const schema of sharedSchemas) api.addSchema(schema);
@@ -184,7 +197,8 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
     const { owner, space } = req.query;
     const list = await repos.listRepos(await actorOf(req), { ...(owner && { owner }), ...(space && { space }) });
     // listRepos does not load tags; leave them out rather than report an empty list.
-    return list.map((r) => repoView(req, r, false));
+    const usages = await quotas.repoUsages(list.map((r) => r.id));
+    return list.map((r) => repoView(req, r, false, usages.get(r.id)));
   });
 
   api.post<{ Body: { owner: string; space: string; name: string; visibility: Visibility } }>(
@@ -211,7 +225,22 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
 
   api.get<{ Params: RepoParams }>('/repos/:owner/:space/:repo', { schema: schemas.getRepo }, async (req) => {
     const where = parseRepoPath(repoPathOf(req.params));
-    return repoView(req, await repos.resolve(await actorOf(req), where, 'read'), true);
+    const repo = await repos.resolve(await actorOf(req), where, 'read');
+    return repoView(req, repo, true, await usageOf(repo.id));
+  });
+
+  api.put<{ Params: RepoParams; Body: { bytes: number | null } }>('/repos/:owner/:space/:repo/quota', { schema: schemas.setRepoQuota }, async (req) =>
+    usageView(await quotas.setRepoQuota(await actorOf(req), repoPathOf(req.params), quotaValue(req.body), audit(req))),
+  );
+
+  api.get<{ Params: { owner: string } }>('/owners/:owner/quota', { schema: schemas.getOwnerQuota }, async (req) => {
+    const u = await quotas.ownerUsage(await actorOf(req), req.params.owner);
+    return { owner: u.owner, ...usageView(u) };
+  });
+
+  api.put<{ Params: { owner: string }; Body: { bytes: number | null } }>('/owners/:owner/quota', { schema: schemas.setOwnerQuota }, async (req) => {
+    const u = await quotas.setOwnerQuota(await actorOf(req), req.params.owner, quotaValue(req.body), audit(req));
+    return { owner: u.owner, ...usageView(u) };
   });
 
   api.patch<{ Params: RepoParams; Body: RepoPatch }>('/repos/:owner/:space/:repo', { schema: schemas.updateRepo }, async (req) => {

@@ -95,9 +95,24 @@ export const sharedSchemas = [
       defaultBranch: { type: 'string' },
       tags: { type: 'array', items: { type: 'string' }, description: 'present on single-repository answers' },
       enforceLocks: { type: 'boolean', description: 'pushes changing files locked (Git LFS) by another user are refused' },
+      usage: { $ref: 'Usage#', description: 'size and quota' },
       cloneUrl: { type: 'string' },
       createdAt: timestamp,
       updatedAt: timestamp,
+    },
+  },
+  {
+    $id: 'Usage',
+    type: 'object',
+    description: 'bytes used and the size quota in force (docs/design/quotas.md)',
+    required: ['gitBytes', 'lfsBytes', 'usedBytes', 'quotaBytes', 'quotaSource'],
+    properties: {
+      owner: { type: 'string', description: 'on owner answers' },
+      gitBytes: { type: 'integer', description: 'the git object store, as measured after the last push or maintenance run' },
+      lfsBytes: { type: 'integer', description: 'Git LFS objects (for an owner, each object once)' },
+      usedBytes: { type: 'integer', description: 'gitBytes + lfsBytes' },
+      quotaBytes: { type: ['integer', 'null'], description: 'the quota in force; null: no limit' },
+      quotaSource: { type: 'string', enum: ['set', 'default'], description: 'set on this repository or owner, or the configured default' },
     },
   },
   {
@@ -337,6 +352,30 @@ export const schemas = {
     params: repoParams,
     response: { 204: { type: 'null', description: 'deleted' }, ...errors },
   },
+  setRepoQuota: {
+    tags: ['repos'],
+    summary: "set a repository's size quota (site administrator)",
+    description:
+      '`bytes`: the quota in bytes (git objects + LFS objects), 0 for no limit, or null to follow the configured default (`repoQuotaBytes`). ' +
+      'A push or LFS upload that would take the repository over it is refused; what is already stored stays.',
+    params: repoParams,
+    body: object({ bytes: { type: ['integer', 'null'], minimum: 0 } }, ['bytes']),
+    response: { 200: { description: 'usage and the quota now in force', ...ref('Usage') }, ...errors },
+  },
+  getOwnerQuota: {
+    tags: ['owners'],
+    summary: "an owner's usage (all its repositories) and size quota (site administrator)",
+    params: object({ owner: name('user or organization') }, ['owner']),
+    response: { 200: { description: 'usage and the quota in force', ...ref('Usage') }, ...errors },
+  },
+  setOwnerQuota: {
+    tags: ['owners'],
+    summary: "set the size quota of all of an owner's repositories together (site administrator)",
+    description: '`bytes`: the quota in bytes, 0 for no limit, or null to follow the configured default (`ownerQuotaBytes`).',
+    params: object({ owner: name('user or organization') }, ['owner']),
+    body: object({ bytes: { type: ['integer', 'null'], minimum: 0 } }, ['bytes']),
+    response: { 200: { description: 'usage and the quota now in force', ...ref('Usage') }, ...errors },
+  },
   listTokens: {
     tags: ['tokens'],
     summary: "list a user's tokens, never their secrets (yourself, or any user as site administrator)",
@@ -395,6 +434,7 @@ export const swaggerOptions: SwaggerOptions = {
       { name: 'orgs', description: 'organizations and their members' },
       { name: 'spaces', description: 'groups of repositories under one owner' },
       { name: 'repos', description: 'repositories' },
+      { name: 'owners', description: 'users and organizations as owners of repositories: size quotas' },
       { name: 'tokens', description: 'access tokens' },
       { name: 'audit', description: 'the audit log' },
     ],

@@ -49,6 +49,8 @@ export function sendLfsError(req: FastifyRequest, reply: FastifyReply, err: Doma
   let status = statusOf(err);
   // The LFS API answers validation failures with 422; a body that is not JSON stays 400.
   if (err.kind === 'invalid' && err.code !== 'malformed_json') status = 422;
+  // The batch API's status for "insufficient storage"; git-lfs prints the message.
+  if (err.code === 'quota_exceeded') status = 507;
   if (override !== undefined) status = override;
   if (err.kind === 'unauthenticated') reply.header('LFS-Authenticate', LFS_AUTH_CHALLENGE);
   retryAfter(reply, err);

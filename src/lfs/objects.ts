@@ -44,6 +44,11 @@ export interface LfsSettings {
   actionExpiresSeconds: number;
 }
 
+/** Size quotas (repos/quotas.ts): throws `quota_exceeded` when the objects do not fit. */
+export interface LfsQuota {
+  assertLfsRoom(repoId: string, objects: readonly { oid: string; size: number }[], what: string): Promise<void>;
+}
+
 export interface LfsRepoRef {
   id: string;
   /** Absolute base of the repository's LFS endpoint: `https://host/o/s/r.git/info/lfs`. */
@@ -66,8 +71,15 @@ function expiresAt(seconds: number): string {
   return new Date(Date.now() + seconds * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
-export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; signer: Signer; settings: LfsSettings; metrics: LfsMetrics }) {
-  const { meta, store, signer, settings, metrics } = deps;
+export function createLfsObjects(deps: {
+  meta: MetaStore;
+  store: ObjectStore;
+  signer: Signer;
+  settings: LfsSettings;
+  metrics: LfsMetrics;
+  quota?: LfsQuota;
+}) {
+  const { meta, store, signer, settings, metrics, quota } = deps;
   if (settings.mode === 'direct' && !store.presigner) {
     throw new Error(`LFS direct mode needs an object store with pre-signed URLs; ${store.kind} has none`);
   }
@@ -110,6 +122,13 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
       settings.mode === 'direct' && req.operation === 'upload'
         ? await findKnownObjects(meta.db, [...new Set(valid)].filter((oid) => !linked.has(oid)))
         : new Set<string>();
+    if (req.operation === 'upload' && quota) {
+      // The whole batch is refused, so the client prints one message naming the quota.
+      const toStore = req.objects.filter(
+        (o) => objectProblem(o) === undefined && (o.size as number) <= settings.maxObjectBytes && linked.get(o.oid as string) !== o.size,
+      );
+      await quota.assertLfsRoom(repo.id, toStore.map((o) => ({ oid: o.oid as string, size: o.size as number })), 'this upload');
+    }
     const objects: BatchObjectOut[] = [];
     for (const o of req.objects) {
       const problem = objectProblem(o);
@@ -165,6 +184,8 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
     if (declaredSize !== undefined && declaredSize > settings.maxObjectBytes) {
       throw tooLarge('object_too_large', `object of ${declaredSize} bytes exceeds the maximum size of ${settings.maxObjectBytes} bytes`);
     }
+    // Checked again here: uploads authorized by batches checked at once may not all fit.
+    if (declaredSize !== undefined) await quota?.assertLfsRoom(repo.id, [{ oid, size: declaredSize }], 'this upload');
     const key = lfsObjectKey(oid);
     const check = verifyContent({ oid, size: declaredSize, maxBytes: settings.maxObjectBytes });
     try {
@@ -183,6 +204,8 @@ export function createLfsObjects(deps: { meta: MetaStore; store: ObjectStore; si
       throw err;
     }
     metrics.bytes.inc({ direction: 'up' }, check.bytes);
+    // A body of undeclared size is checked once counted: stored, but never linked if it does not fit.
+    if (declaredSize === undefined) await quota?.assertLfsRoom(repo.id, [{ oid, size: check.bytes }], 'this upload');
     await linkObject(meta.db, { repositoryId: repo.id, oid, size: check.bytes, createdAt: now() });
     return { size: check.bytes };
   }

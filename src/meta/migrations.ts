@@ -231,6 +231,17 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('access_tokens_parent_idx').on('access_tokens').column('parent_id').execute();
       },
     },
+    '0012_quotas': {
+      async up(db: Kysely<any>) {
+        // Size quotas (docs/design/quotas.md). `quota_bytes`: null follows the configured
+        // default, 0 is no limit, else the limit in bytes. `git_bytes`: the size of the
+        // repository's object store as last measured (after each push and maintenance run);
+        // LFS bytes are summed from lfs_objects when asked, never stored twice.
+        await db.schema.alterTable('repositories').addColumn('quota_bytes', 'bigint').execute();
+        await db.schema.alterTable('repositories').addColumn('git_bytes', 'bigint', (c) => c.notNull().defaultTo(0)).execute();
+        await db.schema.alterTable('owners').addColumn('quota_bytes', 'bigint').execute();
+      },
+    },
   };
 }
 

@@ -13,6 +13,8 @@ export interface OwnersTable {
   name: string;
   kind: 'user' | 'org';
   created_at: string;
+  /** Size quota of all the owner's repositories: null, the configured default; 0, none; else bytes. */
+  quota_bytes: ColumnType<number | string | null, number | null | undefined, number | null>;
 }
 
 export interface UsersTable {
@@ -56,6 +58,10 @@ export interface RepositoriesTable {
   fork_of: ColumnType<string | null, string | null | undefined, string | null>;
   /** The fork network: the id of its first repository; null when the repository is no fork. */
   fork_network: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Size quota: null, the configured default; 0, none; else bytes (bigint: a string on PostgreSQL). */
+  quota_bytes: ColumnType<number | string | null, number | null | undefined, number | null>;
+  /** Bytes of the git object store as last measured (docs/design/quotas.md). */
+  git_bytes: ColumnType<number | string, number | undefined, number>;
 }
 
 export interface LfsObjectsTable {

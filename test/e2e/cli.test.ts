@@ -114,7 +114,10 @@ describe('admin CLI', () => {
     assert.deepEqual(usersJson.map((u) => u.name).sort(), ['carol', 'dave']);
     assert.deepEqual(spaces.trimEnd().split('\n').sort(), ['acme/tools', 'carol/main']);
     assert.deepEqual(spacesJson.map((s) => `${s.ownerName}/${s.name}`).sort(), ['acme/tools', 'carol/main']);
-    assert.deepEqual(repos.trimEnd().split('\n').sort(), [`acme/tools/two\tprivate\t${priv.id}`, `carol/main/one\tpublic\t${created[1]}`]);
+    assert.deepEqual(repos.trimEnd().split('\n').sort(), [
+      `acme/tools/two\tprivate\t${priv.id}\t0 B used, no quota`,
+      `carol/main/one\tpublic\t${created[1]}\t0 B used, no quota`,
+    ]);
     assert.deepEqual(reposJson.map((r) => r.name).sort(), ['one', 'two']);
     assert.equal(tokens.trimEnd().split('\n').length, 2);
     assert.match(tokens, new RegExp(`^${lines[0]!.split(' ')[3]}\\tread\\texpires `, 'm'));

@@ -153,7 +153,7 @@ class ResponseCache implements PackCache {
     const versioned = configOnly ? `${req.repoId}#config` : req.repoId;
     let version: string;
     try {
-      version = configOnly ? this.refsVersions.readConfig(req.repoPath) : this.refsVersions.read(req.repoPath);
+      version = await (configOnly ? this.refsVersions.readConfig(req.repoPath) : this.refsVersions.read(req.repoPath));
     } catch (err) {
       this.log.warn({ err, repo_id: req.repoId }, 'refs unreadable; serving without the cache');
       this.uncacheable(req.endpoint, 'refs_unreadable');
