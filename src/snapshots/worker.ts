@@ -207,7 +207,9 @@ export class SnapshotWorker {
       if (!leased) {
         // Another holder has it (or a dead one whose lease has not expired): look again later.
         const count = (this.leasedElsewhere.get(repositoryId)?.count ?? 0) + 1;
-        this.leasedElsewhere.set(repositoryId, { count, nextAt: Date.now() + Math.min(8000, leaseMs, 1000 * 2 ** (count - 1)) });
+        const delay = Math.min(8000, leaseMs, 1000 * 2 ** (count - 1));
+        this.leasedElsewhere.set(repositoryId, { count, nextAt: Date.now() + delay });
+        log.debug({ attempt: count, retry_in_ms: delay }, 'snapshot lease held elsewhere; retrying later');
         return;
       }
       this.leasedElsewhere.delete(repositoryId);
