@@ -9,12 +9,16 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { cp, readdir, rm } from 'node:fs/promises';
+import { cp, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Git, Server, seedAlice, tempDir } from './harness.js';
 import { findLeftovers } from '../../src/repos/recovery.js';
 import { scratchOwner } from '../../src/shared/pid.js';
+import { openMetaStore } from '../../src/meta/db.js';
+import { latestSnapshot } from '../../src/meta/snapshots.js';
+import { readRefs } from '../../src/snapshots/create.js';
+import { encodeRefs, refsDigest } from '../../src/snapshots/format.js';
 import type { CrashPoint } from '../../src/shared/crash.js';
 
 /** Fast background work, so that each scenario's steps follow one another quickly. */
@@ -91,7 +95,14 @@ async function armed(point: CrashPoint, args: string[] = []): Promise<Scenario> 
 async function restartAndCheck(s: Scenario): Promise<void> {
   const dead = s.server.process.pid;
   const server = await Server.start({ dataDir: s.server.dataDir, args: s.args });
+  const meta = await openMetaStore({ dataDir: server.dataDir, databaseUrl: undefined });
   try {
+    // Before anything else: whatever git committed before the crash is persisted (the worker
+    // finds the repository dirty by itself). An evicted repository has no live refs yet.
+    if (await stat(s.repo.path).catch(() => undefined)) {
+      const live = refsDigest(encodeRefs(await readRefs(s.repo.path)));
+      await until('the refs on disk at restart were snapshotted', async () => (await latestSnapshot(meta.db, s.repo.id))?.refsDigest === live);
+    }
     // The next push to the same ref: refused by nothing the crash left.
     await s.git.commits(s.work, 1, { seed: 99, prefix: 'after' });
     await s.git.ok(['push', '-q', server.repoUrl('alice/main/r.git', s.token), 'main'], { cwd: s.work });
@@ -116,6 +127,7 @@ async function restartAndCheck(s: Scenario): Promise<void> {
     const scratch = await readdir(path.join(server.dataDir, 'tmp')).catch(() => [] as string[]);
     assert.deepEqual(scratch.filter((n) => scratchOwner(n) === dead), []);
   } finally {
+    await meta.close();
     await server.cleanup();
   }
 }

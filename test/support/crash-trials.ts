@@ -34,7 +34,7 @@ export interface TrialOptions {
   /** How long to wait for a repository to be persisted after a restart before calling it late. */
   persistBoundMs: number;
   seed?: number;
-  /** Called with each server process's PID when it starts (to register it for clean-up). */
+  /** Called with each server process's PID as soon as it is spawned (to register it for clean-up). */
   onServer?: (pid: number) => void;
   onTrial?: (trial: number, result: TrialResult) => void;
 }
@@ -74,8 +74,8 @@ const LEFTOVER_REFUSAL = /cannot lock ref|Unable to create '[^']*\.lock'|\.lock'
 export async function crashTrials(opts: TrialOptions): Promise<CrashRunResult> {
   let state = (opts.seed ?? 16) >>> 0 || 1;
   const random = () => ((state = (state * 1103515245 + 12345) >>> 0) / 2 ** 32);
-  let server = await Server.start({ args: TRIAL_SERVER_ARGS });
-  opts.onServer?.(server.process.pid!);
+  const onSpawn = opts.onServer;
+  let server = await Server.start({ args: TRIAL_SERVER_ARGS, ...(onSpawn && { onSpawn }) });
   const dataDir = server.dataDir;
   const token = await seedAlice(server);
   const repos: { name: string; path: string }[] = [];
@@ -131,8 +131,7 @@ export async function crashTrials(opts: TrialOptions): Promise<CrashRunResult> {
       dead.kill('SIGKILL');
       await exited;
       paused = true;
-      server = await Server.start({ dataDir, args: TRIAL_SERVER_ARGS });
-      opts.onServer?.(server.process.pid!);
+      server = await Server.start({ dataDir, args: TRIAL_SERVER_ARGS, ...(onSpawn && { onSpawn }) });
       const restarted = Date.now();
       const trial: TrialResult = { persistMs: undefined, lost: [], corrupt: [], leftovers: [] };
       // The pushes in flight at the kill end (failed or acknowledged) before the checks.
