@@ -171,8 +171,10 @@ async function persisted(meta: MetaStore, repos: { path: string }[], since: numb
     let all = true;
     for (const [i, repo] of repos.entries()) {
       const latest = await latestSnapshot(meta.db, ids[i]!);
-      const live = refsDigest(encodeRefs(await readRefs(repo.path)));
-      if (latest?.refsDigest !== live) {
+      const refs = await readRefs(repo.path);
+      // A repository nobody has pushed to yet has nothing to persist.
+      if (!latest && !refs.some((r) => r.oid !== undefined)) continue;
+      if (latest?.refsDigest !== refsDigest(encodeRefs(refs))) {
         all = false;
         break;
       }
