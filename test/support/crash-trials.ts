@@ -104,7 +104,8 @@ export async function crashTrials(opts: TrialOptions): Promise<CrashRunResult> {
         await sleep(50);
         continue;
       }
-      await git.commits(work, 1, { files: 2, seed: p * 100_000 + n, prefix: `p${p}` });
+      // Distinct non-zero seeds: the generator treats 0 as 1, and equal content commits nothing.
+      await git.commits(work, 1, { files: 2, seed: p * 100_000 + n + 1, prefix: `p${p}` });
       const sha = await git.revParse(work, 'HEAD');
       const url = server.repoUrl(`${repos[entry.repo]!.name}.git`, token);
       pushing++;
