@@ -38,7 +38,7 @@ import { repositoryConfig } from '../src/repos/service.js';
 import { startGitstratum } from './gitstratum-server.js';
 import { run, runBench, startRun } from './processes.js';
 import { addCommit, ensureRepo, mediumOfSize, type RepoInfo } from './repo-generator.js';
-import { median, mib, spread, table } from './report.js';
+import { median, mib, percentile, spread, table } from './report.js';
 import { scrapeMetrics, sumSeries } from './sides.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -167,11 +167,6 @@ async function snapshotRun(info: RepoInfo, runDir: string, env: NodeJS.ProcessEn
 }
 
 /** Nearest-rank percentile. */
-function percentile(values: readonly number[], p: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
-
 interface RpoFigures {
   /** Client acknowledgement → snapshot row, seconds, one per push. */
   delays: number[];

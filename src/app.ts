@@ -35,9 +35,12 @@ import { createBackground } from './background.js';
 import { createResidencyMetrics, Residency } from './snapshots/eviction.js';
 import { countEvicted } from './meta/residency.js';
 import { repositoryConfig } from './repos/service.js';
-import { findRepositoryById } from './meta/repositories.js';
+import { findRepositoryById, listRepositories } from './meta/repositories.js';
 import { pushLimitHooks } from './repos/push-limits.js';
 import { createUsageMetrics } from './repos/usage-metrics.js';
+import { createRecoveryMetrics, Recovery } from './repos/recovery.js';
+import { markChangedRepositoriesDirty } from './snapshots/reconcile.js';
+import { crashPoint } from './shared/crash.js';
 
 /** The configured ObjectStore adapter: the filesystem under <data>/objects, or S3. */
 export async function createObjectStore(config: Config, dataDir: string): Promise<ObjectStore & { destroy?(): void }> {
@@ -147,6 +150,22 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       ...(maintenance && { busy: (id: string) => maintenance.busy(id) }),
     },
   );
+  // Leftovers of killed git processes removed at start and on a schedule, and refs that moved
+  // past the latest snapshot marked dirty (docs/design/snapshots.md, "Crash recovery").
+  const repositoriesOnDisk = async () => (await listRepositories(core.meta.db)).map((r) => ({ id: r.id, path: core.repos.diskPath(r.id) }));
+  const recoveryLog = log.child({ component: 'recovery' });
+  const recovery = new Recovery(
+    { intervalMs: config.recoveryIntervalSeconds * 1000, staleMs: config.recoveryStaleSeconds * 1000 },
+    {
+      repositories: repositoriesOnDisk,
+      scratchDir: path.join(core.dataDir, 'tmp'),
+      held: (id) => residency.inUse(id),
+      log: recoveryLog,
+      metrics: createRecoveryMetrics(metrics.registry),
+    },
+  );
+  const reconcileAbort = new AbortController();
+  let reconciling: Promise<void> | undefined;
   hooks.onControl('evict', async (args) => {
     const id = String(args['repositoryId']);
     const repo = await findRepositoryById(core.meta.db, id);
@@ -164,6 +183,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
   hooks.on('pre-receive', async (call) => {
     const repoId = hookRepoId(call);
     if (!repoId) return { code: 0 };
+    crashPoint('receive-after-unpack');
     await pushEvent(repoId, 'push-begin', call);
     const quarantine: Record<string, string> = {};
     for (const key of ['GIT_QUARANTINE_PATH', 'GIT_OBJECT_DIRECTORY', 'GIT_ALTERNATE_OBJECT_DIRECTORIES']) {
@@ -183,10 +203,13 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
   hooks.on('post-receive', async (call) => {
     const repoId = hookRepoId(call);
     if (repoId) {
+      crashPoint('receive-after-ref-commit');
       // First: it cannot fail, and the audit write below may.
       maintenance?.notify(repoId, core.repos.diskPath(repoId));
+      crashPoint('receive-before-push-end');
       // Before the audit write, which may fail: push-end is what marks the repository dirty.
       await pushEvent(repoId, 'push-end', call);
+      crashPoint('receive-after-push-end');
       background.snapshots?.notify(repoId);
       await core.repos.recordPush(
         repoId,
@@ -274,11 +297,21 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     hooks,
     limiter,
     async listen() {
-      // The socket first: its place (for a long data path) is chosen when it starts listening.
+      // The socket first: its place (for a long data path) is chosen when it starts listening,
+      // and it refuses to start when another server runs on this data directory: only then is
+      // it safe to clear what git processes left behind, before any request can start one.
       await hooks.listen();
       await installHooks(core.dataDir, hooks.socketPath);
+      const started = Date.now();
+      const recovered = await recovery.atStart();
+      recoveryLog.info({ ...recovered, duration_ms: Date.now() - started }, 'crash recovery at start done');
       background.start();
       residency.start();
+      recovery.start();
+      reconciling = markChangedRepositoriesDirty({ meta: core.meta, repositories: repositoriesOnDisk }, reconcileAbort.signal).then(
+        (marked) => marked.length > 0 && recoveryLog.info({ repositories: marked.length, repo_ids: marked.slice(0, 20) }, 'repositories with refs past their latest snapshot marked dirty'),
+        (err: unknown) => recoveryLog.error({ err }, 'refs not compared with the latest snapshots'),
+      ).then(() => {});
       if (redis) await redisReady(redis, 5000);
       return http.listen({ host: config.host, port: config.port });
     },
@@ -290,6 +323,8 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       await maintenance?.close();
       // Aborts a snapshot upload in flight: it leaves no object and no row, the repository dirty.
       await background.close();
+      reconcileAbort.abort();
+      await Promise.all([reconciling, recovery.close()]);
       // Waits for an eviction or a lazy restore in flight (each leaves a consistent state anyway).
       await residency.close();
       await hooks.close();

@@ -4,6 +4,8 @@
  * worker when `snapshotsEnabled`); `gitstratum worker` runs them alone, without HTTP. Both
  * build them here from the one configuration, so the two roles behave alike.
  */
+import { createHash } from 'node:crypto';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import type { Registry } from 'prom-client';
 import type { Config } from './config/schema.js';
@@ -46,6 +48,8 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
             minBytes: config.snapshotCompactMinBytes,
             scratchRoot: path.join(core.dataDir, 'tmp'),
           },
+          // Stable across restarts: a restarted process recognises its predecessor's leases.
+          node: `${hostname()}:${createHash('sha256').update(path.resolve(core.dataDir)).digest('hex').slice(0, 12)}`,
         },
         {
           meta: core.meta,

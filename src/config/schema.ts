@@ -173,6 +173,10 @@ export const configSchema = z
     maintenanceConcurrency: positiveInt.default(1),
     /** A maintenance run is killed after this long (and tried again after the next push). */
     maintenanceTimeoutSeconds: positiveSeconds.default(3600),
+    /** While running, look for leftovers of killed git processes (stale locks, quarantines) this often; 0: only at start. */
+    recoveryIntervalSeconds: seconds.default(300),
+    /** While running, only leftovers older than this are removed, and only in repositories nothing of ours is using. */
+    recoveryStaleSeconds: positiveSeconds.default(600),
     /** Externally visible scheme://host[:port], when the request's own (or X-Forwarded-*) is not it. */
     publicUrl: z.string().url().optional(),
     /** Where LFS objects (and later snapshots) live: `filesystem` under <data>/objects, or `s3`. */

@@ -217,6 +217,8 @@ export interface BackgroundOptions {
   signal: AbortSignal;
   /** CPU priority, as nice(1) takes it: 0 (normal) to 19 (lowest). */
   niceness: number;
+  /** Called once the command runs, with a function that SIGKILLs its process group (crash tests). */
+  onSpawn?: (killGroup: () => void) => void;
 }
 
 /**
@@ -258,6 +260,7 @@ export function runBackground(args: readonly string[], opts: BackgroundOptions):
       killTimer.unref();
     };
     opts.signal.addEventListener('abort', onAbort, { once: true });
+    opts.onSpawn?.(() => group('SIGKILL'));
     let spawnError: Error | undefined;
     child.on('error', (err) => (spawnError = err));
     child.on('close', (code) => {

@@ -16,7 +16,10 @@
  * - close() drops what waits, aborts what runs (killing git's whole process group) and
  *   resolves once every run has ended.
  */
-import { stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { crashArmed, crashPoint } from '../shared/crash.js';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../shared/log.js';
 import { packRefs, repackGeometric, writeCommitGraph } from './command.js';
@@ -59,9 +62,24 @@ export const PACK_REFS_AFTER_LOOSE = 256;
 export const maintainRepository: MaintenanceTask = async ({ repoPath }, signal) => {
   if (!(await stat(repoPath).catch(() => undefined))) return;
   if ((await listLooseRefs(repoPath)).length >= PACK_REFS_AFTER_LOOSE) await packRefs(repoPath, { signal, niceness: NICENESS });
-  await repackGeometric(repoPath, { signal, niceness: NICENESS });
+  const onSpawn = crashArmed('maintenance-mid-repack') ? (killGroup: () => void) => void crashMidRepack(repoPath, killGroup) : undefined;
+  await repackGeometric(repoPath, { signal, niceness: NICENESS, ...(onSpawn && { onSpawn }) });
   await writeCommitGraph(repoPath, { signal, niceness: NICENESS });
 };
+
+/**
+ * The `maintenance-mid-repack` crash point: once the repack has begun writing (a temporary
+ * pack or a lock in objects/pack; at most 2 s), the repack's process group and the server
+ * die together, as on a machine that loses power.
+ */
+async function crashMidRepack(repoPath: string, killGroup: () => void): Promise<void> {
+  const packDir = path.join(repoPath, 'objects', 'pack');
+  for (const deadline = Date.now() + 2000; Date.now() < deadline; await sleep(2)) {
+    const names = await readdir(packDir).catch(() => [] as string[]);
+    if (names.some((n) => n.startsWith('.tmp-') || n.startsWith('tmp_') || n.endsWith('.lock'))) break;
+  }
+  crashPoint('maintenance-mid-repack', killGroup);
+}
 
 export function createMaintenanceMetrics(registry: Registry) {
   let source = { pending: () => 0, running: () => 0 };

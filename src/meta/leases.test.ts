@@ -4,7 +4,7 @@ import { rm } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { databaseBackends, freshDatabaseUrl, tempDir } from '../../test/e2e/harness.js';
 import { openMetaStore } from './db.js';
-import { acquireLease, leaseHolder, releaseLease, renewLease } from './leases.js';
+import { acquireLease, leaseHolder, releaseDeadLeases, releaseLease, renewLease } from './leases.js';
 
 const REPO = '01JREPOAAAAAAAAAAAAAAAAAAA';
 
@@ -37,6 +37,30 @@ for (const backend of databaseBackends()) {
       assert.equal(await renewLease(db, dialect, REPO, 'a', 60_000), false);
       await releaseLease(db, REPO, 'a');
       assert.notEqual(await leaseHolder(db, REPO), undefined);
+    } finally {
+      await meta.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+}
+
+for (const backend of databaseBackends()) {
+  test(`releaseDeadLeases on ${backend} frees the leases of this node's dead processes only`, async () => {
+    const dataDir = await tempDir('gitstratum-lease-');
+    const meta = await openMetaStore({ dataDir, databaseUrl: backend === 'postgres' ? await freshDatabaseUrl() : undefined });
+    const { db, dialect } = meta;
+    const repos = ['01JREPOAAAAAAAAAAAAAAAAAA1', '01JREPOAAAAAAAAAAAAAAAAAA2', '01JREPOAAAAAAAAAAAAAAAAAA3', '01JREPOAAAAAAAAAAAAAAAAAA4'];
+    try {
+      assert.equal(await acquireLease(db, dialect, repos[0]!, 'host:abc/4001/aa', 60_000), true); // dead, this node
+      assert.equal(await acquireLease(db, dialect, repos[1]!, 'host:abc/4002/bb', 60_000), true); // alive, this node
+      assert.equal(await acquireLease(db, dialect, repos[2]!, 'host:xyz/4001/cc', 60_000), true); // another node
+      assert.equal(await acquireLease(db, dialect, repos[3]!, 'host:abcd/4001/dd', 60_000), true); // a node whose name extends ours
+      const released = await releaseDeadLeases(db, 'host:abc', (pid) => pid === 4002);
+      assert.equal(released, 1);
+      assert.equal(await leaseHolder(db, repos[0]!), undefined);
+      assert.equal(await leaseHolder(db, repos[1]!), 'host:abc/4002/bb');
+      assert.equal(await leaseHolder(db, repos[2]!), 'host:xyz/4001/cc');
+      assert.equal(await leaseHolder(db, repos[3]!), 'host:abcd/4001/dd');
     } finally {
       await meta.close();
       await rm(dataDir, { recursive: true, force: true });

@@ -51,3 +51,26 @@ export async function leaseHolder(db: Db, repositoryId: string): Promise<string 
   const row = await db.selectFrom('snapshot_leases').select('holder').where('repository_id', '=', repositoryId).executeTakeFirst();
   return row?.holder;
 }
+
+/**
+ * Deletes the leases of holders on `node` (the `<node>/<pid>/<nonce>` prefix every holder of
+ * this host and data directory writes) whose process is gone, and returns how many. A process
+ * calls it at start: the leases a killed predecessor held are released at once instead of
+ * blocking those repositories until they expire. A live process's leases are kept.
+ */
+export async function releaseDeadLeases(db: Db, node: string, alive: (pid: number) => boolean): Promise<number> {
+  const prefix = `${node}/`;
+  const rows = await db
+    .selectFrom('snapshot_leases')
+    .select(['repository_id', 'holder'])
+    .where(sql<boolean>`substr(holder, 1, ${prefix.length}) = ${prefix}`)
+    .execute();
+  let released = 0;
+  for (const { repository_id, holder } of rows) {
+    const pid = Number(holder.slice(prefix.length).split('/')[0]);
+    if (alive(pid)) continue;
+    const result = await db.deleteFrom('snapshot_leases').where('repository_id', '=', repository_id).where('holder', '=', holder).executeTakeFirst();
+    released += Number(result.numDeletedRows);
+  }
+  return released;
+}

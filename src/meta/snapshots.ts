@@ -2,8 +2,11 @@
  * The snapshot graph and the event log (docs/design/snapshots.md), as plain functions over a
  * handle or a transaction.
  *
- * Dirty: a repository is dirty when a push-end event was written after the snapshot-begin
- * event of its last completed snapshot. Event ids order the log (SQLite has one writer; on
+ * Dirty: a repository is dirty when a push-begin or push-end event was written after the
+ * snapshot-begin event of its last completed snapshot. A push-begin counts because git may
+ * have committed the push's refs when the server dies before its push-end is written (the
+ * client never heard of success, but the disk moved on): the repository's refs may have
+ * changed after any push began (docs/design/snapshots.md, "Crash recovery"). Event ids order the log (SQLite has one writer; on
  * PostgreSQL a bigserial is assigned at insert, which can only make a repository look dirty
  * for one extra round, never clean too early, because a snapshot job writes its begin event
  * before it reads the refs).
@@ -128,18 +131,18 @@ export async function findSnapshot(db: Db, id: string): Promise<SnapshotRow | un
 
 export interface DirtyRepository {
   repositoryId: string;
-  /** When the oldest push not yet covered by a completed snapshot ended. */
+  /** When the oldest push not yet covered by a completed snapshot began or ended. */
   oldestPushAt: string;
-  /** When the newest such push ended (for debouncing). */
+  /** When the newest such push began or ended (for debouncing). */
   newestPushAt: string;
 }
 
-/** Repositories with a push-end after the snapshot-begin of their last completed snapshot. */
+/** Repositories with a push event after the snapshot-begin of their last completed snapshot. */
 export async function dirtyRepositories(db: Db): Promise<DirtyRepository[]> {
   const rows = await db
     .selectFrom('events as e')
     .select(['e.repository_id', (eb) => eb.fn.min('e.at').as('oldest'), (eb) => eb.fn.max('e.at').as('newest')])
-    .where('e.kind', '=', 'push-end')
+    .where('e.kind', 'in', ['push-begin', 'push-end'])
     // The log outlives deleted repositories; they are nobody's work.
     .where((eb) => eb.exists(eb.selectFrom('repositories as r').select('r.id').whereRef('r.id', '=', 'e.repository_id')))
     .where(
@@ -158,7 +161,7 @@ export async function isDirty(db: Db, repositoryId: string): Promise<boolean> {
     .selectFrom('events as e')
     .select('e.id')
     .where('e.repository_id', '=', repositoryId)
-    .where('e.kind', '=', 'push-end')
+    .where('e.kind', 'in', ['push-begin', 'push-end'])
     .where(
       'e.id',
       '>',

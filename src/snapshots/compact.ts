@@ -22,6 +22,8 @@
  * snapshot written meanwhile either names a parent step 4 then keeps, or fails and is retried.
  */
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { scratchPrefix } from '../shared/pid.js';
+import { crashPoint } from '../shared/crash.js';
 import path from 'node:path';
 import { decodeTime } from 'ulid';
 import type { MetaStore } from '../meta/db.js';
@@ -114,6 +116,7 @@ export async function compactRepository(deps: CompactDeps, opts: CompactOptions)
     }
   }
 
+  crashPoint('compaction-after-full');
   const { deleted, kept } = await retire(deps, opts.repositoryId, chosen, full);
   const orphans = await sweepOrphans(deps, opts.repositoryId, opts.orphanAgeMs ?? DAY_MS);
   return { full, chosen, repointed, deleted: deleted.map((s) => s.id), kept: kept.map((s) => s.id), orphans };
@@ -122,7 +125,7 @@ export async function compactRepository(deps: CompactDeps, opts: CompactOptions)
 /** Steps 1 and 2: restore the chain in scratch, write a full snapshot of its refs. */
 async function writeFull(deps: CompactDeps, opts: CompactOptions, chosen: snapshots.SnapshotRow): Promise<snapshots.SnapshotRow> {
   await mkdir(deps.scratchRoot, { recursive: true });
-  const dir = await mkdtemp(path.join(deps.scratchRoot, `compact-${opts.repositoryId}-`));
+  const dir = await mkdtemp(path.join(deps.scratchRoot, scratchPrefix(`compact-${opts.repositoryId}`)));
   try {
     const target = path.join(dir, 'repo.git');
     await restoreRepository(deps, {

@@ -20,6 +20,7 @@ import { ulid } from 'ulid';
 import { now, type MetaStore } from '../meta/db.js';
 import { findRepositoryById } from '../meta/repositories.js';
 import { conflict } from '../shared/errors.js';
+import { crashPoint } from '../shared/crash.js';
 import * as snapshots from '../meta/snapshots.js';
 import { objectKey, type ObjectStore } from '../storage/object-store.js';
 import { presentObjects, readRefsForSnapshot, spawnPackObjects, symbolicHead } from '../git/command.js';
@@ -84,6 +85,7 @@ export async function createSnapshot(deps: CreateSnapshotDeps, opts: CreateSnaps
   try {
     const parent = opts.full ? undefined : await snapshotParent(db, opts.repositoryId);
     const row = await writeSnapshot(deps, { ...opts, parent, beginEventId, createdAt: now() });
+    crashPoint('snapshot-after-upload');
     await db.transaction().execute(async (trx) => {
       await recordSnapshot(trx, row);
       await snapshots.appendEvent(trx, opts.repositoryId, 'snapshot-end', now(), { snapshot: row.id, ok: true });

@@ -37,6 +37,7 @@ import { conflict, isDomainError, unavailable } from '../shared/errors.js';
 import { readRefs } from './create.js';
 import { encodeRefs, refsDigest } from './format.js';
 import { restoreRepository } from './restore.js';
+import { scratchPrefix } from '../shared/pid.js';
 
 /** The persisted last access lags the real one by at most this much. */
 const ACCESS_WRITE_INTERVAL_MS = 60_000;
@@ -78,7 +79,7 @@ export async function evictRepository(deps: EvictDeps, repositoryId: string, lab
   }
   const at = now();
   await residency.markEvicted(db, repositoryId, at);
-  const trash = path.join(deps.dataDir, 'tmp', `evicted-${repositoryId}-${Date.now()}`);
+  const trash = path.join(deps.dataDir, 'tmp', `${scratchPrefix(`evicted-${repositoryId}`)}${Date.now()}`);
   try {
     await mkdir(path.dirname(trash), { recursive: true });
     await rename(dir, trash);
@@ -204,6 +205,11 @@ export class Residency {
       this.deps.log.info({ repo_id: repositoryId, snapshot: result.snapshot, reason }, 'repository evicted from local disk');
       return result;
     });
+  }
+
+  /** A request, a transition or background work holds the repository: git may run in it. */
+  inUse(repositoryId: string): boolean {
+    return this.holders.has(repositoryId) || this.transitions.has(repositoryId) || (this.deps.busy?.(repositoryId) ?? false);
   }
 
   start(): void {

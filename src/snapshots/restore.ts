@@ -13,6 +13,8 @@
  * objects older packs still hold.
  */
 import { mkdir, mkdtemp, rename, rm, stat } from 'node:fs/promises';
+import { scratchPrefix } from '../shared/pid.js';
+import { crashPoint } from '../shared/crash.js';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { MetaStore } from '../meta/db.js';
@@ -110,7 +112,7 @@ export async function restoreRepository(deps: RestoreDeps, opts: RestoreOptions)
   const chain = chosen ? await snapshotChain(deps.meta.db, chosen, all) : [];
 
   await mkdir(opts.scratchRoot, { recursive: true });
-  const scratch = await mkdtemp(path.join(opts.scratchRoot, `restore-${opts.repositoryId}-`));
+  const scratch = await mkdtemp(path.join(opts.scratchRoot, scratchPrefix(`restore-${opts.repositoryId}`)));
   let bytes = 0;
   const totalBytes = chain.reduce((n, s) => n + s.byteSize, 0);
   let refs: RefEntry[] = [];
@@ -152,6 +154,7 @@ export async function restoreRepository(deps: RestoreDeps, opts: RestoreOptions)
       opts.onBytes?.({ bytes, totalBytes });
       opts.onProgress?.({ snapshot: snap.id, index: index + 1, of: chain.length, bytes });
       if (index === chain.length - 1) refs = parsed.refs;
+      crashPoint('restore-mid-install');
     }
 
     const direct = refs.filter((r) => r.oid !== undefined);

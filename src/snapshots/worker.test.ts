@@ -22,6 +22,7 @@ import type { ObjectStore } from '../storage/object-store.js';
 import { randomBytes } from 'node:crypto';
 import { Transform } from 'node:stream';
 import { createSnapshotMetrics, SnapshotWorker } from './worker.js';
+import { acquireLease } from '../meta/leases.js';
 import { gitEnv } from '../../test/e2e/harness.js';
 import { coreWithAlice } from '../../test/support/core.js';
 
@@ -176,6 +177,91 @@ test('after a snapshot, a chain grown past snapshotChainMaxLength is compacted i
     }
     assert.deepEqual(await kinds(), ['full']);
     assert.deepEqual(await snapshots.dirtyRepositories(core.meta.db), []);
+  } finally {
+    await core.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/** Two dirty repositories, `leased` and `free`, each with one pushed commit. */
+async function twoDirty(dir: string) {
+  const core = await coreWithAlice(dir);
+  const env = gitEnv(dir);
+  const work = path.join(dir, 'work');
+  await exec('git', ['init', '-q', '-b', 'main', work], { env });
+  await writeFile(path.join(work, 'a.txt'), 'hello\n');
+  await exec('git', ['add', '-A'], { cwd: work, env });
+  await exec('git', ['commit', '-q', '-m', 'one'], { cwd: work, env });
+  const ids: string[] = [];
+  for (const name of ['leased', 'free']) {
+    const repo = await core.repos.createRepo(systemActor, `alice/main/${name}`);
+    await exec('git', ['push', '-q', repo.path, 'main'], { cwd: work, env });
+    await snapshots.appendEvent(core.meta.db, repo.id, 'push-end', now());
+    ids.push(repo.id);
+  }
+  return { core, leased: ids[0]!, free: ids[1]! };
+}
+
+/** A logger that records the messages it is given (pino calls write() with one JSON line). */
+function recordingLog(lines: { msg: string }[]) {
+  return pino({ level: 'debug' }, { write: (line: string) => lines.push(JSON.parse(line) as { msg: string }) });
+}
+
+test('regression (issue 16): a repository leased by another holder is retried with backoff, not in a loop, and the others are snapshotted', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-worker-'));
+  const { core, leased, free } = await twoDirty(dir);
+  try {
+    assert.equal(await acquireLease(core.meta.db, core.meta.dialect, leased, 'elsewhere/1/x', 60_000), true);
+    const lines: { msg: string }[] = [];
+    const worker = new SnapshotWorker(
+      { debounceMs: 0, maxDelayMs: 10_000, concurrency: 1, retryMaxMs: 1000, pollMs: 20 },
+      { meta: core.meta, store: createFsStore(path.join(dir, 'objects')), repoPath: (id) => core.repos.diskPath(id), log: recordingLog(lines) },
+    );
+    worker.start();
+    try {
+      const deadline = Date.now() + 15_000;
+      while ((await snapshots.listSnapshots(core.meta.db, free)).length === 0) {
+        assert.ok(Date.now() < deadline, 'the free repository was not snapshotted');
+        await sleep(25);
+      }
+      // Let the worker poll (every 20 ms) for a second and a half more: a loop would try the
+      // leased repository dozens of times; the backoff (1 s, then 2 s) allows two attempts.
+      await sleep(1500);
+    } finally {
+      await worker.close();
+    }
+    const attempts = lines.filter((l) => l.msg === 'snapshot lease held elsewhere; retrying later').length;
+    assert.ok(attempts >= 1 && attempts <= 3, `lease attempts on the leased repository: ${attempts}`);
+    assert.deepEqual(await snapshots.listSnapshots(core.meta.db, leased), []);
+  } finally {
+    await core.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('regression (issue 16): a worker releases at start the leases its killed predecessor on the same node held', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-worker-'));
+  const { core, leased } = await twoDirty(dir);
+  try {
+    // A predecessor on this node (its pid, 2^22 + 1, is above Linux's pid_max: not running).
+    assert.equal(await acquireLease(core.meta.db, core.meta.dialect, leased, `node-a/${2 ** 22 + 1}/dead`, 60_000), true);
+    const worker = new SnapshotWorker(
+      { debounceMs: 0, maxDelayMs: 10_000, concurrency: 1, retryMaxMs: 1000, pollMs: 20, node: 'node-a' },
+      { meta: core.meta, store: createFsStore(path.join(dir, 'objects')), repoPath: (id) => core.repos.diskPath(id), log: pino({ level: 'silent' }) },
+    );
+    worker.start();
+    try {
+      // Well inside the 60 s the dead holder's lease would otherwise have blocked it.
+      const deadline = Date.now() + 20_000;
+      while ((await snapshots.listSnapshots(core.meta.db, leased)).length === 0) {
+        assert.ok(Date.now() < deadline, 'the repository leased by the dead predecessor was not snapshotted');
+        await sleep(25);
+      }
+    } finally {
+      await worker.close();
+    }
+    assert.ok(worker.holder.startsWith('node-a/'));
+    assert.equal(await snapshots.isDirty(core.meta.db, leased), false);
   } finally {
     await core.close();
     await rm(dir, { recursive: true, force: true });

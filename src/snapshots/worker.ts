@@ -2,7 +2,7 @@
  * The snapshot worker (docs/design/snapshots.md): keeps every repository persisted to object
  * storage within a bounded delay of its last acknowledged push.
  *
- * State lives in SQL, not here: a repository is dirty while a push-end event follows its last
+ * State lives in SQL, not here: a repository is dirty while a push event (begin or end) follows its last
  * completed snapshot's begin (meta/snapshots.ts), so a restart, a crash mid-upload or a failed
  * attempt all leave it dirty and it is simply taken again. The worker polls that list (and is
  * woken early by notify() from the post-receive hook) and snapshots a dirty repository once it
@@ -14,6 +14,10 @@
  * job first takes the repository's lease (meta/leases.ts), then checks that the repository is
  * still dirty (another worker may have just persisted it), and keeps renewing the lease while
  * it writes. A job whose lease is lost is aborted; a finished or aborted job deletes its lease.
+ * A repository whose lease another holder has is left alone and looked at again later (1 s,
+ * 2 s, … up to 8 s), while the others are served: the worker never spins on it. A holder is
+ * `<node>/<pid>/<nonce>`, the node naming this host and data directory, so a restarted process
+ * recognises the leases its killed predecessor held and releases them at start.
  *
  * After a snapshot, the same job (still holding the lease) compacts the repository's chain
  * when it grew past the configured limits.
@@ -23,7 +27,8 @@ import { hostname } from 'node:os';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { MetaStore } from '../meta/db.js';
 import { dirtyRepositories, isDirty, type DirtyRepository } from '../meta/snapshots.js';
-import { acquireLease, releaseLease, renewLease } from '../meta/leases.js';
+import { acquireLease, releaseDeadLeases, releaseLease, renewLease } from '../meta/leases.js';
+import { processAlive } from '../shared/pid.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import type { Logger } from '../shared/log.js';
 import { createSnapshot } from './create.js';
@@ -45,6 +50,8 @@ export interface SnapshotWorkerSettings {
    * restoring it under `scratchRoot` (<data>/tmp); never without.
    */
   compaction?: CompactionLimits & { scratchRoot: string };
+  /** This host and data directory, the same across restarts (default: the host name). */
+  node?: string;
 }
 
 export interface SnapshotWorkerDeps {
@@ -102,21 +109,34 @@ export type SnapshotMetrics = ReturnType<typeof createSnapshotMetrics>;
 export class SnapshotWorker {
   private readonly running = new Map<string, Promise<void>>();
   private readonly failures = new Map<string, { count: number; nextAt: number }>();
+  /** Repositories whose lease another holder had: when to look again. */
+  private readonly leasedElsewhere = new Map<string, { count: number; nextAt: number }>();
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
   private again = false;
   private closed = false;
   private readonly abort = new AbortController();
-  /** Who holds a lease, in the snapshot_leases table: host, process and this worker. */
-  readonly holder = `${hostname()}/${process.pid}/${randomBytes(4).toString('hex')}`;
+  /** Who holds a lease, in the snapshot_leases table: node, process and this worker. */
+  readonly holder: string;
+  private readonly node: string;
 
   constructor(
     private readonly settings: SnapshotWorkerSettings,
     private readonly deps: SnapshotWorkerDeps,
-  ) {}
+  ) {
+    this.node = settings.node ?? hostname();
+    this.holder = `${this.node}/${process.pid}/${randomBytes(4).toString('hex')}`;
+  }
 
+  /** Releases what a killed predecessor on this node held, then starts polling. */
   start(): void {
-    this.schedule(0);
+    // Our own pid in an old holder is a predecessor's (pid namespaces restart at 1): dead.
+    releaseDeadLeases(this.deps.meta.db, this.node, (pid) => pid !== process.pid && processAlive(pid))
+      .then(
+        (released) => released > 0 && this.deps.log.info({ released }, 'snapshot leases of a dead process released'),
+        (err: unknown) => this.deps.log.warn({ err }, 'snapshot leases of dead processes not released; they expire'),
+      )
+      .finally(() => this.schedule(0));
   }
 
   /** A push ended: look at the dirty list soon rather than at the next poll. */
@@ -165,6 +185,7 @@ export class SnapshotWorker {
       if (this.closed || this.running.size >= this.settings.concurrency) break;
       if (this.running.has(d.repositoryId)) continue;
       if ((this.failures.get(d.repositoryId)?.nextAt ?? 0) > t) continue;
+      if ((this.leasedElsewhere.get(d.repositoryId)?.nextAt ?? 0) > t) continue;
       const quiet = t - Date.parse(d.newestPushAt) >= this.settings.debounceMs;
       const overdue = t - Date.parse(d.oldestPushAt) >= this.settings.maxDelayMs;
       if (!quiet && !overdue) continue;
@@ -183,8 +204,17 @@ export class SnapshotWorker {
     let leased = false;
     try {
       leased = await acquireLease(db, dialect, repositoryId, this.holder, leaseMs);
-      // Another worker has it, or has just persisted it: nothing to do here.
-      if (!leased || !(await isDirty(db, repositoryId))) return;
+      if (!leased) {
+        // Another holder has it (or a dead one whose lease has not expired): look again later.
+        const count = (this.leasedElsewhere.get(repositoryId)?.count ?? 0) + 1;
+        const delay = Math.min(8000, leaseMs, 1000 * 2 ** (count - 1));
+        this.leasedElsewhere.set(repositoryId, { count, nextAt: Date.now() + delay });
+        log.debug({ attempt: count, retry_in_ms: delay }, 'snapshot lease held elsewhere; retrying later');
+        return;
+      }
+      this.leasedElsewhere.delete(repositoryId);
+      // Another worker has just persisted it: nothing to do here.
+      if (!(await isDirty(db, repositoryId))) return;
       await this.snapshot(repositoryId, leaseMs, log);
     } catch (err) {
       if (!this.closed) log.error({ err }, 'snapshot lease failed');

@@ -120,6 +120,8 @@ export interface ServerOptions {
   args?: string[];
   /** An existing data directory (a restart); a fresh one when unset. */
   dataDir?: string;
+  /** Called with the server's PID as soon as it is spawned (a benchmark registers it for clean-up). */
+  onSpawn?: (pid: number) => void;
 }
 
 export class Server {
@@ -136,6 +138,7 @@ export class Server {
     const databaseUrl = opts.database === 'postgres' ? await freshDatabaseUrl() : undefined;
     const args = [BIN, 'serve', '--data', dataDir, '--port', '0', ...(databaseUrl ? ['--database-url', databaseUrl] : []), ...(opts.args ?? [])];
     const child = spawn(process.execPath, args, { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    if (child.pid !== undefined) opts.onSpawn?.(child.pid);
     const logs: string[] = [];
     let stderr = '';
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));

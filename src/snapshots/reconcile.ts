@@ -1,0 +1,43 @@
+/**
+ * At start, the disk and the event log reconciled (docs/design/snapshots.md, "Crash
+ * recovery"): a repository whose live refs differ from its latest snapshot, and which the event
+ * log does not already call dirty, is marked dirty, so the snapshot worker persists it within
+ * the RPO like any pushed repository.
+ *
+ * The event log alone misses what happened while no server recorded it: a push that git
+ * committed after the server died in pre-receive (the hook relay let git proceed), a repository
+ * changed on disk by hand while the server was down. The live refs are the truth; comparing
+ * their digest costs two git commands per repository, once per start, off the request path.
+ *
+ * The mark is a `push-begin` event with `{ "source": "recovery" }` in its details: the one kind
+ * the dirty rule already counts for "the refs may have changed", with no schema change.
+ */
+import type { MetaStore } from '../meta/db.js';
+import { now } from '../meta/db.js';
+import { appendEvent, isDirty, latestSnapshot } from '../meta/snapshots.js';
+import { readRefs } from './create.js';
+import { encodeRefs, refsDigest } from './format.js';
+
+export interface ReconcileDeps {
+  meta: MetaStore;
+  /** The resident repositories; one whose directory is missing (evicted) is skipped. */
+  repositories: () => Promise<{ id: string; path: string }[]>;
+}
+
+/** Marks dirty every repository whose refs moved past its latest snapshot; returns their ids. */
+export async function markChangedRepositoriesDirty(deps: ReconcileDeps, signal?: AbortSignal): Promise<string[]> {
+  const { db } = deps.meta;
+  const marked: string[] = [];
+  for (const repo of await deps.repositories()) {
+    if (signal?.aborted) break;
+    if (await isDirty(db, repo.id)) continue;
+    const refs = await readRefs(repo.path).catch(() => undefined);
+    if (!refs) continue; // evicted, or deleted meanwhile
+    const latest = await latestSnapshot(db, repo.id);
+    const changed = latest ? refsDigest(encodeRefs(refs)) !== latest.refsDigest : refs.some((r) => r.oid !== undefined);
+    if (!changed) continue;
+    await appendEvent(db, repo.id, 'push-begin', now(), { source: 'recovery', reason: latest ? 'refs differ from the latest snapshot' : 'refs and no snapshot' });
+    marked.push(repo.id);
+  }
+  return marked;
+}
