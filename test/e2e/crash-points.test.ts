@@ -99,8 +99,11 @@ async function restartAndCheck(s: Scenario): Promise<void> {
   try {
     // Before anything else: whatever git committed before the crash is persisted (the worker
     // finds the repository dirty by itself). An evicted repository has no live refs yet.
-    if (await stat(s.repo.path).catch(() => undefined)) {
-      const live = refsDigest(encodeRefs(await readRefs(s.repo.path)));
+    // A repository that never had a ref (the push refused by the fail-closed hook) has
+    // nothing to persist.
+    const refs = (await stat(s.repo.path).catch(() => undefined)) ? await readRefs(s.repo.path) : [];
+    if (refs.some((r) => r.name !== 'HEAD')) {
+      const live = refsDigest(encodeRefs(refs));
       await until('the refs on disk at restart were snapshotted', async () => (await latestSnapshot(meta.db, s.repo.id))?.refsDigest === live);
     }
     // The next push to the same ref: refused by nothing the crash left.
@@ -141,8 +144,13 @@ describe('crash points (issue 16): crash, restart, healed', () => {
     test(`${point}: the crashed push leaves the ref pushable, and what git committed is persisted`, async () => {
       const s = await armed(point);
       // The push is not acknowledged, or is: either way nothing may be lost or left blocking.
-      await s.git.run(['push', '-q', s.url, 'main'], { cwd: s.work });
+      const pushed = await s.git.run(['push', '-q', s.url, 'main'], { cwd: s.work });
       await crashed(s.server);
+      if (point === 'receive-after-unpack') {
+        // The server died in pre-receive: the hook fails closed, so git moved no ref.
+        assert.notEqual(pushed.code, 0);
+        assert.equal((await s.git.run(['--git-dir', s.repo.path, 'rev-parse', '--verify', '-q', 'refs/heads/main'])).code, 1);
+      }
       await restartAndCheck(s);
     });
   }
