@@ -39,7 +39,7 @@ import { findRepositoryById, listRepositories } from './meta/repositories.js';
 import { pushLimitHooks } from './repos/push-limits.js';
 import { createUsageMetrics } from './repos/usage-metrics.js';
 import { createRecoveryMetrics, Recovery } from './repos/recovery.js';
-import { markChangedRepositoriesDirty } from './snapshots/reconcile.js';
+import { closeCutOffPushes, markChangedRepositoriesDirty } from './snapshots/reconcile.js';
 import { crashPoint } from './shared/crash.js';
 
 /** The configured ObjectStore adapter: the filesystem under <data>/objects, or S3. */
@@ -304,7 +304,8 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       await installHooks(core.dataDir, hooks.socketPath);
       const started = Date.now();
       const recovered = await recovery.atStart();
-      recoveryLog.info({ ...recovered, duration_ms: Date.now() - started }, 'crash recovery at start done');
+      const cutOff = await closeCutOffPushes({ meta: core.meta, repositories: repositoriesOnDisk });
+      recoveryLog.info({ ...recovered, cut_off_pushes: cutOff.length, duration_ms: Date.now() - started }, 'crash recovery at start done');
       background.start();
       residency.start();
       recovery.start();

@@ -135,13 +135,19 @@ export interface DirtyRepository {
   oldestPushAt: string;
   /** When the newest such push began or ended (for debouncing). */
   newestPushAt: string;
+  /**
+   * Set when the only push after the last snapshot has begun and not ended (no push-end yet,
+   * and not a mark written by recovery): git is most likely still receiving it, and a
+   * snapshot now would be followed by another when it ends. Its begin time.
+   */
+  openPushSince?: string;
 }
 
 /** Repositories with a push event after the snapshot-begin of their last completed snapshot. */
 export async function dirtyRepositories(db: Db): Promise<DirtyRepository[]> {
   const rows = await db
     .selectFrom('events as e')
-    .select(['e.repository_id', (eb) => eb.fn.min('e.at').as('oldest'), (eb) => eb.fn.max('e.at').as('newest')])
+    .select(['e.repository_id', (eb) => eb.fn.min('e.at').as('oldest'), (eb) => eb.fn.max('e.at').as('newest'), (eb) => eb.fn.countAll().as('count')])
     .where('e.kind', 'in', ['push-begin', 'push-end'])
     // The log outlives deleted repositories; they are nobody's work.
     .where((eb) => eb.exists(eb.selectFrom('repositories as r').select('r.id').whereRef('r.id', '=', 'e.repository_id')))
@@ -152,7 +158,35 @@ export async function dirtyRepositories(db: Db): Promise<DirtyRepository[]> {
     )
     .groupBy('e.repository_id')
     .execute();
-  return rows.map((r) => ({ repositoryId: r.repository_id, oldestPushAt: String(r.oldest), newestPushAt: String(r.newest) }));
+  // Only the repositories with one pending push event can be "one push in flight": the second
+  // query reads that one event's kind and details.
+  const single = rows.filter((r) => Number(r.count) === 1).map((r) => r.repository_id);
+  const open = new Set<string>();
+  if (single.length > 0) {
+    const events = await db
+      .selectFrom('events as e')
+      .select(['e.repository_id', 'e.kind', 'e.details'])
+      .where('e.repository_id', 'in', single)
+      .where('e.kind', 'in', ['push-begin', 'push-end'])
+      .where('e.id', '>', sql<number>`coalesce((select max(s.begin_event_id) from snapshots s where s.repository_id = e.repository_id), 0)`)
+      .execute();
+    for (const e of events) if (e.kind === 'push-begin' && !isRecoveryMark(e.details)) open.add(e.repository_id);
+  }
+  return rows.map((r) => ({
+    repositoryId: r.repository_id,
+    oldestPushAt: String(r.oldest),
+    newestPushAt: String(r.newest),
+    ...(open.has(r.repository_id) ? { openPushSince: String(r.newest) } : {}),
+  }));
+}
+
+/** A push-begin written by recovery (reconcile.ts) rather than by a push: nothing is in flight. */
+function isRecoveryMark(details: string): boolean {
+  try {
+    return (JSON.parse(details) as { source?: unknown }).source === 'recovery';
+  } catch {
+    return false;
+  }
 }
 
 /** Whether one repository is dirty now (the same rule as dirtyRepositories()). */

@@ -17,7 +17,7 @@ import { createFsStore } from '../storage/fs-store.js';
 import { gitEnv } from '../../test/e2e/harness.js';
 import { coreWithAlice } from '../../test/support/core.js';
 import { createSnapshot } from './create.js';
-import { markChangedRepositoriesDirty } from './reconcile.js';
+import { closeCutOffPushes, markChangedRepositoriesDirty } from './reconcile.js';
 
 const exec = promisify(execFile);
 
@@ -63,6 +63,29 @@ test('regression (issue 16): a push that began and moved the refs is dirty witho
     assert.deepEqual(await markChangedRepositoriesDirty({ meta: core.meta, repositories: all }), [repo.id]);
     assert.deepEqual(await dirty(), [repo.id]);
     assert.deepEqual(await markChangedRepositoriesDirty({ meta: core.meta, repositories: all }), [], 'already dirty: no second mark');
+  } finally {
+    await core.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('regression (issue 16): a push left open by a dead server is marked cut off at the next start, and only then', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-reconcile-'));
+  const core = await coreWithAlice(dir);
+  try {
+    const repo = await core.repos.createRepo(systemActor, 'alice/main/r');
+    const other = await core.repos.createRepo(systemActor, 'alice/main/ended');
+    const mine = async () => [repo, other].map((r) => ({ id: r.id, path: r.path }));
+    await snapshots.appendEvent(core.meta.db, repo.id, 'push-begin', now());
+    await snapshots.appendEvent(core.meta.db, other.id, 'push-begin', now());
+    await snapshots.appendEvent(core.meta.db, other.id, 'push-end', now());
+    const open = async () => (await snapshots.dirtyRepositories(core.meta.db)).filter((d) => d.openPushSince).map((d) => d.repositoryId);
+    assert.deepEqual(await open(), [repo.id]);
+    assert.deepEqual(await closeCutOffPushes({ meta: core.meta, repositories: async () => [] }), [], 'not this server\'s repository');
+    assert.deepEqual(await closeCutOffPushes({ meta: core.meta, repositories: mine }), [repo.id]);
+    assert.deepEqual(await open(), []);
+    assert.deepEqual((await snapshots.dirtyRepositories(core.meta.db)).map((d) => d.repositoryId).sort(), [repo.id, other.id].sort(), 'both still to be persisted');
+    assert.deepEqual(await closeCutOffPushes({ meta: core.meta, repositories: mine }), []);
   } finally {
     await core.close();
     await rm(dir, { recursive: true, force: true });

@@ -11,10 +11,14 @@
  *
  * The mark is a `push-begin` event with `{ "source": "recovery" }` in its details: the one kind
  * the dirty rule already counts for "the refs may have changed", with no schema change.
+ *
+ * A push that began and never ended (the server died while git received it) is one the snapshot
+ * worker would otherwise wait out as if still in flight (worker.ts, `openPushGraceMs`): the
+ * restarted server, before it takes a request, marks it the same way, so it is persisted at once.
  */
 import type { MetaStore } from '../meta/db.js';
 import { now } from '../meta/db.js';
-import { appendEvent, isDirty, latestSnapshot } from '../meta/snapshots.js';
+import { appendEvent, dirtyRepositories, isDirty, latestSnapshot } from '../meta/snapshots.js';
 import { readRefs } from './create.js';
 import { encodeRefs, refsDigest } from './format.js';
 
@@ -40,4 +44,17 @@ export async function markChangedRepositoriesDirty(deps: ReconcileDeps, signal?:
     marked.push(repo.id);
   }
   return marked;
+}
+
+/**
+ * Marks the pushes left open by a previous process as cut off; returns their repositories' ids.
+ * Only before this server takes requests: then no push on its repositories can be in flight.
+ */
+export async function closeCutOffPushes(deps: ReconcileDeps): Promise<string[]> {
+  const mine = new Set((await deps.repositories()).map((r) => r.id));
+  const open = (await dirtyRepositories(deps.meta.db)).filter((d) => d.openPushSince !== undefined && mine.has(d.repositoryId));
+  for (const d of open) {
+    await appendEvent(deps.meta.db, d.repositoryId, 'push-begin', now(), { source: 'recovery', reason: `push begun at ${d.openPushSince} never ended` });
+  }
+  return open.map((d) => d.repositoryId);
 }

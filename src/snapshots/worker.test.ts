@@ -267,3 +267,43 @@ test('regression (issue 16): a worker releases at start the leases its killed pr
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a push still being received is not snapshotted until it ends: one push, one snapshot', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-worker-'));
+  const { core, repo } = await setup(dir, 'first\n');
+  try {
+    const store = createFsStore(path.join(dir, 'objects'));
+    const worker = new SnapshotWorker(
+      // maxDelay 0: any acknowledged push would be taken at the first poll.
+      { debounceMs: 0, maxDelayMs: 0, concurrency: 1, retryMaxMs: 1000, pollMs: 20, openPushGraceMs: 3_600_000 },
+      { meta: core.meta, store, repoPath: (id) => core.repos.diskPath(id), log: pino({ level: 'silent' }) },
+    );
+    worker.start();
+    const snapshotCount = async () => (await snapshots.listSnapshots(core.meta.db, repo.id)).length;
+    const until = async (what: string, ok: () => Promise<boolean>) => {
+      const deadline = Date.now() + 20_000;
+      while (!(await ok())) {
+        assert.ok(Date.now() < deadline, what);
+        await sleep(20);
+      }
+    };
+    await until('the first push was snapshotted', async () => (await snapshotCount()) === 1);
+
+    // A second push begins: git is receiving it.
+    await snapshots.appendEvent(core.meta.db, repo.id, 'push-begin', now());
+    assert.ok((await snapshots.dirtyRepositories(core.meta.db))[0]?.openPushSince, 'the push is seen as in flight');
+    // Many polls later, still no snapshot of the half-received push.
+    const polled = Date.now() + 1000;
+    while (Date.now() < polled) {
+      assert.equal(await snapshotCount(), 1);
+      await sleep(50);
+    }
+    await snapshots.appendEvent(core.meta.db, repo.id, 'push-end', now());
+    worker.notify(repo.id);
+    await until('the ended push was snapshotted', async () => (await snapshotCount()) === 2 && !(await snapshots.isDirty(core.meta.db, repo.id)));
+    await worker.close();
+  } finally {
+    await core.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

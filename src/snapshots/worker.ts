@@ -7,7 +7,7 @@
  * attempt all leave it dirty and it is simply taken again. The worker polls that list (and is
  * woken early by notify() from the post-receive hook) and snapshots a dirty repository once it
  * has been quiet for `debounceMs`, or at the latest `maxDelayMs` after its oldest unpersisted
- * push, at most `concurrency` at once, one job per repository at a time. A failed job backs off
+ * push (a push still being received is waited for: `openPushGraceMs`), at most `concurrency` at once, one job per repository at a time. A failed job backs off
  * exponentially (1 s, 2 s, … up to `retryMaxMs`) for that repository only.
  *
  * Several workers (in `serve` and in `gitstratum worker` processes) may share one database: a
@@ -36,11 +36,19 @@ import { compactionDue, compactRepository, type CompactionLimits } from './compa
 import { snapshotChain } from './restore.js';
 import type { SnapshotRow } from '../meta/snapshots.js';
 
+const OPEN_PUSH_GRACE_MS = 60_000;
+
 export interface SnapshotWorkerSettings {
   debounceMs: number;
   maxDelayMs: number;
   concurrency: number;
   retryMaxMs: number;
+  /**
+   * How long a repository whose only pending push has begun but not ended waits (default 60 s):
+   * snapshotting it meanwhile would only be followed by another snapshot when it ends. A server
+   * that restarts marks the pushes its predecessor left open at once (reconcile.ts).
+   */
+  openPushGraceMs?: number;
   /** How often the dirty list is read when nothing wakes the worker. */
   pollMs?: number;
   /** Lifetime of a repository's lease; renewed every third of it while the job runs. */
@@ -186,9 +194,15 @@ export class SnapshotWorker {
       if (this.running.has(d.repositoryId)) continue;
       if ((this.failures.get(d.repositoryId)?.nextAt ?? 0) > t) continue;
       if ((this.leasedElsewhere.get(d.repositoryId)?.nextAt ?? 0) > t) continue;
-      const quiet = t - Date.parse(d.newestPushAt) >= this.settings.debounceMs;
-      const overdue = t - Date.parse(d.oldestPushAt) >= this.settings.maxDelayMs;
-      if (!quiet && !overdue) continue;
+      if (d.openPushSince !== undefined) {
+        // Nothing acknowledged to persist yet: wait for the push's end (which wakes the worker),
+        // or for the grace, after which a push that never ends is taken as cut off.
+        if (t - Date.parse(d.openPushSince) < Math.max(this.settings.debounceMs, this.settings.openPushGraceMs ?? OPEN_PUSH_GRACE_MS)) continue;
+      } else {
+        const quiet = t - Date.parse(d.newestPushAt) >= this.settings.debounceMs;
+        const overdue = t - Date.parse(d.oldestPushAt) >= this.settings.maxDelayMs;
+        if (!quiet && !overdue) continue;
+      }
       const job = this.run(d.repositoryId).finally(() => {
         this.running.delete(d.repositoryId);
         this.schedule(0);

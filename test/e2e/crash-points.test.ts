@@ -157,7 +157,9 @@ describe('crash points (issue 16): crash, restart, healed', () => {
 
   test('snapshot-after-upload: the object without its row is ignored and the repository stays dirty until persisted', async () => {
     const s = await armed('snapshot-after-upload');
-    await s.git.ok(['push', '-q', s.url, 'main'], { cwd: s.work });
+    // The snapshot starts when post-receive has written push-end: the server may die before
+    // git's report reaches the client, so the push may or may not be acknowledged.
+    await s.git.run(['push', '-q', s.url, 'main'], { cwd: s.work });
     await crashed(s.server);
     await restartAndCheck(s);
   });
