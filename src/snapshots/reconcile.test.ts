@@ -57,7 +57,7 @@ test('regression (issue 16): a push that began and moved the refs is dirty witho
     await createSnapshot({ meta: core.meta, store }, { repositoryId: repo.id, repoPath: repo.path });
     assert.deepEqual(await dirty(), []);
 
-    // The server died in pre-receive and the relay let git go on: no event at all.
+    // git ran on the disk with no server to record it: no event at all.
     await commitAndPush(3);
     assert.deepEqual(await dirty(), []);
     assert.deepEqual(await markChangedRepositoriesDirty({ meta: core.meta, repositories: all }), [repo.id]);

@@ -4,9 +4,8 @@
  * log does not already call dirty, is marked dirty, so the snapshot worker persists it within
  * the RPO like any pushed repository.
  *
- * The event log alone misses what happened while no server recorded it: a push that git
- * committed after the server died in pre-receive (the hook relay let git proceed), a repository
- * changed on disk by hand while the server was down. The live refs are the truth; comparing
+ * The event log alone misses what happened while no server recorded it: a push made with git
+ * on the disk itself, a repository changed by hand while the server was down. The live refs are the truth; comparing
  * their digest costs two git commands per repository, once per start, off the request path.
  *
  * The mark is a `push-begin` event with `{ "source": "recovery" }` in its details: the one kind
