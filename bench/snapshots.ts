@@ -34,7 +34,7 @@ import { openMetaStore } from '../src/meta/db.js';
 import { createFsStore } from '../src/storage/fs-store.js';
 import { createSnapshot } from '../src/snapshots/create.js';
 import { restoreRepository } from '../src/snapshots/restore.js';
-import { repositoryConfig } from '../src/repos/service.js';
+import { repositoryConfig } from '../src/repos/local-host.js';
 import { startGitstratum } from './gitstratum-server.js';
 import { run, runBench, startRun } from './processes.js';
 import { addCommit, ensureRepo, mediumOfSize, type RepoInfo } from './repo-generator.js';

@@ -34,7 +34,7 @@ import { appendEvent } from './meta/snapshots.js';
 import { createBackground } from './background.js';
 import { createResidencyMetrics, Residency } from './snapshots/eviction.js';
 import { countEvicted } from './meta/residency.js';
-import { repositoryConfig } from './repos/service.js';
+import { LocalRepoHost, repoDir, repositoryConfig } from './repos/local-host.js';
 import { findRepositoryById, listRepositories } from './meta/repositories.js';
 import { pushLimitHooks } from './repos/push-limits.js';
 import { createUsageMetrics } from './repos/usage-metrics.js';
@@ -88,8 +88,10 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     queueTimeoutMs: config.gitQueueTimeoutSeconds * 1000,
   });
   const metrics = createMetrics({ gitRunning: () => limiter.runningCount, gitQueued: () => limiter.queuedCount });
+  // This node's own modules (maintenance, snapshots, recovery, hooks) work on the disk itself.
+  const repoPath = (id: string) => repoDir(core.dataDir, id);
   // Size quotas and the refs cap at push time; sizes measured again after pushes and maintenance (docs/design/quotas.md).
-  const pushLimits = pushLimitHooks(core.quotas, { repoPath: (id) => core.repos.diskPath(id), log: log.child({ component: 'quotas' }) });
+  const pushLimits = pushLimitHooks(core.quotas, { repoPath, log: log.child({ component: 'quotas' }) });
   createUsageMetrics(metrics.registry, core.quotas);
   // Bitmaps and commit-graph kept fresh after pushes, off the request path (docs/design/maintenance.md).
   const maintenance = config.maintenanceEnabled
@@ -143,7 +145,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       meta: core.meta,
       store: rawStore,
       dataDir: core.dataDir,
-      repoPath: (id) => core.repos.diskPath(id),
+      repoPath,
       repoConfig: repositoryConfig(),
       log: log.child({ component: 'eviction' }),
       metrics: createResidencyMetrics(metrics.registry, () => countEvicted(core.meta.db)),
@@ -152,7 +154,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
   );
   // Leftovers of killed git processes removed at start and on a schedule, and refs that moved
   // past the latest snapshot marked dirty (docs/design/snapshots.md, "Crash recovery").
-  const repositoriesOnDisk = async () => (await listRepositories(core.meta.db)).map((r) => ({ id: r.id, path: core.repos.diskPath(r.id) }));
+  const repositoriesOnDisk = async () => (await listRepositories(core.meta.db)).map((r) => ({ id: r.id, path: repoPath(r.id) }));
   const recoveryLog = log.child({ component: 'recovery' });
   const recovery = new Recovery(
     { intervalMs: config.recoveryIntervalSeconds * 1000, staleMs: config.recoveryStaleSeconds * 1000 },
@@ -190,7 +192,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       if (call.env[key]) quarantine[key] = call.env[key]!;
     }
     const refusal = await locks.refusedByLocks(
-      { id: repoId, path: core.repos.diskPath(repoId) },
+      { id: repoId, path: repoPath(repoId) },
       call.env['GITSTRATUM_ACTOR_ID'] || null,
       parseRefLines(call.stdin),
       quarantine,
@@ -205,7 +207,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     if (repoId) {
       crashPoint('receive-after-ref-commit');
       // First: it cannot fail, and the audit write below may.
-      maintenance?.notify(repoId, core.repos.diskPath(repoId));
+      maintenance?.notify(repoId, repoPath(repoId));
       crashPoint('receive-before-push-end');
       // Before the audit write, which may fail: push-end is what marks the repository dirty.
       await pushEvent(repoId, 'push-end', call);
@@ -276,18 +278,15 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     },
     { accounts: core.accounts, registry: metrics.registry, log: log.child({ component: 'rate-limit' }), redis, redisKeyPrefix: config.redisKeyPrefix },
   );
-  registerGitRoutes(http, {
-    accounts: core.accounts,
-    repos: core.repos,
+  // Every repository of `serve` is on this disk: one host serves them all.
+  const host = new LocalRepoHost(core.dataDir, {
     git: packCache ?? plainGit,
     limits,
-    metrics,
     // Read per request: for a long data path the socket's place is chosen at listen().
-    get hookSocket() {
-      return hooks.socketPath;
-    },
+    hookSocket: () => hooks.socketPath,
     residency,
   });
+  registerGitRoutes(http, { accounts: core.accounts, repos: core.repos, hostOf: () => host, maxPushBytes: config.maxPushBytes, metrics });
   registerApiRoutes(http, { accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail, quotas: core.quotas });
   registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl });
 

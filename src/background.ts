@@ -15,7 +15,7 @@ import type { ObjectStore } from './storage/object-store.js';
 import { dirtyRepositories } from './meta/snapshots.js';
 import { createSnapshotMetrics, SnapshotWorker } from './snapshots/worker.js';
 import { createDrillMetrics, runDrill } from './snapshots/drill.js';
-import { repositoryConfig } from './repos/service.js';
+import { repoDir, repositoryConfig } from './repos/local-host.js';
 import { backupMeta, listMetaBackups, postgresBackupMessage } from './snapshots/meta-backup.js';
 
 export interface BackgroundDeps {
@@ -54,7 +54,7 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
         {
           meta: core.meta,
           store,
-          repoPath: (id) => core.repos.diskPath(id),
+          repoPath: (id) => repoDir(core.dataDir, id),
           log: log.child({ component: 'snapshots' }),
           metrics: createSnapshotMetrics(registry, () => dirtyRepositories(core.meta.db)),
         },
@@ -64,7 +64,7 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
   if (config.drDrillIntervalSeconds > 0) {
     const drillLog = log.child({ component: 'dr-drill' });
     const metrics = createDrillMetrics(registry);
-    const deps = { meta: core.meta, store, dataDir: core.dataDir, repoPath: (id: string) => core.repos.diskPath(id), repoConfig: repositoryConfig() };
+    const deps = { meta: core.meta, store, dataDir: core.dataDir, repoPath: (id: string) => repoDir(core.dataDir, id), repoConfig: repositoryConfig() };
     const intervalMs = config.drDrillIntervalSeconds * 1000;
     jobs.push(
       new Periodic(intervalMs, intervalMs, drillLog, async (signal) => {

@@ -14,6 +14,8 @@ import { createRepoService, type RepoService } from './repos/service.js';
 import { createOffboarding, type Offboarding } from './access/offboarding.js';
 import { createAuditTrail, type AuditTrail } from './access/audit-trail.js';
 import { createQuotas, type Quotas } from './repos/quotas.js';
+import type { HostOf } from './repos/host.js';
+import { LocalRepoHost } from './repos/local-host.js';
 
 export interface Core {
   config: Config;
@@ -41,7 +43,16 @@ export function warnIfExposed(core: Core, log: Logger): void {
   );
 }
 
-export async function openCore(config: Config): Promise<Core> {
+export interface CoreOptions {
+  /**
+   * The host of each repository (repos/host.ts). Read at each call, so `serve` can hand in the
+   * host it builds once the core is open. Default: this machine's disk, creating and removing
+   * only (what the admin CLI needs).
+   */
+  hostOf?: HostOf;
+}
+
+export async function openCore(config: Config, opts: CoreOptions = {}): Promise<Core> {
   const dataDir = path.resolve(config.data);
   // Private to the server's user: it holds repositories, meta.sqlite (token hashes), LFS
   // objects, backups and the signing key. What is created inside follows the process umask
@@ -51,7 +62,8 @@ export async function openCore(config: Config): Promise<Core> {
   });
   const dataDirMode = (await stat(dataDir)).mode & 0o777;
   const meta = await openMetaStore({ dataDir, databaseUrl: config.databaseUrl });
-  const repos = createRepoService(meta, { dataDir, defaultBranch: config.defaultBranch });
+  const disk = new LocalRepoHost(dataDir);
+  const repos = createRepoService(meta, { defaultBranch: config.defaultBranch, hostOf: opts.hostOf ?? (() => disk) });
   return {
     config,
     dataDir,

@@ -106,6 +106,17 @@ export function createAccounts(meta: MetaStore, settings: AccountSettings = { to
     return org;
   }
 
+  /** The organization, when `actor` administers it (or is a site admin or the system). */
+  async function orgAdministeredBy(actor: Actor, orgName: string): Promise<owners.OwnerRow> {
+    requireUser(actor);
+    const org = await orgByName(orgName);
+    const myRole = actor.kind === 'user' ? await owners.findMembershipRole(db, org.id, actor.userId) : undefined;
+    if (!atLeast(ownerPermission(actor, org, myRole), 'admin')) {
+      throw forbidden('org_admin_required', `administrator role in '${org.name}' required`);
+    }
+    return org;
+  }
+
   /** The one check of a token's current state, whoever presents it. */
   async function tokenActor(row: tokens.TokenRow | undefined): Promise<Actor> {
     assertUsable(row);
@@ -134,13 +145,8 @@ export function createAccounts(meta: MetaStore, settings: AccountSettings = { to
     },
 
     async addMember(actor: Actor, orgName: string, userName: string, role: Role, opts: { requestId?: string } = {}) {
-      requireUser(actor);
-      const org = await orgByName(orgName);
+      const org = await orgAdministeredBy(actor, orgName);
       const user = await userByName(userName);
-      const myRole = actor.kind === 'user' ? await owners.findMembershipRole(db, org.id, actor.userId) : undefined;
-      if (!atLeast(ownerPermission(actor, org, myRole), 'admin')) {
-        throw forbidden('org_admin_required', `administrator role in '${org.name}' required`);
-      }
       await db.transaction().execute(async (trx) => {
         await owners.upsertMembership(trx, { orgId: org.id, userId: user.id, role, createdAt: now() });
         await appendAudit(trx, {
@@ -167,13 +173,8 @@ export function createAccounts(meta: MetaStore, settings: AccountSettings = { to
      * request (permissions are looked up on every request, nothing caches them).
      */
     async removeMember(actor: Actor, orgName: string, userName: string, opts: { requestId?: string } = {}) {
-      requireUser(actor);
-      const org = await orgByName(orgName);
+      const org = await orgAdministeredBy(actor, orgName);
       const user = await userByName(userName);
-      const myRole = actor.kind === 'user' ? await owners.findMembershipRole(db, org.id, actor.userId) : undefined;
-      if (!atLeast(ownerPermission(actor, org, myRole), 'admin')) {
-        throw forbidden('org_admin_required', `administrator role in '${org.name}' required`);
-      }
       await db.transaction().execute(async (trx) => {
         const role = await owners.findMembershipRole(trx, org.id, user.id);
         if (!role) throw notFound('member_not_found', `${user.name} is not a member of ${org.name}`, { org: org.name, user: user.name });

@@ -78,10 +78,10 @@ function snapshotAdmin<A extends unknown[]>(
   return admin(async (core, ...args: unknown[]) => {
     const cmd = args[args.length - 1] as Command;
     const { createObjectStore } = await import('../app.js');
-    const { repositoryConfig } = await import('../repos/service.js');
+    const { repoDir, repositoryConfig } = await import('../repos/local-host.js');
     const store = await createObjectStore(core.config, core.dataDir);
     try {
-      const deps = { meta: core.meta, store, dataDir: core.dataDir, repoPath: (id: string) => core.repos.diskPath(id), repoConfig: repositoryConfig(), config: core.config };
+      const deps = { meta: core.meta, store, dataDir: core.dataDir, repoPath: (id: string) => repoDir(core.dataDir, id), repoConfig: repositoryConfig(), config: core.config };
       return await run(deps, cmd.opts(), ...(args.slice(0, -1) as A));
     } finally {
       store.destroy?.();
@@ -223,7 +223,8 @@ export function buildProgram(): Command {
     admin(async (core, repoPath: string) => {
       const cmd = repo.commands.find((c) => c.name() === 'create')!;
       const r = await core.repos.createRepo(systemActor, repoPath, { visibility: cmd.opts()['private'] ? 'private' : 'public' });
-      return { text: `created ${r.visibility} repository ${r.ownerName}/${r.spaceName}/${r.name} (${r.id}) at ${r.path}`, json: r };
+      const at = core.repos.location(r);
+      return { text: `created ${r.visibility} repository ${r.ownerName}/${r.spaceName}/${r.name} (${r.id}) at ${at}`, json: { ...r, path: at } };
     }),
   );
   common(
@@ -237,7 +238,8 @@ export function buildProgram(): Command {
       const opts = repo.commands.find((c) => c.name() === 'fork')!.opts();
       const visibility = opts['private'] ? 'private' : opts['public'] ? 'public' : undefined;
       const r = await core.repos.forkRepo(systemActor, from, to, { ...(visibility && { visibility }) });
-      return { text: `forked ${from} to ${r.visibility} repository ${r.ownerName}/${r.spaceName}/${r.name} (${r.id}) at ${r.path}`, json: r };
+      const at = core.repos.location(r);
+      return { text: `forked ${from} to ${r.visibility} repository ${r.ownerName}/${r.spaceName}/${r.name} (${r.id}) at ${at}`, json: { ...r, path: at } };
     }),
   );
   common(repo.command('list [owner[/space]]').description('list repositories')).action(
@@ -247,7 +249,7 @@ export function buildProgram(): Command {
       const usages = await core.quotas.repoUsages(list.map((r) => r.id));
       return {
         text: list.map((r) => `${r.ownerName}/${r.spaceName}/${r.name}\t${r.visibility}\t${r.id}\t${describeUsage(usages.get(r.id))}`),
-        json: list.map((r) => ({ ...r, usage: usages.get(r.id) })),
+        json: list.map((r) => ({ ...r, path: core.repos.location(r), usage: usages.get(r.id) })),
       };
     }),
   );
@@ -273,8 +275,9 @@ export function buildProgram(): Command {
     admin(async (core, repoPath: string) => {
       const { evictNow } = await import('../snapshots/admin.js');
       const { hookSocketPath } = await import('../git/hooks.js');
+      const { repoDir } = await import('../repos/local-host.js');
       const r = await evictNow(
-        { meta: core.meta, dataDir: core.dataDir, repoPath: (id) => core.repos.diskPath(id), socketPath: hookSocketPath(core.dataDir) },
+        { meta: core.meta, dataDir: core.dataDir, repoPath: (id) => repoDir(core.dataDir, id), socketPath: hookSocketPath(core.dataDir) },
         repoPath,
       );
       return { text: `evicted ${r.repository} from local disk; snapshot ${r.snapshot} holds it and its next request restores it`, json: r };

@@ -1,14 +1,15 @@
 /**
  * Smart HTTP routes (gitprotocol-http): the edge only translates. It parses the path and
- * headers, resolves the actor and the repository, and hands streams to git/smart-http.
+ * headers, resolves the actor and the repository, and hands streams to the repository's host
+ * (repos/host.ts), in this process or on its storage node.
  */
-import { createGunzip } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Accounts } from '../access/accounts.js';
 import { actorId, actorName } from '../access/policy.js';
 import type { RepoInfo, RepoService } from '../repos/service.js';
+import type { HostedRepo, HostOf } from '../repos/host.js';
 import { gitProtocolValue, type GitService } from '../git/command.js';
-import type { GitResponse, GitServices, ServiceLimits } from '../git/smart-http.js';
+import type { GitResponse } from '../git/smart-http.js';
 import { DomainError, invalid, isDomainError, tooLarge } from '../shared/errors.js';
 import { parseRepoPath } from '../repos/names.js';
 import { authenticate } from './auth.js';
@@ -18,13 +19,11 @@ import type { Metrics } from './metrics.js';
 export interface GitRouteDeps {
   accounts: Accounts;
   repos: RepoService;
-  /** Runs git (through the pack cache when it is on). */
-  git: GitServices;
-  limits: ServiceLimits;
+  /** Where each repository is served. */
+  hostOf: HostOf;
+  /** A push that declares more bytes is refused before it reaches a host. */
+  maxPushBytes: number;
   metrics: Metrics;
-  hookSocket: string;
-  /** Keeps the repository on local disk while git runs in it, restoring it first if it was evicted. */
-  residency: { acquire(repo: { id: string; defaultBranch: string; label: string }): Promise<() => void> };
 }
 
 interface RepoParams {
@@ -46,7 +45,8 @@ function noCache(reply: FastifyReply): FastifyReply {
     .header('Cache-Control', 'no-cache, max-age=0, must-revalidate');
 }
 
-function abortSignalOf(reply: FastifyReply): AbortSignal {
+/** Aborts when the client goes away before the response was sent. */
+export function abortSignalOf(reply: FastifyReply): AbortSignal {
   const controller = new AbortController();
   reply.raw.on('close', () => {
     if (!reply.raw.writableFinished) controller.abort();
@@ -55,7 +55,7 @@ function abortSignalOf(reply: FastifyReply): AbortSignal {
 }
 
 export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): void {
-  const { accounts, repos, git, limits, metrics } = deps;
+  const { accounts, repos, hostOf, metrics } = deps;
 
   // Request bodies stay streams: this parser hands Fastify nothing, the route reads req.raw.
   app.addContentTypeParser(
@@ -70,17 +70,8 @@ export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): voi
     return { actor, repo };
   }
 
-  /** Runs `start` with the repository held on disk until git is done with it. */
-  async function onDisk(repo: RepoInfo, start: () => Promise<GitResponse>): Promise<GitResponse> {
-    const release = await deps.residency.acquire({ id: repo.id, defaultBranch: repo.defaultBranch, label: `${repo.ownerName}/${repo.spaceName}/${repo.name}` });
-    try {
-      const res = await start();
-      res.done.finally(release).catch(() => {});
-      return res;
-    } catch (err) {
-      release();
-      throw err;
-    }
+  function hosted(repo: RepoInfo): HostedRepo {
+    return { id: repo.id, defaultBranch: repo.defaultBranch, label: `${repo.ownerName}/${repo.spaceName}/${repo.name}` };
   }
 
   function send(reply: FastifyReply, service: GitService, kind: 'advertisement' | 'result', res: GitResponse) {
@@ -117,12 +108,8 @@ export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): voi
         }
         const { repo } = await resolve(req, service);
         const signal = abortSignalOf(reply);
-        const res = await onDisk(repo, () =>
-          git.advertiseRefs(
-            { service, repoId: repo.id, repoPath: repo.path, protocol: gitProtocolValue(req.headers['git-protocol'] as string | undefined), limits },
-            signal,
-          ),
-        );
+        const protocol = gitProtocolValue(req.headers['git-protocol'] as string | undefined);
+        const res = await hostOf(repo).advertiseRefs(hosted(repo), { service, protocol }, signal);
         return send(reply, service, 'advertisement', res);
       } catch (err) {
         if (isDomainError(err)) return sendGitError(reply, err);
@@ -140,29 +127,22 @@ export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): voi
         }
         const { actor, repo } = await resolve(req, service);
         const declared = Number(req.headers['content-length'] ?? NaN);
-        if (service === 'receive-pack' && declared > limits.maxPushBytes) {
-          throw tooLarge('push_too_large', `push of ${declared} bytes exceeds the limit of ${limits.maxPushBytes} bytes`);
+        if (service === 'receive-pack' && declared > deps.maxPushBytes) {
+          throw tooLarge('push_too_large', `push of ${declared} bytes exceeds the limit of ${deps.maxPushBytes} bytes`);
         }
+        const encoding = encodingOf(req);
         const signal = abortSignalOf(reply);
-        const res = await onDisk(repo, () => git.statelessRpc(
+        const res = await hostOf(repo).statelessRpc(
+          hosted(repo),
           {
             service,
-            repoId: repo.id,
-            repoPath: repo.path,
             protocol: gitProtocolValue(req.headers['git-protocol'] as string | undefined),
             input: req.raw,
-            decoder: decoderFor(req),
-            hook: {
-              repoId: repo.id,
-              actorId: actorId(actor),
-              actorName: actorName(actor),
-              requestId: String(req.id),
-              socketPath: deps.hookSocket,
-            },
-            limits,
+            encoding,
+            pusher: { actorId: actorId(actor), actorName: actorName(actor), requestId: String(req.id) },
           },
           signal,
-        ));
+        );
         return send(reply, service, 'result', res);
       } catch (err) {
         if (isDomainError(err)) {
@@ -176,9 +156,9 @@ export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): voi
   }
 }
 
-function decoderFor(req: FastifyRequest): NodeJS.ReadWriteStream | undefined {
+function encodingOf(req: FastifyRequest): 'gzip' | undefined {
   const encoding = (req.headers['content-encoding'] ?? '').trim().toLowerCase();
   if (encoding === '' || encoding === 'identity') return undefined;
-  if (encoding === 'gzip' || encoding === 'x-gzip') return createGunzip();
+  if (encoding === 'gzip' || encoding === 'x-gzip') return 'gzip';
   throw invalid('unsupported_encoding', `unsupported content encoding: ${encoding}`);
 }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { databaseBackends, freshDatabaseUrl, tempDir } from '../../test/e2e/harness.js';
-import { coreWithAlice } from '../../test/support/core.js';
+import { coreWithAlice, onDisk } from '../../test/support/core.js';
 import { systemActor, type Actor } from '../access/policy.js';
 import { runGit } from '../git/command.js';
 import { now } from '../meta/db.js';
@@ -17,7 +17,7 @@ async function setup(backend: 'sqlite' | 'postgres', settings: Partial<QuotaSett
   const dir = await tempDir('gitstratum-quotas-');
   const core = await coreWithAlice(dir, backend === 'postgres' ? await freshDatabaseUrl() : undefined);
   const quotas = createQuotas(core.meta, { repoQuotaBytes: 0, ownerQuotaBytes: 0, maxRefs: 100, ...settings });
-  const repo = async (name: string) => core.repos.createRepo(systemActor, `alice/main/${name}`, { visibility: 'private' });
+  const repo = async (name: string) => onDisk(core, await core.repos.createRepo(systemActor, `alice/main/${name}`, { visibility: 'private' }));
   const link = (repositoryId: string, o: string, size: number) => linkObject(core.meta.db, { repositoryId, oid: o, size, createdAt: now() });
   return { core, quotas, repo, link, dispose: async () => (await core.close(), await rm(dir, { recursive: true, force: true })) };
 }

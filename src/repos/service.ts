@@ -1,12 +1,10 @@
 /**
- * Repository lifecycle: metadata rows and the bare repository on disk, kept together.
- * On disk a repository lives at `<data>/repos/<ULID[0:2]>/<ULID>.git`; its name lives only in
- * SQL, so rename and transfer never touch the disk. Creation writes the disk first and the
- * row second (a crash leaves an unreferenced directory, never a row without a repository);
+ * Repository lifecycle: metadata rows and the bare repository on its host (host.ts), kept
+ * together. A repository's directory is named by its ULID; its name lives only in SQL, so
+ * rename and transfer never touch the disk. Creation writes the directory first and the row
+ * second (a crash leaves an unreferenced directory, never a row without a repository);
  * deletion removes the row first, then the directory.
  */
-import { mkdir, rename, rm } from 'node:fs/promises';
-import path from 'node:path';
 import { ulid } from 'ulid';
 import { isUniqueViolation, now, type MetaStore } from '../meta/db.js';
 import * as repos from '../meta/repositories.js';
@@ -16,51 +14,30 @@ import { appendAudit } from '../meta/audit.js';
 import { handOverLinks } from '../meta/lfs.js';
 import { appendEvent } from '../meta/snapshots.js';
 import type { Visibility } from '../meta/schema.js';
-import { cloneLocalMirror, initBare, setConfig, setSymbolicRef, symbolicHead } from '../git/command.js';
 import { conflict, forbidden, invalid, notFound, unauthenticated } from '../shared/errors.js';
 import { actorId, actorName, atLeast, ownerPermission, repoPermission, type Action, type Actor } from '../access/policy.js';
 import { parseRepoPath, parseSpacePath, validateName, type RepoPath } from './names.js';
 import { networkHeir, readableMembers } from './fork-network.js';
+import type { HostOf } from './host.js';
 
 export type RepoRow = repos.RepoRow;
 
 export interface RepoInfo extends RepoRow {
-  path: string;
   tags: string[];
 }
 
 export interface RepoServiceOptions {
-  dataDir: string;
   defaultBranch: string;
+  /** Where new repositories are placed. */
   shard?: string;
-}
-
-/** Settings every new repository gets (see docs/design/repositories.md for why each). */
-export function repositoryConfig(): [string, string][] {
-  return [
-    ['receive.fsckObjects', 'true'],
-    ['receive.advertisePushOptions', 'true'],
-    ['receive.denyNonFastForwards', 'false'],
-    ['receive.denyDeletes', 'false'],
-    ['uploadpack.allowFilter', 'true'],
-    ['uploadpack.allowReachableSHA1InWant', 'true'],
-    ['core.fsync', 'objects,derived-metadata,reference'],
-    ['core.fsyncMethod', 'fsync'],
-    ['core.logAllRefUpdates', 'true'],
-    // Relative to the repository directory, so the data directory can move as a whole.
-    ['core.hooksPath', '../../../hooks'],
-  ];
+  /** The host of each repository. */
+  hostOf: HostOf;
 }
 
 export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions) {
   const { db } = meta;
-  const reposRoot = path.join(defaults.dataDir, 'repos');
-  const tmpRoot = path.join(defaults.dataDir, 'tmp');
   const shard = defaults.shard ?? 'local';
-
-  function diskPath(id: string): string {
-    return path.join(reposRoot, id.slice(0, 2), `${id}.git`);
-  }
+  const { hostOf } = defaults;
 
   async function orgRole(actor: Actor, ownerId: string, ownerKind: 'user' | 'org') {
     if (actor.kind !== 'user' || ownerKind !== 'org') return undefined;
@@ -96,7 +73,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
         { repository: label },
       );
     }
-    return { ...repo, path: diskPath(repo.id), tags: await repos.getProjectTags(db, repo.id) };
+    return { ...repo, tags: await repos.getProjectTags(db, repo.id) };
   }
 
   async function requireOwnerRole(actor: Actor, owner: owners.OwnerRow, need: Action) {
@@ -111,42 +88,13 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
     return row;
   }
 
-  async function initOnDisk(id: string, defaultBranch: string): Promise<string> {
-    const final = diskPath(id);
-    const staging = path.join(tmpRoot, `init-${id}.git`);
-    await mkdir(tmpRoot, { recursive: true });
-    await mkdir(path.dirname(final), { recursive: true });
-    await initBare(staging, defaultBranch);
-    await setConfig(staging, repositoryConfig());
-    await rename(staging, final);
-    return final;
-  }
-
-  /**
-   * The fork's directory: every ref and object of the source, hardlinked (cloneLocalMirror),
-   * with the settings and HEAD a new repository gets. Staged under tmp/ and renamed into place,
-   * like initOnDisk.
-   */
-  async function forkOnDisk(id: string, source: RepoInfo): Promise<string> {
-    const final = diskPath(id);
-    const staging = path.join(tmpRoot, `fork-${id}.git`);
-    await mkdir(tmpRoot, { recursive: true });
-    await mkdir(path.dirname(final), { recursive: true });
-    try {
-      await cloneLocalMirror(source.path, staging);
-      await setConfig(staging, repositoryConfig());
-      await setSymbolicRef(staging, 'HEAD', (await symbolicHead(source.path)) ?? `refs/heads/${source.defaultBranch}`);
-      await rename(staging, final);
-    } catch (err) {
-      await rm(staging, { recursive: true, force: true });
-      throw err;
-    }
-    return final;
-  }
-
   return {
-    diskPath,
     resolve,
+
+    /** Where a repository lives, for operators (the admin CLI prints it). */
+    location(repo: { id: string; shard: string }): string {
+      return hostOf(repo).location(repo.id);
+    },
 
     /**
      * The repositories whose LFS objects `actor` may download through `repo` (see
@@ -208,7 +156,8 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       const createdAt = now();
       const visibility = opts.visibility ?? 'public';
       const defaultBranch = opts.defaultBranch ?? defaults.defaultBranch;
-      const dir = await initOnDisk(id, defaultBranch);
+      const host = hostOf({ id, shard });
+      await host.create({ id, defaultBranch });
       try {
         await db.transaction().execute(async (trx) => {
           await repos.insertRepository(trx, { id, spaceId: space.id, name: where.repo, visibility, defaultBranch, shard, createdAt });
@@ -224,12 +173,12 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
           });
         });
       } catch (err) {
-        await rm(dir, { recursive: true, force: true });
+        await host.remove(id);
         if (isUniqueViolation(err)) throw conflict('repo_exists', `repository already exists: ${repoPath}`);
         throw err;
       }
       const row = await repos.findRepositoryById(db, id);
-      return { ...row!, path: dir, tags: [] };
+      return { ...row!, tags: [] };
     },
 
     /**
@@ -262,7 +211,9 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       const createdAt = now();
       const visibility = opts.visibility ?? source.visibility;
       const from = `${source.ownerName}/${source.spaceName}/${source.name}`;
-      const dir = await forkOnDisk(id, source);
+      // Fork networks share objects on disk: a fork lives where its source does.
+      const host = hostOf(source);
+      await host.create({ id, defaultBranch: source.defaultBranch, forkOf: source.id });
       try {
         await db.transaction().execute(async (trx) => {
           await repos.insertRepository(trx, {
@@ -271,7 +222,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
             name: where.repo,
             visibility,
             defaultBranch: source.defaultBranch,
-            shard,
+            shard: source.shard,
             createdAt,
             fork: { of: source.id, network: source.forkNetwork },
           });
@@ -289,12 +240,12 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
           });
         });
       } catch (err) {
-        await rm(dir, { recursive: true, force: true });
+        await host.remove(id);
         if (isUniqueViolation(err)) throw conflict('repo_exists', `repository already exists: ${targetPath}`);
         throw err;
       }
       const row = await repos.findRepositoryById(db, id);
-      return { ...row!, path: dir, tags: [] };
+      return { ...row!, tags: [] };
     },
 
     /** Repositories the actor can read, optionally under one owner or space. */
@@ -302,7 +253,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       const rows = await repos.listRepositories(db, filter);
       const visible: RepoInfo[] = [];
       for (const row of rows) {
-        if (atLeast(await permission(actor, row), 'read')) visible.push({ ...row, path: diskPath(row.id), tags: [] });
+        if (atLeast(await permission(actor, row), 'read')) visible.push({ ...row, tags: [] });
       }
       return visible;
     },
@@ -341,7 +292,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
         throw err;
       }
       const row = await repos.findRepositoryById(db, repo.id);
-      return { ...row!, path: diskPath(repo.id), tags: repo.tags };
+      return { ...row!, tags: repo.tags };
     },
 
     async updateRepo(
@@ -376,7 +327,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
         });
       });
       const row = await repos.findRepositoryById(db, repo.id);
-      return { ...row!, path: repo.path, tags: change.tags ?? repo.tags };
+      return { ...row!, tags: change.tags ?? repo.tags };
     },
 
     async deleteRepo(actor: Actor, repoPath: string, opts: { requestId?: string } = {}): Promise<RepoInfo> {
@@ -397,11 +348,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
           requestId: opts.requestId ?? null,
         });
       });
-      // Move aside first so the name is free at once even if removal takes a while.
-      const trash = path.join(tmpRoot, `deleted-${repo.id}-${Date.now()}`);
-      await mkdir(tmpRoot, { recursive: true });
-      await rename(repo.path, trash).catch(() => undefined);
-      await rm(trash, { recursive: true, force: true });
+      await hostOf(repo).remove(repo.id);
       return repo;
     },
 

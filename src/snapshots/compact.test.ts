@@ -26,7 +26,7 @@ import { createSnapshot, readRefs } from './create.js';
 import { compactionDue, compactRepository } from './compact.js';
 import { restoreRepository } from './restore.js';
 import { snapshotKey } from './format.js';
-import { coreWithAlice } from '../../test/support/core.js';
+import { coreWithAlice, onDisk } from '../../test/support/core.js';
 
 const exec = promisify(execFile);
 
@@ -90,7 +90,7 @@ for (const database of databaseBackends()) {
     }
 
     test('compaction at an older snapshot, then at the latest: the same refs restore from a shorter chain', async () => {
-      const repo = await core.repos.createRepo(systemActor, 'alice/main/chain');
+      const repo = onDisk(core, await core.repos.createRepo(systemActor, 'alice/main/chain'));
       const work = path.join(dir, 'work-chain');
       await git(['init', '-q', '-b', 'main', work]);
       await commit(work, 3, 'a');
@@ -137,7 +137,7 @@ for (const database of databaseBackends()) {
     });
 
     test('a fork’s parent snapshot survives compaction of its source; a compacted parent is re-pointed; the fork restores', async () => {
-      const source = await core.repos.createRepo(systemActor, 'alice/main/source');
+      const source = onDisk(core, await core.repos.createRepo(systemActor, 'alice/main/source'));
       const work = path.join(dir, 'work-fork');
       await git(['init', '-q', '-b', 'main', work]);
       await commit(work, 3, 'a');
@@ -145,7 +145,7 @@ for (const database of databaseBackends()) {
       await commit(work, 2, 'b');
       const s2 = await pushAndSnapshot(source, work, ['main']);
 
-      const fork = await core.repos.forkRepo(systemActor, 'alice/main/source', 'alice/main/fork');
+      const fork = onDisk(core, await core.repos.forkRepo(systemActor, 'alice/main/source', 'alice/main/fork'));
       const f1 = await createSnapshot({ meta: core.meta, store }, { repositoryId: fork.id, repoPath: fork.path });
       assert.equal(f1.kind, 'incremental');
       assert.deepEqual(f1.parents, [s2.id]);
@@ -186,7 +186,7 @@ for (const database of databaseBackends()) {
     });
 
     test('a snapshot written on a parent that compaction retired meanwhile is not recorded; the next one stands on the full', async () => {
-      const repo = await core.repos.createRepo(systemActor, 'alice/main/race');
+      const repo = onDisk(core, await core.repos.createRepo(systemActor, 'alice/main/race'));
       const work = path.join(dir, 'work-race');
       await git(['init', '-q', '-b', 'main', work]);
       await commit(work, 2, 'a');
@@ -215,7 +215,7 @@ for (const database of databaseBackends()) {
     });
 
     test('objects without a row are swept once older than a day; young ones are left', async () => {
-      const repo = await core.repos.createRepo(systemActor, 'alice/main/orphans');
+      const repo = onDisk(core, await core.repos.createRepo(systemActor, 'alice/main/orphans'));
       const work = path.join(dir, 'work-orphans');
       await git(['init', '-q', '-b', 'main', work]);
       await commit(work, 1, 'a');

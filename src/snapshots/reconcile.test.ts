@@ -15,7 +15,7 @@ import * as snapshots from '../meta/snapshots.js';
 import { systemActor } from '../access/policy.js';
 import { createFsStore } from '../storage/fs-store.js';
 import { gitEnv } from '../../test/e2e/harness.js';
-import { coreWithAlice } from '../../test/support/core.js';
+import { coreWithAlice, onDisk } from '../../test/support/core.js';
 import { createSnapshot } from './create.js';
 import { closeCutOffPushes, markChangedRepositoriesDirty } from './reconcile.js';
 
@@ -26,8 +26,8 @@ test('regression (issue 16): a push that began and moved the refs is dirty witho
   const core = await coreWithAlice(dir);
   try {
     const store = createFsStore(path.join(dir, 'objects'));
-    const repo = await core.repos.createRepo(systemActor, 'alice/main/r');
-    const untouched = await core.repos.createRepo(systemActor, 'alice/main/empty');
+    const repo = onDisk(core, await core.repos.createRepo(systemActor, 'alice/main/r'));
+    const untouched = onDisk(core, await core.repos.createRepo(systemActor, 'alice/main/empty'));
     const env = gitEnv(dir);
     const work = path.join(dir, 'work');
     const commitAndPush = async (n: number) => {
@@ -73,8 +73,8 @@ test('regression (issue 16): a push left open by a dead server is marked cut off
   const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-reconcile-'));
   const core = await coreWithAlice(dir);
   try {
-    const repo = await core.repos.createRepo(systemActor, 'alice/main/r');
-    const other = await core.repos.createRepo(systemActor, 'alice/main/ended');
+    const repo = onDisk(core, await core.repos.createRepo(systemActor, 'alice/main/r'));
+    const other = onDisk(core, await core.repos.createRepo(systemActor, 'alice/main/ended'));
     const mine = async () => [repo, other].map((r) => ({ id: r.id, path: r.path }));
     await snapshots.appendEvent(core.meta.db, repo.id, 'push-begin', now());
     await snapshots.appendEvent(core.meta.db, other.id, 'push-begin', now());

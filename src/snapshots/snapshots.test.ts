@@ -18,7 +18,7 @@ import { createFsStore } from '../storage/fs-store.js';
 import { createSnapshot, readRefs } from './create.js';
 import { restoreRepository } from './restore.js';
 import { gitEnv } from '../../test/e2e/harness.js';
-import { coreWithAlice } from '../../test/support/core.js';
+import { coreWithAlice, onDisk } from '../../test/support/core.js';
 
 const exec = promisify(execFile);
 let dir: string;
@@ -55,7 +55,7 @@ async function refsOf(repo: string) {
 
 test('full then incremental snapshots restore exactly, latest and older, with deletes and rewinds', async () => {
   const store = createFsStore(path.join(dir, 'objects'));
-  const created = await core.repos.createRepo(systemActor, 'alice/main/snap');
+  const created = onDisk(core, await core.repos.createRepo(systemActor, 'alice/main/snap'));
   const repoId = created.id;
   const bare = created.path;
   const work = path.join(dir, 'work');

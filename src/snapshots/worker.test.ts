@@ -24,13 +24,14 @@ import { Transform } from 'node:stream';
 import { createSnapshotMetrics, SnapshotWorker } from './worker.js';
 import { acquireLease } from '../meta/leases.js';
 import { gitEnv } from '../../test/e2e/harness.js';
-import { coreWithAlice } from '../../test/support/core.js';
+import { coreWithAlice, onDisk } from '../../test/support/core.js';
+import { repoDir } from '../repos/local-host.js';
 
 const exec = promisify(execFile);
 
 async function setup(dir: string, content: Buffer | string) {
   const core = await coreWithAlice(dir);
-  const repo = await core.repos.createRepo(systemActor, 'alice/main/r');
+  const repo = onDisk(core, await core.repos.createRepo(systemActor, 'alice/main/r'));
   const env = gitEnv(dir);
   const work = path.join(dir, 'work');
   await exec('git', ['init', '-q', '-b', 'main', work], { env });
@@ -65,7 +66,7 @@ test('a worker stopped in the middle of an upload leaves no object, no snapshot 
     };
     const worker = new SnapshotWorker(
       { debounceMs: 0, maxDelayMs: 10_000, concurrency: 1, retryMaxMs: 1000, pollMs: 50 },
-      { meta: core.meta, store: slow, repoPath: (id) => core.repos.diskPath(id), log: pino({ level: 'silent' }) },
+      { meta: core.meta, store: slow, repoPath: (id) => repoDir(core.dataDir, id), log: pino({ level: 'silent' }) },
     );
     worker.start();
     const deadline = Date.now() + 10_000;
@@ -89,7 +90,7 @@ test('a store outage is retried with backoff; the push is persisted once the sto
   const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-worker-'));
   const core = await coreWithAlice(dir);
   try {
-    const repo = await core.repos.createRepo(systemActor, 'alice/main/r');
+    const repo = onDisk(core, await core.repos.createRepo(systemActor, 'alice/main/r'));
     const env = gitEnv(dir);
     const work = path.join(dir, 'work');
     await exec('git', ['init', '-q', '-b', 'main', work], { env });
@@ -104,7 +105,7 @@ test('a store outage is retried with backoff; the push is persisted once the sto
     const metrics = createSnapshotMetrics(registry, () => snapshots.dirtyRepositories(core.meta.db));
     const worker = new SnapshotWorker(
       { debounceMs: 0, maxDelayMs: 10_000, concurrency: 1, retryMaxMs: 150, pollMs: 50 },
-      { meta: core.meta, store, repoPath: (id) => core.repos.diskPath(id), log: pino({ level: 'silent' }), metrics },
+      { meta: core.meta, store, repoPath: (id) => repoDir(core.dataDir, id), log: pino({ level: 'silent' }), metrics },
     );
     assert.match(await registry.metrics(), /gitstratum_snapshot_dirty_repositories 1\n/);
     worker.start();
@@ -150,7 +151,7 @@ test('after a snapshot, a chain grown past snapshotChainMaxLength is compacted i
         pollMs: 50,
         compaction: { maxChainLength: 2, maxSizeRatio: 0, scratchRoot: path.join(dir, 'data', 'tmp') },
       },
-      { meta: core.meta, store: createFsStore(path.join(dir, 'objects')), repoPath: (id) => core.repos.diskPath(id), log: pino({ level: 'silent' }), metrics },
+      { meta: core.meta, store: createFsStore(path.join(dir, 'objects')), repoPath: (id) => repoDir(core.dataDir, id), log: pino({ level: 'silent' }), metrics },
     );
     worker.start();
     const kinds = async () => (await snapshots.listSnapshots(core.meta.db, repo.id)).map((s) => s.kind);
@@ -194,7 +195,7 @@ async function twoDirty(dir: string) {
   await exec('git', ['commit', '-q', '-m', 'one'], { cwd: work, env });
   const ids: string[] = [];
   for (const name of ['leased', 'free']) {
-    const repo = await core.repos.createRepo(systemActor, `alice/main/${name}`);
+    const repo = onDisk(core, await core.repos.createRepo(systemActor, `alice/main/${name}`));
     await exec('git', ['push', '-q', repo.path, 'main'], { cwd: work, env });
     await snapshots.appendEvent(core.meta.db, repo.id, 'push-end', now());
     ids.push(repo.id);
@@ -215,7 +216,7 @@ test('regression (issue 16): a repository leased by another holder is retried wi
     const lines: { msg: string }[] = [];
     const worker = new SnapshotWorker(
       { debounceMs: 0, maxDelayMs: 10_000, concurrency: 1, retryMaxMs: 1000, pollMs: 20 },
-      { meta: core.meta, store: createFsStore(path.join(dir, 'objects')), repoPath: (id) => core.repos.diskPath(id), log: recordingLog(lines) },
+      { meta: core.meta, store: createFsStore(path.join(dir, 'objects')), repoPath: (id) => repoDir(core.dataDir, id), log: recordingLog(lines) },
     );
     worker.start();
     try {
@@ -247,7 +248,7 @@ test('regression (issue 16): a worker releases at start the leases its killed pr
     assert.equal(await acquireLease(core.meta.db, core.meta.dialect, leased, `node-a/${2 ** 22 + 1}/dead`, 60_000), true);
     const worker = new SnapshotWorker(
       { debounceMs: 0, maxDelayMs: 10_000, concurrency: 1, retryMaxMs: 1000, pollMs: 20, node: 'node-a' },
-      { meta: core.meta, store: createFsStore(path.join(dir, 'objects')), repoPath: (id) => core.repos.diskPath(id), log: pino({ level: 'silent' }) },
+      { meta: core.meta, store: createFsStore(path.join(dir, 'objects')), repoPath: (id) => repoDir(core.dataDir, id), log: pino({ level: 'silent' }) },
     );
     worker.start();
     try {
@@ -276,7 +277,7 @@ test('a push still being received is not snapshotted until it ends: one push, on
     const worker = new SnapshotWorker(
       // maxDelay 0: any acknowledged push would be taken at the first poll.
       { debounceMs: 0, maxDelayMs: 0, concurrency: 1, retryMaxMs: 1000, pollMs: 20, openPushGraceMs: 3_600_000 },
-      { meta: core.meta, store, repoPath: (id) => core.repos.diskPath(id), log: pino({ level: 'silent' }) },
+      { meta: core.meta, store, repoPath: (id) => repoDir(core.dataDir, id), log: pino({ level: 'silent' }) },
     );
     worker.start();
     const snapshotCount = async () => (await snapshots.listSnapshots(core.meta.db, repo.id)).length;

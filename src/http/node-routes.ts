@@ -1,0 +1,125 @@
+/**
+ * A storage node's internal routes: its RepoHost (repos/host.ts) over HTTP, for the frontends'
+ * RemoteRepoHost (repos/remote-host.ts). Every request must carry the cluster signature
+ * (shared/cluster-signature.ts); its parameters travel in the signed `x-gitstratum-call`
+ * header as JSON, the body is the client's git request as it arrived, the response git's output
+ * as it is produced, and how git ended follows the body as the trailer `x-gitstratum-outcome`.
+ * An error before the first byte is a status with `{ "error": { kind, code, message, fields } }`,
+ * which the remote host raises again as the same domain error.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { GitResponse } from '../git/smart-http.js';
+import type { RepoHost } from '../repos/host.js';
+import { CALL_HEADER, verifyRequest } from '../shared/cluster-signature.js';
+import { DomainError, invalid, isDomainError, unauthenticated } from '../shared/errors.js';
+import { abortSignalOf } from './git-routes.js';
+import { statusOf } from './errors.js';
+
+export const NODE_PREFIX = '/_node/v1';
+/** The content type of a stateless-RPC body sent to a node. */
+export const NODE_RPC_TYPE = 'application/x-gitstratum-rpc';
+export const OUTCOME_TRAILER = 'x-gitstratum-outcome';
+
+export interface NodeRouteDeps {
+  host: RepoHost;
+  /** The cluster secret every request must be signed with. */
+  secret: string;
+}
+
+const ulid = z.string().regex(/^[0-9A-HJKMNP-TV-Z]{26}$/);
+const service = z.enum(['upload-pack', 'receive-pack']);
+const hostedRepo = z.object({ id: ulid, defaultBranch: z.string().min(1).max(255), label: z.string().max(400) });
+const protocol = z.string().max(200).optional();
+const calls = {
+  create: z.object({ defaultBranch: z.string().min(1).max(255), forkOf: ulid.optional() }),
+  remove: z.object({}),
+  advertise: z.object({ repo: hostedRepo, service, protocol }),
+  rpc: z.object({
+    repo: hostedRepo,
+    service,
+    protocol,
+    encoding: z.literal('gzip').optional(),
+    pusher: z.object({ actorId: z.string().max(64).nullable(), actorName: z.string().max(200), requestId: z.string().max(200) }),
+  }),
+};
+
+function callOf<T extends z.ZodType>(req: FastifyRequest, schema: T): z.infer<T> {
+  const raw = req.headers[CALL_HEADER];
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(typeof raw === 'string' ? raw : '{}');
+  } catch {
+    throw invalid('bad_node_call', `${CALL_HEADER} is not JSON`);
+  }
+  const result = schema.safeParse(parsed);
+  if (!result.success) throw invalid('bad_node_call', `${CALL_HEADER}: ${result.error.issues[0]?.message ?? 'invalid'}`);
+  return result.data;
+}
+
+function idOf(req: FastifyRequest<{ Params: { id: string } }>): string {
+  if (!ulid.safeParse(req.params.id).success) throw invalid('bad_node_call', 'not a repository id');
+  return req.params.id;
+}
+
+export function sendNodeError(reply: FastifyReply, err: DomainError): FastifyReply {
+  return reply.code(statusOf(err)).send({ error: { kind: err.kind, code: err.code, message: err.message, fields: err.fields } });
+}
+
+export function registerNodeRoutes(app: FastifyInstance, deps: NodeRouteDeps): void {
+  const { host } = deps;
+  app.register(async (node) => {
+    // The body stays a stream: this parser hands Fastify nothing, the route reads req.raw.
+    node.addContentTypeParser(NODE_RPC_TYPE, (_req, _payload, done) => done(null, undefined));
+    node.addHook('onRequest', async (req, reply) => {
+      const verdict = verifyRequest(deps.secret, { method: req.method, url: req.url, headers: req.headers });
+      if (!verdict.ok) return sendNodeError(reply, unauthenticated('cluster_signature_required', `storage node: ${verdict.reason}`));
+    });
+    node.setErrorHandler((err, _req, reply) => {
+      if (isDomainError(err)) return sendNodeError(reply, err);
+      throw err;
+    });
+
+    node.post<{ Params: { id: string } }>(`${NODE_PREFIX}/repos/:id`, async (req, reply) => {
+      const call = callOf(req, calls.create);
+      await host.create({ id: idOf(req), defaultBranch: call.defaultBranch, forkOf: call.forkOf });
+      return reply.code(204).send();
+    });
+
+    node.delete<{ Params: { id: string } }>(`${NODE_PREFIX}/repos/:id`, async (req, reply) => {
+      callOf(req, calls.remove);
+      await host.remove(idOf(req));
+      return reply.code(204).send();
+    });
+
+    node.get<{ Params: { id: string } }>(`${NODE_PREFIX}/repos/:id/info/refs`, async (req, reply) => {
+      const call = callOf(req, calls.advertise);
+      if (call.repo.id !== idOf(req)) throw invalid('bad_node_call', 'repository id differs from the path');
+      const res = await host.advertiseRefs(call.repo, { service: call.service, protocol: call.protocol }, abortSignalOf(reply));
+      return stream(reply, res);
+    });
+
+    node.post<{ Params: { id: string } }>(`${NODE_PREFIX}/repos/:id/rpc`, async (req, reply) => {
+      const call = callOf(req, calls.rpc);
+      if (call.repo.id !== idOf(req)) throw invalid('bad_node_call', 'repository id differs from the path');
+      const res = await host.statelessRpc(
+        call.repo,
+        { service: call.service, protocol: call.protocol, encoding: call.encoding, input: req.raw, pusher: call.pusher },
+        abortSignalOf(reply),
+      );
+      return stream(reply, res);
+    });
+  });
+}
+
+function stream(reply: FastifyReply, res: GitResponse): FastifyReply {
+  // A front proxy's hand-off names a file on this node's disk: a frontend cannot send it.
+  if (res.handoff) throw new DomainError('unavailable', 'handoff_on_node', 'a storage node cannot hand a response to a front proxy');
+  reply.trailer(OUTCOME_TRAILER, async () => {
+    const o = await res.done;
+    return JSON.stringify({ code: o.code, signal: o.signal, timedOut: o.timedOut, spawned: o.spawned, stderr: o.stderr.slice(-2000) });
+  });
+  // The body may still be arriving when git answers (a refusal): don't keep the connection for the rest.
+  if (!reply.request.raw.complete) reply.header('Connection', 'close');
+  return reply.code(200).type('application/octet-stream').send(res.body);
+}
