@@ -17,6 +17,7 @@ import type { DrillReport } from '../snapshots/drill.js';
 import { createProgress } from './progress.js';
 import { registerAccessCommands } from './access-commands.js';
 import { describeUsage, registerQuotaCommands } from './quota-commands.js';
+import { registerDoctorCommand } from './doctor-command.js';
 
 interface CommonOpts {
   data?: string;
@@ -62,7 +63,7 @@ export function admin<A extends unknown[]>(
 }
 
 /** Adds every setting of the schema not already an option, as --kebab-case (commands that need the object store). */
-function withSettings(cmd: Command): Command {
+export function withSettings(cmd: Command): Command {
   const named = new Set(cmd.options.map((o) => o.attributeName()));
   for (const key of configKeys) {
     if (named.has(key)) continue;
@@ -461,6 +462,9 @@ export function buildProgram(): Command {
     }
     process.stdout.write((opts.json ? JSON.stringify(out.json, null, 2) : [out.text].flat().join('\n')) + '\n');
   });
+
+  // The preflight of this node's filesystem, database and object store (src/ops/doctor.ts).
+  registerDoctorCommand(program);
 
   return program;
 }
