@@ -14,6 +14,7 @@ import { createRepoService, type RepoService } from './repos/service.js';
 import { createOffboarding, type Offboarding } from './access/offboarding.js';
 import { createAuditTrail, type AuditTrail } from './access/audit-trail.js';
 import { createQuotas, type Quotas } from './repos/quotas.js';
+import { createShardService, type ShardService } from './repos/shards.js';
 
 export interface Core {
   config: Config;
@@ -26,6 +27,7 @@ export interface Core {
   /** The data directory's permission bits as found at start (for warnIfExposed). */
   dataDirMode: number;
   quotas: Quotas;
+  shards: ShardService;
   close(): Promise<void>;
 }
 
@@ -62,6 +64,7 @@ export async function openCore(config: Config): Promise<Core> {
     auditTrail: createAuditTrail(meta, { repos }),
     dataDirMode,
     quotas: createQuotas(meta, { repoQuotaBytes: config.repoQuotaBytes, ownerQuotaBytes: config.ownerQuotaBytes, maxRefs: config.maxRefs }),
+    shards: createShardService(meta),
     close: () => meta.close(),
   };
 }

@@ -17,6 +17,7 @@ import type { DrillReport } from '../snapshots/drill.js';
 import { createProgress } from './progress.js';
 import { registerAccessCommands } from './access-commands.js';
 import { describeUsage, registerQuotaCommands } from './quota-commands.js';
+import { registerShardCommands } from './shard-commands.js';
 
 interface CommonOpts {
   data?: string;
@@ -294,6 +295,7 @@ export function buildProgram(): Command {
   );
 
   registerQuotaCommands(program, repo);
+  registerShardCommands(program);
 
   const token = program.command('token').description('manage access tokens');
   common(

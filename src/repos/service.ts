@@ -21,6 +21,7 @@ import { conflict, forbidden, invalid, notFound, unauthenticated } from '../shar
 import { actorId, actorName, atLeast, ownerPermission, repoPermission, type Action, type Actor } from '../access/policy.js';
 import { parseRepoPath, parseSpacePath, validateName, type RepoPath } from './names.js';
 import { networkHeir, readableMembers } from './fork-network.js';
+import { placeNewRepository } from './placement.js';
 
 export type RepoRow = repos.RepoRow;
 
@@ -32,7 +33,6 @@ export interface RepoInfo extends RepoRow {
 export interface RepoServiceOptions {
   dataDir: string;
   defaultBranch: string;
-  shard?: string;
 }
 
 /** Settings every new repository gets (see docs/design/repositories.md for why each). */
@@ -56,7 +56,6 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
   const { db } = meta;
   const reposRoot = path.join(defaults.dataDir, 'repos');
   const tmpRoot = path.join(defaults.dataDir, 'tmp');
-  const shard = defaults.shard ?? 'local';
 
   function diskPath(id: string): string {
     return path.join(reposRoot, id.slice(0, 2), `${id}.git`);
@@ -204,6 +203,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       await requireOwnerRole(actor, { id: space.ownerId, name: space.ownerName, kind: space.ownerKind }, 'write');
       const existing = await repos.findRepositoryByPath(db, where.owner, where.space, where.repo);
       if (existing) throw conflict('repo_exists', `repository already exists: ${repoPath}`);
+      const shard = await placeNewRepository(db, space);
       const id = ulid();
       const createdAt = now();
       const visibility = opts.visibility ?? 'public';
@@ -258,6 +258,8 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       await requireOwnerRole(actor, { id: space.ownerId, name: space.ownerName, kind: space.ownerKind }, 'write');
       const existing = await repos.findRepositoryByPath(db, where.owner, where.space, where.repo);
       if (existing) throw conflict('repo_exists', `repository already exists: ${targetPath}`);
+      // A fork network shares objects on one filesystem: a fork stays on its source's shard.
+      const shard = source.shard;
       const id = ulid();
       const createdAt = now();
       const visibility = opts.visibility ?? source.visibility;
