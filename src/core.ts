@@ -16,6 +16,7 @@ import { createAuditTrail, type AuditTrail } from './access/audit-trail.js';
 import { createQuotas, type Quotas } from './repos/quotas.js';
 import type { HostOf } from './repos/host.js';
 import { LocalRepoHost } from './repos/local-host.js';
+import { createShardService, type ShardService } from './repos/shards.js';
 
 export interface Core {
   config: Config;
@@ -28,6 +29,7 @@ export interface Core {
   /** The data directory's permission bits as found at start (for warnIfExposed). */
   dataDirMode: number;
   quotas: Quotas;
+  shards: ShardService;
   close(): Promise<void>;
 }
 
@@ -74,6 +76,7 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
     auditTrail: createAuditTrail(meta, { repos }),
     dataDirMode,
     quotas: createQuotas(meta, { repoQuotaBytes: config.repoQuotaBytes, ownerQuotaBytes: config.ownerQuotaBytes, maxRefs: config.maxRefs }),
+    shards: createShardService(meta),
     close: () => meta.close(),
   };
 }

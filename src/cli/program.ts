@@ -18,6 +18,7 @@ import { createProgress } from './progress.js';
 import { registerAccessCommands } from './access-commands.js';
 import { describeUsage, registerQuotaCommands } from './quota-commands.js';
 import { registerDoctorCommand } from './doctor-command.js';
+import { registerShardCommands } from './shard-commands.js';
 
 interface CommonOpts {
   data?: string;
@@ -298,6 +299,7 @@ export function buildProgram(): Command {
   );
 
   registerQuotaCommands(program, repo);
+  registerShardCommands(program);
 
   const token = program.command('token').description('manage access tokens');
   common(

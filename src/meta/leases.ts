@@ -12,8 +12,8 @@
 import { sql, type RawBuilder } from 'kysely';
 import type { Db, Dialect } from './db.js';
 
-/** The database's clock, in milliseconds since the epoch. */
-function nowMs(dialect: Dialect): RawBuilder<number> {
+/** The database's clock, in milliseconds since the epoch (shard-leases.ts judges by it too). */
+export function nowMs(dialect: Dialect): RawBuilder<number> {
   return dialect === 'postgres'
     ? sql<number>`(extract(epoch from clock_timestamp()) * 1000)::bigint`
     : sql<number>`cast((julianday('now') - 2440587.5) * 86400000.0 as integer)`;

@@ -242,6 +242,54 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('owners').addColumn('quota_bytes', 'bigint').execute();
       },
     },
+    '0013_shards': {
+      async up(db: Kysely<any>) {
+        // Shards and their placement (docs/design/shards.md). A shard is a storage area with one
+        // writer at a time. `accepts_new` (0/1) and `state` together decide whether placement
+        // may choose it: only an active shard that accepts new repositories is chosen; a
+        // draining one keeps serving what it has until issue 11 moves it away.
+        await db.schema
+          .createTable('shards')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('state', 'text', (c) => c.notNull().defaultTo('active').check(sql`state in ('active', 'draining', 'drained')`))
+          .addColumn('accepts_new', 'integer', (c) => c.notNull().defaultTo(1))
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        // Every existing repository names its shard (`local` so far, written by repos/service.ts):
+        // each name found becomes a shard, so every row stays valid. No foreign key from
+        // repositories.shard: SQLite adds one only by rebuilding the table; shards are never
+        // deleted, and placement writes only names it read from this table.
+        const createdAt = new Date().toISOString();
+        const found = await db.selectFrom('repositories').select('shard').distinct().execute();
+        const names = new Set<string>(['local', ...found.map((r: { shard: string }) => r.shard)]);
+        for (const name of [...names].sort()) {
+          await db.insertInto('shards').values({ name, state: 'active', accepts_new: 1, created_at: createdAt }).execute();
+        }
+        await db.schema.createIndex('repositories_shard_idx').on('repositories').column('shard').execute();
+
+        // The writer's lease of each shard (meta/shard-leases.ts). The row outlives a release
+        // (holder null, expired): `epoch` must only ever grow, since it fences the writes of a
+        // deposed writer. `expires_at` and `acquired_at` are milliseconds by the database's clock.
+        await db.schema
+          .createTable('shard_leases')
+          .addColumn('shard', 'text', (c) => c.primaryKey().references('shards.name').onDelete('cascade'))
+          .addColumn('holder', 'text')
+          .addColumn('advertise_url', 'text')
+          .addColumn('epoch', 'bigint', (c) => c.notNull())
+          .addColumn('expires_at', 'bigint', (c) => c.notNull())
+          .addColumn('acquired_at', 'bigint', (c) => c.notNull())
+          .execute();
+
+        // A pinned space's new repositories are placed only on the shards it is pinned to.
+        await db.schema
+          .createTable('space_shard_pins')
+          .addColumn('space_id', 'text', (c) => c.notNull().references('spaces.id').onDelete('cascade'))
+          .addColumn('shard', 'text', (c) => c.notNull().references('shards.name').onDelete('cascade'))
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('space_shard_pins_pkey', ['space_id', 'shard'])
+          .execute();
+      },
+    },
   };
 }
 

@@ -159,6 +159,35 @@ export interface SnapshotLeasesTable {
   expires_at: number | string;
 }
 
+export type ShardState = 'active' | 'draining' | 'drained';
+
+export interface ShardsTable {
+  name: string;
+  state: ColumnType<ShardState, ShardState | undefined, ShardState>;
+  /** 0/1: whether placement may put new repositories here (while active). */
+  accepts_new: ColumnType<number, number | undefined, number>;
+  created_at: string;
+}
+
+export interface ShardLeasesTable {
+  shard: string;
+  /** Null once released; the row (and its epoch) stays. */
+  holder: string | null;
+  advertise_url: string | null;
+  /** bigint: PostgreSQL returns it as a string. Grows by one on every change of holder. */
+  epoch: number | string;
+  /** Milliseconds since the epoch, by the database's clock. */
+  expires_at: number | string;
+  /** When the current holder took it (ms, the database's clock). */
+  acquired_at: number | string;
+}
+
+export interface SpaceShardPinsTable {
+  space_id: string;
+  shard: string;
+  created_at: string;
+}
+
 export interface Database {
   owners: OwnersTable;
   users: UsersTable;
@@ -175,4 +204,7 @@ export interface Database {
   events: EventsTable;
   repository_residency: RepositoryResidencyTable;
   snapshot_leases: SnapshotLeasesTable;
+  shards: ShardsTable;
+  shard_leases: ShardLeasesTable;
+  space_shard_pins: SpaceShardPinsTable;
 }

@@ -19,6 +19,7 @@ import { actorId, actorName, atLeast, ownerPermission, repoPermission, type Acti
 import { parseRepoPath, parseSpacePath, validateName, type RepoPath } from './names.js';
 import { networkHeir, readableMembers } from './fork-network.js';
 import type { HostOf } from './host.js';
+import { placeNewRepository } from './placement.js';
 
 export type RepoRow = repos.RepoRow;
 
@@ -28,15 +29,12 @@ export interface RepoInfo extends RepoRow {
 
 export interface RepoServiceOptions {
   defaultBranch: string;
-  /** Where new repositories are placed. */
-  shard?: string;
   /** The host of each repository. */
   hostOf: HostOf;
 }
 
 export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions) {
   const { db } = meta;
-  const shard = defaults.shard ?? 'local';
   const { hostOf } = defaults;
 
   async function orgRole(actor: Actor, ownerId: string, ownerKind: 'user' | 'org') {
@@ -152,6 +150,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       await requireOwnerRole(actor, { id: space.ownerId, name: space.ownerName, kind: space.ownerKind }, 'write');
       const existing = await repos.findRepositoryByPath(db, where.owner, where.space, where.repo);
       if (existing) throw conflict('repo_exists', `repository already exists: ${repoPath}`);
+      const shard = await placeNewRepository(db, space);
       const id = ulid();
       const createdAt = now();
       const visibility = opts.visibility ?? 'public';
@@ -211,7 +210,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       const createdAt = now();
       const visibility = opts.visibility ?? source.visibility;
       const from = `${source.ownerName}/${source.spaceName}/${source.name}`;
-      // Fork networks share objects on disk: a fork lives where its source does.
+      // A fork network shares objects on one filesystem: a fork stays on its source's shard and host.
       const host = hostOf(source);
       await host.create({ id, defaultBranch: source.defaultBranch, forkOf: source.id });
       try {

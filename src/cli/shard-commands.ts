@@ -1,0 +1,122 @@
+/**
+ * `gitstratum shard …`: create and list shards, drain them, pin spaces to them
+ * (repos/shards.ts decides; this prints). Moving repositories off a shard is issue 11.
+ */
+import type { Command } from 'commander';
+import { systemActor } from '../access/policy.js';
+import type { ShardSummary, StateChange } from '../repos/shards.js';
+import { formatBytes } from '../shared/bytes.js';
+import { invalid } from '../shared/errors.js';
+import { admin, common } from './program.js';
+
+const NOT_MOVED = 'moving repositories between shards is issue 11, not available yet';
+const NONE_LEFT = 'warning: no shard accepts new repositories now; creating a repository fails until one does (shard create, shard activate, shard accept-new)';
+
+/** `12 s`, `3 min`, `2.0 h`: a lease age for people. */
+function duration(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+function leaseText(s: ShardSummary): string {
+  if (!s.lease) return 'no writer';
+  const { holder, epoch, heldForMs, expiresInMs } = s.lease;
+  const expiry = expiresInMs > 0 ? `expires in ${duration(expiresInMs)}` : `EXPIRED ${duration(-expiresInMs)} ago`;
+  return `writer ${holder} epoch ${epoch} for ${duration(heldForMs)} (${expiry})`;
+}
+
+/** One line of `shard list`: name, state, accepts new, repositories, git bytes, writer. */
+export function shardLine(s: ShardSummary): string {
+  const repos = `${s.repositories} ${s.repositories === 1 ? 'repository' : 'repositories'}`;
+  return [s.name, s.state, s.acceptsNew ? 'accepts new' : 'no new', repos, formatBytes(s.gitBytes), leaseText(s)].join('\t');
+}
+
+function stateLines(c: StateChange, verb: string): string[] {
+  return c.nonePlaceable ? [verb, NONE_LEFT] : [verb];
+}
+
+export function registerShardCommands(program: Command): void {
+  const shard = program
+    .command('shard')
+    .description(`storage shards: where new repositories are placed (users never see shards; ${NOT_MOVED})`);
+
+  common(
+    shard
+      .command('create <name>')
+      .description('create a shard (1-63 lower-case letters, digits and inner hyphens)')
+      .option('--no-new', 'do not place new repositories on it until `shard accept-new NAME on`'),
+  ).action(
+    admin(async (core, name: string, opts: { new: boolean }) => {
+      const s = await core.shards.create(systemActor, name, { acceptsNew: opts.new });
+      return { text: `created shard ${s.name} (${s.acceptsNew ? 'accepts new repositories' : 'does not accept new repositories'})`, json: s };
+    }),
+  );
+
+  common(
+    shard
+      .command('list')
+      .description('list shards: state, whether they accept new repositories, repositories, git bytes, and their writer (lease holder, epoch, age)'),
+  ).action(
+    admin(async (core) => {
+      const list = await core.shards.list(systemActor);
+      return { text: list.map(shardLine), json: list };
+    }),
+  );
+
+  common(
+    shard
+      .command('drain <name>')
+      .description(`stop placing new repositories on a shard (state draining); its repositories stay where they are: ${NOT_MOVED}`),
+  ).action(
+    admin(async (core, name: string) => {
+      const c = await core.shards.drain(systemActor, name);
+      const held = `its ${c.repositories} ${c.repositories === 1 ? 'repository stays' : 'repositories stay'} there (${NOT_MOVED})`;
+      const verb = c.changed
+        ? `shard ${c.shard} is draining: no new repository is placed on it; ${held}`
+        : `shard ${c.shard} is already ${c.state}; ${held}`;
+      return { text: stateLines(c, verb), json: c };
+    }),
+  );
+
+  common(shard.command('activate <name>').description('make a draining or drained shard active again, so placement may choose it')).action(
+    admin(async (core, name: string) => {
+      const c = await core.shards.activate(systemActor, name);
+      return { text: stateLines(c, c.changed ? `shard ${c.shard} is active again (it was ${c.from})` : `shard ${c.shard} is already active`), json: c };
+    }),
+  );
+
+  common(shard.command('accept-new <name> <on|off>').description('whether placement may put new repositories on an active shard')).action(
+    admin(async (core, name: string, state: string) => {
+      if (state !== 'on' && state !== 'off') throw invalid('invalid_argument', `expected on or off, not ${state}`);
+      const r = await core.shards.setAcceptsNew(systemActor, name, state === 'on');
+      const verb = `shard ${r.shard} ${r.acceptsNew ? 'accepts' : 'does not accept'} new repositories${r.state === 'active' ? '' : ` (but it is ${r.state})`}`;
+      return { text: r.nonePlaceable ? [verb, NONE_LEFT] : verb, json: r };
+    }),
+  );
+
+  common(shard.command('pin <owner/space> <shard>').description("place the space's new repositories only on its pinned shards (this one among them)")).action(
+    admin(async (core, spacePath: string, name: string) => {
+      const r = await core.shards.pin(systemActor, spacePath, name);
+      const lines = [`${r.added ? 'pinned' : 'already pinned'} ${r.space} to shard ${r.shard}; its new repositories go to: ${r.pins.join(', ')}`];
+      if (!r.placeable) lines.push(`note: shard ${r.shard} does not accept new repositories now`);
+      return { text: lines, json: r };
+    }),
+  );
+
+  common(shard.command('unpin <owner/space> [shard]').description('remove a pin of the space (all of them without a shard)')).action(
+    admin(async (core, spacePath: string, name?: string) => {
+      const r = await core.shards.unpin(systemActor, spacePath, name);
+      const rest = r.pins.length > 0 ? `its new repositories go to: ${r.pins.join(', ')}` : 'its new repositories may go to any shard';
+      return { text: `removed ${r.removed} pin(s) of ${r.space}; ${rest}`, json: r };
+    }),
+  );
+
+  common(shard.command('pins [owner/space]').description('list the pins of every space, or of one')).action(
+    admin(async (core, spacePath?: string) => {
+      const list = await core.shards.pins(systemActor, spacePath);
+      return { text: list.length > 0 ? list.map((p) => `${p.space}\t${p.shard}`) : 'no pins', json: list };
+    }),
+  );
+}
