@@ -40,6 +40,9 @@ import { pushLimitHooks } from './repos/push-limits.js';
 import { createUsageMetrics } from './repos/usage-metrics.js';
 import { createRecoveryMetrics, Recovery } from './repos/recovery.js';
 import { closeCutOffPushes, markChangedRepositoriesDirty } from './snapshots/reconcile.js';
+import { registerNodeRoutes } from './http/node-routes.js';
+import { ShardWriter, WriterHost } from './repos/cluster-hosts.js';
+import { createShardLeases } from './meta/shard-leases.js';
 import { crashPoint } from './shared/crash.js';
 
 /** The configured ObjectStore adapter: the filesystem under <data>/objects, or S3. */
@@ -154,7 +157,9 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
   );
   // Leftovers of killed git processes removed at start and on a schedule, and refs that moved
   // past the latest snapshot marked dirty (docs/design/snapshots.md, "Crash recovery").
-  const repositoriesOnDisk = async () => (await listRepositories(core.meta.db)).map((r) => ({ id: r.id, path: repoPath(r.id) }));
+  // A storage node holds its shard's repositories only.
+  const repositoriesOnDisk = async () =>
+    (await listRepositories(core.meta.db)).filter((r) => config.role !== 'storage' || r.shard === config.shard).map((r) => ({ id: r.id, path: repoPath(r.id) }));
   const recoveryLog = log.child({ component: 'recovery' });
   const recovery = new Recovery(
     { intervalMs: config.recoveryIntervalSeconds * 1000, staleMs: config.recoveryStaleSeconds * 1000 },
@@ -242,8 +247,8 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
   };
   const plainGit = gitServices(limiter);
   // nginx (in the server's group) opens hits by path: it must pass through the data directory.
-  if (config.packCacheEnabled && config.packCacheAccelRedirect) await chmod(core.dataDir, 0o710);
-  const packCache = config.packCacheEnabled
+  if (config.packCacheEnabled && config.packCacheAccelRedirect && config.role !== 'frontend') await chmod(core.dataDir, 0o710);
+  const packCache = config.packCacheEnabled && config.role !== 'frontend'
     ? await openPackCache(
         plainGit,
         {
@@ -263,10 +268,14 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
         { metrics: createPackCacheMetrics(metrics.registry), log: log.child({ component: 'pack-cache' }) },
       )
     : undefined;
+  // A cluster's roles (README "Running on several machines"): a frontend serves clients and
+  // runs no git; a storage node serves its shard's repositories to frontends only; `all` both.
+  const servesClients = config.role !== 'storage';
+  const holdsRepositories = config.role !== 'frontend';
   // Before every route: the budget of each client (README "Limits"). Connected last, so no
   // failure of the wiring above can leave a Redis connection open.
-  const redis = config.redisUrl ? connectRedis(config.redisUrl, log.child({ component: 'rate-limit' })) : undefined;
-  registerBudget(
+  const redis = servesClients && config.redisUrl ? connectRedis(config.redisUrl, log.child({ component: 'rate-limit' })) : undefined;
+  if (servesClients) registerBudget(
     http,
     {
       windowSeconds: config.rateLimitWindowSeconds,
@@ -278,17 +287,33 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     },
     { accounts: core.accounts, registry: metrics.registry, log: log.child({ component: 'rate-limit' }), redis, redisKeyPrefix: config.redisKeyPrefix },
   );
-  // Every repository of `serve` is on this disk: one host serves them all.
-  const host = new LocalRepoHost(core.dataDir, {
+  // The repositories on this disk: those of `serve`, or of the shard this storage node writes.
+  const localHost = new LocalRepoHost(core.dataDir, {
     git: packCache ?? plainGit,
     limits,
     // Read per request: for a long data path the socket's place is chosen at listen().
     hookSocket: () => hooks.socketPath,
     residency,
   });
-  registerGitRoutes(http, { accounts: core.accounts, repos: core.repos, hostOf: () => host, maxPushBytes: config.maxPushBytes, metrics });
-  registerApiRoutes(http, { accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail, quotas: core.quotas });
-  registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl });
+  const writer =
+    config.role === 'storage'
+      ? new ShardWriter(
+          { shard: config.shard!, advertiseUrl: config.advertiseUrl!, leaseMs: config.shardLeaseSeconds * 1000 },
+          { leases: createShardLeases(core.meta), log: log.child({ component: 'shard-lease' }) },
+        )
+      : undefined;
+  if (writer) registerNodeRoutes(http, { host: new WriterHost(localHost, writer, config.shard!), secret: config.clusterSecret! });
+  if (servesClients) {
+    registerGitRoutes(http, {
+      accounts: core.accounts,
+      repos: core.repos,
+      hostOf: config.role === 'all' ? () => localHost : core.hostOf,
+      maxPushBytes: config.maxPushBytes,
+      metrics,
+    });
+    registerApiRoutes(http, { accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail, quotas: core.quotas });
+    registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl });
+  }
 
   return {
     core,
@@ -299,25 +324,31 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       // The socket first: its place (for a long data path) is chosen when it starts listening,
       // and it refuses to start when another server runs on this data directory: only then is
       // it safe to clear what git processes left behind, before any request can start one.
-      await hooks.listen();
-      await installHooks(core.dataDir, hooks.socketPath);
-      const started = Date.now();
-      const recovered = await recovery.atStart();
-      const cutOff = await closeCutOffPushes({ meta: core.meta, repositories: repositoriesOnDisk });
-      recoveryLog.info({ ...recovered, cut_off_pushes: cutOff.length, duration_ms: Date.now() - started }, 'crash recovery at start done');
-      background.start();
-      residency.start();
-      recovery.start();
-      reconciling = markChangedRepositoriesDirty({ meta: core.meta, repositories: repositoriesOnDisk }, reconcileAbort.signal).then(
-        (marked) => marked.length > 0 && recoveryLog.info({ repositories: marked.length, repo_ids: marked.slice(0, 20) }, 'repositories with refs past their latest snapshot marked dirty'),
-        (err: unknown) => recoveryLog.error({ err }, 'refs not compared with the latest snapshots'),
-      ).then(() => {});
+      if (holdsRepositories) {
+        await hooks.listen();
+        await installHooks(core.dataDir, hooks.socketPath);
+        const started = Date.now();
+        const recovered = await recovery.atStart();
+        const cutOff = await closeCutOffPushes({ meta: core.meta, repositories: repositoriesOnDisk });
+        recoveryLog.info({ ...recovered, cut_off_pushes: cutOff.length, duration_ms: Date.now() - started }, 'crash recovery at start done');
+        background.start();
+        residency.start();
+        recovery.start();
+        reconciling = markChangedRepositoriesDirty({ meta: core.meta, repositories: repositoriesOnDisk }, reconcileAbort.signal).then(
+          (marked) => marked.length > 0 && recoveryLog.info({ repositories: marked.length, repo_ids: marked.slice(0, 20) }, 'repositories with refs past their latest snapshot marked dirty'),
+          (err: unknown) => recoveryLog.error({ err }, 'refs not compared with the latest snapshots'),
+        ).then(() => {});
+        // Recovered first: only then does this node take the shard and get requests for it.
+        await writer?.start();
+      }
       if (redis) await redisReady(redis, 5000);
       return http.listen({ host: config.host, port: config.port });
     },
     async close() {
       // Order matters: in-flight pushes still need the hook socket and the database.
       await http.close();
+      // Released at once, so a standby takes the shard without waiting for the lease to run out.
+      await writer?.close();
       await packCache?.close();
       // Aborts a running repack (killing its process group) rather than waiting for it.
       await maintenance?.close();

@@ -16,6 +16,8 @@ import { createAuditTrail, type AuditTrail } from './access/audit-trail.js';
 import { createQuotas, type Quotas } from './repos/quotas.js';
 import type { HostOf } from './repos/host.js';
 import { LocalRepoHost } from './repos/local-host.js';
+import { shardRoutedHosts } from './repos/cluster-hosts.js';
+import { createShardLeases } from './meta/shard-leases.js';
 import { createShardService, type ShardService } from './repos/shards.js';
 
 export interface Core {
@@ -30,6 +32,8 @@ export interface Core {
   dataDirMode: number;
   quotas: Quotas;
   shards: ShardService;
+  /** The host of each repository (see CoreOptions). */
+  hostOf: HostOf;
   close(): Promise<void>;
 }
 
@@ -65,7 +69,9 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
   const dataDirMode = (await stat(dataDir)).mode & 0o777;
   const meta = await openMetaStore({ dataDir, databaseUrl: config.databaseUrl });
   const disk = new LocalRepoHost(dataDir);
-  const repos = createRepoService(meta, { defaultBranch: config.defaultBranch, hostOf: opts.hostOf ?? (() => disk) });
+  // In a cluster every repository lives on its shard's storage node, this one's included.
+  const routed = config.role === 'all' ? undefined : shardRoutedHosts(createShardLeases(meta), config.clusterSecret!);
+  const repos = createRepoService(meta, { defaultBranch: config.defaultBranch, hostOf: opts.hostOf ?? routed ?? (() => disk) });
   return {
     config,
     dataDir,
@@ -77,7 +83,11 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
     dataDirMode,
     quotas: createQuotas(meta, { repoQuotaBytes: config.repoQuotaBytes, ownerQuotaBytes: config.ownerQuotaBytes, maxRefs: config.maxRefs }),
     shards: createShardService(meta),
-    close: () => meta.close(),
+    hostOf: opts.hostOf ?? routed ?? (() => disk),
+    async close() {
+      await routed?.close();
+      await meta.close();
+    },
   };
 }
 

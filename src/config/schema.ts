@@ -239,6 +239,26 @@ export const configSchema = z
     snapshotCompactMinBytes: bytes.default(64 * 1024 ** 2),
     /** Default branch of new repositories. */
     defaultBranch: z.string().regex(/^[A-Za-z0-9._/-]+$/).default('main'),
+    /**
+     * What this process is in a cluster (README "Running on several machines"): `all` (the
+     * default: everything in one process), a stateless `frontend`, or a `storage` node serving
+     * the repositories of one shard.
+     */
+    role: z.enum(['all', 'frontend', 'storage']).default('all'),
+    /** The shard a storage node serves. */
+    shard: z
+      .string()
+      .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be 1-63 lower-case letters, digits and inner hyphens')
+      .optional(),
+    /** The URL frontends reach this storage node at (its internal routes). */
+    advertiseUrl: z
+      .string()
+      .refine((v) => URL.canParse(v) && /^https?:$/.test(new URL(v).protocol), 'must be an http:// or https:// URL')
+      .optional(),
+    /** The secret every request between the parts of a cluster is signed with; the same on every node. */
+    clusterSecret: z.string().min(32, 'must be at least 32 characters').optional(),
+    /** How long a storage node's hold on its shard lasts without renewal (renewed every fifth of it). */
+    shardLeaseSeconds: positiveSeconds.default(10),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -246,6 +266,20 @@ export const configSchema = z
     if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
       const [given, missing] = c.tlsCert !== undefined ? ['tlsCert', 'tlsKey'] : ['tlsKey', 'tlsCert'];
       ctx.addIssue({ code: 'custom', path: [given], message: `needs ${missing} too (a certificate and its key go together)` });
+    }
+    if (c.role !== 'all') {
+      // Several processes share the metadata and the objects: nothing of either may be local.
+      if (c.databaseUrl === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['role'], message: `${c.role} needs PostgreSQL (databaseUrl): SQLite cannot be shared by several machines` });
+      }
+      if (c.objectStore !== 's3') {
+        ctx.addIssue({ code: 'custom', path: ['role'], message: `${c.role} needs S3-compatible object storage (objectStore s3): a local directory cannot be shared by several machines` });
+      }
+      if (c.clusterSecret === undefined) ctx.addIssue({ code: 'custom', path: ['role'], message: `${c.role} needs clusterSecret (the same on every node)` });
+    }
+    if (c.role === 'storage') {
+      if (c.shard === undefined) ctx.addIssue({ code: 'custom', path: ['role'], message: 'storage needs shard (the shard this node serves)' });
+      if (c.advertiseUrl === undefined) ctx.addIssue({ code: 'custom', path: ['role'], message: 'storage needs advertiseUrl (where frontends reach this node)' });
     }
   })
   .refine((c) => c.objectStore !== 's3' || c.s3Bucket !== undefined, {
