@@ -48,6 +48,8 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
             minBytes: config.snapshotCompactMinBytes,
             scratchRoot: path.join(core.dataDir, 'tmp'),
           },
+          // A storage node persists its own shard's repositories; `serve` and `worker` every one.
+          shard: config.role === 'storage' ? config.shard : undefined,
           // Stable across restarts: a restarted process recognises its predecessor's leases.
           node: `${hostname()}:${createHash('sha256').update(path.resolve(core.dataDir)).digest('hex').slice(0, 12)}`,
         },
@@ -56,7 +58,7 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
           store,
           repoPath: (id) => repoDir(core.dataDir, id),
           log: log.child({ component: 'snapshots' }),
-          metrics: createSnapshotMetrics(registry, () => dirtyRepositories(core.meta.db)),
+          metrics: createSnapshotMetrics(registry, () => dirtyRepositories(core.meta.db, { shard: config.role === 'storage' ? config.shard : undefined })),
         },
       )
     : undefined;

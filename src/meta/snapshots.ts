@@ -144,13 +144,16 @@ export interface DirtyRepository {
 }
 
 /** Repositories with a push event after the snapshot-begin of their last completed snapshot. */
-export async function dirtyRepositories(db: Db): Promise<DirtyRepository[]> {
+export async function dirtyRepositories(db: Db, opts: { shard?: string | undefined } = {}): Promise<DirtyRepository[]> {
   const rows = await db
     .selectFrom('events as e')
     .select(['e.repository_id', (eb) => eb.fn.min('e.at').as('oldest'), (eb) => eb.fn.max('e.at').as('newest'), (eb) => eb.fn.countAll().as('count')])
     .where('e.kind', 'in', ['push-begin', 'push-end'])
-    // The log outlives deleted repositories; they are nobody's work.
-    .where((eb) => eb.exists(eb.selectFrom('repositories as r').select('r.id').whereRef('r.id', '=', 'e.repository_id')))
+    // The log outlives deleted repositories; they are nobody's work. A storage node works on its own shard's only.
+    .where((eb) => {
+      const q = eb.selectFrom('repositories as r').select('r.id').whereRef('r.id', '=', 'e.repository_id');
+      return eb.exists(opts.shard === undefined ? q : q.where('r.shard', '=', opts.shard));
+    })
     .where(
       'e.id',
       '>',

@@ -91,3 +91,21 @@ test('regression (issue 16): a push left open by a dead server is marked cut off
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test("a storage node's snapshot worker sees only its own shard's dirty repositories", async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-reconcile-'));
+  const core = await coreWithAlice(dir);
+  try {
+    const here = await core.repos.createRepo(systemActor, 'alice/main/here');
+    const there = await core.repos.createRepo(systemActor, 'alice/main/there');
+    await core.meta.db.updateTable('repositories').set({ shard: 'eu-2' }).where('id', '=', there.id).execute();
+    for (const r of [here, there]) await snapshots.appendEvent(core.meta.db, r.id, 'push-end', now());
+    const ids = async (shard?: string) => (await snapshots.dirtyRepositories(core.meta.db, { shard })).map((d) => d.repositoryId).sort();
+    assert.deepEqual(await ids(), [here.id, there.id].sort());
+    assert.deepEqual(await ids(here.shard), [here.id]);
+    assert.deepEqual(await ids('eu-2'), [there.id]);
+  } finally {
+    await core.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

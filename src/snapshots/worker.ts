@@ -58,6 +58,8 @@ export interface SnapshotWorkerSettings {
    * restoring it under `scratchRoot` (<data>/tmp); never without.
    */
   compaction?: CompactionLimits & { scratchRoot: string };
+  /** Only this shard's repositories (a storage node's); every repository without it. */
+  shard?: string | undefined;
   /** This host and data directory, the same across restarts (default: the host name). */
   node?: string;
 }
@@ -187,7 +189,7 @@ export class SnapshotWorker {
   }
 
   private async tick(): Promise<void> {
-    const dirty = await dirtyRepositories(this.deps.meta.db);
+    const dirty = await dirtyRepositories(this.deps.meta.db, { shard: this.settings.shard });
     const t = Date.now();
     for (const d of dirty) {
       if (this.closed || this.running.size >= this.settings.concurrency) break;
