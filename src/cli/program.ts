@@ -27,7 +27,12 @@ interface CommonOpts {
   json?: boolean;
 }
 
-const roleOption = () => new Option('--role <role>', 'role in the organization').choices(['read', 'write', 'admin']).makeOptionMandatory();
+/**
+ * A member's role in an organization (`org add-member --role`). Not the `role` setting (a
+ * process's part in a cluster): `admin()` keeps it out of the configuration.
+ */
+const MEMBER_ROLE = 'role in the organization';
+const roleOption = () => new Option('--role <role>', MEMBER_ROLE).choices(['read', 'write', 'admin']).makeOptionMandatory();
 
 export function common(cmd: Command): Command {
   return cmd
@@ -50,7 +55,8 @@ export function admin<A extends unknown[]>(
   return async (...args: unknown[]) => {
     const cmd = args[args.length - 1] as Command;
     const opts = cmd.opts<CommonOpts & Record<string, unknown>>();
-    const config = configFrom(opts);
+    const memberRole = cmd.options.some((o) => o.description === MEMBER_ROLE);
+    const config = configFrom(memberRole ? { ...opts, role: undefined } : opts);
     const { openCore } = await import('../core.js');
     const core = await openCore(config);
     try {
