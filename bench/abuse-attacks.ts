@@ -18,6 +18,17 @@ export interface Target {
   url(): string;
   /** A write token of `alice`. */
   token: string;
+  /**
+   * The attackers' own client address, sent as `X-Forwarded-For` (the server trusts it from
+   * 127.0.0.1, as behind a load balancer), so their per-address budgets are not the good
+   * client's: every party of the benchmark connects from 127.0.0.1.
+   */
+  forwardedFor: string;
+}
+
+/** `git -c` arguments that make a git command present `address` as its client address. */
+export function forwardedForGitArgs(address: string): string[] {
+  return ['-c', `http.extraHeader=X-Forwarded-For: ${address}`];
 }
 
 export interface Attack {
@@ -136,7 +147,7 @@ export async function stalledBodies(t: Target, repo: string, head: string, clien
       });
       socket.on('connect', () => {
         socket.write(
-          `POST /${repo}.git/git-upload-pack HTTP/1.1\r\nHost: ${url.host}\r\n` +
+          `POST /${repo}.git/git-upload-pack HTTP/1.1\r\nHost: ${url.host}\r\nX-Forwarded-For: ${t.forwardedFor}\r\n` +
             'Content-Type: application/x-git-upload-pack-request\r\nAccept: application/x-git-upload-pack-result\r\n' +
             `Content-Length: ${body.length + MiB}\r\n\r\n`,
         );
@@ -156,7 +167,7 @@ export async function stalledBodies(t: Target, repo: string, head: string, clien
 /** `clients` anonymous LFS batch requests of `objects` empty objects (`{}`) each, to a private repository, one after another. */
 export function hugeBatches(t: Target, repo: string, clients = 4, objects = 1_000_000): Attack {
   const body = Buffer.from(`{"operation":"download","objects":[${new Array<string>(objects).fill('{}').join(',')}]}`);
-  const headers = { 'content-type': 'application/vnd.git-lfs+json', accept: 'application/vnd.git-lfs+json' };
+  const headers = { 'content-type': 'application/vnd.git-lfs+json', accept: 'application/vnd.git-lfs+json', 'x-forwarded-for': t.forwardedFor };
   const attack = loopClients(clients, (track) => post(`${t.url()}/${repo}.git/info/lfs/objects/batch`, headers, body, track));
   return { ...attack, summary: () => `${clients} clients, ${(body.length / MiB).toFixed(1)} MiB bodies; ${attack.summary()}` };
 }
@@ -194,6 +205,7 @@ export function pushOptionFlood(t: Target, repo: string, body: Buffer, decoded: 
     accept: 'application/x-git-receive-pack-result',
     'content-encoding': 'gzip',
     authorization: `Basic ${Buffer.from(`git:${t.token}`).toString('base64')}`,
+    'x-forwarded-for': t.forwardedFor,
   };
   const attack = loopClients(1, (track) => post(`${t.url()}/${repo}.git/git-receive-pack`, headers, body, track));
   return {
@@ -212,7 +224,7 @@ export async function manyRefsFetches(t: Target, repo: string, workDir: string, 
   const loops = dirs.map(async (dir) => {
     while (!controller.signal.aborted) {
       try {
-        const r = await run('git', ['--git-dir', dir, 'fetch', '--quiet', `${t.url()}/${repo}.git`, '+refs/tags/*:refs/tags/*'], {
+        const r = await run('git', [...forwardedForGitArgs(t.forwardedFor), '--git-dir', dir, 'fetch', '--quiet', `${t.url()}/${repo}.git`, '+refs/tags/*:refs/tags/*'], {
           env,
           timeoutMs: 600_000,
           signal: controller.signal,
@@ -251,7 +263,7 @@ export function requestRate(t: Target, repo: string, perSecond = 200): Attack {
   let skipped = 0;
   const started = performance.now();
   const send = () => {
-    const req = http.get(`${t.url()}/${repo}.git/info/refs?service=git-upload-pack`, { agent }, (res) => {
+    const req = http.get(`${t.url()}/${repo}.git/info/refs?service=git-upload-pack`, { agent, headers: { 'x-forwarded-for': t.forwardedFor } }, (res) => {
       res.resume();
       res.on('end', () => tally.add(res.statusCode ?? 'error'));
     });

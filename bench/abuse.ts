@@ -9,7 +9,8 @@
  * client's median clone and push wall time against the quiet window's (target ≤ 1.5×),
  * `/healthz` p99 probed every 50 ms on fresh connections (target ≤ 100 ms), the server's peak
  * RSS (target ≤ 300 MB) and crashes (target 0). A server that crashed is started again on the
- * same data directory for the next window.
+ * same data directory for the next window. The server trusts `X-Forwarded-For` from 127.0.0.1
+ * and the good client and the attackers each send their own address (see GOOD_ADDRESS).
  *
  * Options (flags after `npm run bench:abuse --`, or environment):
  *   --seconds N     BENCH_SECONDS     length of each window (default 60)
@@ -24,7 +25,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { hugeBatches, manyRefsFetches, pushOptionFlood, pushOptionFloodBody, requestRate, stalledBodies, type Attack, type Target } from './abuse-attacks.js';
+import { forwardedForGitArgs, hugeBatches, manyRefsFetches, pushOptionFlood, pushOptionFloodBody, requestRate, stalledBodies, type Attack, type Target } from './abuse-attacks.js';
 import { startGitstratum, type GitstratumServer } from './gitstratum-server.js';
 import { run, runBench, startRun } from './processes.js';
 import { peakRss, resetPeakRss, sampleRss, waitForTree } from './proc-stats.js';
@@ -37,6 +38,15 @@ const CLIENT_TIMEOUT_MS = 300_000;
 /** Good-client cycles per window at most, whatever the window's length. */
 const MAX_CYCLES = 500;
 const TARGET = { ratio: 1.5, p99Ms: 100, rssBytes: 300e6 };
+/**
+ * Every party connects from 127.0.0.1, and git sends no credentials to a public repository,
+ * so without this the good client would spend the attackers' per-address budgets (and they
+ * its). As behind a load balancer, the server trusts `X-Forwarded-For` from 127.0.0.1 and each
+ * party sends its own address (documentation ranges, RFC 5737). No limit is changed.
+ */
+const GOOD_ADDRESS = '192.0.2.10';
+const ATTACKER_ADDRESS = '198.51.100.66';
+const SERVE_ARGS = ['--trust-proxy', '127.0.0.1'];
 
 interface Options {
   seconds: number;
@@ -180,11 +190,11 @@ async function goodCycle(ctx: Context): Promise<{ clone: number; push: number }>
   const dir = path.join(ctx.workDir, `good-${++cycle}`);
   try {
     const url = `${ctx.server.authUrl}/alice/bench/good.git`;
-    const clone = await run('git', ['clone', '--quiet', url, dir], { env: ctx.env, timeoutMs: CLIENT_TIMEOUT_MS });
+    const clone = await run('git', [...forwardedForGitArgs(GOOD_ADDRESS), 'clone', '--quiet', url, dir], { env: ctx.env, timeoutMs: CLIENT_TIMEOUT_MS });
     await writeFile(path.join(dir, 'bench-good.txt'), `cycle ${cycle}\n`);
     await run('git', ['-C', dir, 'add', 'bench-good.txt'], { env: ctx.env });
     await run('git', ['-C', dir, 'commit', '--quiet', '-m', `good client, cycle ${cycle}`], { env: ctx.env });
-    const push = await run('git', ['-C', dir, 'push', '--quiet', 'origin', 'HEAD:main'], { env: ctx.env, timeoutMs: CLIENT_TIMEOUT_MS });
+    const push = await run('git', [...forwardedForGitArgs(GOOD_ADDRESS), '-C', dir, 'push', '--quiet', 'origin', 'HEAD:main'], { env: ctx.env, timeoutMs: CLIENT_TIMEOUT_MS });
     return { clone: clone.seconds, push: push.seconds };
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -293,14 +303,14 @@ async function main(): Promise<void> {
     await run('git', ['clone', '--bare', '--quiet', '--no-local', repo.path, source], { env });
     const head = (await run('git', ['--git-dir', source, 'rev-parse', 'refs/heads/main'], { env })).stdout.trim();
 
-    say('starting gitstratum (default settings)');
-    const server = await startGitstratum(ROOT, path.join(workDir, 'gs'), env);
+    say(`starting gitstratum (default settings but ${SERVE_ARGS.join(' ')})`);
+    const server = await startGitstratum(ROOT, path.join(workDir, 'gs'), env, SERVE_ARGS);
     for (const name of ['good', 'stall', 'flood', 'many-refs']) await server.createRepo(name);
     await server.cli('repo', 'create', 'alice/bench/private', '--private');
     for (const name of ['good', 'stall', 'flood']) {
       await run('git', ['--git-dir', source, 'push', '--quiet', `${server.authUrl}/alice/bench/${name}.git`, 'refs/heads/main'], { env });
     }
-    const ctx: Context = { server, target: { url: () => server.url, token: server.token }, env: gitEnv, workDir, source, head, opts };
+    const ctx: Context = { server, target: { url: () => server.url, token: server.token, forwardedFor: ATTACKER_ADDRESS }, env: gitEnv, workDir, source, head, opts };
 
     // One untimed cycle warms the page cache and the server's clone cache.
     await goodCycle(ctx);

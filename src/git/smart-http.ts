@@ -179,7 +179,12 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
       return;
     }
     child.stdin.destroy();
-    setTimeout(() => child.kill(), RECEIVE_PACK_GRACE_MS).unref();
+    // Cleared as soon as git exits: the timer's closure holds this whole request (decoder,
+    // validator, parsed push options), and a client repeating a refused push would otherwise
+    // keep RECEIVE_PACK_GRACE_MS worth of requests alive (issue 9: 2 GB under a flood).
+    const grace = setTimeout(() => child.kill(), RECEIVE_PACK_GRACE_MS);
+    grace.unref();
+    void child.exited.then(() => clearTimeout(grace));
   };
   const inputFailed = pipeline([request, ...stages, child.stdin] as unknown as [Readable, ...NodeJS.ReadWriteStream[]], {
     signal: input.signal,

@@ -7,7 +7,7 @@
  * administrator would; a push of that many refs works the same way but takes far longer),
  * four clients clone it at once while /healthz is polled and another client pushes, and then
  * maintenance after a push packs the refs. The event loop itself is pinned by the unit test
- * in src/git/pack-cache/refs-version.test.ts (it counts loop turns during a read); this test
+ * in src/git/pack-cache/refs-version.test.ts (loop turns and the main thread's utilization during a read); this test
  * asserts what a user sees, with generous bounds and no timing thresholds.
  */
 import { after, before, test } from 'node:test';

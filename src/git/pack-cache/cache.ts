@@ -142,6 +142,7 @@ class ResponseCache implements PackCache {
     const running = [...this.flights.values()];
     for (const flight of running) flight.stop();
     await Promise.all(running.map((f) => f.finished));
+    await this.refsVersions.close();
   }
 
   private async serve(req: Request, generate: Generate, signal: AbortSignal): Promise<GitResponse> {

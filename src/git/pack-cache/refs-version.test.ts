@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { runGit } from '../command.js';
 import { RefsVersions } from './refs-version.js';
 
@@ -137,7 +138,32 @@ test('many loose refs: the fingerprint lets the event loop turn while it reads t
     assert.match(v, /^[0-9a-f]{16}$/);
     // A synchronous read of 20,000 files gives the loop no turn at all.
     assert.ok(turns >= 20, `the event loop turned ${turns} times during the read`);
+    await versions.close();
   } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+// Issue 9 (bench:abuse many-refs): sliced, the walk let the loop turn but still kept it busy
+// for all of its 0.7-2 s of CPU per ls-refs request, and /healthz waited up to 2 s. Measured
+// as a share of the read's duration (event-loop utilization), not as a time.
+test('many loose refs: the walk runs off the main thread, whose event loop stays idle while it reads them', async () => {
+  const { dir, commit } = await repoWithCommit();
+  const versions = new RefsVersions();
+  try {
+    const lines: string[] = [];
+    for (let i = 0; i < 20_000; i++) lines.push(`create refs/heads/many/b${i} ${commit}`);
+    await runGit(['--git-dir', dir, 'update-ref', '--stdin'], { input: lines.join('\n') + '\n' });
+    await versions.readConfig(dir); // the worker started
+    for (const round of ['first read (every file read)', 'second read (digests remembered)']) {
+      const before = performance.eventLoopUtilization();
+      const v = await versions.read(dir);
+      const elu = performance.eventLoopUtilization(before);
+      assert.match(v, /^[0-9a-f]{16}$/);
+      assert.ok(elu.utilization < 0.5, `${round}: the main thread's event loop was busy ${(elu.utilization * 100).toFixed(0)}% of the read`);
+    }
+  } finally {
+    await versions.close();
     await rm(dir, { recursive: true, force: true });
   }
 });

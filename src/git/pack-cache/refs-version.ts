@@ -18,57 +18,33 @@
  * again on every request until it has aged. The fingerprint of an unchanged repository is
  * therefore the same whenever it is taken, and any change to any ref changes it.
  *
- * Never blocks the event loop for long (issue 9: a repository with 100,000 loose refs held
- * it 2.1–2.5 s per request). Directories are listed with the async API (one thread-pool
- * round trip per directory, however large); files are stat'ed synchronously in slices of
- * SLICE files with a yield to the event loop between slices, which keeps the cost of a
- * synchronous stat (microseconds, far less than a thread-pool round trip each) while bounding
- * every turn to about a millisecond. Content larger than SMALL_FILE_BYTES (a big packed-refs)
- * is read asynchronously. Concurrent reads of one repository share one walk: a caller that
- * arrives while a walk runs waits for the next one, which starts after it arrived, so an
- * update acknowledged before a request is always seen (docs/design/pack-cache.md).
+ * The walk (refs-walk.ts) runs in a worker thread, never on the main thread (issue 9): with
+ * 100,000 loose refs it costs 0.7 s of CPU once the digests are remembered, 2 s before, on
+ * every ls-refs request. Sliced on the main thread it still kept the event loop busy for all
+ * of that, and under 4 clients fetching such a repository `/healthz` waited up to 2 s. The
+ * main thread now only posts the request and receives 16 hex digits. Concurrent reads of one
+ * repository share one walk: a caller that arrives while a walk runs waits for the next one,
+ * which starts after it arrived, so an update acknowledged before a request is always seen
+ * (docs/design/pack-cache.md).
  */
-import { createHash, type Hash } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
-import { readFile, readdir } from 'node:fs/promises';
-import path from 'node:path';
-import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { Worker } from 'node:worker_threads';
+import type { WalkReply, WalkRequest } from './refs-version-worker.js';
 
-/** Files outside refs/ whose change can change an upload-pack response. */
-const TOP_LEVEL = ['HEAD', 'packed-refs', 'config', 'shallow', 'reftable/tables.list'];
+export { listLooseRefs } from './refs-walk.js';
 
-const RACY_WINDOW_NS = 2_000_000_000n;
-const NS_PER_MS = 1_000_000n;
-/** Fingerprints (repositories' refs, their configs) whose content digests are remembered; the least recently read go first. */
-const MAX_REPOS = 2000;
-/** Files stat'ed (and small ones read) per turn of the event loop. */
-const SLICE = 256;
-/** Larger files are read with the async API. */
-const SMALL_FILE_BYTES = 64 * 1024;
-
-interface Known {
-  stat: string;
-  /** base64 of the content's sha256: a string costs less memory than a Buffer per ref. */
-  digest: string;
-}
-
-/** One walk of one repository, and the callers waiting for the walk after it. */
-interface Walks {
-  running: Promise<unknown>;
-  next?: Promise<string>;
+interface Pending {
+  resolve(version: string): void;
+  reject(err: Error): void;
 }
 
 export class RefsVersions {
-  /** Per repository path (and per path + config): file name → the digest of its content at a stat. */
-  private readonly known = new Map<string, Map<string, Known>>();
-  private readonly walks = new Map<string, Walks>();
+  private worker: Worker | undefined;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
 
   /** A 16-hex-digit fingerprint of the repository's refs; changes whenever any ref does. */
   read(repoPath: string, nowMs?: number): Promise<string> {
-    return this.shared(repoPath, async () => {
-      const refs = await listLooseRefs(repoPath);
-      return this.fingerprint(repoPath, repoPath, [...TOP_LEVEL, ...refs.sort()], nowMs ?? Date.now());
-    });
+    return this.ask({ id: 0, kind: 'refs', repoPath, nowMs: nowMs ?? Date.now() });
   }
 
   /**
@@ -76,104 +52,47 @@ export class RefsVersions {
    * advertisement depends on (it lists no refs), so a push does not make it a miss.
    */
   readConfig(repoPath: string, nowMs?: number): Promise<string> {
-    const memo = `${repoPath}\0config`;
-    return this.shared(memo, () => this.fingerprint(memo, repoPath, ['config'], nowMs ?? Date.now()));
+    return this.ask({ id: 0, kind: 'config', repoPath, nowMs: nowMs ?? Date.now() });
   }
 
-  /**
-   * Runs `walk` for `memo`, or joins the walk that will start once the running one ends: a
-   * walk that started before this call might have listed a ref before an update this caller
-   * already saw acknowledged.
-   */
-  private shared(memo: string, walk: () => Promise<string>): Promise<string> {
-    const current = this.walks.get(memo);
-    if (current?.next) return current.next;
-    const start = (): Promise<string> => {
-      const run = walk();
-      const entry: Walks = { running: run };
-      this.walks.set(memo, entry);
-      const done = () => {
-        if (this.walks.get(memo) === entry && !entry.next) this.walks.delete(memo);
-      };
-      run.then(done, done);
-      return run;
+  /** Stops the worker; a later read starts another (with no remembered digests). */
+  async close(): Promise<void> {
+    const worker = this.worker;
+    this.worker = undefined;
+    await worker?.terminate();
+  }
+
+  private ask(request: WalkRequest): Promise<string> {
+    const id = this.nextId++;
+    return new Promise<string>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      const worker = this.started();
+      worker.ref();
+      worker.postMessage({ ...request, id });
+    });
+  }
+
+  private started(): Worker {
+    if (this.worker) return this.worker;
+    const worker = new Worker(new URL('./refs-version-worker.js', import.meta.url));
+    worker.on('message', (reply: WalkReply) => {
+      const p = this.pending.get(reply.id);
+      if (!p) return;
+      this.pending.delete(reply.id);
+      // A worker with no read pending must not keep the process alive (listeners ref it).
+      if (this.pending.size === 0) worker.unref();
+      if (reply.error !== undefined) p.reject(new Error(reply.error));
+      else p.resolve(reply.version);
+    });
+    const fail = (err: Error) => {
+      if (this.worker === worker) this.worker = undefined;
+      const waiting = [...this.pending.values()];
+      this.pending.clear();
+      for (const p of waiting) p.reject(err);
     };
-    if (!current) return start();
-    const next = current.running.then(start, start);
-    current.next = next;
-    return next;
-  }
-
-  private async fingerprint(memo: string, repoPath: string, names: readonly string[], nowMs: number): Promise<string> {
-    const racyAfterNs = BigInt(Math.floor(nowMs)) * NS_PER_MS - RACY_WINDOW_NS;
-    const before = this.known.get(memo);
-    const after = new Map<string, Known>();
-    const hash = createHash('sha256');
-    for (let i = 0; i < names.length; i += SLICE) {
-      if (i > 0) await yieldToLoop();
-      for (const name of names.slice(i, i + SLICE)) {
-        const file = path.join(repoPath, name);
-        const st = statSync(file, { bigint: true, throwIfNoEntry: false });
-        if (!st) {
-          hash.update(`${name}\0-\n`);
-          continue;
-        }
-        const stat = `${st.ino} ${st.size} ${st.mtimeNs} ${st.ctimeNs}`;
-        let digest = before?.get(name)?.stat === stat ? before.get(name)!.digest : undefined;
-        if (!digest) {
-          digest = st.size > SMALL_FILE_BYTES ? await contentDigestAsync(file) : contentDigest(file);
-          if (st.mtimeNs < racyAfterNs && st.ctimeNs < racyAfterNs) after.set(name, { stat, digest });
-        } else {
-          after.set(name, { stat, digest });
-        }
-        update(hash, name, stat, digest);
-      }
-    }
-    this.known.delete(memo);
-    this.known.set(memo, after);
-    if (this.known.size > MAX_REPOS) this.known.delete(this.known.keys().next().value!);
-    return hash.digest('hex').slice(0, 16);
-  }
-}
-
-function update(hash: Hash, name: string, stat: string, digest: string): void {
-  hash.update(`${name}\0${stat}\0${digest}\n`);
-}
-
-function contentDigest(file: string): string {
-  try {
-    return createHash('sha256').update(readFileSync(file)).digest('base64');
-  } catch {
-    // Gone between stat and read: the next request sees the new state.
-    return 'gone';
-  }
-}
-
-async function contentDigestAsync(file: string): Promise<string> {
-  try {
-    return createHash('sha256').update(await readFile(file)).digest('base64');
-  } catch {
-    return 'gone';
-  }
-}
-
-/** The loose ref files under refs/ (`refs/heads/main`, …), lock files left out; unsorted. */
-export async function listLooseRefs(repoPath: string): Promise<string[]> {
-  const refs: string[] = [];
-  await listRefFiles(path.join(repoPath, 'refs'), 'refs', refs);
-  return refs;
-}
-
-async function listRefFiles(dir: string, rel: string, out: string[]): Promise<void> {
-  let entries;
-  try {
-    entries = await readdir(dir, { withFileTypes: true });
-  } catch {
-    return;
-  }
-  for (const entry of entries) {
-    const name = `${rel}/${entry.name}`;
-    if (entry.isDirectory()) await listRefFiles(path.join(dir, entry.name), name, out);
-    else if (!entry.name.endsWith('.lock')) out.push(name);
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`refs worker exited (code ${code})`)));
+    this.worker = worker;
+    return worker;
   }
 }

@@ -1,0 +1,160 @@
+/**
+ * The walk behind the refs version (refs-version.ts): runs in the refs worker
+ * (refs-version-worker.ts), never on the server's main thread. See refs-version.ts for what
+ * is read and why the fingerprint changes whenever any ref does.
+ *
+ * Within the worker, walks of several repositories interleave: files are stat'ed
+ * synchronously in slices of SLICE with a yield between slices, so one repository of 100,000
+ * loose refs does not hold up the fingerprint of every other one. Concurrent reads of one
+ * repository share one walk: a caller that arrives while a walk runs waits for the next one,
+ * which starts after it arrived, so an update acknowledged before a request is always seen.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import { readFile, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+
+/** Files outside refs/ whose change can change an upload-pack response. */
+const TOP_LEVEL = ['HEAD', 'packed-refs', 'config', 'shallow', 'reftable/tables.list'];
+
+const RACY_WINDOW_NS = 2_000_000_000n;
+const NS_PER_MS = 1_000_000n;
+/** Fingerprints (repositories' refs, their configs) whose content digests are remembered; the least recently read go first. */
+const MAX_REPOS = 2000;
+/** Files stat'ed (and small ones read) per turn of the event loop. */
+const SLICE = 256;
+/** Larger files are read with the async API. */
+const SMALL_FILE_BYTES = 64 * 1024;
+
+interface Known {
+  stat: string;
+  /** base64 of the content's sha256: a string costs less memory than a Buffer per ref. */
+  digest: string;
+}
+
+/** One walk of one repository, and the callers waiting for the walk after it. */
+interface Walks {
+  running: Promise<unknown>;
+  next?: Promise<string>;
+}
+
+export class RefsWalker {
+  /** Per repository path (and per path + config): file name → the digest of its content at a stat. */
+  private readonly known = new Map<string, Map<string, Known>>();
+  private readonly walks = new Map<string, Walks>();
+
+  /** A 16-hex-digit fingerprint of the repository's refs; changes whenever any ref does. */
+  read(repoPath: string, nowMs?: number): Promise<string> {
+    return this.shared(repoPath, async () => {
+      const refs = await listLooseRefs(repoPath);
+      return this.fingerprint(repoPath, repoPath, [...TOP_LEVEL, ...refs.sort()], nowMs ?? Date.now());
+    });
+  }
+
+  /**
+   * The fingerprint of the repository's config alone: what a protocol v2 capability
+   * advertisement depends on (it lists no refs), so a push does not make it a miss.
+   */
+  readConfig(repoPath: string, nowMs?: number): Promise<string> {
+    const memo = `${repoPath}\0config`;
+    return this.shared(memo, () => this.fingerprint(memo, repoPath, ['config'], nowMs ?? Date.now()));
+  }
+
+  /**
+   * Runs `walk` for `memo`, or joins the walk that will start once the running one ends: a
+   * walk that started before this call might have listed a ref before an update this caller
+   * already saw acknowledged.
+   */
+  private shared(memo: string, walk: () => Promise<string>): Promise<string> {
+    const current = this.walks.get(memo);
+    if (current?.next) return current.next;
+    const start = (): Promise<string> => {
+      const run = walk();
+      const entry: Walks = { running: run };
+      this.walks.set(memo, entry);
+      const done = () => {
+        if (this.walks.get(memo) === entry && !entry.next) this.walks.delete(memo);
+      };
+      run.then(done, done);
+      return run;
+    };
+    if (!current) return start();
+    const next = current.running.then(start, start);
+    current.next = next;
+    return next;
+  }
+
+  private async fingerprint(memo: string, repoPath: string, names: readonly string[], nowMs: number): Promise<string> {
+    const racyAfterNs = BigInt(Math.floor(nowMs)) * NS_PER_MS - RACY_WINDOW_NS;
+    const before = this.known.get(memo);
+    const after = new Map<string, Known>();
+    const hash = createHash('sha256');
+    for (let i = 0; i < names.length; i += SLICE) {
+      if (i > 0) await yieldToLoop();
+      for (const name of names.slice(i, i + SLICE)) {
+        const file = path.join(repoPath, name);
+        const st = statSync(file, { bigint: true, throwIfNoEntry: false });
+        if (!st) {
+          hash.update(`${name}\0-\n`);
+          continue;
+        }
+        const stat = `${st.ino} ${st.size} ${st.mtimeNs} ${st.ctimeNs}`;
+        let digest = before?.get(name)?.stat === stat ? before.get(name)!.digest : undefined;
+        if (!digest) {
+          digest = st.size > SMALL_FILE_BYTES ? await contentDigestAsync(file) : contentDigest(file);
+          if (st.mtimeNs < racyAfterNs && st.ctimeNs < racyAfterNs) after.set(name, { stat, digest });
+        } else {
+          after.set(name, { stat, digest });
+        }
+        update(hash, name, stat, digest);
+      }
+    }
+    this.known.delete(memo);
+    this.known.set(memo, after);
+    if (this.known.size > MAX_REPOS) this.known.delete(this.known.keys().next().value!);
+    return hash.digest('hex').slice(0, 16);
+  }
+}
+
+function update(hash: Hash, name: string, stat: string, digest: string): void {
+  hash.update(`${name}\0${stat}\0${digest}\n`);
+}
+
+function contentDigest(file: string): string {
+  try {
+    return createHash('sha256').update(readFileSync(file)).digest('base64');
+  } catch {
+    // Gone between stat and read: the next request sees the new state.
+    return 'gone';
+  }
+}
+
+async function contentDigestAsync(file: string): Promise<string> {
+  try {
+    return createHash('sha256').update(await readFile(file)).digest('base64');
+  } catch {
+    return 'gone';
+  }
+}
+
+/** The loose ref files under refs/ (`refs/heads/main`, …), lock files left out; unsorted. */
+export async function listLooseRefs(repoPath: string): Promise<string[]> {
+  const refs: string[] = [];
+  await listRefFiles(path.join(repoPath, 'refs'), 'refs', refs);
+  return refs;
+}
+
+async function listRefFiles(dir: string, rel: string, out: string[]): Promise<void> {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    const name = `${rel}/${entry.name}`;
+    if (entry.isDirectory()) await listRefFiles(path.join(dir, entry.name), name, out);
+    else if (!entry.name.endsWith('.lock')) out.push(name);
+  }
+}
