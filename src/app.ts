@@ -15,7 +15,7 @@ import { createMaintenanceMetrics, maintainRepository, MaintenanceScheduler } fr
 import { gitServices } from './git/smart-http.js';
 import { openPackCache } from './git/pack-cache/cache.js';
 import { createPackCacheMetrics } from './git/pack-cache/metrics.js';
-import { HookServer, hookRepoId, installHooks, parseRefLines } from './git/hooks.js';
+import { HOOK_NAMES, HookServer, hookRepoId, installHooks, parseRefLines, SERVER_HOOKS, type HookCall } from './git/hooks.js';
 import { createMetrics } from './http/metrics.js';
 import { createHttpServer } from './http/server.js';
 import { registerGitRoutes } from './http/git-routes.js';
@@ -29,7 +29,7 @@ import { createLfsMetrics } from './lfs/metrics.js';
 import { createLfsObjects } from './lfs/objects.js';
 import { createLocks } from './lfs/locks.js';
 import { createSigner, loadSigningKey } from './lfs/signing.js';
-import { now } from './meta/db.js';
+import { now, type Db } from './meta/db.js';
 import { appendEvent } from './meta/snapshots.js';
 import { createBackground } from './background.js';
 import { createResidencyMetrics, Residency } from './snapshots/eviction.js';
@@ -41,8 +41,9 @@ import { createUsageMetrics } from './repos/usage-metrics.js';
 import { createRecoveryMetrics, Recovery } from './repos/recovery.js';
 import { closeCutOffPushes, markChangedRepositoriesDirty } from './snapshots/reconcile.js';
 import { registerNodeRoutes } from './http/node-routes.js';
-import { ShardWriter, WriterHost } from './repos/cluster-hosts.js';
-import { createShardLeases } from './meta/shard-leases.js';
+import { createRoutingMetrics, createShardWriterMetrics, ShardWriter, WriterHost } from './repos/cluster-hosts.js';
+import { isDomainError, unavailable } from './shared/errors.js';
+import { createShardLeases, SHARD_LEASE_CHANNEL } from './meta/shard-leases.js';
 import { crashPoint } from './shared/crash.js';
 
 /** The configured ObjectStore adapter: the filesystem under <data>/objects, or S3. */
@@ -70,6 +71,11 @@ export interface App {
   limiter: Limiter;
   /** Installs hooks, opens the hook socket and starts listening; returns the bound URL. */
   listen(): Promise<string>;
+  /**
+   * A storage node that loses its shard lease stops serving at once and calls `handler`; the
+   * process should then close and exit (a supervisor starts it again, as a standby).
+   */
+  onDeposed(handler: (why: string) => void): void;
   close(): Promise<void>;
 }
 
@@ -114,6 +120,36 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       )
     : undefined;
   const hooks = new HookServer(core.dataDir, log.child({ component: 'hooks' }));
+  // A storage node's claim on its shard (repos/cluster-hosts.ts): it recovers the shard's disk
+  // and starts its background work only once it holds the lease, and stops when deposed.
+  const shardLeases = config.role === 'storage' ? createShardLeases(core.meta) : undefined;
+  const deposedHandlers: ((why: string) => void)[] = [];
+  const writer = shardLeases
+    ? new ShardWriter(
+        { shard: config.shard!, advertiseUrl: config.advertiseUrl!, leaseMs: config.shardLeaseSeconds * 1000 },
+        {
+          leases: shardLeases,
+          log: log.child({ component: 'shard-lease' }),
+          metrics: createShardWriterMetrics(metrics.registry),
+          events: { takeover: () => takeOverDisk(), deposed: (why) => deposedHandlers.forEach((handler) => handler(why)) },
+        },
+      )
+    : undefined;
+  /**
+   * Every metadata write a storage node makes for its shard carries its lease epoch (a push's
+   * own, else the one held now) and is refused once another node took the shard.
+   */
+  const fence = shardLeases
+    ? async (trx: Db, epoch = writer!.leaseEpoch): Promise<void> => {
+        if (epoch === undefined) throw unavailable('not_shard_writer', `this node does not hold shard ${config.shard} now`);
+        await shardLeases.fenced(trx, config.shard!, epoch);
+      }
+    : undefined;
+  const fencedWrite = <T>(write: (db: Db) => Promise<T>, epoch?: number): Promise<T> =>
+    fence ? core.meta.db.transaction().execute(async (trx) => (await fence(trx, epoch), write(trx))) : write(core.meta.db);
+  const pushEpoch = (call: HookCall): number | undefined => (call.env['GITSTRATUM_SHARD_EPOCH'] ? Number(call.env['GITSTRATUM_SHARD_EPOCH']) : undefined);
+  const isFenced = (err: unknown) => isDomainError(err) && (err.code === 'stale_epoch' || err.code === 'not_shard_writer');
+  const deposedMessage = `gitstratum: this storage node is no longer the writer of shard ${config.shard ?? ''}; the push was not applied. Retry it.`;
   const lfsMetrics = createLfsMetrics(metrics.registry);
   const rawStore = await createObjectStore(config, core.dataDir);
   const store = timed(rawStore, lfsMetrics.storeLatency);
@@ -136,7 +172,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
   // (docs/design/snapshots.md); `gitstratum worker` runs the same without HTTP.
   const background = createBackground(
     config,
-    { core, store: rawStore, registry: metrics.registry, log },
+    { core, store: rawStore, registry: metrics.registry, log, ...(fence && { fence: (trx: Db) => fence(trx) }) },
     { snapshots: config.snapshotsEnabled },
   );
   // Repositories held on disk while git runs in them; evicted when idle (if configured) and
@@ -178,12 +214,17 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     const repo = await findRepositoryById(core.meta.db, id);
     return residency.evict(id, 'admin', repo ? `${repo.ownerName}/${repo.spaceName}/${repo.name}` : id);
   });
-  /** Event-log writes from hooks: a failure is logged, never turned into a failed push. */
-  const pushEvent = async (repoId: string, kind: 'push-begin' | 'push-end', call: { env: Record<string, string> }) => {
+  /**
+   * Event-log writes from hooks. A failure is logged, never turned into a failed push, except
+   * on a storage node that has lost its shard: false then, and pre-receive refuses the push.
+   */
+  const pushEvent = async (repoId: string, kind: 'push-begin' | 'push-end', call: HookCall): Promise<boolean> => {
     try {
-      await appendEvent(core.meta.db, repoId, kind, now(), { request_id: call.env['GITSTRATUM_REQUEST_ID'] || null });
+      await fencedWrite((db) => appendEvent(db, repoId, kind, now(), { request_id: call.env['GITSTRATUM_REQUEST_ID'] || null }), pushEpoch(call));
+      return true;
     } catch (err) {
       log.error({ err, repo_id: repoId, kind }, 'push event not recorded');
+      return !isFenced(err);
     }
   };
 
@@ -191,7 +232,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     const repoId = hookRepoId(call);
     if (!repoId) return { code: 0 };
     crashPoint('receive-after-unpack');
-    await pushEvent(repoId, 'push-begin', call);
+    if (!(await pushEvent(repoId, 'push-begin', call))) return { code: 1, message: deposedMessage };
     const quarantine: Record<string, string> = {};
     for (const key of ['GIT_QUARANTINE_PATH', 'GIT_OBJECT_DIRECTORY', 'GIT_ALTERNATE_OBJECT_DIRECTORIES']) {
       if (call.env[key]) quarantine[key] = call.env[key]!;
@@ -218,14 +259,35 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       await pushEvent(repoId, 'push-end', call);
       crashPoint('receive-after-push-end');
       background.snapshots?.notify(repoId);
-      await core.repos.recordPush(
-        repoId,
-        { actorId: call.env['GITSTRATUM_ACTOR_ID'] || null, actorName: call.env['GITSTRATUM_ACTOR_NAME'] || 'local' },
-        parseRefLines(call.stdin),
-        call.env['GITSTRATUM_REQUEST_ID'] || null,
+      await fencedWrite(
+        (db) =>
+          core.repos.recordPush(
+            repoId,
+            { actorId: call.env['GITSTRATUM_ACTOR_ID'] || null, actorName: call.env['GITSTRATUM_ACTOR_NAME'] || 'local' },
+            parseRefLines(call.stdin),
+            call.env['GITSTRATUM_REQUEST_ID'] || null,
+            db,
+          ),
+        pushEpoch(call),
       );
     }
     return { code: 0 };
+  });
+
+  // A storage node's last word before a push's refs commit: the lease it was received under
+  // must still be this node's, by the database (a writer paused past its lease and resumed
+  // never acknowledges a push). Installed on storage nodes only (SERVER_HOOKS).
+  hooks.on('reference-transaction', async (call) => {
+    const epoch = pushEpoch(call);
+    if (call.args[0] !== 'prepared' || epoch === undefined) return { code: 0 };
+    try {
+      if (writer?.heldEpoch !== epoch) throw unavailable('not_shard_writer', 'lease moved');
+      await fencedWrite(async () => {}, epoch);
+      return { code: 0 };
+    } catch (err) {
+      log.warn({ err, repo_id: hookRepoId(call), epoch }, 'push refused before its refs commit: the shard lease moved');
+      return { code: 1, message: deposedMessage };
+    }
   });
 
   hooks.on('post-receive', pushLimits.postReceive);
@@ -294,14 +356,10 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     // Read per request: for a long data path the socket's place is chosen at listen().
     hookSocket: () => hooks.socketPath,
     residency,
+    ...(writer && { epoch: () => writer.heldEpoch }),
   });
-  const writer =
-    config.role === 'storage'
-      ? new ShardWriter(
-          { shard: config.shard!, advertiseUrl: config.advertiseUrl!, leaseMs: config.shardLeaseSeconds * 1000 },
-          { leases: createShardLeases(core.meta), log: log.child({ component: 'shard-lease' }) },
-        )
-      : undefined;
+  core.routing?.useMetrics(createRoutingMetrics(metrics.registry));
+  let stopListening: (() => Promise<void>) | undefined;
   if (writer) registerNodeRoutes(http, { host: new WriterHost(localHost, writer, config.shard!), secret: config.clusterSecret! });
   if (servesClients) {
     registerGitRoutes(http, {
@@ -315,40 +373,54 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl });
   }
 
+  /**
+   * Claims the disk and heals it: `serve` at start, a storage node once it holds its shard's
+   * lease (same-volume standbys share the directory, so never before). The hook socket first:
+   * `serve`'s refuses to start when another server runs on this data directory; only then is
+   * it safe to clear what killed git processes left behind, before any request can start one.
+   */
+  async function takeOverDisk(): Promise<void> {
+    await hooks.listen({ shared: writer !== undefined });
+    await installHooks(core.dataDir, hooks.socketPath, writer ? HOOK_NAMES : SERVER_HOOKS);
+    const started = Date.now();
+    const recovered = await recovery.atStart();
+    const cutOff = await closeCutOffPushes({ meta: core.meta, repositories: repositoriesOnDisk });
+    recoveryLog.info({ ...recovered, cut_off_pushes: cutOff.length, duration_ms: Date.now() - started }, 'crash recovery at start done');
+    background.start();
+    residency.start();
+    recovery.start();
+    reconciling = markChangedRepositoriesDirty({ meta: core.meta, repositories: repositoriesOnDisk }, reconcileAbort.signal).then(
+      (marked) => marked.length > 0 && recoveryLog.info({ repositories: marked.length, repo_ids: marked.slice(0, 20) }, 'repositories with refs past their latest snapshot marked dirty'),
+      (err: unknown) => recoveryLog.error({ err }, 'refs not compared with the latest snapshots'),
+    ).then(() => {});
+  }
+
   return {
     core,
     http,
     hooks,
     limiter,
     async listen() {
-      // The socket first: its place (for a long data path) is chosen when it starts listening,
-      // and it refuses to start when another server runs on this data directory: only then is
-      // it safe to clear what git processes left behind, before any request can start one.
-      if (holdsRepositories) {
-        await hooks.listen();
-        await installHooks(core.dataDir, hooks.socketPath);
-        const started = Date.now();
-        const recovered = await recovery.atStart();
-        const cutOff = await closeCutOffPushes({ meta: core.meta, repositories: repositoriesOnDisk });
-        recoveryLog.info({ ...recovered, cut_off_pushes: cutOff.length, duration_ms: Date.now() - started }, 'crash recovery at start done');
-        background.start();
-        residency.start();
-        recovery.start();
-        reconciling = markChangedRepositoriesDirty({ meta: core.meta, repositories: repositoriesOnDisk }, reconcileAbort.signal).then(
-          (marked) => marked.length > 0 && recoveryLog.info({ repositories: marked.length, repo_ids: marked.slice(0, 20) }, 'repositories with refs past their latest snapshot marked dirty'),
-          (err: unknown) => recoveryLog.error({ err }, 'refs not compared with the latest snapshots'),
-        ).then(() => {});
-        // Recovered first: only then does this node take the shard and get requests for it.
-        await writer?.start();
+      // A storage node that is a standby listens at once and answers 503 until it takes over.
+      if (writer) await writer.start();
+      else if (holdsRepositories) await takeOverDisk();
+      // A frontend hears at once when a shard changes writer (its routing cache is the fallback).
+      if (config.role === 'frontend' && core.routing && core.meta.listen) {
+        const routing = core.routing;
+        stopListening = await core.meta.listen(SHARD_LEASE_CHANNEL, (shard) => routing.invalidate(shard));
       }
       if (redis) await redisReady(redis, 5000);
       return http.listen({ host: config.host, port: config.port });
+    },
+    onDeposed(handler) {
+      deposedHandlers.push(handler);
     },
     async close() {
       // Order matters: in-flight pushes still need the hook socket and the database.
       await http.close();
       // Released at once, so a standby takes the shard without waiting for the lease to run out.
       await writer?.close();
+      await stopListening?.();
       await packCache?.close();
       // Aborts a running repack (killing its process group) rather than waiting for it.
       await maintenance?.close();

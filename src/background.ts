@@ -23,6 +23,8 @@ export interface BackgroundDeps {
   store: ObjectStore;
   registry: Registry;
   log: Logger;
+  /** A storage node's fence for the metadata its snapshots write (repos/cluster-hosts.ts). */
+  fence?: (trx: Core['meta']['db']) => Promise<void>;
 }
 
 export interface Background {
@@ -59,6 +61,7 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
           repoPath: (id) => repoDir(core.dataDir, id),
           log: log.child({ component: 'snapshots' }),
           metrics: createSnapshotMetrics(registry, () => dirtyRepositories(core.meta.db, { shard: config.role === 'storage' ? config.shard : undefined })),
+          ...(deps.fence && { fence: deps.fence }),
         },
       )
     : undefined;

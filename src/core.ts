@@ -16,7 +16,7 @@ import { createAuditTrail, type AuditTrail } from './access/audit-trail.js';
 import { createQuotas, type Quotas } from './repos/quotas.js';
 import type { HostOf } from './repos/host.js';
 import { LocalRepoHost } from './repos/local-host.js';
-import { shardRoutedHosts } from './repos/cluster-hosts.js';
+import { shardRoutedHosts, type RoutedHosts } from './repos/cluster-hosts.js';
 import { createShardLeases } from './meta/shard-leases.js';
 import { createShardService, type ShardService } from './repos/shards.js';
 
@@ -34,6 +34,8 @@ export interface Core {
   shards: ShardService;
   /** The host of each repository (see CoreOptions). */
   hostOf: HostOf;
+  /** In a cluster: the routing of repositories to their shard's writer (repos/cluster-hosts.ts). */
+  routing: RoutedHosts | undefined;
   close(): Promise<void>;
 }
 
@@ -70,7 +72,12 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
   const meta = await openMetaStore({ dataDir, databaseUrl: config.databaseUrl });
   const disk = new LocalRepoHost(dataDir);
   // In a cluster every repository lives on its shard's storage node, this one's included.
-  const routed = config.role === 'all' ? undefined : shardRoutedHosts(createShardLeases(meta), config.clusterSecret!);
+  // A failover takes up to a lease lifetime, a standby's try and its recovery: requests that
+  // can be sent again wait that long for the new writer.
+  const routed =
+    config.role === 'all'
+      ? undefined
+      : shardRoutedHosts(createShardLeases(meta), config.clusterSecret!, { failoverWaitMs: Math.max(30_000, config.shardLeaseSeconds * 3000) });
   const repos = createRepoService(meta, { defaultBranch: config.defaultBranch, hostOf: opts.hostOf ?? routed ?? (() => disk) });
   return {
     config,
@@ -84,6 +91,7 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
     quotas: createQuotas(meta, { repoQuotaBytes: config.repoQuotaBytes, ownerQuotaBytes: config.ownerQuotaBytes, maxRefs: config.maxRefs }),
     shards: createShardService(meta),
     hostOf: opts.hostOf ?? routed ?? (() => disk),
+    routing: routed,
     async close() {
       await routed?.close();
       await meta.close();

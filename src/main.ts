@@ -33,9 +33,11 @@ export async function serve(config: Config): Promise<void> {
   log.info({ url, data: app.core.dataDir, database: app.core.meta.location }, 'gitstratum listening');
   warnIfExposed(app.core, log);
 
-  stopOnSignals(log, config.shutdownTimeoutSeconds, 'shutting down', {
+  const stop = stopOnSignals(log, config.shutdownTimeoutSeconds, 'shutting down', {
     starting: () => ({ running_git: app.limiter.runningCount, bound_s: config.shutdownTimeoutSeconds }),
     inFlight: () => ({ fields: { running_git: app.limiter.runningCount }, message: 'shutdown bound reached; exiting with requests in flight' }),
     close: () => app.close(),
   });
+  // EX_TEMPFAIL: a supervisor starts the node again, and it comes back as a standby.
+  app.onDeposed(() => stop('deposed from its shard', 75));
 }

@@ -15,6 +15,8 @@ export interface HookContext {
   actorName: string;
   requestId: string;
   socketPath: string;
+  /** On a storage node: the shard lease epoch the push runs under (checked before its refs commit). */
+  epoch?: number | undefined;
 }
 
 const passthroughEnv = ['PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL', 'TZ', 'GIT_EXEC_PATH', 'GIT_CONFIG_NOSYSTEM', 'GIT_CONFIG_GLOBAL'];
@@ -37,6 +39,7 @@ export function hookEnv(ctx: HookContext): Record<string, string> {
     GITSTRATUM_ACTOR_NAME: ctx.actorName,
     GITSTRATUM_REQUEST_ID: ctx.requestId,
     GITSTRATUM_HOOK_SOCKET: ctx.socketPath,
+    ...(ctx.epoch !== undefined && { GITSTRATUM_SHARD_EPOCH: String(ctx.epoch) }),
   };
 }
 

@@ -20,6 +20,15 @@ const socketPath = process.env['GITSTRATUM_HOOK_SOCKET'] || defaultSocket;
  * them; it says what was skipped and lets git finish.
  */
 function unanswered(): never {
+  if (hook === 'reference-transaction') {
+    // Only a push of a storage node (its epoch in the environment) must be refused before its
+    // refs commit; git run by hand, maintenance and restores go on.
+    if (args[0] === 'prepared' && process.env['GITSTRATUM_SHARD_EPOCH']) {
+      process.stderr.write('gitstratum: the storage node that received this push is gone; push not applied, retry it\n');
+      process.exit(1);
+    }
+    process.exit(0);
+  }
   if (hook === 'pre-receive') {
     process.stderr.write('gitstratum: the server cannot be reached to check this push; push refused (is gitstratum running?)\n');
     process.exit(1);

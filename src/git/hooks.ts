@@ -13,8 +13,14 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from '../shared/log.js';
 import { conflict, DomainError, isDomainError, type ErrorKind } from '../shared/errors.js';
 
-export const HOOK_NAMES = ['pre-receive', 'post-receive'] as const;
+export const HOOK_NAMES = ['pre-receive', 'post-receive', 'reference-transaction'] as const;
 export type HookName = (typeof HOOK_NAMES)[number];
+/**
+ * What `serve` installs. A storage node adds reference-transaction, whose `prepared` call lets
+ * it refuse a push whose shard lease moved before the refs commit (fencing, issue 10); it costs
+ * a relay start per ref transaction, so a single server does without it.
+ */
+export const SERVER_HOOKS: readonly HookName[] = ['pre-receive', 'post-receive'];
 
 export interface HookCall {
   hook: HookName;
@@ -104,11 +110,12 @@ export function hooksDir(dataDir: string): string {
 }
 
 /** Writes the hook scripts (again at every start, so they follow the installed program). */
-export async function installHooks(dataDir: string, socket: string): Promise<void> {
+export async function installHooks(dataDir: string, socket: string, names: readonly HookName[] = SERVER_HOOKS): Promise<void> {
   const dir = hooksDir(dataDir);
   await mkdir(dir, { recursive: true });
   const relay = fileURLToPath(new URL('./hook-relay.js', import.meta.url));
-  for (const name of HOOK_NAMES) {
+  for (const name of HOOK_NAMES.filter((n) => !names.includes(n))) await rm(path.join(dir, name), { force: true });
+  for (const name of names) {
     const file = path.join(dir, name);
     const script = `#!/bin/sh\n# Installed by gitstratum: relays to the server. Rewritten at every start.\nexec ${sh(process.execPath)} ${sh(relay)} ${name} ${sh(socket)} "$@"\n`;
     // Write then rename, so a push running during a restart never sees a half-written hook.
@@ -150,12 +157,24 @@ export class HookServer {
     this.controls.set(name, handler);
   }
 
-  async listen(): Promise<void> {
-    // A shard has one writer: if another server answers on this data directory's socket,
-    // refuse to start rather than steal its hooks. A socket nobody answers is stale.
-    ({ socketPath: this.path, ownDir: this.ownDir } = await claimSocketPath(this.dataDir));
-    if (await socketAnswers(this.socketPath)) throw dataDirInUse(this.socketPath);
-    await rm(this.socketPath, { force: true });
+  /**
+   * `shared`: several storage nodes of one shard may see this data directory (same-volume
+   * standbys); the shard lease, not the socket, says which one writes. The socket then lives in
+   * a private directory of this process, so git processes a deposed writer left running can
+   * never reach the new writer's hooks (they find no one and fail closed).
+   */
+  async listen(opts: { shared?: boolean } = {}): Promise<void> {
+    if (opts.shared) {
+      const base = process.env['XDG_RUNTIME_DIR'] && path.isAbsolute(process.env['XDG_RUNTIME_DIR']) ? process.env['XDG_RUNTIME_DIR'] : tmpdir();
+      this.path = path.join(await mkdtemp(path.join(base, 'gitstratum-')), 'hooks.sock');
+      this.ownDir = true;
+    } else {
+      // A shard has one writer: if another server answers on this data directory's socket,
+      // refuse to start rather than steal its hooks. A socket nobody answers is stale.
+      ({ socketPath: this.path, ownDir: this.ownDir } = await claimSocketPath(this.dataDir));
+      if (await socketAnswers(this.socketPath)) throw dataDirInUse(this.socketPath);
+      await rm(this.socketPath, { force: true });
+    }
     // Half-open: the relay ends its side after the request and still reads our answer.
     this.server = createServer({ allowHalfOpen: true }, (socket) => {
       let input = '';

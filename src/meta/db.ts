@@ -26,6 +26,13 @@ export interface MetaStore {
    * API: pages copied in steps, writers not blocked). PostgreSQL has its own tools.
    */
   backupTo?(file: string): Promise<void>;
+  /**
+   * PostgreSQL only: calls `onMessage` with the payload of every `NOTIFY channel` (on a
+   * connection of its own, opened again a second after it fails). Resolves, once listening,
+   * to a function that stops. Notifications sent while the connection was down are lost:
+   * listeners keep a short expiry of what they cache as well.
+   */
+  listen?(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -64,10 +71,12 @@ export async function openMetaStore(opts: OpenOptions): Promise<MetaStore> {
     await reachPostgres(opts.databaseUrl, url);
     const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: 10 });
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    const databaseUrl = opts.databaseUrl;
     store = {
       db,
       dialect: 'postgres',
       location: `postgres://${url.host}${url.pathname}`,
+      listen: (channel, onMessage) => listenPostgres(databaseUrl, channel, onMessage),
       close: () => db.destroy(),
     };
   } else {
@@ -102,6 +111,31 @@ export async function openMetaStore(opts: OpenOptions): Promise<MetaStore> {
     throw err;
   }
   return store;
+}
+
+async function listenPostgres(databaseUrl: string, channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>> {
+  if (!/^[a-z_][a-z0-9_]*$/.test(channel)) throw new Error(`not a channel name: ${channel}`);
+  let client: pg.Client | undefined;
+  let closed = false;
+  let retry: NodeJS.Timeout | undefined;
+  const connect = async (): Promise<void> => {
+    const c = new pg.Client({ connectionString: databaseUrl });
+    c.on('notification', (m) => m.channel === channel && onMessage(m.payload ?? ''));
+    c.on('error', () => {
+      c.end().catch(() => {});
+      if (client === c) client = undefined;
+      if (!closed) retry = setTimeout(() => void connect().catch(() => {}), 1000).unref();
+    });
+    await c.connect();
+    await c.query(`listen ${channel}`);
+    client = c;
+  };
+  await connect();
+  return async () => {
+    closed = true;
+    clearTimeout(retry);
+    await client?.end().catch(() => {});
+  };
 }
 
 /**

@@ -46,6 +46,9 @@ function checkTtl(ttlMs: number): number {
   return Math.round(ttlMs);
 }
 
+/** Where a shard's change of writer is announced (PostgreSQL NOTIFY, payload: the shard's name). */
+export const SHARD_LEASE_CHANNEL = 'gitstratum_shard_leases';
+
 export function createShardLeases(meta: { db: Db; dialect: Dialect }) {
   const { db, dialect } = meta;
   const now = () => nowMs(dialect);
@@ -71,6 +74,15 @@ export function createShardLeases(meta: { db: Db; dialect: Dialect }) {
 
   return {
     list,
+
+    /**
+     * Tells every frontend listening that the shard's writer changed (a node took over, or
+     * gave the shard up), so they ask the database again at once. PostgreSQL only; elsewhere
+     * nothing (a single process has no frontends).
+     */
+    async announce(shard: string): Promise<void> {
+      if (dialect === 'postgres') await sql`select pg_notify(${SHARD_LEASE_CHANNEL}, ${shard})`.execute(db);
+    },
 
     /**
      * Takes the shard's lease for `ttlMs` when it is free, released or expired, or extends it

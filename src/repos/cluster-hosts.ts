@@ -13,10 +13,13 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { ShardLeases } from '../meta/shard-leases.js';
 import type { Logger } from '../shared/log.js';
-import { unavailable } from '../shared/errors.js';
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { invalid, isDomainError, unavailable } from '../shared/errors.js';
 import type { GitResponse } from '../git/smart-http.js';
 import type { GitCall, HostedRepo, HostOf, NewRepo, RepoHost, RpcCall } from './host.js';
 import { RemoteRepoHost } from './remote-host.js';
+import { Counter, type Registry } from 'prom-client';
 
 export interface ShardWriterOptions {
   shard: string;
@@ -24,60 +27,158 @@ export interface ShardWriterOptions {
   leaseMs: number;
 }
 
+export interface ShardWriterEvents {
+  /**
+   * Runs once this node holds the lease, before it serves anything: crash recovery of the
+   * shard's disk and the start of its background work. Renewals go on meanwhile. A failure
+   * gives the lease up (another node may do better) and deposes this one.
+   */
+  takeover(epoch: number): Promise<void>;
+  /**
+   * This node held the lease and no longer does (taken over, or not renewed in time). It has
+   * already stopped serving; the caller stops the process (a supervisor starts it again as a
+   * standby), since background work begun under the old epoch must not go on.
+   */
+  deposed(why: string): void;
+}
+
+export interface ShardWriterMetrics {
+  renewals: { inc(labels: { result: 'ok' | 'lost' | 'error' }): void };
+  takeovers: { inc(): void };
+}
+
+/**
+ * A storage node's claim on its shard. A standby tries to take the lease every fifth of its
+ * lifetime; the writer renews it as often. It serves only while the lease is surely its own:
+ * until `sentAt + 0.8 × lifetime` of the last renewal the database accepted, measured on this
+ * node's monotonic clock from *before* the request was sent (the database extends the lease
+ * from its own later "now", so this ends earlier than the lease; the margin covers a clock that
+ * runs slow). A renewal refused means deposed at once; renewals that fail (database unreachable)
+ * let the lease run out by that bound, then deposed.
+ */
 export class ShardWriter {
   readonly holder = `${hostname()}/${process.pid}/${randomBytes(4).toString('hex')}`;
   private epoch: number | undefined;
+  private serving = false;
+  private validUntil = 0;
+  private done = false;
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
+  private taking: Promise<void> | undefined;
 
   constructor(
     private readonly opts: ShardWriterOptions,
-    private readonly deps: { leases: ShardLeases; log: Logger },
+    private readonly deps: { leases: ShardLeases; log: Logger; events: ShardWriterEvents; metrics?: ShardWriterMetrics },
   ) {}
 
-  /** The epoch this node writes under, while it holds the lease. */
-  get heldEpoch(): number | undefined {
+  /** The epoch of the lease this node holds (while it recovers, too); undefined once deposed. */
+  get leaseEpoch(): number | undefined {
     return this.epoch;
   }
 
-  /** Tries once at once (so a sole node serves from its first request), then keeps at it. */
+  /** The epoch this node writes under, while it holds the lease and serves. */
+  get heldEpoch(): number | undefined {
+    if (!this.serving || performance.now() >= this.validUntil) return undefined;
+    return this.epoch;
+  }
+
+  /**
+   * Tries once at once and, when that takes the lease, completes the takeover before resolving
+   * (a sole node serves from its first request); then keeps at it.
+   */
   async start(): Promise<void> {
     await this.tick();
+    await this.taking;
     this.timer = setInterval(() => {
       this.ticking ??= this.tick().finally(() => (this.ticking = undefined));
-    }, Math.max(200, Math.floor(this.opts.leaseMs / 5)));
+    }, Math.max(100, Math.floor(this.opts.leaseMs / 5)));
     this.timer.unref();
   }
 
   private async tick(): Promise<void> {
-    const { leases, log } = this.deps;
+    if (this.done) return;
+    const { leases, log, metrics } = this.deps;
     const { shard, advertiseUrl, leaseMs } = this.opts;
-    try {
-      if (this.epoch !== undefined) {
-        if (await leases.renew(shard, this.holder, this.epoch, leaseMs)) return;
-        log.error({ shard, epoch: this.epoch }, 'shard lease lost: this node no longer serves the shard');
-        this.epoch = undefined;
+    const sentAt = performance.now();
+    if (this.epoch !== undefined) {
+      let renewed: boolean;
+      try {
+        renewed = await leases.renew(shard, this.holder, this.epoch, leaseMs);
+      } catch (err) {
+        metrics?.renewals.inc({ result: 'error' });
+        if (performance.now() < this.validUntil) {
+          log.warn({ err, shard, epoch: this.epoch }, 'shard lease not renewed; retrying');
+          return;
+        }
+        return this.depose(`its lease could not be renewed in time (${(err as Error).message})`);
       }
-      const got = await leases.acquire(shard, this.holder, advertiseUrl, leaseMs);
-      if (got) {
-        this.epoch = got.epoch;
-        log.info({ shard, epoch: got.epoch, holder: this.holder }, 'shard lease taken: this node is the shard writer');
+      if (!renewed) {
+        metrics?.renewals.inc({ result: 'lost' });
+        return this.depose('another node holds its lease now');
       }
-    } catch (err) {
-      // The database is unreachable: the lease runs out by its clock, and so must our claim.
-      log.error({ err, shard }, 'shard lease not renewed');
-      this.epoch = undefined;
+      metrics?.renewals.inc({ result: 'ok' });
+      this.validUntil = sentAt + leaseMs * 0.8;
+      return;
     }
+    let got: { epoch: number } | undefined;
+    try {
+      got = await leases.acquire(shard, this.holder, advertiseUrl, leaseMs);
+    } catch (err) {
+      log.warn({ err, shard }, 'shard lease not taken: database unreachable');
+      return;
+    }
+    if (!got || this.done) return;
+    this.epoch = got.epoch;
+    this.validUntil = sentAt + leaseMs * 0.8;
+    metrics?.takeovers.inc();
+    log.info({ shard, epoch: got.epoch, holder: this.holder }, 'shard lease taken: recovering the shard before serving it');
+    const started = Date.now();
+    this.taking = this.deps.events.takeover(got.epoch).then(
+      () => {
+        if (this.done || this.epoch !== got.epoch) return;
+        this.serving = true;
+        log.info({ shard, epoch: got.epoch, recovery_ms: Date.now() - started }, 'serving the shard: this node is its writer');
+        leases.announce(shard).catch((err: unknown) => log.warn({ err, shard }, 'new writer not announced; frontends find it when their routing cache expires'));
+      },
+      async (err: unknown) => {
+        log.error({ err, shard, epoch: got.epoch }, 'takeover failed; giving the shard up');
+        await leases.release(shard, this.holder, got.epoch).catch(() => false);
+        this.depose(`its takeover failed (${(err as Error).message})`);
+      },
+    );
+  }
+
+  private depose(why: string): void {
+    if (this.done) return;
+    const epoch = this.epoch;
+    this.done = true;
+    this.serving = false;
+    this.epoch = undefined;
+    clearInterval(this.timer);
+    this.deps.log.error({ shard: this.opts.shard, epoch }, `no longer the shard's writer: ${why}; stopping`);
+    this.deps.events.deposed(why);
   }
 
   async close(): Promise<void> {
+    this.done = true;
     clearInterval(this.timer);
     await this.ticking;
-    if (this.epoch !== undefined) {
-      await this.deps.leases.release(this.opts.shard, this.holder, this.epoch).catch(() => false);
-      this.epoch = undefined;
+    await this.taking;
+    const epoch = this.epoch;
+    this.serving = false;
+    this.epoch = undefined;
+    if (epoch !== undefined && (await this.deps.leases.release(this.opts.shard, this.holder, epoch).catch(() => false))) {
+      await this.deps.leases.announce(this.opts.shard).catch(() => {});
     }
   }
+}
+
+/** Counters of a storage node's lease: renewals by result, and takeovers. */
+export function createShardWriterMetrics(registry: Registry): ShardWriterMetrics {
+  return {
+    renewals: new Counter({ name: 'gitstratum_shard_lease_renewals_total', help: 'Shard lease renewals by this storage node, by result (ok, lost: another node holds it, error: database unreachable).', labelNames: ['result'] as const, registers: [registry] }),
+    takeovers: new Counter({ name: 'gitstratum_shard_takeovers_total', help: 'Times this storage node took its shard lease and became the writer.', registers: [registry] }),
+  };
 }
 
 /** A storage node's host: its local host, only while it is the shard's writer. */
@@ -117,14 +218,60 @@ export class WriterHost implements RepoHost {
   }
 }
 
-/** A frontend's hosts: each shard's current writer, found through its lease. */
-export function shardRoutedHosts(leases: ShardLeases, secret: string, cacheMs = 2000): HostOf & { close(): Promise<void> } {
+export interface RoutingOptions {
+  /** How long a shard's writer is remembered without asking the database (default 2 s). */
+  cacheMs?: number;
+  /**
+   * How long an idempotent request (a ref advertisement, a fetch) waits for a shard's new
+   * writer during a failover before the client gets 503 (default 30 s).
+   */
+  failoverWaitMs?: number;
+  /** Fetch bodies up to this size are kept so the request can be sent again (default 1 MiB). */
+  replayableBytes?: number;
+}
+
+export interface RoutingMetrics {
+  lookups: { inc(labels: { result: 'cached' | 'database' }): void };
+  retries: { inc(labels: { result: 'ok' | 'failed' }): void };
+}
+
+export function createRoutingMetrics(registry: Registry): RoutingMetrics {
+  return {
+    lookups: new Counter({ name: 'gitstratum_routing_lookups_total', help: "Frontend lookups of a shard's writer: answered from the routing cache or by the database.", labelNames: ['result'] as const, registers: [registry] }),
+    retries: new Counter({ name: 'gitstratum_routing_retries_total', help: "Idempotent requests sent again to a shard's new writer after its old one failed, by result.", labelNames: ['result'] as const, registers: [registry] }),
+  };
+}
+
+/** Failures that a shard's new writer may not have: its old one is gone, deposed or not serving yet. */
+const FAILOVER_CODES = new Set(['storage_node_unreachable', 'not_shard_writer', 'shard_unavailable', 'storage_node_failed']);
+const isFailover = (err: unknown) => isDomainError(err) && FAILOVER_CODES.has(err.code);
+
+export type RoutedHosts = HostOf & {
+  /** Forgets a shard's writer (its lease changed hands): the next request asks the database. */
+  invalidate(shard: string): void;
+  /** Counts lookups and retries from now on (the serving process's registry). */
+  useMetrics(metrics: RoutingMetrics): void;
+  close(): Promise<void>;
+};
+
+/**
+ * A frontend's hosts: each shard's current writer, found through its lease. While a shard
+ * fails over, a ref advertisement or a fetch is sent again once a new writer serves (a fetch
+ * body is kept for that when it is small); a push is not (its body is gone) and fails with 503
+ * and Retry-After, before any byte of an answer was sent.
+ */
+export function shardRoutedHosts(leases: ShardLeases, secret: string, opts: RoutingOptions = {}): RoutedHosts {
+  const cacheMs = opts.cacheMs ?? 2000;
+  const waitMs = opts.failoverWaitMs ?? 30_000;
+  const replayable = opts.replayableBytes ?? 1024 * 1024;
   const remotes = new Map<string, RemoteRepoHost>();
   const writers = new Map<string, { url: string; until: number }>();
   const hosts = new Map<string, RepoHost>();
+  let metrics: RoutingMetrics | undefined;
 
   async function writerOf(shard: string): Promise<RemoteRepoHost> {
     let known = writers.get(shard);
+    metrics?.lookups.inc({ result: known && known.until >= Date.now() ? 'cached' : 'database' });
     if (!known || known.until < Date.now()) {
       const lease = await leases.current(shard);
       if (!lease || lease.expiresInMs <= 0 || !lease.url) {
@@ -142,6 +289,27 @@ export function shardRoutedHosts(leases: ShardLeases, secret: string, cacheMs = 
     return remote;
   }
 
+  /** Runs `send` on the shard's writer; on a failover failure, again on the next writer until `waitMs`. */
+  async function withFailover<T>(shard: string, signal: AbortSignal, send: (host: RemoteRepoHost) => Promise<T>): Promise<T> {
+    const deadline = Date.now() + waitMs;
+    let retried = false;
+    for (;;) {
+      try {
+        const result = await send(await writerOf(shard));
+        if (retried) metrics?.retries.inc({ result: 'ok' });
+        return result;
+      } catch (err) {
+        if (!isFailover(err) || signal.aborted || Date.now() >= deadline) {
+          if (retried) metrics?.retries.inc({ result: 'failed' });
+          throw err;
+        }
+        writers.delete(shard);
+        retried = true;
+        await sleep(Math.min(250, Math.max(0, deadline - Date.now())), undefined, { signal }).catch(() => {});
+      }
+    }
+  }
+
   const hostOf = ((repo: { id: string; shard: string }) => {
     const shard = repo.shard;
     let host = hosts.get(shard);
@@ -150,15 +318,47 @@ export function shardRoutedHosts(leases: ShardLeases, secret: string, cacheMs = 
         location: (id) => `${id} on shard ${shard}`,
         create: async (r) => (await writerOf(shard)).create(r),
         remove: async (id) => (await writerOf(shard)).remove(id),
-        advertiseRefs: async (r, call, signal) => (await writerOf(shard)).advertiseRefs(r, call, signal),
-        statelessRpc: async (r, call, signal) => (await writerOf(shard)).statelessRpc(r, call, signal),
+        advertiseRefs: (r, call, signal) => withFailover(shard, signal, (h) => h.advertiseRefs(r, call, signal)),
+        statelessRpc: async (r, call, signal) => {
+          if (call.service !== 'upload-pack') return (await writerOf(shard)).statelessRpc(r, call, signal);
+          const body = await keepIfSmall(call.input, replayable);
+          if (!body.whole) return (await writerOf(shard)).statelessRpc(r, { ...call, input: body.stream }, signal);
+          return withFailover(shard, signal, (h) => h.statelessRpc(r, { ...call, input: Readable.from([body.bytes]) }, signal));
+        },
       };
       hosts.set(shard, host);
     }
     return host;
-  }) as HostOf & { close(): Promise<void> };
+  }) as RoutedHosts;
+  hostOf.invalidate = (shard) => void writers.delete(shard);
+  hostOf.useMetrics = (m) => void (metrics = m);
   hostOf.close = async () => {
     await Promise.all([...remotes.values()].map((r) => r.close()));
   };
   return hostOf;
+}
+
+/**
+ * Reads `input` whole when it ends within `limit` bytes; otherwise gives back a stream of what
+ * was read followed by the rest, unchanged.
+ */
+async function keepIfSmall(input: Readable, limit: number): Promise<{ whole: true; bytes: Buffer } | { whole: false; stream: Readable }> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const iterator = input[Symbol.asyncIterator]();
+  for (;;) {
+    const next = (await iterator.next().catch(() => {
+      throw invalid('client_gone', 'client closed the request before it was complete');
+    })) as IteratorResult<Buffer>;
+    if (next.done) return { whole: true, bytes: Buffer.concat(chunks, size) };
+    chunks.push(next.value);
+    size += next.value.length;
+    if (size > limit) {
+      async function* rest() {
+        yield* chunks;
+        for (let n = await iterator.next(); !n.done; n = await iterator.next()) yield n.value as Buffer;
+      }
+      return { whole: false, stream: Readable.from(rest(), { objectMode: false }) };
+    }
+  }
 }

@@ -45,6 +45,8 @@ export interface LocalServing {
   hookSocket: () => string;
   /** Keeps the repository on disk while git runs in it, restoring it first if it was evicted. */
   residency: { acquire(repo: HostedRepo): Promise<() => void> };
+  /** On a storage node: the shard lease epoch a push runs under (its hooks check it). */
+  epoch?: () => number | undefined;
 }
 
 export class LocalRepoHost implements RepoHost {
@@ -114,7 +116,7 @@ export class LocalRepoHost implements RepoHost {
           protocol: call.protocol,
           input: call.input,
           decoder: call.encoding === 'gzip' ? createGunzip() : undefined,
-          hook: { repoId: repo.id, ...call.pusher, socketPath: serving.hookSocket() },
+          hook: { repoId: repo.id, ...call.pusher, socketPath: serving.hookSocket(), epoch: serving.epoch?.() },
           limits: serving.limits,
         },
         signal,

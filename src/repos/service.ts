@@ -6,7 +6,7 @@
  * deletion removes the row first, then the directory.
  */
 import { ulid } from 'ulid';
-import { isUniqueViolation, now, type MetaStore } from '../meta/db.js';
+import { isUniqueViolation, now, type Db, type MetaStore } from '../meta/db.js';
 import * as repos from '../meta/repositories.js';
 import * as spaces from '../meta/spaces.js';
 import * as owners from '../meta/owners.js';
@@ -356,9 +356,11 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       who: { actorId: string | null; actorName: string },
       updates: { ref: string; oldOid: string; newOid: string }[],
       requestId: string | null,
+      /** The transaction to write in (a storage node's fenced one); default the store itself. */
+      into: Db = db,
     ): Promise<void> {
-      const repo = await repos.findRepositoryById(db, repoId);
-      await appendAudit(db, {
+      const repo = await repos.findRepositoryById(into, repoId);
+      await appendAudit(into, {
         at: now(),
         actorId: who.actorId,
         actorName: who.actorName,

@@ -13,9 +13,13 @@ export interface Shutdown {
   close(): Promise<void>;
 }
 
-export function stopOnSignals(log: Logger, boundSeconds: number, message: string, shutdown: Shutdown): void {
+/**
+ * Returns `stop(reason, exitCode)`, for a process that must stop for a reason of its own (a
+ * storage node deposed from its shard): the same close, then that exit code once closed.
+ */
+export function stopOnSignals(log: Logger, boundSeconds: number, message: string, shutdown: Shutdown): (reason: string, exitCode: number) => void {
   let stopping = false;
-  const stop = async (signal: string) => {
+  const stop = async (signal: string, exitCode = 0) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal, ...shutdown.starting() }, message);
@@ -28,7 +32,7 @@ export function stopOnSignals(log: Logger, boundSeconds: number, message: string
     try {
       await shutdown.close();
       log.info('stopped');
-      process.exit(0);
+      process.exit(exitCode);
     } catch (err) {
       log.error({ err }, 'shutdown failed');
       process.exit(1);
@@ -36,4 +40,5 @@ export function stopOnSignals(log: Logger, boundSeconds: number, message: string
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+  return (reason, exitCode) => void stop(reason, exitCode);
 }

@@ -39,6 +39,8 @@ export interface CompactDeps {
   store: ObjectStore;
   /** <data>/tmp: where the chain is restored, on the data directory's filesystem. */
   scratchRoot: string;
+  /** On a storage node: first in each transaction, refuses once another node took the shard (see CreateSnapshotDeps). */
+  fence?: (trx: MetaStore['db']) => Promise<void>;
 }
 
 export interface CompactOptions {
@@ -104,6 +106,7 @@ export async function compactRepository(deps: CompactDeps, opts: CompactOptions)
     full = await writeFull(deps, opts, chosen);
     try {
       repointed = await db.transaction().execute(async (trx) => {
+        await deps.fence?.(trx);
         if ((await snapshots.lockSnapshots(trx, [chosen.id])) === 0) {
           throw conflict('snapshot_compacted', `snapshot ${chosen.id} was compacted or retired meanwhile`, { snapshot: chosen.id });
         }
@@ -170,6 +173,7 @@ async function retire(
   full: snapshots.SnapshotRow,
 ): Promise<{ deleted: snapshots.SnapshotRow[]; kept: snapshots.SnapshotRow[] }> {
   const decided = await deps.meta.db.transaction().execute(async (trx) => {
+    await deps.fence?.(trx);
     // Row locks first (PostgreSQL), so no other transaction re-points these rows meanwhile.
     await snapshots.lockSnapshots(trx, [full.id]);
     const own = await snapshots.listSnapshots(trx, repositoryId);

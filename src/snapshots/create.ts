@@ -29,6 +29,11 @@ import { encodePreamble, encodeRefs, readSnapshot, refsDigest, snapshotKey, snap
 export interface CreateSnapshotDeps {
   meta: MetaStore;
   store: ObjectStore;
+  /**
+   * On a storage node: called first in the transaction that records the snapshot, it throws
+   * once another node took the shard (repos/cluster-hosts.ts), so a deposed writer records none.
+   */
+  fence?: (trx: MetaStore['db']) => Promise<void>;
 }
 
 export interface CreateSnapshotOptions {
@@ -87,6 +92,7 @@ export async function createSnapshot(deps: CreateSnapshotDeps, opts: CreateSnaps
     const row = await writeSnapshot(deps, { ...opts, parent, beginEventId, createdAt: now() });
     crashPoint('snapshot-after-upload');
     await db.transaction().execute(async (trx) => {
+      await deps.fence?.(trx);
       await recordSnapshot(trx, row);
       await snapshots.appendEvent(trx, opts.repositoryId, 'snapshot-end', now(), { snapshot: row.id, ok: true });
     });

@@ -70,6 +70,8 @@ export interface SnapshotWorkerDeps {
   repoPath: (repositoryId: string) => string;
   log: Logger;
   metrics?: SnapshotMetrics;
+  /** A storage node's fence for the rows it writes (CreateSnapshotDeps). */
+  fence?: (trx: MetaStore['db']) => Promise<void>;
 }
 
 /**
@@ -255,7 +257,7 @@ export class SnapshotWorker {
     let row: SnapshotRow | undefined;
     try {
       row = await createSnapshot(
-        { meta: this.deps.meta, store: this.deps.store },
+        { meta: this.deps.meta, store: this.deps.store, ...(this.deps.fence && { fence: this.deps.fence }) },
         { repositoryId, repoPath: this.deps.repoPath(repositoryId), signal: job.signal },
       );
       this.failures.delete(repositoryId);
@@ -297,7 +299,7 @@ export class SnapshotWorker {
     try {
       if (!compactionDue(await snapshotChain(this.deps.meta.db, latest), limits)) return;
       const result = await compactRepository(
-        { meta: this.deps.meta, store: this.deps.store, scratchRoot: limits.scratchRoot },
+        { meta: this.deps.meta, store: this.deps.store, scratchRoot: limits.scratchRoot, ...(this.deps.fence && { fence: this.deps.fence }) },
         { repositoryId, at: latest.id, signal },
       );
       this.deps.metrics?.compactions.inc({ result: 'ok' });
