@@ -44,7 +44,7 @@ import { registerNodeRoutes } from './http/node-routes.js';
 import { createRoutingMetrics, createShardWriterMetrics, ShardWriter, WriterHost } from './repos/cluster-hosts.js';
 import { isDomainError, unavailable } from './shared/errors.js';
 import { createShardLeases, SHARD_LEASE_CHANNEL } from './meta/shard-leases.js';
-import { crashPoint } from './shared/crash.js';
+import { crashPoint, pausePoint } from './shared/crash.js';
 
 /** The configured ObjectStore adapter: the filesystem under <data>/objects, or S3. */
 export async function createObjectStore(config: Config, dataDir: string): Promise<ObjectStore & { destroy?(): void }> {
@@ -280,6 +280,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
   hooks.on('reference-transaction', async (call) => {
     const epoch = pushEpoch(call);
     if (call.args[0] !== 'prepared' || epoch === undefined) return { code: 0 };
+    pausePoint('receive-before-ref-commit');
     try {
       if (writer?.heldEpoch !== epoch) throw unavailable('not_shard_writer', 'lease moved');
       await fencedWrite(async () => {}, epoch);

@@ -44,3 +44,23 @@ export function crashPoint(point: CrashPoint, alsoKill?: () => void): void {
   alsoKill?.();
   process.kill(process.pid, 'SIGKILL');
 }
+
+/**
+ * Named pause points, the same way: with GITSTRATUM_TEST_PAUSE_AT=<name>, the process stops
+ * itself with SIGSTOP the first time it reaches that point, as a machine that freezes (a long GC,
+ * a VM paused by its host) stops a server mid-step. A test then lets its lease run out and
+ * sends SIGCONT. Once only, so the process works normally after it resumes.
+ */
+export const PAUSE_POINTS = [
+  /** A storage node's reference-transaction `prepared`: the push's objects are in, its refs not committed. */
+  'receive-before-ref-commit',
+] as const;
+export type PausePoint = (typeof PAUSE_POINTS)[number];
+
+let pauseArmed = process.env['GITSTRATUM_TEST_PAUSE_AT'];
+
+export function pausePoint(point: PausePoint): void {
+  if (pauseArmed !== point) return;
+  pauseArmed = undefined;
+  process.kill(process.pid, 'SIGSTOP');
+}

@@ -7,27 +7,12 @@
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { BIN, Git, Server, databaseBackends, freshDatabaseUrl, run, tempDir } from './harness.js';
 import { startS3, type TestS3 } from '../support/s3.js';
+import { asEnv, CLUSTER_SECRET, startStorageNode } from '../support/cluster.js';
 
-const SECRET = 'cluster-test-secret-0123456789abcdef0123';
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const port = (probe.address() as { port: number }).port;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
-}
-
-/** `--flag value` pairs as GITSTRATUM_* variables, so every command of the CLI takes them. */
-function asEnv(flags: string[]): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (let i = 0; i < flags.length; i += 2) env[`GITSTRATUM_${flags[i]!.replace(/^--/, '').replace(/-/g, '_').toUpperCase()}`] = flags[i + 1]!;
-  return env;
-}
+const SECRET = CLUSTER_SECRET;
 
 describe('a cluster: one storage node, one frontend', { skip: !databaseBackends().includes('postgres') && 'PostgreSQL not configured' }, () => {
   let s3: TestS3;
@@ -47,11 +32,7 @@ describe('a cluster: one storage node, one frontend', { skip: !databaseBackends(
   before(async () => {
     s3 = await startS3();
     shared = asEnv(['--database-url', await freshDatabaseUrl(), '--cluster-secret', SECRET, ...s3.storeArgs()]);
-    const port = await freePort();
-    storage = await Server.start({
-      args: ['--port', String(port), '--maintenance-enabled', 'false'],
-      env: { ...shared, GITSTRATUM_ROLE: 'storage', GITSTRATUM_SHARD: 'local', GITSTRATUM_ADVERTISE_URL: `http://127.0.0.1:${port}` },
-    });
+    storage = await startStorageNode({ shared, shard: 'local', args: ['--maintenance-enabled', 'false'] });
     frontend = await Server.start({ env: { ...shared, GITSTRATUM_ROLE: 'frontend' } });
     git = await Git.create();
     await cli(['user', 'create', 'alice']);

@@ -1,0 +1,172 @@
+/**
+ * A shard's writer fails and its same-volume standby takes over (issue 10), with the fewest
+ * processes that prove it: one frontend and two storage nodes of shard `local` on one data
+ * directory (the volume a cloud would move from the dead writer to the standby), on PostgreSQL
+ * and s3rver.
+ *
+ * 1. Fencing: the writer freezes (SIGSTOP, at a pause point just before a push's refs commit)
+ *    past its lease; the standby takes over and accepts pushes through the frontend; the old
+ *    writer resumes (SIGCONT): the push it held is refused, its ref never appears, and it stops
+ *    itself (exit 75, for its supervisor to start it again as a standby).
+ * 2. kill -9 of the writer while 8 clients push in a loop through the frontend: a new standby
+ *    takes over, every push git reported as successful is there (a ledger, ref by ref), every
+ *    repository is fsck-clean, and clones through the frontend work.
+ *
+ * Every process is stopped by its PID (the harness's ChildProcess handles); waits are for
+ * conditions, with generous bounds.
+ */
+import { test, before, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BIN, Git, Server, databaseBackends, freshDatabaseUrl, run, tempDir } from './harness.js';
+import { startS3, type TestS3 } from '../support/s3.js';
+import { asEnv, CLUSTER_SECRET, serving, startStorageNode, stopped } from '../support/cluster.js';
+
+const LEASE = ['--shard-lease-seconds', '3', '--maintenance-enabled', 'false'];
+
+describe('same-volume failover of a shard writer', { skip: !databaseBackends().includes('postgres') && 'PostgreSQL not configured' }, () => {
+  let s3: TestS3;
+  let shared: NodeJS.ProcessEnv;
+  let frontend: Server;
+  let volume: string;
+  const nodes: Server[] = [];
+  let git: Git;
+  let token: string;
+  let scratch: string;
+  const repoDirs = new Map<string, string>();
+
+  const cli = async (args: string[]) => {
+    const r = await run(process.execPath, [BIN, ...args, '--data', frontend.dataDir], { env: { ...process.env, ...shared, GITSTRATUM_ROLE: 'frontend' } });
+    if (r.code !== 0) throw new Error(`gitstratum ${args.join(' ')} exited ${r.code}:\n${r.stderr}`);
+    return r.stdout;
+  };
+  const node = async (extraEnv: NodeJS.ProcessEnv = {}) => {
+    const n = await startStorageNode({ shared, shard: 'local', dataDir: volume, args: LEASE, env: extraEnv });
+    nodes.push(n);
+    return n;
+  };
+  const refOnDisk = async (repo: string, ref: string) => {
+    const r = await git.run(['--git-dir', repoDirs.get(repo)!, 'rev-parse', '--verify', '-q', ref]);
+    return r.code === 0 ? r.stdout.trim() : undefined;
+  };
+
+  before(async () => {
+    s3 = await startS3();
+    shared = asEnv(['--database-url', await freshDatabaseUrl(), '--cluster-secret', CLUSTER_SECRET, '--shard-lease-seconds', '3', ...s3.storeArgs()]);
+    volume = await tempDir('gitstratum-volume-');
+    // The writer pauses itself before the first push's refs commit (test 1).
+    const writer = await node({ GITSTRATUM_TEST_PAUSE_AT: 'receive-before-ref-commit' });
+    await serving(writer);
+    await node(); // its standby
+    frontend = await Server.start({ env: { ...shared, GITSTRATUM_ROLE: 'frontend' } });
+    git = await Git.create();
+    await cli(['user', 'create', 'alice']);
+    await cli(['space', 'create', 'alice/main']);
+    token = (await cli(['token', 'create', 'alice', '--scope', 'write'])).trim().split('\n').pop()!;
+    for (const name of ['r0', 'r1']) {
+      const created = JSON.parse(await cli(['repo', 'create', `alice/main/${name}`, '--json'])) as { id: string };
+      repoDirs.set(name, path.join(volume, 'repos', created.id.slice(0, 2), `${created.id}.git`));
+    }
+    scratch = await tempDir('gitstratum-failover-work-');
+  });
+
+  after(async () => {
+    for (const n of nodes) if (n.process.signalCode === null && n.process.exitCode === null) n.process.kill('SIGCONT');
+    await frontend?.cleanup();
+    for (const n of nodes) await n.stop();
+    await s3?.stop();
+  });
+
+  test('a writer frozen past its lease is fenced: the standby takes pushes, and the frozen push never lands', async () => {
+    const [writer, standby] = nodes as [Server, Server];
+    const work = await git.workTree(path.join(scratch, 'fence'), { commits: 1 });
+    const url = frontend.repoUrl('alice/main/r0.git', token);
+    // This push reaches the writer's reference-transaction `prepared`, where it freezes.
+    const frozen = git.run(['push', '-q', url, 'HEAD:refs/heads/frozen'], { cwd: work, timeoutMs: 180_000 });
+    await stopped(writer.process.pid!);
+
+    // The standby takes over once the lease has run out, and the frontend routes to it.
+    await serving(standby);
+    let pushed = false;
+    for (const deadline = Date.now() + 60_000; !pushed && Date.now() < deadline; ) {
+      const r = await git.run(['push', '-q', url, 'HEAD:refs/heads/after-takeover'], { cwd: work, timeoutMs: 60_000 });
+      pushed = r.code === 0;
+      if (!pushed) await sleep(250);
+    }
+    assert.ok(pushed, 'a push through the frontend reaches the new writer');
+    assert.equal(await refOnDisk('r0', 'refs/heads/after-takeover'), await git.revParse(work, 'HEAD'));
+
+    // The old writer wakes up: the push it held is refused before its refs commit.
+    const exited = new Promise<number | null>((resolve) => writer.process.once('exit', (code) => resolve(code)));
+    writer.process.kill('SIGCONT');
+    const r = await frozen;
+    assert.notEqual(r.code, 0, 'git does not report the frozen push as successful');
+    assert.equal(await refOnDisk('r0', 'refs/heads/frozen'), undefined, 'its ref never appears');
+    assert.equal(await exited, 75, 'the deposed writer stops itself, for its supervisor to start it as a standby');
+    assert.ok(
+      writer.logs.some((l) => l.includes('push refused before its refs commit') || l.includes('no longer the shard')),
+      'the old writer says why it refused',
+    );
+    // The new writer goes on serving.
+    const clone = path.join(scratch, 'after-fence');
+    await git.ok(['clone', '-q', url, clone]);
+    assert.equal(await git.revParse(clone, 'refs/remotes/origin/after-takeover'), await git.revParse(work, 'HEAD'));
+  });
+
+  test('kill -9 of the writer while 8 clients push: a standby takes over and every acknowledged push is there', async () => {
+    const writer = nodes[1]!;
+    const standby = await node();
+    const ledger = new Map<number, { repo: string; ref: string; acked?: string }>();
+    let acknowledged = 0;
+    let afterKill = 0;
+    let killed = false;
+    let running = true;
+    const pushers = Array.from({ length: 8 }, async (_, p) => {
+      const work = path.join(scratch, `p${p}`);
+      await mkdir(work, { recursive: true });
+      await git.ok(['init', '-q', '-b', 'main', work]);
+      const entry: { repo: string; ref: string; acked?: string } = { repo: `r${p % 2}`, ref: `refs/heads/p${p}`, acked: undefined };
+      ledger.set(p, entry);
+      const url = frontend.repoUrl(`alice/main/${entry.repo}.git`, token);
+      for (let n = 1; running; n++) {
+        await git.commits(work, 1, { files: 1, seed: p * 100_000 + n, prefix: `p${p}` });
+        const sha = await git.revParse(work, 'HEAD');
+        const r = await git.run(['push', '-q', '--force', url, `HEAD:${entry.ref}`], { cwd: work, timeoutMs: 120_000 });
+        if (r.code === 0) {
+          entry.acked = sha;
+          acknowledged++;
+          if (killed) afterKill++;
+        } else {
+          await sleep(100);
+        }
+      }
+    });
+    try {
+      for (const deadline = Date.now() + 120_000; acknowledged < 16 && Date.now() < deadline; ) await sleep(100);
+      assert.ok(acknowledged >= 16, `pushes are acknowledged before the kill (${acknowledged})`);
+      writer.process.kill('SIGKILL');
+      killed = true;
+      await serving(standby);
+      for (const deadline = Date.now() + 120_000; afterKill < 16 && Date.now() < deadline; ) await sleep(100);
+      assert.ok(afterKill >= 16, `pushes are acknowledged after the takeover (${afterKill})`);
+    } finally {
+      running = false;
+      await Promise.all(pushers);
+    }
+
+    for (const [p, entry] of ledger) {
+      if (!entry.acked) continue;
+      const live = await refOnDisk(entry.repo, entry.ref);
+      assert.ok(live, `pusher ${p}'s ref exists`);
+      const r = await git.run(['--git-dir', repoDirs.get(entry.repo)!, 'merge-base', '--is-ancestor', entry.acked, live]);
+      assert.equal(r.code, 0, `pusher ${p}'s last acknowledged commit ${entry.acked} is in ${entry.ref} (${live})`);
+    }
+    for (const [name, dir] of repoDirs) await git.ok(['--git-dir', dir, 'fsck', '--no-progress'], {}).catch((err: Error) => assert.fail(`${name}: ${err.message}`));
+    const clone = path.join(scratch, 'after-kill');
+    await git.ok(['clone', '-q', frontend.repoUrl('alice/main/r1.git', token), clone]);
+    const p1 = ledger.get(1)!;
+    assert.equal(await git.run(['merge-base', '--is-ancestor', p1.acked!, `refs/remotes/origin/p1`], { cwd: clone }).then((r) => r.code), 0);
+  });
+});
