@@ -19,6 +19,7 @@ import { registerAccessCommands } from './access-commands.js';
 import { describeUsage, registerQuotaCommands } from './quota-commands.js';
 import { registerDoctorCommand } from './doctor-command.js';
 import { registerShardCommands } from './shard-commands.js';
+import { registerClusterCommands } from './cluster-commands.js';
 
 interface CommonOpts {
   data?: string;
@@ -306,6 +307,7 @@ export function buildProgram(): Command {
 
   registerQuotaCommands(program, repo);
   registerShardCommands(program);
+  registerClusterCommands(program);
 
   const token = program.command('token').description('manage access tokens');
   common(

@@ -12,8 +12,8 @@ import { admin, common } from './program.js';
 const NOT_MOVED = 'moving repositories between shards is issue 11, not available yet';
 const NONE_LEFT = 'warning: no shard accepts new repositories now; creating a repository fails until one does (shard create, shard activate, shard accept-new)';
 
-/** `12 s`, `3 min`, `2.0 h`: a lease age for people. */
-function duration(ms: number): string {
+/** `12 s`, `3 min`, `2.0 h`: a lease age for people (`cluster status` too). */
+export function duration(ms: number): string {
   const s = Math.max(0, Math.round(ms / 1000));
   if (s < 120) return `${s} s`;
   if (s < 7200) return `${Math.round(s / 60)} min`;

@@ -18,7 +18,7 @@ for (const backend of databaseBackends()) {
     try {
       await migrate(store);
       const tables = (await store.db.introspection.getTables()).map((t) => t.name).sort();
-      for (const name of ['access_tokens', 'audit_log', 'memberships', 'organizations', 'owners', 'projects', 'repositories', 'spaces', 'users']) {
+      for (const name of ['access_tokens', 'audit_log', 'memberships', 'organizations', 'owners', 'projects', 'repositories', 'spaces', 'storage_nodes', 'users']) {
         assert.ok(tables.includes(name), `${name} missing on ${backend}: ${tables.join(', ')}`);
       }
     } finally {

@@ -290,6 +290,24 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0014_storage_nodes': {
+      async up(db: Kysely<any>) {
+        // The storage nodes that serve each shard (meta/storage-nodes.ts): the lease holder and
+        // its standbys, each upserting its row on every lease tick, so `cluster status` can show
+        // the standbys that shard_leases cannot. A row per process (`holder` is the lease holder
+        // id); deleted on clean shutdown, pruned once unseen for an hour. `started_at` and
+        // `last_seen_at` are milliseconds by the database's clock, as in shard_leases.
+        await db.schema
+          .createTable('storage_nodes')
+          .addColumn('holder', 'text', (c) => c.primaryKey())
+          .addColumn('shard', 'text', (c) => c.notNull().references('shards.name').onDelete('cascade'))
+          .addColumn('url', 'text', (c) => c.notNull())
+          .addColumn('started_at', 'bigint', (c) => c.notNull())
+          .addColumn('last_seen_at', 'bigint', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('storage_nodes_shard_idx').on('storage_nodes').column('shard').execute();
+      },
+    },
   };
 }
 

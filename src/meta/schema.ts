@@ -182,6 +182,18 @@ export interface ShardLeasesTable {
   acquired_at: number | string;
 }
 
+export interface StorageNodesTable {
+  /** The node's lease holder id (`<host>/<pid>/<nonce>`): one row per process. */
+  holder: string;
+  shard: string;
+  /** Where frontends reach it (its advertised URL). */
+  url: string;
+  /** Milliseconds since the epoch: by the database's clock unless the node gave its own start time. */
+  started_at: number | string;
+  /** Milliseconds since the epoch, by the database's clock: its latest heartbeat. */
+  last_seen_at: number | string;
+}
+
 export interface SpaceShardPinsTable {
   space_id: string;
   shard: string;
@@ -207,4 +219,5 @@ export interface Database {
   shards: ShardsTable;
   shard_leases: ShardLeasesTable;
   space_shard_pins: SpaceShardPinsTable;
+  storage_nodes: StorageNodesTable;
 }

@@ -19,7 +19,7 @@
  * share one would share a lease.
  */
 import { sql } from 'kysely';
-import type { Db, Dialect } from './db.js';
+import { isForeignKeyViolation, type Db, type Dialect } from './db.js';
 import { nowMs } from './leases.js';
 import { conflict, invalid, notFound } from '../shared/errors.js';
 
@@ -33,12 +33,6 @@ export interface ShardLeaseState {
   expiresInMs: number;
   /** How long the current holder has held it. */
   heldForMs: number;
-}
-
-/** The database's error for a row naming a shard that does not exist, on either engine. */
-function isForeignKeyViolation(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return code === '23503' || code === 'SQLITE_CONSTRAINT_FOREIGNKEY';
 }
 
 function checkTtl(ttlMs: number): number {
