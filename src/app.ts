@@ -44,6 +44,7 @@ import { registerNodeRoutes } from './http/node-routes.js';
 import { createRoutingMetrics, createShardWriterMetrics, ShardWriter, WriterHost } from './repos/cluster-hosts.js';
 import { isDomainError, unavailable } from './shared/errors.js';
 import { createShardLeases, SHARD_LEASE_CHANNEL } from './meta/shard-leases.js';
+import { forget, heartbeat } from './meta/storage-nodes.js';
 import { crashPoint, pausePoint } from './shared/crash.js';
 
 /** The configured ObjectStore adapter: the filesystem under <data>/objects, or S3. */
@@ -131,6 +132,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
           leases: shardLeases,
           log: log.child({ component: 'shard-lease' }),
           metrics: createShardWriterMetrics(metrics.registry),
+          nodes: { heartbeat: (node) => heartbeat(core.meta, node), forget: (holder) => forget(core.meta, holder) },
           events: { takeover: () => takeOverDisk(), deposed: (why) => deposedHandlers.forEach((handler) => handler(why)) },
         },
       )

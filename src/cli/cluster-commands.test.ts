@@ -85,15 +85,15 @@ test('cluster status text: a block per shard with its writer, standbys and snaps
     '  standbys   none',
     '  snapshots  1 dirty repository, oldest un-persisted change 7 s ago',
     '',
-    'NO LIVE WRITER on active shard(s): eu-2',
+    'NO LIVE WRITER on shard(s) in use: eu-2',
   ]);
   const fine = { ...status, shards: status.shards.slice(0, 1), withoutWriter: [], healthy: true };
-  assert.equal(describeClusterStatus(fine).at(-1), 'ok: every active shard has a live writer (3 storage nodes registered)');
+  assert.equal(describeClusterStatus(fine).at(-1), 'ok: every shard in use has a live writer (3 storage nodes registered)');
   // A single server: nothing registered, no lease anywhere.
   const single = describeClusterStatus({ shards: [shard({ name: 'local' })], withoutWriter: ['local'], healthy: false, registeredNodes: 0, goneAfterMs: 30_000 });
   assert.deepEqual(single.slice(-2), [
     'note: no storage node has registered; a single server (role all) takes no shard lease, so this reports on clusters only',
-    'NO LIVE WRITER on active shard(s): local',
+    'NO LIVE WRITER on shard(s) in use: local',
   ]);
 });
 
@@ -150,7 +150,7 @@ for (const backend of databaseBackends()) {
         '  snapshots  every push persisted',
       ]);
       assert.equal(block('local')[0], 'shard local: draining, accepts new, 0 repositories, 0 B');
-      assert.equal(lines.at(-1), 'NO LIVE WRITER on active shard(s): eu-2');
+      assert.equal(lines.at(-1), 'NO LIVE WRITER on shard(s) in use: eu-2');
 
       // The same as JSON.
       const first = await status();
@@ -171,11 +171,11 @@ for (const backend of databaseBackends()) {
       assert.deepEqual(byName((await status()).json).get('eu-1')!.standbys.map((n) => n.gone), [true]);
       assert.deepEqual(byName((await status(['--shard-lease-seconds', '20'])).json).get('eu-1')!.standbys.map((n) => n.gone), [false]);
 
-      // A writer on eu-2 (node-c, not registered): every active shard has one, exit 0.
+      // A writer on eu-2 (node-c, not registered): every shard in use has one, exit 0.
       assert.deepEqual(await leases.acquire('eu-2', 'node-c/3/z', 'http://c:8080', 600_000), { epoch: 1 });
       const healthy = await cli(['cluster', 'status']);
       assert.equal(healthy.code, 0, healthy.stderr);
-      assert.equal(healthy.stdout.trimEnd().split('\n').at(-1), 'ok: every active shard has a live writer (2 storage nodes registered)');
+      assert.equal(healthy.stdout.trimEnd().split('\n').at(-1), 'ok: every shard in use has a live writer (2 storage nodes registered)');
       assert.equal((await status()).code, 0);
 
       // eu-1's lease runs out with no one to take it: EXPIRED, exit 1 again.
@@ -183,7 +183,7 @@ for (const backend of databaseBackends()) {
       const expired = await cli(['cluster', 'status']);
       assert.equal(expired.code, 1);
       assert.match(expired.stdout, /\n {2}writer {5}node-a\/1\/x at http:\/\/a:8080, epoch 1, held for \d+ s, EXPIRED 10 min ago\n/);
-      assert.match(expired.stdout, /\nNO LIVE WRITER on active shard\(s\): eu-1\n$/);
+      assert.match(expired.stdout, /\nNO LIVE WRITER on shard\(s\) in use: eu-1\n$/);
     } finally {
       await meta.close();
       await rm(dataDir, { recursive: true, force: true });

@@ -1,6 +1,6 @@
 /**
  * `gitstratum cluster status`: every shard with what it holds, its writer, its standbys and
- * its snapshot lag (repos/cluster-status.ts decides; this prints). It exits 1 when an active
+ * its snapshot lag (repos/cluster-status.ts decides; this prints). It exits 1 when an active (or non-empty)
  * shard has no live writer, so monitoring can run it as a check.
  */
 import type { Command } from 'commander';
@@ -49,8 +49,8 @@ export function describeClusterStatus(status: ClusterStatus): string[] {
   }
   lines.push(
     status.healthy
-      ? `ok: every active shard has a live writer (${count(status.registeredNodes, 'storage node', 'storage nodes')} registered)`
-      : `NO LIVE WRITER on active shard(s): ${status.withoutWriter.join(', ')}`,
+      ? `ok: every shard in use has a live writer (${count(status.registeredNodes, 'storage node', 'storage nodes')} registered)`
+      : `NO LIVE WRITER on shard(s) in use: ${status.withoutWriter.join(', ')}`,
   );
   return lines;
 }
@@ -62,7 +62,7 @@ export function registerClusterCommands(program: Command): void {
     cluster
       .command('status')
       .description(
-        'every shard: state, repositories, git bytes, its writer (lease holder, epoch, lease age), its standbys and its snapshot lag; exits 1 when an active shard has no live writer',
+        'every shard: state, repositories, git bytes, its writer (lease holder, epoch, lease age), its standbys and its snapshot lag; exits 1 when a shard that is active or holds repositories has no live writer',
       )
       .option('--shard-lease-seconds <s>', "the storage nodes' lease lifetime, if not the default (a node unseen for 3 of them is shown as gone)"),
   ).action(

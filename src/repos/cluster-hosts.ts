@@ -68,7 +68,14 @@ export class ShardWriter {
 
   constructor(
     private readonly opts: ShardWriterOptions,
-    private readonly deps: { leases: ShardLeases; log: Logger; events: ShardWriterEvents; metrics?: ShardWriterMetrics },
+    private readonly deps: {
+      leases: ShardLeases;
+      log: Logger;
+      events: ShardWriterEvents;
+      metrics?: ShardWriterMetrics;
+      /** The registry `cluster status` lists standbys from (meta/storage-nodes.ts): told at every try, writer or not. */
+      nodes?: { heartbeat(node: { holder: string; shard: string; url: string }): Promise<void>; forget(holder: string): Promise<unknown> };
+    },
   ) {}
 
   /** The epoch of the lease this node holds (while it recovers, too); undefined once deposed. */
@@ -100,6 +107,8 @@ export class ShardWriter {
     const { leases, log, metrics } = this.deps;
     const { shard, advertiseUrl, leaseMs } = this.opts;
     const sentAt = performance.now();
+    // For operators only: a failure must not cost the lease.
+    this.deps.nodes?.heartbeat({ holder: this.holder, shard, url: advertiseUrl }).catch((err: unknown) => log.debug({ err }, 'storage node registry not updated'));
     if (this.epoch !== undefined) {
       let renewed: boolean;
       try {
@@ -170,6 +179,7 @@ export class ShardWriter {
     if (epoch !== undefined && (await this.deps.leases.release(this.opts.shard, this.holder, epoch).catch(() => false))) {
       await this.deps.leases.announce(this.opts.shard).catch(() => {});
     }
+    await this.deps.nodes?.forget(this.holder).catch(() => {});
   }
 }
 

@@ -4,10 +4,10 @@
  * storage-node registry, meta/storage-nodes.ts) and how far its snapshots lag (the snapshot
  * worker's own "dirty" rule, meta/snapshots.ts, filtered by shard).
  *
- * Health, for monitoring: the cluster is healthy when every `active` shard has a live writer
- * (a lease unexpired by the database's clock). A draining or drained shard takes no new
- * repositories and is left out, so an operator silences an unused shard (`local`, made by
- * the first migration) by draining it.
+ * Health, for monitoring: the cluster is healthy when every shard in use (active, or draining
+ * but still holding repositories) has a live writer (a lease unexpired by the database's
+ * clock). An empty draining shard is left out, so an operator silences an unused shard
+ * (`local`, made by the first migration) by draining it.
  *
  * Clocks: lease and node ages are the database's; the age of the oldest un-persisted change is
  * measured from the event log's times (written by the servers' clocks) against this process's
@@ -106,6 +106,7 @@ export async function clusterStatus(
     const standbys = nodes.filter((n) => n.shard === s.name && n.holder !== lease?.holder).map((n) => standbyOf(n, goneAfterMs));
     return { ...s, writer, standbys, snapshotLag: lagOf(dirty.get(s.name) ?? [], nowMs) };
   });
-  const withoutWriter = shards.filter((s) => s.state === 'active' && !s.writer?.live).map((s) => s.name);
+  // A shard needs a writer while it takes new repositories or still holds some (a draining one).
+  const withoutWriter = shards.filter((s) => (s.state === 'active' || s.repositories > 0) && !s.writer?.live).map((s) => s.name);
   return { shards, withoutWriter, healthy: withoutWriter.length === 0, registeredNodes: nodes.length, goneAfterMs };
 }

@@ -81,6 +81,14 @@ describe('same-volume failover of a shard writer', { skip: !databaseBackends().i
 
   test('a writer frozen past its lease is fenced: the standby takes pushes, and the frozen push never lands', async () => {
     const [writer, standby] = nodes as [Server, Server];
+    // Operators see the writer and its standby.
+    const status = JSON.parse(await cli(['cluster', 'status', '--json', '--shard-lease-seconds', '3'])) as {
+      shards: { name: string; writer: { url: string; live: boolean } | null; standbys: { url: string; gone: boolean }[] }[];
+    };
+    const local = status.shards.find((s) => s.name === 'local')!;
+    assert.equal(local.writer?.url, writer.url.replace(/\/$/, ''));
+    assert.equal(local.writer?.live, true);
+    assert.deepEqual(local.standbys.map((s) => [s.url, s.gone]), [[standby.url.replace(/\/$/, ''), false]]);
     const work = await git.workTree(path.join(scratch, 'fence'), { commits: 1 });
     const url = frontend.repoUrl('alice/main/r0.git', token);
     // This push reaches the writer's reference-transaction `prepared`, where it freezes.
