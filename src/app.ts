@@ -4,7 +4,8 @@
  * limits, hooks, LFS and the pack cache.
  */
 import path from 'node:path';
-import { chmod } from 'node:fs/promises';
+import { chmod, stat } from 'node:fs/promises';
+import { Counter } from 'prom-client';
 import { sql } from 'kysely';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './config/schema.js';
@@ -45,6 +46,9 @@ import { createRoutingMetrics, createShardWriterMetrics, ShardWriter, WriterHost
 import { isDomainError, unavailable } from './shared/errors.js';
 import { createShardLeases, SHARD_LEASE_CHANNEL } from './meta/shard-leases.js';
 import { forget, heartbeat } from './meta/storage-nodes.js';
+import { appendAudit } from './meta/audit.js';
+import { markEvicted } from './meta/residency.js';
+import { adoptFromSnapshots, lostPushAudit } from './snapshots/takeover.js';
 import { crashPoint, pausePoint } from './shared/crash.js';
 
 /** The configured ObjectStore adapter: the filesystem under <data>/objects, or S3. */
@@ -133,7 +137,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
           log: log.child({ component: 'shard-lease' }),
           metrics: createShardWriterMetrics(metrics.registry),
           nodes: { heartbeat: (node) => heartbeat(core.meta, node), forget: (holder) => forget(core.meta, holder) },
-          events: { takeover: () => takeOverDisk(), deposed: (why) => deposedHandlers.forEach((handler) => handler(why)) },
+          events: { takeover: (epoch) => takeOverDisk(epoch), deposed: (why) => deposedHandlers.forEach((handler) => handler(why)) },
         },
       )
     : undefined;
@@ -382,10 +386,11 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
    * `serve`'s refuses to start when another server runs on this data directory; only then is
    * it safe to clear what killed git processes left behind, before any request can start one.
    */
-  async function takeOverDisk(): Promise<void> {
+  async function takeOverDisk(epoch?: number): Promise<void> {
     await hooks.listen({ shared: writer !== undefined });
     await installHooks(core.dataDir, hooks.socketPath, writer ? HOOK_NAMES : SERVER_HOOKS);
     const started = Date.now();
+    if (epoch !== undefined && config.failoverFrom === 'snapshots') await adoptMissing(epoch);
     const recovered = await recovery.atStart();
     const cutOff = await closeCutOffPushes({ meta: core.meta, repositories: repositoriesOnDisk });
     recoveryLog.info({ ...recovered, cut_off_pushes: cutOff.length, duration_ms: Date.now() - started }, 'crash recovery at start done');
@@ -396,6 +401,53 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       (marked) => marked.length > 0 && recoveryLog.info({ repositories: marked.length, repo_ids: marked.slice(0, 20) }, 'repositories with refs past their latest snapshot marked dirty'),
       (err: unknown) => recoveryLog.error({ err }, 'refs not compared with the latest snapshots'),
     ).then(() => {});
+  }
+
+  const lostPushes = new Counter({
+    name: 'gitstratum_failover_lost_pushes_total',
+    help: 'Acknowledged pushes found missing from the snapshots when this storage node took its shard over from snapshots (also in the log and the audit log, action push.lost).',
+    registers: [metrics.registry],
+  });
+  /**
+   * A failover from snapshots (snapshots/takeover.ts): the shard's repositories missing from
+   * this disk are marked evicted, so the first request restores them (a background pass restores
+   * the rest), or created empty when they have no snapshot; the acknowledged pushes that are
+   * not in their latest snapshot are reported lost in the log, the audit log and a metric.
+   */
+  async function adoptMissing(epoch: number): Promise<void> {
+    const failoverLog = log.child({ component: 'failover' });
+    const missing = [];
+    for (const r of await listRepositories(core.meta.db)) {
+      if (r.shard === config.shard && !(await stat(repoPath(r.id)).catch(() => undefined))) missing.push(r);
+    }
+    let lost = 0;
+    for (const r of missing) {
+      const label = `${r.ownerName}/${r.spaceName}/${r.name}`;
+      const adopted = await adoptFromSnapshots({ meta: core.meta, store: rawStore }, r.id);
+      for (const push of adopted.lost) await fencedWrite((db) => appendAudit(db, lostPushAudit(r.id, label, config.shard!, epoch, push)), epoch);
+      if (adopted.lost.length > 0) {
+        lost += adopted.lost.length;
+        lostPushes.inc(adopted.lost.length);
+        failoverLog.error({ repository: label, repo_id: r.id, snapshot: adopted.snapshot ?? null, lost_pushes: adopted.lost }, 'acknowledged pushes lost: not in any snapshot when the shard was taken over');
+      }
+      if (adopted.snapshot) {
+        await markEvicted(core.meta.db, r.id, now());
+        residency.adopt(r.id);
+      } else {
+        await localHost.create({ id: r.id, defaultBranch: r.defaultBranch });
+      }
+    }
+    failoverLog.info({ shard: config.shard, epoch, missing: missing.length, lost_pushes: lost }, 'shard taken over from snapshots: missing repositories restored on first request');
+    // The rest in the background, one at a time, so the snapshot worker finds them on disk.
+    void (async () => {
+      for (const r of missing) {
+        const release = await residency.acquire({ id: r.id, defaultBranch: r.defaultBranch, label: `${r.ownerName}/${r.spaceName}/${r.name}` }).catch((err: unknown) => {
+          failoverLog.warn({ err, repo_id: r.id }, 'repository not restored in the background; its next request tries again');
+          return undefined;
+        });
+        release?.();
+      }
+    })();
   }
 
   return {

@@ -257,8 +257,18 @@ export const configSchema = z
       .optional(),
     /** The secret every request between the parts of a cluster is signed with; the same on every node. */
     clusterSecret: z.string().min(32, 'must be at least 32 characters').optional(),
-    /** How long a storage node's hold on its shard lasts without renewal (renewed every fifth of it). */
-    shardLeaseSeconds: positiveSeconds.default(10),
+    /**
+     * How long a storage node's hold on its shard lasts without renewal (renewed every fifth of
+     * it). A failover takes about this long; a writer that cannot renew for 4/5 of it stops.
+     */
+    shardLeaseSeconds: positiveSeconds.default(5),
+    /**
+     * Where a storage node that takes its shard over finds the repositories: `volume` (the
+     * dead writer's volume, attached to this node: every acknowledged push is there) or
+     * `snapshots` (a disk of its own: what is missing is restored from object storage on first
+     * request, and the acknowledged pushes not yet persisted are reported lost).
+     */
+    failoverFrom: z.enum(['volume', 'snapshots']).default('volume'),
   })
   .strict()
   .superRefine((c, ctx) => {

@@ -148,6 +148,8 @@ export class Residency {
   private timer: NodeJS.Timeout | undefined;
   private sweeping: Promise<void> | undefined;
   private closed = false;
+  /** Repositories a failover from snapshots took over: restored even with pushes after their latest snapshot (reported lost). */
+  private readonly lossAccepted = new Set<string>();
 
   constructor(
     private readonly settings: ResidencySettings,
@@ -205,6 +207,15 @@ export class Residency {
       this.deps.log.info({ repo_id: repositoryId, snapshot: result.snapshot, reason }, 'repository evicted from local disk');
       return result;
     });
+  }
+
+  /**
+   * A repository missing from this disk after a failover from snapshots (snapshots/takeover.ts):
+   * restored from its latest snapshot on its next request, although pushes came after it (they
+   * are lost, and were reported so). Call after marking it evicted.
+   */
+  adopt(repositoryId: string): void {
+    this.lossAccepted.add(repositoryId);
   }
 
   /** A request, a transition or background work holds the repository: git may run in it. */
@@ -277,7 +288,7 @@ export class Residency {
     const latest = await latestSnapshot(db, repo.id);
     if (!latest) throw missingOnDisk(repo.label, 'is marked evicted but has no snapshot');
     // A stale mark (a crash after a restore) on a disk lost since: restoring would drop pushes.
-    if ((await pushesAfter(db, repo.id, latest.beginEventId)).length > 0) {
+    if (!this.lossAccepted.has(repo.id) && (await pushesAfter(db, repo.id, latest.beginEventId)).length > 0) {
       throw missingOnDisk(repo.label, 'is missing from local disk with pushes not in any snapshot');
     }
     const started = process.hrtime.bigint();
@@ -298,6 +309,7 @@ export class Residency {
       throw unavailable('repo_restore_failed', `repository ${repo.label} is evicted and could not be restored from its snapshots; retry later`, { repository: repo.label });
     }
     await residency.clearEvicted(db, repo.id, now());
+    this.lossAccepted.delete(repo.id);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     this.deps.metrics?.restores.inc({ result: 'ok' });
     this.deps.metrics?.restoreDuration.observe(seconds);

@@ -11,13 +11,16 @@
  * 2. kill -9 of the writer while 8 clients push in a loop through the frontend: a new standby
  *    takes over, every push git reported as successful is there (a ledger, ref by ref), every
  *    repository is fsck-clean, and clones through the frontend work.
+ * 3. Failover from snapshots, on a second shard whose two nodes have disks of their own: the
+ *    writer's disk is deleted and the writer killed; the standby serves the repository from its
+ *    snapshot and reports lost exactly the acknowledged pushes that were not in it.
  *
  * Every process is stopped by its PID (the harness's ChildProcess handles); waits are for
  * conditions, with generous bounds.
  */
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BIN, Git, Server, databaseBackends, freshDatabaseUrl, run, tempDir } from './harness.js';
@@ -176,5 +179,56 @@ describe('same-volume failover of a shard writer', { skip: !databaseBackends().i
     await git.ok(['clone', '-q', frontend.repoUrl('alice/main/r1.git', token), clone]);
     const p1 = ledger.get(1)!;
     assert.equal(await git.run(['merge-base', '--is-ancestor', p1.acked!, `refs/remotes/origin/p1`], { cwd: clone }).then((r) => r.code), 0);
+  });
+
+  test('failover from snapshots: the writer disk is lost; the standby serves from snapshots and reports exactly the pushes not in them', async () => {
+    await cli(['shard', 'create', 'snap']);
+    await cli(['space', 'create', 'alice/snap']);
+    await cli(['shard', 'pin', 'alice/snap', 'snap']);
+    // Snapshots are taken by hand here (the writer's worker is off), so which pushes they hold is known.
+    const writerDisk = await tempDir('gitstratum-snap-writer-');
+    const writer = await startStorageNode({ shared, shard: 'snap', dataDir: writerDisk, args: [...LEASE, '--snapshots-enabled', 'false'] });
+    nodes.push(writer);
+    await serving(writer);
+    const standby = await startStorageNode({ shared, shard: 'snap', args: [...LEASE, '--failover-from', 'snapshots'] });
+    nodes.push(standby);
+    const created = JSON.parse(await cli(['repo', 'create', 'alice/snap/r', '--json'])) as { shard: string };
+    assert.equal(created.shard, 'snap');
+
+    const url = frontend.repoUrl('alice/snap/r.git', token);
+    const work = await git.workTree(path.join(scratch, 'snap'), { commits: 2 });
+    await git.ok(['push', '-q', url, 'main'], { cwd: work });
+    const persisted = await git.revParse(work, 'HEAD');
+    const snap = await run(process.execPath, [BIN, 'snapshot', 'create', 'alice/snap/r', '--data', writerDisk], {
+      env: { ...process.env, ...shared, GITSTRATUM_ROLE: 'storage', GITSTRATUM_SHARD: 'snap', GITSTRATUM_ADVERTISE_URL: 'http://127.0.0.1:9' },
+    });
+    assert.equal(snap.code, 0, snap.stderr);
+    // Two acknowledged pushes after the snapshot: a new branch, and main moved on.
+    await git.ok(['push', '-q', url, 'main:refs/heads/topic'], { cwd: work });
+    await git.commits(work, 1, { seed: 77 });
+    await git.ok(['push', '-q', url, 'main'], { cwd: work });
+    const unpersisted = await git.revParse(work, 'HEAD');
+
+    await rm(writerDisk, { recursive: true, force: true });
+    writer.process.kill('SIGKILL');
+    await serving(standby);
+
+    const clone = path.join(scratch, 'snap-clone');
+    await git.ok(['clone', '-q', url, clone]);
+    assert.equal(await git.revParse(clone, 'HEAD'), persisted, 'the standby serves what the snapshot held');
+    assert.equal((await git.run(['rev-parse', '--verify', '-q', 'refs/remotes/origin/topic'], { cwd: clone })).code, 1);
+
+    // Reported: exactly the two acknowledged pushes the snapshot does not hold.
+    const audit = JSON.parse(await cli(['audit', 'list', '--repo', 'alice/snap/r', '--json'])) as { entries: { action: string; details: { refs: { ref: string; new: string }[] } }[] };
+    const lost = audit.entries.filter((e) => e.action === 'push.lost').flatMap((e) => e.details.refs.map((r) => `${r.ref} ${r.new}`));
+    assert.deepEqual(lost.sort(), [`refs/heads/main ${unpersisted}`, `refs/heads/topic ${persisted}`].sort());
+    assert.ok(standby.logs.some((l) => l.includes('acknowledged pushes lost')), 'and said so in its log');
+    const metrics = await (await fetch(new URL('/metrics', standby.url))).text();
+    assert.match(metrics, /^gitstratum_failover_lost_pushes_total 2$/m);
+
+    // The new writer takes pushes.
+    await git.ok(['push', '-q', '--force', url, 'main'], { cwd: work });
+    await git.ok(['fetch', '-q'], { cwd: clone });
+    assert.equal(await git.revParse(clone, 'refs/remotes/origin/main'), unpersisted);
   });
 });
