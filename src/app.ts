@@ -46,6 +46,8 @@ import { createRoutingMetrics, createShardWriterMetrics, ShardWriter, WriterHost
 import { isDomainError, unavailable } from './shared/errors.js';
 import { createShardLeases, SHARD_LEASE_CHANNEL } from './meta/shard-leases.js';
 import { forget, heartbeat } from './meta/storage-nodes.js';
+import { bumpRefsVersion, bumpShardRefsVersions } from './meta/refs-versions.js';
+import { cachedHostOf, databaseVersions, RemoteGitServices } from './repos/frontend-cache.js';
 import { appendAudit } from './meta/audit.js';
 import { markEvicted } from './meta/residency.js';
 import { adoptFromSnapshots, lostPushAudit } from './snapshots/takeover.js';
@@ -285,11 +287,18 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
   // never acknowledges a push). Installed on storage nodes only (SERVER_HOOKS).
   hooks.on('reference-transaction', async (call) => {
     const epoch = pushEpoch(call);
-    if (call.args[0] !== 'prepared' || epoch === undefined) return { code: 0 };
+    const repoId = hookRepoId(call);
+    if (epoch === undefined || !repoId) return { code: 0 };
+    if (call.args[0] === 'committed') {
+      // Before git acknowledges the push: frontends' caches must not answer from the refs before it.
+      await bumpRefsVersion(core.meta.db, repoId).catch((err: unknown) => log.error({ err, repo_id: repoId }, 'refs version not bumped after a push; frontends may serve the refs before it until the next push'));
+      return { code: 0 };
+    }
+    if (call.args[0] !== 'prepared') return { code: 0 };
     pausePoint('receive-before-ref-commit');
     try {
       if (writer?.heldEpoch !== epoch) throw unavailable('not_shard_writer', 'lease moved');
-      await fencedWrite(async () => {}, epoch);
+      await fencedWrite((db) => bumpRefsVersion(db, repoId), epoch);
       return { code: 0 };
     } catch (err) {
       log.warn({ err, repo_id: hookRepoId(call), epoch }, 'push refused before its refs commit: the shard lease moved');
@@ -317,10 +326,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
   const plainGit = gitServices(limiter);
   // nginx (in the server's group) opens hits by path: it must pass through the data directory.
   if (config.packCacheEnabled && config.packCacheAccelRedirect && config.role !== 'frontend') await chmod(core.dataDir, 0o710);
-  const packCache = config.packCacheEnabled && config.role !== 'frontend'
-    ? await openPackCache(
-        plainGit,
-        {
+  const packCacheOptions = {
           dir: path.join(core.dataDir, 'cache'),
           limits: { maxBytes: config.packCacheMaxBytes, maxEntryBytes: config.packCacheMaxEntryBytes, minFreeBytes: config.packCacheMinFreeBytes },
           admitAfter: config.packCacheAdmitAfter,
@@ -333,10 +339,16 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
             maxQueue: config.gitMaxQueue,
             queueTimeoutMs: config.gitGenerationQueueSeconds * 1000,
           },
-        },
-        { metrics: createPackCacheMetrics(metrics.registry), log: log.child({ component: 'pack-cache' }) },
-      )
-    : undefined;
+        };
+  const packCacheDeps = { metrics: createPackCacheMetrics(metrics.registry), log: log.child({ component: 'pack-cache' }) };
+  const packCache = config.packCacheEnabled && config.role !== 'frontend' ? await openPackCache(plainGit, packCacheOptions, packCacheDeps) : undefined;
+  // A frontend's own cache, keyed by the refs versions storage nodes keep in PostgreSQL: a hit
+  // reaches no storage node (repos/frontend-cache.ts).
+  const remoteGit = new RemoteGitServices();
+  const frontendCache =
+    config.packCacheEnabled && config.role === 'frontend'
+      ? await openPackCache(remoteGit, { ...packCacheOptions, handoffPrefix: undefined, versions: databaseVersions(core.meta.db), gitVersion: 'storage-node' }, packCacheDeps)
+      : undefined;
   // A cluster's roles (README "Running on several machines"): a frontend serves clients and
   // runs no git; a storage node serves its shard's repositories to frontends only; `all` both.
   const servesClients = config.role !== 'storage';
@@ -372,7 +384,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     registerGitRoutes(http, {
       accounts: core.accounts,
       repos: core.repos,
-      hostOf: config.role === 'all' ? () => localHost : core.hostOf,
+      hostOf: config.role === 'all' ? () => localHost : frontendCache ? cachedHostOf(core.hostOf, frontendCache, remoteGit, limits) : core.hostOf,
       maxPushBytes: config.maxPushBytes,
       metrics,
     });
@@ -391,6 +403,9 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     await installHooks(core.dataDir, hooks.socketPath, writer ? HOOK_NAMES : SERVER_HOOKS);
     const started = Date.now();
     if (epoch !== undefined && config.failoverFrom === 'snapshots') await adoptMissing(epoch);
+    // Refs may differ from what frontends cached (a push cut between its two bumps, or refs
+    // brought back in time from snapshots): every repository of the shard gets a new version.
+    if (epoch !== undefined) await fencedWrite((db) => bumpShardRefsVersions(db, config.shard!), epoch);
     const recovered = await recovery.atStart();
     const cutOff = await closeCutOffPushes({ meta: core.meta, repositories: repositoriesOnDisk });
     recoveryLog.info({ ...recovered, cut_off_pushes: cutOff.length, duration_ms: Date.now() - started }, 'crash recovery at start done');
@@ -477,6 +492,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       await writer?.close();
       await stopListening?.();
       await packCache?.close();
+      await frontendCache?.close();
       // Aborts a running repack (killing its process group) rather than waiting for it.
       await maintenance?.close();
       // Aborts a snapshot upload in flight: it leaves no object and no row, the repository dirty.

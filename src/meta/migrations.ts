@@ -308,6 +308,18 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('storage_nodes_shard_idx').on('storage_nodes').column('shard').execute();
       },
     },
+    '0015_refs_versions': {
+      async up(db: Kysely<any>) {
+        // The refs version of each repository that frontends key their pack cache on
+        // (meta/refs-versions.ts): bumped by the storage node before and after every push's
+        // refs commit, and at every takeover. No row: version 0.
+        await db.schema
+          .createTable('repository_refs_versions')
+          .addColumn('repository_id', 'text', (c) => c.primaryKey().references('repositories.id').onDelete('cascade'))
+          .addColumn('version', 'bigint', (c) => c.notNull())
+          .execute();
+      },
+    },
   };
 }
 

@@ -200,6 +200,13 @@ export interface SpaceShardPinsTable {
   created_at: string;
 }
 
+/** A repository's refs version as frontends' pack caches key on it (meta/refs-versions.ts). */
+export interface RepositoryRefsVersionsTable {
+  repository_id: string;
+  /** Grows whenever a storage node changes or may change the repository's refs. */
+  version: number | string;
+}
+
 export interface Database {
   owners: OwnersTable;
   users: UsersTable;
@@ -220,4 +227,5 @@ export interface Database {
   shard_leases: ShardLeasesTable;
   space_shard_pins: SpaceShardPinsTable;
   storage_nodes: StorageNodesTable;
+  repository_refs_versions: RepositoryRefsVersionsTable;
 }

@@ -14,6 +14,8 @@
  * 3. Failover from snapshots, on a second shard whose two nodes have disks of their own: the
  *    writer's disk is deleted and the writer killed; the standby serves the repository from its
  *    snapshot and reports lost exactly the acknowledged pushes that were not in it.
+ * 4. The frontend's pack cache: a clone after a push sees the push; a repeated clone is served
+ *    by the frontend alone, even with the storage node frozen.
  *
  * Every process is stopped by its PID (the harness's ChildProcess handles); waits are for
  * conditions, with generous bounds.
@@ -23,7 +25,7 @@ import assert from 'node:assert/strict';
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BIN, Git, Server, databaseBackends, freshDatabaseUrl, run, tempDir } from './harness.js';
+import { BIN, Git, Server, databaseBackends, freshDatabaseUrl, packCacheSettled, run, tempDir } from './harness.js';
 import { startS3, type TestS3 } from '../support/s3.js';
 import { asEnv, CLUSTER_SECRET, serving, startStorageNode, stopped } from '../support/cluster.js';
 
@@ -230,5 +232,32 @@ describe('same-volume failover of a shard writer', { skip: !databaseBackends().i
     await git.ok(['push', '-q', '--force', url, 'main'], { cwd: work });
     await git.ok(['fetch', '-q'], { cwd: clone });
     assert.equal(await git.revParse(clone, 'refs/remotes/origin/main'), unpersisted);
+  });
+
+  test("the frontend's cache: a clone after a push sees it, and a repeated clone needs no storage node", async () => {
+    const writer = nodes.find((n) => n.process.exitCode === null && n.process.signalCode === null && n.logs.some((l) => l.includes('"shard":"local"') && l.includes('serving the shard')))!;
+    assert.ok(writer, 'the writer of shard local');
+    const url = frontend.repoUrl('alice/main/r0.git', token);
+    const work = path.join(scratch, 'cache-work');
+    await git.ok(['clone', '-q', url, work]);
+    await git.commits(work, 1, { seed: 4242 });
+    await git.ok(['push', '-q', 'origin', 'HEAD:main'], { cwd: work });
+    const pushed = await git.revParse(work, 'HEAD');
+
+    // Clones of r0 were answered (and cached) before this push: the next one must not be stale.
+    const first = path.join(scratch, 'cache-1');
+    await git.ok(['clone', '-q', '--depth', '1', url, first]);
+    assert.equal(await git.revParse(first, 'HEAD'), pushed);
+    await packCacheSettled(frontend.url);
+
+    writer.process.kill('SIGSTOP');
+    try {
+      await stopped(writer.process.pid!);
+      const second = path.join(scratch, 'cache-2');
+      await git.ok(['clone', '-q', '--depth', '1', url, second]);
+      assert.equal(await git.revParse(second, 'HEAD'), pushed, 'served by the frontend alone');
+    } finally {
+      writer.process.kill('SIGCONT');
+    }
   });
 });

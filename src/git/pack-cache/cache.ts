@@ -41,6 +41,23 @@ export interface PackCacheOptions {
    * `alias` is <data>/cache/entries/). Undefined: Node streams every hit.
    */
   handoffPrefix?: string | undefined;
+  /**
+   * Where the refs versions that key entries come from. Default: the repository's disk
+   * (refs-version.ts). A frontend, which has no disk, reads the version its storage nodes keep
+   * in PostgreSQL (meta/refs-versions.ts).
+   */
+  versions?: RefsVersionSource;
+  /** Part of every key; default `git --version` here. A frontend's git is not the one that answers. */
+  gitVersion?: string;
+}
+
+/** What keys an entry to the refs it was generated from (see PackCacheOptions.versions). */
+export interface RefsVersionSource {
+  /** Changes whenever the repository's refs (or its configuration) may have changed. */
+  read(repoId: string, repoPath: string): Promise<string>;
+  /** Changes whenever what a v2 capability advertisement depends on (the configuration) changed. */
+  readConfig(repoId: string, repoPath: string): Promise<string>;
+  close(): Promise<void>;
 }
 
 /** How long a dropped entry's file stays readable by a proxy it was handed to. */
@@ -76,13 +93,13 @@ export async function openPackCache(
     // Group-readable: the proxy runs as another user in the server's group (README).
     opts.handoffPrefix ? { fileMode: 0o640, unlinkGraceMs: HANDOFF_GRACE_MS } : undefined,
   );
-  const gitVersion = (await runGit(['--version'])).stdout.trim();
+  const gitVersion = opts.gitVersion ?? (await runGit(['--version'])).stdout.trim();
   return new ResponseCache(inner, store, gitVersion, opts, deps.metrics, deps.log);
 }
 
 class ResponseCache implements PackCache {
   private readonly flights = new Map<string, Flight>();
-  private readonly refsVersions = new RefsVersions();
+  private readonly refsVersions: RefsVersionSource;
   private readonly sightings: Sightings;
   private readonly admission: GenerationAdmission;
 
@@ -95,6 +112,7 @@ class ResponseCache implements PackCache {
     private readonly log: Logger,
   ) {
     this.sightings = new Sightings(opts.admitAfter, opts.admitWindowMs);
+    this.refsVersions = opts.versions ?? diskVersions();
     this.admission = new GenerationAdmission(opts.admission);
     metrics.observeGenerations({ running: () => this.admission.running, queued: () => this.admission.queued });
   }
@@ -154,7 +172,7 @@ class ResponseCache implements PackCache {
     const versioned = configOnly ? `${req.repoId}#config` : req.repoId;
     let version: string;
     try {
-      version = await (configOnly ? this.refsVersions.readConfig(req.repoPath) : this.refsVersions.read(req.repoPath));
+      version = await (configOnly ? this.refsVersions.readConfig(req.repoId, req.repoPath) : this.refsVersions.read(req.repoId, req.repoPath));
     } catch (err) {
       this.log.warn({ err, repo_id: req.repoId }, 'refs unreadable; serving without the cache');
       this.uncacheable(req.endpoint, 'refs_unreadable');
@@ -288,6 +306,16 @@ class ResponseCache implements PackCache {
     this.metrics.requests.inc({ endpoint, result: 'uncacheable' });
     this.metrics.uncacheable.inc({ reason });
   }
+}
+
+/** Versions read from the repository's own disk (refs-version.ts). */
+function diskVersions(): RefsVersionSource {
+  const versions = new RefsVersions();
+  return {
+    read: (_id, repoPath) => versions.read(repoPath),
+    readConfig: (_id, repoPath) => versions.readConfig(repoPath),
+    close: () => versions.close(),
+  };
 }
 
 /** The outcome of a response sent from a cache file: no git process of its own. */
