@@ -17,7 +17,8 @@ import { createShardLeases, type ShardLeases } from '../meta/shard-leases.js';
 import { registerNodeRoutes } from '../http/node-routes.js';
 import { createLogger } from '../shared/log.js';
 import { unavailable } from '../shared/errors.js';
-import { ShardWriter, shardRoutedHosts, type ShardWriterEvents } from './cluster-hosts.js';
+import { Registry } from 'prom-client';
+import { createRoutingMetrics, ShardWriter, shardRoutedHosts, type ShardWriterEvents } from './cluster-hosts.js';
 import type { RepoHost } from './host.js';
 
 const SECRET = 'routing-test-cluster-secret-0123456789ab';
@@ -171,6 +172,8 @@ test('a frontend sends a ref advertisement and a fetch again to the new writer w
   registerNodeRoutes(newNode, { host: local.host, secret: SECRET });
   const newUrl = await newNode.listen({ host: '127.0.0.1', port: 0 });
   const routing = shardRoutedHosts(leases, SECRET, { cacheMs: 60_000, failoverWaitMs: 20_000 });
+  const registry = new Registry();
+  routing.useMetrics(createRoutingMetrics(registry));
   const abort = new AbortController();
   try {
     await local.host.create({ id: '01JR0V7NGAAAAAAAAAAAAAAAAA', defaultBranch: 'main' });
@@ -190,6 +193,8 @@ test('a frontend sends a ref advertisement and a fetch again to the new writer w
     await moved;
     assert.match(text, /version 2/, 'the advertisement came from the new writer');
     assert.equal((await res.done).code, 0);
+    await until('the proxied bytes to be counted', async () => (await registry.getSingleMetricAsString('gitstratum_proxied_bytes_total')).includes(`direction="from_node"} ${text.length}`));
+    assert.match(await registry.getSingleMetricAsString('gitstratum_routing_retries_total'), /result="ok"} 1/);
 
     // A v2 fetch body is kept and sent again too (here: ls-refs, answered by the new writer).
     await expire(meta, 's1');

@@ -243,12 +243,14 @@ export interface RoutingOptions {
 export interface RoutingMetrics {
   lookups: { inc(labels: { result: 'cached' | 'database' }): void };
   retries: { inc(labels: { result: 'ok' | 'failed' }): void };
+  proxiedBytes: { inc(labels: { direction: 'to_node' | 'from_node' }, value: number): void };
 }
 
 export function createRoutingMetrics(registry: Registry): RoutingMetrics {
   return {
     lookups: new Counter({ name: 'gitstratum_routing_lookups_total', help: "Frontend lookups of a shard's writer: answered from the routing cache or by the database.", labelNames: ['result'] as const, registers: [registry] }),
     retries: new Counter({ name: 'gitstratum_routing_retries_total', help: "Idempotent requests sent again to a shard's new writer after its old one failed, by result.", labelNames: ['result'] as const, registers: [registry] }),
+    proxiedBytes: new Counter({ name: 'gitstratum_proxied_bytes_total', help: 'Bytes of git requests a frontend sent to storage nodes (to_node) and of their answers (from_node).', labelNames: ['direction'] as const, registers: [registry] }),
   };
 }
 
@@ -299,6 +301,15 @@ export function shardRoutedHosts(leases: ShardLeases, secret: string, opts: Rout
     return remote;
   }
 
+  /** Counts what went through this frontend once the exchange is over. */
+  function counted(res: GitResponse): GitResponse {
+    void res.done.then((o) => {
+      metrics?.proxiedBytes.inc({ direction: 'to_node' }, o.bytesIn);
+      metrics?.proxiedBytes.inc({ direction: 'from_node' }, o.bytesOut);
+    });
+    return res;
+  }
+
   /** Runs `send` on the shard's writer; on a failover failure, again on the next writer until `waitMs`. */
   async function withFailover<T>(shard: string, signal: AbortSignal, send: (host: RemoteRepoHost) => Promise<T>): Promise<T> {
     const deadline = Date.now() + waitMs;
@@ -328,12 +339,12 @@ export function shardRoutedHosts(leases: ShardLeases, secret: string, opts: Rout
         location: (id) => `${id} on shard ${shard}`,
         create: async (r) => (await writerOf(shard)).create(r),
         remove: async (id) => (await writerOf(shard)).remove(id),
-        advertiseRefs: (r, call, signal) => withFailover(shard, signal, (h) => h.advertiseRefs(r, call, signal)),
+        advertiseRefs: async (r, call, signal) => counted(await withFailover(shard, signal, (h) => h.advertiseRefs(r, call, signal))),
         statelessRpc: async (r, call, signal) => {
-          if (call.service !== 'upload-pack') return (await writerOf(shard)).statelessRpc(r, call, signal);
+          if (call.service !== 'upload-pack') return counted(await (await writerOf(shard)).statelessRpc(r, call, signal));
           const body = await keepIfSmall(call.input, replayable);
-          if (!body.whole) return (await writerOf(shard)).statelessRpc(r, { ...call, input: body.stream }, signal);
-          return withFailover(shard, signal, (h) => h.statelessRpc(r, { ...call, input: Readable.from([body.bytes]) }, signal));
+          if (!body.whole) return counted(await (await writerOf(shard)).statelessRpc(r, { ...call, input: body.stream }, signal));
+          return counted(await withFailover(shard, signal, (h) => h.statelessRpc(r, { ...call, input: Readable.from([body.bytes]) }, signal)));
         },
       };
       hosts.set(shard, host);
