@@ -155,7 +155,7 @@ for (const backend of databaseBackends()) {
       // The same as JSON.
       const first = await status();
       assert.equal(first.code, 1);
-      assert.deepEqual([first.json.healthy, first.json.withoutWriter, first.json.registeredNodes, first.json.goneAfterMs], [false, ['eu-2'], 2, 30_000]);
+      assert.deepEqual([first.json.healthy, first.json.withoutWriter, first.json.registeredNodes, first.json.goneAfterMs], [false, ['eu-2'], 2, 15_000]);
       const s1 = byName(first.json).get('eu-1')!;
       assert.deepEqual([s1.writer?.holder, s1.writer?.url, s1.writer?.epoch, s1.writer?.live], ['node-a/1/x', 'http://a:8080', 1, true]);
       assert.ok(s1.writer!.expiresInMs > 500_000 && s1.writer!.heldForMs >= 0, JSON.stringify(s1.writer));
@@ -165,7 +165,7 @@ for (const backend of databaseBackends()) {
       const s2 = byName(first.json).get('eu-2')!;
       assert.deepEqual([s2.writer, s2.standbys, s2.snapshotLag.dirtyRepositories, s2.repositories], [null, [], 0, 1]);
 
-      // node-b unheard of for 31 s: more than 3 lease lifetimes of 10 s, not of 20 s.
+      // node-b unheard of for 31 s: more than 3 lease lifetimes of 5 s (the default), not of 20 s.
       await meta.db.updateTable('storage_nodes').set({ last_seen_at: sql<number>`last_seen_at - 31000` }).where('holder', '=', 'node-b/2/y').execute();
       assert.match((await cli(['cluster', 'status'])).stdout, /\n {2}standby {4}node-b\/2\/y at http:\/\/b:8080, gone \(seen 3\d s ago\)\n/);
       assert.deepEqual(byName((await status()).json).get('eu-1')!.standbys.map((n) => n.gone), [true]);
