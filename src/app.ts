@@ -1,57 +1,28 @@
 /**
  * The one place that wires adapters → services → edges. `createApp` builds on the core
- * (core.ts: metadata and services, all the admin CLI needs) and adds the HTTP server, git
- * limits, hooks, LFS and the pack cache.
+ * (core.ts: metadata and services, all the admin CLI needs) what every role shares (the HTTP
+ * server, git limits, the object store, LFS locks, the clone cache settings), then by role
+ * (README "Running on several machines"): the disk node (node.ts: git, hooks, maintenance,
+ * snapshots, recovery, and a storage node's lease) unless a frontend, and the edge (edge.ts:
+ * client budgets, Smart HTTP, LFS, the REST API) unless a storage node.
  */
 import path from 'node:path';
-import { chmod, stat } from 'node:fs/promises';
-import { Counter } from 'prom-client';
 import { sql } from 'kysely';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './config/schema.js';
 import type { Logger } from './shared/log.js';
 import { openCore, type Core } from './core.js';
 import { Limiter } from './git/limiter.js';
-import { createMaintenanceMetrics, maintainRepository, MaintenanceScheduler } from './git/maintenance.js';
-import { gitServices } from './git/smart-http.js';
-import { openPackCache } from './git/pack-cache/cache.js';
 import { createPackCacheMetrics } from './git/pack-cache/metrics.js';
-import { HOOK_NAMES, HookServer, hookRepoId, installHooks, parseRefLines, SERVER_HOOKS, type HookCall } from './git/hooks.js';
+import { HookServer } from './git/hooks.js';
 import { createMetrics } from './http/metrics.js';
 import { createHttpServer } from './http/server.js';
-import { registerGitRoutes } from './http/git-routes.js';
-import { registerApiRoutes } from './http/api-routes.js';
-import { registerLfsRoutes } from './http/lfs-routes.js';
-import { connectRedis, redisReady, registerBudget } from './http/rate-limit.js';
 import type { ObjectStore } from './storage/object-store.js';
 import { createFsStore } from './storage/fs-store.js';
-import { timed } from './storage/timed-store.js';
-import { createLfsMetrics } from './lfs/metrics.js';
-import { createLfsObjects } from './lfs/objects.js';
 import { createLocks } from './lfs/locks.js';
-import { createSigner, loadSigningKey } from './lfs/signing.js';
-import { now, type Db } from './meta/db.js';
-import { appendEvent } from './meta/snapshots.js';
-import { createBackground } from './background.js';
-import { createResidencyMetrics, Residency } from './snapshots/eviction.js';
-import { countEvicted } from './meta/residency.js';
-import { LocalRepoHost, repoDir, repositoryConfig } from './repos/local-host.js';
-import { findRepositoryById, listRepositories } from './meta/repositories.js';
-import { pushLimitHooks } from './repos/push-limits.js';
 import { createUsageMetrics } from './repos/usage-metrics.js';
-import { createRecoveryMetrics, Recovery } from './repos/recovery.js';
-import { closeCutOffPushes, markChangedRepositoriesDirty } from './snapshots/reconcile.js';
-import { registerNodeRoutes } from './http/node-routes.js';
-import { createRoutingMetrics, createShardWriterMetrics, ShardWriter, WriterHost } from './repos/cluster-hosts.js';
-import { isDomainError, unavailable } from './shared/errors.js';
-import { createShardLeases, SHARD_LEASE_CHANNEL } from './meta/shard-leases.js';
-import { forget, heartbeat } from './meta/storage-nodes.js';
-import { bumpRefsVersion, bumpShardRefsVersions } from './meta/refs-versions.js';
-import { cachedHostOf, databaseVersions, RemoteGitServices } from './repos/frontend-cache.js';
-import { appendAudit } from './meta/audit.js';
-import { markEvicted } from './meta/residency.js';
-import { adoptFromSnapshots, lostPushAudit } from './snapshots/takeover.js';
-import { crashPoint, pausePoint } from './shared/crash.js';
+import { createDiskNode, type DiskNode, type Shared } from './node.js';
+import { createEdge, type Edge } from './edge.js';
 
 /** The configured ObjectStore adapter: the filesystem under <data>/objects, or S3. */
 export async function createObjectStore(config: Config, dataDir: string): Promise<ObjectStore & { destroy?(): void }> {
@@ -74,7 +45,8 @@ export async function createObjectStore(config: Config, dataDir: string): Promis
 export interface App {
   core: Core;
   http: FastifyInstance;
-  hooks: HookServer;
+  /** The hook server of the process that holds repositories (none on a frontend). */
+  hooks: HookServer | undefined;
   limiter: Limiter;
   /** Installs hooks, opens the hook socket and starts listening; returns the bound URL. */
   listen(): Promise<string>;
@@ -104,210 +76,8 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     queueTimeoutMs: config.gitQueueTimeoutSeconds * 1000,
   });
   const metrics = createMetrics({ gitRunning: () => limiter.runningCount, gitQueued: () => limiter.queuedCount });
-  // This node's own modules (maintenance, snapshots, recovery, hooks) work on the disk itself.
-  const repoPath = (id: string) => repoDir(core.dataDir, id);
-  // Size quotas and the refs cap at push time; sizes measured again after pushes and maintenance (docs/design/quotas.md).
-  const pushLimits = pushLimitHooks(core.quotas, { repoPath, log: log.child({ component: 'quotas' }) });
   createUsageMetrics(metrics.registry, core.quotas);
-  // Bitmaps and commit-graph kept fresh after pushes, off the request path (docs/design/maintenance.md).
-  const maintenance = config.maintenanceEnabled
-    ? new MaintenanceScheduler(
-        {
-          concurrency: config.maintenanceConcurrency,
-          delayMs: config.maintenanceDelaySeconds * 1000,
-          // A repository pushed to without pause is still maintained at least this often.
-          maxDelayMs: Math.max(60_000, config.maintenanceDelaySeconds * 10_000),
-          timeoutMs: config.maintenanceTimeoutSeconds * 1000,
-        },
-        {
-          log: log.child({ component: 'maintenance' }),
-          metrics: createMaintenanceMetrics(metrics.registry),
-          task: (target, signal) => maintainRepository(target, signal).then(() => pushLimits.measure(target.repoId, target.repoPath)),
-        },
-      )
-    : undefined;
-  const hooks = new HookServer(core.dataDir, log.child({ component: 'hooks' }));
-  // A storage node's claim on its shard (repos/cluster-hosts.ts): it recovers the shard's disk
-  // and starts its background work only once it holds the lease, and stops when deposed.
-  const shardLeases = config.role === 'storage' ? createShardLeases(core.meta) : undefined;
-  const deposedHandlers: ((why: string) => void)[] = [];
-  const writer = shardLeases
-    ? new ShardWriter(
-        { shard: config.shard!, advertiseUrl: config.advertiseUrl!, leaseMs: config.shardLeaseSeconds * 1000 },
-        {
-          leases: shardLeases,
-          log: log.child({ component: 'shard-lease' }),
-          metrics: createShardWriterMetrics(metrics.registry),
-          nodes: { heartbeat: (node) => heartbeat(core.meta, node), forget: (holder) => forget(core.meta, holder) },
-          events: { takeover: (epoch) => takeOverDisk(epoch), deposed: (why) => deposedHandlers.forEach((handler) => handler(why)) },
-        },
-      )
-    : undefined;
-  /**
-   * Every metadata write a storage node makes for its shard carries its lease epoch (a push's
-   * own, else the one held now) and is refused once another node took the shard.
-   */
-  const fence = shardLeases
-    ? async (trx: Db, epoch = writer!.leaseEpoch): Promise<void> => {
-        if (epoch === undefined) throw unavailable('not_shard_writer', `this node does not hold shard ${config.shard} now`);
-        await shardLeases.fenced(trx, config.shard!, epoch);
-      }
-    : undefined;
-  const fencedWrite = <T>(write: (db: Db) => Promise<T>, epoch?: number): Promise<T> =>
-    fence ? core.meta.db.transaction().execute(async (trx) => (await fence(trx, epoch), write(trx))) : write(core.meta.db);
-  const pushEpoch = (call: HookCall): number | undefined => (call.env['GITSTRATUM_SHARD_EPOCH'] ? Number(call.env['GITSTRATUM_SHARD_EPOCH']) : undefined);
-  const isFenced = (err: unknown) => isDomainError(err) && (err.code === 'stale_epoch' || err.code === 'not_shard_writer');
-  const deposedMessage = `gitstratum: this storage node is no longer the writer of shard ${config.shard ?? ''}; the push was not applied. Retry it.`;
-  const lfsMetrics = createLfsMetrics(metrics.registry);
   const rawStore = await createObjectStore(config, core.dataDir);
-  const store = timed(rawStore, lfsMetrics.storeLatency);
-  const signer = createSigner(await loadSigningKey(core.dataDir, config.signingSecret));
-  const lfsObjects = createLfsObjects({
-    meta: core.meta,
-    store,
-    signer,
-    metrics: lfsMetrics,
-    quota: core.quotas,
-    settings: {
-      mode: config.lfsTransferMode,
-      maxObjectBytes: config.lfsMaxObjectBytes,
-      maxBatchObjects: config.lfsMaxBatchObjects,
-      actionExpiresSeconds: config.lfsActionExpiresSeconds,
-    },
-  });
-  const locks = createLocks(core.meta);
-  // Every repository persisted to the object store after pushes, and the scheduled jobs
-  // (docs/design/snapshots.md); `gitstratum worker` runs the same without HTTP.
-  const background = createBackground(
-    config,
-    { core, store: rawStore, registry: metrics.registry, log, ...(fence && { fence: (trx: Db) => fence(trx) }) },
-    { snapshots: config.snapshotsEnabled },
-  );
-  // Repositories held on disk while git runs in them; evicted when idle (if configured) and
-  // restored on their next request (docs/design/snapshots.md, "Eviction"). Always present: an
-  // admin may evict one with `gitstratum repo evict` even when idle eviction is off.
-  const residency = new Residency(
-    { idleMs: config.snapshotEvictIdleSeconds * 1000 },
-    {
-      meta: core.meta,
-      store: rawStore,
-      dataDir: core.dataDir,
-      repoPath,
-      repoConfig: repositoryConfig(),
-      log: log.child({ component: 'eviction' }),
-      metrics: createResidencyMetrics(metrics.registry, () => countEvicted(core.meta.db)),
-      ...(maintenance && { busy: (id: string) => maintenance.busy(id) }),
-    },
-  );
-  // Leftovers of killed git processes removed at start and on a schedule, and refs that moved
-  // past the latest snapshot marked dirty (docs/design/snapshots.md, "Crash recovery").
-  // A storage node holds its shard's repositories only.
-  const repositoriesOnDisk = async () =>
-    (await listRepositories(core.meta.db)).filter((r) => config.role !== 'storage' || r.shard === config.shard).map((r) => ({ id: r.id, path: repoPath(r.id) }));
-  const recoveryLog = log.child({ component: 'recovery' });
-  const recovery = new Recovery(
-    { intervalMs: config.recoveryIntervalSeconds * 1000, staleMs: config.recoveryStaleSeconds * 1000 },
-    {
-      repositories: repositoriesOnDisk,
-      scratchDir: path.join(core.dataDir, 'tmp'),
-      held: (id) => residency.inUse(id),
-      log: recoveryLog,
-      metrics: createRecoveryMetrics(metrics.registry),
-    },
-  );
-  const reconcileAbort = new AbortController();
-  let reconciling: Promise<void> | undefined;
-  hooks.onControl('evict', async (args) => {
-    const id = String(args['repositoryId']);
-    const repo = await findRepositoryById(core.meta.db, id);
-    return residency.evict(id, 'admin', repo ? `${repo.ownerName}/${repo.spaceName}/${repo.name}` : id);
-  });
-  /**
-   * Event-log writes from hooks. A failure is logged, never turned into a failed push, except
-   * on a storage node that has lost its shard: false then, and pre-receive refuses the push.
-   */
-  const pushEvent = async (repoId: string, kind: 'push-begin' | 'push-end', call: HookCall): Promise<boolean> => {
-    try {
-      await fencedWrite((db) => appendEvent(db, repoId, kind, now(), { request_id: call.env['GITSTRATUM_REQUEST_ID'] || null }), pushEpoch(call));
-      return true;
-    } catch (err) {
-      log.error({ err, repo_id: repoId, kind }, 'push event not recorded');
-      return !isFenced(err);
-    }
-  };
-
-  hooks.on('pre-receive', async (call) => {
-    const repoId = hookRepoId(call);
-    if (!repoId) return { code: 0 };
-    crashPoint('receive-after-unpack');
-    if (!(await pushEvent(repoId, 'push-begin', call))) return { code: 1, message: deposedMessage };
-    const quarantine: Record<string, string> = {};
-    for (const key of ['GIT_QUARANTINE_PATH', 'GIT_OBJECT_DIRECTORY', 'GIT_ALTERNATE_OBJECT_DIRECTORIES']) {
-      if (call.env[key]) quarantine[key] = call.env[key]!;
-    }
-    const refusal = await locks.refusedByLocks(
-      { id: repoId, path: repoPath(repoId) },
-      call.env['GITSTRATUM_ACTOR_ID'] || null,
-      parseRefLines(call.stdin),
-      quarantine,
-    );
-    return refusal ? { code: 1, message: refusal } : { code: 0 };
-  });
-
-  hooks.on('pre-receive', pushLimits.preReceive);
-
-  hooks.on('post-receive', async (call) => {
-    const repoId = hookRepoId(call);
-    if (repoId) {
-      crashPoint('receive-after-ref-commit');
-      // First: it cannot fail, and the audit write below may.
-      maintenance?.notify(repoId, repoPath(repoId));
-      crashPoint('receive-before-push-end');
-      // Before the audit write, which may fail: push-end is what marks the repository dirty.
-      await pushEvent(repoId, 'push-end', call);
-      crashPoint('receive-after-push-end');
-      background.snapshots?.notify(repoId);
-      await fencedWrite(
-        (db) =>
-          core.repos.recordPush(
-            repoId,
-            { actorId: call.env['GITSTRATUM_ACTOR_ID'] || null, actorName: call.env['GITSTRATUM_ACTOR_NAME'] || 'local' },
-            parseRefLines(call.stdin),
-            call.env['GITSTRATUM_REQUEST_ID'] || null,
-            db,
-          ),
-        pushEpoch(call),
-      );
-    }
-    return { code: 0 };
-  });
-
-  // A storage node's last word before a push's refs commit: the lease it was received under
-  // must still be this node's, by the database (a writer paused past its lease and resumed
-  // never acknowledges a push). Installed on storage nodes only (SERVER_HOOKS).
-  hooks.on('reference-transaction', async (call) => {
-    const epoch = pushEpoch(call);
-    const repoId = hookRepoId(call);
-    if (epoch === undefined || !repoId) return { code: 0 };
-    if (call.args[0] === 'committed') {
-      // Before git acknowledges the push: frontends' caches must not answer from the refs before it.
-      await bumpRefsVersion(core.meta.db, repoId).catch((err: unknown) => log.error({ err, repo_id: repoId }, 'refs version not bumped after a push; frontends may serve the refs before it until the next push'));
-      return { code: 0 };
-    }
-    if (call.args[0] !== 'prepared') return { code: 0 };
-    pausePoint('receive-before-ref-commit');
-    try {
-      if (writer?.heldEpoch !== epoch) throw unavailable('not_shard_writer', 'lease moved');
-      await fencedWrite((db) => bumpRefsVersion(db, repoId), epoch);
-      return { code: 0 };
-    } catch (err) {
-      log.warn({ err, repo_id: hookRepoId(call), epoch }, 'push refused before its refs commit: the shard lease moved');
-      return { code: 1, message: deposedMessage };
-    }
-  });
-
-  hooks.on('post-receive', pushLimits.postReceive);
-
   const http = createHttpServer({
     config,
     log,
@@ -323,187 +93,62 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     maxFetchRequestBytes: config.maxFetchRequestBytes,
     push: { maxRefUpdates: config.gitMaxRefUpdates, maxPushOptions: config.gitMaxPushOptions, maxCommandBytes: config.gitMaxPushCommandBytes },
   };
-  const plainGit = gitServices(limiter);
-  // nginx (in the server's group) opens hits by path: it must pass through the data directory.
-  if (config.packCacheEnabled && config.packCacheAccelRedirect && config.role !== 'frontend') await chmod(core.dataDir, 0o710);
-  const packCacheOptions = {
-          dir: path.join(core.dataDir, 'cache'),
-          limits: { maxBytes: config.packCacheMaxBytes, maxEntryBytes: config.packCacheMaxEntryBytes, minFreeBytes: config.packCacheMinFreeBytes },
-          admitAfter: config.packCacheAdmitAfter,
-          admitWindowMs: config.packCacheAdmitWindowSeconds * 1000,
-          maxRequestBytes: config.packCacheMaxRequestBytes,
-          handoffPrefix: config.packCacheAccelRedirect,
-          admission: {
-            maxRunning: config.gitMaxGenerations,
-            maxRunningPerRepo: config.gitMaxGenerationsPerRepo,
-            maxQueue: config.gitMaxQueue,
-            queueTimeoutMs: config.gitGenerationQueueSeconds * 1000,
-          },
-        };
-  const packCacheDeps = { metrics: createPackCacheMetrics(metrics.registry), log: log.child({ component: 'pack-cache' }) };
-  const packCache = config.packCacheEnabled && config.role !== 'frontend' ? await openPackCache(plainGit, packCacheOptions, packCacheDeps) : undefined;
-  // A frontend's own cache, keyed by the refs versions storage nodes keep in PostgreSQL: a hit
-  // reaches no storage node (repos/frontend-cache.ts).
-  const remoteGit = new RemoteGitServices();
-  const frontendCache =
-    config.packCacheEnabled && config.role === 'frontend'
-      ? await openPackCache(remoteGit, { ...packCacheOptions, handoffPrefix: undefined, versions: databaseVersions(core.meta.db), gitVersion: 'storage-node' }, packCacheDeps)
-      : undefined;
+  const shared: Shared = {
+    log,
+    metrics,
+    limiter,
+    http,
+    rawStore,
+    locks: createLocks(core.meta),
+    limits,
+    packCache: {
+      options: {
+        dir: path.join(core.dataDir, 'cache'),
+        limits: { maxBytes: config.packCacheMaxBytes, maxEntryBytes: config.packCacheMaxEntryBytes, minFreeBytes: config.packCacheMinFreeBytes },
+        admitAfter: config.packCacheAdmitAfter,
+        admitWindowMs: config.packCacheAdmitWindowSeconds * 1000,
+        maxRequestBytes: config.packCacheMaxRequestBytes,
+        handoffPrefix: config.packCacheAccelRedirect,
+        admission: {
+          maxRunning: config.gitMaxGenerations,
+          maxRunningPerRepo: config.gitMaxGenerationsPerRepo,
+          maxQueue: config.gitMaxQueue,
+          queueTimeoutMs: config.gitGenerationQueueSeconds * 1000,
+        },
+      },
+      deps: { metrics: createPackCacheMetrics(metrics.registry), log: log.child({ component: 'pack-cache' }) },
+    },
+  };
   // A cluster's roles (README "Running on several machines"): a frontend serves clients and
   // runs no git; a storage node serves its shard's repositories to frontends only; `all` both.
-  const servesClients = config.role !== 'storage';
-  const holdsRepositories = config.role !== 'frontend';
-  // Before every route: the budget of each client (README "Limits"). Connected last, so no
-  // failure of the wiring above can leave a Redis connection open.
-  const redis = servesClients && config.redisUrl ? connectRedis(config.redisUrl, log.child({ component: 'rate-limit' })) : undefined;
-  if (servesClients) registerBudget(
-    http,
-    {
-      windowSeconds: config.rateLimitWindowSeconds,
-      requests: { git: config.rateLimitGitRequests, lfs: config.rateLimitLfsRequests, api: config.rateLimitApiRequests },
-      authFailures: config.rateLimitAuthFailures,
-      concurrentRequests: config.maxConcurrentRequestsPerClient,
-      concurrentGit: config.maxConcurrentGitPerClient,
-      gitQueue: { maxWaiting: config.gitMaxQueue, timeoutMs: config.gitQueueTimeoutSeconds * 1000 },
-    },
-    { accounts: core.accounts, registry: metrics.registry, log: log.child({ component: 'rate-limit' }), redis, redisKeyPrefix: config.redisKeyPrefix },
-  );
-  // The repositories on this disk: those of `serve`, or of the shard this storage node writes.
-  const localHost = new LocalRepoHost(core.dataDir, {
-    git: packCache ?? plainGit,
-    limits,
-    // Read per request: for a long data path the socket's place is chosen at listen().
-    hookSocket: () => hooks.socketPath,
-    residency,
-    ...(writer && { epoch: () => writer.heldEpoch }),
-  });
-  core.routing?.useMetrics(createRoutingMetrics(metrics.registry));
-  let stopListening: (() => Promise<void>) | undefined;
-  if (writer) registerNodeRoutes(http, { host: new WriterHost(localHost, writer, config.shard!), secret: config.clusterSecret! });
-  if (servesClients) {
-    registerGitRoutes(http, {
-      accounts: core.accounts,
-      repos: core.repos,
-      hostOf: config.role === 'all' ? () => localHost : frontendCache ? cachedHostOf(core.hostOf, frontendCache, remoteGit, limits) : core.hostOf,
-      maxPushBytes: config.maxPushBytes,
-      metrics,
-    });
-    registerApiRoutes(http, { accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail, quotas: core.quotas });
-    registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl });
-  }
-
-  /**
-   * Claims the disk and heals it: `serve` at start, a storage node once it holds its shard's
-   * lease (same-volume standbys share the directory, so never before). The hook socket first:
-   * `serve`'s refuses to start when another server runs on this data directory; only then is
-   * it safe to clear what killed git processes left behind, before any request can start one.
-   */
-  async function takeOverDisk(epoch?: number): Promise<void> {
-    await hooks.listen({ shared: writer !== undefined });
-    await installHooks(core.dataDir, hooks.socketPath, writer ? HOOK_NAMES : SERVER_HOOKS);
-    const started = Date.now();
-    if (epoch !== undefined && config.failoverFrom === 'snapshots') await adoptMissing(epoch);
-    // Refs may differ from what frontends cached (a push cut between its two bumps, or refs
-    // brought back in time from snapshots): every repository of the shard gets a new version.
-    if (epoch !== undefined) await fencedWrite((db) => bumpShardRefsVersions(db, config.shard!), epoch);
-    const recovered = await recovery.atStart();
-    const cutOff = await closeCutOffPushes({ meta: core.meta, repositories: repositoriesOnDisk });
-    recoveryLog.info({ ...recovered, cut_off_pushes: cutOff.length, duration_ms: Date.now() - started }, 'crash recovery at start done');
-    background.start();
-    residency.start();
-    recovery.start();
-    reconciling = markChangedRepositoriesDirty({ meta: core.meta, repositories: repositoriesOnDisk }, reconcileAbort.signal).then(
-      (marked) => marked.length > 0 && recoveryLog.info({ repositories: marked.length, repo_ids: marked.slice(0, 20) }, 'repositories with refs past their latest snapshot marked dirty'),
-      (err: unknown) => recoveryLog.error({ err }, 'refs not compared with the latest snapshots'),
-    ).then(() => {});
-  }
-
-  const lostPushes = new Counter({
-    name: 'gitstratum_failover_lost_pushes_total',
-    help: 'Acknowledged pushes found missing from the snapshots when this storage node took its shard over from snapshots (also in the log and the audit log, action push.lost).',
-    registers: [metrics.registry],
-  });
-  /**
-   * A failover from snapshots (snapshots/takeover.ts): the shard's repositories missing from
-   * this disk are marked evicted, so the first request restores them (a background pass restores
-   * the rest), or created empty when they have no snapshot; the acknowledged pushes that are
-   * not in their latest snapshot are reported lost in the log, the audit log and a metric.
-   */
-  async function adoptMissing(epoch: number): Promise<void> {
-    const failoverLog = log.child({ component: 'failover' });
-    const missing = [];
-    for (const r of await listRepositories(core.meta.db)) {
-      if (r.shard === config.shard && !(await stat(repoPath(r.id)).catch(() => undefined))) missing.push(r);
-    }
-    let lost = 0;
-    for (const r of missing) {
-      const label = `${r.ownerName}/${r.spaceName}/${r.name}`;
-      const adopted = await adoptFromSnapshots({ meta: core.meta, store: rawStore }, r.id);
-      for (const push of adopted.lost) await fencedWrite((db) => appendAudit(db, lostPushAudit(r.id, label, config.shard!, epoch, push)), epoch);
-      if (adopted.lost.length > 0) {
-        lost += adopted.lost.length;
-        lostPushes.inc(adopted.lost.length);
-        failoverLog.error({ repository: label, repo_id: r.id, snapshot: adopted.snapshot ?? null, lost_pushes: adopted.lost }, 'acknowledged pushes lost: not in any snapshot when the shard was taken over');
-      }
-      if (adopted.snapshot) {
-        await markEvicted(core.meta.db, r.id, now());
-        residency.adopt(r.id);
-      } else {
-        await localHost.create({ id: r.id, defaultBranch: r.defaultBranch });
-      }
-    }
-    failoverLog.info({ shard: config.shard, epoch, missing: missing.length, lost_pushes: lost }, 'shard taken over from snapshots: missing repositories restored on first request');
-    // The rest in the background, one at a time, so the snapshot worker finds them on disk.
-    void (async () => {
-      for (const r of missing) {
-        const release = await residency.acquire({ id: r.id, defaultBranch: r.defaultBranch, label: `${r.ownerName}/${r.spaceName}/${r.name}` }).catch((err: unknown) => {
-          failoverLog.warn({ err, repo_id: r.id }, 'repository not restored in the background; its next request tries again');
-          return undefined;
-        });
-        release?.();
-      }
-    })();
+  const node: DiskNode | undefined = config.role === 'frontend' ? undefined : await createDiskNode(config, core, shared);
+  let edge: Edge | undefined;
+  try {
+    edge = config.role === 'storage' ? undefined : await createEdge(config, core, shared, node && (() => node.localHost));
+  } catch (err) {
+    await node?.close().catch(() => {});
+    throw err;
   }
 
   return {
     core,
     http,
-    hooks,
+    hooks: node?.hooks,
     limiter,
     async listen() {
-      // A storage node that is a standby listens at once and answers 503 until it takes over.
-      if (writer) await writer.start();
-      else if (holdsRepositories) await takeOverDisk();
-      // A frontend hears at once when a shard changes writer (its routing cache is the fallback).
-      if (config.role === 'frontend' && core.routing && core.meta.listen) {
-        const routing = core.routing;
-        stopListening = await core.meta.listen(SHARD_LEASE_CHANNEL, (shard) => routing.invalidate(shard));
-      }
-      if (redis) await redisReady(redis, 5000);
+      await node?.start();
+      await edge?.start();
       return http.listen({ host: config.host, port: config.port });
     },
     onDeposed(handler) {
-      deposedHandlers.push(handler);
+      node?.onDeposed(handler);
     },
     async close() {
       // Order matters: in-flight pushes still need the hook socket and the database.
       await http.close();
-      // Released at once, so a standby takes the shard without waiting for the lease to run out.
-      await writer?.close();
-      await stopListening?.();
-      await packCache?.close();
-      await frontendCache?.close();
-      // Aborts a running repack (killing its process group) rather than waiting for it.
-      await maintenance?.close();
-      // Aborts a snapshot upload in flight: it leaves no object and no row, the repository dirty.
-      await background.close();
-      reconcileAbort.abort();
-      await Promise.all([reconciling, recovery.close()]);
-      // Waits for an eviction or a lazy restore in flight (each leaves a consistent state anyway).
-      await residency.close();
-      await hooks.close();
+      await node?.close();
+      await edge?.close();
       rawStore.destroy?.();
-      redis?.disconnect();
       await core.close();
     },
   };

@@ -1,0 +1,99 @@
+/**
+ * The part of a process that serves clients (`serve`, and a frontend): client budgets,
+ * authentication, Smart HTTP, Git LFS and the REST API. Git requests go to the repository's
+ * host: this process's disk (`serve`, node.ts) or the storage node of its shard, through the
+ * frontend's own clone cache (repos/frontend-cache.ts). app.ts puts it together by role.
+ */
+import type { Config } from './config/schema.js';
+import type { Core } from './core.js';
+import { openPackCache } from './git/pack-cache/cache.js';
+import { registerGitRoutes } from './http/git-routes.js';
+import { registerApiRoutes } from './http/api-routes.js';
+import { registerLfsRoutes } from './http/lfs-routes.js';
+import { connectRedis, redisReady, registerBudget } from './http/rate-limit.js';
+import { timed } from './storage/timed-store.js';
+import { createLfsMetrics } from './lfs/metrics.js';
+import { createLfsObjects } from './lfs/objects.js';
+import { createSigner, loadSigningKey } from './lfs/signing.js';
+import { createRoutingMetrics } from './repos/cluster-hosts.js';
+import { SHARD_LEASE_CHANNEL } from './meta/shard-leases.js';
+import { cachedHostOf, databaseVersions, RemoteGitServices } from './repos/frontend-cache.js';
+import type { Shared } from './node.js';
+import type { HostOf } from './repos/host.js';
+
+export interface Edge {
+  /** Before listening: waits for Redis; a frontend listens for changes of shard writers. */
+  start(): Promise<void>;
+  /** After the HTTP server stopped. */
+  close(): Promise<void>;
+}
+
+/** `local`: the host of every repository when this process holds them all (`serve`); a frontend routes by shard. */
+export async function createEdge(config: Config, core: Core, shared: Shared, local: HostOf | undefined): Promise<Edge> {
+  const { log, metrics, http, rawStore, locks, limits } = shared;
+  const lfsMetrics = createLfsMetrics(metrics.registry);
+  const store = timed(rawStore, lfsMetrics.storeLatency);
+  const signer = createSigner(await loadSigningKey(core.dataDir, config.signingSecret));
+  const lfsObjects = createLfsObjects({
+    meta: core.meta,
+    store,
+    signer,
+    metrics: lfsMetrics,
+    quota: core.quotas,
+    settings: {
+      mode: config.lfsTransferMode,
+      maxObjectBytes: config.lfsMaxObjectBytes,
+      maxBatchObjects: config.lfsMaxBatchObjects,
+      actionExpiresSeconds: config.lfsActionExpiresSeconds,
+    },
+  });
+  // A frontend's own cache, keyed by the refs versions storage nodes keep in PostgreSQL: a hit
+  // reaches no storage node (repos/frontend-cache.ts).
+  const remoteGit = new RemoteGitServices();
+  const frontendCache =
+    config.packCacheEnabled && config.role === 'frontend'
+      ? await openPackCache(remoteGit, { ...shared.packCache.options, handoffPrefix: undefined, versions: databaseVersions(core.meta.db), gitVersion: 'storage-node' }, shared.packCache.deps)
+      : undefined;
+  // Before every route: the budget of each client (README "Limits"). Connected last, so no
+  // failure of the wiring above can leave a Redis connection open.
+  const redis = config.redisUrl ? connectRedis(config.redisUrl, log.child({ component: 'rate-limit' })) : undefined;
+  registerBudget(
+    http,
+    {
+      windowSeconds: config.rateLimitWindowSeconds,
+      requests: { git: config.rateLimitGitRequests, lfs: config.rateLimitLfsRequests, api: config.rateLimitApiRequests },
+      authFailures: config.rateLimitAuthFailures,
+      concurrentRequests: config.maxConcurrentRequestsPerClient,
+      concurrentGit: config.maxConcurrentGitPerClient,
+      gitQueue: { maxWaiting: config.gitMaxQueue, timeoutMs: config.gitQueueTimeoutSeconds * 1000 },
+    },
+    { accounts: core.accounts, registry: metrics.registry, log: log.child({ component: 'rate-limit' }), redis, redisKeyPrefix: config.redisKeyPrefix },
+  );
+  core.routing?.useMetrics(createRoutingMetrics(metrics.registry));
+  let stopListening: (() => Promise<void>) | undefined;
+  registerGitRoutes(http, {
+    accounts: core.accounts,
+    repos: core.repos,
+    hostOf: local ?? (frontendCache ? cachedHostOf(core.hostOf, frontendCache, remoteGit, limits) : core.hostOf),
+    maxPushBytes: config.maxPushBytes,
+    metrics,
+  });
+  registerApiRoutes(http, { accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail, quotas: core.quotas });
+  registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl });
+
+  return {
+    async start() {
+      // A frontend hears at once when a shard changes writer (its routing cache is the fallback).
+      if (config.role === 'frontend' && core.routing && core.meta.listen) {
+        const routing = core.routing;
+        stopListening = await core.meta.listen(SHARD_LEASE_CHANNEL, (shard) => routing.invalidate(shard));
+      }
+      if (redis) await redisReady(redis, 5000);
+    },
+    async close() {
+      await stopListening?.();
+      await frontendCache?.close();
+      redis?.disconnect();
+    },
+  };
+}
