@@ -245,7 +245,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
       await fencedWrite((db) => bumpRefsVersion(db, repoId), epoch);
       return { code: 0 };
     } catch (err) {
-      log.warn({ err, repo_id: hookRepoId(call), epoch }, 'push refused before its refs commit: the shard lease moved');
+      log.warn({ err, repo_id: hookRepoId(call), epoch }, 'push refused before its refs commit: the shard lease it was received under is not confirmed');
       return { code: 1, message: deposedMessage };
     }
   });
@@ -339,7 +339,6 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
       }
     })();
   }
-
 
   return {
     localHost,
