@@ -162,6 +162,9 @@ export interface RunOptions {
   check?: boolean;
   /** Aborting kills the command's process group; the promise then rejects. */
   signal?: AbortSignal;
+  /** Run as this user and group (a root benchmark runs PostgreSQL's initdb as `postgres`). */
+  uid?: number;
+  gid?: number;
 }
 
 /**
@@ -171,7 +174,14 @@ export interface RunOptions {
 export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const timeoutMs = opts.timeoutMs ?? 600_000;
   return new Promise((resolve, reject) => {
-    const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], detached: true };
+    const spawnOpts: SpawnOptions = {
+      cwd: opts.cwd,
+      env: opts.env ?? process.env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      detached: true,
+      ...(opts.uid !== undefined && { uid: opts.uid }),
+      ...(opts.gid !== undefined && { gid: opts.gid }),
+    };
     const started = process.hrtime.bigint();
     const child = spawn(cmd, args, spawnOpts);
     const pid = child.pid;
