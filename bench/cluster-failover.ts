@@ -239,7 +239,9 @@ export async function failover(ctx: PartContext, opts: FailoverOptions): Promise
         }),
         untilOk(t0, async () => (await cloneOnce()).code === 0),
       ]);
-      const serving = (Number((await standby.waitForLog('serving the shard: this node is its writer', PROBE_BOUND_MS))['time']) - killedAt) / 1000;
+      // pino's time: an ISO string (or epoch milliseconds, its own default).
+      const servingLine = await standby.waitForLog('serving the shard: this node is its writer', PROBE_BOUND_MS);
+      const serving = (new Date(servingLine['time'] as string | number).getTime() - killedAt) / 1000;
       const cacheHits = (await fetchHits()) - hitsBefore;
       // The pushers go on a moment against the new writer, then stop for the checks.
       const after = pushers.acked;

@@ -24,7 +24,7 @@ import { Writable } from 'node:stream';
 import { startGitstratum } from './gitstratum-server.js';
 import { partCluster, repoDirOn, repoUrl, type PartContext } from './cluster-processes.js';
 import type { Postgres } from './postgres.js';
-import { ownCpuSeconds, treeCpuSeconds, waitForTree } from './proc-stats.js';
+import { ownCpuSeconds, sampleProcesses, treeCpuSeconds, waitForTree } from './proc-stats.js';
 import { run, stop } from './processes.js';
 import { repackForServing, type RepoInfo } from './repo-generator.js';
 import { median, spread, table } from './report.js';
@@ -38,14 +38,19 @@ export interface HopOptions {
 interface HopSample {
   wall: number;
   cpu: number;
+  /** Of which the Node processes themselves, and the frontend's tree (cluster side). */
   node: number;
+  front?: number;
   pg: number;
+  /** Processes seen in the side's trees (sampled every 25 ms), by name: pushes only. */
+  spawned?: Map<string, number>;
 }
 
 interface HopSide {
   name: string;
-  /** The gitstratum processes of this side. */
+  /** The gitstratum processes of this side (a frontend first). */
   pids: number[];
+  frontend?: number;
   url(repo: string): string;
   /** Creates alice/bench/<repo>; returns its directory on disk. */
   create(repo: string): Promise<string>;
@@ -65,13 +70,25 @@ const OFF = ['--pack-cache-enabled', 'false', '--maintenance-enabled', 'false', 
 const CLUSTER_SIDE = 'frontend → storage node';
 const STRAIGHT_SIDE = 'straight (serve, role all)';
 
-async function measure(side: HopSide, pg: Postgres, action: () => Promise<number>): Promise<HopSample> {
+async function measure(side: HopSide, pg: Postgres, action: () => Promise<number>, opts: { sample?: boolean } = {}): Promise<HopSample> {
   const resident = new Set(side.pids);
   await waitForTree(side.pids, resident, 120_000);
-  const [cpu0, node0, pg0] = [treeCpuSeconds(side.pids), ownCpuSeconds(side.pids), pg.cpuSeconds()];
+  const front = () => (side.frontend === undefined ? 0 : treeCpuSeconds([side.frontend]));
+  const [cpu0, node0, front0, pg0] = [treeCpuSeconds(side.pids), ownCpuSeconds(side.pids), front(), pg.cpuSeconds()];
+  const sampler = opts.sample ? sampleProcesses(side.pids, 25) : undefined;
   const wall = await action();
   await waitForTree(side.pids, resident, 120_000);
-  return { wall, cpu: treeCpuSeconds(side.pids) - cpu0, node: ownCpuSeconds(side.pids) - node0, pg: pg.cpuSeconds() - pg0 };
+  const seen = sampler?.stop();
+  const spawned = seen && new Map<string, number>();
+  for (const name of seen?.values() ?? []) spawned!.set(name, (spawned!.get(name) ?? 0) + 1);
+  return {
+    wall,
+    cpu: treeCpuSeconds(side.pids) - cpu0,
+    node: ownCpuSeconds(side.pids) - node0,
+    ...(side.frontend !== undefined && { front: front() - front0 }),
+    pg: pg.cpuSeconds() - pg0,
+    ...(spawned && { spawned }),
+  };
 }
 
 /** Reads every pack of the repository once, so both sides start with it in the page cache. */
@@ -100,6 +117,7 @@ export async function hop(ctx: PartContext, opts: HopOptions): Promise<HopResult
     const clusterSide: HopSide = {
       name: CLUSTER_SIDE,
       pids: [frontend.pid, node.pid],
+      frontend: frontend.pid,
       url: (repo) => repoUrl(frontend.url, token, repo),
       create: async (repo) => repoDirOn(volume, await c.createRepo(repo)),
     };
@@ -112,7 +130,8 @@ export async function hop(ctx: PartContext, opts: HopOptions): Promise<HopResult
     const cells = new Map<string, HopSample[]>();
     const record = (op: string, side: HopSide, s: HopSample) => {
       cells.set(`${op} ${side.name}`, [...(cells.get(`${op} ${side.name}`) ?? []), s]);
-      say(`hop: ${op} ${side.name}: ${s.wall.toFixed(2)} s, CPU ${s.cpu.toFixed(2)} s (Node ${s.node.toFixed(2)} s), PostgreSQL ${s.pg.toFixed(2)} s`);
+      const spawned = s.spawned ? `; processes seen: ${[...s.spawned].map(([name, n]) => `${n} ${name}`).join(', ')}` : '';
+      say(`hop: ${op} ${side.name}: ${s.wall.toFixed(2)} s, CPU ${s.cpu.toFixed(2)} s (Node ${s.node.toFixed(2)} s), PostgreSQL ${s.pg.toFixed(2)} s${spawned}`);
     };
 
     const refsOf = async (dir: string) => (await git(['--git-dir', dir, 'for-each-ref', '--format=%(objectname) %(refname)'])).stdout;
@@ -124,7 +143,9 @@ export async function hop(ctx: PartContext, opts: HopOptions): Promise<HopResult
         const name = i === 1 ? 'big' : `push-${i}`;
         const dir = await side.create(name);
         if (i === 1) served.set(side, dir);
-        const s = await measure(side, pg, async () => (await git(['--git-dir', source.path, 'push', '--quiet', side.url(name), '+refs/heads/*:refs/heads/*', '+refs/tags/*:refs/tags/*'])).seconds);
+        const s = await measure(side, pg, async () => (await git(['--git-dir', source.path, 'push', '--quiet', side.url(name), '+refs/heads/*:refs/heads/*', '+refs/tags/*:refs/tags/*'])).seconds, {
+          sample: true,
+        });
         if ((await refsOf(dir)) !== sourceRefs) throw new Error(`${side.name}: pushed refs differ from the source's`);
         record(OPERATIONS[1], side, s);
       }
@@ -157,12 +178,24 @@ export async function hop(ctx: PartContext, opts: HopOptions): Promise<HopResult
 
 export function hopReport(r: HopResult): string[] {
   const MiB = 1024 * 1024;
-  const rows = [['operation', 'path', 'wall s', 'server CPU s', 'of which Node s', 'PostgreSQL CPU s']];
+  const rows = [['operation', 'path', 'wall s', 'server CPU s', 'of which Node s', 'of which frontend s', 'PostgreSQL CPU s', 'processes seen per run (median)']];
   for (const op of OPERATIONS) {
     r.sides.forEach((side, i) => {
       const v = r.cells.get(`${op} ${side}`) ?? [];
       if (v.length === 0) return;
-      rows.push([i === 0 ? op : '', side, spread(v.map((x) => x.wall), 2), spread(v.map((x) => x.cpu), 2), spread(v.map((x) => x.node), 2), spread(v.map((x) => x.pg), 2)]);
+      const fronts = v.flatMap((x) => (x.front === undefined ? [] : [x.front]));
+      const names = [...new Set(v.flatMap((x) => [...(x.spawned?.keys() ?? [])]))];
+      const spawned = names.map((name) => `${median(v.map((x) => x.spawned?.get(name) ?? 0))} ${name}`).join(', ');
+      rows.push([
+        i === 0 ? op : '',
+        side,
+        spread(v.map((x) => x.wall), 2),
+        spread(v.map((x) => x.cpu), 2),
+        spread(v.map((x) => x.node), 2),
+        fronts.length > 0 ? spread(fronts, 2) : '—',
+        spread(v.map((x) => x.pg), 2),
+        v.some((x) => x.spawned) ? spawned || 'none' : 'not sampled',
+      ]);
     });
   }
   const ratios = [['operation', 'wall', 'server CPU', 'Node CPU', 'target (wall)', 'verdict']];
@@ -175,13 +208,15 @@ export function hopReport(r: HopResult): string[] {
   }
   return [
     `2. the frontend hop: ${r.source.commits} commits, ${r.source.objects} objects, ${(r.source.packBytes / MiB).toFixed(1)} MiB of pack (\`source\`); median [min–max] of ${r.runs} runs, sides alternated`,
-    `   "straight" is \`gitstratum serve\` (role all) on its own database in the same PostgreSQL and S3: a storage node serves no client without the`,
+    '   "straight" is `gitstratum serve` (role all) on its own database in the same PostgreSQL and S3: a storage node serves no client without the',
     '   cluster signature. Pack cache, maintenance and snapshots off on both sides.',
     '',
     table(rows),
     '',
-    'server CPU: utime+stime+cutime+cstime of the side\'s gitstratum process trees (frontend + storage node, or serve), git children included,',
-    '  read when no git child runs; of which Node: those processes themselves. PostgreSQL: its whole tree over the same span.',
+    "server CPU: utime+stime+cutime+cstime of the side's gitstratum process trees (frontend + storage node, or serve), git children and hooks",
+    '  included, read when no git child runs; of which Node: those processes themselves; of which frontend: its whole tree. PostgreSQL: its',
+    '  whole tree over the same span. Processes seen: below the side\'s gitstratum processes, sampled every 25 ms during pushes (a hook is a',
+    '  `node` process, hook-relay.js; short-lived ones may fall between samples).',
     '',
     `ratios, ${CLUSTER_SIDE} ÷ straight (medians)`,
     table(ratios),

@@ -14,11 +14,10 @@
  * (cutime+cstime of /proc/<pid>/stat) show it. Wall time is from the first clone's start to
  * the last one's end; server CPU is the three process trees, read when no git child runs.
  */
-import { readFileSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { partCluster, repoDirOn, repoUrl, type PartContext, type ServerProcess } from './cluster-processes.js';
-import { reapedChildrenCpuSeconds, treeCpuSeconds, treeOf, waitForTree } from './proc-stats.js';
+import { countByName, reapedChildrenCpuSeconds, sampleProcesses, treeCpuSeconds, waitForTree } from './proc-stats.js';
 import { run, stop } from './processes.js';
 import { addCommit, repackForServing, type RepoInfo } from './repo-generator.js';
 import { spread, table } from './report.js';
@@ -46,7 +45,7 @@ interface StormSample {
   frontends: Counts;
   /** Distinct processes seen in the frontends' trees, and in the node's (by name). */
   frontendChildren: number;
-  nodeChildren: Map<string, number>;
+  nodeChildren: string;
   /** CPU of the children the frontends reaped. */
   frontendReaped: number;
 }
@@ -68,32 +67,6 @@ async function fetchCounts(procs: ServerProcess[]): Promise<Counts> {
 }
 
 const diff = (a: Counts, b: Counts): Counts => ({ miss: a.miss - b.miss, coalesced: a.coalesced - b.coalesced, hit: a.hit - b.hit });
-
-/** Every 50 ms, the processes below `roots` other than the roots themselves, until stopped. */
-function sampleChildren(roots: number[]): { stop(): Map<number, string> } {
-  const seen = new Map<number, string>();
-  const take = () => {
-    for (const p of treeOf(roots)) {
-      if (roots.includes(p.pid) || seen.has(p.pid)) continue;
-      let name = '?';
-      try {
-        name = readFileSync(`/proc/${p.pid}/comm`, 'utf8').trim();
-      } catch {
-        // already gone
-      }
-      seen.set(p.pid, name);
-    }
-  };
-  const timer = setInterval(take, 50);
-  take();
-  return {
-    stop() {
-      clearInterval(timer);
-      take();
-      return seen;
-    },
-  };
-}
 
 export async function storm(ctx: PartContext, opts: StormOptions): Promise<StormResult> {
   const { env, say } = ctx;
@@ -129,8 +102,8 @@ export async function storm(ctx: PartContext, opts: StormOptions): Promise<Storm
       await waitForTree(pids, resident, 120_000);
       const [nodeBefore, frontBefore] = [await fetchCounts([node]), await fetchCounts(frontends)];
       const [cpu0, nodeCpu0, reaped0] = [treeCpuSeconds(pids), treeCpuSeconds([node.pid]), frontendPids.reduce((a, p) => a + reapedChildrenCpuSeconds(p), 0)];
-      const frontSampler = sampleChildren(frontendPids);
-      const nodeSampler = sampleChildren([node.pid]);
+      const frontSampler = sampleProcesses(frontendPids);
+      const nodeSampler = sampleProcesses([node.pid]);
       const t0 = process.hrtime.bigint();
       await Promise.all(
         Array.from({ length: opts.clones }, async (_, k) => {
@@ -143,9 +116,7 @@ export async function storm(ctx: PartContext, opts: StormOptions): Promise<Storm
       const wall = Number(process.hrtime.bigint() - t0) / 1e9;
       await waitForTree(pids, resident, 120_000);
       const frontendChildren = frontSampler.stop().size;
-      const nodeSeen = nodeSampler.stop();
-      const nodeChildren = new Map<string, number>();
-      for (const name of nodeSeen.values()) nodeChildren.set(name, (nodeChildren.get(name) ?? 0) + 1);
+      const nodeChildren = countByName(nodeSampler.stop().values());
       const sample: StormSample = {
         wall,
         cpu: treeCpuSeconds(pids) - cpu0,
@@ -173,7 +144,7 @@ export async function storm(ctx: PartContext, opts: StormOptions): Promise<Storm
 const fmt = (c: Counts) => `${c.miss} miss / ${c.coalesced} coalesced / ${c.hit} hit`;
 
 export function stormReport(r: StormResult): string[] {
-  const rows = [['storm', 'wall s', 'server CPU s', 'of which node s', 'node: pack generations', 'node fetches: miss / coalesced / hit', 'frontends: miss / coalesced / hit', 'processes under frontends', 'git processes seen under the node']];
+  const rows = [['storm', 'wall s', 'server CPU s', 'of which node s', 'node: pack generations', 'node fetches: miss / coalesced / hit', 'frontends: miss / coalesced / hit', 'processes under frontends', 'processes seen under the node']];
   r.samples.forEach((x, i) => {
     rows.push([
       String(i + 1),
@@ -184,7 +155,7 @@ export function stormReport(r: StormResult): string[] {
       fmt(x.node),
       fmt(x.frontends),
       `${x.frontendChildren} (reaped CPU ${x.frontendReaped.toFixed(2)} s)`,
-      [...x.nodeChildren].map(([name, n]) => `${n} ${name}`).join(', ') || '0',
+      x.nodeChildren,
     ]);
   });
   const v = (f: (x: StormSample) => number) => r.samples.map(f);
@@ -199,7 +170,7 @@ export function stormReport(r: StormResult): string[] {
     '',
     'node fetches: its pack cache\'s fetch requests (each a frontend\'s miss): a miss runs a pack generation, coalesced shares a running one, a hit reads',
     '  a finished one. frontends: both frontends\' caches, the clients\' fetches. Processes under frontends: distinct PIDs seen in their trees every 50 ms;',
-    '  git processes under the node: the same sampling (short-lived ones may be missed; the miss count is exact).',
+    '  processes under the node: the same sampling (short-lived ones may be missed; the miss count is exact).',
     '',
     `target: the storage node runs one pack generation per storm — ${ones}/${r.samples.length} storms: ${ones === r.samples.length ? 'met' : 'missed'}; ` +
       `frontends ran no process in ${none}/${r.samples.length} storms`,

@@ -70,7 +70,8 @@ export async function startPostgres(dir: string, env: NodeJS.ProcessEnv, say: (m
   const data = path.join(dir, 'data');
   const pgEnv = { PATH: env['PATH'], LANG: 'C' };
   await run(path.join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync'], { env: pgEnv, cwd: dir, ...user, timeoutMs: 120_000 });
-  const version = (await run(path.join(bin, 'postgres'), ['--version'], { env: pgEnv })).stdout.trim().split(' ').pop()!;
+  const banner = (await run(path.join(bin, 'postgres'), ['--version'], { env: pgEnv })).stdout.trim();
+  const version = /\(PostgreSQL\) (\S+)/.exec(banner)?.[1] ?? banner;
 
   const port = await freePort();
   const logFile = path.join(dir, 'postgres.log');

@@ -160,3 +160,39 @@ export function sampleRss(pid: number, intervalMs = 100): { stop(): number; samp
     samples: () => count,
   };
 }
+
+/**
+ * Every `intervalMs`, the processes below `roots` (the roots excluded), by PID with their name
+ * (`/proc/<pid>/comm`), until stopped. Short-lived processes may fall between two samples.
+ */
+export function sampleProcesses(roots: readonly number[], intervalMs = 50): { stop(): Map<number, string> } {
+  const seen = new Map<number, string>();
+  const take = () => {
+    for (const p of treeOf(roots)) {
+      if (roots.includes(p.pid) || seen.has(p.pid)) continue;
+      let name = '?';
+      try {
+        name = readFileSync(`/proc/${p.pid}/comm`, 'utf8').trim();
+      } catch {
+        // already gone
+      }
+      seen.set(p.pid, name);
+    }
+  };
+  const timer = setInterval(take, intervalMs);
+  take();
+  return {
+    stop() {
+      clearInterval(timer);
+      take();
+      return seen;
+    },
+  };
+}
+
+/** `names` counted: "3 git, 72 node". */
+export function countByName(names: Iterable<string>): string {
+  const counts = new Map<string, number>();
+  for (const n of names) counts.set(n, (counts.get(n) ?? 0) + 1);
+  return [...counts].sort((a, b) => b[1] - a[1]).map(([name, n]) => `${n} ${name}`).join(', ') || 'none';
+}
