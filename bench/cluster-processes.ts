@@ -46,7 +46,8 @@ function logLines(file: string): Record<string, unknown>[] {
 
 /** `gitstratum serve` with `args` and `env`, logging to `logFile`; resolves once it listens. */
 export async function spawnServer(root: string, opts: { name: string; dataDir: string; env: NodeJS.ProcessEnv; args: string[]; logFile: string }): Promise<ServerProcess> {
-  await mkdir(opts.dataDir, { recursive: true });
+  // Private, as gitstratum wants its data directory (it warns otherwise).
+  await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   const fd = openSync(opts.logFile, 'a');
   const child = spawn(process.execPath, [path.join(root, 'bin', 'gitstratum.js'), 'serve', '--data', opts.dataDir, '--host', '127.0.0.1', ...opts.args], {
     env: opts.env,

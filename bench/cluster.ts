@@ -14,7 +14,7 @@
  * Options (flags after `npm run bench:cluster --`, or environment):
  *   --parts LIST         BENCH_PARTS          failover,hop,storm (default all)
  *   --trials N           BENCH_TRIALS         failover trials (default 10)
- *   --pushers N          BENCH_PUSHERS        failover pushers (default 4)
+ *   --pushers N          BENCH_PUSHERS        failover pushers (default 3)
  *   --lease-seconds N    BENCH_LEASE_SECONDS  the shard lease (default 5, gitstratum's default)
  *   --runs N             BENCH_RUNS           hop runs per side and operation (default 5, minimum 3)
  *   --storms N           BENCH_STORMS         storms, each after a new commit (default 3)
@@ -65,7 +65,7 @@ function parseOptions(argv: string[]): Options {
   const opts: Options = {
     parts: parts(env['BENCH_PARTS'] ?? PARTS.join(',')),
     trials: Number(env['BENCH_TRIALS'] ?? 10),
-    pushers: Number(env['BENCH_PUSHERS'] ?? 4),
+    pushers: Number(env['BENCH_PUSHERS'] ?? 3),
     leaseSeconds: Number(env['BENCH_LEASE_SECONDS'] ?? 5),
     runs: Number(env['BENCH_RUNS'] ?? 5),
     storms: Number(env['BENCH_STORMS'] ?? 3),
