@@ -200,10 +200,16 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
 
   hooks.on('pre-receive', pushLimits.preReceive);
 
+  /** The second bump of a push (see meta/refs-versions.ts), or the one after a push cut short. */
+  const refsChanged = (repoId: string) =>
+    bumpRefsVersion(core.meta.db, repoId).catch((err: unknown) => log.error({ err, repo_id: repoId }, 'refs version not bumped after a push; frontends may serve the refs before it until the next push'));
+
   hooks.on('post-receive', async (call) => {
     const repoId = hookRepoId(call);
     if (repoId) {
       crashPoint('receive-after-ref-commit');
+      // Before git acknowledges the push: frontends' caches must not answer from the refs before it.
+      if (pushEpoch(call) !== undefined) await refsChanged(repoId);
       // First: it cannot fail, and the audit write below may.
       maintenance?.notify(repoId, repoPath(repoId));
       crashPoint('receive-before-push-end');
@@ -233,11 +239,6 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     const epoch = pushEpoch(call);
     const repoId = hookRepoId(call);
     if (epoch === undefined || !repoId) return { code: 0 };
-    if (call.args[0] === 'committed') {
-      // Before git acknowledges the push: frontends' caches must not answer from the refs before it.
-      await bumpRefsVersion(core.meta.db, repoId).catch((err: unknown) => log.error({ err, repo_id: repoId }, 'refs version not bumped after a push; frontends may serve the refs before it until the next push'));
-      return { code: 0 };
-    }
     if (call.args[0] !== 'prepared') return { code: 0 };
     pausePoint('receive-before-ref-commit');
     try {
@@ -265,7 +266,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     residency,
     ...(writer && { epoch: () => writer.heldEpoch }),
   });
-  if (writer) registerNodeRoutes(http, { host: new WriterHost(localHost, writer, config.shard!), secret: config.clusterSecret! });
+  if (writer) registerNodeRoutes(http, { host: new WriterHost(localHost, writer, config.shard!, refsChanged), secret: config.clusterSecret! });
 
   /**
    * Claims the disk and heals it: `serve` at start, a storage node once it holds its shard's

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tempDir } from '../../test/e2e/harness.js';
 import { createLogger } from '../shared/log.js';
-import { HookServer, hookSocketPath, serverRunning } from './hooks.js';
+import { HOOK_NAMES, HookServer, hookSocketPath, hooksDir, installHooks, serverRunning } from './hooks.js';
 
 const relay = fileURLToPath(new URL('./hook-relay.js', import.meta.url));
 
@@ -75,4 +75,54 @@ test('issue 9: with no server to ask, pre-receive refuses and post-receive says 
   const post = await runRelay('post-receive', nowhere);
   assert.equal(post.code, 0);
   assert.match(post.stderr, /post-receive skipped/);
+});
+
+function git(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Promise<number | null> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('git', args, { cwd, env: { ...process.env, ...env }, stdio: 'ignore' });
+    child.on('error', reject);
+    child.on('close', resolve);
+  });
+}
+
+test("a storage node's push relays only `prepared` of each ref transaction; other ref changes and phases start no relay", async () => {
+  const dataDir = await tempDir();
+  try {
+    const server = new HookServer(dataDir, createLogger('silent'));
+    const phases: string[] = [];
+    server.on('reference-transaction', async (call) => {
+      phases.push(call.args[0]!);
+      return { code: 0 };
+    });
+    await server.listen({ shared: true });
+    await installHooks(dataDir, server.socketPath, HOOK_NAMES);
+    const repo = path.join(dataDir, 'r.git');
+    assert.equal(await git(['init', '-q', '--bare', repo], dataDir), 0);
+    assert.equal(await git(['config', 'core.hooksPath', hooksDir(dataDir)], repo), 0);
+    const oid = '4b825dc642cb6eb9a060e54bf8d69288fbee4904'; // the empty tree, which git always knows
+    const commit = await new Promise<string>((resolve) => {
+      const c = spawn('git', ['commit-tree', oid, '-m', 'x'], { cwd: repo, env: { ...process.env, GIT_AUTHOR_NAME: 'a', GIT_AUTHOR_EMAIL: 'a@a', GIT_COMMITTER_NAME: 'a', GIT_COMMITTER_EMAIL: 'a@a' } });
+      let out = '';
+      c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      c.on('close', () => resolve(out.trim()));
+    });
+
+    // Three ref transactions of a push (a non-atomic push makes one per ref).
+    for (const ref of ['refs/heads/a', 'refs/heads/b', 'refs/heads/c']) {
+      assert.equal(await git(['update-ref', ref, commit], repo, { GITSTRATUM_SHARD_EPOCH: '7' }), 0);
+    }
+    assert.deepEqual(phases, ['prepared', 'prepared', 'prepared'], 'no committed call reached the server');
+
+    // git run on the disk by hand or by maintenance (no epoch) does not ask the server at all.
+    assert.equal(await git(['update-ref', 'refs/heads/d', commit], repo), 0);
+    assert.equal(phases.length, 3);
+
+    // The fencing answer still stops the ref: a refused `prepared` leaves the ref unwritten.
+    server.on('reference-transaction', async () => ({ code: 1, message: 'deposed' }));
+    assert.notEqual(await git(['update-ref', 'refs/heads/e', commit], repo, { GITSTRATUM_SHARD_EPOCH: '7' }), 0);
+    assert.notEqual(await git(['rev-parse', '--verify', '-q', 'refs/heads/e'], repo), 0);
+    await server.close();
+  } finally {
+    await rm(dataDir, { recursive: true, force: true });
+  }
 });

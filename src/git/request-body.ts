@@ -7,6 +7,7 @@
  */
 import { Readable, pipeline } from 'node:stream';
 import { DomainError, invalid } from '../shared/errors.js';
+import { coalescing } from '../shared/streams.js';
 
 export type BufferedBody = { complete: true; bytes: Buffer } | { complete: false; stream: Readable };
 
@@ -16,7 +17,9 @@ export async function bufferRequest(
   max: number,
   signal: AbortSignal,
 ): Promise<BufferedBody> {
-  const source = (decoder ? pipeline(input, decoder, () => {}) : input) as Readable;
+  // One chunk per pkt-line is how git streams a large request: joined here, before every stage.
+  const joined = coalescing();
+  const source = (decoder ? pipeline(input, joined, decoder, () => {}) : pipeline(input, joined, () => {})) as Readable;
   const onAbort = () => source.destroy(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
   signal.addEventListener('abort', onAbort, { once: true });
   const it = source[Symbol.asyncIterator]() as AsyncIterator<Buffer>;

@@ -4,8 +4,9 @@
  * whenever its refs change or may change:
  * - in a push's reference-transaction `prepared` (fenced: a push whose bump fails is refused),
  *   so no response generated before the change is ever stored under a version after it...
- * - ...and again at `committed`, before git acknowledges the push, since a frontend may have
- *   asked between the two and stored the old refs' answer under the first bump;
+ * - ...and again at post-receive, before git acknowledges the push, since a frontend may have
+ *   asked between the two and stored the old refs' answer under the first bump (or, when git
+ *   was killed before its post-receive, once git has exited);
  * - for every repository of its shard when a node takes a shard over (a push cut between the
  *   two bumps, or a failover from snapshots that brought refs back in time).
  * A request reads the version after it arrived, so a push acknowledged before it is seen.

@@ -197,6 +197,8 @@ export class WriterHost implements RepoHost {
     private readonly inner: RepoHost,
     private readonly writer: ShardWriter,
     private readonly shard: string,
+    /** Called when a push ends without git's post-receive (git killed or failed): its refs may have changed. */
+    private readonly pushCutShort: (repoId: string) => Promise<void> = async () => {},
   ) {}
 
   private check(): void {
@@ -224,7 +226,11 @@ export class WriterHost implements RepoHost {
 
   async statelessRpc(repo: HostedRepo, call: RpcCall, signal: AbortSignal): Promise<GitResponse> {
     this.check();
-    return this.inner.statelessRpc(repo, call, signal);
+    const res = await this.inner.statelessRpc(repo, call, signal);
+    // git killed (client gone, timeout) between committing refs and its post-receive, which
+    // bumps the refs version: bump it here, or frontends might answer from the old refs.
+    if (call.service === 'receive-pack') void res.done.then((outcome) => (outcome.code !== 0 ? this.pushCutShort(repo.id) : undefined));
+    return res;
   }
 }
 

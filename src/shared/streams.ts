@@ -30,3 +30,58 @@ export function counting(highWaterMark = 1 << 20): Transform & { bytes: number }
   t.bytes = 0;
   return t;
 }
+
+/**
+ * Joins the chunks that arrive in one turn of the event loop, up to `max` bytes, into one.
+ *
+ * git sends a request body larger than its post buffer with chunked transfer encoding as
+ * fetch-pack writes it: one pkt-line per HTTP chunk. Node's parser hands each chunk on alone,
+ * so a fetch of a repository with 100,000 refs (100,000 `want` lines of 50 bytes) cost 100,000
+ * trips through every later stage and 100,000 writes to git's stdin: seconds of blocked event
+ * loop per request (issue 9). The parser delivers everything one socket read holds in the
+ * same turn, so what arrives together leaves together, and a lone chunk waits one turn at most.
+ * Back-pressure holds: a batch is pushed like any output, and Transform withholds the next
+ * write's callback while its readable side is full.
+ */
+export function coalescing(max = 64 * 1024): Transform {
+  let pending: Buffer[] = [];
+  let size = 0;
+  let scheduled: NodeJS.Immediate | undefined;
+  const take = (): Buffer => {
+    const batch = pending.length === 1 ? pending[0]! : Buffer.concat(pending, size);
+    pending = [];
+    size = 0;
+    return batch;
+  };
+  const t: Transform = new Transform({
+    transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
+      if (size === 0 && chunk.length >= max) {
+        done(null, chunk);
+        return;
+      }
+      pending.push(chunk);
+      size += chunk.length;
+      if (size >= max) {
+        done(null, take());
+        return;
+      }
+      scheduled ??= setImmediate(() => {
+        scheduled = undefined;
+        if (size > 0 && !t.destroyed) t.push(take());
+      });
+      done();
+    },
+    flush(done: TransformCallback) {
+      if (scheduled) clearImmediate(scheduled);
+      scheduled = undefined;
+      done(null, size > 0 ? take() : undefined);
+    },
+    destroy(err: Error | null, done: (error: Error | null) => void) {
+      if (scheduled) clearImmediate(scheduled);
+      scheduled = undefined;
+      pending = [];
+      done(err);
+    },
+  });
+  return t;
+}

@@ -1,0 +1,75 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { PassThrough, Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { coalescing } from './streams.js';
+
+const WANT = Buffer.from('0032want 0880c935cf527d09dfef0b3a9d2fa6b7c8e9f0a1b2\n');
+
+/** What a writer downstream of `coalescing()` is asked to write, call by call. */
+function recorder(): Writable & { writes: Buffer[] } {
+  const w = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      w.writes.push(chunk);
+      done();
+    },
+  }) as Writable & { writes: Buffer[] };
+  w.writes = [];
+  return w;
+}
+
+test('a body that arrives one pkt-line per chunk reaches the writer in a few large writes, byte for byte', async () => {
+  // What Node's HTTP parser does with git's chunked request of 100,000 want lines: many
+  // 50-byte chunks in one turn of the event loop, then the next socket read, and so on.
+  const input = new PassThrough();
+  const out = recorder();
+  const done = pipeline(input, coalescing(), out);
+  for (let turn = 0; turn < 20; turn++) {
+    for (let i = 0; i < 1000; i++) input.write(WANT);
+    await nextTurn();
+  }
+  input.end();
+  await done;
+  const bytes = Buffer.concat(out.writes);
+  assert.equal(bytes.length, 20_000 * WANT.length);
+  assert.ok(bytes.equals(Buffer.concat(Array.from({ length: 20_000 }, () => WANT))));
+  // 20 turns × 50 000 bytes, at most 64 KiB a write: dozens of writes, not 20,000.
+  assert.ok(out.writes.length <= 40, `${out.writes.length} writes`);
+});
+
+test('a lone chunk is not held back waiting for more', async () => {
+  const input = new PassThrough();
+  const joined = coalescing();
+  input.pipe(joined);
+  const first = new Promise<Buffer>((resolve) => joined.once('data', resolve));
+  input.write(WANT);
+  // The stream stays open: the chunk must come out anyway (a client that sends a little and
+  // then waits for an answer, as a v2 ls-refs does over a kept-alive connection).
+  assert.ok((await first).equals(WANT));
+  input.destroy();
+});
+
+test('a chunk at least as large as the batch passes through as it is', async () => {
+  const big = Buffer.alloc(70_000, 1);
+  const out = recorder();
+  await pipeline(Readable.from([big]), coalescing(64 * 1024), out);
+  assert.equal(out.writes.length, 1);
+  assert.equal(out.writes[0], big);
+});
+
+test('a slow reader holds the writer back: back-pressure goes through the batches', async () => {
+  const joined = coalescing(1024);
+  const input = new PassThrough();
+  input.pipe(joined);
+  // Nobody reads `joined`: after its buffers fill, the source must see back-pressure.
+  let accepted = 0;
+  for (let i = 0; i < 10_000 && input.write(WANT); i++) {
+    accepted++;
+    if (i % 100 === 0) await nextTurn();
+  }
+  assert.ok(accepted < 10_000, 'the source was never told to wait');
+  assert.ok(joined.readableLength <= 64 * 1024, `${joined.readableLength} bytes held`);
+  input.destroy();
+  joined.destroy();
+});
