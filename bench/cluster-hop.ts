@@ -184,8 +184,14 @@ export function hopReport(r: HopResult): string[] {
       const v = r.cells.get(`${op} ${side}`) ?? [];
       if (v.length === 0) return;
       const fronts = v.flatMap((x) => (x.front === undefined ? [] : [x.front]));
-      const names = [...new Set(v.flatMap((x) => [...(x.spawned?.keys() ?? [])]))];
-      const spawned = names.map((name) => `${median(v.map((x) => x.spawned?.get(name) ?? 0))} ${name}`).join(', ');
+      // Named processes only ('?': gone before its name was read), and those of most runs.
+      const names = [...new Set(v.flatMap((x) => [...(x.spawned?.keys() ?? [])]))].filter((name) => name !== '?');
+      const spawned = names
+        .map((name) => [name, median(v.map((x) => x.spawned?.get(name) ?? 0))] as const)
+        .filter(([, n]) => n > 0)
+        .sort((a, b) => b[1] - a[1])
+        .map(([name, n]) => `${n} ${name}`)
+        .join(', ');
       rows.push([
         i === 0 ? op : '',
         side,
@@ -215,8 +221,8 @@ export function hopReport(r: HopResult): string[] {
     '',
     "server CPU: utime+stime+cutime+cstime of the side's gitstratum process trees (frontend + storage node, or serve), git children and hooks",
     '  included, read when no git child runs; of which Node: those processes themselves; of which frontend: its whole tree. PostgreSQL: its',
-    '  whole tree over the same span. Processes seen: below the side\'s gitstratum processes, sampled every 25 ms during pushes (a hook is a',
-    '  `node` process, hook-relay.js; short-lived ones may fall between samples).',
+    '  whole tree over the same span. Processes seen: below the side\'s gitstratum processes, sampled every 25 ms during pushes, by name (a',
+    '  hook is its script, e.g. `reference-trans[action]`, then a `node` process, hook-relay.js; short-lived ones fall between samples).',
     '',
     `ratios, ${CLUSTER_SIDE} ÷ straight (medians)`,
     table(ratios),

@@ -126,21 +126,35 @@ async function main(): Promise<void> {
     let failed: FailoverResult | undefined;
     let hopped: HopResult | undefined;
     let stormed: StormResult | undefined;
-    if (opts.parts.has('failover')) failed = await failover(ctx('failover'), { trials: opts.trials, pushers: opts.pushers, leaseSeconds: opts.leaseSeconds });
-    if (opts.parts.has('hop')) hopped = await hop(ctx('hop'), { runs: opts.runs, source: source!, pg });
-    if (opts.parts.has('storm')) stormed = await storm(ctx('storm'), { storms: opts.storms, clones: opts.clones, source: source! });
+    // The load average as each part starts: the machine may be shared, and the storm's own
+    // clients make the load at the end of a run high.
+    const partLoad = new Map<Part, string>();
+    const begin = (part: Part) => partLoad.set(part, load());
+    if (opts.parts.has('failover')) {
+      begin('failover');
+      failed = await failover(ctx('failover'), { trials: opts.trials, pushers: opts.pushers, leaseSeconds: opts.leaseSeconds });
+    }
+    if (opts.parts.has('hop')) {
+      begin('hop');
+      hopped = await hop(ctx('hop'), { runs: opts.runs, source: source!, pg });
+    }
+    if (opts.parts.has('storm')) {
+      begin('storm');
+      stormed = await storm(ctx('storm'), { storms: opts.storms, clones: opts.clones, source: source! });
+    }
+    const withLoad = (part: Part, lines: string[]) => [lines[0]!, `   load average at the part's start: ${partLoad.get(part)}`, ...lines.slice(1)];
 
     const head = (await run('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { env })).stdout.trim();
     const dirty = (await run('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no'], { env })).stdout.trim() !== '';
     const git = (await run('git', ['--version'], { env })).stdout.trim().replace('git version ', '');
     const out: string[] = [
-      `cluster: gitstratum ${head}${dirty ? ' (with uncommitted changes)' : ''}; ${os.cpus().length} CPUs; load average ${loadStart} at start, ${load()} at end; ` +
+      `cluster: gitstratum ${head}${dirty ? ' (with uncommitted changes)' : ''}; ${os.cpus().length} CPUs; load average (1, 5, 15 min) ${loadStart} at start, ${load()} at end; ` +
         `${((Date.now() - started) / 60000).toFixed(1)} min`,
       `  PostgreSQL ${pg.version} and s3rver ${await s3rverVersion()} started by the benchmark (one database and bucket prefix per part); git ${git}; Node ${process.versions.node}`,
     ];
-    if (failed) out.push('', ...failoverReport(failed));
-    if (hopped) out.push('', ...hopReport(hopped));
-    if (stormed) out.push('', ...stormReport(stormed));
+    if (failed) out.push('', ...withLoad('failover', failoverReport(failed)));
+    if (hopped) out.push('', ...withLoad('hop', hopReport(hopped)));
+    if (stormed) out.push('', ...withLoad('storm', stormReport(stormed)));
     process.stdout.write(out.join('\n') + '\n');
     if (opts.keep) say(`kept ${workDir} (logs of every process: ${(await readdir(workDir)).join(', ')})`);
   } finally {
