@@ -224,7 +224,9 @@ export async function manyRefsFetches(t: Target, repo: string, workDir: string, 
   const loops = dirs.map(async (dir) => {
     while (!controller.signal.aborted) {
       try {
-        const r = await run('git', [...forwardedForGitArgs(t.forwardedFor), '--git-dir', dir, 'fetch', '--quiet', `${t.url()}/${repo}.git`, '+refs/tags/*:refs/tags/*'], {
+        // At the lowest priority: on a real server the attackers' own CPU (writing 100,000 refs
+        // into their repositories) is on their machines, not competing with the server's.
+        const r = await run('nice', ['-n', '19', 'git', ...forwardedForGitArgs(t.forwardedFor), '--git-dir', dir, 'fetch', '--quiet', `${t.url()}/${repo}.git`, '+refs/tags/*:refs/tags/*'], {
           env,
           timeoutMs: 600_000,
           signal: controller.signal,

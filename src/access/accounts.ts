@@ -2,7 +2,7 @@
  * Users, organizations, memberships and access tokens: the service behind both the CLI
  * and the REST API. Every change is written to the audit log in the same transaction.
  */
-import { ulid } from 'ulid';
+import { newId } from '../shared/ids.js';
 import type { MetaStore } from '../meta/db.js';
 import { isUniqueViolation, now } from '../meta/db.js';
 import type { Role } from '../meta/schema.js';
@@ -68,7 +68,7 @@ export function createAccounts(meta: MetaStore, settings: AccountSettings = { to
 
   async function createOwner(actor: Actor, kind: 'user' | 'org', rawName: string, opts: { admin?: boolean; requestId?: string }) {
     const name = validateName('owner', rawName);
-    const id = ulid();
+    const id = newId();
     const createdAt = now();
     try {
       await db.transaction().execute(async (trx) => {
@@ -222,7 +222,7 @@ export function createAccounts(meta: MetaStore, settings: AccountSettings = { to
       }
       const name = opts.name === undefined ? null : parseTokenName(opts.name);
       const secret = newTokenSecret();
-      const id = ulid();
+      const id = newId();
       await db.transaction().execute(async (trx) => {
         if (parentId && !(await tokens.lockLiveParent(trx, parentId, createdAt))) {
           throw unauthenticated('invalid_token', 'invalid or revoked access token');

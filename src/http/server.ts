@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
-import { ulid } from 'ulid';
+import { newId } from '../shared/ids.js';
 import type { Config } from '../config/schema.js';
 import { ConfigError } from '../config/load.js';
 import type { Logger } from '../shared/log.js';
@@ -84,7 +84,7 @@ export function createHttpServer(deps: EdgeDeps): FastifyInstance {
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
-      return typeof given === 'string' && REQUEST_ID.test(given) ? given : ulid();
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : newId();
     },
     trustProxy: trustProxySetting(config.trustProxy) as FastifyServerOptions['trustProxy'],
     // Git requests can run for a long time: no bound on a whole request; a stalled one is

@@ -4,7 +4,7 @@
  * git-lfs client uses, the server enforces them on push (see `refusedByLocks`): git-lfs
  * checks locks only on the client, which a plain `git push` skips.
  */
-import { ulid } from 'ulid';
+import { newId } from '../shared/ids.js';
 import type { MetaStore } from '../meta/db.js';
 import { isUniqueViolation, now } from '../meta/db.js';
 import * as lfs from '../meta/lfs.js';
@@ -57,7 +57,7 @@ export function createLocks(meta: MetaStore) {
   return {
     async create(repoId: string, who: Locker, rawPath: string, ref: string | null): Promise<lfs.LockRow> {
       const path = normalizeLockPath(rawPath);
-      const row = { id: ulid(), repositoryId: repoId, path, ownerId: who.userId, ref, lockedAt: now().replace(/\.\d{3}Z$/, 'Z') };
+      const row = { id: newId(), repositoryId: repoId, path, ownerId: who.userId, ref, lockedAt: now().replace(/\.\d{3}Z$/, 'Z') };
       try {
         await lfs.insertLock(db, row);
       } catch (err) {

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { databaseBackends, freshDatabaseUrl, tempDir } from '../../test/e2e/harness.js';
-import { isUniqueViolation, migrate, openMetaStore, type MetaStore } from './db.js';
+import SQLite from 'better-sqlite3';
+import { isUniqueViolation, migrate, openMetaStore, withStatementCache, type MetaStore } from './db.js';
 import { findOwnerByName, insertOwner } from './owners.js';
 
 async function open(backend: 'sqlite' | 'postgres'): Promise<{ store: MetaStore; dispose: () => Promise<void> }> {
@@ -79,5 +80,31 @@ test('on sqlite, processes writing at once (the CLI beside the server) wait for 
     }
   } finally {
     await rm(dataDir, { recursive: true, force: true });
+  }
+});
+
+test('SQLite statements are prepared once per SQL text and reused with new parameters; one still iterating is not reused', () => {
+  const raw = new SQLite(':memory:');
+  try {
+    const db = withStatementCache(raw, 3);
+    db.prepare('create table t (n integer)').run([]);
+    const insert = db.prepare('insert into t (n) values (?)');
+    for (const n of [1, 2, 3]) {
+      assert.equal(db.prepare('insert into t (n) values (?)'), insert);
+      insert.run([n]);
+    }
+    assert.deepEqual(db.prepare('select n from t where n >= ? order by n').all([2]), [{ n: 2 }, { n: 3 }]);
+    assert.deepEqual(db.prepare('select n from t where n >= ? order by n').all([3]), [{ n: 3 }]);
+
+    const iterating = db.prepare('select n from t order by n').iterate([]);
+    iterating.next();
+    const again = db.prepare('select n from t order by n');
+    assert.deepEqual(again.all([]), [{ n: 1 }, { n: 2 }, { n: 3 }], 'a second statement, not the busy one');
+    iterating.return?.();
+
+    // Bounded: past `max` texts the cache starts over instead of growing.
+    for (let i = 0; i < 10; i++) assert.deepEqual(db.prepare(`select ${i} as v`).all([]), [{ v: i }]);
+  } finally {
+    raw.close();
   }
 });

@@ -5,7 +5,7 @@
  * second (a crash leaves an unreferenced directory, never a row without a repository);
  * deletion removes the row first, then the directory.
  */
-import { ulid } from 'ulid';
+import { newId } from '../shared/ids.js';
 import { isUniqueViolation, now, type Db, type MetaStore } from '../meta/db.js';
 import * as repos from '../meta/repositories.js';
 import * as spaces from '../meta/spaces.js';
@@ -107,7 +107,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       const owner = await owners.findOwnerByName(db, where.owner);
       if (!owner) throw notFound('owner_not_found', `owner not found: ${where.owner}`, { owner: where.owner });
       await requireOwnerRole(actor, owner, 'admin');
-      const id = ulid();
+      const id = newId();
       const createdAt = now();
       try {
         await db.transaction().execute(async (trx) => {
@@ -151,7 +151,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       const existing = await repos.findRepositoryByPath(db, where.owner, where.space, where.repo);
       if (existing) throw conflict('repo_exists', `repository already exists: ${repoPath}`);
       const shard = await placeNewRepository(db, space);
-      const id = ulid();
+      const id = newId();
       const createdAt = now();
       const visibility = opts.visibility ?? 'public';
       const defaultBranch = opts.defaultBranch ?? defaults.defaultBranch;
@@ -206,7 +206,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       await requireOwnerRole(actor, { id: space.ownerId, name: space.ownerName, kind: space.ownerKind }, 'write');
       const existing = await repos.findRepositoryByPath(db, where.owner, where.space, where.repo);
       if (existing) throw conflict('repo_exists', `repository already exists: ${targetPath}`);
-      const id = ulid();
+      const id = newId();
       const createdAt = now();
       const visibility = opts.visibility ?? source.visibility;
       const from = `${source.ownerName}/${source.spaceName}/${source.name}`;

@@ -16,7 +16,7 @@
  * compaction's sweep will remove) and the repository dirty.
  */
 import { Readable } from 'node:stream';
-import { ulid } from 'ulid';
+import { newId } from '../shared/ids.js';
 import { now, type MetaStore } from '../meta/db.js';
 import { findRepositoryById } from '../meta/repositories.js';
 import { conflict } from '../shared/errors.js';
@@ -129,7 +129,7 @@ export async function writeSnapshot(deps: CreateSnapshotDeps, opts: WriteSnapsho
   // on after the fork) cannot be a negative; dropping it only makes this pack larger.
   const negatives = parent ? [...(await presentObjects(opts.repoPath, [...new Set(await parentTips(deps.store, parent.objectKey))]))] : [];
 
-  const id = ulid();
+  const id = newId();
   const { createdAt } = opts;
   const dump = encodeRefs(refs);
   const preamble = encodePreamble({ repository: opts.repositoryId, id, kind, parents: parent ? [parent.id] : [], createdAt }, dump);
