@@ -73,3 +73,11 @@ test('a slow reader holds the writer back: back-pressure goes through the batche
   input.destroy();
   joined.destroy();
 });
+
+test('pack-sized chunks go on as they are, never copied, and in order with the small ones around them', async () => {
+  const packChunks = [Buffer.alloc(65_520, 1), Buffer.alloc(65_520, 2), Buffer.alloc(20_000, 3)];
+  const out = recorder();
+  await pipeline(Readable.from([WANT, WANT, ...packChunks, WANT]), coalescing(), out);
+  for (const chunk of packChunks) assert.ok(out.writes.includes(chunk), 'the same buffer, not a copy');
+  assert.ok(Buffer.concat(out.writes).equals(Buffer.concat([WANT, WANT, ...packChunks, WANT])));
+});

@@ -32,7 +32,8 @@ export function counting(highWaterMark = 1 << 20): Transform & { bytes: number }
 }
 
 /**
- * Joins the chunks that arrive in one turn of the event loop, up to `max` bytes, into one.
+ * Joins the small chunks (under `alone` bytes) that arrive in one turn of the event loop, up to
+ * `max` bytes, into one; larger chunks pass on as they are, in order.
  *
  * git sends a request body larger than its post buffer with chunked transfer encoding as
  * fetch-pack writes it: one pkt-line per HTTP chunk. Node's parser hands each chunk on alone,
@@ -43,7 +44,7 @@ export function counting(highWaterMark = 1 << 20): Transform & { bytes: number }
  * Back-pressure holds: a batch is pushed like any output, and Transform withholds the next
  * write's callback while its readable side is full.
  */
-export function coalescing(max = 64 * 1024): Transform {
+export function coalescing(max = 64 * 1024, alone = 8 * 1024): Transform {
   let pending: Buffer[] = [];
   let size = 0;
   let scheduled: NodeJS.Immediate | undefined;
@@ -55,7 +56,9 @@ export function coalescing(max = 64 * 1024): Transform {
   };
   const t: Transform = new Transform({
     transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
-      if (size === 0 && chunk.length >= max) {
+      // A chunk this large goes on by itself and is never copied (a push's pack data).
+      if (chunk.length >= alone) {
+        if (size > 0) t.push(take());
         done(null, chunk);
         return;
       }
