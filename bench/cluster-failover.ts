@@ -21,7 +21,7 @@
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { partCluster, repoDirOn, repoUrl, type PartContext, type ServerProcess } from './cluster-processes.js';
+import { partCluster, repoDirOn, repoUrl, SERVING_SHARD, type PartContext, type ServerProcess } from './cluster-processes.js';
 import { run, stop } from './processes.js';
 import { median, percentile, table } from './report.js';
 import { scrapeMetrics, sumSeries, waitMaintenanceIdle } from './sides.js';
@@ -185,7 +185,7 @@ export async function failover(ctx: PartContext, opts: FailoverOptions): Promise
   let pushers: Pushers | undefined;
   try {
     writer = await node();
-    await writer.waitForLog('serving the shard: this node is its writer');
+    await writer.waitForLog(SERVING_SHARD);
     let standby = await node();
     frontend = await c.startFrontend([...lease, '--rate-limit-git-requests', '0']);
     const front = frontend;
@@ -240,7 +240,7 @@ export async function failover(ctx: PartContext, opts: FailoverOptions): Promise
         untilOk(t0, async () => (await cloneOnce()).code === 0),
       ]);
       // pino's time: an ISO string (or epoch milliseconds, its own default).
-      const servingLine = await standby.waitForLog('serving the shard: this node is its writer', PROBE_BOUND_MS);
+      const servingLine = await standby.waitForLog(SERVING_SHARD, PROBE_BOUND_MS);
       const serving = (new Date(servingLine['time'] as string | number).getTime() - killedAt) / 1000;
       const cacheHits = (await fetchHits()) - hitsBefore;
       // The pushers go on against the new writer (one of them acknowledged), then stop for the checks.

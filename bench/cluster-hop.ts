@@ -22,7 +22,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { startGitstratum } from './gitstratum-server.js';
-import { partCluster, repoDirOn, repoUrl, type PartContext } from './cluster-processes.js';
+import { partCluster, repoDirOn, repoUrl, SERVING_SHARD, type PartContext } from './cluster-processes.js';
 import type { Postgres } from './postgres.js';
 import { ownCpuSeconds, sampleProcesses, treeCpuSeconds, waitForTree } from './proc-stats.js';
 import { run, stop } from './processes.js';
@@ -110,7 +110,7 @@ export async function hop(ctx: PartContext, opts: HopOptions): Promise<HopResult
     const volume = path.join(ctx.dir, 'node');
     const node = await c.startStorageNode({ dataDir: volume, args: OFF });
     pids.push(node.pid);
-    await node.waitForLog('serving the shard: this node is its writer');
+    await node.waitForLog(SERVING_SHARD);
     const frontend = await c.startFrontend(['--pack-cache-enabled', 'false']);
     pids.unshift(frontend.pid);
     const token = await c.bootstrap();

@@ -16,6 +16,9 @@ import { freePort, run, stop, track, untrack } from './processes.js';
 /** 32 characters or more, the same on every process of a cluster. */
 const CLUSTER_SECRET = 'bench-cluster-secret-0123456789abcdef0123';
 
+/** The log line a storage node writes once it holds its shard's lease and serves it. */
+export const SERVING_SHARD = 'serving the shard: this node is its writer';
+
 export interface ServerProcess {
   name: string;
   pid: number;

@@ -16,7 +16,7 @@
  */
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { partCluster, repoDirOn, repoUrl, type PartContext, type ServerProcess } from './cluster-processes.js';
+import { partCluster, repoDirOn, repoUrl, SERVING_SHARD, type PartContext, type ServerProcess } from './cluster-processes.js';
 import { countByName, reapedChildrenCpuSeconds, sampleProcesses, treeCpuSeconds, waitForTree } from './proc-stats.js';
 import { run, stop } from './processes.js';
 import { addCommit, repackForServing, type RepoInfo } from './repo-generator.js';
@@ -78,7 +78,7 @@ export async function storm(ctx: PartContext, opts: StormOptions): Promise<Storm
     const volume = path.join(ctx.dir, 'node');
     const node = await c.startStorageNode({ dataDir: volume, args: NO_BACKGROUND });
     started.push(node);
-    await node.waitForLog('serving the shard: this node is its writer');
+    await node.waitForLog(SERVING_SHARD);
     const frontends = [await c.startFrontend(), await c.startFrontend()];
     started.push(...frontends);
     const token = await c.bootstrap();
