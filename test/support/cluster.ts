@@ -50,9 +50,10 @@ export async function startStorageNode(opts: StorageNodeOptions): Promise<Server
 export async function serving(node: Server, boundMs = 60_000): Promise<void> {
   for (const deadline = Date.now() + boundMs; Date.now() < deadline; await sleep(50)) {
     if (node.logs.some((line) => line.includes('"serving the shard: this node is its writer"'))) return;
-    if (node.process.exitCode !== null) throw new Error(`storage node exited with ${node.process.exitCode}`);
+    // Its last log lines say why (a failed takeover, a lost lease): CI keeps nothing else of it.
+    if (node.process.exitCode !== null) throw new Error(`storage node exited with ${node.process.exitCode}; its last log lines:\n${node.logs.slice(-12).join('\n')}`);
   }
-  throw new Error('the storage node did not start serving its shard');
+  throw new Error(`the storage node did not start serving its shard; its last log lines:\n${node.logs.slice(-12).join('\n')}`);
 }
 
 /** Waits until the process is stopped (state T in /proc), e.g. at a pause point. */

@@ -29,7 +29,7 @@ export interface TrialOptions {
   trials: number;
   repositories: number;
   pushers: number;
-  /** The server runs this long (uniformly at random within) before each kill. */
+  /** After the trial's first acknowledged push, the server runs this long more (uniformly at random within) before the kill. */
   runMs: [number, number];
   /** How long to wait for a repository to be persisted after a restart before calling it late. */
   persistBoundMs: number;
@@ -68,6 +68,9 @@ export const TRIAL_SERVER_ARGS = [
   '--recovery-stale-seconds',
   '5',
 ];
+
+/** How long a trial waits for its first acknowledged push before killing the server anyway. */
+const PROGRESS_BOUND_MS = 120_000;
 
 const LEFTOVER_REFUSAL = /cannot lock ref|Unable to create '[^']*\.lock'|\.lock': File exists/;
 
@@ -126,6 +129,10 @@ export async function crashTrials(opts: TrialOptions): Promise<CrashRunResult> {
     meta = await openMetaStore({ dataDir, databaseUrl: undefined });
     for (let t = 0; t < opts.trials; t++) {
       paused = false;
+      // The kill comes at a random moment once this trial has made progress: on a loaded host a
+      // push may take longer than the whole window, and a trial with none would prove nothing.
+      const before = result.acknowledged;
+      for (const deadline = Date.now() + PROGRESS_BOUND_MS; result.acknowledged === before && Date.now() < deadline; ) await sleep(20);
       await sleep(opts.runMs[0] + random() * (opts.runMs[1] - opts.runMs[0]));
       const dead = server.process;
       const exited = new Promise((resolve) => dead.once('exit', resolve));
