@@ -16,7 +16,7 @@ import { createAuditTrail, type AuditTrail } from './access/audit-trail.js';
 import { createQuotas, type Quotas } from './repos/quotas.js';
 import type { HostOf } from './repos/host.js';
 import { LocalRepoHost } from './repos/local-host.js';
-import { shardRoutedHosts, type RoutedHosts } from './repos/cluster-hosts.js';
+import type { RoutedHosts } from './repos/cluster-hosts.js';
 import { createShardLeases } from './meta/shard-leases.js';
 import { createShardService, type ShardService } from './repos/shards.js';
 
@@ -74,10 +74,13 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
   // In a cluster every repository lives on its shard's storage node, this one's included.
   // A failover takes up to a lease lifetime, a standby's try and its recovery: requests that
   // can be sent again wait that long for the new writer.
+  // Loaded only in a cluster: its HTTP client and metrics would double an admin command's start-up.
   const routed =
     config.role === 'all'
       ? undefined
-      : shardRoutedHosts(createShardLeases(meta), config.clusterSecret!, { failoverWaitMs: Math.max(30_000, config.shardLeaseSeconds * 3000) });
+      : (await import('./repos/cluster-hosts.js')).shardRoutedHosts(createShardLeases(meta), config.clusterSecret!, {
+          failoverWaitMs: Math.max(30_000, config.shardLeaseSeconds * 3000),
+        });
   const repos = createRepoService(meta, { defaultBranch: config.defaultBranch, hostOf: opts.hostOf ?? routed ?? (() => disk) });
   return {
     config,
