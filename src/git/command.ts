@@ -391,3 +391,51 @@ export function spawnIndexPack(repoPath: string, timeoutMs: number): GitChild {
 export async function updateRefsTransaction(repoPath: string, instructions: string): Promise<void> {
   await runGit(['--git-dir', repoPath, 'update-ref', '--stdin'], { input: instructions });
 }
+
+/**
+ * Settings for one git run, as `GIT_CONFIG_COUNT`/`_KEY_n`/`_VALUE_n` in its environment: unlike
+ * `-c` on the command line, which every local user can read in /proc, the environment of a
+ * process is its owner's only (an authorization header travels this way).
+ */
+export type GitSettings = readonly (readonly [key: string, value: string])[];
+
+function settingsEnv(settings: GitSettings): Record<string, string> {
+  const env: Record<string, string> = { GIT_CONFIG_COUNT: String(settings.length) };
+  settings.forEach(([key, value], i) => {
+    env[`GIT_CONFIG_KEY_${i}`] = key;
+    env[`GIT_CONFIG_VALUE_${i}`] = value;
+  });
+  return env;
+}
+
+/**
+ * The refs another repository advertises (`git ls-remote --symref`, protocol v2): each direct
+ * ref's object id, and HEAD's target when it is symbolic. Peeled tag lines (`^{}`) are not refs.
+ */
+export async function lsRemote(url: string, settings: GitSettings = []): Promise<{ refs: Map<string, string>; head: string | undefined }> {
+  const { stdout } = await runGit(['-c', 'protocol.version=2', 'ls-remote', '--symref', '--', url], { env: settingsEnv(settings) });
+  const refs = new Map<string, string>();
+  let head: string | undefined;
+  for (const line of stdout.split('\n')) {
+    const symref = /^ref: (refs\/\S+)\tHEAD$/.exec(line);
+    if (symref) head = symref[1];
+    const direct = /^([0-9a-f]{40,64})\t(refs\/\S+)$/.exec(line);
+    if (direct && !direct[2]!.endsWith('^{}')) refs.set(direct[2]!, direct[1]!);
+  }
+  return { refs, head };
+}
+
+/**
+ * Fetches the objects reachable from `oids`, and nothing else: no ref is written, nor
+ * FETCH_HEAD. Every object received is checked as fsck would (`fetch.fsckObjects`): a malformed
+ * or corrupt object fails the fetch, and its pack is not kept.
+ */
+export async function fetchObjects(repoPath: string, url: string, oids: readonly string[], settings: GitSettings = []): Promise<void> {
+  if (oids.length === 0) return;
+  const args = ['-c', 'protocol.version=2', '-c', 'fetch.fsckObjects=true', '-c', 'gc.auto=0', '-c', 'maintenance.auto=false', '--git-dir', repoPath];
+  // The object ids go on stdin: 100,000 of them would overflow the argument list.
+  await runGit([...args, 'fetch', '--quiet', '--no-tags', '--no-write-fetch-head', '--no-recurse-submodules', '--stdin', '--', url], {
+    input: oids.join('\n') + '\n',
+    env: settingsEnv(settings),
+  });
+}
