@@ -202,7 +202,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
 
   /** The second bump of a push (see meta/refs-versions.ts), or the one after a push cut short. */
   const refsChanged = (repoId: string) =>
-    bumpRefsVersion(core.meta.db, repoId).catch((err: unknown) => log.error({ err, repo_id: repoId }, 'refs version not bumped after a push; frontends may serve the refs before it until the next push'));
+    bumpRefsVersion(core.meta.db, core.meta.dialect, repoId).catch((err: unknown) => log.error({ err, repo_id: repoId }, 'refs version not bumped after a push; frontends may serve the refs before it until the next push'));
 
   hooks.on('post-receive', async (call) => {
     const repoId = hookRepoId(call);
@@ -243,7 +243,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     pausePoint('receive-before-ref-commit');
     try {
       if (writer?.heldEpoch !== epoch) throw unavailable('not_shard_writer', 'lease moved');
-      await fencedWrite((db) => bumpRefsVersion(db, repoId), epoch);
+      await fencedWrite((db) => bumpRefsVersion(db, core.meta.dialect, repoId), epoch);
       return { code: 0 };
     } catch (err) {
       log.warn({ err, repo_id: hookRepoId(call), epoch }, 'push refused before its refs commit: the shard lease it was received under is not confirmed');
@@ -281,7 +281,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     if (epoch !== undefined && config.failoverFrom === 'snapshots') await adoptMissing(epoch);
     // Refs may differ from what frontends cached (a push cut between its two bumps, or refs
     // brought back in time from snapshots): every repository of the shard gets a new version.
-    if (epoch !== undefined) await fencedWrite((db) => bumpShardRefsVersions(db, config.shard!), epoch);
+    if (epoch !== undefined) await fencedWrite((db) => bumpShardRefsVersions(db, core.meta.dialect, config.shard!), epoch);
     const recovered = await recovery.atStart();
     const cutOff = await closeCutOffPushes({ meta: core.meta, repositories: repositoriesOnDisk });
     recoveryLog.info({ ...recovered, cut_off_pushes: cutOff.length, duration_ms: Date.now() - started }, 'crash recovery at start done');

@@ -320,6 +320,31 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0016_replication': {
+      async up(db: Kysely<any>) {
+        // Replicas of a shard (meta/replication.ts, docs/design/replication.md): each keyed by
+        // its disk, with the refs version of each repository its copy has reached; the time of
+        // each bump measures how far behind a replica is.
+        await db.schema.alterTable('repository_refs_versions').addColumn('bumped_at', 'bigint').execute();
+        await db.schema
+          .createTable('replicas')
+          .addColumn('disk_id', 'text', (c) => c.primaryKey())
+          .addColumn('shard', 'text', (c) => c.notNull().references('shards.name').onDelete('cascade'))
+          .addColumn('url', 'text', (c) => c.notNull())
+          .addColumn('mode', 'text', (c) => c.notNull())
+          .addColumn('last_seen_at', 'bigint', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('replica_positions')
+          .addColumn('disk_id', 'text', (c) => c.notNull().references('replicas.disk_id').onDelete('cascade'))
+          .addColumn('repository_id', 'text', (c) => c.notNull().references('repositories.id').onDelete('cascade'))
+          .addColumn('version', 'bigint', (c) => c.notNull())
+          .addColumn('applied_at', 'bigint', (c) => c.notNull())
+          .addPrimaryKeyConstraint('replica_positions_pk', ['disk_id', 'repository_id'])
+          .execute();
+        await db.schema.createIndex('replica_positions_repository_idx').on('replica_positions').column('repository_id').execute();
+      },
+    },
   };
 }
 

@@ -10,9 +10,17 @@
  * - for every repository of its shard when a node takes a shard over (a push cut between the
  *   two bumps, or a failover from snapshots that brought refs back in time).
  * A request reads the version after it arrived, so a push acknowledged before it is seen.
+ *
+ * Replicas (issue 11) follow the same versions: every bump is announced on PostgreSQL's
+ * REFS_CHANNEL (payload: the repository id; sent when the bump's transaction commits), and
+ * `bumped_at` dates it, so a replica's lag is the age of the oldest version it has not reached.
  */
 import { sql } from 'kysely';
-import type { Db } from './db.js';
+import type { Db, Dialect } from './db.js';
+import { nowMs } from './leases.js';
+
+/** Where bumps are announced (PostgreSQL NOTIFY; payload: the repository id). */
+export const REFS_CHANNEL = 'gitstratum_refs';
 
 /** The repository's version now ('0' when never bumped). */
 export async function readRefsVersion(db: Db, repositoryId: string): Promise<string> {
@@ -20,20 +28,23 @@ export async function readRefsVersion(db: Db, repositoryId: string): Promise<str
   return String(row?.version ?? 0);
 }
 
-export async function bumpRefsVersion(db: Db, repositoryId: string): Promise<void> {
+export async function bumpRefsVersion(db: Db, dialect: Dialect, repositoryId: string): Promise<void> {
   await db
     .insertInto('repository_refs_versions')
-    .values({ repository_id: repositoryId, version: 1 })
-    .onConflict((oc) => oc.column('repository_id').doUpdateSet({ version: sql`repository_refs_versions.version + 1` }))
+    .values({ repository_id: repositoryId, version: 1, bumped_at: nowMs(dialect) })
+    .onConflict((oc) => oc.column('repository_id').doUpdateSet({ version: sql`repository_refs_versions.version + 1`, bumped_at: nowMs(dialect) }))
     .execute();
+  if (dialect === 'postgres') await sql`select pg_notify(${REFS_CHANNEL}, ${repositoryId})`.execute(db);
 }
 
 /** Bumps every repository of the shard (a takeover). */
-export async function bumpShardRefsVersions(db: Db, shard: string): Promise<void> {
+export async function bumpShardRefsVersions(db: Db, dialect: Dialect, shard: string): Promise<void> {
   await db
     .insertInto('repository_refs_versions')
-    .columns(['repository_id', 'version'])
-    .expression((eb) => eb.selectFrom('repositories').select(['id', eb.val(1).as('version')]).where('shard', '=', shard))
-    .onConflict((oc) => oc.column('repository_id').doUpdateSet({ version: sql`repository_refs_versions.version + 1` }))
+    .columns(['repository_id', 'version', 'bumped_at'])
+    .expression((eb) => eb.selectFrom('repositories').select(['id', eb.val(1).as('version'), nowMs(dialect).as('bumped_at')]).where('shard', '=', shard))
+    .onConflict((oc) => oc.column('repository_id').doUpdateSet({ version: sql`repository_refs_versions.version + 1`, bumped_at: nowMs(dialect) }))
     .execute();
+  // One announcement for the shard: replicas then compare every repository of it.
+  if (dialect === 'postgres') await sql`select pg_notify(${REFS_CHANNEL}, ${`shard:${shard}`})`.execute(db);
 }

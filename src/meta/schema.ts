@@ -205,6 +205,28 @@ export interface RepositoryRefsVersionsTable {
   repository_id: string;
   /** Grows whenever a storage node changes or may change the repository's refs. */
   version: number | string;
+  /** Milliseconds since the epoch, by the database's clock: the latest bump (null before 0016). */
+  bumped_at: ColumnType<number | string | null, number | null | undefined, number | null>;
+}
+
+export interface ReplicasTable {
+  /** The replica's disk (a random id kept in its data directory): a new disk is a new replica. */
+  disk_id: string;
+  shard: string;
+  /** Where frontends reach it. */
+  url: string;
+  mode: 'async';
+  /** Milliseconds since the epoch, by the database's clock. */
+  last_seen_at: number | string;
+}
+
+export interface ReplicaPositionsTable {
+  disk_id: string;
+  repository_id: string;
+  /** The repository's refs version the replica's copy is at least as new as. */
+  version: number | string;
+  /** Milliseconds since the epoch, by the database's clock. */
+  applied_at: number | string;
 }
 
 export interface Database {
@@ -228,4 +250,6 @@ export interface Database {
   space_shard_pins: SpaceShardPinsTable;
   storage_nodes: StorageNodesTable;
   repository_refs_versions: RepositoryRefsVersionsTable;
+  replicas: ReplicasTable;
+  replica_positions: ReplicaPositionsTable;
 }

@@ -1,0 +1,70 @@
+/**
+ * Replica positions on SQLite and PostgreSQL (meta/replication.ts): which repositories a replica
+ * is behind on, by refs version, and how long since the writer reached the version it lacks.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import { sql } from 'kysely';
+import { databaseBackends, freshDatabaseUrl, tempDir } from '../../test/e2e/harness.js';
+import { openMetaStore } from './db.js';
+import { insertOwner } from './owners.js';
+import { insertSpace } from './spaces.js';
+import { insertRepository } from './repositories.js';
+import { insertShard } from './shards.js';
+import { bumpRefsVersion, bumpShardRefsVersions } from './refs-versions.js';
+import { behindRepositories, positions, recordPosition, replicaHeartbeat } from './replication.js';
+
+const at = '2026-01-01T00:00:00.000Z';
+
+for (const backend of databaseBackends()) {
+  test(`a replica is behind on the repositories whose refs version passed its position, on ${backend}`, async () => {
+    const dataDir = await tempDir('gitstratum-replication-');
+    const meta = await openMetaStore({ dataDir, databaseUrl: backend === 'postgres' ? await freshDatabaseUrl() : undefined });
+    try {
+      await insertShard(meta.db, { name: 's1', acceptsNew: true, createdAt: at });
+      await insertOwner(meta.db, { id: 'O1', name: 'alice', kind: 'user', createdAt: at });
+      await insertSpace(meta.db, { id: 'S1', ownerId: 'O1', name: 'main', createdAt: at });
+      for (const [id, shard] of [['R1', 's1'], ['R2', 's1'], ['R3', 'local']] as const) {
+        await insertRepository(meta.db, { id, spaceId: 'S1', name: id.toLowerCase(), visibility: 'public', defaultBranch: 'main', shard, createdAt: at });
+      }
+      await replicaHeartbeat(meta, { diskId: 'disk-a', shard: 's1', url: 'http://a:1', mode: 'async' });
+      await replicaHeartbeat(meta, { diskId: 'disk-b', shard: 's1', url: 'http://b:1', mode: 'async' });
+
+      // A new replica lacks every repository of its shard, and none of another shard.
+      assert.deepEqual((await behindRepositories(meta, 'disk-a', 's1')).map((r) => [r.id, r.version, r.lagMs]), [
+        ['R1', '0', 0],
+        ['R2', '0', 0],
+      ]);
+      await recordPosition(meta, 'disk-a', 'R1', '0');
+      await recordPosition(meta, 'disk-a', 'R2', '0');
+      assert.deepEqual(await behindRepositories(meta, 'disk-a', 's1'), []);
+
+      // A push bumps R1 twice; the replica lags by the age of the bump.
+      await bumpRefsVersion(meta.db, meta.dialect, 'R1');
+      await bumpRefsVersion(meta.db, meta.dialect, 'R1');
+      await meta.db.updateTable('repository_refs_versions').set({ bumped_at: sql<number>`bumped_at - 5000` }).where('repository_id', '=', 'R1').execute();
+      const behind = await behindRepositories(meta, 'disk-a', 's1');
+      assert.deepEqual(behind.map((r) => [r.id, r.version]), [['R1', '2']]);
+      assert.ok(behind[0]!.lagMs >= 5000 && behind[0]!.lagMs < 60_000, `lag ${behind[0]!.lagMs}`);
+
+      // Positions never go backwards: a late round that read an older version changes nothing.
+      await recordPosition(meta, 'disk-a', 'R1', '2');
+      await recordPosition(meta, 'disk-a', 'R1', '1');
+      assert.equal((await positions(meta, 'disk-a')).get('R1'), '2');
+      assert.deepEqual(await behindRepositories(meta, 'disk-a', 's1'), []);
+      assert.deepEqual((await behindRepositories(meta, 'disk-b', 's1')).map((r) => r.id), ['R1', 'R2'], 'another replica has its own positions');
+
+      // A takeover bumps every repository of the shard.
+      await bumpShardRefsVersions(meta.db, meta.dialect, 's1');
+      assert.deepEqual((await behindRepositories(meta, 'disk-a', 's1')).map((r) => [r.id, r.version]), [
+        ['R1', '3'],
+        ['R2', '1'],
+      ]);
+      await assert.rejects(replicaHeartbeat(meta, { diskId: 'disk-c', shard: 'nope', url: 'http://c:1', mode: 'async' }), /shard not found/);
+    } finally {
+      await meta.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+}

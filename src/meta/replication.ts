@@ -1,0 +1,74 @@
+/**
+ * Replicas of a shard and how far each has come (issue 11; docs/design/replication.md).
+ *
+ * A replica is its disk: `disk_id` is a random id kept in its data directory, so a replica
+ * whose disk was replaced starts with no position and claims nothing it does not hold. Its
+ * position for a repository is a refs version (meta/refs-versions.ts) read *before* the round
+ * that made its copy equal to the writer's: the copy is at least as new as that version.
+ * Times are milliseconds by the database's clock, as for shard leases.
+ */
+import { sql } from 'kysely';
+import { isForeignKeyViolation, type Db, type Dialect } from './db.js';
+import { nowMs } from './leases.js';
+import { notFound } from '../shared/errors.js';
+
+type Meta = { db: Db; dialect: Dialect };
+
+/** Records that the replica is alive and where it serves (an upsert). */
+export async function replicaHeartbeat(meta: Meta, replica: { diskId: string; shard: string; url: string; mode: 'async' }): Promise<void> {
+  const now = nowMs(meta.dialect);
+  try {
+    await meta.db
+      .insertInto('replicas')
+      .values({ disk_id: replica.diskId, shard: replica.shard, url: replica.url, mode: replica.mode, last_seen_at: now })
+      .onConflict((oc) => oc.column('disk_id').doUpdateSet((eb) => ({ shard: eb.ref('excluded.shard'), url: eb.ref('excluded.url'), mode: eb.ref('excluded.mode'), last_seen_at: now })))
+      .execute();
+  } catch (err) {
+    if (isForeignKeyViolation(err)) throw notFound('shard_not_found', `shard not found: ${replica.shard}`, { shard: replica.shard });
+    throw err;
+  }
+}
+
+/** Sets the replica's position for a repository, never backwards (two rounds may finish out of order). */
+export async function recordPosition(meta: Meta, diskId: string, repositoryId: string, version: string): Promise<void> {
+  const now = nowMs(meta.dialect);
+  await meta.db
+    .insertInto('replica_positions')
+    .values({ disk_id: diskId, repository_id: repositoryId, version, applied_at: now })
+    .onConflict((oc) =>
+      oc
+        .columns(['disk_id', 'repository_id'])
+        .doUpdateSet({ version: sql`excluded.version`, applied_at: now })
+        .where('replica_positions.version', '<', sql<string>`excluded.version`),
+    )
+    .execute();
+}
+
+export interface BehindRepository {
+  id: string;
+  /** The repository's refs version now ('0' when never bumped). */
+  version: string;
+  /** Milliseconds since the version was reached by the writer (0 when never bumped): how far behind. */
+  lagMs: number;
+}
+
+/** The shard's repositories whose refs version is past the replica's position (or that it has none of). */
+export async function behindRepositories(meta: Meta, diskId: string, shard: string): Promise<BehindRepository[]> {
+  const now = nowMs(meta.dialect);
+  const rows = await meta.db
+    .selectFrom('repositories as r')
+    .leftJoin('repository_refs_versions as v', 'v.repository_id', 'r.id')
+    .leftJoin('replica_positions as p', (join) => join.onRef('p.repository_id', '=', 'r.id').on('p.disk_id', '=', diskId))
+    .select(['r.id', 'v.version', sql<number | string | null>`case when v.bumped_at is null then 0 else ${now} - v.bumped_at end`.as('lag')])
+    .where('r.shard', '=', shard)
+    .where((eb) => eb.or([eb('p.version', 'is', null), eb('p.version', '<', eb.fn.coalesce('v.version', sql<number>`0`))]))
+    .orderBy('r.id')
+    .execute();
+  return rows.map((r) => ({ id: r.id, version: String(r.version ?? 0), lagMs: Math.max(0, Number(r.lag ?? 0)) }));
+}
+
+/** The replica's position for each repository it has one for. */
+export async function positions(meta: Meta, diskId: string): Promise<Map<string, string>> {
+  const rows = await meta.db.selectFrom('replica_positions').select(['repository_id', 'version']).where('disk_id', '=', diskId).execute();
+  return new Map(rows.map((r) => [r.repository_id, String(r.version)]));
+}
