@@ -266,7 +266,17 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     residency,
     ...(writer && { epoch: () => writer.heldEpoch }),
   });
-  if (writer) registerNodeRoutes(http, { host: new WriterHost(localHost, writer, config.shard!, refsChanged), secret: config.clusterSecret! });
+  if (writer) {
+    registerNodeRoutes(http, {
+      host: new WriterHost(localHost, writer, config.shard!, refsChanged),
+      secret: config.clusterSecret!,
+      // Replicas' fetches name the repository by id only.
+      hostedRepo: async (id) => {
+        const r = await findRepositoryById(core.meta.db, id);
+        return r && r.shard === config.shard ? { id: r.id, defaultBranch: r.defaultBranch, label: `${r.ownerName}/${r.spaceName}/${r.name}` } : undefined;
+      },
+    });
+  }
 
   /**
    * Claims the disk and heals it: `serve` at start, a storage node once it holds its shard's

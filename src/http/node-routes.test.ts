@@ -7,11 +7,11 @@ import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
 import Fastify from 'fastify';
 import { ulid } from 'ulid';
-import { signRequest } from '../shared/cluster-signature.js';
+import { replicaToken, signRequest } from '../shared/cluster-signature.js';
 import { isDomainError } from '../shared/errors.js';
 import { RemoteRepoHost } from '../repos/remote-host.js';
 import { scratchLocalHost } from '../../test/support/local-host.js';
-import { NODE_PREFIX, registerNodeRoutes } from './node-routes.js';
+import { NODE_PREFIX, REPLICA_PREFIX, registerNodeRoutes } from './node-routes.js';
 
 const SECRET = 'node-routes-secret-0123456789abcdef0123';
 
@@ -84,4 +84,41 @@ test('a storage node that cannot be reached is "unavailable"', async () => {
   } finally {
     await remote.close();
   }
+});
+
+test("a replica's fetch needs a token for that repository, unexpired; with one, it gets git's advertisement", async (t) => {
+  const local = await scratchLocalHost();
+  const id = ulid();
+  await local.host.create({ id, defaultBranch: 'main' });
+  const app = Fastify();
+  registerNodeRoutes(app, { host: local.host, secret: SECRET, hostedRepo: async (repo) => (repo === id ? { id, defaultBranch: 'main', label: 'a/b/c' } : undefined) });
+  await app.ready();
+  t.after(async () => {
+    await app.close();
+    await local.close();
+  });
+  const url = `${REPLICA_PREFIX}/${id}/info/refs?service=git-upload-pack`;
+  const hour = Date.now() + 3_600_000;
+  const attempts: [string, string | undefined][] = [
+    ['no token', undefined],
+    ['a cluster signature is not a token', signRequest(SECRET, 'GET', url, '')['x-gitstratum-signature']],
+    ['another secret', `Bearer ${replicaToken('not-the-cluster-secret', id, hour)}`],
+    ['another repository', `Bearer ${replicaToken(SECRET, ulid(), hour)}`],
+    ['expired', `Bearer ${replicaToken(SECRET, id, Date.now() - 1000)}`],
+  ];
+  for (const [what, authorization] of attempts) {
+    const res = await app.inject({ method: 'GET', url, headers: authorization ? { authorization } : {} });
+    assert.equal(res.statusCode, 401, what);
+    assert.equal(res.json().error.code, 'replica_token_required', what);
+  }
+  const push = await app.inject({ method: 'GET', url: `${REPLICA_PREFIX}/${id}/info/refs?service=git-receive-pack`, headers: { authorization: `Bearer ${replicaToken(SECRET, id, hour)}` } });
+  assert.equal(push.statusCode, 400, 'upload-pack only');
+  const other = ulid();
+  const elsewhere = await app.inject({ method: 'GET', url: `${REPLICA_PREFIX}/${other}/info/refs?service=git-upload-pack`, headers: { authorization: `Bearer ${replicaToken(SECRET, other, hour)}` } });
+  assert.equal(elsewhere.statusCode, 404, "not this shard's repository");
+
+  const ok = await app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${replicaToken(SECRET, id, hour)}`, 'git-protocol': 'version=2' } });
+  assert.equal(ok.statusCode, 200);
+  assert.equal(ok.headers['content-type'], 'application/x-git-upload-pack-advertisement');
+  assert.match(ok.body, /version 2/);
 });

@@ -10,10 +10,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { GitResponse } from '../git/smart-http.js';
-import type { RepoHost } from '../repos/host.js';
-import { CALL_HEADER, verifyRequest } from '../shared/cluster-signature.js';
-import { DomainError, invalid, isDomainError, unauthenticated } from '../shared/errors.js';
+import type { HostedRepo, RepoHost } from '../repos/host.js';
+import { CALL_HEADER, verifyReplicaToken, verifyRequest } from '../shared/cluster-signature.js';
+import { DomainError, invalid, isDomainError, notFound, unauthenticated } from '../shared/errors.js';
 import { abortSignalOf } from './git-routes.js';
+import { gitProtocolValue } from '../git/command.js';
 import { statusOf } from './errors.js';
 
 export const NODE_PREFIX = '/_node/v1';
@@ -25,7 +26,15 @@ export interface NodeRouteDeps {
   host: RepoHost;
   /** The cluster secret every request must be signed with. */
   secret: string;
+  /**
+   * The repository of an id, for replicas' fetches (their git names only the id); undefined
+   * when it is not this shard's. Without it the replica routes are not served.
+   */
+  hostedRepo?: (id: string) => Promise<HostedRepo | undefined>;
 }
+
+/** Where a replica's git fetches a repository from its writer: a Smart HTTP base URL (upload-pack only). */
+export const REPLICA_PREFIX = `${NODE_PREFIX}/replicate`;
 
 const ulid = z.string().regex(/^[0-9A-HJKMNP-TV-Z]{26}$/);
 const service = z.enum(['upload-pack', 'receive-pack']);
@@ -68,6 +77,7 @@ export function sendNodeError(reply: FastifyReply, err: DomainError): FastifyRep
 
 export function registerNodeRoutes(app: FastifyInstance, deps: NodeRouteDeps): void {
   const { host } = deps;
+  if (deps.hostedRepo) registerReplicaRoutes(app, { ...deps, hostedRepo: deps.hostedRepo });
   app.register(async (node) => {
     // The body stays a stream: this parser hands Fastify nothing, the route reads req.raw.
     node.addContentTypeParser(NODE_RPC_TYPE, (_req, _payload, done) => done(null, undefined));
@@ -110,6 +120,61 @@ export function registerNodeRoutes(app: FastifyInstance, deps: NodeRouteDeps): v
       return stream(reply, res);
     });
   });
+}
+
+/**
+ * Smart HTTP for replicas (issue 11; docs/design/replication.md): `git fetch` of one repository,
+ * upload-pack only, authorized by a replica token for that repository (a header git sends on
+ * each request of the fetch). Answers come from the writer's host, the pack cache included.
+ */
+function registerReplicaRoutes(app: FastifyInstance, deps: NodeRouteDeps & { hostedRepo: NonNullable<NodeRouteDeps['hostedRepo']> }): void {
+  const { host, hostedRepo } = deps;
+  app.register(async (replica) => {
+    replica.addContentTypeParser('application/x-git-upload-pack-request', (_req, _payload, done) => done(null, undefined));
+    replica.setErrorHandler((err, _req, reply) => {
+      if (isDomainError(err)) return sendNodeError(reply, err);
+      throw err;
+    });
+    const authorized = async (req: FastifyRequest<{ Params: { id: string } }>): Promise<HostedRepo> => {
+      const id = idOf(req);
+      const verdict = verifyReplicaToken(deps.secret, id, req.headers.authorization);
+      if (!verdict.ok) throw unauthenticated('replica_token_required', `storage node: ${verdict.reason}`);
+      const repo = await hostedRepo(id);
+      if (!repo) throw notFound('repo_not_found', 'no such repository on this shard');
+      return repo;
+    };
+
+    replica.get<{ Params: { id: string }; Querystring: { service?: string } }>(`${REPLICA_PREFIX}/:id/info/refs`, async (req, reply) => {
+      const repo = await authorized(req);
+      if (req.query.service !== 'git-upload-pack') throw invalid('bad_node_call', 'replicas fetch with git-upload-pack only');
+      const protocol = gitProtocolValue(req.headers['git-protocol'] as string | undefined);
+      const res = await host.advertiseRefs(repo, { service: 'upload-pack', protocol }, abortSignalOf(reply));
+      return reply.code(200).type('application/x-git-upload-pack-advertisement').header('Cache-Control', 'no-cache').send(drain(res));
+    });
+
+    replica.post<{ Params: { id: string } }>(`${REPLICA_PREFIX}/:id/git-upload-pack`, async (req, reply) => {
+      const repo = await authorized(req);
+      const encoding = (req.headers['content-encoding'] ?? '').trim().toLowerCase();
+      const res = await host.statelessRpc(
+        repo,
+        {
+          service: 'upload-pack',
+          protocol: gitProtocolValue(req.headers['git-protocol'] as string | undefined),
+          input: req.raw,
+          ...(encoding === 'gzip' && { encoding: 'gzip' as const }),
+          pusher: { actorId: null, actorName: 'replica', requestId: String(req.id) },
+        },
+        abortSignalOf(reply),
+      );
+      return reply.code(200).type('application/x-git-upload-pack-result').header('Cache-Control', 'no-cache').send(drain(res));
+    });
+  });
+}
+
+/** The response's body; a front proxy's hand-off cannot be sent by a node. */
+function drain(res: GitResponse): GitResponse['body'] {
+  if (res.handoff) throw new DomainError('unavailable', 'handoff_on_node', 'a storage node cannot hand a response to a front proxy');
+  return res.body;
 }
 
 function stream(reply: FastifyReply, res: GitResponse): FastifyReply {

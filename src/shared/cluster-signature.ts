@@ -59,3 +59,27 @@ export function verifyRequest(
   const expected = mac(secret, req.method, req.url, time, header(CALL_HEADER) ?? '');
   return given.length === expected.length && timingSafeEqual(given, expected) ? { ok: true } : { ok: false, reason: 'bad signature' };
 }
+
+/**
+ * A replica's bearer token for git's fetch of one repository from its writer (issue 11): git
+ * sends one static header on every request of a fetch, so the token names the repository and
+ * an expiry instead of signing each request. `r1.<expiry ms>.<HMAC of "replicate", id, expiry>`.
+ */
+export function replicaToken(secret: string, repositoryId: string, expiresAtMs: number): string {
+  const expires = String(Math.floor(expiresAtMs));
+  return `r1.${expires}.${replicaMac(secret, repositoryId, expires).toString('base64url')}`;
+}
+
+function replicaMac(secret: string, repositoryId: string, expires: string): Buffer {
+  return createHmac('sha256', secret).update(['replicate', repositoryId, expires].join('\n')).digest();
+}
+
+/** Whether `authorization` (`Bearer r1.…`) lets a replica fetch `repositoryId` now. */
+export function verifyReplicaToken(secret: string, repositoryId: string, authorization: string | undefined, nowMs = Date.now()): SignatureVerdict {
+  const match = /^Bearer r1\.(\d{1,15})\.([A-Za-z0-9_-]{43})$/.exec(authorization ?? '');
+  if (!match) return { ok: false, reason: 'replica token required' };
+  if (Number(match[1]) < nowMs) return { ok: false, reason: 'replica token expired' };
+  const given = Buffer.from(match[2]!, 'base64url');
+  const expected = replicaMac(secret, repositoryId, match[1]!);
+  return given.length === expected.length && timingSafeEqual(given, expected) ? { ok: true } : { ok: false, reason: 'bad replica token' };
+}
