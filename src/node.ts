@@ -41,6 +41,7 @@ import { appendAudit } from './meta/audit.js';
 import { markEvicted } from './meta/residency.js';
 import { adoptFromSnapshots, lostPushAudit } from './snapshots/takeover.js';
 import { crashPoint, pausePoint } from './shared/crash.js';
+import { createMirrorMetrics, Mirror, replicaDiskId } from './replication/mirror.js';
 
 /** What app.ts builds once for the whole process and hands to the node and the edge. */
 export interface Shared {
@@ -93,7 +94,8 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
   // and starts its background work only once it holds the lease, and stops when deposed.
   const shardLeases = config.role === 'storage' ? createShardLeases(core.meta) : undefined;
   const deposedHandlers: ((why: string) => void)[] = [];
-  const writer = shardLeases
+  // A replica never takes the lease: it follows the writer (replication/mirror.ts, below).
+  const writer = shardLeases && !config.replica
     ? new ShardWriter(
         { shard: config.shard!, advertiseUrl: config.advertiseUrl!, leaseMs: config.shardLeaseSeconds * 1000 },
         {
@@ -351,18 +353,54 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     })();
   }
 
+  const mirror =
+    config.replica && shardLeases
+      ? new Mirror(
+          {
+            shard: config.shard!,
+            diskId: await replicaDiskId(core.dataDir),
+            advertiseUrl: config.advertiseUrl!,
+            intervalMs: config.replicaIntervalSeconds * 1000,
+            reconcileMs: config.replicaReconcileSeconds * 1000,
+            concurrency: config.replicaConcurrency,
+          },
+          {
+            meta: core.meta,
+            store: rawStore,
+            dataDir: core.dataDir,
+            repoPath,
+            repoConfig: repositoryConfig(),
+            secret: config.clusterSecret!,
+            writerUrl: async () => {
+              const lease = await shardLeases.current(config.shard!);
+              return lease && lease.expiresInMs > 0 ? lease.url : undefined;
+            },
+            log: log.child({ component: 'replica' }),
+            metrics: createMirrorMetrics(metrics.registry),
+          },
+        )
+      : undefined;
+
   return {
     localHost,
     hooks,
     start: async () => {
+      if (mirror) {
+        // Its own disk: what a killed fetch left is cleared before the first round.
+        const recovered = await recovery.atStart();
+        recoveryLog.info(recovered, 'crash recovery at start done');
+        recovery.start();
+        await mirror.start();
+      }
       // A storage node that is a standby listens at once and answers 503 until it takes over.
-      if (writer) await writer.start();
+      else if (writer) await writer.start();
       else await takeOverDisk();
     },
     onDeposed(handler) {
       deposedHandlers.push(handler);
     },
     async close() {
+      await mirror?.close();
       // Released at once, so a standby takes the shard without waiting for the lease to run out.
       await writer?.close();
       await packCache?.close();

@@ -269,6 +269,18 @@ export const configSchema = z
      * request, and the acknowledged pushes not yet persisted are reported lost).
      */
     failoverFrom: z.enum(['volume', 'snapshots']).default('volume'),
+    /**
+     * A storage node that is a replica of its shard rather than its writer or standby
+     * (docs/design/replication.md): `async` keeps a copy of every repository of the shard on its
+     * own disk, following the writer, and never takes the shard's lease.
+     */
+    replica: z.enum(['async']).optional(),
+    /** How often a replica looks for repositories whose refs version passed its own (besides each announced change). */
+    replicaIntervalSeconds: positiveSeconds.default(30),
+    /** How often a replica compares every repository of its shard with the writer, changed or not (drift repair). */
+    replicaReconcileSeconds: positiveSeconds.default(600),
+    /** Repositories a replica brings up to the writer at once. */
+    replicaConcurrency: positiveInt.default(2),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -291,6 +303,7 @@ export const configSchema = z
       if (c.shard === undefined) ctx.addIssue({ code: 'custom', path: ['role'], message: 'storage needs shard (the shard this node serves)' });
       if (c.advertiseUrl === undefined) ctx.addIssue({ code: 'custom', path: ['role'], message: 'storage needs advertiseUrl (where frontends reach this node)' });
     }
+    if (c.replica !== undefined && c.role !== 'storage') ctx.addIssue({ code: 'custom', path: ['replica'], message: 'only a storage node (role storage) is a replica' });
   })
   .refine((c) => c.objectStore !== 's3' || c.s3Bucket !== undefined, {
     message: 'objectStore s3 needs s3Bucket',

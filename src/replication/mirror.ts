@@ -1,0 +1,202 @@
+/**
+ * An async replica of a shard (issue 11; docs/design/replication.md): a storage node started
+ * with `--replica async` keeps its own copy of every repository of its shard, following the
+ * writer. It never takes the shard's lease.
+ *
+ * - A repository it lacks is restored from its latest snapshot (or made empty), then brought
+ *   up to the writer by one round of follow.ts: the writer sends only what came after.
+ * - Each round reads the repository's refs version first and records it as the replica's
+ *   position once the round applied, so the position never claims more than the copy holds.
+ * - What to do: every repository whose version passed the replica's position, found by one
+ *   query at start and every `intervalMs`, and at once for each version bump the writer
+ *   announces (NOTIFY); and every repository of the shard every `reconcileMs`, which repairs
+ *   drift the versions do not show (a round compares every ref with the writer's).
+ * - At most `concurrency` rounds at a time, one per repository; a failed round is logged and
+ *   counted, and the repository tried again at the next pass.
+ */
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Logger } from '../shared/log.js';
+import type { MetaStore } from '../meta/db.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { readRefsVersion, REFS_CHANNEL } from '../meta/refs-versions.js';
+import { behindRepositories, recordPosition, replicaHeartbeat } from '../meta/replication.js';
+import { findRepositoryById, listRepositories } from '../meta/repositories.js';
+import { restoreRepository } from '../snapshots/restore.js';
+import { replicaToken } from '../shared/cluster-signature.js';
+import { REPLICA_PREFIX } from '../http/node-routes.js';
+import { unavailable } from '../shared/errors.js';
+import { followOnce } from './follow.js';
+
+export interface MirrorOptions {
+  shard: string;
+  /** This replica's disk (meta/replication.ts). */
+  diskId: string;
+  /** Where frontends reach this node. */
+  advertiseUrl: string;
+  intervalMs: number;
+  /** How often every repository of the shard gets a round, behind or not: drift is repaired (a round compares every ref). */
+  reconcileMs: number;
+  concurrency: number;
+}
+
+export interface MirrorDeps {
+  meta: MetaStore;
+  store: ObjectStore;
+  dataDir: string;
+  repoPath(id: string): string;
+  repoConfig: readonly (readonly [string, string])[];
+  /** The cluster secret: replica tokens are made with it. */
+  secret: string;
+  /** The URL of the shard's writer now (its lease), or undefined when it has none. */
+  writerUrl(): Promise<string | undefined>;
+  log: Logger;
+  metrics: MirrorMetrics;
+}
+
+export interface MirrorMetrics {
+  rounds: { inc(labels: { result: 'ok' | 'failed' }): void };
+  lagSeconds: { set(value: number): void };
+  behind: { set(value: number): void };
+}
+
+/** How long a replica token lasts: one round's fetch, with room. */
+const TOKEN_MS = 15 * 60_000;
+
+export class Mirror {
+  private readonly wanted = new Set<string>();
+  private readonly running = new Map<string, Promise<void>>();
+  private timer: NodeJS.Timeout | undefined;
+  private unlisten: (() => Promise<void>) | undefined;
+  private passing: Promise<void> | undefined;
+  private lastReconcile = 0;
+  private closed = false;
+
+  constructor(
+    private readonly opts: MirrorOptions,
+    private readonly deps: MirrorDeps,
+  ) {}
+
+  async start(): Promise<void> {
+    const { meta, log } = this.deps;
+    await replicaHeartbeat(meta, { diskId: this.opts.diskId, shard: this.opts.shard, url: this.opts.advertiseUrl, mode: 'async' });
+    this.unlisten = await meta.listen?.(REFS_CHANNEL, (payload) => {
+      // A takeover announces its whole shard: compare every repository of it.
+      if (payload === `shard:${this.opts.shard}`) this.schedulePass();
+      else if (/^[0-9A-HJKMNP-TV-Z]{26}$/.test(payload)) this.want(payload, true);
+    });
+    this.timer = setInterval(() => this.schedulePass(), this.opts.intervalMs);
+    this.timer.unref();
+    log.info({ shard: this.opts.shard, disk_id: this.opts.diskId }, 'replica following the shard writer');
+    this.schedulePass();
+  }
+
+  /** Resolves once every repository the replica was behind on at call time has had a round (for tests and shutdown). */
+  async settled(): Promise<void> {
+    while (this.passing || this.running.size > 0) await Promise.all([this.passing, ...this.running.values()]);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    await this.unlisten?.().catch(() => {});
+    await this.settled().catch(() => {});
+  }
+
+  private schedulePass(): void {
+    if (this.closed || this.passing) return;
+    this.passing = this.pass()
+      .catch((err: unknown) => this.deps.log.warn({ err }, 'replica pass failed; trying again at the next'))
+      .finally(() => (this.passing = undefined));
+  }
+
+  private async pass(): Promise<void> {
+    const { meta, metrics } = this.deps;
+    await replicaHeartbeat(meta, { diskId: this.opts.diskId, shard: this.opts.shard, url: this.opts.advertiseUrl, mode: 'async' });
+    const behind = await behindRepositories(meta, this.opts.diskId, this.opts.shard);
+    metrics.behind.set(behind.length);
+    metrics.lagSeconds.set(behind.reduce((max, r) => Math.max(max, r.lagMs), 0) / 1000);
+    for (const r of behind) this.want(r.id, false);
+    if (performance.now() - this.lastReconcile >= this.opts.reconcileMs) {
+      this.lastReconcile = performance.now();
+      for (const r of await listRepositories(meta.db)) if (r.shard === this.opts.shard) this.want(r.id, false);
+    }
+  }
+
+  /** Queues a round for the repository; `announced`: the writer said it changed (it may not be this shard's). */
+  private want(id: string, announced: boolean): void {
+    if (this.closed) return;
+    this.wanted.add(id);
+    if (announced && this.running.has(id)) return; // its round ends and another starts (below)
+    this.drain();
+  }
+
+  private drain(): void {
+    for (const id of this.wanted) {
+      if (this.running.size >= this.opts.concurrency) return;
+      if (this.running.has(id)) continue;
+      this.wanted.delete(id);
+      const round = this.round(id).finally(() => {
+        this.running.delete(id);
+        this.drain();
+      });
+      this.running.set(id, round);
+    }
+  }
+
+  private async round(id: string): Promise<void> {
+    const { meta, log, metrics } = this.deps;
+    try {
+      const repo = await findRepositoryById(meta.db, id);
+      if (!repo || repo.shard !== this.opts.shard) return;
+      // First: the copy this round makes is at least as new as this version.
+      const version = await readRefsVersion(meta.db, id);
+      const target = this.deps.repoPath(id);
+      if (!(await stat(target).catch(() => undefined))) {
+        const restored = await restoreRepository(
+          { meta, store: this.deps.store },
+          { repositoryId: id, defaultBranch: repo.defaultBranch, target, scratchRoot: path.join(this.deps.dataDir, 'tmp'), config: this.deps.repoConfig },
+        );
+        log.info({ repo_id: id, snapshot: restored.snapshot?.id ?? null, refs: restored.refs }, 'replica copy restored from snapshots; the writer sends what came after');
+      }
+      const writer = await this.deps.writerUrl();
+      if (!writer) throw unavailable('no_shard_writer', `shard ${this.opts.shard} has no writer now`);
+      const url = new URL(`${REPLICA_PREFIX}/${id}`, writer).href;
+      const token = replicaToken(this.deps.secret, id, Date.now() + TOKEN_MS);
+      const { changes } = await followOnce(target, url, [['http.extraHeader', `Authorization: Bearer ${token}`]]);
+      await recordPosition(meta, this.opts.diskId, id, version);
+      metrics.rounds.inc({ result: 'ok' });
+      if (changes.length > 0) log.debug({ repo_id: id, version, changes: changes.length }, 'replica applied the writer’s refs');
+    } catch (err) {
+      metrics.rounds.inc({ result: 'failed' });
+      log.warn({ err, repo_id: id }, 'replica round failed; the repository is tried again at the next pass');
+    }
+  }
+}
+
+export function createMirrorMetrics(registry: Registry): MirrorMetrics {
+  return {
+    rounds: new Counter({ name: 'gitstratum_replica_rounds_total', help: 'Rounds of this replica following its writer, one per repository brought up to it, by result.', labelNames: ['result'] as const, registers: [registry] }),
+    lagSeconds: new Gauge({ name: 'gitstratum_replica_lag_seconds', help: 'Age of the oldest refs version of the shard this replica has not reached, at its last pass (0: up to date).', registers: [registry] }),
+    behind: new Gauge({ name: 'gitstratum_replica_behind_repositories', help: 'Repositories of the shard whose refs version this replica had not reached, at its last pass.', registers: [registry] }),
+  };
+}
+
+/**
+ * This disk's replica id, made at first start and kept in the data directory: positions belong
+ * to a disk, so a node whose disk was replaced starts over instead of claiming copies it lost.
+ */
+export async function replicaDiskId(dataDir: string): Promise<string> {
+  const file = path.join(dataDir, 'replica-id');
+  const kept = (await readFile(file, 'utf8').catch(() => '')).trim();
+  if (/^[0-9a-f]{32}$/.test(kept)) return kept;
+  if (kept !== '') throw new Error(`${file} is damaged (not a replica id); remove it, and the node starts over as a new replica`);
+  const id = randomBytes(16).toString('hex');
+  await writeFile(file, id + '\n', { mode: 0o600, flag: 'wx' }).catch(async (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
+  });
+  // Another process may have written first: its id is the one.
+  return (await readFile(file, 'utf8')).trim();
+}

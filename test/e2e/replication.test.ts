@@ -1,0 +1,191 @@
+/**
+ * An async replica follows its shard's writer (issue 11), with the fewest processes that prove
+ * it: one frontend, the writer and the replica of shard `local`, each storage node on a disk of
+ * its own, on PostgreSQL and s3rver.
+ *
+ * 1. A replica started after pushes restores the repository from its snapshot and fetches only
+ *    what came after; its refs end equal to the writer's.
+ * 2. A new branch, a tag, a deleted branch and a branch force-pushed backwards replicate exactly.
+ * 3. The replica killed with SIGKILL while pushes go on, and started again on its disk, converges
+ *    and is fsck-clean.
+ * 4. A corrupt commit on the writer (as a compromised writer would send) is refused: the
+ *    replica's refs stay as they were and it says why.
+ *
+ * Every process is stopped by its PID (the harness's ChildProcess handles); waits are for
+ * conditions, with generous bounds.
+ */
+import { test, before, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BIN, Git, Server, databaseBackends, freshDatabaseUrl, run, tempDir } from './harness.js';
+import { startS3, type TestS3 } from '../support/s3.js';
+import { asEnv, CLUSTER_SECRET, serving, startStorageNode } from '../support/cluster.js';
+import { openMetaStore } from '../../src/meta/db.js';
+import { bumpRefsVersion } from '../../src/meta/refs-versions.js';
+
+const NODE_ARGS = ['--shard-lease-seconds', '3', '--maintenance-enabled', 'false'];
+const REPLICA_ARGS = [...NODE_ARGS, '--replica', 'async', '--replica-interval-seconds', '1', '--replica-reconcile-seconds', '2'];
+
+describe('an async replica follows its writer', { skip: !databaseBackends().includes('postgres') && 'PostgreSQL not configured' }, () => {
+  let s3: TestS3;
+  let shared: NodeJS.ProcessEnv;
+  let databaseUrl: string;
+  let frontend: Server;
+  let writer: Server;
+  let replica: Server;
+  let replicaDisk: string;
+  const nodes: Server[] = [];
+  let git: Git;
+  let token: string;
+  let scratch: string;
+  let repoId: string;
+  let work: string;
+
+  const cli = async (args: string[]) => {
+    const r = await run(process.execPath, [BIN, ...args, '--data', frontend.dataDir], { env: { ...process.env, ...shared, GITSTRATUM_ROLE: 'frontend' } });
+    if (r.code !== 0) throw new Error(`gitstratum ${args.join(' ')} exited ${r.code}:\n${r.stderr}`);
+    return r.stdout;
+  };
+  const repoOn = (dataDir: string) => path.join(dataDir, 'repos', repoId.slice(0, 2), `${repoId}.git`);
+  const refsOf = async (gitDir: string) => {
+    const r = await git.run(['--git-dir', gitDir, 'for-each-ref', '--format=%(objectname) %(refname)']);
+    return r.code === 0 ? r.stdout : undefined;
+  };
+  /** Waits until the replica's copy has exactly the writer's refs and HEAD. */
+  const converged = async (what: string) => {
+    let last: string | undefined;
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(100)) {
+      const [mine, theirs] = await Promise.all([refsOf(repoOn(replicaDisk)), refsOf(repoOn(writer.dataDir))]);
+      last = mine;
+      if (mine !== undefined && mine === theirs) {
+        const heads = await Promise.all([repoOn(replicaDisk), repoOn(writer.dataDir)].map((d) => git.ok(['--git-dir', d, 'symbolic-ref', 'HEAD'])));
+        if (heads[0] === heads[1]) return;
+      }
+    }
+    assert.fail(`${what}: the replica did not converge; it has:\n${last}\nreplica log:\n${replica.logs.slice(-10).join('\n')}`);
+  };
+  const startReplica = async () => {
+    replica = await startStorageNode({ shared, shard: 'local', dataDir: replicaDisk, args: REPLICA_ARGS });
+    nodes.push(replica);
+  };
+  const url = () => frontend.repoUrl('alice/main/r.git', token);
+
+  before(async () => {
+    s3 = await startS3();
+    databaseUrl = await freshDatabaseUrl();
+    shared = asEnv(['--database-url', databaseUrl, '--cluster-secret', CLUSTER_SECRET, ...s3.storeArgs()]);
+    writer = await startStorageNode({ shared, shard: 'local', args: [...NODE_ARGS, '--snapshot-debounce-seconds', '0'] });
+    nodes.push(writer);
+    await serving(writer);
+    frontend = await Server.start({ env: { ...shared, GITSTRATUM_ROLE: 'frontend' } });
+    git = await Git.create();
+    await cli(['user', 'create', 'alice']);
+    await cli(['space', 'create', 'alice/main']);
+    token = (await cli(['token', 'create', 'alice', '--scope', 'write'])).trim().split('\n').pop()!;
+    repoId = (JSON.parse(await cli(['repo', 'create', 'alice/main/r', '--json'])) as { id: string }).id;
+    scratch = await tempDir('gitstratum-replication-work-');
+    replicaDisk = await tempDir('gitstratum-replica-disk-');
+  });
+
+  after(async () => {
+    await frontend?.cleanup();
+    for (const n of nodes) await n.stop();
+    for (const n of nodes) await rm(n.dataDir, { recursive: true, force: true });
+    await s3?.stop();
+    await rm(scratch, { recursive: true, force: true });
+    await rm(git.home, { recursive: true, force: true });
+  });
+
+  test('a replica started late restores from the snapshot and fetches only what came after', async () => {
+    work = await git.workTree(path.join(scratch, 'work'), { commits: 3 });
+    await git.ok(['push', '-q', url(), 'main'], { cwd: work });
+    // The writer persists the push (debounce 0); then one more push that no snapshot holds.
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(200)) {
+      const listed = JSON.parse(await cli(['snapshot', 'list', 'alice/main/r', '--json'])) as unknown[];
+      if (listed.length > 0) break;
+    }
+    await git.commits(work, 1, { seed: 11 });
+    await git.ok(['push', '-q', url(), 'main'], { cwd: work });
+
+    await startReplica();
+    await converged('first copy');
+    const restored = replica.logs.find((l) => l.includes('replica copy restored from snapshots'));
+    assert.ok(restored && !restored.includes('"snapshot":null'), `restored from a snapshot: ${restored}`);
+  });
+
+  test('new refs, a tag, a deleted branch and a forced rewind replicate exactly', async () => {
+    await git.ok(['push', '-q', url(), 'main:refs/heads/topic', 'main~1:refs/heads/old'], { cwd: work });
+    await git.ok(['tag', '-a', '-m', 'release', 'v1', 'main~2'], { cwd: work });
+    await git.ok(['push', '-q', url(), 'v1'], { cwd: work });
+    await converged('new refs');
+    await git.ok(['push', '-q', '--force', url(), 'main~2:refs/heads/main', ':refs/heads/old'], { cwd: work });
+    await converged('a deletion and a rewind');
+    const refs = await refsOf(repoOn(replicaDisk));
+    assert.doesNotMatch(refs!, /refs\/heads\/old/);
+    assert.match(refs!, new RegExp(`^${await git.revParse(work, 'main~2')} refs/heads/main$`, 'm'));
+  });
+
+  test('a replica killed during pushes and started again converges, fsck-clean', async () => {
+    let pushing = true;
+    let n = 0;
+    const pusher = (async () => {
+      const loop = await git.workTree(path.join(scratch, 'loop'), { commits: 1, seed: 5 });
+      while (pushing) {
+        await git.commits(loop, 1, { seed: 1000 + n++ });
+        await git.run(['push', '-q', '--force', url(), 'HEAD:refs/heads/loop'], { cwd: loop, timeoutMs: 60_000 });
+      }
+    })();
+    try {
+      for (const deadline = Date.now() + 60_000; n < 3 && Date.now() < deadline; ) await sleep(50);
+      replica.process.kill('SIGKILL');
+      await new Promise((resolve) => (replica.process.exitCode !== null || replica.process.signalCode !== null ? resolve(undefined) : replica.process.once('exit', resolve)));
+      const before = n;
+      for (const deadline = Date.now() + 60_000; n < before + 2 && Date.now() < deadline; ) await sleep(50);
+      await startReplica();
+    } finally {
+      pushing = false;
+      await pusher;
+    }
+    await converged('after a restart');
+    const fsck = await git.run(['--git-dir', repoOn(replicaDisk), 'fsck', '--no-progress', '--strict']);
+    assert.equal(fsck.code, 0, fsck.stderr);
+    const metrics = await (await fetch(new URL('/metrics', replica.url))).text();
+    assert.match(metrics, /^gitstratum_replica_rounds_total\{result="ok"\} [1-9]/m);
+  });
+
+  test('a corrupt commit from the writer is refused: no ref of the replica moves, and it says why', async () => {
+    const held = await refsOf(repoOn(replicaDisk));
+    const writerRepo = repoOn(writer.dataDir);
+    const tree = (await git.ok(['--git-dir', writerRepo, 'rev-parse', 'main^{tree}'])).trim();
+    const parent = (await git.ok(['--git-dir', writerRepo, 'rev-parse', 'main'])).trim();
+    const bad = `tree ${tree}\nparent ${parent}\nauthor nobody <broken 1 +0000\ncommitter x <x@y> 1 +0000\n\nbad\n`;
+    const badOid = (await git.ok(['--git-dir', writerRepo, 'hash-object', '-t', 'commit', '--literally', '-w', '--stdin'], { input: bad })).trim();
+    await git.ok(['--git-dir', writerRepo, 'update-ref', 'refs/heads/main', badOid]);
+    // The compromised writer announces it as it would a push.
+    const meta = await openMetaStore({ dataDir: scratch, databaseUrl });
+    try {
+      await bumpRefsVersion(meta.db, meta.dialect, repoId);
+    } finally {
+      await meta.close();
+    }
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(100)) {
+      if (replica.logs.some((l) => l.includes('replica round failed') && l.includes(repoId))) break;
+    }
+    const said = replica.logs.find((l) => l.includes('replica round failed') && l.includes(repoId));
+    assert.ok(said, 'the replica logged the failed round');
+    assert.match(said!, /fetch/);
+    assert.equal(await refsOf(repoOn(replicaDisk)), held, 'no ref moved');
+    const present = await git.run(['--git-dir', repoOn(replicaDisk), 'cat-file', '-e', badOid]);
+    assert.notEqual(present.code, 0, 'the bad object was not kept');
+    // Its next pass counts the repository as behind (it keeps trying, and keeps saying why).
+    let metrics = '';
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(100)) {
+      metrics = await (await fetch(new URL('/metrics', replica.url))).text();
+      if (/^gitstratum_replica_behind_repositories 1$/m.test(metrics)) break;
+    }
+    assert.match(metrics, /^gitstratum_replica_behind_repositories 1$/m);
+    assert.equal(await refsOf(repoOn(replicaDisk)), held, 'and still no ref moved');
+  });
+});
