@@ -189,8 +189,8 @@ describe('access control', { concurrency: true }, () => {
 
       test('organization roles give a member exactly that access', async () => {
         const repo = 'acme/tools/widget';
-        await fx.server.cliOk(['org', 'create', 'acme']);
-        await fx.server.cliOk(['space', 'create', 'acme/tools']);
+        await fx.server.createOrg('acme');
+        await fx.server.createSpace('acme/tools');
         await createRepo(fx.server, repo, 'private');
         const bob = fx.secrets['bob:write'];
         // Not a member: the private repository does not exist for bob, nor for alice.
@@ -201,7 +201,7 @@ describe('access control', { concurrency: true }, () => {
         await expectOutcome(fx, repo, 'fetch', bob, 'ok', 'unused');
         await expectOutcome(fx, repo, 'push', bob, 403, 'bob-as-reader');
 
-        await fx.server.cliOk(['org', 'add-member', 'acme', 'bob', '--role', 'write']);
+        await fx.server.addMember('acme', 'bob', 'write');
         await expectOutcome(fx, repo, 'push', bob, 'ok', 'bob-as-writer');
         // The token still caps the role: bob's read token cannot push as a writer.
         const bobRead = await fx.server.token('bob', 'read');

@@ -34,8 +34,10 @@ const placed = async (repoPath: string) => (await json<{ shard: string }>(['repo
 const shardsByName = async () => new Map((await json<ShardJson[]>(['shard', 'list'])).map((s) => [s.name, s]));
 
 test('shards: create, pin a space, placement by load and pins, drain; users never see shards', async () => {
-  await server.cliOk(['user', 'create', 'alice']);
-  const [token] = await Promise.all([server.token('alice', 'write'), server.cliOk(['space', 'create', 'alice/main']), server.cliOk(['space', 'create', 'alice/games'])]);
+  await server.createUser('alice');
+  await server.createSpace('alice/main');
+  await server.createSpace('alice/games');
+  const token = await server.token('alice', 'write');
 
   assert.equal(await server.cliOk(['shard', 'create', 'a']), 'created shard a (accepts new repositories)\n');
   assert.equal(await server.cliOk(['shard', 'create', 'b']), 'created shard b (accepts new repositories)\n');

@@ -32,7 +32,7 @@ for (const database of databaseBackends()) {
     before(async () => {
       server = await Server.start({ database, args: ['--snapshot-debounce-seconds', '0', '--maintenance-enabled', 'false'] });
       tokens = await seed(server);
-      await server.cliOk(['space', 'create', 'bob/forks']);
+      await server.createSpace('bob/forks');
       git = await lfsGit();
     });
     after(() => server?.cleanup());

@@ -427,8 +427,8 @@ test('ten concurrent pushes to one branch: only fast-forwards land, none is lost
 test('a push over --max-push-bytes gets 413 and changes nothing', async (t) => {
   const small = await Server.start({ args: ['--max-push-bytes', '100000'] });
   t.after(() => small.cleanup());
-  await small.cliOk(['user', 'create', 'alice']);
-  await small.cliOk(['space', 'create', 'alice/main']);
+  await small.createUser('alice');
+  await small.createSpace('alice/main');
   const f = await fixture('limited', { seed: 211, on: small });
   const before = await remoteRefs(f.url);
   await bigCommit(f.work, { seed: 211, files: 1, size: 300_000 });

@@ -188,6 +188,22 @@ export class Server {
     }
   }
 
+  async createUser(name: string, opts: { admin?: boolean } = {}): Promise<void> {
+    await this.admin((core) => core.accounts.createUser(systemActor, name, { admin: opts.admin ?? false }));
+  }
+
+  async createSpace(spacePath: string): Promise<void> {
+    await this.admin((core) => core.repos.createSpace(systemActor, spacePath));
+  }
+
+  async createOrg(name: string): Promise<void> {
+    await this.admin((core) => core.accounts.createOrg(systemActor, name));
+  }
+
+  async addMember(org: string, user: string, role: 'read' | 'write' | 'admin'): Promise<void> {
+    await this.admin((core) => core.accounts.addMember(systemActor, org, user, role));
+  }
+
   /** Creates a token and returns its secret. */
   async token(user: string, scope: 'read' | 'write' | 'admin'): Promise<string> {
     return this.admin(async (core) => (await core.accounts.createToken(systemActor, user, scope, {})).token);

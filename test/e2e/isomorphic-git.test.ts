@@ -18,8 +18,8 @@ let tokens: { read: string; write: string };
 
 before(async () => {
   server = await Server.start();
-  await server.cliOk(['user', 'create', 'alice']);
-  await server.cliOk(['space', 'create', 'alice/main']);
+  await server.createUser('alice');
+  await server.createSpace('alice/main');
   tokens = { read: await server.token('alice', 'read'), write: await server.token('alice', 'write') };
   git = await Git.create();
 });

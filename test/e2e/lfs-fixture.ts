@@ -127,7 +127,7 @@ export type Tokens = Awaited<ReturnType<typeof seed>>;
  * process that takes about a second, and the LFS suites start eight servers.
  */
 export async function seedFast(server: Server): Promise<Tokens> {
-  await server.cliOk(['user', 'create', 'root', '--admin']);
+  await server.createUser('root', { admin: true });
   const rootAdmin = await server.token('root', 'admin');
   await api(server, rootAdmin, 'POST', '/users', { name: 'alice', admin: false });
   await api(server, rootAdmin, 'POST', '/users', { name: 'bob', admin: false });

@@ -19,8 +19,8 @@ let token: string;
 
 before(async () => {
   server = await Server.start({ args: ['--maintenance-delay-seconds', '0'] });
-  await server.cliOk(['user', 'create', 'alice']);
-  await server.cliOk(['space', 'create', 'alice/main']);
+  await server.createUser('alice');
+  await server.createSpace('alice/main');
   token = await server.token('alice', 'write');
   git = await Git.create();
 });
@@ -169,8 +169,8 @@ test('pushes that land while maintenance runs succeed, and a later run covers th
 test('a server with maintenance disabled leaves the repository as the push left it', async () => {
   const quiet = await Server.start({ args: ['--maintenance-enabled', 'false'] });
   try {
-    await quiet.cliOk(['user', 'create', 'alice']);
-    await quiet.cliOk(['space', 'create', 'alice/main']);
+    await quiet.createUser('alice');
+    await quiet.createSpace('alice/main');
     const created = JSON.parse(await quiet.cliOk(['repo', 'create', 'alice/main/plain', '--json'])) as { path: string };
     const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 2, seed: 41 });
     await git.ok(['push', '-q', quiet.repoUrl('alice/main/plain.git', await quiet.token('alice', 'write')), 'main'], { cwd: work });

@@ -52,12 +52,12 @@ describe('offboarding with git and git-lfs', () => {
 
   before(async () => {
     server = await Server.start();
-    await server.cliOk(['user', 'create', 'root', '--admin']);
-    for (const name of ['carol', 'dave']) await server.cliOk(['user', 'create', name]);
-    await server.cliOk(['org', 'create', 'acme']);
-    await server.cliOk(['org', 'add-member', 'acme', 'carol', '--role', 'write']);
-    await server.cliOk(['org', 'add-member', 'acme', 'dave', '--role', 'write']);
-    await server.cliOk(['space', 'create', 'acme/secret']);
+    await server.createUser('root', { admin: true });
+    for (const name of ['carol', 'dave']) await server.createUser(name);
+    await server.createOrg('acme');
+    await server.addMember('acme', 'carol', 'write');
+    await server.addMember('acme', 'dave', 'write');
+    await server.createSpace('acme/secret');
     await server.cliOk(['repo', 'create', REPO, '--private']);
     tokens.root = await server.token('root', 'admin');
     tokens.carol = await server.token('carol', 'write');
@@ -176,7 +176,7 @@ describe('offboarding with git and git-lfs', () => {
   });
 
   test('deleting a user who owns repositories is refused, naming them; without them the user goes, the audit log keeps the name', async () => {
-    await server.cliOk(['space', 'create', 'carol/own']);
+    await server.createSpace('carol/own');
     await server.cliOk(['repo', 'create', 'carol/own/tool']);
     const refused = await server.cli(['user', 'delete', 'carol']);
     assert.equal(refused.code, 1);

@@ -62,10 +62,10 @@ async function requestLog(server: Server, requestId: string): Promise<Record<str
 
 /** alice with an admin token, her space `main`, and the given repositories. */
 async function provision(server: Server, repos: string[]): Promise<string> {
-  await server.cliOk(['user', 'create', 'alice']);
+  await server.createUser('alice');
   const [token] = await Promise.all([
     server.token('alice', 'admin'),
-    server.cliOk(['space', 'create', 'alice/main']),
+    server.createSpace('alice/main'),
   ]);
   for (const repo of repos) await server.cliOk(['repo', 'create', `alice/main/${repo}`]);
   return token;

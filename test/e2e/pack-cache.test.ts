@@ -246,8 +246,8 @@ test('shallow, partial and full clones never receive each other\'s responses', a
 test('with the disk under the free-space threshold, clones are served by git uncached', async () => {
   const full = await Server.start({ env: { GITSTRATUM_PACK_CACHE_MIN_FREE_BYTES: String(Number.MAX_SAFE_INTEGER) } });
   try {
-    await full.cliOk(['user', 'create', 'alice']);
-    await full.cliOk(['space', 'create', 'alice/main']);
+    await full.createUser('alice');
+    await full.createSpace('alice/main');
     const token = await full.token('alice', 'write');
     const f = await fixture(full, 'full-disk', { seed: 10 }, token);
     const m0 = await metrics(full);

@@ -23,9 +23,9 @@ let rootToken: string;
 before(async () => {
   // Maintenance off: its repack would change the measured sizes under the assertions.
   server = await Server.start({ args: ['--max-refs', String(MAX_REFS), '--maintenance-enabled', 'false'] });
-  await server.cliOk(['user', 'create', 'alice']);
-  await server.cliOk(['user', 'create', 'root', '--admin']);
-  await server.cliOk(['space', 'create', 'alice/main']);
+  await server.createUser('alice');
+  await server.createUser('root', { admin: true });
+  await server.createSpace('alice/main');
   aliceToken = await server.token('alice', 'write');
   rootToken = await server.token('root', 'admin');
   git = await lfsGit();
@@ -96,8 +96,8 @@ test('a push over the repository quota is refused with the quota and usage, and 
 });
 
 test("a push over the owner's quota is refused, counting all of the owner's repositories", async () => {
-  await server.cliOk(['user', 'create', 'carol']);
-  await server.cliOk(['space', 'create', 'carol/main']);
+  await server.createUser('carol');
+  await server.createSpace('carol/main');
   const carol = await server.token('carol', 'write');
   await server.cliOk(['repo', 'create', 'carol/main/one', '--private']);
   await server.cliOk(['repo', 'create', 'carol/main/two', '--private']);

@@ -34,8 +34,8 @@ for (const backend of ['filesystem', 's3'] as const) {
         storeArgs = s3.storeArgs();
       }
       server = await Server.start({ args: ['--snapshot-debounce-seconds', '0', '--maintenance-enabled', 'false', ...storeArgs] });
-      await server.cliOk(['user', 'create', 'alice']);
-      await server.cliOk(['space', 'create', 'alice/main']);
+      await server.createUser('alice');
+      await server.createSpace('alice/main');
       token = await server.token('alice', 'write');
       git = await Git.create();
     });
@@ -173,8 +173,8 @@ describe('a repository lost while dirty', () => {
   before(async () => {
     // The worker never gets to it: snapshots are taken by hand.
     server = await Server.start({ args: ['--snapshot-debounce-seconds', '3600', '--snapshot-max-delay-seconds', '3600'] });
-    await server.cliOk(['user', 'create', 'alice']);
-    await server.cliOk(['space', 'create', 'alice/main']);
+    await server.createUser('alice');
+    await server.createSpace('alice/main');
     token = await server.token('alice', 'write');
     git = await Git.create();
   });
