@@ -32,7 +32,7 @@ import { pushLimitHooks } from './repos/push-limits.js';
 import { createRecoveryMetrics, Recovery } from './repos/recovery.js';
 import { closeCutOffPushes, markChangedRepositoriesDirty } from './snapshots/reconcile.js';
 import { registerNodeRoutes } from './http/node-routes.js';
-import { createShardWriterMetrics, ShardWriter, WriterHost } from './repos/cluster-hosts.js';
+import { createShardWriterMetrics, ReplicaHost, ShardWriter, WriterHost } from './repos/cluster-hosts.js';
 import { isDomainError, unavailable } from './shared/errors.js';
 import { createShardLeases } from './meta/shard-leases.js';
 import { forget, heartbeat } from './meta/storage-nodes.js';
@@ -268,6 +268,8 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     residency,
     ...(writer && { epoch: () => writer.heldEpoch }),
   });
+  // A replica answers frontends' clones and fetches of its copies.
+  if (config.replica) registerNodeRoutes(http, { host: new ReplicaHost(localHost, config.shard!), secret: config.clusterSecret! });
   if (writer) {
     registerNodeRoutes(http, {
       host: new WriterHost(localHost, writer, config.shard!, refsChanged),

@@ -13,7 +13,7 @@ import { insertSpace } from './spaces.js';
 import { insertRepository } from './repositories.js';
 import { insertShard } from './shards.js';
 import { bumpRefsVersion, bumpShardRefsVersions } from './refs-versions.js';
-import { behindRepositories, positions, recordPosition, replicaHeartbeat } from './replication.js';
+import { behindRepositories, positions, recordPosition, replicaHeartbeat, upToDateReplicas } from './replication.js';
 
 const at = '2026-01-01T00:00:00.000Z';
 
@@ -62,6 +62,19 @@ for (const backend of databaseBackends()) {
         ['R2', '1'],
       ]);
       await assert.rejects(replicaHeartbeat(meta, { diskId: 'disk-c', shard: 'nope', url: 'http://c:1', mode: 'async' }), /shard not found/);
+
+      // Reads go only to replicas at the repository's version, and heard from lately.
+      assert.deepEqual(await upToDateReplicas(meta, 's1', 'R1', 60_000), [], 'the takeover left both behind');
+      await recordPosition(meta, 'disk-a', 'R1', '3');
+      await recordPosition(meta, 'disk-b', 'R1', '2');
+      assert.deepEqual(await upToDateReplicas(meta, 's1', 'R1', 60_000), ['http://a:1']);
+      await recordPosition(meta, 'disk-b', 'R1', '3');
+      assert.deepEqual(await upToDateReplicas(meta, 's1', 'R1', 60_000), ['http://a:1', 'http://b:1']);
+      await meta.db.updateTable('replicas').set({ last_seen_at: sql<number>`last_seen_at - 120000` }).where('disk_id', '=', 'disk-b').execute();
+      assert.deepEqual(await upToDateReplicas(meta, 's1', 'R1', 60_000), ['http://a:1'], 'a replica unheard of for too long is out');
+      assert.deepEqual(await upToDateReplicas(meta, 's1', 'R2', 60_000), [], 'positions are per repository');
+      await bumpRefsVersion(meta.db, meta.dialect, 'R1');
+      assert.deepEqual(await upToDateReplicas(meta, 's1', 'R1', 60_000), [], 'a push leaves them behind until they apply it');
     } finally {
       await meta.close();
       await rm(dataDir, { recursive: true, force: true });

@@ -14,6 +14,11 @@ import { notFound } from '../shared/errors.js';
 
 type Meta = { db: Db; dialect: Dialect };
 
+/** How often a replica tells the database it is alive. */
+export const REPLICA_HEARTBEAT_MS = 2000;
+/** Frontends send reads to replicas heard from within this (a few missed heartbeats). */
+export const REPLICA_SEEN_WITHIN_MS = 5 * REPLICA_HEARTBEAT_MS;
+
 /** Records that the replica is alive and where it serves (an upsert). */
 export async function replicaHeartbeat(meta: Meta, replica: { diskId: string; shard: string; url: string; mode: 'async' }): Promise<void> {
   const now = nowMs(meta.dialect);
@@ -71,4 +76,28 @@ export async function behindRepositories(meta: Meta, diskId: string, shard: stri
 export async function positions(meta: Meta, diskId: string): Promise<Map<string, string>> {
   const rows = await meta.db.selectFrom('replica_positions').select(['repository_id', 'version']).where('disk_id', '=', diskId).execute();
   return new Map(rows.map((r) => [r.repository_id, String(r.version)]));
+}
+
+/**
+ * The URLs of the shard's replicas that may answer a read of the repository now: heard from
+ * within `seenWithinMs`, and at a position at least the repository's refs version read in the
+ * same statement (after the request arrived), so they hold every push acknowledged before it.
+ */
+export async function upToDateReplicas(meta: Meta, shard: string, repositoryId: string, seenWithinMs: number): Promise<string[]> {
+  const now = nowMs(meta.dialect);
+  const rows = await meta.db
+    .selectFrom('replicas as rp')
+    .innerJoin('replica_positions as p', 'p.disk_id', 'rp.disk_id')
+    .select('rp.url')
+    .where('rp.shard', '=', shard)
+    .where('p.repository_id', '=', repositoryId)
+    .where('rp.last_seen_at', '>', sql<number>`${now} - ${Math.round(seenWithinMs)}`)
+    .where(
+      'p.version',
+      '>=',
+      sql<string>`coalesce((select v.version from repository_refs_versions v where v.repository_id = ${repositoryId}), 0)`,
+    )
+    .orderBy('rp.url')
+    .execute();
+  return rows.map((r) => r.url);
 }

@@ -22,7 +22,7 @@ import type { Logger } from '../shared/log.js';
 import type { MetaStore } from '../meta/db.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { readRefsVersion, REFS_CHANNEL } from '../meta/refs-versions.js';
-import { behindRepositories, recordPosition, replicaHeartbeat } from '../meta/replication.js';
+import { behindRepositories, recordPosition, REPLICA_HEARTBEAT_MS, replicaHeartbeat } from '../meta/replication.js';
 import { findRepositoryById, listRepositories } from '../meta/repositories.js';
 import { restoreRepository } from '../snapshots/restore.js';
 import { replicaToken } from '../shared/cluster-signature.js';
@@ -69,6 +69,7 @@ export class Mirror {
   private readonly wanted = new Set<string>();
   private readonly running = new Map<string, Promise<void>>();
   private timer: NodeJS.Timeout | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
   private unlisten: (() => Promise<void>) | undefined;
   private passing: Promise<void> | undefined;
   private lastReconcile = 0;
@@ -89,6 +90,13 @@ export class Mirror {
     });
     this.timer = setInterval(() => this.schedulePass(), this.opts.intervalMs);
     this.timer.unref();
+    // Frontends send reads only to replicas heard from lately (REPLICA_SEEN_WITHIN_MS).
+    this.heartbeat = setInterval(() => {
+      replicaHeartbeat(meta, { diskId: this.opts.diskId, shard: this.opts.shard, url: this.opts.advertiseUrl, mode: 'async' }).catch((err: unknown) =>
+        log.warn({ err }, 'replica heartbeat not recorded; frontends stop sending it reads until one is'),
+      );
+    }, REPLICA_HEARTBEAT_MS);
+    this.heartbeat.unref();
     log.info({ shard: this.opts.shard, disk_id: this.opts.diskId }, 'replica following the shard writer');
     this.schedulePass();
   }
@@ -101,6 +109,7 @@ export class Mirror {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
+    clearInterval(this.heartbeat);
     await this.unlisten?.().catch(() => {});
     await this.settled().catch(() => {});
   }
@@ -114,7 +123,6 @@ export class Mirror {
 
   private async pass(): Promise<void> {
     const { meta, metrics } = this.deps;
-    await replicaHeartbeat(meta, { diskId: this.opts.diskId, shard: this.opts.shard, url: this.opts.advertiseUrl, mode: 'async' });
     const behind = await behindRepositories(meta, this.opts.diskId, this.opts.shard);
     metrics.behind.set(behind.length);
     metrics.lagSeconds.set(behind.reduce((max, r) => Math.max(max, r.lagMs), 0) / 1000);

@@ -183,6 +183,44 @@ export class ShardWriter {
   }
 }
 
+/**
+ * A replica's host (docs/design/replication.md): clones and fetches of its copies. Creating,
+ * removing and pushing belong to the writer; a frontend that asks anyway gets the error it
+ * reads as "ask the writer".
+ */
+export class ReplicaHost implements RepoHost {
+  constructor(
+    private readonly inner: RepoHost,
+    private readonly shard: string,
+  ) {}
+
+  private refuse(): never {
+    throw unavailable('not_shard_writer', `this node is a replica of shard ${this.shard}: it serves clones and fetches only`);
+  }
+
+  location(id: string): string {
+    return this.inner.location(id);
+  }
+
+  async create(): Promise<void> {
+    this.refuse();
+  }
+
+  async remove(): Promise<void> {
+    this.refuse();
+  }
+
+  async advertiseRefs(repo: HostedRepo, call: GitCall, signal: AbortSignal): Promise<GitResponse> {
+    if (call.service !== 'upload-pack') this.refuse();
+    return this.inner.advertiseRefs(repo, call, signal);
+  }
+
+  async statelessRpc(repo: HostedRepo, call: RpcCall, signal: AbortSignal): Promise<GitResponse> {
+    if (call.service !== 'upload-pack') this.refuse();
+    return this.inner.statelessRpc(repo, call, signal);
+  }
+}
+
 /** Counters of a storage node's lease: renewals by result, and takeovers. */
 export function createShardWriterMetrics(registry: Registry): ShardWriterMetrics {
   return {
@@ -244,16 +282,26 @@ export interface RoutingOptions {
   failoverWaitMs?: number;
   /** Fetch bodies up to this size are kept so the request can be sent again (default 1 MiB). */
   replayableBytes?: number;
+  /**
+   * The URLs of the shard's replicas that hold every push acknowledged before now
+   * (meta/replication.ts, upToDateReplicas). Given, clones and fetches go to the least busy of
+   * them, and to the writer when there is none.
+   */
+  replicas?: (shard: string, repositoryId: string) => Promise<string[]>;
+  /** How long a replica that failed a request gets no reads from this frontend (default 10 s). */
+  replicaPauseMs?: number;
 }
 
 export interface RoutingMetrics {
   lookups: { inc(labels: { result: 'cached' | 'database' }): void };
   retries: { inc(labels: { result: 'ok' | 'failed' }): void };
   proxiedBytes: { inc(labels: { direction: 'to_node' | 'from_node' }, value: number): void };
+  reads: { inc(labels: { target: 'writer' | 'replica' | 'replica_failed' }): void };
 }
 
 export function createRoutingMetrics(registry: Registry): RoutingMetrics {
   return {
+    reads: new Counter({ name: 'gitstratum_routing_reads_total', help: 'Clone and fetch requests a frontend sent to a replica or to the writer (replica_failed: a replica failed and the writer answered).', labelNames: ['target'] as const, registers: [registry] }),
     lookups: new Counter({ name: 'gitstratum_routing_lookups_total', help: "Frontend lookups of a shard's writer: answered from the routing cache or by the database.", labelNames: ['result'] as const, registers: [registry] }),
     retries: new Counter({ name: 'gitstratum_routing_retries_total', help: "Idempotent requests sent again to a shard's new writer after its old one failed, by result.", labelNames: ['result'] as const, registers: [registry] }),
     proxiedBytes: new Counter({ name: 'gitstratum_proxied_bytes_total', help: 'Bytes of git requests a frontend sent to storage nodes (to_node) and of their answers (from_node).', labelNames: ['direction'] as const, registers: [registry] }),
@@ -287,6 +335,56 @@ export function shardRoutedHosts(leases: ShardLeases, secret: string, opts: Rout
   const hosts = new Map<string, RepoHost>();
   let metrics: RoutingMetrics | undefined;
 
+  const replicaPauseMs = opts.replicaPauseMs ?? 10_000;
+  const inFlight = new Map<string, number>();
+  const pausedUntil = new Map<string, number>();
+
+  function remoteAt(url: string): RemoteRepoHost {
+    let remote = remotes.get(url);
+    if (!remote) {
+      remote = new RemoteRepoHost({ url, secret });
+      remotes.set(url, remote);
+    }
+    return remote;
+  }
+
+  /** The least busy replica that may answer a read of the repository now, if any. */
+  async function replicaFor(shard: string, repoId: string): Promise<string | undefined> {
+    if (!opts.replicas) return undefined;
+    const now = Date.now();
+    // The database unreachable for this: the writer answers, as without replicas.
+    const urls = (await opts.replicas(shard, repoId).catch(() => [] as string[])).filter((u) => (pausedUntil.get(u) ?? 0) <= now);
+    let best: string | undefined;
+    for (const u of urls) if (best === undefined || (inFlight.get(u) ?? 0) < (inFlight.get(best) ?? 0)) best = u;
+    return best;
+  }
+
+  /**
+   * A read (upload-pack): on an up-to-date replica when there is one, else (or when the replica
+   * fails before answering) on the writer, with the writer's failover retries.
+   */
+  async function read(shard: string, repoId: string, signal: AbortSignal, send: (host: RemoteRepoHost) => Promise<GitResponse>): Promise<GitResponse> {
+    const url = await replicaFor(shard, repoId);
+    if (url !== undefined) {
+      inFlight.set(url, (inFlight.get(url) ?? 0) + 1);
+      try {
+        const res = await send(remoteAt(url));
+        metrics?.reads.inc({ target: 'replica' });
+        void res.done.finally(() => inFlight.set(url, (inFlight.get(url) ?? 1) - 1));
+        return res;
+      } catch (err) {
+        inFlight.set(url, (inFlight.get(url) ?? 1) - 1);
+        if (!isDomainError(err) || err.kind !== 'unavailable' || signal.aborted) throw err;
+        // Out of this frontend's rotation for a while; the writer answers this one.
+        pausedUntil.set(url, Date.now() + replicaPauseMs);
+        metrics?.reads.inc({ target: 'replica_failed' });
+      }
+    } else {
+      metrics?.reads.inc({ target: 'writer' });
+    }
+    return withFailover(shard, signal, send);
+  }
+
   async function writerOf(shard: string): Promise<RemoteRepoHost> {
     let known = writers.get(shard);
     metrics?.lookups.inc({ result: known && known.until >= Date.now() ? 'cached' : 'database' });
@@ -299,12 +397,7 @@ export function shardRoutedHosts(leases: ShardLeases, secret: string, opts: Rout
       known = { url: lease.url, until: Date.now() + Math.min(cacheMs, lease.expiresInMs) };
       writers.set(shard, known);
     }
-    let remote = remotes.get(known.url);
-    if (!remote) {
-      remote = new RemoteRepoHost({ url: known.url, secret });
-      remotes.set(known.url, remote);
-    }
-    return remote;
+    return remoteAt(known.url);
   }
 
   /** Counts what went through this frontend once the exchange is over. */
@@ -345,12 +438,17 @@ export function shardRoutedHosts(leases: ShardLeases, secret: string, opts: Rout
         location: (id) => `${id} on shard ${shard}`,
         create: async (r) => (await writerOf(shard)).create(r),
         remove: async (id) => (await writerOf(shard)).remove(id),
-        advertiseRefs: async (r, call, signal) => counted(await withFailover(shard, signal, (h) => h.advertiseRefs(r, call, signal))),
+        advertiseRefs: async (r, call, signal) =>
+          counted(
+            call.service === 'upload-pack'
+              ? await read(shard, r.id, signal, (h) => h.advertiseRefs(r, call, signal))
+              : await withFailover(shard, signal, (h) => h.advertiseRefs(r, call, signal)),
+          ),
         statelessRpc: async (r, call, signal) => {
           if (call.service !== 'upload-pack') return counted(await (await writerOf(shard)).statelessRpc(r, call, signal));
           const body = await keepIfSmall(call.input, replayable);
           if (!body.whole) return counted(await (await writerOf(shard)).statelessRpc(r, { ...call, input: body.stream }, signal));
-          return counted(await withFailover(shard, signal, (h) => h.statelessRpc(r, { ...call, input: Readable.from([body.bytes]) }, signal)));
+          return counted(await read(shard, r.id, signal, (h) => h.statelessRpc(r, { ...call, input: Readable.from([body.bytes]) }, signal)));
         },
       };
       hosts.set(shard, host);

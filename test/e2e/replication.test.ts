@@ -8,7 +8,9 @@
  * 2. A new branch, a tag, a deleted branch and a branch force-pushed backwards replicate exactly.
  * 3. The replica killed with SIGKILL while pushes go on, and started again on its disk, converges
  *    and is fsck-clean.
- * 4. A corrupt commit on the writer (as a compromised writer would send) is refused: the
+ * 4. Reads through the frontend go to the replica once it holds the repository's version; a
+ *    fetch right after each acknowledged push sees it (read-your-writes), 10 rounds.
+ * 5. A corrupt commit on the writer (as a compromised writer would send) is refused: the
  *    replica's refs stay as they were and it says why.
  *
  * Every process is stopped by its PID (the harness's ChildProcess handles); waits are for
@@ -71,6 +73,15 @@ describe('an async replica follows its writer', { skip: !databaseBackends().incl
     nodes.push(replica);
   };
   const url = () => frontend.repoUrl('alice/main/r.git', token);
+  /** Waits until the replica's last pass found `n` repositories it is behind on. */
+  const behind = async (n: number) => {
+    let metrics = '';
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(100)) {
+      metrics = await (await fetch(new URL('/metrics', replica.url))).text();
+      if (new RegExp(`^gitstratum_replica_behind_repositories ${n}$`, 'm').test(metrics)) return;
+    }
+    assert.fail(`the replica is not behind on ${n} repositories: ${/^gitstratum_replica_behind_repositories .*$/m.exec(metrics)?.[0]}`);
+  };
 
   before(async () => {
     s3 = await startS3();
@@ -155,6 +166,34 @@ describe('an async replica follows its writer', { skip: !databaseBackends().incl
     assert.match(metrics, /^gitstratum_replica_rounds_total\{result="ok"\} [1-9]/m);
   });
 
+  test('reads go to an up-to-date replica, and a fetch right after each push always sees it', async () => {
+    const reads = async (target: string) => {
+      const text = await (await fetch(new URL('/metrics', frontend.url))).text();
+      return Number(new RegExp(`^gitstratum_routing_reads_total\\{target="${target}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+    };
+    const reader = path.join(scratch, 'reader');
+    await git.ok(['clone', '-q', url(), reader]);
+    let misses = 0;
+    for (let i = 0; i < 10; i++) {
+      await git.commits(work, 1, { seed: 500 + i });
+      await git.ok(['push', '-q', '--force', url(), 'HEAD:refs/heads/main'], { cwd: work });
+      const pushed = await git.revParse(work, 'HEAD');
+      await git.ok(['fetch', '-q', 'origin'], { cwd: reader });
+      if ((await git.revParse(reader, 'refs/remotes/origin/main')) !== pushed) misses++;
+    }
+    assert.equal(misses, 0, 'a fetch after an acknowledged push missed it');
+    // Once the replica has recorded the last push, the first read of it is the replica's to
+    // answer (later identical ones are the frontend's cache hits, which reach no node at all).
+    const before = await reads('replica');
+    await git.commits(work, 1, { seed: 900 });
+    await git.ok(['push', '-q', '--force', url(), 'HEAD:refs/heads/main'], { cwd: work });
+    await converged('the last push');
+    await behind(0);
+    await git.ok(['fetch', '-q', 'origin'], { cwd: reader });
+    assert.ok((await reads('replica')) > before, 'the replica answered a read');
+    assert.equal(await git.revParse(reader, 'refs/remotes/origin/main'), await git.revParse(work, 'HEAD'));
+  });
+
   test('a corrupt commit from the writer is refused: no ref of the replica moves, and it says why', async () => {
     const held = await refsOf(repoOn(replicaDisk));
     const writerRepo = repoOn(writer.dataDir);
@@ -180,12 +219,7 @@ describe('an async replica follows its writer', { skip: !databaseBackends().incl
     const present = await git.run(['--git-dir', repoOn(replicaDisk), 'cat-file', '-e', badOid]);
     assert.notEqual(present.code, 0, 'the bad object was not kept');
     // Its next pass counts the repository as behind (it keeps trying, and keeps saying why).
-    let metrics = '';
-    for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(100)) {
-      metrics = await (await fetch(new URL('/metrics', replica.url))).text();
-      if (/^gitstratum_replica_behind_repositories 1$/m.test(metrics)) break;
-    }
-    assert.match(metrics, /^gitstratum_replica_behind_repositories 1$/m);
+    await behind(1);
     assert.equal(await refsOf(repoOn(replicaDisk)), held, 'and still no ref moved');
   });
 });
