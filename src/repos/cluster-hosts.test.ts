@@ -18,7 +18,7 @@ import { registerNodeRoutes } from '../http/node-routes.js';
 import { createLogger } from '../shared/log.js';
 import { unavailable } from '../shared/errors.js';
 import { Registry } from 'prom-client';
-import { createRoutingMetrics, ShardWriter, shardRoutedHosts, type ShardWriterEvents } from './cluster-hosts.js';
+import { createRoutingMetrics, ReplicaHost, ShardWriter, shardRoutedHosts, type ShardWriterEvents } from './cluster-hosts.js';
 import type { RepoHost } from './host.js';
 
 const SECRET = 'routing-test-cluster-secret-0123456789ab';
@@ -231,6 +231,65 @@ test('a frontend sends a ref advertisement and a fetch again to the new writer w
     await oldNode.close();
     await newNode.close();
     await local.close();
+    await dispose();
+  }
+});
+
+test('a frontend reads from an up-to-date replica, falls back to the writer when it fails, and never pushes to it', async () => {
+  const { leases, dispose } = await open();
+  const writerDisk = await scratchLocalHost();
+  const replicaDisk = await scratchLocalHost();
+  const id = '01JR0V7NGBBBBBBBBBBBBBBBBB';
+  const repo = { id, defaultBranch: 'main', label: 'o/s/r' };
+  await writerDisk.host.create({ id, defaultBranch: 'main' });
+  await replicaDisk.host.create({ id, defaultBranch: 'main' });
+  const writerNode = Fastify();
+  registerNodeRoutes(writerNode, { host: writerDisk.host, secret: SECRET });
+  const writerUrl = await writerNode.listen({ host: '127.0.0.1', port: 0 });
+  const replicaNode = Fastify();
+  registerNodeRoutes(replicaNode, { host: new ReplicaHost(replicaDisk.host, 's1'), secret: SECRET });
+  const replicaUrl = await replicaNode.listen({ host: '127.0.0.1', port: 0 });
+  let upToDate: string[] = [replicaUrl];
+  const routing = shardRoutedHosts(leases, SECRET, { replicas: async () => upToDate, replicaPauseMs: 60_000 });
+  const registry = new Registry();
+  routing.useMetrics(createRoutingMetrics(registry));
+  const abort = new AbortController();
+  const reads = async (target: string) => Number(new RegExp(`target="${target}"} (\\d+)`).exec(await registry.getSingleMetricAsString('gitstratum_routing_reads_total'))?.[1] ?? 0);
+  const advertise = async () => {
+    const res = await routing({ id, shard: 's1' }).advertiseRefs(repo, { service: 'upload-pack', protocol: 'version=2' }, abort.signal);
+    for await (const _ of res.body);
+    return (await res.done).code;
+  };
+  try {
+    await leases.acquire('s1', 'writer', writerUrl, 60_000);
+    assert.equal(await advertise(), 0);
+    assert.equal(await reads('replica'), 1, 'the up-to-date replica answered');
+    upToDate = [];
+    assert.equal(await advertise(), 0);
+    assert.equal(await reads('writer'), 1, 'with none up to date, the writer');
+
+    // A push goes to the writer even with a replica up to date; the replica itself refuses one.
+    upToDate = [replicaUrl];
+    const push = await routing({ id, shard: 's1' }).advertiseRefs(repo, { service: 'receive-pack' }, abort.signal);
+    for await (const _ of push.body);
+    assert.equal((await push.done).code, 0);
+    assert.equal(await reads('replica'), 1, 'not counted as a read');
+    await assert.rejects(new ReplicaHost(replicaDisk.host, 's1').advertiseRefs(repo, { service: 'receive-pack' }, abort.signal), /replica of shard s1/);
+
+    // The replica goes away: the writer answers, and the replica is left out for a while.
+    await replicaNode.close();
+    assert.equal(await advertise(), 0);
+    assert.equal(await reads('replica_failed'), 1);
+    assert.equal(await advertise(), 0);
+    assert.equal(await reads('replica_failed'), 1, 'not tried again at once');
+    assert.equal(await reads('writer'), 2);
+  } finally {
+    abort.abort();
+    await routing.close();
+    await writerNode.close();
+    await replicaNode.close().catch(() => {});
+    await writerDisk.close();
+    await replicaDisk.close();
     await dispose();
   }
 });
