@@ -292,13 +292,14 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     await hooks.listen({ shared: writer !== undefined });
     await installHooks(core.dataDir, hooks.socketPath, writer ? HOOK_NAMES : SERVER_HOOKS);
     const started = Date.now();
-    if (epoch !== undefined && config.failoverFrom === 'snapshots') await adoptMissing(epoch);
+    const restoreRest = epoch !== undefined && config.failoverFrom === 'snapshots' ? await adoptMissing(epoch) : undefined;
     // Refs may differ from what frontends cached (a push cut between its two bumps, or refs
     // brought back in time from snapshots): every repository of the shard gets a new version.
     if (epoch !== undefined) await fencedWrite((db) => bumpShardRefsVersions(db, core.meta.dialect, config.shard!), epoch);
     const recovered = await recovery.atStart();
     const cutOff = await closeCutOffPushes({ meta: core.meta, repositories: repositoriesOnDisk });
     recoveryLog.info({ ...recovered, cut_off_pushes: cutOff.length, duration_ms: Date.now() - started }, 'crash recovery at start done');
+    restoreRest?.();
     background.start();
     residency.start();
     recovery.start();
@@ -319,9 +320,9 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
    * the rest), or created empty when they have no snapshot; the acknowledged pushes that are
    * not in their latest snapshot are reported lost in the log, the audit log and a metric.
    */
-  async function adoptMissing(epoch: number): Promise<void> {
+  async function adoptMissing(epoch: number): Promise<() => void> {
     const failoverLog = log.child({ component: 'failover' });
-    const missing = [];
+    const missing: Awaited<ReturnType<typeof listRepositories>> = [];
     for (const r of await listRepositories(core.meta.db)) {
       if (r.shard === config.shard && !(await stat(repoPath(r.id)).catch(() => undefined))) missing.push(r);
     }
@@ -343,8 +344,10 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
       }
     }
     failoverLog.info({ shard: config.shard, epoch, missing: missing.length, lost_pushes: lost }, 'shard taken over from snapshots: missing repositories restored on first request');
-    // The rest in the background, one at a time, so the snapshot worker finds them on disk.
-    void (async () => {
+    // The rest in the background, one at a time, so the snapshot worker finds them on disk:
+    // started by the caller once crash recovery is done, which removes scratch directories
+    // this process's pid owns at start (a restore's among them, mid-way: a broken repository).
+    return () => void (async () => {
       for (const r of missing) {
         const release = await residency.acquire({ id: r.id, defaultBranch: r.defaultBranch, label: `${r.ownerName}/${r.spaceName}/${r.name}` }).catch((err: unknown) => {
           failoverLog.warn({ err, repo_id: r.id }, 'repository not restored in the background; its next request tries again');
