@@ -46,7 +46,8 @@ async function refsOf(repo: string): Promise<Record<string, string>> {
   return Object.fromEntries((await readRefsForSnapshot(repo)).map((r) => [r.name, r.oid]));
 }
 
-test('a replica follows its writer exactly: new refs, a forced rewind, a deletion, a new default branch', async () => {
+/** An empty writer and replica, a work tree of `commits` commits, and the writer's URL; removed after `run`. */
+async function withPair(commits: number, run: (p: { git: Git; writer: string; replica: string; work: string; url: string }) => Promise<void>): Promise<void> {
   const dir = await tempDir('gitstratum-follow-');
   const git = await Git.create();
   try {
@@ -54,11 +55,19 @@ test('a replica follows its writer exactly: new refs, a forced rewind, a deletio
     const replica = path.join(dir, 'replica.git');
     await initBare(writer, 'main');
     await initBare(replica, 'main');
-    const work = await git.workTree(path.join(dir, 'work'), { commits: 3 });
+    const work = await git.workTree(path.join(dir, 'work'), { commits });
+    await run({ git, writer, replica, work, url: pathToFileURL(writer).href });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+    await rm(git.home, { recursive: true, force: true });
+  }
+}
+
+test('a replica follows its writer exactly: new refs, a forced rewind, a deletion, a new default branch', () =>
+  withPair(3, async ({ git, writer, replica, work, url }) => {
     await git.ok(['push', '-q', writer, 'main', 'main~1:refs/heads/topic'], { cwd: work });
     await git.ok(['tag', '-a', '-m', 'release', 'v1', 'main~2'], { cwd: work });
     await git.ok(['push', '-q', writer, 'v1'], { cwd: work });
-    const url = pathToFileURL(writer).href;
 
     const first = await followOnce(replica, url);
     assert.equal(first.changes.length, 3);
@@ -78,23 +87,11 @@ test('a replica follows its writer exactly: new refs, a forced rewind, a deletio
     assert.equal(second.head, 'refs/heads/next');
     assert.deepEqual(await refsOf(replica), await refsOf(writer));
     assert.equal(await symbolicHead(replica), 'refs/heads/next');
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-    await rm(git.home, { recursive: true, force: true });
-  }
-});
+  }));
 
-test('a corrupt object from the writer is refused, and no ref moves', async () => {
-  const dir = await tempDir('gitstratum-follow-');
-  const git = await Git.create();
-  try {
-    const writer = path.join(dir, 'writer.git');
-    const replica = path.join(dir, 'replica.git');
-    await initBare(writer, 'main');
-    await initBare(replica, 'main');
-    const work = await git.workTree(path.join(dir, 'work'), { commits: 1 });
+test('a corrupt object from the writer is refused, and no ref moves', () =>
+  withPair(1, async ({ git, writer, replica, work, url }) => {
     await git.ok(['push', '-q', writer, 'main'], { cwd: work });
-    const url = pathToFileURL(writer).href;
     await followOnce(replica, url);
     const held = await refsOf(replica);
 
@@ -109,8 +106,4 @@ test('a corrupt object from the writer is refused, and no ref moves', async () =
     assert.deepEqual(await refsOf(replica), held, 'no ref moved, not even the good one');
     const present = await git.run(['--git-dir', replica, 'cat-file', '-e', badOid]);
     assert.notEqual(present.code, 0, 'the bad object was not kept');
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-    await rm(git.home, { recursive: true, force: true });
-  }
-});
+  }));
