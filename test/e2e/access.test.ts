@@ -89,7 +89,7 @@ async function expectOutcome(fx: Fixture, repo: string, op: Op, token: string | 
 }
 
 async function createRepo(server: Server, repoPath: string, visibility: Visibility) {
-  await server.cliOk(['repo', 'create', repoPath, ...(visibility === 'private' ? ['--private'] : [])]);
+  await server.createRepo(repoPath, { private: visibility === 'private' });
 }
 
 async function remoteBranches(fx: Fixture, repo: string): Promise<string[]> {

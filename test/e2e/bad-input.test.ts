@@ -60,7 +60,7 @@ describe('bad input', () => {
     server = await Server.start({ args: ['--maintenance-enabled', 'false'] });
     tokens = await seed(server);
     git = await Git.create();
-    await server.cliOk(['repo', 'create', repo]);
+    await server.createRepo(repo);
     const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 1, files: 1 });
     await git.ok(['push', server.repoUrl(`${repo}.git`, tokens.alice.write), 'main'], { cwd: work });
   });

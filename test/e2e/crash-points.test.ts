@@ -72,7 +72,7 @@ function templateDataDir() {
   return (template ??= (async () => {
     const server = await Server.start({ args: FAST });
     const token = await seedAlice(server);
-    const repo = JSON.parse(await server.cliOk(['repo', 'create', 'alice/main/r', '--json'])) as { id: string; path: string };
+    const repo = await server.createRepo('alice/main/r');
     await server.stop();
     return { dataDir: server.dataDir, token, repo };
   })());

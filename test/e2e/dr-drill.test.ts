@@ -34,7 +34,7 @@ describe('dr-drill', () => {
     token = await seedAlice(server);
     git = await Git.create();
     for (const [i, name] of ['alice/main/a', 'alice/main/b'].entries()) {
-      const created = JSON.parse(await server.cliOk(['repo', 'create', name, '--json'])) as { path: string; id: string };
+      const created = await server.createRepo(name);
       const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 3, seed: 20 + i });
       await git.ok(['push', '-q', server.repoUrl(`${name}.git`, token), 'main', 'main:refs/heads/other'], { cwd: work });
       await server.cliOk(['snapshot', 'create', name]);

@@ -48,7 +48,7 @@ describe('eviction by command, lazy restore on request', () => {
 
   /** A repository with two branches and a tag, pushed and persisted. */
   async function persistedRepo(name: string, seed: number) {
-    const created = JSON.parse(await server.cliOk(['repo', 'create', name, '--json'])) as { path: string };
+    const created = await server.createRepo(name);
     const url = server.repoUrl(`${name}.git`, token);
     const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 3, seed });
     await git.ok(['tag', '-a', '-m', 'v1', 'v1'], { cwd: work });
@@ -152,8 +152,8 @@ describe('eviction of idle repositories', () => {
   after(() => server?.cleanup());
 
   test(`a persisted idle repository leaves the disk by itself; a dirty one never does (${database})`, async () => {
-    const clean = JSON.parse(await server.cliOk(['repo', 'create', 'alice/main/idle', '--json'])) as { path: string };
-    const dirty = JSON.parse(await server.cliOk(['repo', 'create', 'alice/main/busy', '--json'])) as { path: string };
+    const clean = await server.createRepo('alice/main/idle');
+    const dirty = await server.createRepo('alice/main/busy');
     const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 2, seed: 21 });
     await git.ok(['push', '-q', server.repoUrl('alice/main/busy.git', token), 'main'], { cwd: work });
     await server.cliOk(['snapshot', 'create', 'alice/main/busy']);

@@ -78,7 +78,7 @@ for (const database of databaseBackends()) {
 
     test('fork through the API → same refs, own pushes, snapshot on the source’s, restored also after the source is deleted', async () => {
       const source = 'alice/main/upstream';
-      await server.cliOk(['repo', 'create', source]);
+      await server.createRepo(source);
       const sourceUrl = server.repoUrl(`${source}.git`, tokens.alice.write);
       const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 3, seed: 11 });
       await git.ok(['tag', '-a', '-m', 'first', 'v1'], { cwd: work });
@@ -90,7 +90,7 @@ for (const database of databaseBackends()) {
       const denied = await forkApi(tokens.bob.write, source, { owner: 'alice', space: 'main', name: 'mine' });
       assert.equal(denied.status, 403);
       assert.equal(denied.body.error?.code, 'owner_access_denied');
-      await server.cliOk(['repo', 'create', 'alice/main/secret', '--private']);
+      await server.createRepo('alice/main/secret', { private: true });
       const hidden = await forkApi(tokens.bob.write, 'alice/main/secret', { owner: 'bob', space: 'forks' });
       assert.equal(hidden.status, 404);
       assert.equal(hidden.body.error?.code, 'repo_not_found');
@@ -141,7 +141,7 @@ for (const database of databaseBackends()) {
 
     test('an LFS object pushed to the source downloads from a fork made with the CLI, and not from an unrelated repository', async () => {
       const source = 'alice/main/assets';
-      await server.cliOk(['repo', 'create', source]);
+      await server.createRepo(source);
       const work = path.join(await tempDir(), 'lfs-work');
       await git.ok(['init', '-q', '-b', 'main', work]);
       await git.ok(['lfs', 'track', '*.bin'], { cwd: work });
@@ -160,7 +160,7 @@ for (const database of databaseBackends()) {
       assert.equal(sha256(await readFile(path.join(clone, 'model.bin'))), oid);
 
       // Outside the network the oid still needs proof of possession.
-      await server.cliOk(['repo', 'create', 'bob/forks/unrelated']);
+      await server.createRepo('bob/forks/unrelated');
       const elsewhere = await batchOne(server, 'bob/forks/unrelated', tokens.bob.write, 'download', oid, content.length);
       assert.equal(elsewhere.error?.code, 404);
 

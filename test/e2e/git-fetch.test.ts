@@ -32,7 +32,7 @@ interface Fixture {
 
 /** A repository on the server holding `commits` generated commits on main. */
 async function fixture(name: string, opts: { commits?: number; seed: number }): Promise<Fixture> {
-  await server.cliOk(['repo', 'create', `alice/main/${name}`]);
+  await server.createRepo(`alice/main/${name}`);
   const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: opts.commits ?? 3, seed: opts.seed });
   const pushUrl = server.repoUrl(`alice/main/${name}.git`, writeToken);
   await git.ok(['push', '-q', pushUrl, 'main'], { cwd: work });
@@ -107,7 +107,7 @@ test('shallow clone --depth 1, then fetch --deepen', async () => {
 });
 
 test('shallow clone --shallow-since keeps the commits after the date', async () => {
-  await server.cliOk(['repo', 'create', 'alice/main/shallow-since']);
+  await server.createRepo('alice/main/shallow-since');
   const work = path.join(await tempDir(), 'work');
   await git.ok(['init', '-q', '-b', 'main', work]);
   // Five commits a day apart, in 2020.
@@ -204,7 +204,7 @@ test('tags are fetched: annotated and lightweight, by clone and by fetch --tags'
 });
 
 test('clone of an empty repository, then the first push sets up main', async () => {
-  await server.cliOk(['repo', 'create', 'alice/main/empty']);
+  await server.createRepo('alice/main/empty');
   for (const version of ['0', '2']) {
     const dest = path.join(await tempDir(), `empty-v${version}`);
     const r = await git.run(['-c', `protocol.version=${version}`, 'clone', server.repoUrl('alice/main/empty.git'), dest]);

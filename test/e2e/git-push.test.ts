@@ -38,7 +38,7 @@ interface Fixture {
 /** A repository on `on` holding `commits` generated commits on main, pushed from `work`. */
 async function fixture(name: string, opts: { seed: number; commits?: number; on?: Server; push?: boolean }): Promise<Fixture> {
   const on = opts.on ?? server;
-  await on.cliOk(['repo', 'create', `alice/main/${name}`]);
+  await on.createRepo(`alice/main/${name}`);
   const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: opts.commits ?? 2, seed: opts.seed });
   const url = on.repoUrl(`alice/main/${name}.git`, on === server ? token : await on.token('alice', 'write'));
   if (opts.push !== false) await git.ok(['push', '-q', url, 'main'], { cwd: work });

@@ -188,6 +188,22 @@ export class Server {
     }
   }
 
+  /**
+   * Creates a repository as `gitstratum repo create` does (in this process, with the command's
+   * umask, so its files are as private as the server's) and returns its id and directory.
+   */
+  async createRepo(repoPath: string, opts: { private?: boolean } = {}): Promise<{ id: string; path: string }> {
+    return this.admin(async (core) => {
+      const umask = process.umask(0o077);
+      try {
+        const r = await core.repos.createRepo(systemActor, repoPath, { visibility: opts.private ? 'private' : 'public' });
+        return { id: r.id, path: core.repos.location(r) };
+      } finally {
+        process.umask(umask);
+      }
+    });
+  }
+
   async createUser(name: string, opts: { admin?: boolean } = {}): Promise<void> {
     await this.admin((core) => core.accounts.createUser(systemActor, name, { admin: opts.admin ?? false }));
   }

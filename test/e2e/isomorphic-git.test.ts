@@ -29,7 +29,7 @@ after(() => server.cleanup());
 const author = { name: 'Iso Author', email: 'iso@example.com', timestamp: 1_700_000_000, timezoneOffset: 0 };
 
 test('isomorphic-git clones a private repository and pushes a commit that git then sees', async () => {
-  await server.cliOk(['repo', 'create', '--private', 'alice/main/iso']);
+  await server.createRepo('alice/main/iso', { private: true });
   const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 3, seed: 301 });
   await git.ok(['push', '-q', server.repoUrl('alice/main/iso.git', tokens.write), 'main'], { cwd: work });
   const url = server.repoUrl('alice/main/iso.git');
@@ -68,7 +68,7 @@ test('isomorphic-git clones a private repository and pushes a commit that git th
 });
 
 test('isomorphic-git push with a read-only or wrong token is refused and changes nothing', async () => {
-  await server.cliOk(['repo', 'create', 'alice/main/iso-denied']);
+  await server.createRepo('alice/main/iso-denied');
   const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 1, seed: 311 });
   await git.ok(['push', '-q', server.repoUrl('alice/main/iso-denied.git', tokens.write), 'main'], { cwd: work });
   const url = server.repoUrl('alice/main/iso-denied.git');

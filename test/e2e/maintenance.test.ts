@@ -28,7 +28,7 @@ before(async () => {
 after(() => server.cleanup());
 
 async function createRepo(name: string): Promise<{ url: string; path: string }> {
-  const created = JSON.parse(await server.cliOk(['repo', 'create', `alice/main/${name}`, '--json'])) as { path: string };
+  const created = await server.createRepo(`alice/main/${name}`);
   return { url: server.repoUrl(`alice/main/${name}.git`, token), path: created.path };
 }
 
@@ -171,7 +171,7 @@ test('a server with maintenance disabled leaves the repository as the push left 
   try {
     await quiet.createUser('alice');
     await quiet.createSpace('alice/main');
-    const created = JSON.parse(await quiet.cliOk(['repo', 'create', 'alice/main/plain', '--json'])) as { path: string };
+    const created = await quiet.createRepo('alice/main/plain');
     const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 2, seed: 41 });
     await git.ok(['push', '-q', quiet.repoUrl('alice/main/plain.git', await quiet.token('alice', 'write')), 'main'], { cwd: work });
     await sleep(1500);

@@ -38,7 +38,7 @@ for (const backend of ['filesystem', 's3'] as const) {
     test('meta.sqlite lost → restore-meta → the restarted server serves the same repositories to the same tokens', async () => {
       server = await Server.start({ args: ['--maintenance-enabled', 'false', '--meta-backup-interval-seconds', '1', '--meta-backup-keep', '2', ...storeArgs] });
       const token = await seedAlice(server);
-      await server.cliOk(['repo', 'create', 'alice/main/kept', '--private']);
+      await server.createRepo('alice/main/kept', { private: true });
       const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 2, seed: 3 });
       const url = () => server.repoUrl('alice/main/kept.git', token);
       await git.ok(['push', '-q', url(), 'main'], { cwd: work });

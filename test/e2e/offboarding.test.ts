@@ -58,7 +58,7 @@ describe('offboarding with git and git-lfs', () => {
     await server.addMember('acme', 'carol', 'write');
     await server.addMember('acme', 'dave', 'write');
     await server.createSpace('acme/secret');
-    await server.cliOk(['repo', 'create', REPO, '--private']);
+    await server.createRepo(REPO, { private: true });
     tokens.root = await server.token('root', 'admin');
     tokens.carol = await server.token('carol', 'write');
     tokens.dave = await server.token('dave', 'write');
@@ -177,7 +177,7 @@ describe('offboarding with git and git-lfs', () => {
 
   test('deleting a user who owns repositories is refused, naming them; without them the user goes, the audit log keeps the name', async () => {
     await server.createSpace('carol/own');
-    await server.cliOk(['repo', 'create', 'carol/own/tool']);
+    await server.createRepo('carol/own/tool');
     const refused = await server.cli(['user', 'delete', 'carol']);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /^gitstratum: user 'carol' owns a repository: carol\/own\/tool; move it to another owner \(repo rename\) or delete it first$/m);

@@ -67,7 +67,7 @@ async function provision(server: Server, repos: string[]): Promise<string> {
     server.token('alice', 'admin'),
     server.createSpace('alice/main'),
   ]);
-  for (const repo of repos) await server.cliOk(['repo', 'create', `alice/main/${repo}`]);
+  for (const repo of repos) await server.createRepo(`alice/main/${repo}`);
   return token;
 }
 

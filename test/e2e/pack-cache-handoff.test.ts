@@ -59,7 +59,7 @@ function viaNginx(repo: string, auth?: string): string {
 }
 
 test('behind nginx, repeated clones are sent by nginx from the cache files, byte-exact and never stale', async () => {
-  await server.cliOk(['repo', 'create', 'alice/main/handoff']);
+  await server.createRepo('alice/main/handoff');
   const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 4, files: 5, seed: 31 });
   await git.ok(['push', '-q', viaNginx('alice/main/handoff.git', token), 'main'], { cwd: work });
   const url = viaNginx('alice/main/handoff.git', token);
@@ -94,7 +94,7 @@ test('behind nginx, repeated clones are sent by nginx from the cache files, byte
 });
 
 test('without the proxy in front, a hand-off names the entry and sends no body of its own', async () => {
-  await server.cliOk(['repo', 'create', 'alice/main/direct']);
+  await server.createRepo('alice/main/direct');
   const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 1, seed: 33 });
   await git.ok(['push', '-q', server.repoUrl('alice/main/direct.git', token), 'main'], { cwd: work });
   const url = new URL('/alice/main/direct.git/info/refs?service=git-upload-pack', server.url);

@@ -32,7 +32,7 @@ interface Fixture {
 }
 
 async function fixture(s: Server, name: string, opts: { commits?: number; files?: number; seed: number }, token = writeToken): Promise<Fixture> {
-  await s.cliOk(['repo', 'create', `alice/main/${name}`]);
+  await s.createRepo(`alice/main/${name}`);
   const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: opts.commits ?? 3, files: opts.files ?? 3, seed: opts.seed });
   const pushUrl = s.repoUrl(`alice/main/${name}.git`, token);
   await git.ok(['push', '-q', pushUrl, 'main'], { cwd: work });

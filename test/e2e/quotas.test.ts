@@ -34,7 +34,7 @@ before(async () => {
 after(() => server.cleanup());
 
 async function createRepo(repoPath: string): Promise<string> {
-  await server.cliOk(['repo', 'create', repoPath, '--private']);
+  await server.createRepo(repoPath, { private: true });
   return server.repoUrl(`${repoPath}.git`, aliceToken);
 }
 
@@ -99,8 +99,8 @@ test("a push over the owner's quota is refused, counting all of the owner's repo
   await server.createUser('carol');
   await server.createSpace('carol/main');
   const carol = await server.token('carol', 'write');
-  await server.cliOk(['repo', 'create', 'carol/main/one', '--private']);
-  await server.cliOk(['repo', 'create', 'carol/main/two', '--private']);
+  await server.createRepo('carol/main/one', { private: true });
+  await server.createRepo('carol/main/two', { private: true });
   const set = await apiJson('PUT', '/owners/carol/quota', rootToken, { bytes: 150 * 1024 });
   assert.equal(set.status, 200, JSON.stringify(set.body));
   assert.equal(set.body.quotaBytes, 150 * 1024);

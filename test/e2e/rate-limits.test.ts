@@ -23,7 +23,7 @@ async function cloneUntilRefused(git: Git, url: string, max: number) {
 
 async function publicRepoWithCommits(server: Server, name: string): Promise<Git> {
   const token = await seedAlice(server);
-  await server.cliOk(['repo', 'create', `alice/main/${name}`]);
+  await server.createRepo(`alice/main/${name}`);
   const git = await Git.create();
   const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 2 });
   await git.ok(['push', '-q', server.repoUrl(`alice/main/${name}.git`, token), 'main'], { cwd: work });
@@ -52,7 +52,7 @@ test('git-lfs retries a push refused with 429 after Retry-After, and it goes thr
   const server = await Server.start({ args: ['--rate-limit-lfs-requests', '3', '--rate-limit-window-seconds', '2'] });
   t.after(() => server.cleanup());
   const token = await seedAlice(server);
-  await server.cliOk(['repo', 'create', 'alice/main/assets']);
+  await server.createRepo('alice/main/assets');
   const git = await lfsGit();
   const work = path.join(await tempDir(), 'work');
   await git.ok(['init', '-q', '-b', 'main', work]);

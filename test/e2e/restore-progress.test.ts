@@ -17,7 +17,7 @@ before(async () => {
   server = await Server.start({ args: ['--maintenance-enabled', 'false', '--snapshots-enabled', 'false'] });
   const token = await seedAlice(server);
   git = await Git.create();
-  await server.cliOk(['repo', 'create', 'alice/main/big']);
+  await server.createRepo('alice/main/big');
   const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 1 });
   await writeFile(path.join(work, 'noise.bin'), randomBytes(3 * 1024 * 1024));
   await git.ok(['add', '-A'], { cwd: work });

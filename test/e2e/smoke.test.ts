@@ -8,7 +8,7 @@ for (const database of databaseBackends()) {
     const server = await Server.start({ database });
     t.after(() => server.cleanup());
     const tokens = await seed(server);
-    await server.cliOk(['repo', 'create', 'alice/main/hello']);
+    await server.createRepo('alice/main/hello');
     const git = await Git.create();
     const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 3 });
     await git.ok(['push', server.repoUrl('alice/main/hello.git', tokens.alice.write), 'main'], { cwd: work });

@@ -77,7 +77,7 @@ for (const backend of ['filesystem', 's3'] as const) {
 
     test('pushes → full then incremental snapshots → repository lost → restored exactly, latest and older', async () => {
       const name = 'alice/main/proj';
-      const created = JSON.parse(await server.cliOk(['repo', 'create', name, '--json'])) as { path: string };
+      const created = await server.createRepo(name);
       const url = server.repoUrl(`${name}.git`, token);
       const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 3, seed: 5 });
       await git.ok(['push', '-q', url, 'main', 'main:refs/heads/doomed', 'main:refs/heads/feature'], { cwd: work });
@@ -117,7 +117,7 @@ for (const backend of ['filesystem', 's3'] as const) {
 
     test('snapshot compact → one full snapshot; restore gives the same refs from it, fsck clean', async () => {
       const name = 'alice/main/compacted';
-      const created = JSON.parse(await server.cliOk(['repo', 'create', name, '--json'])) as { path: string };
+      const created = await server.createRepo(name);
       const url = server.repoUrl(`${name}.git`, token);
       const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 2, seed: 21 });
       for (let i = 0; i < 3; i++) {
@@ -145,7 +145,7 @@ for (const backend of ['filesystem', 's3'] as const) {
       const names = ['alice/main/one', 'alice/main/two'];
       const before = new Map<string, string>();
       for (const [i, name] of names.entries()) {
-        const created = JSON.parse(await server.cliOk(['repo', 'create', name, '--json'])) as { path: string };
+        const created = await server.createRepo(name);
         const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 2, seed: 40 + i });
         await git.ok(['push', '-q', server.repoUrl(`${name}.git`, token), 'main'], { cwd: work });
         await persisted(name, 1);
@@ -182,7 +182,7 @@ describe('a repository lost while dirty', () => {
 
   test('is restored to its last snapshot, and restore names the acknowledged pushes it lacks', async () => {
     const name = 'alice/main/late';
-    const created = JSON.parse(await server.cliOk(['repo', 'create', name, '--json'])) as { path: string };
+    const created = await server.createRepo(name);
     const url = server.repoUrl(`${name}.git`, token);
     const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 2, seed: 77 });
     await git.ok(['push', '-q', url, 'main'], { cwd: work });

@@ -77,7 +77,7 @@ for (const database of databaseBackends()) {
     const snapshotCount = async (repo: string) => (JSON.parse(await server.cliOk(['snapshot', 'list', repo, '--json'])) as unknown[]).length;
 
     async function push(name: string, seed: number): Promise<void> {
-      await server.cliOk(['repo', 'create', name]);
+      await server.createRepo(name);
       const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 2, seed });
       await git.ok(['push', '-q', server.repoUrl(`${name}.git`, token), 'main'], { cwd: work });
     }
