@@ -245,7 +245,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     pausePoint('receive-before-ref-commit');
     try {
       if (writer?.heldEpoch !== epoch) throw unavailable('not_shard_writer', 'lease moved');
-      await fencedWrite((db) => bumpRefsVersion(db, core.meta.dialect, repoId), epoch);
+      await fencedWrite((db) => bumpRefsVersion(db, core.meta.dialect, repoId, { announce: false }), epoch);
       return { code: 0 };
     } catch (err) {
       log.warn({ err, repo_id: hookRepoId(call), epoch }, 'push refused before its refs commit: the shard lease it was received under is not confirmed');

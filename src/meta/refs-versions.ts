@@ -11,8 +11,9 @@
  *   two bumps, or a failover from snapshots that brought refs back in time).
  * A request reads the version after it arrived, so a push acknowledged before it is seen.
  *
- * Replicas (issue 11) follow the same versions: every bump is announced on PostgreSQL's
- * REFS_CHANNEL (payload: the repository id; sent when the bump's transaction commits), and
+ * Replicas (issue 11) follow the same versions: bumps are announced on PostgreSQL's
+ * REFS_CHANNEL (payload: the repository id; sent when the bump's transaction commits; not the
+ * `prepared` one, before which nothing changed), and
  * `bumped_at` dates it, so a replica's lag is the age of the oldest version it has not reached.
  */
 import { sql } from 'kysely';
@@ -28,13 +29,17 @@ export async function readRefsVersion(db: Db, repositoryId: string): Promise<str
   return String(row?.version ?? 0);
 }
 
-export async function bumpRefsVersion(db: Db, dialect: Dialect, repositoryId: string): Promise<void> {
+/**
+ * `announce: false` for the bump a push makes before its refs commit: nothing changed yet for a
+ * replica to fetch, and the bump at post-receive (before the acknowledgement) is announced.
+ */
+export async function bumpRefsVersion(db: Db, dialect: Dialect, repositoryId: string, opts: { announce?: boolean } = {}): Promise<void> {
   await db
     .insertInto('repository_refs_versions')
     .values({ repository_id: repositoryId, version: 1, bumped_at: nowMs(dialect) })
     .onConflict((oc) => oc.column('repository_id').doUpdateSet({ version: sql`repository_refs_versions.version + 1`, bumped_at: nowMs(dialect) }))
     .execute();
-  if (dialect === 'postgres') await sql`select pg_notify(${REFS_CHANNEL}, ${repositoryId})`.execute(db);
+  if (dialect === 'postgres' && opts.announce !== false) await sql`select pg_notify(${REFS_CHANNEL}, ${repositoryId})`.execute(db);
 }
 
 /** Bumps every repository of the shard (a takeover). */

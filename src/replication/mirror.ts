@@ -68,6 +68,8 @@ const TOKEN_MS = 15 * 60_000;
 export class Mirror {
   private readonly wanted = new Set<string>();
   private readonly running = new Map<string, Promise<void>>();
+  /** The refs version each running round read: a pass does not queue another round for it. */
+  private readonly roundVersions = new Map<string, bigint>();
   private timer: NodeJS.Timeout | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private unlisten: (() => Promise<void>) | undefined;
@@ -126,7 +128,10 @@ export class Mirror {
     const behind = await behindRepositories(meta, this.opts.diskId, this.opts.shard);
     metrics.behind.set(behind.length);
     metrics.lagSeconds.set(behind.reduce((max, r) => Math.max(max, r.lagMs), 0) / 1000);
-    for (const r of behind) this.want(r.id, false);
+    for (const r of behind) {
+      const reading = this.roundVersions.get(r.id);
+      if (reading === undefined || reading < BigInt(r.version)) this.want(r.id, false);
+    }
     if (performance.now() - this.lastReconcile >= this.opts.reconcileMs) {
       this.lastReconcile = performance.now();
       for (const r of await listRepositories(meta.db)) if (r.shard === this.opts.shard) this.want(r.id, false);
@@ -148,6 +153,7 @@ export class Mirror {
       this.wanted.delete(id);
       const round = this.round(id).finally(() => {
         this.running.delete(id);
+        this.roundVersions.delete(id);
         this.drain();
       });
       this.running.set(id, round);
@@ -161,6 +167,7 @@ export class Mirror {
       if (!repo || repo.shard !== this.opts.shard) return;
       // First: the copy this round makes is at least as new as this version.
       const version = await readRefsVersion(meta.db, id);
+      this.roundVersions.set(id, BigInt(version));
       const target = this.deps.repoPath(id);
       if (!(await stat(target).catch(() => undefined))) {
         const restored = await restoreRepository(

@@ -354,9 +354,10 @@ export function shardRoutedHosts(leases: ShardLeases, secret: string, opts: Rout
     const now = Date.now();
     // The database unreachable for this: the writer answers, as without replicas.
     const urls = (await opts.replicas(shard, repoId).catch(() => [] as string[])).filter((u) => (pausedUntil.get(u) ?? 0) <= now);
-    let best: string | undefined;
-    for (const u of urls) if (best === undefined || (inFlight.get(u) ?? 0) < (inFlight.get(best) ?? 0)) best = u;
-    return best;
+    // Ties broken at random: one read at a time would otherwise always go to the first.
+    const fewest = Math.min(...urls.map((u) => inFlight.get(u) ?? 0));
+    const least = urls.filter((u) => (inFlight.get(u) ?? 0) === fewest);
+    return least[Math.floor(Math.random() * least.length)];
   }
 
   /**
