@@ -1,5 +1,5 @@
 /**
- * `npm run bench:cluster`: gitstratum as a cluster (issue 10), three parts on one PostgreSQL
+ * `npm run bench:cluster`: gitstratum as a cluster (issues 10 and 11), four parts on one PostgreSQL
  * and one S3 server that the benchmark starts itself (bench/postgres.ts, bench/s3-server.ts),
  * each part with a database and a bucket prefix of its own:
  *
@@ -9,16 +9,22 @@
  *   2. the frontend hop (bench/cluster-hop.ts): full clone and push of the `source` repository
  *      through a frontend to a storage node vs straight to `gitstratum serve`; wall and CPU;
  *   3. a storm (bench/cluster-storm.ts): identical depth-1 clones spread over 2 frontends; how
- *      many pack generations the storage node ran and how many git processes the frontends ran.
+ *      many pack generations the storage node ran and how many git processes the frontends ran;
+ *   4. replicas (bench/cluster-replica.ts): a writer and two async replicas of a shard behind a
+ *      frontend: each replica's lag after a push (p50/p99), read-your-writes misses of a fetch
+ *      right after each push, and a storm of 60 depth-1 clones: where the reads went, CPU per node.
  *
  * Options (flags after `npm run bench:cluster --`, or environment):
- *   --parts LIST         BENCH_PARTS          failover,hop,storm (default all)
+ *   --parts LIST         BENCH_PARTS          failover,hop,storm,replica (default all)
  *   --trials N           BENCH_TRIALS         failover trials (default 10)
  *   --pushers N          BENCH_PUSHERS        failover pushers (default 3)
  *   --lease-seconds N    BENCH_LEASE_SECONDS  the shard lease (default 5, gitstratum's default)
  *   --runs N             BENCH_RUNS           hop runs per side and operation (default 5, minimum 3)
  *   --storms N           BENCH_STORMS         storms, each after a new commit (default 3)
  *   --clones N           BENCH_CLONES         clones per storm (default 40, even)
+ *   --lag-pushes N       BENCH_LAG_PUSHES     replica part: pushes whose lag is measured (default 50)
+ *   --ryw-rounds N       BENCH_RYW_ROUNDS     replica part: push-then-fetch rounds (default 200)
+ *   --ryw-delay-ms N     BENCH_RYW_DELAY_MS   replica part: longest wait between push and fetch (default 0: at once)
  *   --keep               BENCH_KEEP=1         keep the run directory (.bench/run-cluster-*: every log)
  *                        BENCH_TIMEOUT_S      whole-run limit (default 1800)
  *
@@ -32,6 +38,7 @@ import { fileURLToPath } from 'node:url';
 import { failover, failoverReport, type FailoverResult } from './cluster-failover.js';
 import { hop, hopReport, type HopResult } from './cluster-hop.js';
 import type { PartContext } from './cluster-processes.js';
+import { replica, replicaReport, type ReplicaResult } from './cluster-replica.js';
 import { storm, stormReport, type StormResult } from './cluster-storm.js';
 import { startPostgres } from './postgres.js';
 import { run, runBench, startRun } from './processes.js';
@@ -40,7 +47,7 @@ import { startS3Server } from './s3-server.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CACHE = path.join(ROOT, '.bench');
-const PARTS = ['failover', 'hop', 'storm'] as const;
+const PARTS = ['failover', 'hop', 'storm', 'replica'] as const;
 type Part = (typeof PARTS)[number];
 
 interface Options {
@@ -51,6 +58,9 @@ interface Options {
   runs: number;
   storms: number;
   clones: number;
+  lagPushes: number;
+  rywRounds: number;
+  rywDelayMs: number;
   keep: boolean;
   timeoutS: number;
 }
@@ -70,6 +80,9 @@ function parseOptions(argv: string[]): Options {
     runs: Number(env['BENCH_RUNS'] ?? 5),
     storms: Number(env['BENCH_STORMS'] ?? 3),
     clones: Number(env['BENCH_CLONES'] ?? 40),
+    lagPushes: Number(env['BENCH_LAG_PUSHES'] ?? 50),
+    rywRounds: Number(env['BENCH_RYW_ROUNDS'] ?? 200),
+    rywDelayMs: Number(env['BENCH_RYW_DELAY_MS'] ?? 0),
     keep: env['BENCH_KEEP'] === '1',
     timeoutS: Number(env['BENCH_TIMEOUT_S'] ?? 1800),
   };
@@ -80,6 +93,9 @@ function parseOptions(argv: string[]): Options {
     '--runs': 'runs',
     '--storms': 'storms',
     '--clones': 'clones',
+    '--lag-pushes': 'lagPushes',
+    '--ryw-rounds': 'rywRounds',
+    '--ryw-delay-ms': 'rywDelayMs',
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -95,6 +111,9 @@ function parseOptions(argv: string[]): Options {
   if (bad(opts.runs, 3, 50)) throw new Error('--runs must be an integer from 3 to 50');
   if (bad(opts.storms, 1, 50)) throw new Error('--storms must be an integer from 1 to 50');
   if (bad(opts.clones, 2, 48) || opts.clones % 2 !== 0) throw new Error('--clones must be an even integer from 2 to 48 (a frontend lets one address run 24 git requests at once)');
+  if (bad(opts.lagPushes, 1, 1000)) throw new Error('--lag-pushes must be an integer from 1 to 1000');
+  if (bad(opts.rywRounds, 1, 5000)) throw new Error('--ryw-rounds must be an integer from 1 to 5000');
+  if (bad(opts.rywDelayMs, 0, 10_000)) throw new Error('--ryw-delay-ms must be an integer from 0 to 10000');
   if (bad(opts.timeoutS, 60, 86_400)) throw new Error('BENCH_TIMEOUT_S must be an integer from 60 to 86400');
   return opts;
 }
@@ -126,6 +145,7 @@ async function main(): Promise<void> {
     let failed: FailoverResult | undefined;
     let hopped: HopResult | undefined;
     let stormed: StormResult | undefined;
+    let replicated: ReplicaResult | undefined;
     // The load average as each part starts: the machine may be shared, and the storm's own
     // clients make the load at the end of a run high.
     const partLoad = new Map<Part, string>();
@@ -142,6 +162,10 @@ async function main(): Promise<void> {
       begin('storm');
       stormed = await storm(ctx('storm'), { storms: opts.storms, clones: opts.clones, source: source! });
     }
+    if (opts.parts.has('replica')) {
+      begin('replica');
+      replicated = await replica(ctx('replica'), { lagPushes: opts.lagPushes, rywRounds: opts.rywRounds, rywDelayMs: opts.rywDelayMs, pg });
+    }
     const withLoad = (part: Part, lines: string[]) => [lines[0]!, `   load average at the part's start: ${partLoad.get(part)}`, ...lines.slice(1)];
 
     const head = (await run('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { env })).stdout.trim();
@@ -155,6 +179,7 @@ async function main(): Promise<void> {
     if (failed) out.push('', ...withLoad('failover', failoverReport(failed)));
     if (hopped) out.push('', ...withLoad('hop', hopReport(hopped)));
     if (stormed) out.push('', ...withLoad('storm', stormReport(stormed)));
+    if (replicated) out.push('', ...withLoad('replica', replicaReport(replicated)));
     process.stdout.write(out.join('\n') + '\n');
     if (opts.keep) say(`kept ${workDir} (logs of every process: ${(await readdir(workDir)).join(', ')})`);
   } finally {
