@@ -88,7 +88,7 @@ export class Mirror {
     this.unlisten = await meta.listen?.(REFS_CHANNEL, (payload) => {
       // A takeover announces its whole shard: compare every repository of it.
       if (payload === `shard:${this.opts.shard}`) this.schedulePass();
-      else if (/^[0-9A-HJKMNP-TV-Z]{26}$/.test(payload)) this.want(payload, true);
+      else if (/^[0-9A-HJKMNP-TV-Z]{26}$/.test(payload)) this.want(payload);
     });
     this.timer = setInterval(() => this.schedulePass(), this.opts.intervalMs);
     this.timer.unref();
@@ -103,7 +103,7 @@ export class Mirror {
     this.schedulePass();
   }
 
-  /** Resolves once every repository the replica was behind on at call time has had a round (for tests and shutdown). */
+  /** Resolves once no pass and no round is running (at shutdown, after the timers stopped). */
   async settled(): Promise<void> {
     while (this.passing || this.running.size > 0) await Promise.all([this.passing, ...this.running.values()]);
   }
@@ -130,19 +130,21 @@ export class Mirror {
     metrics.lagSeconds.set(behind.reduce((max, r) => Math.max(max, r.lagMs), 0) / 1000);
     for (const r of behind) {
       const reading = this.roundVersions.get(r.id);
-      if (reading === undefined || reading < BigInt(r.version)) this.want(r.id, false);
+      if (reading === undefined || reading < BigInt(r.version)) this.want(r.id);
     }
     if (performance.now() - this.lastReconcile >= this.opts.reconcileMs) {
       this.lastReconcile = performance.now();
-      for (const r of await listRepositories(meta.db)) if (r.shard === this.opts.shard) this.want(r.id, false);
+      for (const r of await listRepositories(meta.db)) if (r.shard === this.opts.shard) this.want(r.id);
     }
   }
 
-  /** Queues a round for the repository; `announced`: the writer said it changed (it may not be this shard's). */
-  private want(id: string, announced: boolean): void {
+  /**
+   * Queues a round for the repository (announced ones may be of another shard: the round looks).
+   * One already running for it ends first; then drain() starts the next.
+   */
+  private want(id: string): void {
     if (this.closed) return;
     this.wanted.add(id);
-    if (announced && this.running.has(id)) return; // its round ends and another starts (below)
     this.drain();
   }
 
