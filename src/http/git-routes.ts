@@ -156,7 +156,7 @@ export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): voi
   }
 }
 
-function encodingOf(req: FastifyRequest): 'gzip' | undefined {
+export function encodingOf(req: FastifyRequest): 'gzip' | undefined {
   const encoding = (req.headers['content-encoding'] ?? '').trim().toLowerCase();
   if (encoding === '' || encoding === 'identity') return undefined;
   if (encoding === 'gzip' || encoding === 'x-gzip') return 'gzip';

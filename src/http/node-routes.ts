@@ -13,7 +13,7 @@ import type { GitResponse } from '../git/smart-http.js';
 import type { HostedRepo, RepoHost } from '../repos/host.js';
 import { CALL_HEADER, verifyReplicaToken, verifyRequest } from '../shared/cluster-signature.js';
 import { DomainError, invalid, isDomainError, notFound, unauthenticated } from '../shared/errors.js';
-import { abortSignalOf } from './git-routes.js';
+import { abortSignalOf, encodingOf } from './git-routes.js';
 import { gitProtocolValue } from '../git/command.js';
 import { statusOf } from './errors.js';
 
@@ -154,14 +154,14 @@ function registerReplicaRoutes(app: FastifyInstance, deps: NodeRouteDeps & { hos
 
     replica.post<{ Params: { id: string } }>(`${REPLICA_PREFIX}/:id/git-upload-pack`, async (req, reply) => {
       const repo = await authorized(req);
-      const encoding = (req.headers['content-encoding'] ?? '').trim().toLowerCase();
+      const encoding = encodingOf(req);
       const res = await host.statelessRpc(
         repo,
         {
           service: 'upload-pack',
           protocol: gitProtocolValue(req.headers['git-protocol'] as string | undefined),
           input: req.raw,
-          ...(encoding === 'gzip' && { encoding: 'gzip' as const }),
+          encoding,
           pusher: { actorId: null, actorName: 'replica', requestId: String(req.id) },
         },
         abortSignalOf(reply),
@@ -171,20 +171,19 @@ function registerReplicaRoutes(app: FastifyInstance, deps: NodeRouteDeps & { hos
   });
 }
 
-/** The response's body; a front proxy's hand-off cannot be sent by a node. */
+/** The response's body. A front proxy's hand-off names a file on this node's disk: no caller of a node can send it. */
 function drain(res: GitResponse): GitResponse['body'] {
   if (res.handoff) throw new DomainError('unavailable', 'handoff_on_node', 'a storage node cannot hand a response to a front proxy');
   return res.body;
 }
 
 function stream(reply: FastifyReply, res: GitResponse): FastifyReply {
-  // A front proxy's hand-off names a file on this node's disk: a frontend cannot send it.
-  if (res.handoff) throw new DomainError('unavailable', 'handoff_on_node', 'a storage node cannot hand a response to a front proxy');
+  const body = drain(res);
   reply.trailer(OUTCOME_TRAILER, async () => {
     const o = await res.done;
     return JSON.stringify({ code: o.code, signal: o.signal, timedOut: o.timedOut, spawned: o.spawned, stderr: o.stderr.slice(-2000) });
   });
   // The body may still be arriving when git answers (a refusal): don't keep the connection for the rest.
   if (!reply.request.raw.complete) reply.header('Connection', 'close');
-  return reply.code(200).type('application/octet-stream').send(res.body);
+  return reply.code(200).type('application/octet-stream').send(body);
 }
