@@ -18,7 +18,7 @@ import type { HostOf } from './repos/host.js';
 import { LocalRepoHost } from './repos/local-host.js';
 import type { RoutedHosts } from './repos/cluster-hosts.js';
 import { createShardLeases } from './meta/shard-leases.js';
-import { REPLICA_SEEN_WITHIN_MS, upToDateReplicas } from './meta/replication.js';
+import { REPLICA_SEEN_WITHIN_MS, shardHasReplicas, upToDateReplicas } from './meta/replication.js';
 import { createShardService, type ShardService } from './repos/shards.js';
 
 export interface Core {
@@ -82,6 +82,7 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
       : (await import('./repos/cluster-hosts.js')).shardRoutedHosts(createShardLeases(meta), config.clusterSecret!, {
           failoverWaitMs: Math.max(30_000, config.shardLeaseSeconds * 3000),
           replicas: (shard, id) => upToDateReplicas(meta, shard, id, REPLICA_SEEN_WITHIN_MS),
+          shardHasReplicas: (shard) => shardHasReplicas(meta, shard, REPLICA_SEEN_WITHIN_MS),
         });
   const repos = createRepoService(meta, { defaultBranch: config.defaultBranch, hostOf: opts.hostOf ?? routed ?? (() => disk) });
   return {

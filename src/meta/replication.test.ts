@@ -13,7 +13,7 @@ import { insertSpace } from './spaces.js';
 import { insertRepository } from './repositories.js';
 import { insertShard } from './shards.js';
 import { bumpRefsVersion, bumpShardRefsVersions } from './refs-versions.js';
-import { behindRepositories, positions, recordPosition, replicaHeartbeat, upToDateReplicas } from './replication.js';
+import { behindRepositories, positions, recordPosition, replicaHeartbeat, shardHasReplicas, upToDateReplicas } from './replication.js';
 
 const at = '2026-01-01T00:00:00.000Z';
 
@@ -72,6 +72,8 @@ for (const backend of databaseBackends()) {
       assert.deepEqual(await upToDateReplicas(meta, 's1', 'R1', 60_000), ['http://a:1', 'http://b:1']);
       await meta.db.updateTable('replicas').set({ last_seen_at: sql<number>`last_seen_at - 120000` }).where('disk_id', '=', 'disk-b').execute();
       assert.deepEqual(await upToDateReplicas(meta, 's1', 'R1', 60_000), ['http://a:1'], 'a replica unheard of for too long is out');
+      assert.equal(await shardHasReplicas(meta, 's1', 60_000), true);
+      assert.equal(await shardHasReplicas(meta, 'local', 60_000), false, 'a shard without replicas');
       assert.deepEqual(await upToDateReplicas(meta, 's1', 'R2', 60_000), [], 'positions are per repository');
       await bumpRefsVersion(meta.db, meta.dialect, 'R1');
       assert.deepEqual(await upToDateReplicas(meta, 's1', 'R1', 60_000), [], 'a push leaves them behind until they apply it');

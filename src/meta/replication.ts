@@ -101,3 +101,15 @@ export async function upToDateReplicas(meta: Meta, shard: string, repositoryId: 
     .execute();
   return rows.map((r) => r.url);
 }
+
+/** Whether the shard has any replica heard from within `seenWithinMs` (most shards have none: their reads skip the per-repository query). */
+export async function shardHasReplicas(meta: Meta, shard: string, seenWithinMs: number): Promise<boolean> {
+  const row = await meta.db
+    .selectFrom('replicas')
+    .select('disk_id')
+    .where('shard', '=', shard)
+    .where('last_seen_at', '>', sql<number>`${nowMs(meta.dialect)} - ${Math.round(seenWithinMs)}`)
+    .limit(1)
+    .executeTakeFirst();
+  return row !== undefined;
+}

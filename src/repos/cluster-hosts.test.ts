@@ -276,6 +276,20 @@ test('a frontend reads from an up-to-date replica, falls back to the writer when
     assert.equal(await reads('replica'), 1, 'not counted as a read');
     await assert.rejects(new ReplicaHost(replicaDisk.host, 's1').advertiseRefs(repo, { service: 'receive-pack' }, abort.signal), /replica of shard s1/);
 
+    // A shard known to have no replicas costs its reads no replica query at all.
+    let asked = 0;
+    const none = shardRoutedHosts(leases, SECRET, { cacheMs: 60_000, shardHasReplicas: async () => false, replicas: async () => (asked++, [replicaUrl]) });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const res = await none({ id, shard: 's1' }).advertiseRefs(repo, { service: 'upload-pack', protocol: 'version=2' }, abort.signal);
+        for await (const _ of res.body);
+        assert.equal((await res.done).code, 0);
+      }
+      assert.equal(asked, 0);
+    } finally {
+      await none.close();
+    }
+
     // The replica goes away: the writer answers, and the replica is left out for a while.
     await replicaNode.close();
     assert.equal(await advertise(), 0);

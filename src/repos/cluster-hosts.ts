@@ -288,6 +288,11 @@ export interface RoutingOptions {
    * them, and to the writer when there is none.
    */
   replicas?: (shard: string, repositoryId: string) => Promise<string[]>;
+  /**
+   * Whether the shard has replicas at all, remembered for `cacheMs`: a shard without any (most)
+   * costs its reads no query. Without it, `replicas` is asked on every read.
+   */
+  shardHasReplicas?: (shard: string) => Promise<boolean>;
   /** How long a replica that failed a request gets no reads from this frontend (default 10 s). */
   replicaPauseMs?: number;
 }
@@ -338,6 +343,16 @@ export function shardRoutedHosts(leases: ShardLeases, secret: string, opts: Rout
   const replicaPauseMs = opts.replicaPauseMs ?? 10_000;
   const inFlight = new Map<string, number>();
   const pausedUntil = new Map<string, number>();
+  const withReplicas = new Map<string, { has: boolean; until: number }>();
+
+  async function mayHaveReplicas(shard: string): Promise<boolean> {
+    if (!opts.shardHasReplicas) return true;
+    const known = withReplicas.get(shard);
+    if (known && known.until >= Date.now()) return known.has;
+    const has = await opts.shardHasReplicas(shard);
+    withReplicas.set(shard, { has, until: Date.now() + cacheMs });
+    return has;
+  }
 
   function remoteAt(url: string): RemoteRepoHost {
     let remote = remotes.get(url);
@@ -350,10 +365,14 @@ export function shardRoutedHosts(leases: ShardLeases, secret: string, opts: Rout
 
   /** The least busy replica that may answer a read of the repository now, if any. */
   async function replicaFor(shard: string, repoId: string): Promise<string | undefined> {
-    if (!opts.replicas) return undefined;
+    const { replicas } = opts;
+    if (!replicas) return undefined;
     const now = Date.now();
     // The database unreachable for this: the writer answers, as without replicas.
-    const urls = (await opts.replicas(shard, repoId).catch(() => [] as string[])).filter((u) => (pausedUntil.get(u) ?? 0) <= now);
+    const candidates = await mayHaveReplicas(shard)
+      .then((has) => (has ? replicas(shard, repoId) : []))
+      .catch(() => [] as string[]);
+    const urls = candidates.filter((u) => (pausedUntil.get(u) ?? 0) <= now);
     // Ties broken at random: one read at a time would otherwise always go to the first.
     const fewest = Math.min(...urls.map((u) => inFlight.get(u) ?? 0));
     const least = urls.filter((u) => (inFlight.get(u) ?? 0) === fewest);
