@@ -297,7 +297,7 @@ export function databaseBackends(): ('sqlite' | 'postgres')[] {
 
 /**
  * The smallest fixture most git scenarios need: user alice, her space alice/main and a write
- * token (seed() costs a CLI run per user and token more).
+ * token, made in one opening of the metadata (Server.admin).
  */
 export async function seedAlice(server: Server): Promise<string> {
   return server.admin(async (core) => {
