@@ -89,6 +89,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
   });
   const limits = {
     timeoutMs: config.gitTimeoutSeconds * 1000,
+    niceness: config.gitNiceness,
     maxPushBytes: config.maxPushBytes,
     maxFetchRequestBytes: config.maxFetchRequestBytes,
     push: { maxRefUpdates: config.gitMaxRefUpdates, maxPushOptions: config.gitMaxPushOptions, maxCommandBytes: config.gitMaxPushCommandBytes },

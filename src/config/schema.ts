@@ -97,6 +97,13 @@ export const configSchema = z
     gitQueueTimeoutSeconds: positiveSeconds.default(30),
     /** Wall-clock limit of one git process; it is killed after this. */
     gitTimeoutSeconds: positiveSeconds.default(3600),
+    /**
+     * How much lower than the server's own CPU priority the git processes serving requests run
+     * (added to its niceness, as nice(1) does): however much git work clients ask for, the event
+     * loop that answers every client stays first in line for a CPU. Maintenance runs lower still
+     * (15). 0: the server's own priority.
+     */
+    gitNiceness: count.pipe(z.number().max(19)).default(5),
     /** Pack generations (upload-pack cache misses that build a pack) allowed at once; cache hits never count. */
     gitMaxGenerations: positiveInt.default(8),
     /** Pack generations allowed at once for one repository. */

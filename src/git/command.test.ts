@@ -2,10 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { getPriority, tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { GitCommandError, runBackground } from './command.js';
+import { GitCommandError, initBare, runBackground, spawnService } from './command.js';
 
 /** Running, not exited: a zombie (state Z) waiting for a reaper counts as gone. */
 const alive = (pid: number) => {
@@ -16,6 +16,26 @@ const alive = (pid: number) => {
     return false;
   }
 };
+
+/** nice(1) value of a running process, from /proc. */
+const nicenessOf = async (pid: number) => Number((await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ')[16]);
+
+test('spawnService: a request’s git runs at the configured lower priority, before its request is written', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-nice-'));
+  try {
+    const repo = path.join(dir, 'r.git');
+    await initBare(repo, 'main');
+    for (const niceness of [0, 7]) {
+      const child = spawnService({ service: 'upload-pack', repoPath: repo, advertise: false, timeoutMs: 60_000, niceness });
+      // upload-pack is waiting for its request on stdin: nothing has been forked from it yet.
+      assert.equal(await nicenessOf(child.pid!), Math.min(19, getPriority() + niceness));
+      child.stdin.end();
+      await child.exited;
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
 
 test('runBackground: aborting kills everything git started, not only git', async () => {
   const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-bg-'));
@@ -32,8 +52,7 @@ test('runBackground: aborting kills everything git started, not only git', async
     }
     const [shell, grandchild] = written.trim().split(' ').map(Number) as [number, number];
     assert.ok(alive(shell) && alive(grandchild), `started: ${written}`);
-    const niceness = Number((await readFile(`/proc/${grandchild}/stat`, 'utf8')).split(') ')[1]!.split(' ')[16]);
-    assert.equal(niceness, 10, 'children inherit the lowered priority');
+    assert.equal(await nicenessOf(grandchild), 10, 'children inherit the lowered priority');
 
     const reason = new Error('stop');
     controller.abort(reason);

@@ -4,6 +4,7 @@
  * an allowlist, so nothing from the server's own environment leaks into git by accident.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import os from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 
 export type GitService = 'upload-pack' | 'receive-pack';
@@ -63,6 +64,13 @@ export interface ServiceOptions {
   protocol?: string | undefined;
   hook?: HookContext | undefined;
   timeoutMs: number;
+  /**
+   * How much lower than the server's own CPU priority (added to its niceness, as nice(1) does;
+   * at most 19 in all), set right after the process starts,
+   * before its request is written, so before git forks pack-objects or index-pack (which
+   * inherit it).
+   */
+  niceness?: number;
 }
 
 export interface GitChild {
@@ -123,6 +131,13 @@ export function spawnService(opts: ServiceOptions): GitChild {
   if (opts.protocol) extra['GIT_PROTOCOL'] = opts.protocol;
   if (opts.hook) Object.assign(extra, hookEnv(opts.hook));
   const child = spawn('git', args, { env: gitEnv(extra), stdio: ['pipe', 'pipe', 'pipe'] });
+  if (child.pid !== undefined && (opts.niceness ?? 0) > 0) {
+    try {
+      os.setPriority(child.pid, Math.min(19, os.getPriority() + opts.niceness!));
+    } catch {
+      // gone already: its exit is reported as usual
+    }
+  }
   return wrap(child, opts.timeoutMs);
 }
 

@@ -44,8 +44,8 @@ export interface MaintenanceSettings {
   timeoutMs: number;
 }
 
-/** CPU priority of maintenance git processes: requests (niceness 0) come first. */
-const NICENESS = 10;
+/** CPU priority of maintenance git processes: the server (0) and requests' git (gitNiceness, 5) come first. */
+const NICENESS = 15;
 
 /**
  * Loose refs beyond which a run packs refs. Packing rewrites packed-refs, which changes the

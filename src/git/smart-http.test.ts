@@ -30,6 +30,7 @@ const EMPTY_PACK = Buffer.concat([PACK_HEADER, createHash('sha1').update(PACK_HE
 
 const limits: ServiceLimits = {
   timeoutMs: 60_000,
+  niceness: 0,
   maxPushBytes: 5 * 1024 ** 3,
   maxFetchRequestBytes: 1024 * 1024,
   push: DEFAULT_PUSH_CAPS,

@@ -36,6 +36,8 @@ export const UPLOAD_PACK_PREREAD_BYTES = 64 * 1024;
 
 export interface ServiceLimits {
   timeoutMs: number;
+  /** CPU priority of the git processes (gitNiceness). */
+  niceness: number;
   maxPushBytes: number;
   /** Largest upload-pack request body, after gzip decoding. */
   maxFetchRequestBytes: number;
@@ -114,7 +116,7 @@ export function gitServices(limiter: Limiter): GitServices {
 export async function advertiseRefs(opts: AdvertiseOptions, limiter: Limiter, signal?: AbortSignal): Promise<GitResponse> {
   const protocol = effectiveProtocol(opts.service, opts.protocol);
   const release = await limiter.acquire(signal);
-  const child = spawnService({ service: opts.service, repoPath: opts.repoPath, advertise: true, protocol, timeoutMs: opts.limits.timeoutMs });
+  const child = spawnService({ service: opts.service, repoPath: opts.repoPath, advertise: true, protocol, timeoutMs: opts.limits.timeoutMs, niceness: opts.limits.niceness });
   child.stdin.end();
   const onAbort = () => child.kill();
   signal?.addEventListener('abort', onAbort, { once: true });
@@ -161,6 +163,7 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
     protocol: effectiveProtocol(opts.service, opts.protocol),
     hook: opts.hook,
     timeoutMs: opts.limits.timeoutMs,
+    niceness: opts.limits.niceness,
   });
   const validator = new RequestValidator(opts.service, opts.limits.push);
   const stages: NodeJS.ReadWriteStream[] = [

@@ -86,7 +86,7 @@ async function setup(overrides: Partial<PackCacheOptions> = {}) {
       repoPath: root,
       protocol: undefined,
       input: Readable.from([body]),
-      limits: { timeoutMs: 60_000, maxPushBytes: 1 << 30, maxFetchRequestBytes: 1 << 20, push: DEFAULT_PUSH_CAPS },
+      limits: { timeoutMs: 60_000, niceness: 0, maxPushBytes: 1 << 30, maxFetchRequestBytes: 1 << 20, push: DEFAULT_PUSH_CAPS },
     };
     return cache.statelessRpc(opts, signal);
   };
