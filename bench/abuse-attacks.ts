@@ -8,10 +8,8 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createGzip } from 'node:zlib';
-import { run } from './processes.js';
 
 /** The server as the attacks see it; its URL changes when it is restarted after a crash. */
 export interface Target {
@@ -214,41 +212,86 @@ export function pushOptionFlood(t: Target, repo: string, body: Buffer, decoded: 
   };
 }
 
-/** `clients` git clients fetching every tag of `repo` (the many-refs repository) into their own bare repositories, again and again. */
-export async function manyRefsFetches(t: Target, repo: string, workDir: string, env: NodeJS.ProcessEnv, clients = 4): Promise<Attack> {
-  const controller = new AbortController();
+/**
+ * One HTTP/1.1 request on its own connection (`Connection: close`), the response counted and
+ * dropped: resolves with its status (or `error`) and size. `body` goes out exactly as given
+ * (already chunk-encoded when the headers say so).
+ */
+function rawRequest(url: string, head: string, body: Buffer | undefined, track: (s: net.Socket) => () => void): Promise<{ status: string; bytes: number }> {
+  return new Promise((resolve) => {
+    const u = new URL(url);
+    const socket = net.connect(Number(u.port), u.hostname);
+    const untrack = track(socket);
+    let status = '';
+    let bytes = 0;
+    socket.on('data', (d: Buffer) => {
+      if (!status) status = /^HTTP\/1\.[01] (\d{3})/.exec(d.toString('latin1', 0, 16))?.[1] ?? 'garbled';
+      bytes += d.length;
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      untrack();
+      resolve({ status: status || 'error', bytes });
+    });
+    socket.on('connect', () => {
+      socket.write(`${head}Host: ${u.host}\r\nConnection: close\r\n\r\n`);
+      if (body) socket.write(body);
+    });
+  });
+}
+
+/**
+ * `clients` clients fetching every tag of `repo` (the many-refs repository), again and again,
+ * as a git 2.39 client with an empty repository sends it over protocol v2: the capability
+ * advertisement, `ls-refs` of refs/tags/ (the whole advertisement, 100,000 refs), then `fetch`
+ * with one `want` per tag, each pkt-line its own HTTP chunk (as git streams a large request),
+ * and the pack. The requests are made here rather than by git: on these machines a git client
+ * storing 100,000 refs spends 1.5 of the 2 cores in the kernel (page faults, stat calls), which
+ * neither `nice` nor SCHED_IDLE holds back, and would measure the client, not the server. The
+ * server sees the same requests either way.
+ */
+export async function manyRefsFetches(t: Target, repo: string, tags: string[], oid: string, clients = 4): Promise<Attack> {
+  const base = `${t.url()}/${repo}.git`;
+  const common = `X-Forwarded-For: ${t.forwardedFor}\r\nGit-Protocol: version=2\r\nUser-Agent: git/2.39.5\r\n`;
+  const post = `Content-Type: application/x-git-upload-pack-request\r\nAccept: application/x-git-upload-pack-result\r\n`;
+  const caps = [pkt('agent=git/2.39.5\n'), pkt('object-format=sha1\n'), Buffer.from('0001')];
+  const lsRefs = Buffer.concat([pkt('command=ls-refs\n'), ...caps, pkt('peel\n'), pkt('symrefs\n'), pkt('unborn\n'), pkt('ref-prefix refs/tags/\n'), FLUSH]);
+  const fetchLines = [pkt('command=fetch\n'), ...caps, pkt('thin-pack\n'), pkt('no-progress\n'), pkt('ofs-delta\n'), ...tags.map(() => pkt(`want ${oid}\n`)), pkt('done\n'), FLUSH];
+  const chunked = Buffer.concat([...fetchLines.flatMap((l) => [Buffer.from(`${l.length.toString(16)}\r\n`), l, Buffer.from('\r\n')]), Buffer.from('0\r\n\r\n')]);
   const tally = new Tally();
   const seconds: number[] = [];
-  const dirs = Array.from({ length: clients }, (_, i) => path.join(workDir, `refs-fetcher-${i}.git`));
-  for (const dir of dirs) await run('git', ['init', '--bare', '--quiet', dir], { env });
-  const loops = dirs.map(async (dir) => {
-    while (!controller.signal.aborted) {
-      try {
-        // At the lowest priority: on a real server the attackers' own CPU (writing 100,000 refs
-        // into their repositories) is on their machines, not competing with the server's.
-        const r = await run('nice', ['-n', '19', 'git', ...forwardedForGitArgs(t.forwardedFor), '--git-dir', dir, 'fetch', '--quiet', `${t.url()}/${repo}.git`, '+refs/tags/*:refs/tags/*'], {
-          env,
-          timeoutMs: 600_000,
-          signal: controller.signal,
-        });
-        tally.add('ok');
-        seconds.push(r.seconds);
-      } catch {
-        if (controller.signal.aborted) break;
-        tally.add('failed');
-        await sleep(200);
+  const sockets = new Set<net.Socket>();
+  const track = (s: net.Socket) => (sockets.add(s), () => sockets.delete(s));
+  let stopped = false;
+  const loops = Array.from({ length: clients }, async () => {
+    while (!stopped) {
+      const started = performance.now();
+      const steps = [
+        await rawRequest(`${base}/info/refs?service=git-upload-pack`, `GET /${repo}.git/info/refs?service=git-upload-pack HTTP/1.1\r\n${common}`, undefined, track),
+      ];
+      if (!stopped && steps[0]!.status === '200') {
+        steps.push(await rawRequest(base, `POST /${repo}.git/git-upload-pack HTTP/1.1\r\n${common}${post}Content-Length: ${lsRefs.length}\r\n`, lsRefs, track));
       }
+      if (!stopped && steps[1]?.status === '200') {
+        steps.push(await rawRequest(base, `POST /${repo}.git/git-upload-pack HTTP/1.1\r\n${common}${post}Transfer-Encoding: chunked\r\n`, chunked, track));
+      }
+      if (stopped) break;
+      const failed = steps.find((s) => s.status !== '200');
+      tally.add(failed ? failed.status : 'ok');
+      if (failed) await sleep(200);
+      else seconds.push((performance.now() - started) / 1000);
     }
   });
   return {
     async stop() {
-      controller.abort();
+      stopped = true;
+      for (const s of sockets) s.destroy();
       await Promise.all(loops);
     },
     summary: () => {
       const sorted = [...seconds].sort((a, b) => a - b);
       const median = sorted.length ? `${sorted[Math.floor(sorted.length / 2)]!.toFixed(1)} s` : 'n/a';
-      return `${clients} clients; fetches ${tally}, median ${median}`;
+      return `${clients} clients, ${tags.length} wants per fetch (${(chunked.length / MiB).toFixed(1)} MiB, ${fetchLines.length} chunks); fetches ${tally}, median ${median}`;
     },
   };
 }

@@ -39,11 +39,13 @@ export async function startGitstratum(root: string, dataDir: string, env: NodeJS
   const token = (await cli('token', 'create', 'alice', '--scope', 'write')).trim().split('\n').pop()!;
 
   const logFile = path.join(dataDir, 'server.log');
+  // BENCH_SERVER_NODE_ARGS: Node flags for the server only (e.g. --cpu-prof), space-separated.
+  const nodeArgs = (process.env['BENCH_SERVER_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
   const serve = async () => {
     // Only the lines written by this start are searched for its URL.
     const from = existsSync(logFile) ? statSync(logFile).size : 0;
     const fd = openSync(logFile, 'a');
-    const child = spawn(process.execPath, [bin, 'serve', '--data', dataDir, '--port', '0', '--host', '127.0.0.1', ...serveArgs], {
+    const child = spawn(process.execPath, [...nodeArgs, bin, 'serve', '--data', dataDir, '--port', '0', '--host', '127.0.0.1', ...serveArgs], {
       env,
       stdio: ['ignore', fd, fd],
     });
