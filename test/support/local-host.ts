@@ -14,7 +14,7 @@ export async function scratchLocalHost(): Promise<{ host: LocalRepoHost; dataDir
   const dataDir = await mkdtemp(path.join(tmpdir(), 'gitstratum-host-'));
   const host = new LocalRepoHost(dataDir, {
     git: gitServices(new Limiter({ maxRunning: 4, maxQueue: 16, queueTimeoutMs: 30_000 })),
-    limits: { timeoutMs: 120_000, maxPushBytes: 64 * 1024 * 1024, maxFetchRequestBytes: 1024 * 1024, push: DEFAULT_PUSH_CAPS },
+    limits: { timeoutMs: 120_000, niceness: 0, maxPushBytes: 64 * 1024 * 1024, maxFetchRequestBytes: 1024 * 1024, push: DEFAULT_PUSH_CAPS },
     hookSocket: () => path.join(dataDir, 'no-hooks.sock'),
     residency: { acquire: async () => () => {} },
   });
