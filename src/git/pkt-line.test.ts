@@ -154,3 +154,29 @@ test('fuzz: a well-formed push parses to its commands and options however it is 
     { numRuns: 10_000 },
   );
 });
+
+test('fuzz: the verdict on a body does not depend on how it is split (headers whole in a chunk or across chunks)', () => {
+  const pkt = fc.oneof(
+    fc.uint8Array({ maxLength: 16 }),
+    fc.string({ maxLength: 30 }).map((t) => pktLine(t)),
+    fc.constantFrom(FLUSH_PKT, Buffer.from('0001'), Buffer.from('0004'), Buffer.from('00A5'), Buffer.from('fff1'), Buffer.from('0003')),
+    fc.tuple(fc.constantFrom(z, a), fc.constantFrom(z, a), fc.string({ maxLength: 10 })).map(([o, n, r]) => pktLine(`${o} ${n} refs/${r}\0push-options\n`)),
+  );
+  const verdict = (r: ReturnType<typeof feedSync>) => ({
+    code: r.error === undefined ? undefined : (r.error as { code?: string }).code ?? String(r.error),
+    commands: r.v.commands,
+    options: r.v.pushOptions,
+  });
+  fc.assert(
+    fc.property(service, fc.array(pkt, { maxLength: 20 }), fc.array(fc.integer({ min: 1, max: 7 }), { minLength: 1, maxLength: 8 }), (svc, parts, cuts) => {
+      const body = Buffer.concat(parts);
+      const chunks: Buffer[] = [];
+      for (let i = 0, c = 0; i < body.length; c++) {
+        chunks.push(body.subarray(i, i + cuts[c % cuts.length]!));
+        i += cuts[c % cuts.length]!;
+      }
+      assert.deepEqual(verdict(feedSync(svc, chunks, small)), verdict(feedSync(svc, [body], small)));
+    }),
+    { numRuns: 5_000 },
+  );
+});

@@ -32,6 +32,20 @@ export interface RefUpdate {
 }
 
 const OID = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
+const EMPTY = Buffer.alloc(0);
+
+/** Value of each byte as a lowercase hex digit, -1 for any other byte. */
+const HEX_DIGIT = new Int8Array(256).fill(-1);
+for (let d = 0; d < 16; d++) HEX_DIGIT['0123456789abcdef'.charCodeAt(d)] = d;
+
+/** The pkt-line length in the 4 bytes at `at`, or undefined unless they are 4 lowercase hex digits. */
+function hexLength(buf: Buffer, at: number): number | undefined {
+  const a = HEX_DIGIT[buf[at]!]!;
+  const b = HEX_DIGIT[buf[at + 1]!]!;
+  const c = HEX_DIGIT[buf[at + 2]!]!;
+  const d = HEX_DIGIT[buf[at + 3]!]!;
+  return (a | b | c | d) < 0 ? undefined : (a << 12) | (b << 8) | (c << 4) | d;
+}
 const ZERO_OID = /^0+$/;
 
 type Phase = 'lines' | 'push-options' | 'pack';
@@ -104,27 +118,38 @@ export class RequestValidator extends Transform {
         if (this.collect) this.payload.push(chunk.subarray(i, i + take));
         this.remaining -= take;
         i += take;
-        if (this.remaining === 0) this.line(Buffer.concat(this.payload));
+        if (this.remaining === 0) this.line(this.collect ? Buffer.concat(this.payload) : EMPTY);
         continue;
       }
-      this.header += String.fromCharCode(chunk[i]!);
-      i++;
-      if (this.header.length < 4) continue;
-      if (!/^[0-9a-f]{4}$/.test(this.header)) {
-        throw invalid('malformed_pkt_line', 'malformed pkt-line length', { header: JSON.stringify(this.header) });
-      }
-      const len = parseInt(this.header, 16);
-      this.header = '';
-      if (len === 0) this.special('flush');
-      else if (len === 1 || len === 2) this.special(len === 1 ? 'delim' : 'response-end');
-      else if (len === 3 || len > MAX_PKT_LEN) {
-        throw invalid('malformed_pkt_line', 'pkt-line length out of range', { length: len });
-      } else if (len === 4) {
-        this.line(Buffer.alloc(0));
+      // A fetch of many refs is 100,000 lines: the usual case, a whole header in this chunk, is
+      // read without building a string.
+      let header: string | number;
+      if (this.header.length === 0 && i + 4 <= chunk.length) {
+        header = hexLength(chunk, i) ?? chunk.toString('latin1', i, i + 4);
+        i += 4;
       } else {
-        this.remaining = len - 4;
-        this.payload = [];
+        this.header += String.fromCharCode(chunk[i]!);
+        i++;
+        if (this.header.length < 4) continue;
+        header = hexLength(Buffer.from(this.header, 'latin1'), 0) ?? this.header;
+        this.header = '';
       }
+      if (typeof header === 'string') throw invalid('malformed_pkt_line', 'malformed pkt-line length', { header: JSON.stringify(header) });
+      this.frame(header);
+    }
+  }
+
+  /** What a pkt-line header of length `len` starts. */
+  private frame(len: number): void {
+    if (len === 0) this.special('flush');
+    else if (len === 1 || len === 2) this.special(len === 1 ? 'delim' : 'response-end');
+    else if (len === 3 || len > MAX_PKT_LEN) {
+      throw invalid('malformed_pkt_line', 'pkt-line length out of range', { length: len });
+    } else if (len === 4) {
+      this.line(EMPTY);
+    } else {
+      this.remaining = len - 4;
+      this.payload = [];
     }
   }
 
