@@ -7,7 +7,7 @@
  * repository, a gzip push-option flood with a write token, 4 clients fetching a repository of
  * 100,000 refs, and 200 requests/s from one address. For each window it prints the good
  * client's median clone and push wall time against the quiet window's (target ≤ 1.5×),
- * `/healthz` p99 probed every 50 ms on fresh connections (target ≤ 100 ms), the server's peak
+ * `/healthz` p99 probed every 50 ms on fresh connections, from a process of its own (target ≤ 100 ms), the server's peak
  * RSS (target ≤ 300 MB) and crashes (target 0). A server that crashed is started again on the
  * same data directory for the next window. The server trusts `X-Forwarded-For` from 127.0.0.1
  * and the good client and the attackers each send their own address (see GOOD_ADDRESS).
@@ -22,12 +22,12 @@
  *                   BENCH_TIMEOUT_S   whole-run limit (default 3600)
  */
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
-import http from 'node:http';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { forwardedForGitArgs, hugeBatches, manyRefsFetches, pushOptionFlood, pushOptionFloodBody, requestRate, stalledBodies, type Attack, type Target } from './abuse-attacks.js';
 import { startGitstratum, type GitstratumServer } from './gitstratum-server.js';
+import { startProbe } from './healthz-probe.js';
 import { run, runBench, startRun } from './processes.js';
 import { peakRss, resetPeakRss, sampleRss, waitForTree } from './proc-stats.js';
 import { ensureRepo, mediumOfSize } from './repo-generator.js';
@@ -166,42 +166,24 @@ interface Window {
   rss: number;
   crashed: boolean;
   attack: string;
+  /** The server's own event-loop delay over the window (p99, max; ms), from its /metrics. */
+  loopLag?: { p99: number; max: number } | undefined;
 }
 
-/** GET /healthz every `everyMs` on a fresh connection, whatever the previous probe is doing. */
-function probeHealthz(url: () => string, everyMs: number) {
-  const latencies: number[] = [];
-  let failures = 0;
-  const pending = new Map<http.ClientRequest, number>();
-  const timer = setInterval(() => {
-    const started = performance.now();
-    const done = (ok: boolean) => {
-      if (!pending.delete(req)) return;
-      latencies.push(performance.now() - started);
-      if (!ok) failures++;
-    };
-    const req = http.get(`${url()}/healthz`, { agent: false }, (res) => {
-      res.resume();
-      res.on('end', () => done(res.statusCode === 200));
-    });
-    req.on('error', () => done(false));
-    pending.set(req, started);
-  }, everyMs);
-  return {
-    /** Stops probing; probes still unanswered 10 s later count as failures at their age then. */
-    async stop() {
-      clearInterval(timer);
-      const deadline = Date.now() + 10_000;
-      while (pending.size > 0 && Date.now() < deadline) await sleep(50);
-      for (const [req, started] of pending) {
-        latencies.push(performance.now() - started);
-        failures++;
-        req.destroy();
-      }
-      pending.clear();
-      return { latencies, failures };
-    },
-  };
+/**
+ * The server's event-loop delay since the last scrape, from its Prometheus metrics (prom-client
+ * resets the histogram on every scrape): what the server itself kept every client waiting,
+ * apart from what the machine's scheduler and the probe's own process add to /healthz.
+ */
+async function scrapeLoopLag(url: string): Promise<{ p99: number; max: number } | undefined> {
+  try {
+    const text = await (await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(30_000) })).text();
+    const value = (name: string) => Number(new RegExp(`^gitstratum_nodejs_eventloop_lag_${name}_seconds (\\S+)$`, 'm').exec(text)?.[1]) * 1000;
+    const lag = { p99: value('p99'), max: value('max') };
+    return Number.isFinite(lag.p99) && Number.isFinite(lag.max) ? lag : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 let cycle = 0;
@@ -227,7 +209,8 @@ async function measureWindow(ctx: Context, name: string, attack?: Attack): Promi
   const pid = server.pid;
   const hwm = resetPeakRss(pid);
   const sampler = sampleRss(pid, 100);
-  const probe = probeHealthz(() => server.url, 50);
+  await scrapeLoopLag(server.url);
+  const probe = startProbe(server.url, 50);
   const w: Window = { name, clone: [], push: [], failures: [], healthz: [], healthzFailures: 0, rss: 0, crashed: false, attack: '' };
   const end = Date.now() + ctx.opts.seconds * 1000;
   for (let n = 0; (n === 0 || Date.now() < end) && n < MAX_CYCLES; n++) {
@@ -246,6 +229,7 @@ async function measureWindow(ctx: Context, name: string, attack?: Attack): Promi
   w.healthz = health.latencies;
   w.healthzFailures = health.failures;
   w.crashed = !server.alive();
+  if (!w.crashed) w.loopLag = await scrapeLoopLag(server.url);
   w.rss = Math.max(sampler.stop(), hwm && !w.crashed ? peakRss(pid) : 0);
   if (attack) {
     await attack.stop();
@@ -274,7 +258,7 @@ function report(windows: Window[], opts: Options): string {
   const quiet = windows[0]!;
   const ratio = (xs: number[], base: number[]) => (xs.length && base.length ? median(xs) / median(base) : NaN);
   const fmt = (n: number, digits: number, suffix = '') => (Number.isFinite(n) ? `${n.toFixed(digits)}${suffix}` : 'n/a');
-  const rows = [['window', 'clone s', '× quiet', 'push s', '× quiet', 'good ok/failed', '/healthz p99 ms', 'max ms', 'probes failed', 'peak RSS MB', 'crashes']];
+  const rows = [['window', 'clone s', '× quiet', 'push s', '× quiet', 'good ok/failed', '/healthz p99 ms', 'max ms', 'probes failed', 'loop lag p99/max ms', 'peak RSS MB', 'crashes']];
   const verdicts = [['window', `clone, push ≤ ${TARGET.ratio}×`, `/healthz p99 ≤ ${TARGET.p99Ms} ms`, `peak RSS ≤ ${TARGET.rssBytes / 1e6} MB`, 'crashes = 0']];
   const met = (ok: boolean) => (ok ? 'met' : 'MISSED');
   for (const w of windows) {
@@ -291,6 +275,7 @@ function report(windows: Window[], opts: Options): string {
       fmt(p99, 0),
       fmt(Math.max(...w.healthz), 0),
       `${w.healthzFailures}/${w.healthz.length}`,
+      w.loopLag ? `${fmt(w.loopLag.p99, 0)}/${fmt(w.loopLag.max, 0)}` : 'n/a',
       fmt(w.rss / 1e6, 0),
       w.crashed ? '1' : '0',
     ]);
