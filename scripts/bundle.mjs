@@ -5,7 +5,7 @@
 // about 1,200 of them; a server took 2.4 CPU-seconds to start listening, an admin command 0.8.
 // One file halves that. Every command, server and storage node starts this way, tests included.
 //
-// The hook relay (run by git's hooks at every push) and the refs-version worker are entry
+// The hook relay (run by git's hooks at every push), the refs-version worker and the git spawner's helper are entry
 // points of their own, named as in dist/src, beside the program: the code finds them relative
 // to its own file (`new URL('./hook-relay.js', import.meta.url)`), which holds in both layouts.
 import { build } from 'esbuild';
@@ -18,6 +18,7 @@ await build({
     gitstratum: 'dist/src/cli/program.js',
     'hook-relay': 'dist/src/git/hook-relay.js',
     'refs-version-worker': 'dist/src/git/pack-cache/refs-version-worker.js',
+    'spawn-helper': 'dist/src/git/spawn-helper.js',
   },
   outdir,
   bundle: true,

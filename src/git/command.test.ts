@@ -26,7 +26,7 @@ test('spawnService: a request’s git runs at the configured lower priority, bef
     const repo = path.join(dir, 'r.git');
     await initBare(repo, 'main');
     for (const niceness of [0, 7]) {
-      const child = spawnService({ service: 'upload-pack', repoPath: repo, advertise: false, timeoutMs: 60_000, niceness });
+      const child = await spawnService({ service: 'upload-pack', repoPath: repo, advertise: false, timeoutMs: 60_000, niceness });
       // upload-pack is waiting for its request on stdin: nothing has been forked from it yet.
       assert.equal(await nicenessOf(child.pid!), Math.min(19, getPriority() + niceness));
       child.stdin.end();

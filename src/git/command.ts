@@ -5,7 +5,8 @@
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import os from 'node:os';
-import type { Readable, Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
+import { spawnFromHelper, type HelperChild } from './spawner.js';
 
 export type GitService = 'upload-pack' | 'receive-pack';
 
@@ -84,7 +85,61 @@ export interface GitChild {
 
 const STDERR_LIMIT = 64 * 1024;
 
-function wrap(child: ChildProcessByStdio<Writable, Readable, Readable>, timeoutMs: number): GitChild {
+/** A started git process as wrap() needs it, whoever started it. */
+interface RawChild {
+  stdin: Writable;
+  stdout: Readable;
+  stderr: Readable;
+  pid: number | undefined;
+  /** Signals it unless it has exited. */
+  signal(signal: NodeJS.Signals): void;
+  /** When it has exited and its output pipes are closed; `error` when it could not start or its status is unknown. */
+  closed: Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: string | undefined }>;
+}
+
+function ownChild(child: ChildProcessByStdio<Writable, Readable, Readable>): RawChild {
+  return {
+    stdin: child.stdin,
+    stdout: child.stdout,
+    stderr: child.stderr,
+    pid: child.pid,
+    signal: (signal) => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    },
+    closed: new Promise((resolve) => {
+      let spawnError: Error | undefined;
+      child.on('error', (err) => {
+        spawnError = err;
+      });
+      child.on('close', (code, signal) => resolve({ code, signal, error: spawnError?.message }));
+    }),
+  };
+}
+
+function helperChild(child: HelperChild): RawChild {
+  let exited = false;
+  const closedPipe = (s: Readable) => new Promise<void>((resolve) => (s.closed ? resolve() : s.once('close', () => resolve())));
+  return {
+    stdin: child.stdin,
+    stdout: child.stdout,
+    stderr: child.stderr,
+    pid: child.pid,
+    signal: (signal) => {
+      if (exited) return;
+      try {
+        process.kill(child.pid, signal);
+      } catch {
+        // exited; its status is on its way
+      }
+    },
+    closed: Promise.all([child.exit, closedPipe(child.stdout), closedPipe(child.stderr)]).then(([exit]) => {
+      exited = true;
+      return 'error' in exit ? { code: null, signal: null, error: exit.error } : exit;
+    }),
+  };
+}
+
+function wrap(child: RawChild, timeoutMs: number): GitChild {
   let stderr = '';
   let timedOut = false;
   child.stderr.setEncoding('utf8');
@@ -95,50 +150,60 @@ function wrap(child: ChildProcessByStdio<Writable, Readable, Readable>, timeoutM
   child.stdin.on('error', () => {});
   const timer = setTimeout(() => {
     timedOut = true;
-    child.kill('SIGTERM');
-    setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+    child.signal('SIGTERM');
+    setTimeout(() => child.signal('SIGKILL'), 5000).unref();
   }, timeoutMs);
   timer.unref();
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; timedOut: boolean }>(
-    (resolve) => {
-      let spawnError: Error | undefined;
-      child.on('error', (err) => {
-        spawnError = err;
-      });
-      child.on('close', (code, signal) => {
-        clearTimeout(timer);
-        resolve({ code, signal, stderr: spawnError ? spawnError.message : stderr, timedOut });
-      });
-    },
-  );
+  const exited = child.closed.then(({ code, signal, error }) => {
+    clearTimeout(timer);
+    return { code, signal, stderr: error ?? stderr, timedOut };
+  });
   return {
     stdin: child.stdin,
     stdout: child.stdout,
     exited,
     pid: child.pid,
-    kill: (signal: NodeJS.Signals = 'SIGTERM') => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-    },
+    kill: (signal: NodeJS.Signals = 'SIGTERM') => child.signal(signal),
   };
 }
 
-/** Starts `git upload-pack` or `git receive-pack` in stateless-RPC mode for one HTTP request. */
-export function spawnService(opts: ServiceOptions): GitChild {
+/** A git process that could not be started, reported as git failing would be: no output, exit status unknown. */
+function notStarted(reason: string): GitChild {
+  return {
+    stdin: new Writable({ write: (_chunk, _enc, done) => done() }),
+    stdout: Readable.from([]),
+    exited: Promise.resolve({ code: null, signal: null, stderr: reason, timedOut: false }),
+    pid: undefined,
+    kill: () => {},
+  };
+}
+
+/**
+ * Starts `git upload-pack` or `git receive-pack` in stateless-RPC mode for one HTTP request,
+ * from the git spawner (spawner.ts: a small helper process, so the server's event loop never
+ * waits for a fork).
+ */
+export async function spawnService(opts: ServiceOptions): Promise<GitChild> {
   const args = [opts.service, '--stateless-rpc'];
   if (opts.advertise) args.push('--advertise-refs');
   args.push('--', opts.repoPath);
   const extra: Record<string, string> = {};
   if (opts.protocol) extra['GIT_PROTOCOL'] = opts.protocol;
   if (opts.hook) Object.assign(extra, hookEnv(opts.hook));
-  const child = spawn('git', args, { env: gitEnv(extra), stdio: ['pipe', 'pipe', 'pipe'] });
-  if (child.pid !== undefined && (opts.niceness ?? 0) > 0) {
+  let child: HelperChild;
+  try {
+    child = await spawnFromHelper(args, gitEnv(extra) as Record<string, string>);
+  } catch (err) {
+    return notStarted((err as Error).message);
+  }
+  if ((opts.niceness ?? 0) > 0) {
     try {
       os.setPriority(child.pid, Math.min(19, os.getPriority() + opts.niceness!));
     } catch {
       // gone already: its exit is reported as usual
     }
   }
-  return wrap(child, opts.timeoutMs);
+  return wrap(helperChild(child), opts.timeoutMs);
 }
 
 export interface RunResult {
@@ -177,7 +242,7 @@ export async function runGit(
   const child = spawn('git', args, { cwd: opts.cwd, env: gitEnv(opts.env), stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-  const wrapped = wrap(child, 10 * 60_000);
+  const wrapped = wrap(ownChild(child), 10 * 60_000);
   child.stdin.end(opts.input ?? '');
   const { code, stderr } = await wrapped.exited;
   const result = { code, stdout, stderr };
@@ -389,7 +454,7 @@ export async function presentObjects(repoPath: string, oids: readonly string[]):
  */
 export function spawnPackObjects(repoPath: string, timeoutMs: number): GitChild {
   const args = ['--git-dir', repoPath, 'pack-objects', '--stdout', '--revs', '--delta-base-offset', '-q'];
-  return wrap(spawn('git', args, { env: gitEnv(), stdio: ['pipe', 'pipe', 'pipe'] }), timeoutMs);
+  return wrap(ownChild(spawn('git', args, { env: gitEnv(), stdio: ['pipe', 'pipe', 'pipe'] })), timeoutMs);
 }
 
 /** `git index-pack --stdin`: installs the pack written to stdin into the repository. */
@@ -399,7 +464,7 @@ export function spawnPackObjects(repoPath: string, timeoutMs: number): GitChild 
  */
 export function spawnIndexPack(repoPath: string, timeoutMs: number): GitChild {
   const args = ['--git-dir', repoPath, 'index-pack', '--stdin', '--strict'];
-  return wrap(spawn('git', args, { env: gitEnv(), stdio: ['pipe', 'pipe', 'pipe'] }), timeoutMs);
+  return wrap(ownChild(spawn('git', args, { env: gitEnv(), stdio: ['pipe', 'pipe', 'pipe'] })), timeoutMs);
 }
 
 /** Applies `update-ref --stdin` instructions (a start/…/commit transaction) in one run. */

@@ -116,7 +116,7 @@ export function gitServices(limiter: Limiter): GitServices {
 export async function advertiseRefs(opts: AdvertiseOptions, limiter: Limiter, signal?: AbortSignal): Promise<GitResponse> {
   const protocol = effectiveProtocol(opts.service, opts.protocol);
   const release = await limiter.acquire(signal);
-  const child = spawnService({ service: opts.service, repoPath: opts.repoPath, advertise: true, protocol, timeoutMs: opts.limits.timeoutMs, niceness: opts.limits.niceness });
+  const child = await spawnService({ service: opts.service, repoPath: opts.repoPath, advertise: true, protocol, timeoutMs: opts.limits.timeoutMs, niceness: opts.limits.niceness });
   child.stdin.end();
   const onAbort = () => child.kill();
   signal?.addEventListener('abort', onAbort, { once: true });
@@ -156,7 +156,7 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
   const early = await bufferRequest(opts.input, opts.decoder, opts.service === 'upload-pack' ? UPLOAD_PACK_PREREAD_BYTES : 1, signal);
   const request = early.complete ? Readable.from([early.bytes]) : early.stream;
   const release = await limiter.acquire(signal);
-  const child = spawnService({
+  const child = await spawnService({
     service: opts.service,
     repoPath: opts.repoPath,
     advertise: false,
