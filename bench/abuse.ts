@@ -39,6 +39,8 @@ const CLIENT_TIMEOUT_MS = 300_000;
 /** Good-client cycles per window at most, whatever the window's length. */
 const MAX_CYCLES = 500;
 const TARGET = { ratio: 1.5, p99Ms: 100, rssBytes: 300e6 };
+/** The server's event-loop delay sampling interval (eventLoopMonitoringPrecision in src/http/metrics.ts). */
+const LOOP_LAG_INTERVAL_MS = 100;
 /**
  * Every party connects from 127.0.0.1, and git sends no credentials to a public repository,
  * so without this the good client would spend the attackers' per-address budgets (and they
@@ -178,7 +180,9 @@ interface Window {
 async function scrapeLoopLag(url: string): Promise<{ p99: number; max: number } | undefined> {
   try {
     const text = await (await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(30_000) })).text();
-    const value = (name: string) => Number(new RegExp(`^gitstratum_nodejs_eventloop_lag_${name}_seconds (\\S+)$`, 'm').exec(text)?.[1]) * 1000;
+    // Node's delay monitor reports each interval it timed, its 100 ms sampling interval
+    // (src/http/metrics.ts) included: what is left is the delay.
+    const value = (name: string) => Number(new RegExp(`^gitstratum_nodejs_eventloop_lag_${name}_seconds (\\S+)$`, 'm').exec(text)?.[1]) * 1000 - LOOP_LAG_INTERVAL_MS;
     const lag = { p99: value('p99'), max: value('max') };
     return Number.isFinite(lag.p99) && Number.isFinite(lag.max) ? lag : undefined;
   } catch {
