@@ -117,7 +117,16 @@ function ownChild(child: ChildProcessByStdio<Writable, Readable, Readable>): Raw
 }
 
 function helperChild(child: HelperChild): RawChild {
+  // Once its exit is known its pid may be reused: never signalled after that.
   let exited = false;
+  void child.exit.then(() => {
+    exited = true;
+    // As Node does for its own children: output nobody listens to is drained, so the pipes
+    // close and the exit is reported.
+    for (const pipe of [child.stdout, child.stderr]) {
+      if (pipe.listenerCount('readable') === 0 && pipe.listenerCount('data') === 0) pipe.resume();
+    }
+  });
   const closedPipe = (s: Readable) => new Promise<void>((resolve) => (s.closed ? resolve() : s.once('close', () => resolve())));
   return {
     stdin: child.stdin,
@@ -132,10 +141,9 @@ function helperChild(child: HelperChild): RawChild {
         // exited; its status is on its way
       }
     },
-    closed: Promise.all([child.exit, closedPipe(child.stdout), closedPipe(child.stderr)]).then(([exit]) => {
-      exited = true;
-      return 'error' in exit ? { code: null, signal: null, error: exit.error } : exit;
-    }),
+    closed: Promise.all([child.exit, closedPipe(child.stdout), closedPipe(child.stderr)]).then(([exit]) =>
+      'error' in exit ? { code: null, signal: null, error: exit.error } : exit,
+    ),
   };
 }
 
