@@ -2,7 +2,7 @@
  * The git spawner (see spawner.ts): a small process, forked once by the server, that starts the
  * git processes serving requests and hands their stdin, stdout and stderr pipes to the server
  * over the IPC channel. Its fork of itself is cheap (its memory is small) and blocks no one
- * but itself. Exits when the server does (the channel closes).
+ * but itself. Exits when the server does (its channel closes, or its parent changes).
  */
 import { spawn } from 'node:child_process';
 import type { SpawnRequest, SpawnerMessage } from './spawner.js';
@@ -43,3 +43,9 @@ process.on('message', (m: SpawnRequest) => {
   child.on('exit', (code, signal) => send({ id: m.id, exit: { code, signal } }));
 });
 process.on('disconnect', () => process.exit(0));
+// Node holds back 'disconnect' while a handle waits for the server's acknowledgement, which a
+// killed server never sends: its death is also noticed by the helper's parent changing.
+const server = process.ppid;
+setInterval(() => {
+  if (process.ppid !== server) process.exit(0);
+}, 1000).unref();

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spawnFromHelper, spawnerPid } from './spawner.js';
@@ -55,4 +56,36 @@ test('spawner: when the helper dies, the git it started is killed and reported a
   next.stdin.end();
   assert.match(await readAll(next.stdout), /^git version/);
   assert.deepEqual(await next.exit, { code: 0, signal: null });
+});
+
+test('spawner: a helper whose server was killed exits, and so does the git waiting on that server', async () => {
+  // A stand-in server: starts a git that waits on stdin for ever, prints both pids, and waits.
+  const script = `
+    import { spawnFromHelper, spawnerPid } from ${JSON.stringify(new URL('./spawner.js', import.meta.url).href)};
+    const child = await spawnFromHelper(['cat-file', '--batch'], { PATH: process.env.PATH });
+    console.log(JSON.stringify({ helper: spawnerPid(), git: child.pid }));
+    setInterval(() => {}, 1000);
+  `;
+  const server = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  server.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  for (let i = 0; !out.includes('\n'); i++) {
+    assert.ok(i < 600, 'the stand-in server did not start its git');
+    await sleep(50);
+  }
+  const { helper, git } = JSON.parse(out) as { helper: number; git: number };
+  server.kill('SIGKILL');
+  const gone = async (pid: number) => {
+    for (let i = 0; i < 1200; i++) {
+      try {
+        if ((await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.startsWith('Z')) return true;
+      } catch {
+        return true;
+      }
+      await sleep(50);
+    }
+    return false;
+  };
+  assert.ok(await gone(helper), 'the helper outlived its server');
+  assert.ok(await gone(git), 'git outlived its helper and server');
 });
