@@ -87,14 +87,24 @@ export function ownCpuSeconds(pids: Iterable<number>): number {
   return ticks / CLK_TCK;
 }
 
+/** gitstratum's git spawner (src/git/spawner.ts): a long-lived helper of every server, never work in progress. */
+function isSpawnHelper(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('spawn-helper.js');
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Waits until the trees under `roots` hold no process outside `resident` (the long-lived
- * server processes): every git child has exited and been reaped. Bounded by `timeoutMs`.
+ * server processes, and gitstratum's git spawner helpers): every git child has exited and been
+ * reaped. Bounded by `timeoutMs`.
  */
 export async function waitForTree(roots: readonly number[], resident: ReadonlySet<number>, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const extra = treeOf(roots).filter((p) => !resident.has(p.pid));
+    const extra = treeOf(roots).filter((p) => !resident.has(p.pid) && !isSpawnHelper(p.pid));
     if (extra.length === 0) return;
     if (Date.now() > deadline) throw new Error(`server processes still running after ${timeoutMs} ms: ${extra.map((p) => p.pid).join(', ')}`);
     await sleep(20);
