@@ -5,11 +5,11 @@
 // about 1,200 of them; a server took 2.4 CPU-seconds to start listening, an admin command 0.8.
 // One file halves that. Every command, server and storage node starts this way, tests included.
 //
-// The hook relay (run by git's hooks at every push), the refs-version worker and the git spawner's helper are entry
+// The hook relay (run by git's hooks at every push; its Perl twin, src/git/hook-relay.pl, is copied beside both), the refs-version worker and the git spawner's helper are entry
 // points of their own, named as in dist/src, beside the program: the code finds them relative
 // to its own file (`new URL('./hook-relay.js', import.meta.url)`), which holds in both layouts.
 import { build } from 'esbuild';
-import { rm } from 'node:fs/promises';
+import { copyFile, rm } from 'node:fs/promises';
 
 const outdir = 'dist/bundle';
 await rm(outdir, { recursive: true, force: true });
@@ -34,3 +34,6 @@ await build({
   banner: { js: "import { createRequire as createRequireOfBundle } from 'node:module'; const require = createRequireOfBundle(import.meta.url);" },
   logLevel: 'warning',
 });
+
+// tsc compiles TypeScript only: the Perl relay joins the compiled one in both layouts.
+for (const dir of ['dist/src/git', outdir]) await copyFile('src/git/hook-relay.pl', `${dir}/hook-relay.pl`);

@@ -4,12 +4,12 @@ import { spawn } from 'node:child_process';
 import { lstat, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { tempDir } from '../../test/e2e/harness.js';
 import { createLogger } from '../shared/log.js';
-import { HOOK_NAMES, HookServer, hookSocketPath, hooksDir, installHooks, serverRunning } from './hooks.js';
+import { HOOK_NAMES, HookServer, hookSocketPath, hooksDir, installHooks, relayPath, serverRunning, type RelayKind } from './hooks.js';
 
-const relay = fileURLToPath(new URL('./hook-relay.js', import.meta.url));
+/** Both relays answer to one contract: every relay test runs for each. */
+const RELAYS: RelayKind[] = ['perl', 'node'];
 
 test('a short data path keeps the socket in <data>/run', async () => {
   const dataDir = await tempDir();
@@ -56,26 +56,67 @@ test('issue 9: a long data path gets a private, unpredictable socket directory, 
   }
 });
 
-function runRelay(hook: string, socket: string): Promise<{ code: number | null; stderr: string }> {
+interface RelayRun {
+  args?: string[];
+  env?: NodeJS.ProcessEnv;
+  stdin?: string;
+}
+
+function runRelay(kind: RelayKind, hook: string, socket: string, { args = [], env = {}, stdin = `${'0'.repeat(40)} ${'1'.repeat(40)} refs/heads/main\n` }: RelayRun = {}): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [relay, hook, socket], { env: { PATH: process.env['PATH'] }, stdio: ['pipe', 'ignore', 'pipe'] });
+    const program = kind === 'perl' ? 'perl' : process.execPath;
+    const child = spawn(program, [relayPath(kind), hook, socket, ...args], { env: { PATH: process.env['PATH'], ...env }, stdio: ['pipe', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stderr }));
-    child.stdin.end(`${'0'.repeat(40)} ${'1'.repeat(40)} refs/heads/main\n`);
+    child.stdin.end(stdin);
   });
 }
 
-test('issue 9: with no server to ask, pre-receive refuses and post-receive says what it skipped', async () => {
-  const nowhere = path.join(await tempDir(), 'none.sock');
-  const pre = await runRelay('pre-receive', nowhere);
-  assert.equal(pre.code, 1);
-  assert.match(pre.stderr, /server cannot be reached to check this push; push refused/);
-  const post = await runRelay('post-receive', nowhere);
-  assert.equal(post.code, 0);
-  assert.match(post.stderr, /post-receive skipped/);
-});
+for (const kind of RELAYS) {
+  test(`issue 9: with no server to ask, pre-receive refuses and post-receive says what it skipped (${kind} relay)`, async () => {
+    const nowhere = path.join(await tempDir(), 'none.sock');
+    const pre = await runRelay(kind, 'pre-receive', nowhere);
+    assert.equal(pre.code, 1);
+    assert.match(pre.stderr, /server cannot be reached to check this push; push refused/);
+    const post = await runRelay(kind, 'post-receive', nowhere);
+    assert.equal(post.code, 0);
+    assert.match(post.stderr, /post-receive skipped/);
+    // A storage node's push is refused before its refs commit; git's own ref changes go on.
+    const prepared = await runRelay(kind, 'reference-transaction', nowhere, { args: ['prepared'], env: { GITSTRATUM_SHARD_EPOCH: '3' } });
+    assert.equal(prepared.code, 1);
+    assert.match(prepared.stderr, /storage node that received this push is gone/);
+  });
+
+  test(`the ${kind} relay hands the server the hook's name, arguments, stdin, context and environment, and relays its answer`, async () => {
+    const dataDir = await tempDir();
+    try {
+      const server = new HookServer(dataDir, createLogger('silent'));
+      const calls: Parameters<Parameters<HookServer['on']>[1]>[0][] = [];
+      server.on('pre-receive', async (call) => {
+        calls.push(call);
+        return { code: 1, message: 'refusé: verrou détenu par ümit' };
+      });
+      await server.listen();
+      const stdin = `${'0'.repeat(40)} ${'1'.repeat(40)} refs/heads/déjà-vu\n`;
+      const env = { GITSTRATUM_ACTOR_NAME: 'zoë', GIT_PUSH_OPTION_COUNT: '1', GIT_PUSH_OPTION_0: 'ci.skip', GIT_QUARANTINE_PATH: '/q', HOME: '/not-sent' };
+      const answer = await runRelay(kind, 'pre-receive', server.socketPath, { env, stdin, args: ['ärg'] });
+      assert.equal(answer.code, 1);
+      assert.equal(answer.stderr, 'refusé: verrou détenu par ümit\n');
+      assert.equal(calls.length, 1);
+      const call = calls[0]!;
+      assert.equal(call.hook, 'pre-receive');
+      assert.deepEqual(call.args, ['ärg']);
+      assert.equal(call.stdin, stdin);
+      assert.deepEqual(call.env, { GITSTRATUM_ACTOR_NAME: 'zoë', GIT_PUSH_OPTION_COUNT: '1', GIT_PUSH_OPTION_0: 'ci.skip', GIT_QUARANTINE_PATH: '/q' });
+      assert.equal(call.cwd, process.cwd());
+      await server.close();
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+}
 
 function git(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Promise<number | null> {
   return new Promise((resolve, reject) => {
@@ -85,7 +126,7 @@ function git(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Promise<
   });
 }
 
-test("a storage node's push relays only `prepared` of each ref transaction; other ref changes and phases start no relay", async () => {
+for (const kind of RELAYS) test(`a storage node's push relays only \`prepared\` of each ref transaction; other ref changes and phases start no relay (${kind} relay)`, async () => {
   const dataDir = await tempDir();
   try {
     const server = new HookServer(dataDir, createLogger('silent'));
@@ -95,7 +136,7 @@ test("a storage node's push relays only `prepared` of each ref transaction; othe
       return { code: 0 };
     });
     await server.listen({ shared: true });
-    await installHooks(dataDir, server.socketPath, HOOK_NAMES);
+    assert.equal(await installHooks(dataDir, server.socketPath, HOOK_NAMES, kind), kind);
     const repo = path.join(dataDir, 'r.git');
     assert.equal(await git(['init', '-q', '--bare', repo], dataDir), 0);
     assert.equal(await git(['config', 'core.hooksPath', hooksDir(dataDir)], repo), 0);
