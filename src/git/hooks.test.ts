@@ -1,12 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { lstat, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { tempDir } from '../../test/e2e/harness.js';
 import { createLogger } from '../shared/log.js';
-import { HOOK_NAMES, HookServer, hookSocketPath, hooksDir, installHooks, relayPath, serverRunning, type RelayKind } from './hooks.js';
+import { HOOK_NAMES, HookServer, SERVER_HOOKS, hookSocketPath, hooksDir, installHooks, relayPath, serverRunning, type RelayKind } from './hooks.js';
 
 /** Both relays answer to one contract: every relay test runs for each. */
 const RELAYS: RelayKind[] = ['perl', 'node'];
@@ -113,6 +114,32 @@ for (const kind of RELAYS) {
       assert.equal(call.cwd, process.cwd());
       await server.close();
     } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+}
+
+for (const kind of RELAYS) {
+  test(`an installed hook (${kind} relay) says nothing of its own, even under a locale this host lacks`, async () => {
+    const dataDir = await tempDir();
+    const server = new HookServer(dataDir, createLogger('silent'));
+    try {
+      server.on('post-receive', async () => ({ code: 0 }));
+      await server.listen();
+      await installHooks(dataDir, server.socketPath, SERVER_HOOKS, kind);
+      const child = spawn(path.join(hooksDir(dataDir), 'post-receive'), [], {
+        env: { PATH: process.env['PATH'], LANG: 'xx_YY.UTF-8', LC_ALL: 'xx_YY.UTF-8' },
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      let output = '';
+      child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+      child.stdin.end(`${'0'.repeat(40)} ${'1'.repeat(40)} refs/heads/main\n`);
+      const [code] = (await once(child, 'close')) as [number | null];
+      assert.equal(code, 0);
+      assert.equal(output, '');
+    } finally {
+      await server.close();
       await rm(dataDir, { recursive: true, force: true });
     }
   });

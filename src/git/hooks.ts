@@ -143,11 +143,12 @@ export async function installHooks(dataDir: string, socket: string, names: reado
   const dir = hooksDir(dataDir);
   await mkdir(dir, { recursive: true });
   const kind = relay ?? ((await perlCanRelay()) ? 'perl' : 'node');
-  const program = kind === 'perl' ? `perl ${sh(relayPath('perl'))}` : `${sh(process.execPath)} ${sh(relayPath('node'))}`;
+  // PERL_BADLANG=0: a LANG this host has no locale for would print Perl's warning to the pusher.
+  const run = kind === 'perl' ? `PERL_BADLANG=0 exec perl ${sh(relayPath('perl'))}` : `exec ${sh(process.execPath)} ${sh(relayPath('node'))}`;
   for (const name of HOOK_NAMES.filter((n) => !names.includes(n))) await rm(path.join(dir, name), { force: true });
   for (const name of names) {
     const file = path.join(dir, name);
-    const script = `#!/bin/sh\n# Installed by gitstratum: relays to the server. Rewritten at every start.\n${HOOK_FILTERS[name] ?? ''}exec ${program} ${name} ${sh(socket)} "$@"\n`;
+    const script = `#!/bin/sh\n# Installed by gitstratum: relays to the server. Rewritten at every start.\n${HOOK_FILTERS[name] ?? ''}${run} ${name} ${sh(socket)} "$@"\n`;
     // Write then rename, so a push running during a restart never sees a half-written hook.
     await writeFile(file + '.tmp', script, { mode: 0o755 });
     await rename(file + '.tmp', file);
