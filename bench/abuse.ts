@@ -8,7 +8,9 @@
  * 100,000 refs, and 200 requests/s from one address. For each window it prints the good
  * client's median clone and push wall time against the quiet window's (target ≤ 1.5×),
  * `/healthz` p99 probed every 50 ms on fresh connections, from a process of its own (target ≤ 100 ms), the server's peak
- * RSS (target ≤ 300 MB) and crashes (target 0). A server that crashed is started again on the
+ * RSS (target ≤ 300 MB) and crashes (target 0), and the CPU seconds the server (its process tree,
+ * git included) and the attackers used. Each attack runs in a process of its own at niceness 19
+ * (bench/abuse-attacker.ts says why). A server that crashed is started again on the
  * same data directory for the next window. The server trusts `X-Forwarded-For` from 127.0.0.1
  * and the good client and the attackers each send their own address (see GOOD_ADDRESS).
  *
@@ -18,6 +20,7 @@
  *   --flood-mib N   BENCH_FLOOD_MIB   decoded size of the push-option flood (default 400)
  *   --loose-refs    BENCH_LOOSE_REFS=1 many-refs: fetch the tags while still loose (before maintenance)
  *   --only a,b      BENCH_ONLY        run only these attacks (names as printed)
+ *   --attackers-nice N BENCH_ATTACKERS_NICE  the attack processes' niceness (default 19; 0: the same as the good client)
  *   --keep          BENCH_KEEP=1      keep the run directory (.bench/run-abuse-*, server log included)
  *                   BENCH_TIMEOUT_S   whole-run limit (default 3600)
  */
@@ -25,11 +28,12 @@ import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { forwardedForGitArgs, hugeBatches, manyRefsFetches, pushOptionFlood, pushOptionFloodBody, requestRate, stalledBodies, type Attack, type Target } from './abuse-attacks.js';
+import { forwardedForGitArgs } from './abuse-attacks.js';
+import { startAttacker, type AttackSpec, type RunningAttack } from './abuse-attacker.js';
 import { startGitstratum, type GitstratumServer } from './gitstratum-server.js';
 import { startProbe } from './healthz-probe.js';
 import { run, runBench, startRun } from './processes.js';
-import { peakRss, resetPeakRss, sampleRss, waitForTree } from './proc-stats.js';
+import { peakRss, resetPeakRss, sampleRss, treeCpuSeconds, waitForTree } from './proc-stats.js';
 import { ensureRepo, mediumOfSize } from './repo-generator.js';
 import { median, table } from './report.js';
 
@@ -57,6 +61,7 @@ interface Options {
   floodMib: number;
   looseRefs: boolean;
   only?: string[];
+  attackersNice: number;
   keep: boolean;
   timeoutS: number;
 }
@@ -70,6 +75,7 @@ function parseOptions(argv: string[]): Options {
     keep: env['BENCH_KEEP'] === '1',
     looseRefs: env['BENCH_LOOSE_REFS'] === '1',
     timeoutS: Number(env['BENCH_TIMEOUT_S'] ?? 3600),
+    attackersNice: Number(env['BENCH_ATTACKERS_NICE'] ?? 19),
     ...(env['BENCH_ONLY'] && { only: env['BENCH_ONLY'].split(',') }),
   };
   for (let i = 0; i < argv.length; i++) {
@@ -80,12 +86,14 @@ function parseOptions(argv: string[]): Options {
     else if (arg === '--refs') opts.refs = Number(argv[++i]);
     else if (arg === '--flood-mib') opts.floodMib = Number(argv[++i]);
     else if (arg === '--only') opts.only = (argv[++i] ?? '').split(',');
-    else throw new Error(`unknown option: ${arg} (known: --seconds N, --refs N, --flood-mib N, --loose-refs, --only a,b, --keep)`);
+    else if (arg === '--attackers-nice') opts.attackersNice = Number(argv[++i]);
+    else throw new Error(`unknown option: ${arg} (known: --seconds N, --refs N, --flood-mib N, --loose-refs, --only a,b, --attackers-nice N, --keep)`);
   }
   const bad = (n: number, min: number, max: number) => !Number.isInteger(n) || n < min || n > max;
   if (bad(opts.seconds, 5, 3600)) throw new Error('--seconds must be an integer from 5 to 3600');
   if (bad(opts.refs, 1, 1_000_000)) throw new Error('--refs must be an integer from 1 to 1000000');
   if (bad(opts.floodMib, 1, 4096)) throw new Error('--flood-mib must be an integer from 1 to 4096');
+  if (bad(opts.attackersNice, 0, 19)) throw new Error('--attackers-nice must be an integer from 0 to 19');
   const unknown = opts.only?.filter((name) => !SCENARIOS.some((s) => s.name === name));
   if (unknown?.length) throw new Error(`unknown attack(s) ${unknown.join(', ')} (known: ${SCENARIOS.map((s) => s.name).join(', ')})`);
   return opts;
@@ -95,7 +103,6 @@ const say = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
 
 interface Context {
   server: GitstratumServer;
-  target: Target;
   env: NodeJS.ProcessEnv;
   workDir: string;
   source: string;
@@ -103,28 +110,23 @@ interface Context {
   opts: Options;
 }
 
+/** The attack process's spec without the target, which the context adds. */
+type Attacking = AttackSpec extends infer S ? (S extends AttackSpec ? Omit<S, 'url' | 'token' | 'forwardedFor'> : never) : never;
+
 interface Scenario {
-  name: string;
+  name: AttackSpec['name'];
   /** Untimed preparation, before the attack starts. */
   setup?(ctx: Context): Promise<void>;
-  start(ctx: Context): Promise<Attack>;
+  attack(ctx: Context): Attacking;
 }
 
 /** The tags of the many-refs repository. */
 const manyTags = (n: number) => Array.from({ length: n }, (_, i) => `refs/tags/t${String(i).padStart(7, '0')}`);
 
-let floodBody: { body: Buffer; decoded: number } | undefined;
-
 const SCENARIOS: Scenario[] = [
-  { name: 'stalled-bodies', start: (ctx) => stalledBodies(ctx.target, 'alice/bench/stall', ctx.head, 32) },
-  { name: 'huge-batches', start: async (ctx) => hugeBatches(ctx.target, 'alice/bench/private', 4, 1_000_000) },
-  {
-    name: 'push-option-flood',
-    async setup(ctx) {
-      floodBody = await pushOptionFloodBody(ctx.head, ctx.opts.floodMib);
-    },
-    start: async (ctx) => pushOptionFlood(ctx.target, 'alice/bench/flood', floodBody!.body, floodBody!.decoded),
-  },
+  { name: 'stalled-bodies', attack: (ctx) => ({ name: 'stalled-bodies', repo: 'alice/bench/stall', head: ctx.head, clients: 32 }) },
+  { name: 'huge-batches', attack: () => ({ name: 'huge-batches', repo: 'alice/bench/private', clients: 4, objects: 1_000_000 }) },
+  { name: 'push-option-flood', attack: (ctx) => ({ name: 'push-option-flood', repo: 'alice/bench/flood', head: ctx.head, floodMib: ctx.opts.floodMib }) },
   {
     name: 'many-refs',
     async setup(ctx) {
@@ -153,9 +155,9 @@ const SCENARIOS: Scenario[] = [
       }
       say(`many-refs: the server's post-push maintenance packed them; ${((Date.now() - started) / 1000).toFixed(0)} s in all`);
     },
-    start: (ctx) => manyRefsFetches(ctx.target, 'alice/bench/many-refs', manyTags(ctx.opts.refs), ctx.head, 4),
+    attack: (ctx) => ({ name: 'many-refs', repo: 'alice/bench/many-refs', refs: ctx.opts.refs, head: ctx.head, clients: 4 }),
   },
-  { name: 'request-rate', start: async (ctx) => requestRate(ctx.target, 'alice/bench/good', 200) },
+  { name: 'request-rate', attack: () => ({ name: 'request-rate', repo: 'alice/bench/good', perSecond: 200 }) },
 ];
 
 interface Window {
@@ -168,6 +170,9 @@ interface Window {
   rss: number;
   crashed: boolean;
   attack: string;
+  /** CPU seconds over the window: the server's process tree (git and hooks included), and the attack process's. */
+  serverCpu: number;
+  attackerCpu: number;
   /** The server's own event-loop delay over the window (p99, max; ms), from its /metrics. */
   loopLag?: { p99: number; max: number } | undefined;
 }
@@ -208,14 +213,15 @@ async function goodCycle(ctx: Context): Promise<{ clone: number; push: number }>
   }
 }
 
-async function measureWindow(ctx: Context, name: string, attack?: Attack): Promise<Window> {
+async function measureWindow(ctx: Context, name: string, attack?: RunningAttack): Promise<Window> {
   const { server } = ctx;
   const pid = server.pid;
   const hwm = resetPeakRss(pid);
   const sampler = sampleRss(pid, 100);
   await scrapeLoopLag(server.url);
   const probe = startProbe(server.url, 50);
-  const w: Window = { name, clone: [], push: [], failures: [], healthz: [], healthzFailures: 0, rss: 0, crashed: false, attack: '' };
+  const cpuAtStart = treeCpuSeconds([pid]);
+  const w: Window = { name, clone: [], push: [], failures: [], healthz: [], healthzFailures: 0, rss: 0, crashed: false, attack: '', serverCpu: NaN, attackerCpu: NaN };
   const end = Date.now() + ctx.opts.seconds * 1000;
   for (let n = 0; (n === 0 || Date.now() < end) && n < MAX_CYCLES; n++) {
     try {
@@ -233,11 +239,13 @@ async function measureWindow(ctx: Context, name: string, attack?: Attack): Promi
   w.healthz = health.latencies;
   w.healthzFailures = health.failures;
   w.crashed = !server.alive();
+  if (!w.crashed) w.serverCpu = treeCpuSeconds([pid]) - cpuAtStart;
   if (!w.crashed) w.loopLag = await scrapeLoopLag(server.url);
   w.rss = Math.max(sampler.stop(), hwm && !w.crashed ? peakRss(pid) : 0);
   if (attack) {
     await attack.stop();
     w.attack = attack.summary();
+    w.attackerCpu = attack.cpuSeconds();
   }
   return w;
 }
@@ -262,7 +270,7 @@ function report(windows: Window[], opts: Options): string {
   const quiet = windows[0]!;
   const ratio = (xs: number[], base: number[]) => (xs.length && base.length ? median(xs) / median(base) : NaN);
   const fmt = (n: number, digits: number, suffix = '') => (Number.isFinite(n) ? `${n.toFixed(digits)}${suffix}` : 'n/a');
-  const rows = [['window', 'clone s', '× quiet', 'push s', '× quiet', 'good ok/failed', '/healthz p99 ms', 'max ms', 'probes failed', 'loop lag p99/max ms', 'peak RSS MB', 'crashes']];
+  const rows = [['window', 'clone s', '× quiet', 'push s', '× quiet', 'good ok/failed', '/healthz p99 ms', 'max ms', 'probes failed', 'loop lag p99/max ms', 'peak RSS MB', 'crashes', 'server CPU s', 'attackers CPU s']];
   const verdicts = [['window', `clone, push ≤ ${TARGET.ratio}×`, `/healthz p99 ≤ ${TARGET.p99Ms} ms`, `peak RSS ≤ ${TARGET.rssBytes / 1e6} MB`, 'crashes = 0']];
   const met = (ok: boolean) => (ok ? 'met' : 'MISSED');
   for (const w of windows) {
@@ -282,6 +290,8 @@ function report(windows: Window[], opts: Options): string {
       w.loopLag ? `${fmt(w.loopLag.p99, 0)}/${fmt(w.loopLag.max, 0)}` : 'n/a',
       fmt(w.rss / 1e6, 0),
       w.crashed ? '1' : '0',
+      fmt(w.serverCpu, 1),
+      w === quiet ? '—' : fmt(w.attackerCpu, 1),
     ]);
     if (w === quiet) continue;
     const ratiosOk = cloneRatio <= TARGET.ratio && pushRatio <= TARGET.ratio && w.failures.length === 0;
@@ -289,6 +299,7 @@ function report(windows: Window[], opts: Options): string {
   }
   const out = [
     `abuse: a good client clones alice/bench/good and pushes one commit, in a loop, for ${opts.seconds} s per window (medians); /healthz every 50 ms on a new connection`,
+    `  each attack in a process of its own at niceness ${opts.attackersNice}; server CPU: its process tree over the window (git, hooks, the spawner included)`,
     table(rows),
     '',
     'targets (a failed good cycle or probe misses its target)',
@@ -320,7 +331,7 @@ async function main(): Promise<void> {
     for (const name of ['good', 'stall', 'flood']) {
       await run('git', ['--git-dir', source, 'push', '--quiet', `${server.authUrl}/alice/bench/${name}.git`, 'refs/heads/main'], { env });
     }
-    const ctx: Context = { server, target: { url: () => server.url, token: server.token, forwardedFor: ATTACKER_ADDRESS }, env: gitEnv, workDir, source, head, opts };
+    const ctx: Context = { server, env: gitEnv, workDir, source, head, opts };
 
     // One untimed cycle warms the page cache and the server's clone cache.
     await goodCycle(ctx);
@@ -331,8 +342,8 @@ async function main(): Promise<void> {
         say(`${scenario.name}: preparing`);
         await scenario.setup(ctx);
       }
+      const attack = await startAttacker({ url: server.url, token: server.token, forwardedFor: ATTACKER_ADDRESS, ...scenario.attack(ctx) } as AttackSpec, opts.attackersNice);
       say(`${scenario.name}: attack running, ${opts.seconds} s window`);
-      const attack = await scenario.start(ctx);
       const w = await measureWindow(ctx, scenario.name, attack);
       windows.push(w);
       say(`${scenario.name}: ${w.clone.length} good cycles, ${w.failures.length} failed${w.crashed ? '; the server CRASHED, starting it again' : ''}`);
