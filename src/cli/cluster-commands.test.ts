@@ -1,6 +1,7 @@
 /**
  * `gitstratum cluster status`: the text it prints, and the real command line against a
- * database holding two shards, a lease taken on one, and two registered storage nodes (made
+ * database holding two shards, a lease taken on one, two registered storage nodes and two
+ * replicas (made
  * here with the same functions the storage nodes call), on SQLite and PostgreSQL.
  */
 import { test } from 'node:test';
@@ -12,6 +13,8 @@ import { openMetaStore } from '../meta/db.js';
 import { createShardLeases } from '../meta/shard-leases.js';
 import { appendEvent } from '../meta/snapshots.js';
 import { heartbeat } from '../meta/storage-nodes.js';
+import { readRefsVersion, bumpRefsVersion } from '../meta/refs-versions.js';
+import { recordPosition, replicaHeartbeat } from '../meta/replication.js';
 import type { ClusterStatus, ShardStatus } from '../repos/cluster-status.js';
 import { describeClusterStatus } from './cluster-commands.js';
 
@@ -25,6 +28,7 @@ const shard = (over: Partial<ShardStatus>): ShardStatus => ({
   gitBytes: 0,
   writer: null,
   standbys: [],
+  replicas: [],
   snapshotLag: { dirtyRepositories: 0, oldestUnpersistedAt: null, oldestUnpersistedAgeMs: null },
   ...over,
 });
@@ -39,6 +43,11 @@ test('cluster status text: a block per shard with its writer, standbys and snaps
         standbys: [
           { holder: 'node-b/52/y', url: 'http://b:8080', startedAtMs: 0, lastSeenAgoMs: 1_400, gone: false },
           { holder: 'node-c/9/q', url: 'http://c:8080', startedAtMs: 0, lastSeenAgoMs: 180_000, gone: true },
+        ],
+        replicas: [
+          { diskId: '0123456789abcdef0123456789abcdef', url: 'http://r1:8080', mode: 'async', lastSeenAgoMs: 900, silent: false, behindRepositories: 0, lagMs: 0 },
+          { diskId: 'fedcba9876543210fedcba9876543210', url: 'http://r2:8080', mode: 'async', lastSeenAgoMs: 1_900, silent: false, behindRepositories: 3, lagMs: 4_000 },
+          { diskId: 'aaaaaaaabbbbbbbbccccccccdddddddd', url: 'http://r3:8080', mode: 'async', lastSeenAgoMs: 45_000, silent: true, behindRepositories: 12, lagMs: 60_000 },
         ],
         snapshotLag: { dirtyRepositories: 2, oldestUnpersistedAt: '2025-01-01T00:00:00.000Z', oldestUnpersistedAgeMs: 12_000 },
       }),
@@ -63,6 +72,9 @@ test('cluster status text: a block per shard with its writer, standbys and snaps
     '  writer     node-a/41/x at http://a:8080, epoch 7, held for 95 s, expires in 4 s',
     '  standby    node-b/52/y at http://b:8080, seen 1 s ago',
     '  standby    node-c/9/q at http://c:8080, gone (seen 3 min ago)',
+    '  replica    http://r1:8080 (async, disk 01234567), up to date, seen 1 s ago',
+    '  replica    http://r2:8080 (async, disk fedcba98), 3 repositories behind, oldest change 4 s ago, seen 2 s ago',
+    '  replica    http://r3:8080 (async, disk aaaaaaaa), SILENT (seen 45 s ago): no reads',
     '  snapshots  2 dirty repositories, oldest un-persisted change 12 s ago',
     '',
     'shard eu-2: active, accepts new, 1 repository, 0 B',
@@ -132,6 +144,11 @@ for (const backend of databaseBackends()) {
       await heartbeat(meta, { holder: 'node-a/1/x', shard: 'eu-1', url: 'http://a:8080' });
       await heartbeat(meta, { holder: 'node-b/2/y', shard: 'eu-1', url: 'http://b:8080' });
       await appendEvent(meta.db, one.id, 'push-end', new Date(Date.now() - 90_000).toISOString());
+      // Two replicas of eu-1: r1 holds repository one's current version, r2 has no copy yet.
+      await bumpRefsVersion(meta.db, meta.dialect, one.id);
+      await replicaHeartbeat(meta, { diskId: '11111111111111111111111111111111', shard: 'eu-1', url: 'http://r1:8080', mode: 'async' });
+      await replicaHeartbeat(meta, { diskId: '22222222222222222222222222222222', shard: 'eu-1', url: 'http://r2:8080', mode: 'async' });
+      await recordPosition(meta, '11111111111111111111111111111111', one.id, await readRefsVersion(meta.db, one.id));
 
       // eu-2 is active with no writer: exit 1, and the text says which shard.
       const text = await cli(['cluster', 'status']);
@@ -142,7 +159,9 @@ for (const backend of databaseBackends()) {
       assert.equal(eu1[0], 'shard eu-1: active, accepts new, 1 repository, 0 B');
       assert.match(eu1[1]!, /^ {2}writer {5}node-a\/1\/x at http:\/\/a:8080, epoch 1, held for \d+ s, expires in \d+ min$/);
       assert.match(eu1[2]!, /^ {2}standby {4}node-b\/2\/y at http:\/\/b:8080, seen \d s ago$/);
-      assert.match(eu1[3]!, /^ {2}snapshots {2}1 dirty repository, oldest un-persisted change 9\d s ago$/);
+      assert.match(eu1[3]!, /^ {2}replica {4}http:\/\/r1:8080 \(async, disk 11111111\), up to date, seen \d s ago$/);
+      assert.match(eu1[4]!, /^ {2}replica {4}http:\/\/r2:8080 \(async, disk 22222222\), 1 repository behind, oldest change \d s ago, seen \d s ago$/);
+      assert.match(eu1[5]!, /^ {2}snapshots {2}1 dirty repository, oldest un-persisted change 9\d s ago$/);
       assert.deepEqual(block('eu-2').slice(0, 4), [
         'shard eu-2: active, accepts new, 1 repository, 0 B',
         '  writer     NONE: its repositories cannot be served',
@@ -160,10 +179,18 @@ for (const backend of databaseBackends()) {
       assert.deepEqual([s1.writer?.holder, s1.writer?.url, s1.writer?.epoch, s1.writer?.live], ['node-a/1/x', 'http://a:8080', 1, true]);
       assert.ok(s1.writer!.expiresInMs > 500_000 && s1.writer!.heldForMs >= 0, JSON.stringify(s1.writer));
       assert.deepEqual(s1.standbys.map((n) => [n.holder, n.url, n.gone]), [['node-b/2/y', 'http://b:8080', false]]);
+      assert.deepEqual(s1.replicas.map((r) => [r.url, r.mode, r.silent, r.behindRepositories]), [
+        ['http://r1:8080', 'async', false, 0],
+        ['http://r2:8080', 'async', false, 1],
+      ]);
       assert.equal(s1.snapshotLag.dirtyRepositories, 1);
       assert.ok(s1.snapshotLag.oldestUnpersistedAgeMs! >= 90_000 && s1.snapshotLag.oldestUnpersistedAgeMs! < 150_000, JSON.stringify(s1.snapshotLag));
       const s2 = byName(first.json).get('eu-2')!;
-      assert.deepEqual([s2.writer, s2.standbys, s2.snapshotLag.dirtyRepositories, s2.repositories], [null, [], 0, 1]);
+      assert.deepEqual([s2.writer, s2.standbys, s2.replicas, s2.snapshotLag.dirtyRepositories, s2.repositories], [null, [], [], 0, 1]);
+
+      // r1 falls silent (unheard of for 11 s, past REPLICA_SEEN_WITHIN_MS): frontends send it nothing, and status says so.
+      await meta.db.updateTable('replicas').set({ last_seen_at: sql<number>`last_seen_at - 11000` }).where('url', '=', 'http://r1:8080').execute();
+      assert.match((await cli(['cluster', 'status'])).stdout, /\n {2}replica {4}http:\/\/r1:8080 \(async, disk 11111111\), SILENT \(seen 1\d s ago\): no reads\n/);
 
       // node-b unheard of for 31 s: more than 3 lease lifetimes of 5 s (the default), not of 20 s.
       await meta.db.updateTable('storage_nodes').set({ last_seen_at: sql<number>`last_seen_at - 31000` }).where('holder', '=', 'node-b/2/y').execute();

@@ -1,6 +1,6 @@
 /**
- * `gitstratum cluster status`: every shard with what it holds, its writer, its standbys and
- * its snapshot lag (repos/cluster-status.ts decides; this prints). It exits 1 when an active (or non-empty)
+ * `gitstratum cluster status`: every shard with what it holds, its writer, its standbys, its
+ * replicas and their lag, and its snapshot lag (repos/cluster-status.ts decides; this prints). It exits 1 when an active (or non-empty)
  * shard has no live writer, so monitoring can run it as a check.
  */
 import type { Command } from 'commander';
@@ -18,6 +18,16 @@ function writerLine(s: ShardStatus): string {
   if (!w) return s.state === 'active' || s.repositories > 0 ? 'NONE: its repositories cannot be served' : 'none';
   const expiry = w.live ? `expires in ${duration(w.expiresInMs)}` : `EXPIRED ${duration(-w.expiresInMs)} ago`;
   return `${w.holder} at ${w.url}, epoch ${w.epoch}, held for ${duration(w.heldForMs)}, ${expiry}`;
+}
+
+function replicaLine(r: ShardStatus['replicas'][number]): string {
+  const seen = `seen ${duration(r.lastSeenAgoMs)} ago`;
+  const state = r.silent
+    ? `SILENT (${seen}): no reads`
+    : r.behindRepositories === 0
+      ? `up to date, ${seen}`
+      : `${count(r.behindRepositories, 'repository', 'repositories')} behind, oldest change ${duration(r.lagMs)} ago, ${seen}`;
+  return `${r.url} (${r.mode}, disk ${r.diskId.slice(0, 8)}), ${state}`;
 }
 
 function lagLine(s: ShardStatus): string {
@@ -41,6 +51,7 @@ export function describeClusterStatus(status: ClusterStatus): string[] {
       const seen = `seen ${duration(n.lastSeenAgoMs)} ago`;
       lines.push(label('standby') + `${n.holder} at ${n.url}, ${n.gone ? `gone (${seen})` : seen}`);
     }
+    for (const r of s.replicas) lines.push(label('replica') + replicaLine(r));
     lines.push(label('snapshots') + lagLine(s));
   }
   if (lines.length > 0) lines.push('');
@@ -62,7 +73,7 @@ export function registerClusterCommands(program: Command): void {
     cluster
       .command('status')
       .description(
-        'every shard: state, repositories, git bytes, its writer (lease holder, epoch, lease age), its standbys and its snapshot lag; exits 1 when a shard that is active or holds repositories has no live writer',
+        'every shard: state, repositories, git bytes, its writer (lease holder, epoch, lease age), its standbys, its replicas (how far behind) and its snapshot lag; exits 1 when a shard that is active or holds repositories has no live writer',
       )
       .option('--shard-lease-seconds <s>', "the storage nodes' lease lifetime, if not the default (a node unseen for 3 of them is shown as gone)"),
   ).action(

@@ -113,3 +113,46 @@ export async function shardHasReplicas(meta: Meta, shard: string, seenWithinMs: 
     .executeTakeFirst();
   return row !== undefined;
 }
+
+export interface ReplicaState {
+  diskId: string;
+  shard: string;
+  url: string;
+  mode: string;
+  /** How long ago, by the database's clock, its latest heartbeat was (never negative). */
+  lastSeenAgoMs: number;
+  /** Repositories of its shard whose refs version it has not reached. */
+  behindRepositories: number;
+  /** Age of the oldest refs version it has not reached (0 when it has them all): its lag. */
+  lagMs: number;
+}
+
+/**
+ * Every replica the database knows (or those of one shard), by shard then URL, with how far
+ * behind each is: one query per replica (replicas are few; `cluster status` asks).
+ */
+export async function listReplicas(meta: Meta, opts: { shard?: string | undefined } = {}): Promise<ReplicaState[]> {
+  const now = nowMs(meta.dialect);
+  const rows = await meta.db
+    .selectFrom('replicas')
+    .select(['disk_id', 'shard', 'url', 'mode', sql<number | string>`${now} - last_seen_at`.as('ago')])
+    .$if(opts.shard !== undefined, (qb) => qb.where('shard', '=', opts.shard!))
+    .orderBy('shard')
+    .orderBy('url')
+    .orderBy('disk_id')
+    .execute();
+  const out: ReplicaState[] = [];
+  for (const r of rows) {
+    const behind = await behindRepositories(meta, r.disk_id, r.shard);
+    out.push({
+      diskId: r.disk_id,
+      shard: r.shard,
+      url: r.url,
+      mode: r.mode,
+      lastSeenAgoMs: Math.max(0, Number(r.ago)),
+      behindRepositories: behind.length,
+      lagMs: behind.reduce((max, b) => Math.max(max, b.lagMs), 0),
+    });
+  }
+  return out;
+}

@@ -1,7 +1,8 @@
 /**
  * What `gitstratum cluster status` reports (issue 10, "Operations"): for every shard, what it
  * holds (the shard summaries of shards.ts), who writes it (its lease), who stands by (the
- * storage-node registry, meta/storage-nodes.ts) and how far its snapshots lag (the snapshot
+ * storage-node registry, meta/storage-nodes.ts), which replicas follow it and how far behind
+ * each is (meta/replication.ts, issue 11) and how far its snapshots lag (the snapshot
  * worker's own "dirty" rule, meta/snapshots.ts, filtered by shard).
  *
  * Health, for monitoring: the cluster is healthy when every shard in use (active, or draining
@@ -15,6 +16,7 @@
  */
 import type { MetaStore } from '../meta/db.js';
 import { listNodes, type StorageNode } from '../meta/storage-nodes.js';
+import { listReplicas, REPLICA_SEEN_WITHIN_MS } from '../meta/replication.js';
 import { dirtyRepositories } from '../meta/snapshots.js';
 import { requireSiteAdmin, type Actor } from '../access/policy.js';
 import type { ShardService, ShardSummary } from './shards.js';
@@ -41,6 +43,19 @@ export interface StandbyStatus {
   gone: boolean;
 }
 
+export interface ReplicaStatus {
+  diskId: string;
+  url: string;
+  mode: string;
+  lastSeenAgoMs: number;
+  /** Not heard from within REPLICA_SEEN_WITHIN_MS: frontends send it no reads. */
+  silent: boolean;
+  /** Repositories of the shard whose refs version it has not reached (it gets no reads of those). */
+  behindRepositories: number;
+  /** Age of the oldest refs version it has not reached; 0 when up to date. */
+  lagMs: number;
+}
+
 export interface SnapshotLag {
   /** Repositories of the shard with pushes not yet in a snapshot. */
   dirtyRepositories: number;
@@ -53,6 +68,8 @@ export interface ShardStatus extends Omit<ShardSummary, 'lease'> {
   writer: WriterStatus | null;
   /** The shard's registered nodes other than its lease holder. */
   standbys: StandbyStatus[];
+  /** Copies of the shard on other disks (`--replica`), serving reads when up to date. */
+  replicas: ReplicaStatus[];
   snapshotLag: SnapshotLag;
 }
 
@@ -96,6 +113,7 @@ export async function clusterStatus(
   const goneAfterMs = GONE_AFTER_LEASES * opts.leaseMs;
   const summaries = await deps.shards.list(actor);
   const nodes = await listNodes(meta);
+  const replicas = await listReplicas(meta);
   // One query per shard: the worker's rule as it is, with its shard filter (shards are few).
   const dirty = new Map<string, { oldestPushAt: string }[]>();
   for (const s of summaries) dirty.set(s.name, await dirtyRepositories(meta.db, { shard: s.name }));
@@ -104,7 +122,10 @@ export async function clusterStatus(
   const shards = summaries.map(({ lease, ...s }): ShardStatus => {
     const writer = lease && { ...lease, live: lease.expiresInMs > 0 };
     const standbys = nodes.filter((n) => n.shard === s.name && n.holder !== lease?.holder).map((n) => standbyOf(n, goneAfterMs));
-    return { ...s, writer, standbys, snapshotLag: lagOf(dirty.get(s.name) ?? [], nowMs) };
+    const copies = replicas
+      .filter((r) => r.shard === s.name)
+      .map(({ diskId, url, mode, lastSeenAgoMs, behindRepositories, lagMs }) => ({ diskId, url, mode, lastSeenAgoMs, silent: lastSeenAgoMs > REPLICA_SEEN_WITHIN_MS, behindRepositories, lagMs }));
+    return { ...s, writer, standbys, replicas: copies, snapshotLag: lagOf(dirty.get(s.name) ?? [], nowMs) };
   });
   // A shard needs a writer while it takes new repositories or still holds some (a draining one).
   const withoutWriter = shards.filter((s) => (s.state === 'active' || s.repositories > 0) && !s.writer?.live).map((s) => s.name);
