@@ -26,7 +26,7 @@ import { appendEvent } from './meta/snapshots.js';
 import { createBackground } from './background.js';
 import { createResidencyMetrics, Residency } from './snapshots/eviction.js';
 import { countEvicted } from './meta/residency.js';
-import { LocalRepoHost, repoDir, repositoryConfig } from './repos/local-host.js';
+import { LocalRepoHost, repoDir, repoIdsOnDisk, repositoryConfig } from './repos/local-host.js';
 import { findRepositoryById, listRepositories } from './meta/repositories.js';
 import { pushLimitHooks } from './repos/push-limits.js';
 import { createRecoveryMetrics, Recovery } from './repos/recovery.js';
@@ -374,6 +374,8 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
             store: rawStore,
             dataDir: core.dataDir,
             repoPath,
+            copies: () => repoIdsOnDisk(core.dataDir),
+            removeCopy: (id) => localHost.remove(id),
             repoConfig: repositoryConfig(),
             secret: config.clusterSecret!,
             writerUrl: async () => {

@@ -13,6 +13,8 @@
  *   drift the versions do not show (a round compares every ref with the writer's).
  * - At most `concurrency` rounds at a time, one per repository; a failed round is logged and
  *   counted, and the repository tried again at the next pass.
+ * - A copy of a repository no longer on the shard (deleted on the writer, or moved away) is
+ *   removed at the next pass.
  */
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -47,6 +49,10 @@ export interface MirrorDeps {
   store: ObjectStore;
   dataDir: string;
   repoPath(id: string): string;
+  /** The repositories this disk holds a copy of. */
+  copies(): Promise<string[]>;
+  /** Removes this disk's copy of a repository. */
+  removeCopy(id: string): Promise<void>;
   repoConfig: readonly (readonly [string, string])[];
   /** The cluster secret: replica tokens are made with it. */
   secret: string;
@@ -58,6 +64,7 @@ export interface MirrorDeps {
 
 export interface MirrorMetrics {
   rounds: { inc(labels: { result: 'ok' | 'failed' }): void };
+  removed: { inc(): void };
   lagSeconds: { set(value: number): void };
   behind: { set(value: number): void };
 }
@@ -132,9 +139,20 @@ export class Mirror {
       const reading = this.roundVersions.get(r.id);
       if (reading === undefined || reading < BigInt(r.version)) this.want(r.id);
     }
-    if (performance.now() - this.lastReconcile >= this.opts.reconcileMs) {
+    const reconcile = performance.now() - this.lastReconcile >= this.opts.reconcileMs;
+    // The disk is listed before the database is read: a copy made in between is not in the
+    // listing, so it is never taken for the copy of a repository that is gone.
+    const onDisk = await this.deps.copies();
+    const onShard = new Set((await listRepositories(meta.db)).filter((r) => r.shard === this.opts.shard).map((r) => r.id));
+    for (const id of onDisk) {
+      if (onShard.has(id) || this.running.has(id) || this.wanted.has(id)) continue;
+      await this.deps.removeCopy(id);
+      metrics.removed.inc();
+      this.deps.log.info({ repo_id: id }, 'replica removed its copy of a repository no longer on its shard');
+    }
+    if (reconcile) {
       this.lastReconcile = performance.now();
-      for (const r of await listRepositories(meta.db)) if (r.shard === this.opts.shard) this.want(r.id);
+      for (const id of onShard) this.want(id);
     }
   }
 
@@ -195,6 +213,7 @@ export class Mirror {
 
 export function createMirrorMetrics(registry: Registry): MirrorMetrics {
   return {
+    removed: new Counter({ name: 'gitstratum_replica_copies_removed_total', help: 'Copies this replica removed because their repository left its shard (deleted, or moved away).', registers: [registry] }),
     rounds: new Counter({ name: 'gitstratum_replica_rounds_total', help: 'Rounds of this replica following its writer, one per repository brought up to it, by result.', labelNames: ['result'] as const, registers: [registry] }),
     lagSeconds: new Gauge({ name: 'gitstratum_replica_lag_seconds', help: 'Age of the oldest refs version of the shard this replica has not reached, at its last pass (0: up to date).', registers: [registry] }),
     behind: new Gauge({ name: 'gitstratum_replica_behind_repositories', help: 'Repositories of the shard whose refs version this replica had not reached, at its last pass.', registers: [registry] }),

@@ -8,7 +8,7 @@
  * the hook socket): `serving`. Without it (the admin CLI) the host creates and removes only.
  */
 import { createGunzip } from 'node:zlib';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { cloneLocalMirror, initBare, setConfig, setSymbolicRef, symbolicHead } from '../git/command.js';
 import type { GitResponse, GitServices, ServiceLimits } from '../git/smart-http.js';
@@ -18,6 +18,18 @@ import type { GitCall, HostedRepo, NewRepo, RepoHost, RpcCall } from './host.js'
 /** Where repositories live under a data directory (the node's own modules use it; callers of RepoHost never do). */
 export function repoDir(dataDir: string, id: string): string {
   return path.join(dataDir, 'repos', id.slice(0, 2), `${id}.git`);
+}
+
+/** The ids of the repositories on this disk, from the directory layout of repoDir(). */
+export async function repoIdsOnDisk(dataDir: string): Promise<string[]> {
+  const root = path.join(dataDir, 'repos');
+  const ids: string[] = [];
+  for (const prefix of await readdir(root).catch(() => [] as string[])) {
+    for (const name of await readdir(path.join(root, prefix)).catch(() => [] as string[])) {
+      if (name.endsWith('.git') && name.startsWith(prefix)) ids.push(name.slice(0, -'.git'.length));
+    }
+  }
+  return ids.sort();
 }
 
 /** Settings every new repository gets (see docs/design/repositories.md for why each). */

@@ -18,7 +18,7 @@
  */
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BIN, Git, Server, databaseBackends, freshDatabaseUrl, run, tempDir } from './harness.js';
@@ -192,6 +192,22 @@ describe('an async replica follows its writer', { skip: !databaseBackends().incl
     await git.ok(['fetch', '-q', 'origin'], { cwd: reader });
     assert.ok((await reads('replica')) > before, 'the replica answered a read');
     assert.equal(await git.revParse(reader, 'refs/remotes/origin/main'), await git.revParse(work, 'HEAD'));
+  });
+
+  test('a repository deleted on the writer loses its copy on the replica; the others keep theirs', async () => {
+    const gone = (JSON.parse(await cli(['repo', 'create', 'alice/main/gone', '--json'])) as { id: string }).id;
+    await git.ok(['push', '-q', frontend.repoUrl('alice/main/gone.git', token), 'main'], { cwd: work });
+    const copy = path.join(replicaDisk, 'repos', gone.slice(0, 2), `${gone}.git`);
+    const exists = (dir: string) => stat(dir).then(() => true, () => false);
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline && !(await exists(copy)); await sleep(100));
+    assert.ok(await exists(copy), 'the replica made a copy of the new repository');
+
+    await cli(['repo', 'delete', 'alice/main/gone']);
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline && (await exists(copy)); await sleep(100));
+    assert.equal(await exists(copy), false, 'the copy of the deleted repository is gone');
+    assert.match(await (await fetch(new URL('/metrics', replica.url))).text(), /^gitstratum_replica_copies_removed_total 1$/m);
+    assert.ok(replica.logs.some((l) => l.includes('replica removed its copy') && l.includes(gone)));
+    assert.ok(await exists(repoOn(replicaDisk)), 'the copy of alice/main/r stays');
   });
 
   test('a corrupt commit from the writer is refused: no ref of the replica moves, and it says why', async () => {
