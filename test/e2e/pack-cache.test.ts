@@ -1,7 +1,7 @@
 /**
  * The upload-pack response cache with the real git client: never stale (pushes, refs changed
  * on disk behind the server's back, new tags, a push during a storm), single flight (twenty
- * concurrent clones, one pack generation), damaged entries never served, a full disk falling
+ * concurrent clones, one pack generation), incremental fetches of runners at one commit, damaged entries never served, a full disk falling
  * back to plain git, and clones of different shapes never mixed up.
  * One server for the file (the full-disk scenario starts its own, differently configured);
  * every scenario creates and pushes its own repository.
@@ -103,6 +103,33 @@ test('after a push, the next clone sees the new commit, over v0 and v2', async (
   // v0's advertisement lists the refs, v2's only capabilities: the push changed the first only.
   assert.equal(after('gitstratum_pack_cache_requests_total', { endpoint: 'advertisement', result: 'miss' }), 1);
   assert.equal(after('gitstratum_pack_cache_requests_total', { endpoint: 'advertisement', result: 'hit' }), 1);
+});
+
+test('CI runners that keep a workspace fetch after a push: the same fetch twice is stored, a third runs no git (v0 and v2)', async () => {
+  for (const version of [0, 2] as const) {
+    const f = await fixture(server, `runners-v${version}`, { seed: 20 + version, commits: 4 });
+    // Three runners' workspaces at the same commit.
+    const runners = [await clone(f.url, { version }), await clone(f.url, { version }), await clone(f.url, { version })];
+    await git.commits(f.work, 2, { seed: 30 + version });
+    await git.ok(['push', '-q', f.pushUrl, 'main'], { cwd: f.work });
+    const pushed = await git.revParse(f.work, 'main');
+    const fetchIn = async (dir: string) => {
+      const m = await metrics();
+      await git.ok(['-c', `protocol.version=${version}`, 'fetch', '-q', 'origin'], { cwd: dir });
+      await packCacheSettled(server.url);
+      assert.equal(await git.revParse(dir, 'origin/main'), pushed);
+      await git.ok(['fsck', '--no-progress'], { cwd: dir });
+      return delta(m, await metrics());
+    };
+    const first = await fetchIn(runners[0]!);
+    assert.ok(first('gitstratum_pack_cache_uncacheable_total', { reason: 'have' }) >= 1, 'the first negotiation went to git uncached');
+    assert.equal(first(...fetchResult('hit')), 0);
+    const second = await fetchIn(runners[1]!);
+    assert.ok(second(...fetchResult('miss')) >= 1, 'the second was generated through the cache');
+    const third = await fetchIn(runners[2]!);
+    assert.equal(third(...fetchResult('miss')) + third('gitstratum_pack_cache_uncacheable_total', { reason: 'have' }), 0, 'the third ran no git');
+    assert.ok(third(...fetchResult('hit')) >= 1);
+  }
 });
 
 test('a ref changed on disk behind the server\'s back is seen by the next clone', async () => {

@@ -271,12 +271,56 @@ test('a generation that will be stored runs to the end after its only client lef
   }
 });
 
-test('requests with haves, large bodies and pushes go to git every time, body intact', async () => {
-  const t = await setup({ maxRequestBytes: 200 });
+test('a negotiation goes to git uncached when first seen; seen again it is generated once for all its followers, then hit', async () => {
+  const t = await setup();
   try {
     const withHave = fetchBody(`have ${'b'.repeat(40)}`);
+    const answer = async (call: Promise<Call>, out: string) => {
+      const c = await call;
+      assert.ok(c.body.equals(withHave) || c.body.includes('have '), 'git got the request as sent');
+      c.out.write(out);
+      c.exit(0);
+    };
+    // First sighting: plain git, nothing written to the cache.
+    let next = t.git.next();
+    const first = t.rpc(withHave);
+    await answer(next, 'ACK and pack, 1');
+    assert.equal(await text(await first), 'ACK and pack, 1');
+    assert.equal(await t.metric('gitstratum_pack_cache_uncacheable_total', { reason: 'have' }), 1);
+    // No generation ran through the cache (a flight not admitted would count as not stored).
+    assert.equal((await t.metric('gitstratum_pack_cache_stored_total')) + (await t.metric('gitstratum_pack_cache_not_stored_total')), 0);
+
+    // Second sighting, with a follower from another git version: one generation, stored.
+    next = t.git.next();
+    const second = [t.rpc(withHave), t.rpc(Buffer.from(withHave.toString().replace('agent=git/2.39.5', 'agent=git/2.47.1')))];
+    const texts = Promise.all(second.map(async (r) => text(await r)));
+    await answer(next, 'ACK and pack, 2');
+    assert.deepEqual(await texts, ['ACK and pack, 2', 'ACK and pack, 2']);
+    assert.equal(t.git.calls.length, 2);
+    assert.equal(await eventually(() => t.metric('gitstratum_pack_cache_stored_total'), 1), 1);
+
+    // Third: from disk, no git.
+    const hit = await t.rpc(withHave);
+    assert.equal(await text(hit), 'ACK and pack, 2');
+    assert.equal((await hit.done).spawned, false);
+    assert.equal(t.git.calls.length, 2);
+
+    // Another have list is another request: git again, first sighting.
+    next = t.git.next();
+    const other = t.rpc(fetchBody(`have ${'c'.repeat(40)}`));
+    await answer(next, 'other');
+    assert.equal(await text(await other), 'other');
+    assert.equal(await t.metric('gitstratum_pack_cache_uncacheable_total', { reason: 'have' }), 2);
+  } finally {
+    await t.cleanup();
+  }
+});
+
+test('large bodies and pushes go to git every time, body intact', async () => {
+  const t = await setup({ maxRequestBytes: 200 });
+  try {
     const large = Buffer.concat([fetchBody(), ...Array.from({ length: 5 }, () => pktLine(`want ${'c'.repeat(40)}\n`))]);
-    for (const [body, service] of [[withHave, 'upload-pack'], [withHave, 'upload-pack'], [large, 'upload-pack'], [withHave, 'receive-pack']] as const) {
+    for (const [body, service] of [[large, 'upload-pack'], [large, 'upload-pack'], [fetchBody(`have ${'b'.repeat(40)}`), 'receive-pack']] as const) {
       const next = t.git.next();
       const res = t.rpc(body, undefined, service);
       const call = await next;
@@ -284,9 +328,8 @@ test('requests with haves, large bodies and pushes go to git every time, body in
       call.exit(0);
       await text(await res);
     }
-    assert.equal(t.git.calls.length, 4);
-    assert.equal(await t.metric('gitstratum_pack_cache_uncacheable_total', { reason: 'have' }), 2);
-    assert.equal(await t.metric('gitstratum_pack_cache_uncacheable_total', { reason: 'request_too_large' }), 1);
+    assert.equal(t.git.calls.length, 3);
+    assert.equal(await t.metric('gitstratum_pack_cache_uncacheable_total', { reason: 'request_too_large' }), 2);
   } finally {
     await t.cleanup();
   }

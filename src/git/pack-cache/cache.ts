@@ -76,6 +76,8 @@ interface Request {
   /** The normalized request body (empty for the advertisement). */
   request: Buffer;
   bytesIn: number;
+  /** The request has `have` lines (key.ts): stored only when seen a second time in the window. */
+  negotiation?: boolean;
 }
 
 type Generate = (signal: AbortSignal) => Promise<GitResponse>;
@@ -101,6 +103,8 @@ class ResponseCache implements PackCache {
   private readonly flights = new Map<string, Flight>();
   private readonly refsVersions: RefsVersionSource;
   private readonly sightings: Sightings;
+  /** Negotiations are mostly one client's own: only one seen twice in the window runs through the cache. */
+  private readonly negotiations: Sightings;
   private readonly admission: GenerationAdmission;
 
   constructor(
@@ -112,6 +116,7 @@ class ResponseCache implements PackCache {
     private readonly log: Logger,
   ) {
     this.sightings = new Sightings(opts.admitAfter, opts.admitWindowMs);
+    this.negotiations = new Sightings(2, opts.admitWindowMs);
     this.refsVersions = opts.versions ?? diskVersions();
     this.admission = new GenerationAdmission(opts.admission);
     metrics.observeGenerations({ running: () => this.admission.running, queued: () => this.admission.queued });
@@ -152,6 +157,7 @@ class ResponseCache implements PackCache {
       endpoint: classified.endpoint,
       request: classified.normalized,
       bytesIn: bytes.length,
+      negotiation: classified.negotiation,
     };
     return this.serve(req, plain, signal);
   }
@@ -200,6 +206,12 @@ class ResponseCache implements PackCache {
       flight = this.flights.get(key);
       if (flight) return this.join(flight, req, generate, signal);
     }
+    // A negotiation's first sighting goes to git as before, writing no cache file: most are
+    // one client's alone. The second within the window (CI runners at one commit) is stored.
+    if (req.negotiation && !this.negotiations.sight(key)) {
+      this.uncacheable(req.endpoint, 'have');
+      return this.uncached(req, generate, signal);
+    }
     if (!(await this.store.hasFreeSpace())) {
       this.uncacheable(req.endpoint, 'no_space');
       return this.uncached(req, generate, signal);
@@ -219,7 +231,7 @@ class ResponseCache implements PackCache {
         },
       },
       generate,
-      this.sightings.sight(key),
+      req.negotiation === true || this.sightings.sight(key),
     );
     this.flights.set(key, flight);
     this.metrics.requests.inc({ endpoint: req.endpoint, result: 'miss' });

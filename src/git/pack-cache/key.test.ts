@@ -51,13 +51,27 @@ test('v2: agent= lines are dropped, session-id= lines are not (git refuses them 
   assert.equal(lsRefs.endpoint, 'ls-refs');
 });
 
-test('requests with have lines, other commands and broken framing are not cacheable', () => {
-  assert.deepEqual(classifyUploadPackRequest(v0('side-band-64k', `have ${b}`), 0), { cacheable: false, endpoint: 'fetch', reason: 'have' });
-  assert.deepEqual(classifyUploadPackRequest(v2('fetch', [], [`want ${a}`, `have ${b}`, 'done']), 2), {
-    cacheable: false,
-    endpoint: 'fetch',
-    reason: 'have',
-  });
+test('requests with have lines are negotiations, keyed on every have; others are not', () => {
+  const c = 'c'.repeat(40);
+  for (const [body, version] of [
+    [v0('side-band-64k agent=x', `have ${b}`), 0],
+    [v2('fetch', ['agent=x'], [`want ${a}`, `have ${b}`, 'done']), 2],
+  ] as const) {
+    const classified = classifyUploadPackRequest(body, version);
+    assert.ok(classified.cacheable && classified.negotiation && classified.endpoint === 'fetch', JSON.stringify(classified));
+  }
+  const plain = classifyUploadPackRequest(v2('fetch', [], [`want ${a}`, 'done']), 2);
+  assert.ok(plain.cacheable && !plain.negotiation);
+  // Another have, another order, or one more: another key body. The same request from another agent: the same.
+  const base = normalized(v2('fetch', ['agent=x'], [`want ${a}`, `have ${b}`, `have ${c}`, 'done']), 2);
+  assert.equal(normalized(v2('fetch', ['agent=y'], [`want ${a}`, `have ${b}`, `have ${c}`, 'done']), 2), base);
+  assert.notEqual(normalized(v2('fetch', ['agent=x'], [`want ${a}`, `have ${c}`, `have ${b}`, 'done']), 2), base);
+  assert.notEqual(normalized(v2('fetch', ['agent=x'], [`want ${a}`, `have ${b}`, 'done']), 2), base);
+  assert.notEqual(normalized(v2('fetch', ['agent=x'], [`want ${a}`, `have ${b}`, `have ${c}`]), 2), base, 'a round without done');
+  assert.notEqual(normalized(v0('side-band-64k', `have ${b}`), 0), normalized(v0('side-band-64k', `have ${c}`), 0));
+});
+
+test('other commands and broken framing are not cacheable', () => {
   assert.equal(classifyUploadPackRequest(v2('object-info', [], ['size', `oid ${a}`]), 2).cacheable, false);
   assert.deepEqual(classifyUploadPackRequest(Buffer.from('0010want'), 0), { cacheable: false, endpoint: 'other', reason: 'malformed' });
   assert.equal(parsePackets(Buffer.from('zzzz')), undefined);

@@ -11,9 +11,12 @@
  * - v2: `agent=` capability lines (always advertised, never read by ls-refs or fetch). Not
  *   `session-id=`: git dies on it unless transfer.advertiseSID is set, so it stays in the key.
  *
- * A request with any `have` line is a negotiation unique to the client's history: not
- * cached. Nor is a v2 command other than `fetch` and `ls-refs`, or a body that does not parse
- * (git gets it as before and answers with its own error).
+ * A request with `have` lines is a negotiation: usually unique to one client's history, but
+ * CI runners that keep a workspace at the same commit all send the same one after a push. It
+ * is cacheable (`negotiation`), keyed like any other on its whole normalized body, haves
+ * included, so its response is only ever served for the same request; the cache stores one only
+ * on its second sighting (cache.ts). Not cached: a v2 command other than `fetch` and `ls-refs`,
+ * or a body that does not parse (git gets it as before and answers with its own error).
  */
 import { createHash } from 'node:crypto';
 import { MAX_PKT_LEN, pktLine } from '../pkt-line.js';
@@ -24,7 +27,7 @@ export type ProtocolVersion = 0 | 1 | 2;
 export type UncacheableReason = 'have' | 'command' | 'malformed' | 'request_too_large' | 'no_space' | 'refs_unreadable';
 
 export type Classified =
-  | { cacheable: true; endpoint: 'ls-refs' | 'fetch'; normalized: Buffer }
+  | { cacheable: true; endpoint: 'ls-refs' | 'fetch'; normalized: Buffer; negotiation: boolean }
   | { cacheable: false; endpoint: Endpoint | 'other'; reason: UncacheableReason };
 
 /** The protocol version of a `version=N` value as gitProtocolValue() returns it. */
@@ -99,6 +102,7 @@ export function classifyUploadPackRequest(body: Buffer, version: ProtocolVersion
 
 function classifyV0(packets: Packet[]): Classified {
   let firstWant = true;
+  let negotiation = false;
   const out: Packet[] = [];
   for (const p of packets) {
     if (!isData(p)) {
@@ -106,7 +110,7 @@ function classifyV0(packets: Packet[]): Classified {
       continue;
     }
     const line = chomp(p.payload);
-    if (line.startsWith('have ')) return { cacheable: false, endpoint: 'fetch', reason: 'have' };
+    if (line.startsWith('have ')) negotiation = true;
     if (firstWant && line.startsWith('want ')) {
       firstWant = false;
       out.push({ kind: 'data', payload: normalizeFirstWant(p.payload) });
@@ -114,12 +118,13 @@ function classifyV0(packets: Packet[]): Classified {
     }
     out.push(p);
   }
-  return { cacheable: true, endpoint: 'fetch', normalized: encode(out) };
+  return { cacheable: true, endpoint: 'fetch', normalized: encode(out), negotiation };
 }
 
 function classifyV2(packets: Packet[]): Classified {
   let command: string | undefined;
   let inArgs = false;
+  let negotiation = false;
   const out: Packet[] = [];
   for (const p of packets) {
     if (!isData(p)) {
@@ -133,12 +138,12 @@ function classifyV2(packets: Packet[]): Classified {
       if (line.startsWith('agent=')) continue;
       if (line.startsWith('command=')) command = line.slice('command='.length);
     } else if (line.startsWith('have ')) {
-      return { cacheable: false, endpoint: command === 'ls-refs' ? 'ls-refs' : command === 'fetch' ? 'fetch' : 'other', reason: 'have' };
+      negotiation = true;
     }
     out.push(p);
   }
   if (command !== 'fetch' && command !== 'ls-refs') return { cacheable: false, endpoint: 'other', reason: 'command' };
-  return { cacheable: true, endpoint: command, normalized: encode(out) };
+  return { cacheable: true, endpoint: command, normalized: encode(out), negotiation };
 }
 
 export interface KeyParts {

@@ -22,7 +22,7 @@ export function createPackCacheMetrics(registry: Registry) {
     }),
     uncacheable: new Counter({
       name: 'gitstratum_pack_cache_uncacheable_total',
-      help: 'upload-pack requests served without the cache, by reason (have, command, malformed, request_too_large, no_space, refs_unreadable)',
+      help: 'upload-pack requests served without the cache, by reason (have: a request with have lines seen once in the admission window; command, malformed, request_too_large, no_space, refs_unreadable)',
       labelNames: ['reason'] as const,
       registers: [registry],
     }),
