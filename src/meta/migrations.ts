@@ -345,6 +345,24 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('replica_positions_repository_idx').on('replica_positions').column('repository_id').execute();
       },
     },
+    '0017_sync_refs': {
+      async up(db: Kysely<any>) {
+        // The synchronous standby's record of a shard's ref transactions (meta/sync-refs.ts):
+        // per ref, the value its writer last committed and the one a transaction has prepared.
+        await db.schema
+          .createTable('sync_refs')
+          .addColumn('repository_id', 'text', (c) => c.notNull().references('repositories.id').onDelete('cascade'))
+          .addColumn('ref', 'text', (c) => c.notNull())
+          .addColumn('committed', 'text')
+          .addColumn('committed_epoch', 'bigint')
+          .addColumn('pending', 'text')
+          .addColumn('pending_key', 'text')
+          .addColumn('updated_at', 'bigint', (c) => c.notNull())
+          .addPrimaryKeyConstraint('sync_refs_pk', ['repository_id', 'ref'])
+          .execute();
+        await db.schema.createIndex('sync_refs_pending_idx').on('sync_refs').columns(['repository_id', 'pending_key']).execute();
+      },
+    },
   };
 }
 

@@ -229,6 +229,21 @@ export interface ReplicaPositionsTable {
   applied_at: number | string;
 }
 
+export interface SyncRefsTable {
+  repository_id: string;
+  ref: string;
+  /** The value the writer last committed (the zero id: deleted); null until one commits. */
+  committed: string | null;
+  /** The writer's lease epoch when it committed. */
+  committed_epoch: number | string | null;
+  /** A prepared transaction's value, not yet committed (or never: its push failed). */
+  pending: string | null;
+  /** Which transaction prepared `pending` (meta/sync-refs.ts transactionKey). */
+  pending_key: string | null;
+  /** Milliseconds since the epoch, by the database's clock. */
+  updated_at: number | string;
+}
+
 export interface Database {
   owners: OwnersTable;
   users: UsersTable;
@@ -252,4 +267,5 @@ export interface Database {
   repository_refs_versions: RepositoryRefsVersionsTable;
   replicas: ReplicasTable;
   replica_positions: ReplicaPositionsTable;
+  sync_refs: SyncRefsTable;
 }
