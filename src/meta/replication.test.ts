@@ -8,26 +8,17 @@ import { rm } from 'node:fs/promises';
 import { sql } from 'kysely';
 import { databaseBackends, freshDatabaseUrl, tempDir } from '../../test/e2e/harness.js';
 import { openMetaStore } from './db.js';
-import { insertOwner } from './owners.js';
-import { insertSpace } from './spaces.js';
-import { insertRepository } from './repositories.js';
-import { insertShard } from './shards.js';
+import { seedShardRepositories } from '../../test/support/shard-fixture.js';
 import { bumpRefsVersion, bumpShardRefsVersions } from './refs-versions.js';
 import { behindRepositories, positions, recordPosition, replicaHeartbeat, shardHasReplicas, upToDateReplicas } from './replication.js';
 
-const at = '2026-01-01T00:00:00.000Z';
 
 for (const backend of databaseBackends()) {
   test(`a replica is behind on the repositories whose refs version passed its position, on ${backend}`, async () => {
     const dataDir = await tempDir('gitstratum-replication-');
     const meta = await openMetaStore({ dataDir, databaseUrl: backend === 'postgres' ? await freshDatabaseUrl() : undefined });
     try {
-      await insertShard(meta.db, { name: 's1', acceptsNew: true, createdAt: at });
-      await insertOwner(meta.db, { id: 'O1', name: 'alice', kind: 'user', createdAt: at });
-      await insertSpace(meta.db, { id: 'S1', ownerId: 'O1', name: 'main', createdAt: at });
-      for (const [id, shard] of [['R1', 's1'], ['R2', 's1'], ['R3', 'local']] as const) {
-        await insertRepository(meta.db, { id, spaceId: 'S1', name: id.toLowerCase(), visibility: 'public', defaultBranch: 'main', shard, createdAt: at });
-      }
+      await seedShardRepositories(meta);
       await replicaHeartbeat(meta, { diskId: 'disk-a', shard: 's1', url: 'http://a:1', mode: 'async' });
       await replicaHeartbeat(meta, { diskId: 'disk-b', shard: 's1', url: 'http://b:1', mode: 'async' });
 

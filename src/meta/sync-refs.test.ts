@@ -8,13 +8,10 @@ import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { databaseBackends, freshDatabaseUrl, tempDir } from '../../test/e2e/harness.js';
 import { openMetaStore } from './db.js';
-import { insertOwner } from './owners.js';
-import { insertSpace } from './spaces.js';
-import { deleteRepository, insertRepository } from './repositories.js';
-import { insertShard } from './shards.js';
+import { seedShardRepositories } from '../../test/support/shard-fixture.js';
+import { deleteRepository } from './repositories.js';
 import { committedRefs, recordCommitted, recordPrepared, transactionKey } from './sync-refs.js';
 
-const at = '2026-01-01T00:00:00.000Z';
 const A = 'a'.repeat(40);
 const B = 'b'.repeat(40);
 const C = 'c'.repeat(40);
@@ -25,12 +22,7 @@ for (const backend of databaseBackends()) {
     const dataDir = await tempDir('gitstratum-sync-refs-');
     const meta = await openMetaStore({ dataDir, databaseUrl: backend === 'postgres' ? await freshDatabaseUrl() : undefined });
     try {
-      await insertShard(meta.db, { name: 's1', acceptsNew: true, createdAt: at });
-      await insertOwner(meta.db, { id: 'O1', name: 'alice', kind: 'user', createdAt: at });
-      await insertSpace(meta.db, { id: 'S1', ownerId: 'O1', name: 'main', createdAt: at });
-      for (const [id, shard] of [['R1', 's1'], ['R2', 's1'], ['R3', 'local']] as const) {
-        await insertRepository(meta.db, { id, spaceId: 'S1', name: id.toLowerCase(), visibility: 'public', defaultBranch: 'main', shard, createdAt: at });
-      }
+      await seedShardRepositories(meta);
       const push = async (repo: string, request: string, updates: { ref: string; new: string }[], commit: boolean, epoch = 1) => {
         const key = transactionKey(request, updates.map((u) => `x ${u.new} ${u.ref}\n`).join(''));
         await recordPrepared(meta.db, meta.dialect, repo, key, updates);
