@@ -17,7 +17,7 @@ import type { Limiter } from './git/limiter.js';
 import { createMaintenanceMetrics, maintainRepository, MaintenanceScheduler } from './git/maintenance.js';
 import { gitServices, type ServiceLimits } from './git/smart-http.js';
 import { openPackCache, type PackCacheOptions } from './git/pack-cache/cache.js';
-import { HOOK_NAMES, HookServer, hookRepoId, installHooks, parseRefLines, SERVER_HOOKS, type HookCall } from './git/hooks.js';
+import { HOOK_NAMES, HookServer, hookRepoId, installHooks, parseRefLines, SERVER_HOOKS, type HookAnswer, type HookCall } from './git/hooks.js';
 import { createMetrics } from './http/metrics.js';
 import type { ObjectStore } from './storage/object-store.js';
 import { createLocks } from './lfs/locks.js';
@@ -42,6 +42,10 @@ import { markEvicted } from './meta/residency.js';
 import { adoptFromSnapshots, lostPushAudit } from './snapshots/takeover.js';
 import { crashPoint, pausePoint } from './shared/crash.js';
 import { createMirrorMetrics, Mirror, replicaDiskId } from './replication/mirror.js';
+import { createSyncMetrics, SYNC_HOLD_TIMEOUT_MS, SyncTarget } from './replication/sync.js';
+import { committedRefs, recordCommitted, recordPrepared, transactionKey } from './meta/sync-refs.js';
+import { presentObjects, readRefsForSnapshot, updateRefsTransaction } from './git/command.js';
+import { refTransaction, type RefChange } from './replication/follow.js';
 
 /** What app.ts builds once for the whole process and hands to the node and the edge. */
 export interface Shared {
@@ -94,8 +98,14 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
   // and starts its background work only once it holds the lease, and stops when deposed.
   const shardLeases = config.role === 'storage' ? createShardLeases(core.meta) : undefined;
   const deposedHandlers: ((why: string) => void)[] = [];
-  // A replica never takes the lease: it follows the writer (replication/mirror.ts, below).
-  const writer = shardLeases && !config.replica
+  // What pushes of a writer wait for: the shard's synchronous replica (replication/sync.ts).
+  const syncMetrics = createSyncMetrics(metrics.registry);
+  const syncTarget = shardLeases
+    ? new SyncTarget({ shard: config.shard!, secret: config.clusterSecret!, timeoutMs: SYNC_HOLD_TIMEOUT_MS, self: config.advertiseUrl! }, { meta: core.meta, log: log.child({ component: 'sync' }), metrics: syncMetrics })
+    : undefined;
+  // An async replica never takes the lease: it follows the writer (replication/mirror.ts,
+  // below). A sync replica follows too, and stands by for the lease.
+  const writer = shardLeases && config.replica !== 'async'
     ? new ShardWriter(
         { shard: config.shard!, advertiseUrl: config.advertiseUrl!, leaseMs: config.shardLeaseSeconds * 1000 },
         {
@@ -103,7 +113,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
           log: log.child({ component: 'shard-lease' }),
           metrics: createShardWriterMetrics(metrics.registry),
           nodes: { heartbeat: (node) => heartbeat(core.meta, node), forget: (holder) => forget(core.meta, holder) },
-          events: { takeover: (epoch) => takeOverDisk(epoch), deposed: (why) => deposedHandlers.forEach((handler) => handler(why)) },
+          events: { takeover: (epoch) => (config.replica === 'sync' ? takeOverAsSyncStandby(epoch) : takeOverDisk(epoch)), deposed: (why) => deposedHandlers.forEach((handler) => handler(why)) },
         },
       )
     : undefined;
@@ -236,22 +246,51 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
 
   // A storage node's last word before a push's refs commit: the lease it was received under
   // must still be this node's, by the database (a writer paused past its lease and resumed
-  // never acknowledges a push). Installed on storage nodes only (SERVER_HOOKS).
+  // never acknowledges a push). Installed on storage nodes only (SERVER_HOOKS). A push run with
+  // a synchronous replica (GITSTRATUM_SYNC) also has the replica hold its objects here, and its
+  // record in PostgreSQL made pending here and committed at `committed` (replication/sync.ts).
   hooks.on('reference-transaction', async (call) => {
     const epoch = pushEpoch(call);
     const repoId = hookRepoId(call);
     if (epoch === undefined || !repoId) return { code: 0 };
+    const sync = call.env['GITSTRATUM_SYNC'] === '1';
+    const key = () => transactionKey(call.env['GITSTRATUM_REQUEST_ID'] ?? '', call.stdin);
+    if (call.args[0] === 'committed' && sync) return syncCommitted(repoId, key(), epoch);
     if (call.args[0] !== 'prepared') return { code: 0 };
     pausePoint('receive-before-ref-commit');
+    const updates = parseRefLines(call.stdin);
     try {
       if (writer?.heldEpoch !== epoch) throw unavailable('not_shard_writer', 'lease moved');
-      await fencedWrite((db) => bumpRefsVersion(db, core.meta.dialect, repoId, { announce: false }), epoch);
-      return { code: 0 };
+      await fencedWrite(async (db) => {
+        await bumpRefsVersion(db, core.meta.dialect, repoId, { announce: false });
+        if (sync) await recordPrepared(db, core.meta.dialect, repoId, key(), updates.map((u) => ({ ref: u.ref, new: u.newOid })));
+      }, epoch);
     } catch (err) {
       log.warn({ err, repo_id: hookRepoId(call), epoch }, 'push refused before its refs commit: the shard lease it was received under is not confirmed');
       return { code: 1, message: deposedMessage };
     }
+    if (!sync) return { code: 0 };
+    const oids = [...new Set(updates.map((u) => u.newOid).filter((oid) => !/^0+$/.test(oid)))];
+    const held = oids.length === 0 ? { held: true as const } : await syncTarget!.hold(repoId, oids);
+    if (held.held || !held.refuse) return { code: 0 };
+    return { code: 1, message: `gitstratum: push refused: ${held.reason}, and shard ${config.shard} accepts pushes only with one (sync_missing refuse). Retry later.` };
   });
+
+  /**
+   * A synchronous push's transaction committed on disk: recorded before git acknowledges the
+   * push, or the push is stopped (git ignores this hook's exit status, so the relay stops git).
+   */
+  async function syncCommitted(repoId: string, key: string, epoch: number): Promise<HookAnswer> {
+    try {
+      const recorded = await fencedWrite((db) => recordCommitted(db, core.meta.dialect, repoId, key, epoch), epoch);
+      if (recorded > 0) return { code: 0 };
+      throw new Error('no prepared record of this transaction');
+    } catch (err) {
+      syncMetrics.commitFailures.inc();
+      log.error({ err, repo_id: repoId, epoch }, 'a committed ref transaction was not recorded for the synchronous standby: its push is stopped before git reports it');
+      return { code: 1, abort: true, message: 'gitstratum: this push could not be recorded for the shard\'s synchronous standby; it is reported as failed (its refs may have moved: fetch to see)' };
+    }
+  }
 
   hooks.on('post-receive', pushLimits.postReceive);
 
@@ -266,10 +305,10 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     // Read per request: for a long data path the socket's place is chosen at listen().
     hookSocket: () => hooks.socketPath,
     residency,
-    ...(writer && { epoch: () => writer.heldEpoch }),
+    ...(writer && { epoch: () => writer.heldEpoch, sync: () => syncTarget?.active ?? false }),
   });
-  // A replica answers frontends' clones and fetches of its copies.
-  if (config.replica) registerNodeRoutes(http, { host: new ReplicaHost(localHost, config.shard!), secret: config.clusterSecret! });
+  // An async replica answers frontends' clones and fetches of its copies.
+  if (config.replica === 'async') registerNodeRoutes(http, { host: new ReplicaHost(localHost, config.shard!), secret: config.clusterSecret! });
   if (writer) {
     registerNodeRoutes(http, {
       host: new WriterHost(localHost, writer, config.shard!, refsChanged),
@@ -279,6 +318,8 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
         const r = await findRepositoryById(core.meta.db, id);
         return r && r.shard === config.shard ? { id: r.id, defaultBranch: r.defaultBranch, label: `${r.ownerName}/${r.spaceName}/${r.name}` } : undefined;
       },
+      // A sync replica, while it stands by: the writer's pushes wait for it to hold their objects.
+      ...(config.replica === 'sync' && { holdObjects: (id: string, oids: string[]) => mirror!.holdObjects(id, oids) }),
     });
   }
 
@@ -292,7 +333,9 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     await hooks.listen({ shared: writer !== undefined });
     await installHooks(core.dataDir, hooks.socketPath, writer ? HOOK_NAMES : SERVER_HOOKS);
     const started = Date.now();
-    const restoreRest = epoch !== undefined && config.failoverFrom === 'snapshots' ? await adoptMissing(epoch) : undefined;
+    // A sync standby has its own disk too: a repository it never copied comes from snapshots.
+    const ownDisk = config.failoverFrom === 'snapshots' || config.replica === 'sync';
+    const restoreRest = epoch !== undefined && ownDisk ? await adoptMissing(epoch) : undefined;
     // Refs may differ from what frontends cached (a push cut between its two bumps, or refs
     // brought back in time from snapshots): every repository of the shard gets a new version.
     if (epoch !== undefined) await fencedWrite((db) => bumpShardRefsVersions(db, core.meta.dialect, config.shard!), epoch);
@@ -358,12 +401,53 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     })();
   }
 
+  /**
+   * A sync replica takes its shard over (docs/design/replication.md): it stops following, sets
+   * every ref the writer recorded as committed to that value (their objects were fetched before
+   * the refs committed), reports the values whose objects it lacks (pushes committed while no
+   * sync replica held them) as lost, and only then claims the disk as any new writer does.
+   */
+  async function takeOverAsSyncStandby(epoch: number): Promise<void> {
+    await mirror!.becomeWriter();
+    const failoverLog = log.child({ component: 'failover' });
+    const recorded = await committedRefs(core.meta.db, config.shard!);
+    let applied = 0;
+    let lost = 0;
+    for (const [repoId, refs] of recorded) {
+      const target = repoPath(repoId);
+      // A copy it never made comes from snapshots in takeOverDisk, which reports what they lack.
+      if (!(await stat(target).catch(() => undefined))) continue;
+      const local = new Map<string, string>();
+      for (const r of await readRefsForSnapshot(target)) if (!r.symref) local.set(r.name, r.oid);
+      const present = await presentObjects(target, refs.filter((r) => !/^0+$/.test(r.value)).map((r) => r.value));
+      const changes: RefChange[] = [];
+      const missing: string[] = [];
+      for (const r of refs) {
+        const have = local.get(r.ref);
+        const deleted = /^0+$/.test(r.value);
+        if (deleted ? have === undefined : have === r.value) continue;
+        if (!deleted && !present.has(r.value)) missing.push(`${r.ref} ${r.value}`);
+        else changes.push(deleted ? { ref: r.ref, old: have } : { ref: r.ref, ...(have !== undefined && { old: have }), new: r.value });
+      }
+      if (changes.length > 0) await updateRefsTransaction(target, refTransaction(changes));
+      applied += changes.length;
+      if (missing.length > 0) {
+        lost += missing.length;
+        lostPushes.inc(missing.length);
+        failoverLog.error({ repo_id: repoId, shard: config.shard, epoch, lost_refs: missing }, 'acknowledged ref updates lost: committed while no synchronous replica held their objects');
+      }
+    }
+    failoverLog.info({ shard: config.shard, epoch, repositories: recorded.size, refs_applied: applied, refs_lost: lost }, 'synchronous standby took the shard over with the committed ref transactions applied');
+    await takeOverDisk(epoch);
+  }
+
   const mirror =
     config.replica && shardLeases
       ? new Mirror(
           {
             shard: config.shard!,
             diskId: await replicaDiskId(core.dataDir),
+            mode: config.replica,
             advertiseUrl: config.advertiseUrl!,
             intervalMs: config.replicaIntervalSeconds * 1000,
             reconcileMs: config.replicaReconcileSeconds * 1000,
@@ -399,15 +483,19 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
         recovery.start();
         await mirror.start();
       }
-      // A storage node that is a standby listens at once and answers 503 until it takes over.
-      else if (writer) await writer.start();
-      else await takeOverDisk();
+      // A storage node that is a standby (a sync replica among them) listens at once and
+      // answers 503 until it takes over.
+      if (writer) {
+        await syncTarget?.start();
+        await writer.start();
+      } else if (!mirror) await takeOverDisk();
     },
     onDeposed(handler) {
       deposedHandlers.push(handler);
     },
     async close() {
       await mirror?.close();
+      await syncTarget?.close();
       // Released at once, so a standby takes the shard without waiting for the lease to run out.
       await writer?.close();
       await packCache?.close();

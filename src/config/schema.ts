@@ -279,9 +279,11 @@ export const configSchema = z
     /**
      * A storage node that is a replica of its shard rather than its writer or standby
      * (docs/design/replication.md): `async` keeps a copy of every repository of the shard on its
-     * own disk, following the writer, and never takes the shard's lease.
+     * own disk, following the writer, serves reads, and never takes the shard's lease; `sync`
+     * keeps the same copy, holds every push's objects before the writer's refs commit, serves no
+     * reads, and is the shard's standby: it takes the lease over with every acknowledged push.
      */
-    replica: z.enum(['async']).optional(),
+    replica: z.enum(['async', 'sync']).optional(),
     /** How often a replica looks for repositories whose refs version passed its own (besides each announced change). */
     replicaIntervalSeconds: positiveSeconds.default(30),
     /** How often a replica compares every repository of its shard with the writer, changed or not (drift repair). */

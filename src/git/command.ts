@@ -19,6 +19,8 @@ export interface HookContext {
   socketPath: string;
   /** On a storage node: the shard lease epoch the push runs under (checked before its refs commit). */
   epoch?: number | undefined;
+  /** A synchronous replica holds this push's objects before its refs commit (its hooks record both phases). */
+  sync?: boolean | undefined;
 }
 
 const passthroughEnv = ['PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL', 'TZ', 'GIT_EXEC_PATH', 'GIT_CONFIG_NOSYSTEM', 'GIT_CONFIG_GLOBAL'];
@@ -42,6 +44,7 @@ export function hookEnv(ctx: HookContext): Record<string, string> {
     GITSTRATUM_REQUEST_ID: ctx.requestId,
     GITSTRATUM_HOOK_SOCKET: ctx.socketPath,
     ...(ctx.epoch !== undefined && { GITSTRATUM_SHARD_EPOCH: String(ctx.epoch) }),
+    ...(ctx.sync && { GITSTRATUM_SYNC: '1' }),
   };
 }
 

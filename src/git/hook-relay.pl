@@ -75,4 +75,7 @@ if (defined $parsed->{message} && length $parsed->{message}) {
   my $m = $parsed->{message};
   say_err($m =~ /\n\z/ ? $m : "$m\n");
 }
+# The server could not record a committed transaction: git ignores this hook's status there, so
+# the git process that ran it (its parent) is stopped before it reports the push as done.
+kill 'KILL', getppid() if $parsed->{abort} && getppid() > 1;
 exit $parsed->{code};

@@ -52,14 +52,17 @@ process.stdin.on('end', () => {
   socket.on('data', (d: string) => (answer += d));
   socket.on('error', () => unanswered());
   socket.on('end', () => {
-    let parsed: { code: number; message?: string };
+    let parsed: { code: number; message?: string; abort?: boolean };
     try {
-      parsed = JSON.parse(answer) as { code: number; message?: string };
+      parsed = JSON.parse(answer) as { code: number; message?: string; abort?: boolean };
     } catch {
       unanswered();
       return;
     }
     if (parsed.message) process.stderr.write(parsed.message.endsWith('\n') ? parsed.message : parsed.message + '\n');
+    // The server could not record a committed transaction: git ignores this hook's status there,
+    // so the git process that ran it (its parent) is stopped before it reports the push as done.
+    if (parsed.abort && process.ppid > 1) process.kill(process.ppid, 'SIGKILL');
     process.exit(parsed.code);
   });
 });

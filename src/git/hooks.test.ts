@@ -120,6 +120,32 @@ for (const kind of RELAYS) {
 }
 
 for (const kind of RELAYS) {
+  test(`the ${kind} relay stops the process that ran it when the server answers abort (a commit it could not record)`, async () => {
+    const dataDir = await tempDir();
+    const server = new HookServer(dataDir, createLogger('silent'));
+    try {
+      server.on('reference-transaction', async () => ({ code: 0, message: 'not recorded', abort: true }));
+      await server.listen();
+      const program = kind === 'perl' ? 'perl' : process.execPath;
+      // sh stands for git: the relay's parent, which must not go on to report success.
+      const parent = spawn('sh', ['-c', `"$0" "$1" reference-transaction "$2" committed </dev/null; echo went on`, program, relayPath(kind), server.socketPath], {
+        env: { PATH: process.env['PATH'] },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      parent.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      parent.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      const [code, signal] = (await once(parent, 'close')) as [number | null, NodeJS.Signals | null];
+      assert.deepEqual([code, signal, out], [null, 'SIGKILL', 'not recorded\n']);
+      assert.equal(out, 'not recorded\n');
+    } finally {
+      await server.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+}
+
+for (const kind of RELAYS) {
   test(`an installed hook (${kind} relay) says nothing of its own, even under a locale this host lacks`, async () => {
     const dataDir = await tempDir();
     const server = new HookServer(dataDir, createLogger('silent'));

@@ -29,10 +29,14 @@ export const SERVER_HOOKS: readonly HookName[] = ['pre-receive', 'post-receive']
  * and a push that is not atomic makes one transaction per ref: 36 refs were 74 relay starts
  * of a Node process each (about 0.1 CPU-second apiece), which made a push through a storage
  * node 1.7× as long as on a single server. Only a push's `prepared` is relayed (the fencing
- * check); the push's refs version is bumped again at post-receive, once per push.
+ * check), and its `committed` when a synchronous replica follows the shard (the standby's record,
+ * replication/sync.ts); the push's refs version is bumped again at post-receive, once per push.
  */
 const HOOK_FILTERS: Partial<Record<HookName, string>> = {
-  'reference-transaction': '[ "$1" = prepared ] && [ -n "$GITSTRATUM_SHARD_EPOCH" ] || exit 0\n',
+  'reference-transaction':
+    '[ -n "$GITSTRATUM_SHARD_EPOCH" ] || exit 0\n' +
+    // `committed` only with a synchronous replica: the standby's record of the transaction (meta/sync-refs.ts).
+    '[ "$1" = prepared ] || { [ "$1" = committed ] && [ -n "$GITSTRATUM_SYNC" ]; } || exit 0\n',
 };
 
 export interface HookCall {
@@ -47,6 +51,12 @@ export interface HookCall {
 export interface HookAnswer {
   code: number;
   message?: string;
+  /**
+   * Stop the git process that ran the hook (the relay kills its parent): for a phase whose exit
+   * status git ignores (reference-transaction `committed`), the only way to keep git from
+   * reporting success.
+   */
+  abort?: boolean;
 }
 
 export type HookHandler = (call: HookCall) => Promise<HookAnswer>;
@@ -240,7 +250,7 @@ export class HookServer {
     for (const handler of this.handlers.get(call.hook) ?? []) {
       const answer = await handler(call);
       if (answer.message) messages.push(answer.message);
-      if (answer.code !== 0) return { code: answer.code, message: messages.join('\n') };
+      if (answer.code !== 0 || answer.abort) return { code: answer.code, message: messages.join('\n'), ...(answer.abort && { abort: true }) };
     }
     return { code: 0, ...(messages.length > 0 && { message: messages.join('\n') }) };
   }

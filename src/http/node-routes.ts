@@ -31,7 +31,15 @@ export interface NodeRouteDeps {
    * when it is not this shard's. Without it the replica routes are not served.
    */
   hostedRepo?: (id: string) => Promise<HostedRepo | undefined>;
+  /**
+   * A synchronous replica: fetches the given objects of a repository from its writer before
+   * answering (replication/mirror.ts holdObjects). Without it the sync route is not served.
+   */
+  holdObjects?: (id: string, oids: string[]) => Promise<void>;
 }
+
+/** Object ids per sync call: they travel in the signed call header, which must stay small. */
+export const SYNC_OIDS_PER_CALL = 200;
 
 /** Where a replica's git fetches a repository from its writer: a Smart HTTP base URL (upload-pack only). */
 export const REPLICA_PREFIX = `${NODE_PREFIX}/replicate`;
@@ -40,7 +48,9 @@ const ulid = z.string().regex(/^[0-9A-HJKMNP-TV-Z]{26}$/);
 const service = z.enum(['upload-pack', 'receive-pack']);
 const hostedRepo = z.object({ id: ulid, defaultBranch: z.string().min(1).max(255), label: z.string().max(400) });
 const protocol = z.string().max(200).optional();
+const oid = z.string().regex(/^(?:[0-9a-f]{40}|[0-9a-f]{64})$/);
 const calls = {
+  sync: z.object({ oids: z.array(oid).min(1).max(SYNC_OIDS_PER_CALL) }),
   create: z.object({ defaultBranch: z.string().min(1).max(255), forkOf: ulid.optional() }),
   remove: z.object({}),
   advertise: z.object({ repo: hostedRepo, service, protocol }),
@@ -108,6 +118,15 @@ export function registerNodeRoutes(app: FastifyInstance, deps: NodeRouteDeps): v
       const res = await host.advertiseRefs(call.repo, { service: call.service, protocol: call.protocol }, abortSignalOf(reply));
       return stream(reply, res);
     });
+
+    const { holdObjects } = deps;
+    if (holdObjects) {
+      node.post<{ Params: { id: string } }>(`${NODE_PREFIX}/sync/:id`, async (req, reply) => {
+        const call = callOf(req, calls.sync);
+        await holdObjects(idOf(req), call.oids);
+        return reply.code(204).send();
+      });
+    }
 
     node.post<{ Params: { id: string } }>(`${NODE_PREFIX}/repos/:id/rpc`, async (req, reply) => {
       const call = callOf(req, calls.rpc);

@@ -361,6 +361,8 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .addPrimaryKeyConstraint('sync_refs_pk', ['repository_id', 'ref'])
           .execute();
         await db.schema.createIndex('sync_refs_pending_idx').on('sync_refs').columns(['repository_id', 'pending_key']).execute();
+        // What a shard's writer does with a push while no synchronous replica is connected.
+        await db.schema.alterTable('shards').addColumn('sync_missing', 'text', (c) => c.notNull().defaultTo('accept')).execute();
       },
     },
   };

@@ -20,7 +20,7 @@ export const REPLICA_HEARTBEAT_MS = 2000;
 export const REPLICA_SEEN_WITHIN_MS = 5 * REPLICA_HEARTBEAT_MS;
 
 /** Records that the replica is alive and where it serves (an upsert). */
-export async function replicaHeartbeat(meta: Meta, replica: { diskId: string; shard: string; url: string; mode: 'async' }): Promise<void> {
+export async function replicaHeartbeat(meta: Meta, replica: { diskId: string; shard: string; url: string; mode: 'async' | 'sync' }): Promise<void> {
   const now = nowMs(meta.dialect);
   try {
     await meta.db
@@ -90,6 +90,8 @@ export async function upToDateReplicas(meta: Meta, shard: string, repositoryId: 
     .innerJoin('replica_positions as p', 'p.disk_id', 'rp.disk_id')
     .select('rp.url')
     .where('rp.shard', '=', shard)
+    // A synchronous standby serves no reads (docs/design/replication.md).
+    .where('rp.mode', '=', 'async')
     .where('p.repository_id', '=', repositoryId)
     .where('rp.last_seen_at', '>', sql<number>`${now} - ${Math.round(seenWithinMs)}`)
     .where(
@@ -102,12 +104,13 @@ export async function upToDateReplicas(meta: Meta, shard: string, repositoryId: 
   return rows.map((r) => r.url);
 }
 
-/** Whether the shard has any replica heard from within `seenWithinMs` (most shards have none: their reads skip the per-repository query). */
+/** Whether the shard has any async replica (one that serves reads) heard from within `seenWithinMs` (most shards have none: their reads skip the per-repository query). */
 export async function shardHasReplicas(meta: Meta, shard: string, seenWithinMs: number): Promise<boolean> {
   const row = await meta.db
     .selectFrom('replicas')
     .select('disk_id')
     .where('shard', '=', shard)
+    .where('mode', '=', 'async')
     .where('last_seen_at', '>', sql<number>`${nowMs(meta.dialect)} - ${Math.round(seenWithinMs)}`)
     .limit(1)
     .executeTakeFirst();
@@ -155,4 +158,23 @@ export async function listReplicas(meta: Meta, opts: { shard?: string | undefine
     });
   }
   return out;
+}
+
+/** The URLs of the shard's synchronous replicas heard from within `seenWithinMs`, in URL order. */
+export async function syncReplicaUrls(meta: Meta, shard: string, seenWithinMs: number): Promise<string[]> {
+  const rows = await meta.db
+    .selectFrom('replicas')
+    .select('url')
+    .where('shard', '=', shard)
+    .where('mode', '=', 'sync')
+    .where('last_seen_at', '>', sql<number>`${nowMs(meta.dialect)} - ${Math.round(seenWithinMs)}`)
+    .orderBy('url')
+    .execute();
+  return rows.map((r) => r.url);
+}
+
+/** Removes a replica and its positions (a sync replica that took its shard over writes now). */
+export async function forgetReplica(meta: Meta, diskId: string): Promise<void> {
+  await meta.db.deleteFrom('replica_positions').where('disk_id', '=', diskId).execute();
+  await meta.db.deleteFrom('replicas').where('disk_id', '=', diskId).execute();
 }

@@ -167,6 +167,8 @@ export interface ShardsTable {
   /** 0/1: whether placement may put new repositories here (while active). */
   accepts_new: ColumnType<number, number | undefined, number>;
   created_at: string;
+  /** A push while no synchronous replica is connected: committed unsynced, or refused (replication/sync.ts). */
+  sync_missing: ColumnType<'accept' | 'refuse', 'accept' | 'refuse' | undefined, 'accept' | 'refuse'>;
 }
 
 export interface ShardLeasesTable {
@@ -215,7 +217,7 @@ export interface ReplicasTable {
   shard: string;
   /** Where frontends reach it. */
   url: string;
-  mode: 'async';
+  mode: 'async' | 'sync';
   /** Milliseconds since the epoch, by the database's clock. */
   last_seen_at: number | string;
 }

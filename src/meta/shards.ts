@@ -120,3 +120,17 @@ export async function listPins(db: Db, spaceId?: string): Promise<PinRow[]> {
     .execute();
   return rows.map((r) => ({ spaceId: r.space_id, space: `${r.owner_name}/${r.space_name}`, shard: r.shard, createdAt: r.created_at }));
 }
+
+export type SyncMissing = 'accept' | 'refuse';
+
+/** What the shard's writer does with a push while no synchronous replica is connected ('accept' for an unknown shard). */
+export async function shardSyncMissing(db: Db, name: string): Promise<SyncMissing> {
+  const row = await db.selectFrom('shards').select('sync_missing').where('name', '=', name).executeTakeFirst();
+  return row?.sync_missing === 'refuse' ? 'refuse' : 'accept';
+}
+
+/** Sets it; false when the shard does not exist. */
+export async function setSyncMissing(db: Db, name: string, value: SyncMissing): Promise<boolean> {
+  const result = await db.updateTable('shards').set({ sync_missing: value }).where('name', '=', name).executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
+}

@@ -24,18 +24,21 @@ import type { Logger } from '../shared/log.js';
 import type { MetaStore } from '../meta/db.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { readRefsVersion, REFS_CHANNEL } from '../meta/refs-versions.js';
-import { behindRepositories, recordPosition, REPLICA_HEARTBEAT_MS, replicaHeartbeat } from '../meta/replication.js';
+import { behindRepositories, forgetReplica, recordPosition, REPLICA_HEARTBEAT_MS, replicaHeartbeat } from '../meta/replication.js';
 import { findRepositoryById, listRepositories } from '../meta/repositories.js';
 import { restoreRepository } from '../snapshots/restore.js';
 import { replicaToken } from '../shared/cluster-signature.js';
 import { REPLICA_PREFIX } from '../http/node-routes.js';
-import { unavailable } from '../shared/errors.js';
+import { notFound, unavailable } from '../shared/errors.js';
+import { fetchObjects } from '../git/command.js';
 import { followOnce } from './follow.js';
 
 export interface MirrorOptions {
   shard: string;
   /** This replica's disk (meta/replication.ts). */
   diskId: string;
+  /** `sync`: also the shard's standby, holding every push's objects before the refs commit. */
+  mode: 'async' | 'sync';
   /** Where frontends reach this node. */
   advertiseUrl: string;
   intervalMs: number;
@@ -75,6 +78,8 @@ const TOKEN_MS = 15 * 60_000;
 export class Mirror {
   private readonly wanted = new Set<string>();
   private readonly running = new Map<string, Promise<void>>();
+  /** Copies being restored or made, shared by a round and a synchronous fetch. */
+  private readonly copying = new Map<string, Promise<string>>();
   /** The refs version each running round read: a pass does not queue another round for it. */
   private readonly roundVersions = new Map<string, bigint>();
   private timer: NodeJS.Timeout | undefined;
@@ -91,7 +96,7 @@ export class Mirror {
 
   async start(): Promise<void> {
     const { meta, log } = this.deps;
-    await replicaHeartbeat(meta, { diskId: this.opts.diskId, shard: this.opts.shard, url: this.opts.advertiseUrl, mode: 'async' });
+    await replicaHeartbeat(meta, { diskId: this.opts.diskId, shard: this.opts.shard, url: this.opts.advertiseUrl, mode: this.opts.mode });
     this.unlisten = await meta.listen?.(REFS_CHANNEL, (payload) => {
       // A takeover announces its whole shard: compare every repository of it.
       if (payload === `shard:${this.opts.shard}`) this.schedulePass();
@@ -101,13 +106,22 @@ export class Mirror {
     this.timer.unref();
     // Frontends send reads only to replicas heard from lately (REPLICA_SEEN_WITHIN_MS).
     this.heartbeat = setInterval(() => {
-      replicaHeartbeat(meta, { diskId: this.opts.diskId, shard: this.opts.shard, url: this.opts.advertiseUrl, mode: 'async' }).catch((err: unknown) =>
+      replicaHeartbeat(meta, { diskId: this.opts.diskId, shard: this.opts.shard, url: this.opts.advertiseUrl, mode: this.opts.mode }).catch((err: unknown) =>
         log.warn({ err }, 'replica heartbeat not recorded; frontends stop sending it reads until one is'),
       );
     }, REPLICA_HEARTBEAT_MS);
     this.heartbeat.unref();
     log.info({ shard: this.opts.shard, disk_id: this.opts.diskId }, 'replica following the shard writer');
     this.schedulePass();
+  }
+
+  /**
+   * Stops following for good and leaves the replicas' table, for a sync replica taking its
+   * shard over: from then on it writes, and no writer may wait for it.
+   */
+  async becomeWriter(): Promise<void> {
+    await this.close();
+    await forgetReplica(this.deps.meta, this.opts.diskId);
   }
 
   /** Resolves once no pass and no round is running (at shutdown, after the timers stopped). */
@@ -188,19 +202,9 @@ export class Mirror {
       // First: the copy this round makes is at least as new as this version.
       const version = await readRefsVersion(meta.db, id);
       this.roundVersions.set(id, BigInt(version));
-      const target = this.deps.repoPath(id);
-      if (!(await stat(target).catch(() => undefined))) {
-        const restored = await restoreRepository(
-          { meta, store: this.deps.store },
-          { repositoryId: id, defaultBranch: repo.defaultBranch, target, scratchRoot: path.join(this.deps.dataDir, 'tmp'), config: this.deps.repoConfig },
-        );
-        log.info({ repo_id: id, snapshot: restored.snapshot?.id ?? null, refs: restored.refs }, 'replica copy restored from snapshots; the writer sends what came after');
-      }
-      const writer = await this.deps.writerUrl();
-      if (!writer) throw unavailable('no_shard_writer', `shard ${this.opts.shard} has no writer now`);
-      const url = new URL(`${REPLICA_PREFIX}/${id}`, writer).href;
-      const token = replicaToken(this.deps.secret, id, Date.now() + TOKEN_MS);
-      const { changes } = await followOnce(target, url, [['http.extraHeader', `Authorization: Bearer ${token}`]]);
+      const target = await this.ensureCopy(id, repo.defaultBranch);
+      const writer = await this.writerSource(id);
+      const { changes } = await followOnce(target, writer.url, writer.settings);
       await recordPosition(meta, this.opts.diskId, id, version);
       metrics.rounds.inc({ result: 'ok' });
       if (changes.length > 0) log.debug({ repo_id: id, version, changes: changes.length }, 'replica applied the writer’s refs');
@@ -208,6 +212,50 @@ export class Mirror {
       metrics.rounds.inc({ result: 'failed' });
       log.warn({ err, repo_id: id }, 'replica round failed; the repository is tried again at the next pass');
     }
+  }
+
+  /**
+   * The copy of a repository this replica lacks, restored from its latest snapshot (or made
+   * empty), so that the writer sends only what came after. Concurrent callers share one restore.
+   */
+  private ensureCopy(id: string, defaultBranch: string): Promise<string> {
+    const running = this.copying.get(id);
+    if (running) return running;
+    const target = this.deps.repoPath(id);
+    const made = (async () => {
+      if (await stat(target).catch(() => undefined)) return target;
+      const restored = await restoreRepository(
+        { meta: this.deps.meta, store: this.deps.store },
+        { repositoryId: id, defaultBranch, target, scratchRoot: path.join(this.deps.dataDir, 'tmp'), config: this.deps.repoConfig },
+      );
+      this.deps.log.info({ repo_id: id, snapshot: restored.snapshot?.id ?? null, refs: restored.refs }, 'replica copy restored from snapshots; the writer sends what came after');
+      return target;
+    })().finally(() => this.copying.delete(id));
+    this.copying.set(id, made);
+    return made;
+  }
+
+  /** Where and how this replica's git fetches a repository from the shard's writer now. */
+  private async writerSource(id: string): Promise<{ url: string; settings: [string, string][] }> {
+    const writer = await this.deps.writerUrl();
+    if (!writer) throw unavailable('no_shard_writer', `shard ${this.opts.shard} has no writer now`);
+    const token = replicaToken(this.deps.secret, id, Date.now() + TOKEN_MS);
+    return { url: new URL(`${REPLICA_PREFIX}/${id}`, writer).href, settings: [['http.extraHeader', `Authorization: Bearer ${token}`]] };
+  }
+
+  /**
+   * A synchronous replica's part of a push (docs/design/replication.md): the objects of a ref
+   * transaction the writer has prepared, fetched by id and checked as fsck would, into this
+   * disk's copy (made first if it has none), before the writer lets the refs commit. No ref
+   * moves here: the follower's rounds, or a takeover, do that.
+   */
+  async holdObjects(id: string, oids: readonly string[]): Promise<void> {
+    if (this.closed) throw unavailable('replica_closing', 'this replica is shutting down');
+    const repo = await findRepositoryById(this.deps.meta.db, id);
+    if (!repo || repo.shard !== this.opts.shard) throw notFound('repo_not_found', 'no such repository on this shard');
+    const target = await this.ensureCopy(id, repo.defaultBranch);
+    const writer = await this.writerSource(id);
+    await fetchObjects(target, writer.url, oids, writer.settings);
   }
 }
 

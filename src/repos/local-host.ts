@@ -59,6 +59,8 @@ export interface LocalServing {
   residency: { acquire(repo: HostedRepo): Promise<() => void> };
   /** On a storage node: the shard lease epoch a push runs under (its hooks check it). */
   epoch?: () => number | undefined;
+  /** On a storage node: whether a push now runs with a synchronous replica (read when git starts). */
+  sync?: () => boolean;
 }
 
 export class LocalRepoHost implements RepoHost {
@@ -128,7 +130,7 @@ export class LocalRepoHost implements RepoHost {
           protocol: call.protocol,
           input: call.input,
           decoder: call.encoding === 'gzip' ? createGunzip() : undefined,
-          hook: { repoId: repo.id, ...call.pusher, socketPath: serving.hookSocket(), epoch: serving.epoch?.() },
+          hook: { repoId: repo.id, ...call.pusher, socketPath: serving.hookSocket(), epoch: serving.epoch?.(), sync: serving.sync?.() },
           limits: serving.limits,
         },
         signal,

@@ -21,6 +21,7 @@ import type { GitCall, HostedRepo, NewRepo, RepoHost, RpcCall } from './host.js'
 const NODE_PREFIX = '/_node/v1';
 const NODE_RPC_TYPE = 'application/x-gitstratum-rpc';
 const OUTCOME_TRAILER = 'x-gitstratum-outcome';
+const SYNC_OIDS_PER_CALL = 200;
 const KINDS: readonly ErrorKind[] = ['not_found', 'conflict', 'invalid', 'unauthenticated', 'forbidden', 'too_large', 'unavailable', 'rate_limited'];
 
 export interface RemoteHostOptions {
@@ -64,6 +65,14 @@ export class RemoteRepoHost implements RepoHost {
     return this.stream('POST', `/repos/${repo.id}/rpc`, params, call.input, signal);
   }
 
+  /**
+   * Has a synchronous replica fetch these objects of a repository from its writer, returning
+   * once it holds them (http/node-routes.ts, the sync route); in calls of SYNC_OIDS_PER_CALL.
+   */
+  async holdObjects(id: string, oids: readonly string[], signal?: AbortSignal): Promise<void> {
+    for (let i = 0; i < oids.length; i += SYNC_OIDS_PER_CALL) await this.call('POST', `/sync/${id}`, { oids: oids.slice(i, i + SYNC_OIDS_PER_CALL) }, signal);
+  }
+
   /** Closes the connections to the node. */
   async close(): Promise<void> {
     await this.dispatcher.close();
@@ -84,8 +93,8 @@ export class RemoteRepoHost implements RepoHost {
     return res;
   }
 
-  private async call(method: 'POST' | 'DELETE', route: string, params: object): Promise<void> {
-    const res = await this.send(method, route, params, undefined);
+  private async call(method: 'POST' | 'DELETE', route: string, params: object, signal?: AbortSignal): Promise<void> {
+    const res = await this.send(method, route, params, undefined, signal);
     await res.body.dump();
   }
 

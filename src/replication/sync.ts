@@ -1,0 +1,113 @@
+/**
+ * The writer's side of a synchronous standby (issue 11; docs/design/replication.md): which
+ * synchronous replica its pushes wait for, and what happens when there is none.
+ *
+ * Every SYNC_REFRESH_MS it reads the shard's synchronous replicas heard from lately and the
+ * shard's `sync_missing` setting. A push started while one is known, or while the setting is
+ * `refuse`, runs "sync" (GITSTRATUM_SYNC in git's environment, so its reference-transaction
+ * hook reports both phases): at `prepared` the replica must hold the transaction's objects
+ * before the refs commit (hold()). Without a replica, `accept` lets the push commit unsynced
+ * (counted, logged), `refuse` refuses it.
+ */
+import { Counter, type Registry } from 'prom-client';
+import type { Logger } from '../shared/log.js';
+import type { MetaStore } from '../meta/db.js';
+import { REPLICA_SEEN_WITHIN_MS, syncReplicaUrls } from '../meta/replication.js';
+import { shardSyncMissing, type SyncMissing } from '../meta/shards.js';
+import { RemoteRepoHost } from '../repos/remote-host.js';
+
+export const SYNC_REFRESH_MS = 1000;
+/** How long a push's `prepared` waits for the synchronous replica to hold its objects. */
+export const SYNC_HOLD_TIMEOUT_MS = 30_000;
+
+export interface SyncMetrics {
+  transactions: { inc(labels: { result: 'held' | 'unsynced' | 'refused' }): void };
+  commitFailures: { inc(): void };
+}
+
+export function createSyncMetrics(registry: Registry): SyncMetrics {
+  return {
+    transactions: new Counter({
+      name: 'gitstratum_sync_transactions_total',
+      help: 'Ref transactions of pushes run with a synchronous standby, by result: held (the replica held the objects before the refs committed), unsynced (no replica; committed anyway: sync_missing=accept), refused (no replica: sync_missing=refuse).',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    commitFailures: new Counter({
+      name: 'gitstratum_sync_commit_failures_total',
+      help: 'Committed ref transactions whose record could not be written before the acknowledgement: their push was stopped (the client sees a failure).',
+      registers: [registry],
+    }),
+  };
+}
+
+/** What hold() found: held, or why not (with what to do about the push). */
+export type HoldResult = { held: true } | { held: false; refuse: boolean; reason: string };
+
+export class SyncTarget {
+  private replica: { url: string; host: RemoteRepoHost } | undefined;
+  private missing: SyncMissing = 'accept';
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly opts: { shard: string; secret: string; timeoutMs: number; self: string },
+    private readonly deps: { meta: MetaStore; log: Logger; metrics: SyncMetrics },
+  ) {}
+
+  async start(): Promise<void> {
+    await this.refresh();
+    this.timer = setInterval(() => void this.refresh(), SYNC_REFRESH_MS);
+    this.timer.unref();
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    await this.replica?.host.close();
+    this.replica = undefined;
+  }
+
+  /** Whether a push starting now runs sync (read when its git starts). */
+  get active(): boolean {
+    return this.replica !== undefined || this.missing === 'refuse';
+  }
+
+  /**
+   * Has the synchronous replica fetch a prepared transaction's objects; resolves once it holds
+   * them, or with why it does not (the caller refuses the push or lets it commit unsynced).
+   */
+  async hold(repoId: string, oids: readonly string[]): Promise<HoldResult> {
+    const replica = this.replica;
+    const shard = this.opts.shard;
+    if (!replica) return this.without(`shard ${shard} has no synchronous replica connected`);
+    try {
+      await replica.host.holdObjects(repoId, oids, AbortSignal.timeout(this.opts.timeoutMs));
+      this.deps.metrics.transactions.inc({ result: 'held' });
+      return { held: true };
+    } catch (err) {
+      return this.without(`the synchronous replica ${replica.url} of shard ${shard} did not take the push's objects: ${(err as Error).message}`);
+    }
+  }
+
+  private without(reason: string): HoldResult {
+    const refuse = this.missing === 'refuse';
+    this.deps.metrics.transactions.inc({ result: refuse ? 'refused' : 'unsynced' });
+    this.deps.log.warn({ shard: this.opts.shard, sync_missing: this.missing }, `${reason}; ${refuse ? 'push refused' : 'push committed without it (not safe from the loss of this disk until replicated)'}`);
+    return { held: false, refuse, reason };
+  }
+
+  private async refresh(): Promise<void> {
+    try {
+      const [urls, missing] = await Promise.all([syncReplicaUrls(this.deps.meta, this.opts.shard, REPLICA_SEEN_WITHIN_MS), shardSyncMissing(this.deps.meta.db, this.opts.shard)]);
+      this.missing = missing;
+      // A sync replica that took the shard over may still be listed for a few seconds.
+      const url = urls.find((u) => u !== this.opts.self);
+      if (url === this.replica?.url) return;
+      const old = this.replica;
+      this.replica = url === undefined ? undefined : { url, host: new RemoteRepoHost({ url, secret: this.opts.secret, connectTimeoutMs: this.opts.timeoutMs }) };
+      this.deps.log.info({ shard: this.opts.shard, replica: url ?? null }, url ? 'pushes wait for this synchronous replica' : 'no synchronous replica connected');
+      void old?.host.close();
+    } catch (err) {
+      this.deps.log.warn({ err }, 'synchronous replicas not read; keeping the last known');
+    }
+  }
+}

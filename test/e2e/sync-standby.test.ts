@@ -1,0 +1,146 @@
+/**
+ * A synchronous standby (issue 11; docs/design/replication.md), with real processes: a frontend,
+ * the writer of shard `local` on its own disk, and a sync replica on another. While 8 clients
+ * push in a loop through the frontend, the writer is killed with SIGKILL and its disk deleted;
+ * the sync replica takes the shard over, and every push git reported as successful is on its
+ * disk (a ledger, ref by ref), every repository `git fsck` clean. Where git reported a failure
+ * either outcome is allowed. Every process is stopped by its PID; waits are for conditions.
+ */
+import { test, before, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BIN, Git, Server, databaseBackends, freshDatabaseUrl, run, tempDir } from './harness.js';
+import { startS3, type TestS3 } from '../support/s3.js';
+import { asEnv, CLUSTER_SECRET, serving, startStorageNode } from '../support/cluster.js';
+
+const NODE_ARGS = ['--shard-lease-seconds', '3', '--maintenance-enabled', 'false'];
+
+describe('a synchronous standby', { skip: !databaseBackends().includes('postgres') && 'PostgreSQL not configured' }, () => {
+  let s3: TestS3;
+  let shared: NodeJS.ProcessEnv;
+  let frontend: Server;
+  let writer: Server;
+  let standby: Server;
+  const nodes: Server[] = [];
+  let git: Git;
+  let token: string;
+  let scratch: string;
+  const repoIds = new Map<string, string>();
+
+  const cli = async (args: string[]) => {
+    const r = await run(process.execPath, [BIN, ...args, '--data', frontend.dataDir], { env: { ...process.env, ...shared, GITSTRATUM_ROLE: 'frontend' } });
+    if (r.code !== 0) throw new Error(`gitstratum ${args.join(' ')} exited ${r.code}:\n${r.stderr}`);
+    return r.stdout;
+  };
+  const gitDirOn = (dataDir: string, repo: string) => {
+    const id = repoIds.get(repo)!;
+    return path.join(dataDir, 'repos', id.slice(0, 2), `${id}.git`);
+  };
+  const metric = async (node: Server, pattern: RegExp) => Number(pattern.exec(await (await fetch(new URL('/metrics', node.url))).text())?.[1] ?? 0);
+
+  before(async () => {
+    s3 = await startS3();
+    shared = asEnv(['--database-url', await freshDatabaseUrl(), '--cluster-secret', CLUSTER_SECRET, ...s3.storeArgs()]);
+    writer = await startStorageNode({ shared, shard: 'local', args: NODE_ARGS });
+    nodes.push(writer);
+    await serving(writer);
+    frontend = await Server.start({ env: { ...shared, GITSTRATUM_ROLE: 'frontend' } });
+    git = await Git.create();
+    await cli(['user', 'create', 'alice']);
+    await cli(['space', 'create', 'alice/main']);
+    token = (await cli(['token', 'create', 'alice', '--scope', 'write'])).trim().split('\n').pop()!;
+    for (const name of ['r0', 'r1']) repoIds.set(name, (JSON.parse(await cli(['repo', 'create', `alice/main/${name}`, '--json'])) as { id: string }).id);
+    standby = await startStorageNode({ shared, shard: 'local', args: [...NODE_ARGS, '--replica', 'sync', '--replica-interval-seconds', '1'] });
+    nodes.push(standby);
+    scratch = await tempDir('gitstratum-sync-work-');
+  });
+
+  after(async () => {
+    await frontend?.cleanup();
+    for (const n of nodes) await n.stop();
+    for (const n of nodes) for (const dir of [n.dataDir, `${n.dataDir}-lost`]) await rm(dir, { recursive: true, force: true });
+    await s3?.stop();
+    await rm(scratch, { recursive: true, force: true });
+    await rm(git.home, { recursive: true, force: true });
+  });
+
+  test('the writer is killed and its disk deleted while 8 clients push: the standby has every acknowledged push', async () => {
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(100)) {
+      if (writer.logs.some((l) => l.includes('pushes wait for this synchronous replica'))) break;
+    }
+    assert.ok(writer.logs.some((l) => l.includes('pushes wait for this synchronous replica')), 'the writer found its synchronous replica');
+
+    // Each pusher commits on top of its own last commit and pushes, until the writer is killed;
+    // the ledger keeps each one's last acknowledged commit. Nobody pushes again before the
+    // check, so a lost push cannot be hidden by a later one carrying its commit.
+    const ledger = new Map<number, { repo: string; ref: string; work: string; acked?: string }>();
+    let acknowledged = 0;
+    let running = true;
+    let killing = false;
+    /** Acknowledged commits the standby did not hold at the moment `git push` returned. */
+    const notHeld: string[] = [];
+    const pushers = Array.from({ length: 8 }, async (_, p) => {
+      const work = path.join(scratch, `p${p}`);
+      await mkdir(work, { recursive: true });
+      await git.ok(['init', '-q', '-b', 'main', work]);
+      const entry: { repo: string; ref: string; work: string; acked?: string } = { repo: `r${p % 2}`, ref: `refs/heads/p${p}`, work };
+      ledger.set(p, entry);
+      const url = frontend.repoUrl(`alice/main/${entry.repo}.git`, token);
+      for (let n = 1; running; n++) {
+        await git.commits(work, 1, { files: 1, seed: p * 100_000 + n, prefix: `p${p}` });
+        const sha = await git.revParse(work, 'HEAD');
+        const r = await git.run(['push', '-q', '--force', url, `HEAD:${entry.ref}`], { cwd: work, timeoutMs: 120_000 });
+        if (r.code === 0) {
+          entry.acked = sha;
+          acknowledged++;
+          // Held before the refs committed, not fetched later by the follower (which lags by
+          // a round trip at least): on the standby's disk the moment the push is acknowledged.
+          if (!killing && (await git.run(['--git-dir', gitDirOn(standby.dataDir, entry.repo), 'cat-file', '-e', sha])).code !== 0) notHeld.push(sha);
+        } else {
+          await sleep(100);
+        }
+      }
+    });
+    try {
+      for (const deadline = Date.now() + 120_000; acknowledged < 24 && Date.now() < deadline; ) await sleep(100);
+      assert.ok(acknowledged >= 24, `pushes are acknowledged before the kill (${acknowledged})`);
+      assert.ok((await metric(writer, /^gitstratum_sync_transactions_total\{result="held"\} (\d+)/m)) >= 24, 'the replica held their objects before their refs committed');
+      killing = true;
+      writer.process.kill('SIGKILL');
+      // The disk is gone: renamed away at once (git processes the kill left may still be
+      // writing into it for a moment; it is deleted at the end).
+      await rename(writer.dataDir, `${writer.dataDir}-lost`);
+    } finally {
+      running = false;
+      await Promise.all(pushers);
+    }
+    await serving(standby);
+    assert.deepEqual(notHeld, [], 'every acknowledged commit was on the standby when its push was acknowledged');
+
+    const took = standby.logs.find((l) => l.includes('synchronous standby took the shard over'));
+    assert.ok(took && took.includes('"refs_lost":0'), `the standby applied the committed transactions and lost none: ${took}`);
+    for (const [p, entry] of ledger) {
+      assert.ok(entry.acked, `pusher ${p} had a push acknowledged`);
+      const live = await git.run(['--git-dir', gitDirOn(standby.dataDir, entry.repo), 'rev-parse', '--verify', '-q', entry.ref]);
+      assert.equal(live.code, 0, `pusher ${p}'s ref exists on the standby`);
+      const r = await git.run(['--git-dir', gitDirOn(standby.dataDir, entry.repo), 'merge-base', '--is-ancestor', entry.acked!, live.stdout.trim()]);
+      assert.equal(r.code, 0, `pusher ${p}'s last acknowledged commit ${entry.acked} is in ${entry.ref}`);
+    }
+    for (const repo of repoIds.keys()) await git.ok(['--git-dir', gitDirOn(standby.dataDir, repo), 'fsck', '--no-progress']);
+
+    // The standby is the writer now: pushes through the frontend land on it.
+    const p0 = ledger.get(0)!;
+    await git.commits(p0.work, 1, { files: 1, seed: 999_999, prefix: 'after' });
+    let pushed = false;
+    for (const deadline = Date.now() + 60_000; !pushed && Date.now() < deadline; await sleep(pushed ? 0 : 250)) {
+      pushed = (await git.run(['push', '-q', frontend.repoUrl(`alice/main/${p0.repo}.git`, token), `HEAD:${p0.ref}`], { cwd: p0.work, timeoutMs: 60_000 })).code === 0;
+    }
+    assert.ok(pushed, 'a push after the takeover is acknowledged');
+    // Clients see it all through the frontend.
+    const clone = path.join(scratch, 'after');
+    await git.ok(['clone', '-q', frontend.repoUrl('alice/main/r1.git', token), clone]);
+    assert.equal((await git.run(['merge-base', '--is-ancestor', ledger.get(1)!.acked!, 'refs/remotes/origin/p1'], { cwd: clone })).code, 0);
+  });
+});
