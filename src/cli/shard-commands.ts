@@ -96,6 +96,19 @@ export function registerShardCommands(program: Command): void {
     }),
   );
 
+  common(
+    shard
+      .command('sync-missing <name> <accept|refuse>')
+      .description("what the shard's writer does with a push while no synchronous replica (--replica sync) is connected: accept it unsynced, or refuse it"),
+  ).action(
+    admin(async (core, name: string, value: string) => {
+      if (value !== 'accept' && value !== 'refuse') throw invalid('invalid_argument', `expected accept or refuse, not ${value}`);
+      const r = await core.shards.setSyncMissing(systemActor, name, value);
+      const text = r.syncMissing === 'refuse' ? `shard ${r.shard} refuses pushes while no synchronous replica is connected` : `shard ${r.shard} accepts pushes unsynced while no synchronous replica is connected`;
+      return { text: r.changed ? text : `${text} (unchanged)`, json: r };
+    }),
+  );
+
   common(shard.command('pin <owner/space> <shard>').description("place the space's new repositories only on its pinned shards (this one among them)")).action(
     admin(async (core, spacePath: string, name: string) => {
       const r = await core.shards.pin(systemActor, spacePath, name);

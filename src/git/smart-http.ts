@@ -240,7 +240,11 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
       if (refusal) return { body: refusal, done };
       throw inputError;
     }
-    if (outcome.code !== 0) throw gitFailure(outcome.stderr, outcome.timedOut);
+    if (outcome.code !== 0) {
+      const refusal = hookRefusal(opts.service, outcome.stderr, validator.capabilities);
+      if (refusal) return { body: refusal, done };
+      throw gitFailure(outcome.stderr, outcome.timedOut);
+    }
   }
   endAfterExit(child, body, done);
   return { body, done };
@@ -260,6 +264,19 @@ function sidebandRefusal(service: GitService, err: Error, capabilities: string[]
   if (service !== 'receive-pack' || !(err instanceof DomainError) || !COMMAND_REFUSALS.has(err.code)) return undefined;
   if (!capabilities.includes('side-band-64k') && !capabilities.includes('side-band')) return undefined;
   return Readable.from([pktLine(Buffer.concat([Buffer.from([3]), Buffer.from(`${err.message}\n`)])), FLUSH_PKT]);
+}
+
+/**
+ * A push our reference-transaction hook refused (a deposed writer, a shard that needs its
+ * synchronous replica): git 2.39's receive-pack then dies before it writes a byte, with the
+ * hook's lines on its stderr, not in the side-band, so git would show only "HTTP 400". The
+ * hook's own lines (`gitstratum: …`) go to the client as a side-band error instead.
+ */
+function hookRefusal(service: GitService, stderr: string, capabilities: string[]): Readable | undefined {
+  if (service !== 'receive-pack' || (!capabilities.includes('side-band-64k') && !capabilities.includes('side-band'))) return undefined;
+  const lines = stderr.split('\n').filter((l) => l.startsWith('gitstratum: '));
+  if (lines.length === 0) return undefined;
+  return Readable.from([pktLine(Buffer.concat([Buffer.from([3]), Buffer.from(`${lines.join('\n').slice(0, 4000)}\n`)])), FLUSH_PKT]);
 }
 
 /**

@@ -160,17 +160,16 @@ export async function listReplicas(meta: Meta, opts: { shard?: string | undefine
   return out;
 }
 
-/** The URLs of the shard's synchronous replicas heard from within `seenWithinMs`, in URL order. */
-export async function syncReplicaUrls(meta: Meta, shard: string, seenWithinMs: number): Promise<string[]> {
+/** The shard's synchronous replicas, heard from within `seenWithinMs` (live) or not, in URL order. */
+export async function syncReplicas(meta: Meta, shard: string, seenWithinMs: number): Promise<{ url: string; live: boolean }[]> {
   const rows = await meta.db
     .selectFrom('replicas')
-    .select('url')
+    .select(['url', sql<number | string>`case when last_seen_at > ${nowMs(meta.dialect)} - ${Math.round(seenWithinMs)} then 1 else 0 end`.as('live')])
     .where('shard', '=', shard)
     .where('mode', '=', 'sync')
-    .where('last_seen_at', '>', sql<number>`${nowMs(meta.dialect)} - ${Math.round(seenWithinMs)}`)
     .orderBy('url')
     .execute();
-  return rows.map((r) => r.url);
+  return rows.map((r) => ({ url: r.url, live: Number(r.live) === 1 }));
 }
 
 /** Removes a replica and its positions (a sync replica that took its shard over writes now). */

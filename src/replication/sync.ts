@@ -2,17 +2,18 @@
  * The writer's side of a synchronous standby (issue 11; docs/design/replication.md): which
  * synchronous replica its pushes wait for, and what happens when there is none.
  *
- * Every SYNC_REFRESH_MS it reads the shard's synchronous replicas heard from lately and the
- * shard's `sync_missing` setting. A push started while one is known, or while the setting is
- * `refuse`, runs "sync" (GITSTRATUM_SYNC in git's environment, so its reference-transaction
- * hook reports both phases): at `prepared` the replica must hold the transaction's objects
- * before the refs commit (hold()). Without a replica, `accept` lets the push commit unsynced
- * (counted, logged), `refuse` refuses it.
+ * Every SYNC_REFRESH_MS it reads the shard's synchronous replicas and its `sync_missing`
+ * setting. A push runs "sync" (GITSTRATUM_SYNC in git's environment, so its
+ * reference-transaction hook reports both phases) while the shard has a synchronous replica
+ * registered, connected or not, or the setting is `refuse`: at `prepared` the replica must hold
+ * the transaction's objects before the refs commit (hold()). With none connected, `accept` lets
+ * the push commit unsynced (counted, logged), `refuse` refuses it. A shard that never had a
+ * synchronous replica (and accepts) pays nothing for this.
  */
-import { Counter, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../shared/log.js';
 import type { MetaStore } from '../meta/db.js';
-import { REPLICA_SEEN_WITHIN_MS, syncReplicaUrls } from '../meta/replication.js';
+import { REPLICA_SEEN_WITHIN_MS, syncReplicas } from '../meta/replication.js';
 import { shardSyncMissing, type SyncMissing } from '../meta/shards.js';
 import { RemoteRepoHost } from '../repos/remote-host.js';
 
@@ -23,6 +24,7 @@ export const SYNC_HOLD_TIMEOUT_MS = 30_000;
 export interface SyncMetrics {
   transactions: { inc(labels: { result: 'held' | 'unsynced' | 'refused' }): void };
   commitFailures: { inc(): void };
+  connected: { set(value: number): void };
 }
 
 export function createSyncMetrics(registry: Registry): SyncMetrics {
@@ -33,6 +35,7 @@ export function createSyncMetrics(registry: Registry): SyncMetrics {
       labelNames: ['result'] as const,
       registers: [registry],
     }),
+    connected: new Gauge({ name: 'gitstratum_sync_replica_connected', help: 'Whether a synchronous replica of this writer\'s shard is connected (1) or not (0): pushes wait for it.', registers: [registry] }),
     commitFailures: new Counter({
       name: 'gitstratum_sync_commit_failures_total',
       help: 'Committed ref transactions whose record could not be written before the acknowledgement: their push was stopped (the client sees a failure).',
@@ -47,6 +50,8 @@ export type HoldResult = { held: true } | { held: false; refuse: boolean; reason
 export class SyncTarget {
   private replica: { url: string; host: RemoteRepoHost } | undefined;
   private missing: SyncMissing = 'accept';
+  /** A synchronous replica is registered for the shard, connected or not. */
+  private configured = false;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -68,7 +73,7 @@ export class SyncTarget {
 
   /** Whether a push starting now runs sync (read when its git starts). */
   get active(): boolean {
-    return this.replica !== undefined || this.missing === 'refuse';
+    return this.replica !== undefined || this.configured || this.missing === 'refuse';
   }
 
   /**
@@ -97,10 +102,13 @@ export class SyncTarget {
 
   private async refresh(): Promise<void> {
     try {
-      const [urls, missing] = await Promise.all([syncReplicaUrls(this.deps.meta, this.opts.shard, REPLICA_SEEN_WITHIN_MS), shardSyncMissing(this.deps.meta.db, this.opts.shard)]);
+      const [replicas, missing] = await Promise.all([syncReplicas(this.deps.meta, this.opts.shard, REPLICA_SEEN_WITHIN_MS), shardSyncMissing(this.deps.meta.db, this.opts.shard)]);
       this.missing = missing;
-      // A sync replica that took the shard over may still be listed for a few seconds.
-      const url = urls.find((u) => u !== this.opts.self);
+      // A sync replica that took the shard over left the table, but this is read concurrently.
+      const others = replicas.filter((r) => r.url !== this.opts.self);
+      this.configured = others.length > 0;
+      this.deps.metrics.connected.set(others.some((r) => r.live) ? 1 : 0);
+      const url = others.find((r) => r.live)?.url;
       if (url === this.replica?.url) return;
       const old = this.replica;
       this.replica = url === undefined ? undefined : { url, host: new RemoteRepoHost({ url, secret: this.opts.secret, connectTimeoutMs: this.opts.timeoutMs }) };

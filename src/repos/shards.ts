@@ -150,6 +150,22 @@ export function createShardService(meta: MetaStore) {
       return { shard: shard.name, state: shard.state, acceptsNew, changed: shard.acceptsNew !== acceptsNew, ...(await aftermath(shard.name)) };
     },
 
+    /**
+     * What the shard's writer does with a push while no synchronous replica is connected:
+     * `accept` commits it unsynced (it is safe from the loss of the writer's disk only once
+     * replicated), `refuse` refuses it (replication/sync.ts). Writers read it within a second.
+     */
+    async setSyncMissing(actor: Actor, name: string, value: shards.SyncMissing, opts: { requestId?: string } = {}) {
+      requireSiteAdmin(actor);
+      const shard = await shardOrThrow(name);
+      const was = await shards.shardSyncMissing(db, shard.name);
+      if (was !== value) {
+        await shards.setSyncMissing(db, shard.name, value);
+        await audit(actor, 'shard.sync_missing', shard.name, { sync_missing: value }, opts.requestId);
+      }
+      return { shard: shard.name, syncMissing: value, changed: was !== value };
+    },
+
     /** Restricts the placement of the space's new repositories to its pinned shards (this one among them). */
     async pin(actor: Actor, spacePath: string, name: string, opts: { requestId?: string } = {}) {
       requireSiteAdmin(actor);

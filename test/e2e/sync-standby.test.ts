@@ -138,6 +138,33 @@ describe('a synchronous standby', { skip: !databaseBackends().includes('postgres
       pushed = (await git.run(['push', '-q', frontend.repoUrl(`alice/main/${p0.repo}.git`, token), `HEAD:${p0.ref}`], { cwd: p0.work, timeoutMs: 60_000 })).code === 0;
     }
     assert.ok(pushed, 'a push after the takeover is acknowledged');
+    assert.equal(await metric(standby, /^gitstratum_sync_replica_connected (\d+)/m), 0, 'the new writer has no synchronous replica of its own');
+
+    // A shard set to refuse pushes while no synchronous replica is connected: refused, with a
+    // message git prints, and no ref moves; accepted again once set back.
+    await cli(['shard', 'sync-missing', 'local', 'refuse']);
+    await git.commits(p0.work, 1, { files: 1, seed: 999_998, prefix: 'refused' });
+    const url = frontend.repoUrl(`alice/main/${p0.repo}.git`, token);
+    let refused: { code: number | null; stderr: string } | undefined;
+    let seed = 999_000;
+    for (const deadline = Date.now() + 30_000; Date.now() < deadline; await sleep(250)) {
+      const r = await git.run(['push', '-q', url, `HEAD:${p0.ref}`], { cwd: p0.work, timeoutMs: 60_000 });
+      if (r.code !== 0) {
+        refused = r;
+        break;
+      }
+      // Accepted before the writer read the setting (it does every second): push another commit.
+      await git.commits(p0.work, 1, { files: 1, seed: seed++, prefix: 'refused' });
+    }
+    assert.ok(refused, 'a push is refused once the writer read the setting');
+    assert.match(refused.stderr, /remote: gitstratum: push refused: shard local has no synchronous replica connected, and shard local accepts pushes only with one/);
+    assert.notEqual((await git.run(['--git-dir', gitDirOn(standby.dataDir, p0.repo), 'rev-parse', p0.ref])).stdout.trim(), await git.revParse(p0.work, 'HEAD'), 'no ref moved');
+    await cli(['shard', 'sync-missing', 'local', 'accept']);
+    pushed = false;
+    for (const deadline = Date.now() + 30_000; !pushed && Date.now() < deadline; await sleep(pushed ? 0 : 250)) {
+      pushed = (await git.run(['push', '-q', url, `HEAD:${p0.ref}`], { cwd: p0.work, timeoutMs: 60_000 })).code === 0;
+    }
+    assert.ok(pushed, 'accepted again once set back to accept');
     // Clients see it all through the frontend.
     const clone = path.join(scratch, 'after');
     await git.ok(['clone', '-q', frontend.repoUrl('alice/main/r1.git', token), clone]);
