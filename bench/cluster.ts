@@ -1,5 +1,5 @@
 /**
- * `npm run bench:cluster`: gitstratum as a cluster (issues 10 and 11), four parts on one PostgreSQL
+ * `npm run bench:cluster`: gitstratum as a cluster (issues 10 and 11), five parts on one PostgreSQL
  * and one S3 server that the benchmark starts itself (bench/postgres.ts, bench/s3-server.ts),
  * each part with a database and a bucket prefix of its own:
  *
@@ -12,10 +12,12 @@
  *      many pack generations the storage node ran and how many git processes the frontends ran;
  *   4. replicas (bench/cluster-replica.ts): a writer and two async replicas of a shard behind a
  *      frontend: each replica's lag after a push (p50/p99), read-your-writes misses of a fetch
- *      right after each push, and a storm of 60 depth-1 clones: where the reads went, CPU per node.
+ *      right after each push, and a storm of 60 depth-1 clones: where the reads went, CPU per node;
+ *   5. sync (bench/cluster-sync.ts): push latency with a synchronous standby against a writer
+ *      alone, and failovers with the writer's disk gone: time to the first push, pushes lost.
  *
  * Options (flags after `npm run bench:cluster --`, or environment):
- *   --parts LIST         BENCH_PARTS          failover,hop,storm,replica (default all)
+ *   --parts LIST         BENCH_PARTS          failover,hop,storm,replica,sync (default all)
  *   --trials N           BENCH_TRIALS         failover trials (default 10)
  *   --pushers N          BENCH_PUSHERS        failover pushers (default 3)
  *   --lease-seconds N    BENCH_LEASE_SECONDS  the shard lease (default 5, gitstratum's default)
@@ -25,6 +27,8 @@
  *   --lag-pushes N       BENCH_LAG_PUSHES     replica part: pushes whose lag is measured (default 50)
  *   --ryw-rounds N       BENCH_RYW_ROUNDS     replica part: push-then-fetch rounds (default 200)
  *   --ryw-delay-ms N     BENCH_RYW_DELAY_MS   replica part: longest wait between push and fetch (default 0: at once)
+ *   --sync-pushes N      BENCH_SYNC_PUSHES    sync part: pushes per shard whose latency is measured (default 100)
+ *   --sync-trials N      BENCH_SYNC_TRIALS    sync part: failovers with the writer's disk gone (default 20)
  *   --keep               BENCH_KEEP=1         keep the run directory (.bench/run-cluster-*: every log)
  *                        BENCH_TIMEOUT_S      whole-run limit (default 1800)
  *
@@ -39,6 +43,7 @@ import { failover, failoverReport, type FailoverResult } from './cluster-failove
 import { hop, hopReport, type HopResult } from './cluster-hop.js';
 import type { PartContext } from './cluster-processes.js';
 import { replica, replicaReport, type ReplicaResult } from './cluster-replica.js';
+import { sync, syncReport, type SyncResult } from './cluster-sync.js';
 import { storm, stormReport, type StormResult } from './cluster-storm.js';
 import { startPostgres } from './postgres.js';
 import { run, runBench, startRun } from './processes.js';
@@ -47,7 +52,7 @@ import { startS3Server } from './s3-server.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CACHE = path.join(ROOT, '.bench');
-const PARTS = ['failover', 'hop', 'storm', 'replica'] as const;
+const PARTS = ['failover', 'hop', 'storm', 'replica', 'sync'] as const;
 type Part = (typeof PARTS)[number];
 
 interface Options {
@@ -61,6 +66,8 @@ interface Options {
   lagPushes: number;
   rywRounds: number;
   rywDelayMs: number;
+  syncPushes: number;
+  syncTrials: number;
   keep: boolean;
   timeoutS: number;
 }
@@ -83,6 +90,8 @@ function parseOptions(argv: string[]): Options {
     lagPushes: Number(env['BENCH_LAG_PUSHES'] ?? 50),
     rywRounds: Number(env['BENCH_RYW_ROUNDS'] ?? 200),
     rywDelayMs: Number(env['BENCH_RYW_DELAY_MS'] ?? 0),
+    syncPushes: Number(env['BENCH_SYNC_PUSHES'] ?? 100),
+    syncTrials: Number(env['BENCH_SYNC_TRIALS'] ?? 20),
     keep: env['BENCH_KEEP'] === '1',
     timeoutS: Number(env['BENCH_TIMEOUT_S'] ?? 1800),
   };
@@ -96,6 +105,8 @@ function parseOptions(argv: string[]): Options {
     '--lag-pushes': 'lagPushes',
     '--ryw-rounds': 'rywRounds',
     '--ryw-delay-ms': 'rywDelayMs',
+    '--sync-pushes': 'syncPushes',
+    '--sync-trials': 'syncTrials',
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -114,6 +125,8 @@ function parseOptions(argv: string[]): Options {
   if (bad(opts.lagPushes, 1, 1000)) throw new Error('--lag-pushes must be an integer from 1 to 1000');
   if (bad(opts.rywRounds, 1, 5000)) throw new Error('--ryw-rounds must be an integer from 1 to 5000');
   if (bad(opts.rywDelayMs, 0, 10_000)) throw new Error('--ryw-delay-ms must be an integer from 0 to 10000');
+  if (bad(opts.syncPushes, 1, 5000)) throw new Error('--sync-pushes must be an integer from 1 to 5000');
+  if (bad(opts.syncTrials, 1, 200)) throw new Error('--sync-trials must be an integer from 1 to 200');
   if (bad(opts.timeoutS, 60, 86_400)) throw new Error('BENCH_TIMEOUT_S must be an integer from 60 to 86400');
   return opts;
 }
@@ -146,6 +159,7 @@ async function main(): Promise<void> {
     let hopped: HopResult | undefined;
     let stormed: StormResult | undefined;
     let replicated: ReplicaResult | undefined;
+    let synced: SyncResult | undefined;
     // The load average as each part starts: the machine may be shared, and the storm's own
     // clients make the load at the end of a run high.
     const partLoad = new Map<Part, string>();
@@ -166,6 +180,10 @@ async function main(): Promise<void> {
       begin('replica');
       replicated = await replica(ctx('replica'), { lagPushes: opts.lagPushes, rywRounds: opts.rywRounds, rywDelayMs: opts.rywDelayMs, pg });
     }
+    if (opts.parts.has('sync')) {
+      begin('sync');
+      synced = await sync(ctx('sync'), { pushes: opts.syncPushes, trials: opts.syncTrials, leaseSeconds: opts.leaseSeconds });
+    }
     const withLoad = (part: Part, lines: string[]) => [lines[0]!, `   load average at the part's start: ${partLoad.get(part)}`, ...lines.slice(1)];
 
     const head = (await run('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { env })).stdout.trim();
@@ -180,6 +198,7 @@ async function main(): Promise<void> {
     if (hopped) out.push('', ...withLoad('hop', hopReport(hopped)));
     if (stormed) out.push('', ...withLoad('storm', stormReport(stormed)));
     if (replicated) out.push('', ...withLoad('replica', replicaReport(replicated)));
+    if (synced) out.push('', ...withLoad('sync', syncReport(synced)));
     process.stdout.write(out.join('\n') + '\n');
     if (opts.keep) say(`kept ${workDir} (logs of every process: ${(await readdir(workDir)).join(', ')})`);
   } finally {

@@ -263,7 +263,8 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
       if (writer?.heldEpoch !== epoch) throw unavailable('not_shard_writer', 'lease moved');
       await fencedWrite(async (db) => {
         await bumpRefsVersion(db, core.meta.dialect, repoId, { announce: false });
-        if (sync) await recordPrepared(db, core.meta.dialect, repoId, key(), updates.map((u) => ({ ref: u.ref, new: u.newOid })));
+        // HEAD shows up beside the branch it points to; a symbolic ref follows its target.
+        if (sync) await recordPrepared(db, core.meta.dialect, repoId, key(), updates.filter((u) => u.ref.startsWith('refs/')).map((u) => ({ ref: u.ref, new: u.newOid })));
       }, epoch);
     } catch (err) {
       log.warn({ err, repo_id: hookRepoId(call), epoch }, 'push refused before its refs commit: the shard lease it was received under is not confirmed');
@@ -423,6 +424,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
       const changes: RefChange[] = [];
       const missing: string[] = [];
       for (const r of refs) {
+        if (!r.ref.startsWith('refs/')) continue;
         const have = local.get(r.ref);
         const deleted = /^0+$/.test(r.value);
         if (deleted ? have === undefined : have === r.value) continue;

@@ -85,7 +85,8 @@ describe('a synchronous standby', { skip: !databaseBackends().includes('postgres
       const work = path.join(scratch, `p${p}`);
       await mkdir(work, { recursive: true });
       await git.ok(['init', '-q', '-b', 'main', work]);
-      const entry: { repo: string; ref: string; work: string; acked?: string } = { repo: `r${p % 2}`, ref: `refs/heads/p${p}`, work };
+      // Pusher 0 pushes the default branch, which HEAD points to (its ref transactions name HEAD too).
+      const entry: { repo: string; ref: string; work: string; acked?: string } = { repo: `r${p % 2}`, ref: p === 0 ? 'refs/heads/main' : `refs/heads/p${p}`, work };
       ledger.set(p, entry);
       const url = frontend.repoUrl(`alice/main/${entry.repo}.git`, token);
       for (let n = 1; running; n++) {
