@@ -27,7 +27,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BIN, Git, Server, databaseBackends, freshDatabaseUrl, packCacheSettled, run, tempDir } from './harness.js';
 import { startS3, type TestS3 } from '../support/s3.js';
-import { asEnv, CLUSTER_SECRET, serving, startStorageNode, stopped } from '../support/cluster.js';
+import { asEnv, CLUSTER_SECRET, frontendCli, seedAliceMain, serving, startStorageNode, stopped } from '../support/cluster.js';
 
 const LEASE = ['--shard-lease-seconds', '3', '--maintenance-enabled', 'false'];
 
@@ -42,11 +42,7 @@ describe('same-volume failover of a shard writer', { skip: !databaseBackends().i
   let scratch: string;
   const repoDirs = new Map<string, string>();
 
-  const cli = async (args: string[]) => {
-    const r = await run(process.execPath, [BIN, ...args, '--data', frontend.dataDir], { env: { ...process.env, ...shared, GITSTRATUM_ROLE: 'frontend' } });
-    if (r.code !== 0) throw new Error(`gitstratum ${args.join(' ')} exited ${r.code}:\n${r.stderr}`);
-    return r.stdout;
-  };
+  const cli = frontendCli(() => frontend, () => shared);
   const node = async (extraEnv: NodeJS.ProcessEnv = {}) => {
     const n = await startStorageNode({ shared, shard: 'local', dataDir: volume, args: LEASE, env: extraEnv });
     nodes.push(n);
@@ -67,9 +63,7 @@ describe('same-volume failover of a shard writer', { skip: !databaseBackends().i
     await node(); // its standby
     frontend = await Server.start({ env: { ...shared, GITSTRATUM_ROLE: 'frontend' } });
     git = await Git.create();
-    await cli(['user', 'create', 'alice']);
-    await cli(['space', 'create', 'alice/main']);
-    token = (await cli(['token', 'create', 'alice', '--scope', 'write'])).trim().split('\n').pop()!;
+    token = await seedAliceMain(cli);
     for (const name of ['r0', 'r1']) {
       const created = JSON.parse(await cli(['repo', 'create', `alice/main/${name}`, '--json'])) as { id: string };
       repoDirs.set(name, path.join(volume, 'repos', created.id.slice(0, 2), `${created.id}.git`));

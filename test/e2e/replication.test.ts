@@ -21,9 +21,9 @@ import assert from 'node:assert/strict';
 import { rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BIN, Git, Server, databaseBackends, freshDatabaseUrl, run, tempDir } from './harness.js';
+import { Git, Server, databaseBackends, freshDatabaseUrl, tempDir } from './harness.js';
 import { startS3, type TestS3 } from '../support/s3.js';
-import { asEnv, CLUSTER_SECRET, serving, startStorageNode } from '../support/cluster.js';
+import { asEnv, CLUSTER_SECRET, frontendCli, seedAliceMain, serving, startStorageNode } from '../support/cluster.js';
 import { openMetaStore } from '../../src/meta/db.js';
 import { bumpRefsVersion } from '../../src/meta/refs-versions.js';
 
@@ -45,11 +45,7 @@ describe('an async replica follows its writer', { skip: !databaseBackends().incl
   let repoId: string;
   let work: string;
 
-  const cli = async (args: string[]) => {
-    const r = await run(process.execPath, [BIN, ...args, '--data', frontend.dataDir], { env: { ...process.env, ...shared, GITSTRATUM_ROLE: 'frontend' } });
-    if (r.code !== 0) throw new Error(`gitstratum ${args.join(' ')} exited ${r.code}:\n${r.stderr}`);
-    return r.stdout;
-  };
+  const cli = frontendCli(() => frontend, () => shared);
   const repoOn = (dataDir: string) => path.join(dataDir, 'repos', repoId.slice(0, 2), `${repoId}.git`);
   const refsOf = async (gitDir: string) => {
     const r = await git.run(['--git-dir', gitDir, 'for-each-ref', '--format=%(objectname) %(refname)']);
@@ -92,9 +88,7 @@ describe('an async replica follows its writer', { skip: !databaseBackends().incl
     await serving(writer);
     frontend = await Server.start({ env: { ...shared, GITSTRATUM_ROLE: 'frontend' } });
     git = await Git.create();
-    await cli(['user', 'create', 'alice']);
-    await cli(['space', 'create', 'alice/main']);
-    token = (await cli(['token', 'create', 'alice', '--scope', 'write'])).trim().split('\n').pop()!;
+    token = await seedAliceMain(cli);
     repoId = (JSON.parse(await cli(['repo', 'create', 'alice/main/r', '--json'])) as { id: string }).id;
     scratch = await tempDir('gitstratum-replication-work-');
     replicaDisk = await tempDir('gitstratum-replica-disk-');

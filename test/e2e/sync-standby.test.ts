@@ -11,9 +11,9 @@ import assert from 'node:assert/strict';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BIN, Git, Server, databaseBackends, freshDatabaseUrl, run, tempDir } from './harness.js';
+import { Git, Server, databaseBackends, freshDatabaseUrl, tempDir } from './harness.js';
 import { startS3, type TestS3 } from '../support/s3.js';
-import { asEnv, CLUSTER_SECRET, serving, startStorageNode } from '../support/cluster.js';
+import { asEnv, CLUSTER_SECRET, frontendCli, seedAliceMain, serving, startStorageNode } from '../support/cluster.js';
 
 const NODE_ARGS = ['--shard-lease-seconds', '3', '--maintenance-enabled', 'false'];
 
@@ -29,11 +29,7 @@ describe('a synchronous standby', { skip: !databaseBackends().includes('postgres
   let scratch: string;
   const repoIds = new Map<string, string>();
 
-  const cli = async (args: string[]) => {
-    const r = await run(process.execPath, [BIN, ...args, '--data', frontend.dataDir], { env: { ...process.env, ...shared, GITSTRATUM_ROLE: 'frontend' } });
-    if (r.code !== 0) throw new Error(`gitstratum ${args.join(' ')} exited ${r.code}:\n${r.stderr}`);
-    return r.stdout;
-  };
+  const cli = frontendCli(() => frontend, () => shared);
   const gitDirOn = (dataDir: string, repo: string) => {
     const id = repoIds.get(repo)!;
     return path.join(dataDir, 'repos', id.slice(0, 2), `${id}.git`);
@@ -48,9 +44,7 @@ describe('a synchronous standby', { skip: !databaseBackends().includes('postgres
     await serving(writer);
     frontend = await Server.start({ env: { ...shared, GITSTRATUM_ROLE: 'frontend' } });
     git = await Git.create();
-    await cli(['user', 'create', 'alice']);
-    await cli(['space', 'create', 'alice/main']);
-    token = (await cli(['token', 'create', 'alice', '--scope', 'write'])).trim().split('\n').pop()!;
+    token = await seedAliceMain(cli);
     for (const name of ['r0', 'r1']) repoIds.set(name, (JSON.parse(await cli(['repo', 'create', `alice/main/${name}`, '--json'])) as { id: string }).id);
     standby = await startStorageNode({ shared, shard: 'local', args: [...NODE_ARGS, '--replica', 'sync', '--replica-interval-seconds', '1'] });
     nodes.push(standby);

@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Server } from '../e2e/harness.js';
+import { BIN, run, Server } from '../e2e/harness.js';
 
 export const CLUSTER_SECRET = 'cluster-test-secret-0123456789abcdef0123';
 
@@ -63,4 +63,20 @@ export async function stopped(pid: number, boundMs = 60_000): Promise<void> {
     if (/^\d+ \(.*\) T /.test(stat)) return;
   }
   throw new Error(`process ${pid} did not stop`);
+}
+
+/** The admin command line with a frontend's settings (the cluster's database, secret and store). */
+export function frontendCli(frontend: () => Server, shared: () => NodeJS.ProcessEnv): (args: string[]) => Promise<string> {
+  return async (args) => {
+    const r = await run(process.execPath, [BIN, ...args, '--data', frontend().dataDir], { env: { ...process.env, ...shared(), GITSTRATUM_ROLE: 'frontend' } });
+    if (r.code !== 0) throw new Error(`gitstratum ${args.join(' ')} exited ${r.code}:\n${r.stderr}`);
+    return r.stdout;
+  };
+}
+
+/** User alice and her space alice/main, made through `cli`; returns a write token of hers. */
+export async function seedAliceMain(cli: (args: string[]) => Promise<string>): Promise<string> {
+  await cli(['user', 'create', 'alice']);
+  await cli(['space', 'create', 'alice/main']);
+  return (await cli(['token', 'create', 'alice', '--scope', 'write'])).trim().split('\n').pop()!;
 }
