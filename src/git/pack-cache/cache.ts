@@ -206,18 +206,19 @@ class ResponseCache implements PackCache {
       flight = this.flights.get(key);
       if (flight) return this.join(flight, req, generate, signal);
     }
-    // A negotiation's first sighting goes to git as before, writing no cache file: most are
-    // one client's alone. The second within the window (CI runners at one commit) is stored.
-    if (req.negotiation && !this.negotiations.sight(key)) {
-      this.uncacheable(req.endpoint, 'have');
-      return this.uncached(req, generate, signal);
-    }
     if (!(await this.store.hasFreeSpace())) {
       this.uncacheable(req.endpoint, 'no_space');
       return this.uncached(req, generate, signal);
     }
     flight = this.flights.get(key);
     if (flight) return this.join(flight, req, generate, signal);
+    // A negotiation's first sighting goes to git as before, writing no cache file: most are
+    // one client's alone. The second within the window (CI runners at one commit) starts the
+    // flight its followers join: nothing awaits between this sighting and the flight's entry.
+    if (req.negotiation && !this.negotiations.sight(key)) {
+      this.uncacheable(req.endpoint, 'have');
+      return this.uncached(req, generate, signal);
+    }
 
     flight = new Flight(
       { key, repoId: versioned, refsVersion: version, endpoint: req.endpoint },
