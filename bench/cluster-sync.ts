@@ -26,6 +26,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { partCluster, repoDirOn, repoUrl, SERVING_SHARD, type PartContext, type ServerProcess } from './cluster-processes.js';
 import { run, stop } from './processes.js';
 import { median, percentile, table } from './report.js';
+import { scrapeMetrics, sumSeries } from './sides.js';
 
 export interface SyncOptions {
   pushes: number;
@@ -37,6 +38,8 @@ export interface SyncResult {
   opts: SyncOptions;
   plain: number[];
   synced: number[];
+  /** The syncd writer's wait for its standby over the latency part: ref transactions held, and their mean wait in seconds. */
+  hold: { count: number; meanSeconds: number };
   trials: { toPush: number; acknowledged: number; lost: number }[];
 }
 
@@ -111,6 +114,11 @@ export async function sync(ctx: PartContext, opts: SyncOptions): Promise<SyncRes
     }
     const plain: number[] = [];
     const synced: number[] = [];
+    const holdAt = async () => {
+      const m = await scrapeMetrics(`${writer.url}/metrics`);
+      return { count: sumSeries(m, 'gitstratum_sync_hold_seconds_count'), sum: sumSeries(m, 'gitstratum_sync_hold_seconds_sum') };
+    };
+    const holdBefore = await holdAt();
     for (let i = 1; i <= opts.pushes; i++) {
       const order = i % 2 === 0 ? (['plain', 'syncd'] as const) : (['syncd', 'plain'] as const);
       for (const shard of order) {
@@ -120,6 +128,10 @@ export async function sync(ctx: PartContext, opts: SyncOptions): Promise<SyncRes
       }
       if (i % 25 === 0 || i === opts.pushes) say(`sync latency: ${i}/${opts.pushes} rounds; p50 plain ${median(plain).toFixed(3)} s, sync ${median(synced).toFixed(3)} s`);
     }
+
+    const holdAfter = await holdAt();
+    const held = holdAfter.count - holdBefore.count;
+    const hold = { count: held, meanSeconds: held > 0 ? (holdAfter.sum - holdBefore.sum) / held : NaN };
 
     // 2. Failover with the writer's disk gone.
     const trials: SyncResult['trials'] = [];
@@ -176,7 +188,7 @@ export async function sync(ctx: PartContext, opts: SyncOptions): Promise<SyncRes
         await sleep(3000);
       }
     }
-    return { opts, plain, synced, trials };
+    return { opts, plain, synced, hold, trials };
   } finally {
     for (const p of [...started].reverse()) await stop(p.pid);
   }
@@ -198,6 +210,7 @@ export function syncReport(r: SyncResult): string[] {
       ['syncd (sync standby)', f(median(r.synced)), f(percentile(r.synced, 99)), `${f(Math.min(...r.synced))}–${f(Math.max(...r.synced))}`],
       ['ratio syncd ÷ plain', `${f(ratio50, 2)}×`, `${f(ratio99, 2)}×`, `target ≤ 1.3×: ${ratio50 <= 1.3 && ratio99 <= 1.3 ? 'met' : 'MISSED'}`],
     ]),
+    `  the syncd writer waited for its standby ${r.hold.count} times (once per ref transaction), ${f(r.hold.meanSeconds * 1000, 0)} ms on average (gitstratum_sync_hold_seconds)`,
     '',
     `failover with the writer's disk gone: ${r.trials.length} trials; 2 clients pushing in a loop, SIGKILL of the writer after 10 acknowledged pushes, its data directory renamed away`,
     table([

@@ -10,7 +10,7 @@
  * the push commit unsynced (counted, logged), `refuse` refuses it. A shard that never had a
  * synchronous replica (and accepts) pays nothing for this.
  */
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../shared/log.js';
 import type { MetaStore } from '../meta/db.js';
 import { REPLICA_SEEN_WITHIN_MS, syncReplicas } from '../meta/replication.js';
@@ -25,6 +25,7 @@ export interface SyncMetrics {
   transactions: { inc(labels: { result: 'held' | 'unsynced' | 'refused' }): void };
   commitFailures: { inc(): void };
   connected: { set(value: number): void };
+  holdSeconds: { observe(value: number): void };
 }
 
 export function createSyncMetrics(registry: Registry): SyncMetrics {
@@ -33,6 +34,12 @@ export function createSyncMetrics(registry: Registry): SyncMetrics {
       name: 'gitstratum_sync_transactions_total',
       help: 'Ref transactions of pushes run with a synchronous standby, by result: held (the replica held the objects before the refs committed), unsynced (no replica; committed anyway: sync_missing=accept), refused (no replica: sync_missing=refuse).',
       labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    holdSeconds: new Histogram({
+      name: 'gitstratum_sync_hold_seconds',
+      help: 'How long a ref transaction waited for the synchronous replica to hold its objects (held ones only).',
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [registry],
     }),
     connected: new Gauge({ name: 'gitstratum_sync_replica_connected', help: 'Whether a synchronous replica of this writer\'s shard is connected (1) or not (0): pushes wait for it.', registers: [registry] }),
@@ -85,7 +92,9 @@ export class SyncTarget {
     const shard = this.opts.shard;
     if (!replica) return this.without(`shard ${shard} has no synchronous replica connected`);
     try {
+      const started = performance.now();
       await replica.host.holdObjects(repoId, oids, AbortSignal.timeout(this.opts.timeoutMs));
+      this.deps.metrics.holdSeconds.observe((performance.now() - started) / 1000);
       this.deps.metrics.transactions.inc({ result: 'held' });
       return { held: true };
     } catch (err) {
