@@ -107,15 +107,23 @@ async function restartAndCheck(s: Scenario): Promise<void> {
       await until('the refs on disk at restart were snapshotted', async () => (await latestSnapshot(meta.db, s.repo.id))?.refsDigest === live);
     }
     // The next push to the same ref: refused by nothing the crash left.
+    const runsBefore = await metric(server, 'gitstratum_maintenance_runs_total', 'result="ok"');
     await s.git.commits(s.work, 1, { seed: 99, prefix: 'after' });
     await s.git.ok(['push', '-q', server.repoUrl('alice/main/r.git', s.token), 'main'], { cwd: s.work });
+    // Maintenance repacks at once after a push here (delay 0) and deletes the loose objects it
+    // packed: an fsck scanning meanwhile sees one vanish ("unable to mmap"). Wait for it first.
+    await until(
+      'maintenance ran after the push and is idle',
+      async () =>
+        (await metric(server, 'gitstratum_maintenance_runs_total', 'result="ok"')) > runsBefore &&
+        (await metric(server, 'gitstratum_maintenance_pending')) + (await metric(server, 'gitstratum_maintenance_running')) === 0,
+    );
     const r = await s.git.run(['--git-dir', s.repo.path, 'fsck', '--strict', '--no-progress']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(
       await s.git.revParse(s.work, 'main'),
       (await s.git.ok(['--git-dir', s.repo.path, 'rev-parse', 'refs/heads/main'])).trim(),
     );
-    await until('maintenance ran after the push', async () => (await metric(server, 'gitstratum_maintenance_runs_total', 'result="ok"')) >= 1);
     await until('the repository was snapshotted', async () => (await metric(server, 'gitstratum_snapshot_dirty_repositories')) === 0);
     // The refs restored from object storage equal the live ones.
     const drill = await server.cli(['dr-drill', '--json']);
