@@ -255,7 +255,9 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     if (epoch === undefined || !repoId) return { code: 0 };
     const sync = call.env['GITSTRATUM_SYNC'] === '1';
     const key = () => transactionKey(call.env['GITSTRATUM_REQUEST_ID'] ?? '', call.stdin);
-    if (call.args[0] === 'committed' && sync) return syncCommitted(repoId, key(), epoch);
+    // A transaction of HEAD alone (never a push's, but git may make one) has nothing recorded.
+    const recorded = () => parseRefLines(call.stdin).some((u) => u.ref.startsWith('refs/'));
+    if (call.args[0] === 'committed' && sync) return recorded() ? syncCommitted(repoId, key(), epoch) : { code: 0 };
     if (call.args[0] !== 'prepared') return { code: 0 };
     pausePoint('receive-before-ref-commit');
     const updates = parseRefLines(call.stdin);
