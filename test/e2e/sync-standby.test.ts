@@ -4,7 +4,8 @@
  * push in a loop through the frontend, the writer is killed with SIGKILL and its disk deleted;
  * the sync replica takes the shard over, and every push git reported as successful is on its
  * disk (a ledger, ref by ref), every repository `git fsck` clean. Where git reported a failure
- * either outcome is allowed. Every process is stopped by its PID; waits are for conditions.
+ * either outcome is allowed. Then a synchronous replica of the new writer dies: pushes go on,
+ * counted and logged as unsynced. Every process is stopped by its PID; waits are for conditions.
  */
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
@@ -164,5 +165,51 @@ describe('a synchronous standby', { skip: !databaseBackends().includes('postgres
     const clone = path.join(scratch, 'after');
     await git.ok(['clone', '-q', frontend.repoUrl('alice/main/r1.git', token), clone]);
     assert.equal((await git.run(['merge-base', '--is-ancestor', ledger.get(1)!.acked!, 'refs/remotes/origin/p1'], { cwd: clone })).code, 0);
+  });
+
+  test('a synchronous replica of the new writer that dies: pushes go on unsynced (accept), counted and logged; one that comes back is waited for again', async () => {
+    // `standby` writes now; a new synchronous replica on a fresh disk follows it.
+    const writerNow = standby;
+    const replica = await startStorageNode({ shared, shard: 'local', args: [...NODE_ARGS, '--replica', 'sync', '--replica-interval-seconds', '1'] });
+    nodes.push(replica);
+    const connected = async (value: number) => {
+      for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(100)) {
+        if ((await metric(writerNow, /^gitstratum_sync_replica_connected (\d+)/m)) === value) return;
+      }
+      assert.fail(`gitstratum_sync_replica_connected never became ${value}`);
+    };
+    await connected(1);
+    const work = path.join(scratch, 'unsynced');
+    await mkdir(work, { recursive: true });
+    await git.ok(['init', '-q', '-b', 'main', work]);
+    const url = frontend.repoUrl('alice/main/r1.git', token);
+    const pushOne = async (seed: number) => {
+      await git.commits(work, 1, { files: 1, seed, prefix: 'unsynced' });
+      return (await git.run(['push', '-q', '--force', url, 'HEAD:refs/heads/unsynced'], { cwd: work, timeoutMs: 60_000 })).code;
+    };
+    const held = () => metric(writerNow, /^gitstratum_sync_transactions_total\{result="held"\} (\d+)/m);
+    const unsynced = () => metric(writerNow, /^gitstratum_sync_transactions_total\{result="unsynced"\} (\d+)/m);
+    const heldBefore = await held();
+    assert.equal(await pushOne(1), 0);
+    assert.ok((await held()) > heldBefore, 'held by the new replica');
+
+    // The replica dies; it stays registered, so pushes still wait for it, fail to reach it, and
+    // are accepted unsynced (the shard's default, sync-missing accept).
+    replica.process.kill('SIGKILL');
+    const unsyncedBefore = await unsynced();
+    assert.equal(await pushOne(2), 0, 'the push is acknowledged');
+    assert.ok((await unsynced()) > unsyncedBefore, 'and counted unsynced');
+    assert.ok(writerNow.logs.some((l) => l.includes('did not take the push') && l.includes('push committed without it')), 'and logged');
+
+    // Started again on its disk (a new port): the writer finds it and waits for it again.
+    const back = await startStorageNode({ shared, shard: 'local', dataDir: replica.dataDir, args: [...NODE_ARGS, '--replica', 'sync', '--replica-interval-seconds', '1'] });
+    nodes.push(back);
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(100)) {
+      if (writerNow.logs.some((l) => l.includes('pushes wait for this synchronous replica') && l.includes(back.url.replace(/\/$/, '')))) break;
+    }
+    const heldAgain = await held();
+    assert.equal(await pushOne(3), 0);
+    assert.ok((await held()) > heldAgain, 'held by the replica that came back');
+    assert.equal((await git.run(['--git-dir', gitDirOn(back.dataDir, 'r1'), 'cat-file', '-e', await git.revParse(work, 'HEAD')])).code, 0, 'which has the pushed commit');
   });
 });
