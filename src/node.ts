@@ -439,6 +439,12 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
         lost += missing.length;
         lostPushes.inc(missing.length);
         failoverLog.error({ repo_id: repoId, shard: config.shard, epoch, lost_refs: missing }, 'acknowledged ref updates lost: committed while no synchronous replica held their objects');
+        const repo = await findRepositoryById(core.meta.db, repoId);
+        const details = { shard: config.shard, epoch, refs: missing, reason: 'synchronous standby took over without their objects (committed unsynced)' };
+        await fencedWrite(
+          (db) => appendAudit(db, { at: now(), actorId: null, actorName: 'system', action: 'push.lost', repositoryId: repoId, target: repo ? `${repo.ownerName}/${repo.spaceName}/${repo.name}` : repoId, details, requestId: null }),
+          epoch,
+        );
       }
     }
     failoverLog.info({ shard: config.shard, epoch, repositories: recorded.size, refs_applied: applied, refs_lost: lost }, 'synchronous standby took the shard over with the committed ref transactions applied');

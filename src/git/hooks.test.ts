@@ -211,6 +211,10 @@ for (const kind of RELAYS) test(`a storage node's push relays only \`prepared\` 
     assert.equal(await git(['update-ref', 'refs/heads/d', commit], repo), 0);
     assert.equal(phases.length, 3);
 
+    // A push with a synchronous replica (GITSTRATUM_SYNC): `committed` is relayed too, for the standby's record.
+    assert.equal(await git(['update-ref', 'refs/heads/s', commit], repo, { GITSTRATUM_SHARD_EPOCH: '7', GITSTRATUM_SYNC: '1' }), 0);
+    assert.deepEqual(phases.slice(3), ['prepared', 'committed']);
+
     // The fencing answer still stops the ref: a refused `prepared` leaves the ref unwritten.
     server.on('reference-transaction', async () => ({ code: 1, message: 'deposed' }));
     assert.notEqual(await git(['update-ref', 'refs/heads/e', commit], repo, { GITSTRATUM_SHARD_EPOCH: '7' }), 0);

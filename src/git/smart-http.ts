@@ -262,8 +262,13 @@ const COMMAND_REFUSALS = new Set(['too_many_ref_updates', 'too_many_push_options
  */
 function sidebandRefusal(service: GitService, err: Error, capabilities: string[]): Readable | undefined {
   if (service !== 'receive-pack' || !(err instanceof DomainError) || !COMMAND_REFUSALS.has(err.code)) return undefined;
+  return sidebandError(err.message, capabilities);
+}
+
+/** A side-band error (band 3), which git prints as `remote: …` and stops; undefined if the client asked for no side-band. */
+function sidebandError(text: string, capabilities: string[]): Readable | undefined {
   if (!capabilities.includes('side-band-64k') && !capabilities.includes('side-band')) return undefined;
-  return Readable.from([pktLine(Buffer.concat([Buffer.from([3]), Buffer.from(`${err.message}\n`)])), FLUSH_PKT]);
+  return Readable.from([pktLine(Buffer.concat([Buffer.from([3]), Buffer.from(`${text.slice(0, 4000)}\n`)])), FLUSH_PKT]);
 }
 
 /**
@@ -273,10 +278,9 @@ function sidebandRefusal(service: GitService, err: Error, capabilities: string[]
  * hook's own lines (`gitstratum: …`) go to the client as a side-band error instead.
  */
 function hookRefusal(service: GitService, stderr: string, capabilities: string[]): Readable | undefined {
-  if (service !== 'receive-pack' || (!capabilities.includes('side-band-64k') && !capabilities.includes('side-band'))) return undefined;
   const lines = stderr.split('\n').filter((l) => l.startsWith('gitstratum: '));
-  if (lines.length === 0) return undefined;
-  return Readable.from([pktLine(Buffer.concat([Buffer.from([3]), Buffer.from(`${lines.join('\n').slice(0, 4000)}\n`)])), FLUSH_PKT]);
+  if (service !== 'receive-pack' || lines.length === 0) return undefined;
+  return sidebandError(lines.join('\n'), capabilities);
 }
 
 /**

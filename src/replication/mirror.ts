@@ -14,7 +14,7 @@
  * - At most `concurrency` rounds at a time, one per repository; a failed round is logged and
  *   counted, and the repository tried again at the next pass.
  * - A copy of a repository no longer on the shard (deleted on the writer, or moved away) is
- *   removed at the next pass.
+ *   removed at the next reconciliation, which lists the whole shard anyway.
  */
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -153,7 +153,8 @@ export class Mirror {
       const reading = this.roundVersions.get(r.id);
       if (reading === undefined || reading < BigInt(r.version)) this.want(r.id);
     }
-    const reconcile = performance.now() - this.lastReconcile >= this.opts.reconcileMs;
+    if (performance.now() - this.lastReconcile < this.opts.reconcileMs) return;
+    this.lastReconcile = performance.now();
     // The disk is listed before the database is read: a copy made in between is not in the
     // listing, so it is never taken for the copy of a repository that is gone.
     const onDisk = await this.deps.copies();
@@ -164,10 +165,7 @@ export class Mirror {
       metrics.removed.inc();
       this.deps.log.info({ repo_id: id }, 'replica removed its copy of a repository no longer on its shard');
     }
-    if (reconcile) {
-      this.lastReconcile = performance.now();
-      for (const id of onShard) this.want(id);
-    }
+    for (const id of onShard) this.want(id);
   }
 
   /**
