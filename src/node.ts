@@ -46,6 +46,8 @@ import { createSyncMetrics, SYNC_HOLD_TIMEOUT_MS, SyncTarget } from './replicati
 import { committedRefs, recordCommitted, recordPrepared, transactionKey } from './meta/sync-refs.js';
 import { presentObjects, readRefsForSnapshot, updateRefsTransaction } from './git/command.js';
 import { refTransaction, type RefChange } from './replication/follow.js';
+import { copyState, MoveCopies } from './replication/move-copies.js';
+import { pushAdmission } from './meta/moves.js';
 
 /** What app.ts builds once for the whole process and hands to the node and the edge. */
 export interface Shared {
@@ -312,9 +314,58 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
   });
   // An async replica answers frontends' clones and fetches of its copies.
   if (config.replica === 'async') registerNodeRoutes(http, { host: new ReplicaHost(localHost, config.shard!), secret: config.clusterSecret! });
+  /**
+   * A push runs on this writer only while its repository is on this shard and no move is
+   * finishing (meta/moves.ts): otherwise 503 with when to retry.
+   */
+  const admitPush = async (repoId: string): Promise<void> => {
+    const admission = await pushAdmission(core.meta, repoId);
+    if (!admission || admission.shard !== config.shard) {
+      throw unavailable('repo_moved', 'this repository has just moved to another storage shard; retry the push', { retryAfterSeconds: 1 });
+    }
+    if (admission.pausedForMs > 0) {
+      const seconds = Math.min(30, Math.max(1, Math.ceil(admission.pausedForMs / 1000)));
+      throw unavailable('repo_moving', 'this repository is being moved to another storage shard: pushes are paused for a few seconds (clones and fetches go on); retry the push shortly', {
+        retryAfterSeconds: seconds,
+      });
+    }
+  };
+  const writerHost = writer ? new WriterHost(localHost, writer, config.shard!, { pushCutShort: refsChanged, admitPush }) : undefined;
+  // Moving repositories between shards: this writer copies them in, or lets them go (replication/move-copies.ts).
+  const moveCopies = writer
+    ? new MoveCopies({
+        meta: core.meta,
+        store: rawStore,
+        dataDir: core.dataDir,
+        shard: config.shard!,
+        repoPath,
+        repoConfig: repositoryConfig(),
+        leases: shardLeases!,
+        secret: config.clusterSecret!,
+        inUse: (id) => residency.inUse(id),
+        copies: () => repoIdsOnDisk(core.dataDir),
+        removeCopy: (id) => localHost.remove(id),
+        log: log.child({ component: 'moves' }),
+      })
+    : undefined;
+  const moveGraceMs = config.moveGraceSeconds * 1000;
+  let moveSweeper: NodeJS.Timeout | undefined;
+  let sweeping: Promise<unknown> | undefined;
   if (writer) {
     registerNodeRoutes(http, {
-      host: new WriterHost(localHost, writer, config.shard!, refsChanged),
+      host: writerHost!,
+      moves: {
+        copy: async (id, from) => {
+          if (writer.heldEpoch === undefined) throw unavailable('not_shard_writer', `this node does not hold shard ${config.shard} now; retry shortly`);
+          return moveCopies!.copy(id, from);
+        },
+        quiesce: async (id, waitMs) => {
+          if (writer.heldEpoch === undefined) throw unavailable('not_shard_writer', `this node does not hold shard ${config.shard} now; retry shortly`);
+          if (!(await writerHost!.quiesce(id, waitMs))) throw unavailable('push_running', `a push of the repository still runs after ${waitMs} ms`);
+          pausePoint('move-quiesce');
+          return copyState(repoPath(id));
+        },
+      },
       secret: config.clusterSecret!,
       // Replicas' fetches name the repository by id only.
       hostedRepo: async (id) => {
@@ -346,6 +397,16 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     const cutOff = await closeCutOffPushes({ meta: core.meta, repositories: repositoriesOnDisk });
     recoveryLog.info({ ...recovered, cut_off_pushes: cutOff.length, duration_ms: Date.now() - started }, 'crash recovery at start done');
     restoreRest?.();
+    if (moveCopies) {
+      const sweep = () => {
+        sweeping ??= moveCopies
+          .sweep(moveGraceMs)
+          .catch((err: unknown) => log.warn({ err }, 'copies of repositories moved away not swept; trying again later'))
+          .finally(() => (sweeping = undefined));
+      };
+      moveSweeper = setInterval(sweep, Math.min(60_000, Math.max(1000, moveGraceMs / 4)));
+      moveSweeper.unref();
+    }
     background.start();
     residency.start();
     recovery.start();
@@ -462,6 +523,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
             intervalMs: config.replicaIntervalSeconds * 1000,
             reconcileMs: config.replicaReconcileSeconds * 1000,
             concurrency: config.replicaConcurrency,
+            moveGraceMs: config.moveGraceSeconds * 1000,
           },
           {
             meta: core.meta,
@@ -504,6 +566,8 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
       deposedHandlers.push(handler);
     },
     async close() {
+      clearInterval(moveSweeper);
+      await sweeping;
       await mirror?.close();
       await syncTarget?.close();
       // Released at once, so a standby takes the shard without waiting for the lease to run out.

@@ -306,7 +306,7 @@ export function buildProgram(): Command {
   );
 
   registerQuotaCommands(program, repo);
-  registerShardCommands(program);
+  registerShardCommands(program, repo);
   registerClusterCommands(program);
 
   const token = program.command('token').description('manage access tokens');

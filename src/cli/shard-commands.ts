@@ -1,15 +1,17 @@
 /**
- * `gitstratum shard …`: create and list shards, drain them, pin spaces to them
- * (repos/shards.ts decides; this prints). Moving repositories off a shard is issue 11.
+ * `gitstratum shard …`: create and list shards, drain them (moving their repositories away),
+ * pin spaces to them; and `gitstratum repo move` (repos/shards.ts and repos/moves.ts decide;
+ * this prints).
  */
 import type { Command } from 'commander';
+import type { Core } from '../core.js';
+import { createShardLeases } from '../meta/shard-leases.js';
+import { createMover, type MoveResult } from '../repos/moves.js';
 import { systemActor } from '../access/policy.js';
 import type { ShardSummary, StateChange } from '../repos/shards.js';
 import { formatBytes } from '../shared/bytes.js';
 import { invalid } from '../shared/errors.js';
-import { admin, common } from './program.js';
-
-const NOT_MOVED = 'moving repositories between shards is issue 11, not available yet';
+import { admin, common, withSettings } from './program.js';
 const NONE_LEFT = 'warning: no shard accepts new repositories now; creating a repository fails until one does (shard create, shard activate, shard accept-new)';
 
 /** `12 s`, `3 min`, `2.0 h`: a lease age for people (`cluster status` too). */
@@ -37,10 +39,26 @@ function stateLines(c: StateChange, verb: string): string[] {
   return c.nonePlaceable ? [verb, NONE_LEFT] : [verb];
 }
 
-export function registerShardCommands(program: Command): void {
+function moverOf(core: Core) {
+  return createMover({ meta: core.meta, leases: createShardLeases(core.meta), secret: core.config.clusterSecret });
+}
+
+function positive(text: string, flag: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > 3600) throw invalid('invalid_argument', `${flag} must be a whole number from 1 to 3600, not ${text}`);
+  return n;
+}
+
+/** One line of a move's result. */
+export function moved(r: MoveResult): string {
+  if (!r.moved) return `${r.repository} is on shard ${r.to} already`;
+  return `moved ${r.repository} from shard ${r.from} to ${r.to}: ${r.refs} refs, pushes paused ${((r.pauseMs ?? 0) / 1000).toFixed(1)} s, ${((r.totalMs ?? 0) / 1000).toFixed(1)} s in all`;
+}
+
+export function registerShardCommands(program: Command, repo: Command): void {
   const shard = program
     .command('shard')
-    .description(`storage shards: where new repositories are placed (users never see shards; ${NOT_MOVED})`);
+    .description('storage shards: where repositories live (users never see shards)');
 
   common(
     shard
@@ -65,18 +83,49 @@ export function registerShardCommands(program: Command): void {
     }),
   );
 
-  common(
-    shard
-      .command('drain <name>')
-      .description(`stop placing new repositories on a shard (state draining); its repositories stay where they are: ${NOT_MOVED}`),
+  withSettings(
+    common(
+      shard
+        .command('drain <name>')
+        .description('stop placing new repositories on a shard and move every repository on it to the others (each where placement would put it), then mark it drained')
+        .option('--no-move', 'only stop placing new repositories on it; its repositories stay')
+        .option('--concurrency <n>', 'repositories moved at a time', '2')
+        .option('--pause-max-seconds <n>', "longest a repository's pushes stay paused at the end of its move", '30'),
+    ),
   ).action(
-    admin(async (core, name: string) => {
+    admin(async (core, name: string, opts: { move: boolean; concurrency: string; pauseMaxSeconds: string }) => {
       const c = await core.shards.drain(systemActor, name);
-      const held = `its ${c.repositories} ${c.repositories === 1 ? 'repository stays' : 'repositories stay'} there (${NOT_MOVED})`;
-      const verb = c.changed
-        ? `shard ${c.shard} is draining: no new repository is placed on it; ${held}`
-        : `shard ${c.shard} is already ${c.state}; ${held}`;
-      return { text: stateLines(c, verb), json: c };
+      const held = `${c.repositories} ${c.repositories === 1 ? 'repository' : 'repositories'} on it`;
+      const verb = c.changed ? `shard ${c.shard} is draining: no new repository is placed on it; ${held}` : `shard ${c.shard} is already ${c.state}; ${held}`;
+      if (!opts.move || c.repositories === 0) return { text: stateLines(c, verb), json: c };
+      process.stderr.write(verb + '\n');
+      const drained = await moverOf(core).drain(systemActor, c.shard, {
+        concurrency: positive(opts.concurrency, '--concurrency'),
+        pauseMaxMs: positive(opts.pauseMaxSeconds, '--pause-max-seconds') * 1000,
+        onProgress: (done, total, label, r) => process.stderr.write(`[${done}/${total}] ${r instanceof Error ? `FAILED ${label}: ${r.message}` : moved(r)}\n`),
+      });
+      const lines = [
+        `${drained.moved.length} moved, ${drained.failed.length} failed; ${drained.remaining} left on shard ${c.shard}${drained.drained ? ': it is drained' : ' (run drain again to move them)'}`,
+      ];
+      return { text: lines, json: drained };
+    }),
+  );
+
+  withSettings(
+    common(
+      repo
+        .command('move <owner/space/repo>')
+        .description('move a repository to another shard: copied while served, its pushes paused briefly at the end (503 + Retry-After; reads go on), then switched')
+        .requiredOption('--to-shard <name>', 'the shard to move it to')
+        .option('--pause-max-seconds <n>', 'longest its pushes stay paused; past it the move gives up and they resume', '30'),
+    ),
+  ).action(
+    admin(async (core, repoPath: string, opts: { toShard: string; pauseMaxSeconds: string }) => {
+      const r = await moverOf(core).move(systemActor, repoPath, opts.toShard, {
+        pauseMaxMs: positive(opts.pauseMaxSeconds, '--pause-max-seconds') * 1000,
+        onStep: (text) => process.stderr.write(text + '\n'),
+      });
+      return { text: moved(r), json: r };
     }),
   );
 

@@ -290,6 +290,11 @@ export const configSchema = z
     replicaReconcileSeconds: positiveSeconds.default(600),
     /** Repositories a replica brings up to the writer at once. */
     replicaConcurrency: positiveInt.default(2),
+    /**
+     * After a repository moved to another shard, how long its old shard's disks keep their
+     * copies (reads that began before the switch finish on them); then they are removed.
+     */
+    moveGraceSeconds: positiveSeconds.default(300),
   })
   .strict()
   .superRefine((c, ctx) => {

@@ -23,10 +23,12 @@ export function statusOf(err: DomainError): number {
   return STATUS[err.kind];
 }
 
-/** When the client may try again: `Retry-After`, which git-lfs honours, on 503 and 429. */
+/** When the client may try again: `Retry-After`, which git-lfs honours, on 503 and 429 (`fields.retryAfterSeconds` when the error knows). */
 export function retryAfter(reply: FastifyReply, err: DomainError): void {
-  if (err.kind === 'unavailable') reply.header('Retry-After', '5');
-  if (err.kind === 'rate_limited') reply.header('Retry-After', String(err.fields['retryAfterSeconds'] ?? 1));
+  const given = Number(err.fields['retryAfterSeconds']);
+  const seconds = Number.isInteger(given) && given > 0 ? given : undefined;
+  if (err.kind === 'unavailable') reply.header('Retry-After', String(seconds ?? 5));
+  if (err.kind === 'rate_limited') reply.header('Retry-After', String(seconds ?? 1));
 }
 
 function commonHeaders(reply: FastifyReply, err: DomainError): void {

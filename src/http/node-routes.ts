@@ -36,6 +36,14 @@ export interface NodeRouteDeps {
    * answering (replication/mirror.ts holdObjects). Without it the sync route is not served.
    */
   holdObjects?: (id: string, oids: string[]) => Promise<void>;
+  /**
+   * A writer's part in moving repositories (replication/move-copies.ts): copy one from another
+   * shard's writer, or report its refs once no push of it runs. Without it the routes are not served.
+   */
+  moves?: {
+    copy(id: string, from: string): Promise<{ refs: number; digest: string }>;
+    quiesce(id: string, waitMs: number): Promise<{ refs: number; digest: string }>;
+  };
 }
 
 /** Object ids per sync call: they travel in the signed call header, which must stay small. */
@@ -51,6 +59,8 @@ const protocol = z.string().max(200).optional();
 const oid = z.string().regex(/^(?:[0-9a-f]{40}|[0-9a-f]{64})$/);
 const calls = {
   sync: z.object({ oids: z.array(oid).min(1).max(SYNC_OIDS_PER_CALL) }),
+  moveCopy: z.object({ from: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/) }),
+  moveQuiesce: z.object({ waitMs: z.number().int().min(0).max(600_000) }),
   create: z.object({ defaultBranch: z.string().min(1).max(255), forkOf: ulid.optional() }),
   remove: z.object({}),
   advertise: z.object({ repo: hostedRepo, service, protocol }),
@@ -126,6 +136,12 @@ export function registerNodeRoutes(app: FastifyInstance, deps: NodeRouteDeps): v
         await holdObjects(idOf(req), call.oids);
         return reply.code(204).send();
       });
+    }
+
+    const { moves } = deps;
+    if (moves) {
+      node.post<{ Params: { id: string } }>(`${NODE_PREFIX}/moves/:id/copy`, async (req) => moves.copy(idOf(req), callOf(req, calls.moveCopy).from));
+      node.post<{ Params: { id: string } }>(`${NODE_PREFIX}/moves/:id/quiesce`, async (req) => moves.quiesce(idOf(req), callOf(req, calls.moveQuiesce).waitMs));
     }
 
     node.post<{ Params: { id: string } }>(`${NODE_PREFIX}/repos/:id/rpc`, async (req, reply) => {

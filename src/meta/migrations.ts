@@ -365,6 +365,29 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('shards').addColumn('sync_missing', 'text', (c) => c.notNull().defaultTo('accept')).execute();
       },
     },
+    '0018_repo_moves': {
+      async up(db: Kysely<any>) {
+        // Moving repositories between shards (meta/moves.ts, docs/design/replication.md): while
+        // set and in the future (database clock, ms), pushes to the repository get 503.
+        await db.schema.alterTable('repositories').addColumn('pushes_paused_until', 'bigint').execute();
+        await db.schema
+          .createTable('repo_moves')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('repository_id', 'text', (c) => c.notNull().references('repositories.id').onDelete('cascade'))
+          .addColumn('from_shard', 'text', (c) => c.notNull())
+          .addColumn('to_shard', 'text', (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('actor_name', 'text', (c) => c.notNull())
+          .addColumn('lease_until', 'bigint', (c) => c.notNull())
+          .addColumn('started_at', 'bigint', (c) => c.notNull())
+          .addColumn('finished_at', 'bigint')
+          .addColumn('pause_ms', 'bigint')
+          .addColumn('error', 'text')
+          .execute();
+        await db.schema.createIndex('repo_moves_repository_idx').on('repo_moves').columns(['repository_id', 'state']).execute();
+        await db.schema.createIndex('repo_moves_from_idx').on('repo_moves').columns(['from_shard', 'state']).execute();
+      },
+    },
   };
 }
 

@@ -56,6 +56,8 @@ export interface RepositoriesTable {
   enforce_locks: Generated<number>;
   /** The repository this one was forked from (it may since have been deleted). */
   fork_of: ColumnType<string | null, string | null | undefined, string | null>;
+  /** While in the future (ms, database clock): a move is finishing, pushes get 503 (meta/moves.ts). */
+  pushes_paused_until: ColumnType<number | string | null, number | null | undefined, number | null>;
   /** The fork network: the id of its first repository; null when the repository is no fork. */
   fork_network: ColumnType<string | null, string | null | undefined, string | null>;
   /** Size quota: null, the configured default; 0, none; else bytes (bigint: a string on PostgreSQL). */
@@ -246,6 +248,23 @@ export interface SyncRefsTable {
   updated_at: number | string;
 }
 
+export interface RepoMovesTable {
+  id: string;
+  repository_id: string;
+  from_shard: string;
+  to_shard: string;
+  /** copying, paused (pushes get 503), moved (routing switched), failed. */
+  state: string;
+  actor_name: string;
+  /** The mover's claim (ms, database clock): a move not renewed past it is abandoned. */
+  lease_until: number | string;
+  started_at: number | string;
+  finished_at: number | string | null;
+  /** How long pushes were paused, once moved. */
+  pause_ms: number | string | null;
+  error: string | null;
+}
+
 export interface Database {
   owners: OwnersTable;
   users: UsersTable;
@@ -270,4 +289,5 @@ export interface Database {
   replicas: ReplicasTable;
   replica_positions: ReplicaPositionsTable;
   sync_refs: SyncRefsTable;
+  repo_moves: RepoMovesTable;
 }

@@ -14,7 +14,8 @@
  * - At most `concurrency` rounds at a time, one per repository; a failed round is logged and
  *   counted, and the repository tried again at the next pass.
  * - A copy of a repository no longer on the shard (deleted on the writer, or moved away) is
- *   removed at the next reconciliation, which lists the whole shard anyway.
+ *   removed at the next reconciliation, which lists the whole shard anyway; one moved away
+ *   is kept for the move grace period first (meta/moves.ts copiesToKeep).
  */
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -27,6 +28,7 @@ import { readRefsVersion, REFS_CHANNEL } from '../meta/refs-versions.js';
 import { behindRepositories, forgetReplica, recordPosition, REPLICA_HEARTBEAT_MS, replicaHeartbeat } from '../meta/replication.js';
 import { findRepositoryById, listRepositories } from '../meta/repositories.js';
 import { restoreRepository } from '../snapshots/restore.js';
+import { copiesToKeep } from '../meta/moves.js';
 import { replicaToken } from '../shared/cluster-signature.js';
 import { REPLICA_PREFIX } from '../http/node-routes.js';
 import { notFound, unavailable } from '../shared/errors.js';
@@ -45,6 +47,8 @@ export interface MirrorOptions {
   /** How often every repository of the shard gets a round, behind or not: drift is repaired (a round compares every ref). */
   reconcileMs: number;
   concurrency: number;
+  /** How long a copy of a repository moved away from the shard is kept (config moveGraceSeconds). */
+  moveGraceMs: number;
 }
 
 export interface MirrorDeps {
@@ -159,8 +163,10 @@ export class Mirror {
     // listing, so it is never taken for the copy of a repository that is gone.
     const onDisk = await this.deps.copies();
     const onShard = new Set((await listRepositories(meta.db)).filter((r) => r.shard === this.opts.shard).map((r) => r.id));
+    // Moved away lately: reads that began before the switch may still run here.
+    const keep = await copiesToKeep(meta, this.opts.shard, this.opts.moveGraceMs);
     for (const id of onDisk) {
-      if (onShard.has(id) || this.running.has(id) || this.wanted.has(id)) continue;
+      if (onShard.has(id) || keep.has(id) || this.running.has(id) || this.wanted.has(id)) continue;
       await this.deps.removeCopy(id);
       metrics.removed.inc();
       this.deps.log.info({ repo_id: id }, 'replica removed its copy of a repository no longer on its shard');

@@ -229,14 +229,25 @@ export function createShardWriterMetrics(registry: Registry): ShardWriterMetrics
   };
 }
 
-/** A storage node's host: its local host, only while it is the shard's writer. */
+/**
+ * A storage node's host: its local host, only while it is the shard's writer. Pushes are
+ * admitted by `admitPush` (a repository being moved away pauses them: meta/moves.ts) and
+ * counted while they run, so a move can wait for the last one to end (quiesce()).
+ */
 export class WriterHost implements RepoHost {
+  private readonly pushing = new Map<string, number>();
+  private readonly quiet = new Map<string, (() => void)[]>();
+
   constructor(
     private readonly inner: RepoHost,
     private readonly writer: ShardWriter,
     private readonly shard: string,
-    /** Called when a push ends without git's post-receive (git killed or failed): its refs may have changed. */
-    private readonly pushCutShort: (repoId: string) => Promise<void> = async () => {},
+    private readonly hooks: {
+      /** Called when a push ends without git's post-receive (git killed or failed): its refs may have changed. */
+      pushCutShort?: (repoId: string) => Promise<void>;
+      /** Throws (unavailable, with when to retry) when the repository's pushes may not run here now. */
+      admitPush?: (repoId: string) => Promise<void>;
+    } = {},
   ) {}
 
   private check(): void {
@@ -259,16 +270,53 @@ export class WriterHost implements RepoHost {
 
   async advertiseRefs(repo: HostedRepo, call: GitCall, signal: AbortSignal): Promise<GitResponse> {
     this.check();
+    if (call.service === 'receive-pack') await this.hooks.admitPush?.(repo.id);
     return this.inner.advertiseRefs(repo, call, signal);
   }
 
   async statelessRpc(repo: HostedRepo, call: RpcCall, signal: AbortSignal): Promise<GitResponse> {
     this.check();
-    const res = await this.inner.statelessRpc(repo, call, signal);
+    if (call.service !== 'receive-pack') return this.inner.statelessRpc(repo, call, signal);
+    // Counted before it is admitted: a move that paused pushes and then sees none running
+    // knows that every later one reads the pause.
+    this.pushing.set(repo.id, (this.pushing.get(repo.id) ?? 0) + 1);
+    let res: GitResponse;
+    try {
+      await this.hooks.admitPush?.(repo.id);
+      res = await this.inner.statelessRpc(repo, call, signal);
+    } catch (err) {
+      this.pushEnded(repo.id);
+      throw err;
+    }
     // git killed (client gone, timeout) between committing refs and its post-receive, which
     // bumps the refs version: bump it here, or frontends might answer from the old refs.
-    if (call.service === 'receive-pack') void res.done.then((outcome) => (outcome.code !== 0 ? this.pushCutShort(repo.id) : undefined));
+    void res.done
+      .then((outcome) => (outcome.code !== 0 ? this.hooks.pushCutShort?.(repo.id) : undefined))
+      .finally(() => this.pushEnded(repo.id))
+      .catch(() => {});
     return res;
+  }
+
+  /** Resolves once no push of the repository runs here; false when one still does after `waitMs`. */
+  async quiesce(repoId: string, waitMs: number): Promise<boolean> {
+    if (!this.pushing.get(repoId)) return true;
+    const waiters = this.quiet.get(repoId) ?? [];
+    this.quiet.set(repoId, waiters);
+    let done!: () => void;
+    const quiet = new Promise<void>((resolve) => (done = resolve));
+    waiters.push(done);
+    const timer = setTimeout(done, waitMs);
+    await quiet;
+    clearTimeout(timer);
+    return !this.pushing.get(repoId);
+  }
+
+  private pushEnded(repoId: string): void {
+    const left = (this.pushing.get(repoId) ?? 1) - 1;
+    if (left > 0) return void this.pushing.set(repoId, left);
+    this.pushing.delete(repoId);
+    for (const wake of this.quiet.get(repoId) ?? []) wake();
+    this.quiet.delete(repoId);
   }
 }
 

@@ -73,6 +73,19 @@ export class RemoteRepoHost implements RepoHost {
     for (let i = 0; i < oids.length; i += SYNC_OIDS_PER_CALL) await this.call('POST', `/sync/${id}`, { oids: oids.slice(i, i + SYNC_OIDS_PER_CALL) }, signal);
   }
 
+  /**
+   * Has the node (the target shard's writer) copy a repository from the writer of shard
+   * `from`, or bring its copy up to date; the copy's refs (replication/move-copies.ts).
+   */
+  async moveCopy(id: string, from: string, signal?: AbortSignal): Promise<{ refs: number; digest: string }> {
+    return (await (await this.send('POST', `/moves/${id}/copy`, { from }, undefined, signal)).body.json()) as { refs: number; digest: string };
+  }
+
+  /** Waits (up to `waitMs`) until no push of the repository runs on the node (its writer); its refs then. */
+  async moveQuiesce(id: string, waitMs: number, signal?: AbortSignal): Promise<{ refs: number; digest: string }> {
+    return (await (await this.send('POST', `/moves/${id}/quiesce`, { waitMs }, undefined, signal)).body.json()) as { refs: number; digest: string };
+  }
+
   /** Closes the connections to the node. */
   async close(): Promise<void> {
     await this.dispatcher.close();

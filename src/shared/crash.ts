@@ -54,6 +54,10 @@ export function crashPoint(point: CrashPoint, alsoKill?: () => void): void {
 export const PAUSE_POINTS = [
   /** A storage node's reference-transaction `prepared`: the push's objects are in, its refs not committed. */
   'receive-before-ref-commit',
+  /** A move's copy on the target shard's writer, before it fetches from the source. */
+  'move-copy',
+  /** A move's quiesce on the source shard's writer: pushes are paused, its refs not reported yet. */
+  'move-quiesce',
 ] as const;
 export type PausePoint = (typeof PAUSE_POINTS)[number];
 

@@ -69,9 +69,13 @@ test('shards: create, pin a space, placement by load and pins, drain; users neve
   assert.equal(await server.cliOk(['shard', 'pins']), 'alice/games\ta\n');
   assert.equal(await placed('alice/games/g1'), 'a');
 
-  // Drain a: it says repositories are not moved; no new repository goes there, pinned or not.
-  const drain = await server.cliOk(['shard', 'drain', 'a']);
-  assert.equal(drain, 'shard a is draining: no new repository is placed on it; its 2 repositories stay there (moving repositories between shards is issue 11, not available yet)\n');
+  // Drain a without moving: no new repository goes there, pinned or not. (Moving needs a
+  // cluster: test/e2e/moves.test.ts.)
+  const drain = await server.cliOk(['shard', 'drain', 'a', '--no-move']);
+  assert.equal(drain, 'shard a is draining: no new repository is placed on it; 2 repositories on it\n');
+  const moving = await server.cli(['shard', 'drain', 'a']);
+  assert.equal(moving.code, 1);
+  assert.match(moving.stderr, /moving repositories needs a cluster: PostgreSQL/);
   assert.equal(await placed('alice/main/three'), 'b');
   const refused = await server.cli(['repo', 'create', 'alice/games/g2']);
   assert.equal(refused.code, 1, refused.stderr);
@@ -96,7 +100,7 @@ test('shards: create, pin a space, placement by load and pins, drain; users neve
   assert.equal(await placed('alice/games/g2'), 'b');
 
   // Draining the last shard that takes new repositories warns.
-  const last = await server.cliOk(['shard', 'drain', 'b']);
+  const last = await server.cliOk(['shard', 'drain', 'b', '--no-move']);
   assert.match(last, /^shard b is draining: .*\nwarning: no shard accepts new repositories now; creating a repository fails until one does/);
   const none = await server.cli(['repo', 'create', 'alice/main/four']);
   assert.equal(none.stderr, 'gitstratum: no shard accepts new repositories\n');
