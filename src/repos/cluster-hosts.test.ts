@@ -18,7 +18,8 @@ import { registerNodeRoutes } from '../http/node-routes.js';
 import { createLogger } from '../shared/log.js';
 import { unavailable } from '../shared/errors.js';
 import { Registry } from 'prom-client';
-import { createRoutingMetrics, ReplicaHost, ShardWriter, shardRoutedHosts, type ShardWriterEvents } from './cluster-hosts.js';
+import { createRoutingMetrics, ReplicaHost, ShardWriter, shardRoutedHosts, WriterHost, type ShardWriterEvents } from './cluster-hosts.js';
+import { PassThrough } from 'node:stream';
 import type { RepoHost } from './host.js';
 
 const SECRET = 'routing-test-cluster-secret-0123456789ab';
@@ -304,6 +305,50 @@ test('a frontend reads from an up-to-date replica, falls back to the writer when
     await replicaNode.close().catch(() => {});
     await writerDisk.close();
     await replicaDisk.close();
+    await dispose();
+  }
+});
+
+test("a writer admits a push only as its repository allows, and a move's quiesce waits for the pushes running", async () => {
+  const { leases, dispose } = await open();
+  const disk = await scratchLocalHost();
+  const id = '01JR0V7NGCCCCCCCCCCCCCCCCC';
+  const repo = { id, defaultBranch: 'main', label: 'o/s/r' };
+  await disk.host.create({ id, defaultBranch: 'main' });
+  const writer = new ShardWriter({ shard: 's1', advertiseUrl: 'http://a', leaseMs: 60_000 }, { leases, log, events: recorder().events });
+  let refusal: Error | undefined;
+  const host = new WriterHost(disk.host, writer, 's1', { admitPush: async () => { if (refusal) throw refusal; } });
+  const abort = new AbortController();
+  const push = (input: PassThrough) =>
+    host.statelessRpc(repo, { service: 'receive-pack', input, pusher: { actorId: null, actorName: 'root', requestId: 'r' } }, abort.signal);
+  try {
+    await writer.start();
+    // A push still sending its pack runs: a quiesce does not end while it does.
+    const body = new PassThrough();
+    const command = `${'0'.repeat(40)} ${'1'.repeat(40)} refs/heads/topic\0report-status`;
+    body.write(`${(command.length + 4).toString(16).padStart(4, '0')}${command}0000`);
+    const running = push(body);
+    assert.equal(await host.quiesce(id, 50), false);
+    const quiet = host.quiesce(id, 60_000);
+    body.end();
+    const res = await running;
+    for await (const _ of res.body);
+    await res.done;
+    assert.equal(await quiet, true, 'quiet once the push ended');
+
+    // Paused (a move finishing): refused before git starts, with when to retry, and not counted.
+    refusal = unavailable('repo_moving', 'pushes are paused', { retryAfterSeconds: 3 });
+    await assert.rejects(push(new PassThrough()), /pushes are paused/);
+    await assert.rejects(host.advertiseRefs(repo, { service: 'receive-pack' }, abort.signal), /pushes are paused/);
+    assert.equal(await host.quiesce(id, 0), true);
+    // Reads go on.
+    const read = await host.advertiseRefs(repo, { service: 'upload-pack' }, abort.signal);
+    for await (const _ of read.body);
+    assert.equal((await read.done).code, 0);
+  } finally {
+    abort.abort();
+    await writer.close();
+    await disk.close();
     await dispose();
   }
 });
