@@ -1,5 +1,5 @@
 /**
- * `npm run bench:cluster`: gitstratum as a cluster (issues 10 and 11), five parts on one PostgreSQL
+ * `npm run bench:cluster`: gitstratum as a cluster (issues 10 and 11), six parts on one PostgreSQL
  * and one S3 server that the benchmark starts itself (bench/postgres.ts, bench/s3-server.ts),
  * each part with a database and a bucket prefix of its own:
  *
@@ -14,10 +14,12 @@
  *      frontend: each replica's lag after a push (p50/p99), read-your-writes misses of a fetch
  *      right after each push, and a storm of 60 depth-1 clones: where the reads went, CPU per node;
  *   5. sync (bench/cluster-sync.ts): push latency with a synchronous standby against a writer
- *      alone, and failovers with the writer's disk gone: time to the first push, pushes lost.
+ *      alone, and failovers with the writer's disk gone: time to the first push, pushes lost;
+ *   6. move (bench/cluster-move.ts): a repository moved between two shards' writers again and
+ *      again while clients push and clone it: how long pushes were paused, clones failed.
  *
  * Options (flags after `npm run bench:cluster --`, or environment):
- *   --parts LIST         BENCH_PARTS          failover,hop,storm,replica,sync (default all)
+ *   --parts LIST         BENCH_PARTS          failover,hop,storm,replica,sync,move (default all)
  *   --trials N           BENCH_TRIALS         failover trials (default 10)
  *   --pushers N          BENCH_PUSHERS        failover pushers (default 3)
  *   --lease-seconds N    BENCH_LEASE_SECONDS  the shard lease (default 5, gitstratum's default)
@@ -29,6 +31,7 @@
  *   --ryw-delay-ms N     BENCH_RYW_DELAY_MS   replica part: longest wait between push and fetch (default 0: at once)
  *   --sync-pushes N      BENCH_SYNC_PUSHES    sync part: pushes per shard whose latency is measured (default 100)
  *   --sync-trials N      BENCH_SYNC_TRIALS    sync part: failovers with the writer's disk gone (default 20)
+ *   --moves N            BENCH_MOVES          move part: moves of the repository (default 10)
  *   --keep               BENCH_KEEP=1         keep the run directory (.bench/run-cluster-*: every log)
  *                        BENCH_TIMEOUT_S      whole-run limit (default 1800)
  *
@@ -40,6 +43,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { failover, failoverReport, type FailoverResult } from './cluster-failover.js';
+import { moveBench, moveReport, type MoveBenchResult } from './cluster-move.js';
 import { hop, hopReport, type HopResult } from './cluster-hop.js';
 import type { PartContext } from './cluster-processes.js';
 import { replica, replicaReport, type ReplicaResult } from './cluster-replica.js';
@@ -52,7 +56,7 @@ import { startS3Server } from './s3-server.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CACHE = path.join(ROOT, '.bench');
-const PARTS = ['failover', 'hop', 'storm', 'replica', 'sync'] as const;
+const PARTS = ['failover', 'hop', 'storm', 'replica', 'sync', 'move'] as const;
 type Part = (typeof PARTS)[number];
 
 interface Options {
@@ -68,6 +72,7 @@ interface Options {
   rywDelayMs: number;
   syncPushes: number;
   syncTrials: number;
+  moves: number;
   keep: boolean;
   timeoutS: number;
 }
@@ -92,6 +97,7 @@ function parseOptions(argv: string[]): Options {
     rywDelayMs: Number(env['BENCH_RYW_DELAY_MS'] ?? 0),
     syncPushes: Number(env['BENCH_SYNC_PUSHES'] ?? 100),
     syncTrials: Number(env['BENCH_SYNC_TRIALS'] ?? 20),
+    moves: Number(env['BENCH_MOVES'] ?? 10),
     keep: env['BENCH_KEEP'] === '1',
     timeoutS: Number(env['BENCH_TIMEOUT_S'] ?? 1800),
   };
@@ -107,6 +113,7 @@ function parseOptions(argv: string[]): Options {
     '--ryw-delay-ms': 'rywDelayMs',
     '--sync-pushes': 'syncPushes',
     '--sync-trials': 'syncTrials',
+    '--moves': 'moves',
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -127,6 +134,7 @@ function parseOptions(argv: string[]): Options {
   if (bad(opts.rywDelayMs, 0, 10_000)) throw new Error('--ryw-delay-ms must be an integer from 0 to 10000');
   if (bad(opts.syncPushes, 1, 5000)) throw new Error('--sync-pushes must be an integer from 1 to 5000');
   if (bad(opts.syncTrials, 1, 200)) throw new Error('--sync-trials must be an integer from 1 to 200');
+  if (bad(opts.moves, 1, 200)) throw new Error('--moves must be an integer from 1 to 200');
   if (bad(opts.timeoutS, 60, 86_400)) throw new Error('BENCH_TIMEOUT_S must be an integer from 60 to 86400');
   return opts;
 }
@@ -142,7 +150,7 @@ async function main(): Promise<void> {
   say(`load average at start: ${loadStart}`);
   const { workDir, env, finish } = await startRun(CACHE, 'run-cluster', { keep: opts.keep, timeoutS: opts.timeoutS });
   try {
-    const source = opts.parts.has('hop') || opts.parts.has('storm') ? await ensureRepo(SPECS.source, CACHE, env, say) : undefined;
+    const source = opts.parts.has('hop') || opts.parts.has('storm') || opts.parts.has('move') ? await ensureRepo(SPECS.source, CACHE, env, say) : undefined;
     const pg = await startPostgres(path.join(workDir, 'postgres'), env, say);
     const s3 = await startS3Server(path.join(workDir, 's3'), env);
     say(`PostgreSQL ${pg.version} on port ${pg.port} (pid ${pg.pid}), s3rver at ${s3.endpoint} (pid ${s3.pid})`);
@@ -160,6 +168,7 @@ async function main(): Promise<void> {
     let stormed: StormResult | undefined;
     let replicated: ReplicaResult | undefined;
     let synced: SyncResult | undefined;
+    let moved: MoveBenchResult | undefined;
     // The load average as each part starts: the machine may be shared, and the storm's own
     // clients make the load at the end of a run high.
     const partLoad = new Map<Part, string>();
@@ -184,6 +193,10 @@ async function main(): Promise<void> {
       begin('sync');
       synced = await sync(ctx('sync'), { pushes: opts.syncPushes, trials: opts.syncTrials, leaseSeconds: opts.leaseSeconds });
     }
+    if (opts.parts.has('move')) {
+      begin('move');
+      moved = await moveBench(ctx('move'), { moves: opts.moves, source: source! });
+    }
     const withLoad = (part: Part, lines: string[]) => [lines[0]!, `   load average at the part's start: ${partLoad.get(part)}`, ...lines.slice(1)];
 
     const head = (await run('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { env })).stdout.trim();
@@ -199,6 +212,7 @@ async function main(): Promise<void> {
     if (stormed) out.push('', ...withLoad('storm', stormReport(stormed)));
     if (replicated) out.push('', ...withLoad('replica', replicaReport(replicated)));
     if (synced) out.push('', ...withLoad('sync', syncReport(synced)));
+    if (moved) out.push('', ...withLoad('move', moveReport(moved)));
     process.stdout.write(out.join('\n') + '\n');
     if (opts.keep) say(`kept ${workDir} (logs of every process: ${(await readdir(workDir)).join(', ')})`);
   } finally {
