@@ -31,7 +31,7 @@ import { findRepositoryById, listRepositories } from './meta/repositories.js';
 import { pushLimitHooks } from './repos/push-limits.js';
 import { createRecoveryMetrics, Recovery } from './repos/recovery.js';
 import { closeCutOffPushes, markChangedRepositoriesDirty } from './snapshots/reconcile.js';
-import { registerNodeRoutes } from './http/node-routes.js';
+import { registerNodeRoutes, SYNC_PACK_MAX_BYTES } from './http/node-routes.js';
 import { createShardWriterMetrics, ReplicaHost, ShardWriter, WriterHost } from './repos/cluster-hosts.js';
 import { isDomainError, unavailable } from './shared/errors.js';
 import { createShardLeases } from './meta/shard-leases.js';
@@ -44,7 +44,7 @@ import { crashPoint, pausePoint } from './shared/crash.js';
 import { createMirrorMetrics, Mirror, replicaDiskId } from './replication/mirror.js';
 import { createSyncMetrics, SYNC_HOLD_TIMEOUT_MS, SyncTarget } from './replication/sync.js';
 import { committedRefs, recordCommitted, recordPrepared, transactionKey } from './meta/sync-refs.js';
-import { presentObjects, readRefsForSnapshot, updateRefsTransaction } from './git/command.js';
+import { packOfNewObjects, presentObjects, readRefsForSnapshot, updateRefsTransaction } from './git/command.js';
 import { refTransaction, type RefChange } from './replication/follow.js';
 import { copyState, MoveCopies } from './replication/move-copies.js';
 import { pushAdmission } from './meta/moves.js';
@@ -263,6 +263,10 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     if (call.args[0] !== 'prepared') return { code: 0 };
     pausePoint('receive-before-ref-commit');
     const updates = parseRefLines(call.stdin);
+    // The synchronous replica takes the transaction's objects while the record is written: both
+    // must be done before the refs commit, neither needs the other.
+    const oids = sync ? [...new Set(updates.map((u) => u.newOid).filter((oid) => !/^0+$/.test(oid)))] : [];
+    const holding = oids.length === 0 ? undefined : syncTarget!.hold(repoId, oids, () => packOfNewObjects(repoPath(repoId), oids, SYNC_PACK_MAX_BYTES));
     try {
       if (writer?.heldEpoch !== epoch) throw unavailable('not_shard_writer', 'lease moved');
       await fencedWrite(async (db) => {
@@ -271,12 +275,11 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
         if (sync) await recordPrepared(db, core.meta.dialect, repoId, key(), updates.filter((u) => u.ref.startsWith('refs/')).map((u) => ({ ref: u.ref, new: u.newOid })));
       }, epoch);
     } catch (err) {
+      await holding;
       log.warn({ err, repo_id: hookRepoId(call), epoch }, 'push refused before its refs commit: the shard lease it was received under is not confirmed');
       return { code: 1, message: deposedMessage };
     }
-    if (!sync) return { code: 0 };
-    const oids = [...new Set(updates.map((u) => u.newOid).filter((oid) => !/^0+$/.test(oid)))];
-    const held = oids.length === 0 ? { held: true as const } : await syncTarget!.hold(repoId, oids);
+    const held = holding ? await holding : { held: true as const };
     if (held.held || !held.refuse) return { code: 0 };
     return { code: 1, message: `gitstratum: push refused: ${held.reason}, and shard ${config.shard} accepts pushes only with one (sync_missing refuse). Retry later.` };
   });
@@ -373,7 +376,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
         return r && r.shard === config.shard ? { id: r.id, defaultBranch: r.defaultBranch, label: `${r.ownerName}/${r.spaceName}/${r.name}` } : undefined;
       },
       // A sync replica, while it stands by: the writer's pushes wait for it to hold their objects.
-      ...(config.replica === 'sync' && { holdObjects: (id: string, oids: string[]) => mirror!.holdObjects(id, oids) }),
+      ...(config.replica === 'sync' && { holdObjects: (id: string, oids: string[], pack?: Buffer) => mirror!.holdObjects(id, oids, pack) }),
     });
   }
 

@@ -468,7 +468,6 @@ export function spawnPackObjects(repoPath: string, timeoutMs: number): GitChild 
   return wrap(ownChild(spawn('git', args, { env: gitEnv(), stdio: ['pipe', 'pipe', 'pipe'] })), timeoutMs);
 }
 
-/** `git index-pack --stdin`: installs the pack written to stdin into the repository. */
 /**
  * `index-pack --stdin --strict`: besides the pack's checksum and every object's id, each object
  * is checked as `fsck` would (malformed commits, trees, tags) and its links must resolve.
@@ -476,6 +475,59 @@ export function spawnPackObjects(repoPath: string, timeoutMs: number): GitChild 
 export function spawnIndexPack(repoPath: string, timeoutMs: number): GitChild {
   const args = ['--git-dir', repoPath, 'index-pack', '--stdin', '--strict'];
   return wrap(ownChild(spawn('git', args, { env: gitEnv(), stdio: ['pipe', 'pipe', 'pipe'] })), timeoutMs);
+}
+
+/**
+ * A self-contained pack of the objects reachable from `tips` and from no ref of the repository
+ * (what a ref transaction at `prepared` adds: its refs are not moved yet), as `rev-list
+ * --objects … --not --all` piped to `pack-objects`. Undefined when it would exceed `maxBytes`
+ * (the caller has the objects fetched instead); a pack of no objects when there are none.
+ */
+export async function packOfNewObjects(repoPath: string, tips: readonly string[], maxBytes: number): Promise<Buffer | undefined> {
+  const list = wrap(ownChild(spawn('git', ['--git-dir', repoPath, 'rev-list', '--objects', '--stdin', '--not', '--all'], { env: gitEnv(), stdio: ['pipe', 'pipe', 'pipe'] })), 60_000);
+  const pack = wrap(ownChild(spawn('git', ['--git-dir', repoPath, 'pack-objects', '--stdout', '--delta-base-offset', '-q'], { env: gitEnv(), stdio: ['pipe', 'pipe', 'pipe'] })), 60_000);
+  // A process killed (too big) or failed closes its pipe: its exit status says so, not EPIPE.
+  for (const pipe of [list.stdin, pack.stdin]) pipe.on('error', () => {});
+  list.stdin.end(tips.join('\n') + '\n');
+  list.stdout.pipe(pack.stdin);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let tooBig = false;
+  pack.stdout.on('data', (chunk: Buffer) => {
+    size += chunk.length;
+    if (size > maxBytes) {
+      tooBig = true;
+      list.kill('SIGKILL');
+      pack.kill('SIGKILL');
+    } else chunks.push(chunk);
+  });
+  const [listed, packed] = await Promise.all([list.exited, pack.exited]);
+  if (tooBig) return undefined;
+  if (listed.code !== 0) throw new GitCommandError(['rev-list'], { code: listed.code, stdout: '', stderr: listed.stderr });
+  if (packed.code !== 0) throw new GitCommandError(['pack-objects'], { code: packed.code, stdout: '', stderr: packed.stderr });
+  return Buffer.concat(chunks, size);
+}
+
+/** The number of objects a pack says it holds (its header), or undefined when it is no pack. */
+export function packObjectCount(pack: Buffer): number | undefined {
+  if (pack.length < 12 || pack.toString('latin1', 0, 4) !== 'PACK') return undefined;
+  return pack.readUInt32BE(8);
+}
+
+/** Whether every object reachable from `tips` is in the repository (the walk stops at its refs). */
+export async function objectsConnected(repoPath: string, tips: readonly string[]): Promise<boolean> {
+  if (tips.length === 0) return true;
+  const r = await runGit(['--git-dir', repoPath, 'rev-list', '--objects', '--quiet', '--stdin', '--not', '--all'], { input: tips.join('\n') + '\n', check: false });
+  return r.code === 0;
+}
+
+/** Installs `pack` (index-pack --stdin --strict: every object checked as fsck would). */
+export async function installPack(repoPath: string, pack: Buffer): Promise<void> {
+  const child = spawnIndexPack(repoPath, 60_000);
+  child.stdout.resume();
+  child.stdin.end(pack);
+  const { code, stderr } = await child.exited;
+  if (code !== 0) throw new GitCommandError(['index-pack'], { code, stdout: '', stderr });
 }
 
 /** Applies `update-ref --stdin` instructions (a start/…/commit transaction) in one run. */

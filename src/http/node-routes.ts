@@ -35,7 +35,7 @@ export interface NodeRouteDeps {
    * A synchronous replica: fetches the given objects of a repository from its writer before
    * answering (replication/mirror.ts holdObjects). Without it the sync route is not served.
    */
-  holdObjects?: (id: string, oids: string[]) => Promise<void>;
+  holdObjects?: (id: string, oids: string[], pack?: Buffer) => Promise<void>;
   /**
    * A writer's part in moving repositories (replication/move-copies.ts): copy one from another
    * shard's writer, or report its refs once no push of it runs. Without it the routes are not served.
@@ -48,6 +48,8 @@ export interface NodeRouteDeps {
 
 /** Object ids per sync call: they travel in the signed call header, which must stay small. */
 export const SYNC_OIDS_PER_CALL = 200;
+/** The largest pack a sync call may carry (the writer sends larger transactions' objects by fetch). */
+export const SYNC_PACK_MAX_BYTES = 8 * 1024 * 1024;
 
 /** Where a replica's git fetches a repository from its writer: a Smart HTTP base URL (upload-pack only). */
 export const REPLICA_PREFIX = `${NODE_PREFIX}/replicate`;
@@ -72,6 +74,18 @@ const calls = {
     pusher: z.object({ actorId: z.string().max(64).nullable(), actorName: z.string().max(200), requestId: z.string().max(200) }),
   }),
 };
+
+/** The whole body, refused (413) past `limit` bytes. */
+async function readBounded(body: AsyncIterable<Buffer>, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > limit) throw new DomainError('too_large', 'sync_pack_too_large', `a sync call's pack may hold at most ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, size);
+}
 
 function callOf<T extends z.ZodType>(req: FastifyRequest, schema: T): z.infer<T> {
   const raw = req.headers[CALL_HEADER];
@@ -133,7 +147,8 @@ export function registerNodeRoutes(app: FastifyInstance, deps: NodeRouteDeps): v
     if (holdObjects) {
       node.post<{ Params: { id: string } }>(`${NODE_PREFIX}/sync/:id`, async (req, reply) => {
         const call = callOf(req, calls.sync);
-        await holdObjects(idOf(req), call.oids);
+        const pack = req.headers['content-type'] === NODE_RPC_TYPE ? await readBounded(req.raw, SYNC_PACK_MAX_BYTES) : undefined;
+        await holdObjects(idOf(req), call.oids, pack);
         return reply.code(204).send();
       });
     }

@@ -32,7 +32,7 @@ import { copiesToKeep } from '../meta/moves.js';
 import { replicaToken } from '../shared/cluster-signature.js';
 import { REPLICA_PREFIX } from '../http/node-routes.js';
 import { notFound, unavailable } from '../shared/errors.js';
-import { fetchObjects } from '../git/command.js';
+import { fetchObjects, installPack, objectsConnected, packObjectCount } from '../git/command.js';
 import { followOnce } from './follow.js';
 
 export interface MirrorOptions {
@@ -74,6 +74,8 @@ export interface MirrorMetrics {
   removed: { inc(): void };
   lagSeconds: { set(value: number): void };
   behind: { set(value: number): void };
+  /** Transactions a synchronous replica held for its writer, by how: the writer's pack sufficed, or objects were fetched. */
+  holds: { inc(labels: { how: 'pack' | 'fetch' }): void };
 }
 
 /** How long a replica token lasts: one round's fetch, with room. */
@@ -249,17 +251,23 @@ export class Mirror {
 
   /**
    * A synchronous replica's part of a push (docs/design/replication.md): the objects of a ref
-   * transaction the writer has prepared, fetched by id and checked as fsck would, into this
-   * disk's copy (made first if it has none), before the writer lets the refs commit. No ref
-   * moves here: the follower's rounds, or a takeover, do that.
+   * transaction the writer has prepared, from the pack it sent along and, for what that leaves
+   * missing, fetched by id, each checked as fsck would, into this disk's copy (made first if it
+   * has none), before the writer lets the refs commit. No ref moves here: the follower's
+   * rounds, or a takeover, do that.
    */
-  async holdObjects(id: string, oids: readonly string[]): Promise<void> {
+  async holdObjects(id: string, oids: readonly string[], pack?: Buffer): Promise<void> {
     if (this.closed) throw unavailable('replica_closing', 'this replica is shutting down');
     const repo = await findRepositoryById(this.deps.meta.db, id);
     if (!repo || repo.shard !== this.opts.shard) throw notFound('repo_not_found', 'no such repository on this shard');
     const target = await this.ensureCopy(id, repo.defaultBranch);
+    // The writer's pack of what the transaction adds: enough when this copy holds everything
+    // the writer's refs reached; otherwise (a copy behind) the rest is fetched.
+    if (pack && (packObjectCount(pack) ?? 0) > 0) await installPack(target, pack);
+    if (pack && (await objectsConnected(target, oids))) return this.deps.metrics.holds.inc({ how: 'pack' });
     const writer = await this.writerSource(id);
     await fetchObjects(target, writer.url, oids, writer.settings);
+    this.deps.metrics.holds.inc({ how: 'fetch' });
   }
 }
 
@@ -268,6 +276,12 @@ export function createMirrorMetrics(registry: Registry): MirrorMetrics {
     removed: new Counter({ name: 'gitstratum_replica_copies_removed_total', help: 'Copies this replica removed because their repository left its shard (deleted, or moved away).', registers: [registry] }),
     rounds: new Counter({ name: 'gitstratum_replica_rounds_total', help: 'Rounds of this replica following its writer, one per repository brought up to it, by result.', labelNames: ['result'] as const, registers: [registry] }),
     lagSeconds: new Gauge({ name: 'gitstratum_replica_lag_seconds', help: 'Age of the oldest refs version of the shard this replica has not reached, at its last pass (0: up to date).', registers: [registry] }),
+    holds: new Counter({
+      name: 'gitstratum_sync_holds_total',
+      help: "Ref transactions this synchronous replica held before its writer let their refs commit, by how: pack (the objects the writer sent sufficed) or fetch (the rest fetched from the writer).",
+      labelNames: ['how'] as const,
+      registers: [registry],
+    }),
     behind: new Gauge({ name: 'gitstratum_replica_behind_repositories', help: 'Repositories of the shard whose refs version this replica had not reached, at its last pass.', registers: [registry] }),
   };
 }

@@ -84,16 +84,19 @@ export class SyncTarget {
   }
 
   /**
-   * Has the synchronous replica fetch a prepared transaction's objects; resolves once it holds
-   * them, or with why it does not (the caller refuses the push or lets it commit unsynced).
+   * Has the synchronous replica hold a prepared transaction's objects (`pack`: made only when a
+   * replica is connected; they are sent along); resolves once it holds them, or with why it
+   * does not (the caller refuses the push or lets it commit unsynced).
    */
-  async hold(repoId: string, oids: readonly string[]): Promise<HoldResult> {
+  async hold(repoId: string, oids: readonly string[], pack?: () => Promise<Buffer | undefined>): Promise<HoldResult> {
     const replica = this.replica;
     const shard = this.opts.shard;
     if (!replica) return this.without(`shard ${shard} has no synchronous replica connected`);
     try {
       const started = performance.now();
-      await replica.host.holdObjects(repoId, oids, AbortSignal.timeout(this.opts.timeoutMs));
+      // Without its pack (too large, or it could not be made) the replica fetches the objects.
+      const packed = pack ? await pack().catch((err: unknown) => (this.deps.log.warn({ err, repo_id: repoId }, 'no pack for the synchronous replica; it fetches the objects'), undefined)) : undefined;
+      await replica.host.holdObjects(repoId, oids, AbortSignal.timeout(this.opts.timeoutMs), packed);
       this.deps.metrics.holdSeconds.observe((performance.now() - started) / 1000);
       this.deps.metrics.transactions.inc({ result: 'held' });
       return { held: true };

@@ -8,7 +8,7 @@
  * truncated stream fail, as it would with git dying in this process. A node that cannot be
  * reached is `unavailable` (503 with Retry-After at the edge), before any byte was sent.
  */
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Agent, request, type Dispatcher } from 'undici';
 import type { GitResponse, Outcome } from '../git/smart-http.js';
@@ -66,11 +66,18 @@ export class RemoteRepoHost implements RepoHost {
   }
 
   /**
-   * Has a synchronous replica fetch these objects of a repository from its writer, returning
-   * once it holds them (http/node-routes.ts, the sync route); in calls of SYNC_OIDS_PER_CALL.
+   * Has a synchronous replica hold these objects of a repository, returning once it does
+   * (http/node-routes.ts, the sync route), in calls of SYNC_OIDS_PER_CALL: from `pack` (the
+   * transaction's new objects, sent along) and, for whatever it still lacks, by fetching them
+   * from its writer.
    */
-  async holdObjects(id: string, oids: readonly string[], signal?: AbortSignal): Promise<void> {
-    for (let i = 0; i < oids.length; i += SYNC_OIDS_PER_CALL) await this.call('POST', `/sync/${id}`, { oids: oids.slice(i, i + SYNC_OIDS_PER_CALL) }, signal);
+  async holdObjects(id: string, oids: readonly string[], signal?: AbortSignal, pack?: Buffer): Promise<void> {
+    for (let i = 0; i < oids.length; i += SYNC_OIDS_PER_CALL) {
+      // The pack rides with the first call; the replica fetches whatever it leaves missing.
+      const body = i === 0 && pack && pack.length > 0 ? Readable.from([pack]) : undefined;
+      const res = await this.send('POST', `/sync/${id}`, { oids: oids.slice(i, i + SYNC_OIDS_PER_CALL) }, body, signal);
+      await res.body.dump();
+    }
   }
 
   /**

@@ -103,6 +103,8 @@ describe('a synchronous standby', { skip: !databaseBackends().includes('postgres
       for (const deadline = Date.now() + 120_000; acknowledged < 24 && Date.now() < deadline; ) await sleep(100);
       assert.ok(acknowledged >= 24, `pushes are acknowledged before the kill (${acknowledged})`);
       assert.ok((await metric(writer, /^gitstratum_sync_transactions_total\{result="held"\} (\d+)/m)) >= 24, 'the replica held their objects before their refs committed');
+      // Mostly from the pack the writer sent along (a fetch only when the standby's copy lagged).
+      assert.ok((await metric(standby, /^gitstratum_sync_holds_total\{how="pack"\} (\d+)/m)) >= 12, 'the writer sent the new objects along');
       killing = true;
       writer.process.kill('SIGKILL');
       // The disk is gone: renamed away at once (git processes the kill left may still be
