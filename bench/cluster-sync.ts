@@ -92,7 +92,9 @@ export async function sync(ctx: PartContext, opts: SyncOptions): Promise<SyncRes
     const plainWriter = await node('plain', 'plain-writer');
     let writer = await node('syncd', 'syncd-writer-0');
     await Promise.all([plainWriter.waitForLog(SERVING_SHARD), writer.waitForLog(SERVING_SHARD)]);
-    let standby = await node('syncd', 'syncd-replica-0', ['--replica', 'sync', '--replica-interval-seconds', '1']);
+    // Default settings for the standby of the latency part; the trials' new standbys pass every
+    // second, so each holds the repository's refs before its trial.
+    let standby = await node('syncd', 'syncd-replica-0', ['--replica', 'sync']);
     await writer.waitForLog(WAITS_FOR_REPLICA, 60_000);
     const frontend = await c.startFrontend(FRONTEND_ARGS);
     started.push(frontend);

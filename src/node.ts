@@ -194,15 +194,36 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     }
   };
 
+  /**
+   * A synchronous push's objects sent to the standby from pre-receive on, out of the quarantine,
+   * while the push's checks and git's own steps go on; its ref transactions wait for this at
+   * `prepared` (by request id) instead of starting a hold of their own.
+   */
+  const earlyHolds = new Map<string, { oids: Set<string>; sent: Promise<void> }>();
+  const holdEarly = (repoId: string, call: HookCall, quarantine: Record<string, string>) => {
+    const requestId = call.env['GITSTRATUM_REQUEST_ID'];
+    if (call.env['GITSTRATUM_SYNC'] !== '1' || !syncTarget || !requestId || earlyHolds.has(requestId)) return;
+    const oids = [...new Set(parseRefLines(call.stdin).map((u) => u.newOid).filter((oid) => !/^0+$/.test(oid)))];
+    if (oids.length === 0) return;
+    if (!syncTarget.connected) return;
+    const sent = syncTarget.send(repoId, oids, () => packOfNewObjects(repoPath(repoId), oids, SYNC_PACK_MAX_BYTES, quarantine));
+    // Awaited at `prepared`, which sends again when this failed; never an unhandled rejection.
+    sent.catch(() => {});
+    earlyHolds.set(requestId, { oids: new Set(oids), sent });
+    // Forgotten at post-receive; a push refused before it, after this long.
+    setTimeout(() => earlyHolds.delete(requestId), SYNC_HOLD_TIMEOUT_MS * 4).unref();
+  };
+
   hooks.on('pre-receive', async (call) => {
     const repoId = hookRepoId(call);
     if (!repoId) return { code: 0 };
     crashPoint('receive-after-unpack');
-    if (!(await pushEvent(repoId, 'push-begin', call))) return { code: 1, message: deposedMessage };
     const quarantine: Record<string, string> = {};
     for (const key of ['GIT_QUARANTINE_PATH', 'GIT_OBJECT_DIRECTORY', 'GIT_ALTERNATE_OBJECT_DIRECTORIES']) {
       if (call.env[key]) quarantine[key] = call.env[key]!;
     }
+    holdEarly(repoId, call, quarantine);
+    if (!(await pushEvent(repoId, 'push-begin', call))) return { code: 1, message: deposedMessage };
     const refusal = await locks.refusedByLocks(
       { id: repoId, path: repoPath(repoId) },
       call.env['GITSTRATUM_ACTOR_ID'] || null,
@@ -220,6 +241,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
 
   hooks.on('post-receive', async (call) => {
     const repoId = hookRepoId(call);
+    earlyHolds.delete(call.env['GITSTRATUM_REQUEST_ID'] ?? '');
     if (repoId) {
       crashPoint('receive-after-ref-commit');
       // Before git acknowledges the push: frontends' caches must not answer from the refs before it.
@@ -266,7 +288,11 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     // The synchronous replica takes the transaction's objects while the record is written: both
     // must be done before the refs commit, neither needs the other.
     const oids = sync ? [...new Set(updates.map((u) => u.newOid).filter((oid) => !/^0+$/.test(oid)))] : [];
-    const holding = oids.length === 0 ? undefined : syncTarget!.hold(repoId, oids, () => packOfNewObjects(repoPath(repoId), oids, SYNC_PACK_MAX_BYTES));
+    const early = earlyHolds.get(call.env['GITSTRATUM_REQUEST_ID'] ?? '');
+    // The send begun at pre-receive, when it covers these objects; again here if it failed (the
+    // objects are out of quarantine now, so the standby may fetch what it lacks).
+    const covered = early && oids.every((oid) => early.oids.has(oid)) ? early.sent : undefined;
+    const holding = oids.length === 0 ? undefined : syncTarget!.hold(repoId, oids, () => packOfNewObjects(repoPath(repoId), oids, SYNC_PACK_MAX_BYTES), covered);
     try {
       if (writer?.heldEpoch !== epoch) throw unavailable('not_shard_writer', 'lease moved');
       await fencedWrite(async (db) => {

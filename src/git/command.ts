@@ -217,6 +217,15 @@ export async function spawnService(opts: ServiceOptions): Promise<GitChild> {
   return wrap(helperChild(child), opts.timeoutMs);
 }
 
+/** Any git command, started from the git spawner (see spawnService): for work on a push's path. */
+async function spawnHelped(args: string[], timeoutMs: number, env: Record<string, string> = {}): Promise<GitChild> {
+  try {
+    return wrap(helperChild(await spawnFromHelper(args, gitEnv(env) as Record<string, string>)), timeoutMs);
+  } catch (err) {
+    return notStarted((err as Error).message);
+  }
+}
+
 export interface RunResult {
   code: number | null;
   stdout: string;
@@ -482,10 +491,14 @@ export function spawnIndexPack(repoPath: string, timeoutMs: number): GitChild {
  * (what a ref transaction at `prepared` adds: its refs are not moved yet), as `rev-list
  * --objects … --not --all` piped to `pack-objects`. Undefined when it would exceed `maxBytes`
  * (the caller has the objects fetched instead); a pack of no objects when there are none.
+ * `env`: a push's quarantine (GIT_OBJECT_DIRECTORY and its alternates), to pack its objects
+ * before receive-pack has moved them into the repository.
  */
-export async function packOfNewObjects(repoPath: string, tips: readonly string[], maxBytes: number): Promise<Buffer | undefined> {
-  const list = wrap(ownChild(spawn('git', ['--git-dir', repoPath, 'rev-list', '--objects', '--stdin', '--not', '--all'], { env: gitEnv(), stdio: ['pipe', 'pipe', 'pipe'] })), 60_000);
-  const pack = wrap(ownChild(spawn('git', ['--git-dir', repoPath, 'pack-objects', '--stdout', '--delta-base-offset', '-q'], { env: gitEnv(), stdio: ['pipe', 'pipe', 'pipe'] })), 60_000);
+export async function packOfNewObjects(repoPath: string, tips: readonly string[], maxBytes: number, env: Record<string, string> = {}): Promise<Buffer | undefined> {
+  const [list, pack] = await Promise.all([
+    spawnHelped(['--git-dir', repoPath, 'rev-list', '--objects', '--stdin', '--not', '--all'], 60_000, env),
+    spawnHelped(['--git-dir', repoPath, 'pack-objects', '--stdout', '--delta-base-offset', '-q'], 60_000, env),
+  ]);
   // A process killed (too big) or failed closes its pipe: its exit status says so, not EPIPE.
   for (const pipe of [list.stdin, pack.stdin]) pipe.on('error', () => {});
   list.stdin.end(tips.join('\n') + '\n');
@@ -514,16 +527,24 @@ export function packObjectCount(pack: Buffer): number | undefined {
   return pack.readUInt32BE(8);
 }
 
-/** Whether every object reachable from `tips` is in the repository (the walk stops at its refs). */
+/**
+ * Whether every object reachable from `tips` is in the repository (the walk stops at its refs).
+ * This and the two above run from the git spawner: they are on a push's path, where a fork of
+ * the server would stall its event loop.
+ */
 export async function objectsConnected(repoPath: string, tips: readonly string[]): Promise<boolean> {
   if (tips.length === 0) return true;
-  const r = await runGit(['--git-dir', repoPath, 'rev-list', '--objects', '--quiet', '--stdin', '--not', '--all'], { input: tips.join('\n') + '\n', check: false });
-  return r.code === 0;
+  const child = await spawnHelped(['--git-dir', repoPath, 'rev-list', '--objects', '--quiet', '--stdin', '--not', '--all'], 60_000);
+  child.stdin.on('error', () => {});
+  child.stdout.resume();
+  child.stdin.end(tips.join('\n') + '\n');
+  return (await child.exited).code === 0;
 }
 
 /** Installs `pack` (index-pack --stdin --strict: every object checked as fsck would). */
 export async function installPack(repoPath: string, pack: Buffer): Promise<void> {
-  const child = spawnIndexPack(repoPath, 60_000);
+  const child = await spawnHelped(['--git-dir', repoPath, 'index-pack', '--stdin', '--strict'], 60_000);
+  child.stdin.on('error', () => {});
   child.stdout.resume();
   child.stdin.end(pack);
   const { code, stderr } = await child.exited;

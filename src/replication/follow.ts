@@ -4,7 +4,8 @@
  *
  * 1. The writer's refs and HEAD, as it advertises them (`ls-remote`).
  * 2. The objects of every ref that differs, fetched by id and checked as fsck would; a bad
- *    object fails the round before any ref moves.
+ *    object fails the round before any ref moves. Skipped when every object they reach is
+ *    here already (a synchronous replica was sent them at the push).
  * 3. Every change at once (`update-ref --stdin`, one transaction): creations, updates (forced
  *    rewinds included: the writer's refs are the truth), deletions; each checked against the
  *    value this round read, so a concurrent change of the replica's refs fails the round rather
@@ -15,7 +16,7 @@
  * the repository's generation before calling (the writer bumps it before acknowledging a
  * push), so what a round applies is at least as new as the generation it records.
  */
-import { fetchObjects, lsRemote, readRefsForSnapshot, setSymbolicRef, symbolicHead, updateRefsTransaction, type GitSettings } from '../git/command.js';
+import { fetchObjects, lsRemote, objectsConnected, readRefsForSnapshot, setSymbolicRef, symbolicHead, updateRefsTransaction, type GitSettings } from '../git/command.js';
 
 export interface RefChange {
   ref: string;
@@ -67,7 +68,9 @@ export async function followOnce(repoPath: string, url: string, settings: GitSet
   for (const r of await readRefsForSnapshot(repoPath)) if (!r.symref) local.set(r.name, r.oid);
   const changes = refChanges(local, remote.refs);
   const wanted = [...new Set(changes.flatMap((c) => (c.new ? [c.new] : [])))];
-  await fetchObjects(repoPath, url, wanted, settings);
+  // A synchronous replica already holds a push's objects (the writer sent them before the refs
+  // committed): then no fetch, which would cost the writer an upload-pack.
+  if (wanted.length > 0 && !(await objectsConnected(repoPath, wanted))) await fetchObjects(repoPath, url, wanted, settings);
   if (changes.length > 0) await updateRefsTransaction(repoPath, refTransaction(changes));
   const result: FollowResult = { changes, refs: remote.refs };
   if (remote.head && remote.head !== (await symbolicHead(repoPath))) {

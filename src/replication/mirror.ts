@@ -106,7 +106,10 @@ export class Mirror {
     this.unlisten = await meta.listen?.(REFS_CHANNEL, (payload) => {
       // A takeover announces its whole shard: compare every repository of it.
       if (payload === `shard:${this.opts.shard}`) this.schedulePass();
-      else if (/^[0-9A-HJKMNP-TV-Z]{26}$/.test(payload)) this.want(payload);
+      // A synchronous replica holds every push's objects before its refs commit and a takeover
+      // applies the committed record, so it brings its refs up at its passes only: a round per
+      // push would cost the writer an advertisement on every push, and serves no one.
+      else if (this.opts.mode === 'async' && /^[0-9A-HJKMNP-TV-Z]{26}$/.test(payload)) this.want(payload);
     });
     this.timer = setInterval(() => this.schedulePass(), this.opts.intervalMs);
     this.timer.unref();

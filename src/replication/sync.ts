@@ -38,7 +38,7 @@ export function createSyncMetrics(registry: Registry): SyncMetrics {
     }),
     holdSeconds: new Histogram({
       name: 'gitstratum_sync_hold_seconds',
-      help: 'How long a ref transaction waited for the synchronous replica to hold its objects (held ones only).',
+      help: 'How long a ref transaction waited at `prepared` for the synchronous replica to hold its objects (held ones only; a send begun at pre-receive counts from `prepared`).',
       buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [registry],
     }),
@@ -78,31 +78,50 @@ export class SyncTarget {
     this.replica = undefined;
   }
 
+  /** Whether a synchronous replica is connected now. */
+  get connected(): boolean {
+    return this.replica !== undefined;
+  }
+
   /** Whether a push starting now runs sync (read when its git starts). */
   get active(): boolean {
     return this.replica !== undefined || this.configured || this.missing === 'refuse';
   }
 
   /**
-   * Has the synchronous replica hold a prepared transaction's objects (`pack`: made only when a
-   * replica is connected; they are sent along); resolves once it holds them, or with why it
-   * does not (the caller refuses the push or lets it commit unsynced).
+   * Sends a transaction's objects to the synchronous replica (`pack`, made only when one is
+   * connected; without it, or when it cannot be made, the replica fetches them) and resolves
+   * once it holds them; rejects when there is no replica or it does not take them. Counts
+   * nothing: hold() does, for the transaction that waits.
    */
-  async hold(repoId: string, oids: readonly string[], pack?: () => Promise<Buffer | undefined>): Promise<HoldResult> {
+  async send(repoId: string, oids: readonly string[], pack?: () => Promise<Buffer | undefined>): Promise<void> {
     const replica = this.replica;
-    const shard = this.opts.shard;
-    if (!replica) return this.without(`shard ${shard} has no synchronous replica connected`);
+    if (!replica) throw new Error(`shard ${this.opts.shard} has no synchronous replica connected`);
+    const packed = pack ? await pack().catch((err: unknown) => (this.deps.log.warn({ err, repo_id: repoId }, 'no pack for the synchronous replica; it fetches the objects'), undefined)) : undefined;
     try {
-      const started = performance.now();
-      // Without its pack (too large, or it could not be made) the replica fetches the objects.
-      const packed = pack ? await pack().catch((err: unknown) => (this.deps.log.warn({ err, repo_id: repoId }, 'no pack for the synchronous replica; it fetches the objects'), undefined)) : undefined;
       await replica.host.holdObjects(repoId, oids, AbortSignal.timeout(this.opts.timeoutMs), packed);
-      this.deps.metrics.holdSeconds.observe((performance.now() - started) / 1000);
-      this.deps.metrics.transactions.inc({ result: 'held' });
-      return { held: true };
     } catch (err) {
-      return this.without(`the synchronous replica ${replica.url} of shard ${shard} did not take the push's objects: ${(err as Error).message}`);
+      throw new Error(`the synchronous replica ${replica.url} of shard ${this.opts.shard} did not take the push's objects: ${(err as Error).message}`);
     }
+  }
+
+  /**
+   * A prepared transaction's wait for the synchronous replica to hold its objects: `early`, a
+   * send begun before (at pre-receive, from the quarantine), or a send now (again, when the
+   * early one failed). Resolves held, or with why not (the caller refuses the push or lets it
+   * commit unsynced).
+   */
+  async hold(repoId: string, oids: readonly string[], pack?: () => Promise<Buffer | undefined>, early?: Promise<void>): Promise<HoldResult> {
+    if (!this.replica) return this.without(`shard ${this.opts.shard} has no synchronous replica connected`);
+    const started = performance.now();
+    try {
+      await (early ? early.catch(() => this.send(repoId, oids, pack)) : this.send(repoId, oids, pack));
+    } catch (err) {
+      return this.without((err as Error).message);
+    }
+    this.deps.metrics.holdSeconds.observe((performance.now() - started) / 1000);
+    this.deps.metrics.transactions.inc({ result: 'held' });
+    return { held: true };
   }
 
   private without(reason: string): HoldResult {
