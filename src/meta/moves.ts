@@ -12,7 +12,8 @@
  * - At most one active move per repository: the start takes the repository's row first.
  * Times are milliseconds by the database's clock, as for shard leases.
  */
-import { sql } from 'kysely';
+import { sql, type Selectable } from 'kysely';
+import type { RepoMovesTable } from './schema.js';
 import type { Db, Dialect } from './db.js';
 import { nowMs } from './leases.js';
 import { bumpRefsVersion } from './refs-versions.js';
@@ -35,18 +36,7 @@ export interface MoveRow {
   error: string | null;
 }
 
-const toMove = (r: {
-  id: string;
-  repository_id: string;
-  from_shard: string;
-  to_shard: string;
-  state: string;
-  actor_name: string;
-  started_at: number | string;
-  finished_at: number | string | null;
-  pause_ms: number | string | null;
-  error: string | null;
-}): MoveRow => ({
+const toMove = (r: Selectable<RepoMovesTable>): MoveRow => ({
   id: r.id,
   repositoryId: r.repository_id,
   from: r.from_shard,
