@@ -139,7 +139,8 @@ let perlRelays: Promise<boolean> | undefined;
 /** Whether `perl` runs here with the core modules hook-relay.pl loads (asked once per process). */
 function perlCanRelay(): Promise<boolean> {
   perlRelays ??= new Promise((resolve) => {
-    execFile('perl', ['-MCwd', '-MIO::Socket::UNIX', '-MJSON::PP', '-e', '1'], { timeout: 10_000 }, (err) => resolve(!err));
+    // The relay itself, asked to check it compiles: it needs nothing but Perl.
+    execFile('perl', ['-c', relayPath('perl')], { timeout: 10_000 }, (err) => resolve(!err));
   });
   return perlRelays;
 }
