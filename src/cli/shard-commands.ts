@@ -11,7 +11,7 @@ import { systemActor } from '../access/policy.js';
 import type { ShardSummary, StateChange } from '../repos/shards.js';
 import { formatBytes } from '../shared/bytes.js';
 import { invalid } from '../shared/errors.js';
-import { admin, common, withSettings } from './program.js';
+import { admin, common } from './program.js';
 const NONE_LEFT = 'warning: no shard accepts new repositories now; creating a repository fails until one does (shard create, shard activate, shard accept-new)';
 
 /** `12 s`, `3 min`, `2.0 h`: a lease age for people (`cluster status` too). */
@@ -83,15 +83,13 @@ export function registerShardCommands(program: Command, repo: Command): void {
     }),
   );
 
-  withSettings(
-    common(
-      shard
-        .command('drain <name>')
-        .description('stop placing new repositories on a shard and move every repository on it to the others (each where placement would put it), then mark it drained')
-        .option('--no-move', 'only stop placing new repositories on it; its repositories stay')
-        .option('--concurrency <n>', 'repositories moved at a time', '2')
-        .option('--pause-max-seconds <n>', "longest a repository's pushes stay paused at the end of its move", '30'),
-    ),
+  common(
+    shard
+      .command('drain <name>')
+      .description('stop placing new repositories on a shard and move every repository on it to the others (each where placement would put it), then mark it drained')
+      .option('--no-move', 'only stop placing new repositories on it; its repositories stay')
+      .option('--concurrency <n>', 'repositories moved at a time', '2')
+      .option('--pause-max-seconds <n>', "longest a repository's pushes stay paused at the end of its move", '30'),
   ).action(
     admin(async (core, name: string, opts: { move: boolean; concurrency: string; pauseMaxSeconds: string }) => {
       const c = await core.shards.drain(systemActor, name);
@@ -111,14 +109,12 @@ export function registerShardCommands(program: Command, repo: Command): void {
     }),
   );
 
-  withSettings(
-    common(
-      repo
-        .command('move <owner/space/repo>')
-        .description('move a repository to another shard: copied while served, its pushes paused briefly at the end (503 + Retry-After; reads go on), then switched')
-        .requiredOption('--to-shard <name>', 'the shard to move it to')
-        .option('--pause-max-seconds <n>', 'longest its pushes stay paused; past it the move gives up and they resume', '30'),
-    ),
+  common(
+    repo
+      .command('move <owner/space/repo>')
+      .description('move a repository to another shard: copied while served, its pushes paused briefly at the end (503 + Retry-After; reads go on), then switched')
+      .requiredOption('--to-shard <name>', 'the shard to move it to')
+      .option('--pause-max-seconds <n>', 'longest its pushes stay paused; past it the move gives up and they resume', '30'),
   ).action(
     admin(async (core, repoPath: string, opts: { toShard: string; pauseMaxSeconds: string }) => {
       const r = await moverOf(core).move(systemActor, repoPath, opts.toShard, {

@@ -28,7 +28,7 @@ import { findRepositoryByPath, listRepositories, type RepoRow } from '../meta/re
 import { findShard, listShardLoads, setShardState, spacePins } from '../meta/shards.js';
 import type { ShardLeases } from '../meta/shard-leases.js';
 import { actorId, actorName, requireSiteAdmin, type Actor } from '../access/policy.js';
-import { conflict, DomainError, invalid, isDomainError, notFound, unavailable } from '../shared/errors.js';
+import { conflict, DomainError, isDomainError, notFound, unavailable } from '../shared/errors.js';
 import { parseRepoPath } from './names.js';
 import { chooseShard } from './placement.js';
 import { RemoteRepoHost } from './remote-host.js';
@@ -82,7 +82,7 @@ export function createMover(deps: { meta: MetaStore; leases: ShardLeases; secret
 
   function requireCluster(): string {
     if (meta.dialect !== 'postgres' || !deps.secret) {
-      throw invalid('not_a_cluster', 'moving repositories needs a cluster: PostgreSQL (--database-url) and the cluster secret (--cluster-secret), as the storage nodes have');
+      throw conflict('not_a_cluster', 'moving repositories needs a cluster: PostgreSQL and the cluster secret, as a frontend has them (GITSTRATUM_DATABASE_URL and GITSTRATUM_CLUSTER_SECRET, or --config)');
     }
     return deps.secret;
   }

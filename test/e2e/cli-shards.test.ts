@@ -124,5 +124,6 @@ test('shard commands refuse bad input with one clear line', async () => {
     assert.equal(r.stdout, '');
   });
   const help = await server.cliOk(['shard', 'drain', '--help']);
-  assert.match(help, /issue\s+11/);
+  assert.match(help, /move every repository on it/);
+  assert.match(help, /--no-move/);
 });
