@@ -95,7 +95,9 @@ export function registerShardCommands(program: Command, repo: Command): void {
       const c = await core.shards.drain(systemActor, name);
       const held = `${c.repositories} ${c.repositories === 1 ? 'repository' : 'repositories'} on it`;
       const verb = c.changed ? `shard ${c.shard} is draining: no new repository is placed on it; ${held}` : `shard ${c.shard} is already ${c.state}; ${held}`;
-      if (!opts.move || c.repositories === 0) return { text: stateLines(c, verb), json: c };
+      // An empty shard of a cluster goes on to the mover, which marks it drained.
+      const cluster = core.meta.dialect === 'postgres' && Boolean(core.config.clusterSecret);
+      if (!opts.move || (c.repositories === 0 && !cluster)) return { text: stateLines(c, verb), json: c };
       process.stderr.write(verb + '\n');
       const drained = await moverOf(core).drain(systemActor, c.shard, {
         concurrency: positive(opts.concurrency, '--concurrency'),

@@ -12,6 +12,7 @@
  * 3. The source's writer frozen and then killed while pushes are paused: the move gives up
  *    when the pause runs out, and the repository is served from its shard as before, pushes
  *    included, once its writer is back; moving it again succeeds.
+ * 4. `shard drain b` moves what is left on b to the other shard and marks b drained.
  *
  * Every process is stopped by its PID (the harness's ChildProcess handles); waits are for
  * conditions, with generous bounds.
@@ -188,5 +189,17 @@ describe('moving repositories between shards', { skip: !databaseBackends().inclu
     assert.equal(await shardOf('k'), 'local');
     assert.equal(await refOn(source, id, 'refs/heads/main'), await git.revParse(work, 'HEAD'));
     await git.ok(['--git-dir', dirOn(source, id), 'fsck', '--strict', '--no-dangling']);
+  });
+
+  test('shard drain moves every repository off the shard and marks it drained', async () => {
+    assert.equal(await shardOf('r'), 'b', 'the first test left r on b');
+    const head = (await git.run(['ls-remote', url('r'), 'refs/heads/main'])).stdout;
+    const out = await cli(['shard', 'drain', 'b', '--concurrency', '2']);
+    assert.equal(out, '1 moved, 0 failed; 0 left on shard b: it is drained\n');
+    assert.equal(await shardOf('r'), 'local');
+    assert.equal((await git.run(['ls-remote', url('r'), 'refs/heads/main'])).stdout, head, 'served from local with the same refs');
+    const shards = JSON.parse(await cli(['shard', 'list', '--json'])) as { name: string; state: string; repositories: number }[];
+    const b = shards.find((s) => s.name === 'b');
+    assert.deepEqual([b?.state, b?.repositories], ['drained', 0]);
   });
 });
