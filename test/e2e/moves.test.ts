@@ -25,7 +25,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BIN, Git, Server, databaseBackends, freshDatabaseUrl, tempDir, type RunResult } from './harness.js';
 import { startS3, type TestS3 } from '../support/s3.js';
-import { asEnv, CLUSTER_SECRET, frontendCli, seedAliceMain, serving, startStorageNode, stopped } from '../support/cluster.js';
+import { asEnv, CLUSTER_SECRET, frontendCli, seedAliceMain, serving, startStorageNode, stopCluster, stopped } from '../support/cluster.js';
 
 const NODE_ARGS = ['--shard-lease-seconds', '3', '--maintenance-enabled', 'false', '--move-grace-seconds', '2'];
 
@@ -76,14 +76,7 @@ describe('moving repositories between shards', { skip: !databaseBackends().inclu
     scratch = await tempDir('gitstratum-moves-work-');
   });
 
-  after(async () => {
-    await frontend?.cleanup();
-    for (const n of nodes) await n.stop('SIGKILL');
-    for (const n of nodes) await rm(n.dataDir, { recursive: true, force: true });
-    await s3?.stop();
-    await rm(scratch, { recursive: true, force: true });
-    await rm(git.home, { recursive: true, force: true });
-  });
+  after(() => stopCluster({ frontend, nodes, s3, signal: 'SIGKILL', extraDirs: [scratch, git?.home] }));
 
   test('a repository moves while clients push and clone: no clone fails, pushes see only 503, nothing acknowledged is lost', async () => {
     const id = (JSON.parse(await cli(['repo', 'create', 'alice/main/r', '--json'])) as { id: string }).id;

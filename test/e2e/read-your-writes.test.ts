@@ -11,12 +11,11 @@
  */
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Git, Server, databaseBackends, freshDatabaseUrl, tempDir } from './harness.js';
 import { startS3, type TestS3 } from '../support/s3.js';
-import { asEnv, CLUSTER_SECRET, frontendCli, seedAliceMain, serving, startStorageNode } from '../support/cluster.js';
+import { asEnv, CLUSTER_SECRET, frontendCli, seedAliceMain, serving, startStorageNode, stopCluster } from '../support/cluster.js';
 
 /** The issue's 1,000 rounds, in 4 lanes of 250 (GITSTRATUM_TEST_RYW_ROUNDS to change the total). */
 const ROUNDS = Number(process.env['GITSTRATUM_TEST_RYW_ROUNDS'] ?? 1000);
@@ -48,14 +47,7 @@ describe('read-your-writes through a frontend with two mirrors', { skip: !databa
     scratch = await tempDir('gitstratum-ryw-');
   });
 
-  after(async () => {
-    await frontend?.cleanup();
-    for (const n of nodes) await n.stop();
-    for (const n of nodes) await rm(n.dataDir, { recursive: true, force: true });
-    await s3?.stop();
-    await rm(scratch, { recursive: true, force: true });
-    await rm(git.home, { recursive: true, force: true });
-  });
+  after(() => stopCluster({ frontend, nodes, s3, extraDirs: [scratch, git?.home] }));
 
   test(`${ROUNDS} rounds of push, then fetch at once, in ${LANES} lanes: every fetch sees the commit just pushed`, { timeout: 900_000 }, async () => {
     const lanes = await Promise.all(

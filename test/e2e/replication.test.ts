@@ -18,12 +18,12 @@
  */
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { rm, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Git, Server, databaseBackends, freshDatabaseUrl, tempDir } from './harness.js';
 import { startS3, type TestS3 } from '../support/s3.js';
-import { asEnv, CLUSTER_SECRET, frontendCli, seedAliceMain, serving, startStorageNode } from '../support/cluster.js';
+import { asEnv, CLUSTER_SECRET, frontendCli, seedAliceMain, serving, startStorageNode, stopCluster } from '../support/cluster.js';
 import { openMetaStore } from '../../src/meta/db.js';
 import { bumpRefsVersion } from '../../src/meta/refs-versions.js';
 
@@ -94,14 +94,7 @@ describe('an async replica follows its writer', { skip: !databaseBackends().incl
     replicaDisk = await tempDir('gitstratum-replica-disk-');
   });
 
-  after(async () => {
-    await frontend?.cleanup();
-    for (const n of nodes) await n.stop();
-    for (const n of nodes) await rm(n.dataDir, { recursive: true, force: true });
-    await s3?.stop();
-    await rm(scratch, { recursive: true, force: true });
-    await rm(git.home, { recursive: true, force: true });
-  });
+  after(() => stopCluster({ frontend, nodes, s3, extraDirs: [scratch, git?.home] }));
 
   test('a replica started late restores from the snapshot and fetches only what came after', async () => {
     work = await git.workTree(path.join(scratch, 'work'), { commits: 3 });

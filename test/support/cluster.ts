@@ -2,7 +2,7 @@
  * Pieces of a cluster for end-to-end tests (issue 10): storage nodes and frontends are real
  * `gitstratum serve` processes sharing PostgreSQL, an S3-compatible server and the secret.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BIN, run, Server } from '../e2e/harness.js';
@@ -79,4 +79,23 @@ export async function seedAliceMain(cli: (args: string[]) => Promise<string>): P
   await cli(['user', 'create', 'alice']);
   await cli(['space', 'create', 'alice/main']);
   return (await cli(['token', 'create', 'alice', '--scope', 'write'])).trim().split('\n').pop()!;
+}
+
+/**
+ * Stops a test cluster, each process by its PID (the harness's handle), the frontend first, and
+ * removes what it left: the nodes' data directories (and `extraDirs`), the S3 server.
+ */
+export async function stopCluster(parts: {
+  frontend?: Server | undefined;
+  nodes: readonly Server[];
+  s3?: { stop(): Promise<void> } | undefined;
+  /** How the storage nodes are stopped (default SIGTERM). */
+  signal?: NodeJS.Signals;
+  extraDirs?: readonly (string | undefined)[];
+}): Promise<void> {
+  await parts.frontend?.cleanup();
+  for (const n of parts.nodes) await n.stop(parts.signal);
+  for (const n of parts.nodes) await rm(n.dataDir, { recursive: true, force: true });
+  await parts.s3?.stop();
+  for (const dir of parts.extraDirs ?? []) if (dir) await rm(dir, { recursive: true, force: true });
 }
