@@ -87,16 +87,28 @@ export function createMover(deps: { meta: MetaStore; leases: ShardLeases; secret
     return deps.secret;
   }
 
-  /** `send` on the shard's writer, again while it fails over, until `deadline`. */
-  async function onWriter<T>(hosts: Map<string, RemoteRepoHost>, shard: string, deadline: number, send: (host: RemoteRepoHost) => Promise<T>): Promise<T> {
+  /**
+   * `send` on the shard's writer, again while it fails over, until `deadline`. `bounded`: each
+   * request is also cut at the deadline (inside the pause, where a frozen writer must not hold
+   * the mover past it); a copy outside it may take as long as the repository needs.
+   */
+  async function onWriter<T>(
+    hosts: Map<string, RemoteRepoHost>,
+    shard: string,
+    deadline: number,
+    send: (host: RemoteRepoHost, signal?: AbortSignal) => Promise<T>,
+    bounded = false,
+  ): Promise<T> {
     for (;;) {
+      const signal = bounded ? AbortSignal.timeout(Math.max(0, deadline - Date.now())) : undefined;
       try {
         const lease = await deps.leases.current(shard);
         if (!lease || lease.expiresInMs <= 0 || !lease.url) throw unavailable('shard_unavailable', `shard ${shard} has no writer now`, { shard });
         let host = hosts.get(lease.url);
         if (!host) hosts.set(lease.url, (host = new RemoteRepoHost({ url: lease.url, secret: requireCluster(), connectTimeoutMs: 10_000 })));
-        return await send(host);
+        return await send(host, signal);
       } catch (err) {
+        if (signal?.aborted) throw unavailable('writer_too_slow', `the writer of shard ${shard} did not answer before the pause's end`, { shard });
         if (!isDomainError(err) || err.kind !== 'unavailable' || Date.now() >= deadline) throw err;
         await sleep(Math.min(500, Math.max(0, deadline - Date.now())));
       }
@@ -142,14 +154,17 @@ export function createMover(deps: { meta: MetaStore; leases: ShardLeases; secret
       const pausedAt = performance.now();
       // Room at the end of the pause for the switch itself.
       const pauseDeadline = Date.now() + pauseMaxMs - 2000;
-      const source = await onWriter(hosts, repo.shard, pauseDeadline, (h) => h.moveQuiesce(repo.id, Math.max(0, Math.min(20_000, pauseDeadline - Date.now()))));
-      const copied = await onWriter(hosts, to, pauseDeadline, (h) => h.moveCopy(repo.id, repo.shard));
+      const source = await onWriter(hosts, repo.shard, pauseDeadline, (h, signal) => h.moveQuiesce(repo.id, Math.max(0, Math.min(20_000, pauseDeadline - Date.now())), signal), true);
+      const copied = await onWriter(hosts, to, pauseDeadline, (h, signal) => h.moveCopy(repo.id, repo.shard, signal), true);
       if (copied.digest !== source.digest) throw new Error(`the copy's refs differ from the source's after the final copy (${copied.refs} refs against ${source.refs})`);
       stillMine();
       const pauseMs = performance.now() - pausedAt;
       if (!(await moves.switchShard(meta, move, pauseMs))) throw new Error(`pushes were paused longer than ${pauseMaxMs} ms; the repository stays on shard ${repo.shard}`);
       const totalMs = performance.now() - started;
-      await audit(actor, 'repo.move', repo, { from: repo.shard, to, move_id: move.id, pause_ms: Math.round(pauseMs), refs: copied.refs });
+      // Moved, whatever happens to its audit entry: a failure here is said, not made a failed move.
+      await audit(actor, 'repo.move', repo, { from: repo.shard, to, move_id: move.id, pause_ms: Math.round(pauseMs), refs: copied.refs }).catch((err: unknown) =>
+        step(`warning: ${label(repo)} moved, but its audit entry was not written: ${(err as Error).message}`),
+      );
       return { ...base, moved: true, moveId: move.id, refs: copied.refs, pauseMs, totalMs };
     } catch (err) {
       const why = (err as Error).message;
