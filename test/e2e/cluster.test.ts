@@ -419,7 +419,7 @@ describe('a cluster: 2 frontends × 2 shards, each shard a writer and a same-vol
       assert.deepEqual(row.standbys.map((x) => [x.url, x.gone]), [[bare(shard.standby.url), false]]);
     }
     const local = json.shards.find((x) => x.name === 'local')!;
-    assert.deepEqual([local.state, local.repositories, local.writer], ['draining', 0, null]);
+    assert.deepEqual([local.state, local.repositories, local.writer], ['drained', 0, null]);
   });
 
   test("the storage nodes' port serves no client: git routes do not exist there, node routes need the signature", async () => {
