@@ -43,11 +43,14 @@ function moverOf(core: Core) {
   return createMover({ meta: core.meta, leases: createShardLeases(core.meta), secret: core.config.clusterSecret });
 }
 
-function positive(text: string, flag: string): number {
+function positive(text: string, flag: string, min = 1): number {
   const n = Number(text);
-  if (!Number.isInteger(n) || n < 1 || n > 3600) throw invalid('invalid_argument', `${flag} must be a whole number from 1 to 3600, not ${text}`);
+  if (!Number.isInteger(n) || n < min || n > 3600) throw invalid('invalid_argument', `${flag} must be a whole number from ${min} to 3600, not ${text}`);
   return n;
 }
+
+/** The pause must leave room for the source's quiesce, the last copy round and the switch. */
+const pauseMs = (text: string) => positive(text, '--pause-max-seconds', 5) * 1000;
 
 /** One line of a move's result. */
 export function moved(r: MoveResult): string {
@@ -101,7 +104,7 @@ export function registerShardCommands(program: Command, repo: Command): void {
       process.stderr.write(verb + '\n');
       const drained = await moverOf(core).drain(systemActor, c.shard, {
         concurrency: positive(opts.concurrency, '--concurrency'),
-        pauseMaxMs: positive(opts.pauseMaxSeconds, '--pause-max-seconds') * 1000,
+        pauseMaxMs: pauseMs(opts.pauseMaxSeconds),
         onProgress: (done, total, label, r) => process.stderr.write(`[${done}/${total}] ${r instanceof Error ? `FAILED ${label}: ${r.message}` : moved(r)}\n`),
       });
       const lines = [
@@ -120,7 +123,7 @@ export function registerShardCommands(program: Command, repo: Command): void {
   ).action(
     admin(async (core, repoPath: string, opts: { toShard: string; pauseMaxSeconds: string }) => {
       const r = await moverOf(core).move(systemActor, repoPath, opts.toShard, {
-        pauseMaxMs: positive(opts.pauseMaxSeconds, '--pause-max-seconds') * 1000,
+        pauseMaxMs: pauseMs(opts.pauseMaxSeconds),
         onStep: (text) => process.stderr.write(text + '\n'),
       });
       return { text: moved(r), json: r };
