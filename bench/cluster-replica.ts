@@ -34,7 +34,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { partCluster, repoUrl, SERVING_SHARD, type PartContext, type ServerProcess } from './cluster-processes.js';
+import { partCluster, repoUrl, SERVING_SHARD, spawnServer, type PartContext, type ServerProcess } from './cluster-processes.js';
 import type { Postgres } from './postgres.js';
 import { treeCpuSeconds, waitForTree } from './proc-stats.js';
 import { run, stop } from './processes.js';
@@ -98,6 +98,8 @@ interface RywResult {
 interface StormResult {
   clones: number;
   wall: number;
+  /** The same storm against `gitstratum serve` alone (one process, default settings, budgets off), in the same run. */
+  singleNodeWall: number;
   reads: Reads;
   /** Per replica, ms from the push's exit to its recording a position of the pushed version (its applied_at); undefined: not by the storm's end. */
   reached: (number | undefined)[];
@@ -389,7 +391,47 @@ async function stormPart(
   await rm(clones, { recursive: true, force: true });
   const reads = readsDiff(await readsOf(frontend), readsBefore);
   ctx.say(`storm: ${STORM_CLONES} clones in ${wall.toFixed(2)} s; reads: ${reads.replica} replica, ${reads.writer} writer, ${reads.replicaFailed} replica failed`);
-  return { clones: STORM_CLONES, wall, reads, reached, nodes: spans, pgCpu: postgres.cpuSeconds() - pg0 };
+  const singleNodeWall = await singleNodeStorm(ctx, env);
+  ctx.say(`storm: the same against one \`gitstratum serve\`: ${singleNodeWall.toFixed(2)} s`);
+  return { clones: STORM_CLONES, wall, singleNodeWall, reads, reached, nodes: spans, pgCpu: postgres.cpuSeconds() - pg0 };
+}
+
+/**
+ * The storm against `gitstratum serve` alone (SQLite, its own disk, default settings but the
+ * per-client budgets, as the cluster's frontend): a repository with one commit, then a push and
+ * at once the same clones. Its wall seconds.
+ */
+async function singleNodeStorm(ctx: PartContext, env: NodeJS.ProcessEnv): Promise<number> {
+  const dataDir = path.join(ctx.dir, 'single');
+  const server = await spawnServer(ctx.root, { name: 'single node', dataDir, env, args: ['--port', '0', '--rate-limit-git-requests', '0', '--max-concurrent-git-per-client', '0'], logFile: path.join(ctx.dir, 'single.log') });
+  try {
+    const cli = (...args: string[]) => run(process.execPath, [path.join(ctx.root, 'bin', 'gitstratum.js'), ...args, '--data', dataDir], { env, timeoutMs: 120_000 });
+    await cli('user', 'create', 'alice');
+    await cli('space', 'create', 'alice/bench');
+    await cli('repo', 'create', 'alice/bench/r');
+    const token = (await cli('token', 'create', 'alice', '--scope', 'write')).stdout.trim().split('\n').pop()!;
+    const url = repoUrl(server.url, token, 'r');
+    const pusher = new Pusher(path.join(ctx.dir, 'single-pusher'), env, url);
+    await pusher.init();
+    await pusher.push();
+    const clones = path.join(ctx.dir, 'single-storm');
+    await mkdir(clones, { recursive: true });
+    const { sha } = await pusher.push();
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: STORM_CLONES }, async (_, k) => {
+        const dest = path.join(clones, `clone-${k}.git`);
+        await run('git', ['clone', '--bare', '--quiet', '--depth', '1', url, dest], { env, timeoutMs: 300_000 });
+        const got = (await run('git', ['--git-dir', dest, 'rev-parse', 'HEAD'], { env })).stdout.trim();
+        if (got !== sha) throw new Error(`single-node storm clone ${k}: HEAD ${got}, expected the pushed ${sha}`);
+      }),
+    );
+    const wall = (performance.now() - t0) / 1000;
+    await rm(clones, { recursive: true, force: true });
+    return wall;
+  } finally {
+    await stop(server.pid);
+  }
 }
 
 const ms = (x: number) => x.toFixed(0);
@@ -463,6 +505,7 @@ export function replicaReport(r: ReplicaResult): string[] {
     '',
     `storm: ${storm.clones} \`git clone --bare --depth 1\` at once through the frontend, started as the push of a new commit exited`,
     `  wall ${storm.wall.toFixed(2)} s; reads: ${readsLine(storm.reads)}`,
+    `  the same storm against one \`gitstratum serve\` (SQLite, default settings but the budgets), in this run: wall ${storm.singleNodeWall.toFixed(2)} s; cluster ÷ single node ${(storm.wall / storm.singleNodeWall).toFixed(2)}×`,
     `  the replicas recorded the pushed version (replica_positions.applied_at, ms after the push): ${reachedText}`,
     nodesTable(storm.nodes, ['PostgreSQL', storm.pgCpu.toFixed(2), '', '', '']),
     '',
