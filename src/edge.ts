@@ -66,6 +66,7 @@ export async function createEdge(config: Config, core: Core, shared: Shared, loc
       concurrentRequests: config.maxConcurrentRequestsPerClient,
       concurrentGit: config.maxConcurrentGitPerClient,
       gitQueue: { maxWaiting: config.gitMaxQueue, timeoutMs: config.gitQueueTimeoutSeconds * 1000 },
+      bodyChunksPerSecond: config.maxBodyChunksPerSecondPerClient,
     },
     { accounts: core.accounts, registry: metrics.registry, log: log.child({ component: 'rate-limit' }), redis, redisKeyPrefix: config.redisKeyPrefix },
   );

@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import type { Core } from '../core.js';
 import { createShardLeases } from '../meta/shard-leases.js';
-import { createMover, type MoveResult } from '../repos/moves.js';
+import { createMover, isCluster, type MoveResult } from '../repos/moves.js';
 import { systemActor } from '../access/policy.js';
 import type { ShardSummary, StateChange } from '../repos/shards.js';
 import { formatBytes } from '../shared/bytes.js';
@@ -99,7 +99,7 @@ export function registerShardCommands(program: Command, repo: Command): void {
       const held = `${c.repositories} ${c.repositories === 1 ? 'repository' : 'repositories'} on it`;
       const verb = c.changed ? `shard ${c.shard} is draining: no new repository is placed on it; ${held}` : `shard ${c.shard} is already ${c.state}; ${held}`;
       // An empty shard of a cluster goes on to the mover, which marks it drained.
-      const cluster = core.meta.dialect === 'postgres' && Boolean(core.config.clusterSecret);
+      const cluster = isCluster(core.meta.dialect, core.config.clusterSecret);
       if (!opts.move || (c.repositories === 0 && !cluster)) return { text: stateLines(c, verb), json: c };
       process.stderr.write(verb + '\n');
       const drained = await moverOf(core).drain(systemActor, c.shard, {

@@ -146,6 +146,12 @@ export const configSchema = z
     maxConcurrentRequestsPerClient: count.default(256),
     /** Git requests (each runs at most one git process) one client may run at once on one server; more wait (gitMaxQueue, gitQueueTimeoutSeconds). 0: no limit. */
     maxConcurrentGitPerClient: count.default(24),
+    /**
+     * Pieces (HTTP chunks or network reads) of git and LFS upload bodies one client may send per
+     * second to one server; beyond it the server reads its bodies more slowly. Each piece costs
+     * the event loop a few microseconds whatever its size. 0: no limit.
+     */
+    maxBodyChunksPerSecondPerClient: count.default(100_000),
     /** redis:// URL: share the rate-limit budgets among every frontend through Redis; unset, each server counts alone. */
     redisUrl: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
     /** Prefix of the rate-limit keys in Redis, for deployments sharing one Redis. */

@@ -4,6 +4,7 @@
  * (repos/host.ts), in this process or on its storage node.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { requestBody } from './body.js';
 import type { Accounts } from '../access/accounts.js';
 import { actorId, actorName } from '../access/policy.js';
 import type { RepoInfo, RepoService } from '../repos/service.js';
@@ -137,7 +138,7 @@ export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): voi
           {
             service,
             protocol: gitProtocolValue(req.headers['git-protocol'] as string | undefined),
-            input: req.raw,
+            input: requestBody(req),
             encoding,
             pusher: { actorId: actorId(actor), actorName: actorName(actor), requestId: String(req.id) },
           },

@@ -10,6 +10,7 @@
  * application/json (415 otherwise: text/plain is what a cross-site form can send).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { requestBody } from './body.js';
 import type { Accounts } from '../access/accounts.js';
 import { anonymous, systemActor, type Actor } from '../access/policy.js';
 import type { RepoInfo, RepoService } from '../repos/service.js';
@@ -274,7 +275,7 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
             await objects.upload(
               repo,
               oid,
-              req.raw,
+              requestBody(req),
               { ...(claims && { size: claims.size }), ...(contentLength !== undefined && { contentLength }) },
               controller.signal,
             );

@@ -13,7 +13,7 @@ import { unauthenticated } from '../shared/errors.js';
 import { authenticate } from './auth.js';
 import { createMetrics } from './metrics.js';
 import { createHttpServer } from './server.js';
-import { addressKey, connectRedis, registerBudget, requestClass, type BudgetSettings } from './rate-limit.js';
+import { addressKey, ChunkBuckets, connectRedis, registerBudget, requestClass, type BudgetSettings } from './rate-limit.js';
 
 const log = createLogger('silent');
 
@@ -29,6 +29,7 @@ const generous: BudgetSettings = {
   concurrentRequests: 1000,
   concurrentGit: 1000,
   gitQueue: { maxWaiting: 1000, timeoutMs: 30_000 },
+  bodyChunksPerSecond: 0,
 };
 
 interface Fixture {
@@ -285,3 +286,21 @@ async function waitFor(check: () => Promise<boolean>): Promise<void> {
   }
   throw new Error('condition not reached within 30 s');
 }
+
+test('body pieces: a second of them at once per client, then waits that grow with the excess; clients apart', () => {
+  let now = 0;
+  const buckets = new ChunkBuckets(1000, () => now);
+  for (let i = 0; i < 1000; i++) assert.equal(buckets.take('a:1'), 0, `piece ${i} of the first second`);
+  const waits = Array.from({ length: 200 }, () => buckets.take('a:1'));
+  assert.ok(waits.every((w) => w >= 10), 'over the budget, every piece waits');
+  assert.ok(waits[199]! >= 199, `the 200th piece over waits ${waits[199]} ms, at least the 200 ms the budget needs`);
+  assert.equal(buckets.take('a:2'), 0, 'another client has its own budget');
+  // Time refills the bucket, up to one second's worth.
+  now += 10_000;
+  for (let i = 0; i < 1000; i++) assert.equal(buckets.take('a:1'), 0);
+  assert.ok(buckets.take('a:1') > 0);
+  // Idle buckets are forgotten.
+  now += 20_000;
+  buckets.take('a:3');
+  assert.equal(buckets.size, 1);
+});

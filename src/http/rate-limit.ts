@@ -31,6 +31,7 @@ import { looksLikeJwt } from '../lfs/signing.js';
 import type { Logger } from '../shared/log.js';
 import { isDomainError, rateLimited, type DomainError } from '../shared/errors.js';
 import { authenticate, presentedSecret } from './auth.js';
+import { paceBody } from './body.js';
 import { sendGitError, sendJsonError } from './errors.js';
 import { sendLfsError } from './lfs-routes.js';
 import { GIT_ROUTE } from './server.js';
@@ -50,6 +51,8 @@ export interface BudgetSettings {
   concurrentGit: number;
   /** That queue: how many may wait, and for how long, before 429. */
   gitQueue: { maxWaiting: number; timeoutMs: number };
+  /** Pieces (HTTP chunks, network reads) of git and LFS upload bodies taken per second per client; beyond it reading waits. */
+  bodyChunksPerSecond: number;
 }
 
 export interface BudgetDeps {
@@ -190,6 +193,46 @@ class ClientGitSlots {
   }
 }
 
+/**
+ * A token bucket per client of the pieces its request bodies arrive in, shared by its
+ * requests in this process: a second's worth may come at once, then `rate` a second. Taking a
+ * piece over the budget answers how long to wait (at least 10 ms, so a paced stream wakes up
+ * to a batch of pieces, not one). Buckets left full for a while are forgotten.
+ */
+export class ChunkBuckets {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private sweptAt: number;
+
+  constructor(
+    private readonly rate: number,
+    private readonly clock: () => number = () => performance.now(),
+  ) {
+    this.sweptAt = clock();
+  }
+
+  /** Takes one piece for `key`; milliseconds to wait before reading it (0: at once). */
+  take(key: string): number {
+    const now = this.clock();
+    this.sweep(now);
+    const b = this.buckets.get(key) ?? { tokens: this.rate, at: now };
+    b.tokens = Math.min(this.rate, b.tokens + ((now - b.at) * this.rate) / 1000) - 1;
+    b.at = now;
+    this.buckets.set(key, b);
+    return b.tokens >= 0 ? 0 : Math.max(10, Math.ceil((-b.tokens * 1000) / this.rate));
+  }
+
+  get size(): number {
+    return this.buckets.size;
+  }
+
+  private sweep(now: number): void {
+    if (now - this.sweptAt < 10_000) return;
+    this.sweptAt = now;
+    // Full again after a second without pieces: the same as no bucket.
+    for (const [key, b] of this.buckets) if (now - b.at > 1000) this.buckets.delete(key);
+  }
+}
+
 interface Client {
   key: string;
   /** How messages name the client. */
@@ -207,6 +250,12 @@ export function registerBudget(app: FastifyInstance, settings: BudgetSettings, d
   });
   const inFlight = new InFlight();
   const releases = new WeakMap<FastifyRequest, () => void>();
+  const pieces = settings.bodyChunksPerSecond > 0 ? new ChunkBuckets(settings.bodyChunksPerSecond) : undefined;
+  const paced = new Counter({
+    name: 'gitstratum_body_paced_total',
+    help: 'Times a request body was read more slowly because its client sent more pieces per second than maxBodyChunksPerSecondPerClient',
+    registers: [deps.registry],
+  });
   const gitSlots = settings.concurrentGit > 0 ? new ClientGitSlots({ maxRunning: settings.concurrentGit, maxQueue: settings.gitQueue.maxWaiting, queueTimeoutMs: settings.gitQueue.timeoutMs }) : undefined;
   new Gauge({
     name: 'gitstratum_rate_limit_clients_in_flight',
@@ -350,6 +399,14 @@ export function registerBudget(app: FastifyInstance, settings: BudgetSettings, d
     };
     releases.set(req, release);
     reply.raw.once('close', release);
+    if (pieces && cls !== 'api') {
+      const key = client.key;
+      paceBody(req, () => {
+        const wait = pieces.take(key);
+        if (wait > 0) paced.inc();
+        return wait;
+      });
+    }
 
     if (cls === 'git' && gitSlots) {
       const gone = new AbortController();

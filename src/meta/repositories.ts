@@ -131,6 +131,12 @@ export async function listRepositories(db: Db, filter: RepoFilter = {}): Promise
   return rows.map(toRepo);
 }
 
+/** The ids of the repositories placed on `shard`. */
+export async function repositoryIdsOnShard(db: Db, shard: string): Promise<Set<string>> {
+  const rows = await db.selectFrom('repositories').select('id').where('shard', '=', shard).execute();
+  return new Set(rows.map((r) => r.id));
+}
+
 export async function updateRepository(
   db: Db,
   id: string,

@@ -61,16 +61,18 @@ export interface FollowResult {
 /**
  * One round for the repository at `repoPath` from the writer's copy at `url` (any URL git
  * fetches from). `settings` are git settings for the round (the authorization header).
+ * `mayHoldObjects`: a synchronous replica, which usually holds a push's objects already (the
+ * writer sent them before the refs committed), so it checks before fetching; for any other
+ * copy that check would be one more git process a round, nearly always answered no.
  */
-export async function followOnce(repoPath: string, url: string, settings: GitSettings = []): Promise<FollowResult> {
+export async function followOnce(repoPath: string, url: string, settings: GitSettings = [], mayHoldObjects = false): Promise<FollowResult> {
   const remote = await lsRemote(url, settings);
   const local = new Map<string, string>();
   for (const r of await readRefsForSnapshot(repoPath)) if (!r.symref) local.set(r.name, r.oid);
   const changes = refChanges(local, remote.refs);
   const wanted = [...new Set(changes.flatMap((c) => (c.new ? [c.new] : [])))];
-  // A synchronous replica already holds a push's objects (the writer sent them before the refs
-  // committed): then no fetch, which would cost the writer an upload-pack.
-  if (wanted.length > 0 && !(await objectsConnected(repoPath, wanted))) await fetchObjects(repoPath, url, wanted, settings);
+  // No fetch when the objects are here: it would cost the writer an upload-pack.
+  if (wanted.length > 0 && !(mayHoldObjects && (await objectsConnected(repoPath, wanted)))) await fetchObjects(repoPath, url, wanted, settings);
   if (changes.length > 0) await updateRefsTransaction(repoPath, refTransaction(changes));
   const result: FollowResult = { changes, refs: remote.refs };
   if (remote.head && remote.head !== (await symbolicHead(repoPath))) {

@@ -26,7 +26,7 @@ import type { MetaStore } from '../meta/db.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { readRefsVersion, REFS_CHANNEL } from '../meta/refs-versions.js';
 import { behindRepositories, forgetReplica, recordPosition, REPLICA_HEARTBEAT_MS, replicaHeartbeat } from '../meta/replication.js';
-import { findRepositoryById, listRepositories } from '../meta/repositories.js';
+import { findRepositoryById, repositoryIdsOnShard } from '../meta/repositories.js';
 import { restoreRepository } from '../snapshots/restore.js';
 import { copiesToKeep } from '../meta/moves.js';
 import { replicaToken } from '../shared/cluster-signature.js';
@@ -167,7 +167,7 @@ export class Mirror {
     // The disk is listed before the database is read: a copy made in between is not in the
     // listing, so it is never taken for the copy of a repository that is gone.
     const onDisk = await this.deps.copies();
-    const onShard = new Set((await listRepositories(meta.db)).filter((r) => r.shard === this.opts.shard).map((r) => r.id));
+    const onShard = await repositoryIdsOnShard(meta.db, this.opts.shard);
     // Moved away lately: reads that began before the switch may still run here.
     const keep = await copiesToKeep(meta, this.opts.shard, this.opts.moveGraceMs);
     for (const id of onDisk) {
@@ -213,7 +213,7 @@ export class Mirror {
       this.roundVersions.set(id, BigInt(version));
       const target = await this.ensureCopy(id, repo.defaultBranch);
       const writer = await this.writerSource(id);
-      const { changes } = await followOnce(target, writer.url, writer.settings);
+      const { changes } = await followOnce(target, writer.url, writer.settings, this.opts.mode === 'sync');
       await recordPosition(meta, this.opts.diskId, id, version);
       metrics.rounds.inc({ result: 'ok' });
       if (changes.length > 0) log.debug({ repo_id: id, version, changes: changes.length }, 'replica applied the writer’s refs');

@@ -22,7 +22,7 @@ import type { MetaStore } from '../meta/db.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import type { ShardLeases } from '../meta/shard-leases.js';
 import { copiesToKeep } from '../meta/moves.js';
-import { findRepositoryById, listRepositories } from '../meta/repositories.js';
+import { findRepositoryById, repositoryIdsOnShard } from '../meta/repositories.js';
 import { restoreRepository } from '../snapshots/restore.js';
 import { readRefs } from '../snapshots/create.js';
 import { encodeRefs, refsDigest } from '../snapshots/format.js';
@@ -64,6 +64,12 @@ export async function copyState(repoPath: string): Promise<CopyState> {
   return { refs: refs.filter((r) => r.name !== 'HEAD').length, digest: refsDigest(encodeRefs(refs)) };
 }
 
+/** Whether the directory at `dir` exists and has not changed for `ms`. */
+async function untouchedFor(dir: string, ms: number): Promise<boolean> {
+  const info = await stat(dir).catch(() => undefined);
+  return info !== undefined && Date.now() - info.mtimeMs >= ms;
+}
+
 export class MoveCopies {
   /** Per repository: the copy or removal running now. */
   private readonly busy = new Map<string, Promise<unknown>>();
@@ -103,7 +109,7 @@ export class MoveCopies {
     const { meta, log } = this.deps;
     // The disk first: a copy made after the listing is not in it.
     const onDisk = await this.deps.copies();
-    const here = new Set((await listRepositories(meta.db)).filter((r) => r.shard === this.deps.shard).map((r) => r.id));
+    const here = await repositoryIdsOnShard(meta.db, this.deps.shard);
     const candidates = onDisk.filter((id) => !here.has(id));
     if (candidates.length === 0) return [];
     const removed: string[] = [];
@@ -111,11 +117,13 @@ export class MoveCopies {
       await this.exclusive(id, async () => {
         // Read again under the repository's turn: a move may have started since.
         const [repo, keep] = await Promise.all([findRepositoryById(meta.db, id), copiesToKeep(meta, this.deps.shard, graceMs)]);
-        // No row: a repository being created (its directory comes first) or deleted: not a move's.
-        if (!repo || repo.shard === this.deps.shard || keep.has(id) || this.deps.inUse(id)) return;
+        if (repo?.shard === this.deps.shard || keep.has(id) || this.deps.inUse(id)) return;
+        // No row: a repository being created (its directory comes first) or one deleted after it
+        // moved away, which nothing else removes; the copy goes once untouched for the grace.
+        if (!repo && !(await untouchedFor(this.deps.repoPath(id), graceMs))) return;
         await this.deps.removeCopy(id);
         removed.push(id);
-        log.info({ repo_id: id, now_on: repo.shard }, 'removed the copy of a repository that is not on this shard (moved away, or a failed move’s)');
+        log.info({ repo_id: id, now_on: repo?.shard ?? null }, 'removed the copy of a repository that is not on this shard (moved away, deleted, or a failed move’s)');
       });
     }
     return removed;

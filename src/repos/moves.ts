@@ -76,15 +76,20 @@ export interface DrainResult {
 
 const LEASE_MS = 60_000;
 
+/** Whether these settings make a cluster member that can move repositories: PostgreSQL and the cluster secret. */
+export function isCluster(dialect: MetaStore['dialect'], secret: string | undefined): boolean {
+  return dialect === 'postgres' && Boolean(secret);
+}
+
 export function createMover(deps: { meta: MetaStore; leases: ShardLeases; secret: string | undefined }) {
   const { meta } = deps;
   const { db } = meta;
 
   function requireCluster(): string {
-    if (meta.dialect !== 'postgres' || !deps.secret) {
+    if (!isCluster(meta.dialect, deps.secret)) {
       throw conflict('not_a_cluster', 'moving repositories needs a cluster: PostgreSQL and the cluster secret, as a frontend has them (GITSTRATUM_DATABASE_URL and GITSTRATUM_CLUSTER_SECRET, or --config)');
     }
-    return deps.secret;
+    return deps.secret!;
   }
 
   /**

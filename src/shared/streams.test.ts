@@ -81,3 +81,24 @@ test('pack-sized chunks go on as they are, never copied, and in order with the s
   for (const chunk of packChunks) assert.ok(out.writes.includes(chunk), 'the same buffer, not a copy');
   assert.ok(Buffer.concat(out.writes).equals(Buffer.concat([WANT, WANT, ...packChunks, WANT])));
 });
+
+test('a paced stream asks before every chunk, takes nothing more while told to wait, and loses no byte', async () => {
+  let asked = 0;
+  let waiting = false;
+  let takenWhileWaiting = 0;
+  // Every 100th chunk must wait 5 ms (a client over its budget of pieces).
+  const joined = coalescing(64 * 1024, 8 * 1024, () => {
+    if (waiting) takenWhileWaiting++;
+    asked++;
+    if (asked % 100 !== 0) return 0;
+    waiting = true;
+    setTimeout(() => (waiting = false), 4);
+    return 5;
+  });
+  const out = recorder();
+  const chunks = Array.from({ length: 1000 }, (_, i) => Buffer.from(`${i}|`));
+  await pipeline(Readable.from(chunks), joined, out);
+  assert.equal(asked, 1000);
+  assert.equal(takenWhileWaiting, 0, 'a chunk was taken while the stream was told to wait');
+  assert.equal(Buffer.concat(out.writes).toString(), chunks.map(String).join(''));
+});

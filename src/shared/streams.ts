@@ -43,8 +43,14 @@ export function counting(highWaterMark = 1 << 20): Transform & { bytes: number }
  * same turn, so what arrives together leaves together, and a lone chunk waits one turn at most.
  * Back-pressure holds: a batch is pushed like any output, and Transform withholds the next
  * write's callback while its readable side is full.
+ *
+ * Joining spares the later stages, not the parser: each chunk still costs Node's HTTP parser
+ * and this stage a few microseconds, so a client sending tiny chunks as fast as it can keeps the
+ * event loop busy for everyone. `pace`, when given, is asked before each chunk is taken and
+ * answers how many milliseconds to wait first (a client's budget of chunks per second, see
+ * http/rate-limit.ts); meanwhile this stage takes nothing more, so the socket stops being read.
  */
-export function coalescing(max = 64 * 1024, alone = 8 * 1024): Transform {
+export function coalescing(max = 64 * 1024, alone = 8 * 1024, pace?: () => number): Transform {
   let pending: Buffer[] = [];
   let size = 0;
   let scheduled: NodeJS.Immediate | undefined;
@@ -54,25 +60,15 @@ export function coalescing(max = 64 * 1024, alone = 8 * 1024): Transform {
     size = 0;
     return batch;
   };
+  let paused: NodeJS.Timeout | undefined;
   const t: Transform = new Transform({
     transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
-      // A chunk this large goes on by itself and is never copied (a push's pack data).
-      if (chunk.length >= alone) {
-        if (size > 0) t.push(take());
-        done(null, chunk);
-        return;
-      }
-      pending.push(chunk);
-      size += chunk.length;
-      if (size >= max) {
-        done(null, take());
-        return;
-      }
-      scheduled ??= setImmediate(() => {
-        scheduled = undefined;
-        if (size > 0 && !t.destroyed) t.push(take());
-      });
-      done();
+      const wait = pace?.() ?? 0;
+      if (wait <= 0) return join(chunk, done);
+      paused = setTimeout(() => {
+        paused = undefined;
+        join(chunk, done);
+      }, wait);
     },
     flush(done: TransformCallback) {
       if (scheduled) clearImmediate(scheduled);
@@ -81,10 +77,31 @@ export function coalescing(max = 64 * 1024, alone = 8 * 1024): Transform {
     },
     destroy(err: Error | null, done: (error: Error | null) => void) {
       if (scheduled) clearImmediate(scheduled);
+      if (paused) clearTimeout(paused);
       scheduled = undefined;
+      paused = undefined;
       pending = [];
       done(err);
     },
   });
+  function join(chunk: Buffer, done: TransformCallback): void {
+    // A chunk this large goes on by itself and is never copied (a push's pack data).
+    if (chunk.length >= alone) {
+      if (size > 0) t.push(take());
+      done(null, chunk);
+      return;
+    }
+    pending.push(chunk);
+    size += chunk.length;
+    if (size >= max) {
+      done(null, take());
+      return;
+    }
+    scheduled ??= setImmediate(() => {
+      scheduled = undefined;
+      if (size > 0 && !t.destroyed) t.push(take());
+    });
+    done();
+  }
   return t;
 }

@@ -13,6 +13,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { Git, Server, seedAlice, tempDir } from '../e2e/harness.js';
+import { metricValue } from '../support/metrics.js';
 
 const ZERO = '0'.repeat(40);
 
@@ -228,4 +229,32 @@ test('regression (issue 9): a gzip push of a flood of push options is refused wi
   const refs = await git.ok(['ls-remote', server.repoUrl('alice/main/flood.git', token)]);
   assert.match(refs, /refs\/heads\/main/);
   await wellBehaved(server, git, token, 'flood', work, 3);
+});
+
+test('regression (issue 9): a body sent in tiny pieces is read at its client’s pace, whole, while the server answers others', async (t) => {
+  // On main a client sending 100,000-line fetches one line per HTTP chunk, four at a time, kept
+  // the event loop busy with Node's parser and made every other client's clone 2–3× slower.
+  const server = await Server.start({ env: { GITSTRATUM_MAX_BODY_CHUNKS_PER_SECOND_PER_CLIENT: '2000' } });
+  t.after(() => server.cleanup());
+  const token = await seedAlice(server);
+  const git = await Git.create();
+  const { head } = await pushedRepo(server, git, token, 'pieces');
+
+  const lines = [pkt(`want ${head} multi_ack_detailed side-band-64k ofs-delta\n`), ...Array.from({ length: 6000 }, () => pkt(`want ${head}\n`)), '0000', pkt('done\n')];
+  const chunked = lines.map((l) => `${l.length.toString(16)}\r\n${l}\r\n`).join('') + '0\r\n\r\n';
+  const url = new URL(server.url);
+  const socket = net.connect(Number(url.port), url.hostname);
+  let answer = '';
+  socket.setEncoding('latin1').on('data', (d: string) => (answer += d));
+  const closed = new Promise<void>((resolve, reject) => socket.once('close', () => resolve()).once('error', reject));
+  socket.write(
+    `POST /alice/main/pieces.git/git-upload-pack HTTP/1.1\r\nHost: ${url.host}\r\nConnection: close\r\n` +
+      `Content-Type: application/x-git-upload-pack-request\r\nTransfer-Encoding: chunked\r\n\r\n${chunked}`,
+  );
+  // While the body is being paced, the server answers everyone else.
+  await healthy(server);
+  await closed;
+  assert.match(answer, /^HTTP\/1\.1 200 /);
+  assert.ok(answer.includes('\x01PACK'), 'the pack came back whole');
+  assert.ok((await metricValue(server.url, 'gitstratum_body_paced_total')) > 0, 'the body was never paced');
 });
