@@ -92,7 +92,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     niceness: config.gitNiceness,
     maxPushBytes: config.maxPushBytes,
     maxFetchRequestBytes: config.maxFetchRequestBytes,
-    push: { maxRefUpdates: config.gitMaxRefUpdates, maxPushOptions: config.gitMaxPushOptions, maxCommandBytes: config.gitMaxPushCommandBytes },
+    push: { maxRefUpdates: config.gitMaxRefUpdates, maxPushOptions: config.gitMaxPushOptions, maxCommandBytes: config.gitMaxPushCommandBytes, maxPushOptionBytes: config.gitMaxPushOptionBytes },
   };
   const shared: Shared = {
     log,

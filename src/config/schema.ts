@@ -164,6 +164,8 @@ export const configSchema = z
     gitMaxRefUpdates: positiveInt.default(50_000),
     /** Push options (`git push -o`) allowed in one push. */
     gitMaxPushOptions: count.default(100),
+    /** Bytes of a push's push options together; a push option is a word or a short setting. */
+    gitMaxPushOptionBytes: positiveBytes.default(64 * 1024),
     /** Bytes of a push's commands and push options together (everything before the pack). */
     gitMaxPushCommandBytes: positiveBytes.default(8 * 1024 ** 2),
     /** A request that sends nothing (headers or body) for this long is ended and its git process stopped. */

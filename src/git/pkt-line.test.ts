@@ -52,7 +52,7 @@ test('refuses a push command that is not old-oid new-oid ref', async () => {
   await assert.rejects(feed('receive-pack', [pktLine(`${a} refs/heads/main\n`), FLUSH_PKT]), { code: 'malformed_push_command' });
 });
 
-const small: PushCaps = { maxRefUpdates: 3, maxPushOptions: 2, maxCommandBytes: 4096 };
+const small: PushCaps = { maxRefUpdates: 3, maxPushOptions: 2, maxCommandBytes: 4096, maxPushOptionBytes: 4096 };
 
 test('refuses more ref updates, more push options or more command bytes than the caps allow', async () => {
   const cmd = (i: number) => pktLine(`${z} ${a} refs/heads/b${i}${i === 0 ? '\0report-status push-options' : ''}\n`);
@@ -68,6 +68,11 @@ test('refuses more ref updates, more push options or more command bytes than the
     feed('receive-pack', [cmd(0), FLUSH_PKT, long, long, long, long, long, FLUSH_PKT], { ...small, maxPushOptions: 100 }),
     { code: 'push_commands_too_large' },
   );
+  // Options whose text passes the byte cap are refused before the one over it is held.
+  const refused = new RequestValidator('receive-pack', { ...small, maxPushOptions: 100, maxCommandBytes: 1 << 20, maxPushOptionBytes: 2500 });
+  const three = Buffer.concat([cmd(0), FLUSH_PKT, long, long, long, FLUSH_PKT]);
+  await assert.rejects(pipeline(Readable.from([three]), refused, new Writable({ write: (_c, _e, cb) => cb() })), { code: 'push_options_too_large' });
+  assert.equal(refused.pushOptions.length, 2);
 });
 
 test('regression (issue 9): a million push-option lines are refused before they are all held', async () => {
@@ -141,7 +146,7 @@ test('fuzz: a well-formed push parses to its commands and options however it is 
           chunks.push(body.subarray(i, i + n));
           i += n;
         }
-        const caps: PushCaps = { maxRefUpdates: 4, maxPushOptions: 3, maxCommandBytes: 1 << 20 };
+        const caps: PushCaps = { maxRefUpdates: 4, maxPushOptions: 3, maxCommandBytes: 1 << 20, maxPushOptionBytes: 1 << 20 };
         const { v, error } = feedSync('receive-pack', chunks, caps);
         if (commands.length > caps.maxRefUpdates) return assert.equal((error as { code?: string })?.code, 'too_many_ref_updates');
         if (options.length > caps.maxPushOptions) return assert.equal((error as { code?: string })?.code, 'too_many_push_options');

@@ -58,10 +58,12 @@ export interface PushCaps {
   maxPushOptions: number;
   /** Bytes of commands, capabilities and push options together, framing included. */
   maxCommandBytes: number;
+  /** Bytes of the push options' text together (a push option is a short word or setting). */
+  maxPushOptionBytes: number;
 }
 
 /** Generous for people, small for memory: used where no configuration applies (tests, fuzzing). */
-export const DEFAULT_PUSH_CAPS: PushCaps = { maxRefUpdates: 50_000, maxPushOptions: 100, maxCommandBytes: 8 * 1024 * 1024 };
+export const DEFAULT_PUSH_CAPS: PushCaps = { maxRefUpdates: 50_000, maxPushOptions: 100, maxCommandBytes: 8 * 1024 * 1024, maxPushOptionBytes: 64 * 1024 };
 
 export class RequestValidator extends Transform {
   /** Ref updates a receive-pack request asks for, in order. */
@@ -72,6 +74,7 @@ export class RequestValidator extends Transform {
   bytes = 0;
 
   private phase: Phase = 'lines';
+  private optionBytes = 0;
   private header = '';
   private remaining = -1;
   private payload: Buffer[] = [];
@@ -148,6 +151,10 @@ export class RequestValidator extends Transform {
     } else if (len === 4) {
       this.line(EMPTY);
     } else {
+      // Checked at the header, before the option is held.
+      if (this.collect && this.phase === 'push-options' && (this.optionBytes += len - 4) > this.caps.maxPushOptionBytes) {
+        throw tooLarge('push_options_too_large', `push options exceed the limit of ${this.caps.maxPushOptionBytes} bytes`, { limit: this.caps.maxPushOptionBytes });
+      }
       this.remaining = len - 4;
       this.payload = [];
     }

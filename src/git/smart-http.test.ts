@@ -77,14 +77,14 @@ test('a refused gzip push-option flood is decoded only up to the cap and release
       const controller = new AbortController();
       await assert.rejects(
         statelessRpc({ service: 'receive-pack', repoId: 'r1', repoPath, input: wire(flood), decoder, limits }, limiter, controller.signal),
-        { code: 'too_many_push_options' },
+        { code: 'push_options_too_large' },
       );
       return { decoded: produced.bytes, decoder: new WeakRef(decoder) };
     };
     const { decoded, decoder } = await refused();
 
-    // The refusal comes after the option over the cap, whatever the body would decode to.
-    const optionBytes = MAX_PKT_LEN * (DEFAULT_PUSH_CAPS.maxPushOptions + 1);
+    // The refusal comes at the option over the byte cap, whatever the body would decode to.
+    const optionBytes = DEFAULT_PUSH_CAPS.maxPushOptionBytes + MAX_PKT_LEN;
     assert.ok(decoded <= optionBytes + 1024 * 1024, `decoded ${decoded} bytes before the refusal`);
 
     // Before the fix a 10 s timer (the kill of a receive-pack whose input was cut) kept the
