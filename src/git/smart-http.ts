@@ -251,7 +251,7 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
 }
 
 /** Refusals of a push's command section (pkt-line.ts PushCaps), which come before its pack. */
-const COMMAND_REFUSALS = new Set(['too_many_ref_updates', 'too_many_push_options', 'push_commands_too_large']);
+const COMMAND_REFUSALS = new Set(['too_many_ref_updates', 'too_many_push_options', 'push_options_too_large', 'push_commands_too_large']);
 
 /**
  * git prints nothing of the body of a failed POST (only "RPC failed; HTTP 413"), but prints a

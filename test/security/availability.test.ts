@@ -221,6 +221,9 @@ test('regression (issue 9): a gzip push of a flood of push options is refused wi
   const tooManyOptions = await git.run(['push', ...options101, server.repoUrl('alice/main/flood.git', token), 'main'], { cwd: work });
   assert.notEqual(tooManyOptions.code, 0);
   assert.match(tooManyOptions.stderr, /remote: too many push options: the limit is 100/);
+  const longOptions = await git.run(['push', '-o', `description=${'x'.repeat(40_000)}`, '-o', `notes=${'y'.repeat(40_000)}`, server.repoUrl('alice/main/flood.git', token), 'main'], { cwd: work });
+  assert.notEqual(longOptions.code, 0);
+  assert.match(longOptions.stderr, /remote: push options exceed the limit of 65536 bytes/);
   for (const branch of ['a', 'b', 'c', 'd']) await git.ok(['branch', branch], { cwd: work });
   const tooManyRefs = await git.run(['push', server.repoUrl('alice/main/flood.git', token), 'a', 'b', 'c', 'd'], { cwd: work });
   assert.notEqual(tooManyRefs.code, 0);
