@@ -14,7 +14,7 @@ import { createGzip } from 'node:zlib';
 /** The server as the attacks see it; its URL changes when it is restarted after a crash. */
 export interface Target {
   url(): string;
-  /** A write token of `alice`. */
+  /** A write token of the attackers' own user, `mallory` (the good client is `alice`). */
   token: string;
   /**
    * The attackers' own client address, sent as `X-Forwarded-For` (the server trusts it from

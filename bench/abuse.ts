@@ -4,7 +4,7 @@
  * A well-behaved client clones a small public repository and pushes one commit to it, in a
  * loop, first with nothing else running (the quiet window), then while each attack runs in
  * turn: 32 stalled upload-pack bodies, 4 anonymous LFS batches of a million `{}` to a private
- * repository, a gzip push-option flood with a write token, 4 clients fetching a repository of
+ * repository, a gzip push-option flood with a write token (of another user), 4 clients fetching a repository of
  * 100,000 refs, and 200 requests/s from one address. For each window it prints the good
  * client's median clone and push wall time against the quiet window's (target ≤ 1.5×),
  * `/healthz` p99 probed every 50 ms on fresh connections, from a process of its own (target ≤ 100 ms), the server's peak
@@ -126,7 +126,7 @@ const manyTags = (n: number) => Array.from({ length: n }, (_, i) => `refs/tags/t
 const SCENARIOS: Scenario[] = [
   { name: 'stalled-bodies', attack: (ctx) => ({ name: 'stalled-bodies', repo: 'alice/bench/stall', head: ctx.head, clients: 32 }) },
   { name: 'huge-batches', attack: () => ({ name: 'huge-batches', repo: 'alice/bench/private', clients: 4, objects: 1_000_000 }) },
-  { name: 'push-option-flood', attack: (ctx) => ({ name: 'push-option-flood', repo: 'alice/bench/flood', head: ctx.head, floodMib: ctx.opts.floodMib }) },
+  { name: 'push-option-flood', attack: (ctx) => ({ name: 'push-option-flood', repo: 'mallory/bench/flood', head: ctx.head, floodMib: ctx.opts.floodMib }) },
   {
     name: 'many-refs',
     async setup(ctx) {
@@ -326,11 +326,18 @@ async function main(): Promise<void> {
 
     say(`starting gitstratum (default settings but ${SERVE_ARGS.join(' ')})`);
     const server = await startGitstratum(ROOT, path.join(workDir, 'gs'), env, SERVE_ARGS);
-    for (const name of ['good', 'stall', 'flood', 'many-refs']) await server.createRepo(name);
+    for (const name of ['good', 'stall', 'many-refs']) await server.createRepo(name);
     await server.cli('repo', 'create', 'alice/bench/private', '--private');
-    for (const name of ['good', 'stall', 'flood']) {
+    for (const name of ['good', 'stall']) {
       await run('git', ['--git-dir', source, 'push', '--quiet', `${server.authUrl}/alice/bench/${name}.git`, 'refs/heads/main'], { env });
     }
+    // The flood pushes as a user of its own: as alice it would spend the good client's budget,
+    // which is alice's (and 429 her pushes, as it did), not attack the server.
+    await server.cli('user', 'create', 'mallory');
+    await server.cli('space', 'create', 'mallory/bench');
+    await server.cli('repo', 'create', 'mallory/bench/flood');
+    const attackerToken = (await server.cli('token', 'create', 'mallory', '--scope', 'write')).trim().split('\n').pop()!;
+    await run('git', ['--git-dir', source, 'push', '--quiet', server.url.replace('://', `://git:${attackerToken}@`) + '/mallory/bench/flood.git', 'refs/heads/main'], { env });
     const ctx: Context = { server, env: gitEnv, workDir, source, head, opts };
 
     // One untimed cycle warms the page cache and the server's clone cache.
@@ -342,7 +349,7 @@ async function main(): Promise<void> {
         say(`${scenario.name}: preparing`);
         await scenario.setup(ctx);
       }
-      const attack = await startAttacker({ url: server.url, token: server.token, forwardedFor: ATTACKER_ADDRESS, ...scenario.attack(ctx) } as AttackSpec, opts.attackersNice);
+      const attack = await startAttacker({ url: server.url, token: attackerToken, forwardedFor: ATTACKER_ADDRESS, ...scenario.attack(ctx) } as AttackSpec, opts.attackersNice);
       say(`${scenario.name}: attack running, ${opts.seconds} s window`);
       const w = await measureWindow(ctx, scenario.name, attack);
       windows.push(w);
