@@ -9,7 +9,8 @@ import { Readable, pipeline } from 'node:stream';
 import { DomainError, invalid } from '../shared/errors.js';
 import { coalescing } from '../shared/streams.js';
 
-export type BufferedBody = { complete: true; bytes: Buffer } | { complete: false; stream: Readable };
+/** `head`: the chunks read before the body proved longer than `max` (the stream replays them first). */
+export type BufferedBody = { complete: true; bytes: Buffer } | { complete: false; stream: Readable; head: readonly Buffer[] };
 
 export async function bufferRequest(
   input: Readable,
@@ -46,7 +47,7 @@ export async function bufferRequest(
       yield next.value;
     }
   }
-  return { complete: false, stream: Readable.from(replay(), { objectMode: false }) };
+  return { complete: false, stream: Readable.from(replay(), { objectMode: false }), head: [...chunks] };
 }
 
 /** A failure of the request body's stream, as the domain error the client should see. */

@@ -100,3 +100,26 @@ test('a refused gzip push-option flood is decoded only up to the cap and release
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a push refused for its commands or options starts no git, and says why in the side-band git prints', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-smart-http-'));
+  try {
+    const repoPath = path.join(dir, 'repo.git');
+    execFileSync('git', ['init', '--bare', '--quiet', repoPath]);
+    // A limiter with no slot at all: the refusal must not need one.
+    const limiter = new Limiter({ maxRunning: 0, maxQueue: 0, queueTimeoutMs: 1000 });
+    const options = Array.from({ length: DEFAULT_PUSH_CAPS.maxPushOptions + 1 }, (_, i) => pktLine(`opt${i}\n`));
+    const body = Buffer.concat([pktLine(`${ZERO} ${OID} refs/heads/x\0report-status side-band-64k push-options\n`), FLUSH_PKT, ...options, FLUSH_PKT, EMPTY_PACK]);
+    const res = await statelessRpc({ service: 'receive-pack', repoId: 'r1', repoPath, input: wire(body), limits }, limiter, new AbortController().signal);
+    const answer = Buffer.concat(await res.body.toArray()).toString('latin1');
+    assert.match(answer, /\x03too many push options: the limit is 100\n/);
+    assert.equal((await res.done).spawned, false);
+    // A malformed body is refused the same way, before git, as a client error.
+    await assert.rejects(
+      statelessRpc({ service: 'upload-pack', repoId: 'r1', repoPath, input: wire(Buffer.from('zzzzwant')), limits }, limiter, new AbortController().signal),
+      { code: 'malformed_pkt_line' },
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -13,9 +13,10 @@
  *   while its `index-pack` child, which reads the same stdin and is not signalled, is still
  *   writing into it. It is killed only if it lingers. Once the whole request is in, it runs to
  *   completion so a push is never cut during ref updates.
- * - A request takes a git slot only once its body has started to arrive, and an upload-pack
- *   body of up to 64 KiB is read whole first: a client that opens a request and stalls costs
- *   no git process (issue 9; the edge's idle timeout ends it). Every body is bounded after
+ * - A request takes a git slot only once the first 64 KiB of its body (or all of it) has
+ *   arrived: a client that opens a request and stalls costs no git process (issue 9; the edge's
+ *   idle timeout ends it). A push's commands and options are checked in those bytes before git
+ *   starts, so a push refused for them (most are) costs no git process. Every body is bounded after
  *   decoding, as it streams: a push by `maxPushBytes`, a fetch request by `maxFetchRequestBytes`,
  *   a push's commands and options by `PushCaps`.
  */
@@ -31,8 +32,8 @@ import { bufferRequest, toInputError } from './request-body.js';
 /** How long a receive-pack whose input was cut short gets to clean up before it is killed. */
 const RECEIVE_PACK_GRACE_MS = 10_000;
 
-/** Upload-pack bodies up to this size (decoded) are read whole before git starts. */
-export const UPLOAD_PACK_PREREAD_BYTES = 64 * 1024;
+/** Request bodies up to this size (decoded) are read whole before git starts; of longer ones, this much. */
+export const PREREAD_BYTES = 64 * 1024;
 
 export interface ServiceLimits {
   timeoutMs: number;
@@ -152,9 +153,18 @@ export interface RpcOptions {
 
 /** `POST …/git-upload-pack` and `POST …/git-receive-pack`. */
 export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: AbortSignal): Promise<GitResponse> {
-  // Receive-pack: wait for the first bytes; upload-pack: read a small body whole. Only then a slot.
-  const early = await bufferRequest(opts.input, opts.decoder, opts.service === 'upload-pack' ? UPLOAD_PACK_PREREAD_BYTES : 1, signal);
+  // A small body whole, or the start of a large one; only then a slot.
+  const early = await bufferRequest(opts.input, opts.decoder, PREREAD_BYTES, signal);
   const request = early.complete ? Readable.from([early.bytes]) : early.stream;
+  const refused = precheck(opts.service, early.complete ? [early.bytes] : early.head, opts.limits.push);
+  if (refused) {
+    if (!early.complete) request.destroy();
+    const bytesIn = early.complete ? early.bytes.length : early.head.reduce((n, b) => n + b.length, 0);
+    const done = Promise.resolve<Outcome>({ code: null, signal: null, stderr: '', timedOut: false, bytesIn, bytesOut: 0, commands: [], spawned: false });
+    const refusal = sidebandRefusal(opts.service, refused.error, refused.capabilities);
+    if (refusal) return { body: refusal, done };
+    throw refused.error;
+  }
   const release = await limiter.acquire(signal);
   const child = await spawnService({
     service: opts.service,
@@ -248,6 +258,22 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
   }
   endAfterExit(child, body, done);
   return { body, done };
+}
+
+/**
+ * The start of a request body, checked before git starts: the refusal a validator finds in it
+ * (a malformed pkt-line, a push over its caps), with the capabilities read by then. Bytes that
+ * end mid-line are no error here: the rest is checked as it streams to git.
+ */
+function precheck(service: GitService, head: readonly Buffer[], caps: PushCaps): { error: DomainError; capabilities: string[] } | undefined {
+  const validator = new RequestValidator(service, caps);
+  let error: Error | null | undefined;
+  for (const chunk of head) {
+    validator._transform(chunk, 'buffer' as BufferEncoding, (err) => (error = err));
+    if (error) break;
+  }
+  validator.destroy();
+  return error instanceof DomainError ? { error, capabilities: validator.capabilities } : undefined;
 }
 
 /** Refusals of a push's command section (pkt-line.ts PushCaps), which come before its pack. */
