@@ -28,8 +28,8 @@ await build({
   target: 'node20',
   // Linked to dist/src's maps, which lead back to the TypeScript: `node --enable-source-maps` shows src/ lines.
   sourcemap: 'linked',
-  // A native addon (found through its package's own path) and the optional native PostgreSQL driver.
-  external: ['better-sqlite3', 'pg-native'],
+  // Native addons (found through their packages' own paths: ssh2's optional crypto binding) and the optional native PostgreSQL driver.
+  external: ['better-sqlite3', 'pg-native', 'ssh2'],
   // The libraries written as CommonJS call require(); an ES module file has none of its own.
   banner: { js: "import { createRequire as createRequireOfBundle } from 'node:module'; const require = createRequireOfBundle(import.meta.url);" },
   logLevel: 'warning',

@@ -10,6 +10,7 @@ import { ConfigError } from './config/load.js';
 import type { Logger } from './shared/log.js';
 import { openMetaStore, type MetaStore } from './meta/db.js';
 import { createAccounts, type Accounts } from './access/accounts.js';
+import { createSshKeys, type SshKeys } from './access/ssh-keys.js';
 import { createRepoService, type RepoService } from './repos/service.js';
 import { createOffboarding, type Offboarding } from './access/offboarding.js';
 import { createAuditTrail, type AuditTrail } from './access/audit-trail.js';
@@ -26,6 +27,7 @@ export interface Core {
   dataDir: string;
   meta: MetaStore;
   accounts: Accounts;
+  sshKeys: SshKeys;
   repos: RepoService;
   offboarding: Offboarding;
   auditTrail: AuditTrail;
@@ -90,6 +92,7 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
     dataDir,
     meta,
     accounts: createAccounts(meta, { tokenMaxLifetimeDays: config.tokenMaxLifetimeDays }),
+    sshKeys: createSshKeys(meta),
     repos,
     offboarding: createOffboarding(meta, { repos }),
     auditTrail: createAuditTrail(meta, { repos }),

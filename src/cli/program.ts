@@ -19,6 +19,7 @@ import { registerAccessCommands } from './access-commands.js';
 import { describeUsage, registerQuotaCommands } from './quota-commands.js';
 import { registerDoctorCommand } from './doctor-command.js';
 import { registerShardCommands } from './shard-commands.js';
+import { registerSshCommands } from './ssh-commands.js';
 import { registerClusterCommands } from './cluster-commands.js';
 
 interface CommonOpts {
@@ -308,6 +309,7 @@ export function buildProgram(): Command {
   registerQuotaCommands(program, repo);
   registerShardCommands(program, repo);
   registerClusterCommands(program);
+  registerSshCommands(program);
 
   const token = program.command('token').description('manage access tokens');
   common(

@@ -388,6 +388,25 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('repo_moves_from_idx').on('repo_moves').columns(['from_shard', 'state']).execute();
       },
     },
+    '0019_ssh_keys': {
+      async up(db: Kysely<any>) {
+        // SSH public keys per user (access/ssh-keys.ts): a key names one user, so its
+        // fingerprint is unique across all of them.
+        await db.schema
+          .createTable('ssh_keys')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
+          .addColumn('name', 'text')
+          .addColumn('key_type', 'text', (c) => c.notNull())
+          .addColumn('public_key', 'text', (c) => c.notNull())
+          .addColumn('fingerprint', 'text', (c) => c.notNull().unique())
+          .addColumn('scope', 'text', (c) => c.notNull().check(sql`scope in ('read', 'write')`))
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('last_used_at', 'text')
+          .execute();
+        await db.schema.createIndex('ssh_keys_user_idx').on('ssh_keys').column('user_id').execute();
+      },
+    },
   };
 }
 

@@ -265,6 +265,22 @@ export interface RepoMovesTable {
   error: string | null;
 }
 
+export interface SshKeysTable {
+  id: string;
+  user_id: string;
+  /** A label for people, such as `laptop`. */
+  name: string | null;
+  key_type: string;
+  /** The key blob, base64 as in a `.pub` file. */
+  public_key: string;
+  /** `SHA256:…`, as OpenSSH prints it. */
+  fingerprint: string;
+  /** What the key may do at most: read (a deploy key) or write. */
+  scope: 'read' | 'write';
+  created_at: string;
+  last_used_at: string | null;
+}
+
 export interface Database {
   owners: OwnersTable;
   users: UsersTable;
@@ -290,4 +306,5 @@ export interface Database {
   replica_positions: ReplicaPositionsTable;
   sync_refs: SyncRefsTable;
   repo_moves: RepoMovesTable;
+  ssh_keys: SshKeysTable;
 }
