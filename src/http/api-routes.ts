@@ -18,7 +18,8 @@ import type { Role, Visibility } from '../meta/schema.js';
 import type { RepoRow, RepoService } from '../repos/service.js';
 import type { Quotas, QuotaValue, Usage } from '../repos/quotas.js';
 import { parseRepoPath } from '../repos/names.js';
-import { invalid, unauthenticated } from '../shared/errors.js';
+import { invalid, notFound, unauthenticated } from '../shared/errors.js';
+import type { SshKeys } from '../access/ssh-keys.js';
 import { authenticate } from './auth.js';
 import { schemas, sharedSchemas, swaggerOptions } from './api-schemas.js';
 
@@ -30,6 +31,7 @@ export interface ApiDeps {
   offboarding: Offboarding;
   auditTrail: AuditTrail;
   quotas: Quotas;
+  sshKeys: SshKeys;
 }
 
 interface RepoParams {
@@ -87,7 +89,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
 }
 
 async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
-  const { accounts, repos, offboarding, auditTrail, quotas } = deps;
+  const { accounts, repos, offboarding, auditTrail, quotas, sshKeys } = deps;
   const usageOf = async (id: string) => (await quotas.repoUsages([id])).get(id);
   // Registered before any route so that its onRoute hook sees them all.
   await api.register(swagger, swaggerOptions);
@@ -286,4 +288,19 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
   api.delete<{ Params: { id: string } }>('/tokens/:id', { schema: schemas.revokeToken }, async (req) =>
     accounts.revokeToken(await actorOf(req), req.params.id, audit(req)),
   );
+
+  api.get<{ Params: { user: string } }>('/users/:user/keys', { schema: schemas.listSshKeys }, async (req) => sshKeys.list(await actorOf(req), req.params.user));
+
+  api.post<{ Params: { user: string }; Body: { key: string; name?: string; scope?: string } }>('/users/:user/keys', { schema: schemas.addSshKey }, async (req, reply) => {
+    const key = await sshKeys.add(await actorOf(req), req.params.user, req.body.key, { name: req.body.name, scope: req.body.scope, ...audit(req) });
+    return reply.code(201).send(key);
+  });
+
+  api.delete<{ Params: { user: string; id: string } }>('/users/:user/keys/:id', { schema: schemas.removeSshKey }, async (req) => {
+    const actor = await actorOf(req);
+    // The key must be this user's: the URL names whose key is meant.
+    const mine = (await sshKeys.list(actor, req.params.user)).some((k) => k.id === req.params.id);
+    if (!mine) throw notFound('ssh_key_not_found', `SSH key '${req.params.id}' not found`, { id: req.params.id });
+    return sshKeys.remove(actor, req.params.id, audit(req));
+  });
 }

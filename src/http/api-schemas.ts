@@ -134,6 +134,22 @@ export const sharedSchemas = [
     },
   },
   {
+    $id: 'SshKey',
+    type: 'object',
+    required: ['id', 'user', 'type', 'fingerprint', 'scope', 'createdAt', 'lastUsedAt', 'publicKey'],
+    properties: {
+      id: { type: 'string' },
+      user: { type: 'string' },
+      name: { type: ['string', 'null'], description: 'a label for people, such as laptop' },
+      type: { type: 'string', description: 'the key algorithm, e.g. ssh-ed25519' },
+      fingerprint: { type: 'string', description: 'SHA256:…, as ssh-keygen -l prints it' },
+      scope: { type: 'string', enum: ['read', 'write'], description: 'read: a deploy key, it can only fetch' },
+      createdAt: timestamp,
+      lastUsedAt: nullableTimestamp,
+      publicKey: { type: 'string', description: 'the key as a .pub line, without its comment' },
+    },
+  },
+  {
     $id: 'ReleasedLock',
     type: 'object',
     description: 'a Git LFS lock an administrator released',
@@ -400,6 +416,32 @@ export const schemas = {
       ['scope'],
     ),
     response: { 201: { description: 'created; `token` is the secret', ...ref('Token') }, ...errors },
+  },
+  listSshKeys: {
+    tags: ['ssh keys'],
+    summary: "list a user's SSH keys (yourself, or any user as site administrator)",
+    params: object({ user: name('user') }, ['user']),
+    response: { 200: { description: 'SSH keys', ...listOf('SshKey') }, ...errors },
+  },
+  addSshKey: {
+    tags: ['ssh keys'],
+    summary: 'add an SSH public key (to yourself, or any user as site administrator)',
+    params: object({ user: name('user') }, ['user']),
+    body: object(
+      {
+        key: { type: 'string', minLength: 1, maxLength: 16384, description: 'the public key, one line as in a .pub file' },
+        name: { type: 'string', minLength: 1, maxLength: 64, description: 'a label for people, such as laptop' },
+        scope: { type: 'string', enum: ['read', 'write'], description: 'write (the default), or read for a deploy key' },
+      },
+      ['key'],
+    ),
+    response: { 201: { description: 'added', ...ref('SshKey') }, ...errors },
+  },
+  removeSshKey: {
+    tags: ['ssh keys'],
+    summary: 'remove an SSH key; it stops working at once',
+    params: object({ user: name('user'), id: { type: 'string', pattern: '^[0-9A-Za-z]{26}$', description: 'key id' } }, ['user', 'id']),
+    response: { 200: { description: 'the removed key', ...ref('SshKey') }, ...errors },
   },
   revokeToken: {
     tags: ['tokens'],

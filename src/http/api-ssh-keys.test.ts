@@ -1,0 +1,86 @@
+/**
+ * The SSH key routes of the REST API (issue 14), in process with `inject()`: a user manages
+ * their own keys, a site administrator anyone's; refusals come with their codes.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { configSchema } from '../config/schema.js';
+import { openCore } from '../core.js';
+import { systemActor } from '../access/policy.js';
+import { createLogger } from '../shared/log.js';
+import { tempDir } from '../../test/e2e/harness.js';
+import { createMetrics } from './metrics.js';
+import { createHttpServer } from './server.js';
+import { registerApiRoutes } from './api-routes.js';
+
+function call(app: FastifyInstance) {
+  return async (method: 'GET' | 'POST' | 'DELETE', url: string, token?: string, body?: unknown) => {
+    const res = await app.inject({
+      method,
+      url: `/api/v1${url}`,
+      headers: { ...(token && { authorization: `Bearer ${token}` }), ...(body !== undefined && { 'content-type': 'application/json' }) },
+      ...(body !== undefined && { payload: JSON.stringify(body) }),
+    });
+    return { status: res.statusCode, body: res.body ? (JSON.parse(res.body) as any) : undefined };
+  };
+}
+
+async function keygen(dir: string, name: string, args: string[] = ['-t', 'ed25519']): Promise<string> {
+  execFileSync('ssh-keygen', ['-q', '-N', '', '-C', `${name}@host`, '-f', path.join(dir, name), ...args]);
+  return readFile(path.join(dir, `${name}.pub`), 'utf8');
+}
+
+test('SSH key routes: yours, or anyone’s as administrator; duplicates, weak keys and strangers refused', async (t) => {
+  const data = await tempDir('gitstratum-api-');
+  const config = configSchema.parse({ data, logLevel: 'silent' });
+  const core = await openCore(config);
+  const app = createHttpServer({ config, log: createLogger('silent'), metrics: createMetrics({ gitRunning: () => 0, gitQueued: () => 0 }), ready: async () => true });
+  registerApiRoutes(app, core);
+  await app.ready();
+  t.after(async () => {
+    await app.close();
+    await core.close();
+    await rm(data, { recursive: true, force: true });
+  });
+  const api = call(app);
+  const { accounts } = core;
+  for (const [name, admin] of [['root', true], ['bob', false], ['eve', false]] as const) await accounts.createUser(systemActor, name, { admin });
+  const root = (await accounts.createToken(systemActor, 'root', 'admin')).token;
+  const bob = (await accounts.createToken(systemActor, 'bob', 'write')).token;
+  const bobRead = (await accounts.createToken(systemActor, 'bob', 'read')).token;
+  const eve = (await accounts.createToken(systemActor, 'eve', 'write')).token;
+  const laptop = await keygen(data, 'laptop');
+
+  const added = await api('POST', '/users/bob/keys', bob, { key: laptop });
+  assert.equal(added.status, 201, JSON.stringify(added.body));
+  assert.equal(added.body.name, 'laptop@host');
+  assert.equal(added.body.scope, 'write');
+  assert.match(added.body.fingerprint, /^SHA256:[A-Za-z0-9+/]{43}$/);
+
+  // One key, one user: nobody else can register it, and the answer does not say whose it is.
+  const again = await api('POST', '/users/eve/keys', eve, { key: laptop });
+  assert.equal(again.status, 409);
+  assert.equal(again.body.error.code, 'ssh_key_exists');
+  assert.doesNotMatch(again.body.error.message, /bob/);
+
+  // A read token adds read keys only; a weak key is refused with its reason.
+  assert.equal((await api('POST', '/users/bob/keys', bobRead, { key: await keygen(data, 'ci') })).body.error.code, 'scope_exceeds_token');
+  assert.equal((await api('POST', '/users/bob/keys', bobRead, { key: await keygen(data, 'ci2'), scope: 'read' })).status, 201);
+  const weak = await api('POST', '/users/bob/keys', bob, { key: await keygen(data, 'old', ['-t', 'rsa', '-b', '1024']) });
+  assert.equal(weak.body.error.code, 'weak_ssh_key');
+
+  // Strangers neither see nor remove bob's keys; the administrator does both.
+  assert.equal((await api('GET', '/users/bob/keys', eve)).status, 403);
+  assert.equal((await api('DELETE', `/users/bob/keys/${added.body.id}`, eve)).status, 403);
+  assert.equal((await api('DELETE', `/users/eve/keys/${added.body.id}`, eve)).body.error.code, 'ssh_key_not_found');
+  const listed = await api('GET', '/users/bob/keys', root);
+  assert.deepEqual(listed.body.map((k: { scope: string }) => k.scope).sort(), ['read', 'write']);
+  const removed = await api('DELETE', `/users/bob/keys/${added.body.id}`, root);
+  assert.equal(removed.status, 200);
+  assert.equal((await api('GET', '/users/bob/keys', bob)).body.length, 1);
+  assert.equal((await api('GET', '/users/bob/keys')).status, 401);
+});
