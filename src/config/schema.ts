@@ -194,6 +194,18 @@ export const configSchema = z
     recoveryStaleSeconds: positiveSeconds.default(600),
     /** Externally visible scheme://host[:port], when the request's own (or X-Forwarded-*) is not it. */
     publicUrl: z.string().url().optional(),
+    /** Git over SSH (README "Git over SSH"): the port of the built-in SSH server; unset, there is none. */
+    sshPort: port.optional(),
+    /** The address the SSH server listens on; default: the same as `host`. */
+    sshHost: z.string().min(1).optional(),
+    /** How clients reach the SSH server, e.g. ssh://git@git.example.com:2222, for the clone URLs the API shows. */
+    sshPublicUrl: z.string().regex(/^ssh:\/\/[^/\s]+$/, 'an ssh://[user@]host[:port] URL without a path').optional(),
+    /** Let SSH clients whose key no user has registered read public repositories (as anonymous HTTP clients do). */
+    sshAnonymousReads: bool.default(false),
+    /** An SSH connection that sends nothing for this long is closed. */
+    sshIdleTimeoutSeconds: positiveSeconds.default(300),
+    /** The longest an SSH connection may last, whatever it does. */
+    sshMaxConnectionSeconds: positiveSeconds.default(6 * 3600),
     /** Where LFS objects (and later snapshots) live: `filesystem` under <data>/objects, or `s3`. */
     objectStore: z.enum(['filesystem', 's3']).default('filesystem'),
     s3Endpoint: z.string().url().optional(),

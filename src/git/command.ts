@@ -65,6 +65,8 @@ export interface ServiceOptions {
   service: GitService;
   repoPath: string;
   advertise: boolean;
+  /** false: a whole conversation over one pair of pipes (git over SSH), not one HTTP exchange. */
+  stateless?: boolean;
   protocol?: string | undefined;
   hook?: HookContext | undefined;
   timeoutMs: number;
@@ -195,7 +197,7 @@ function notStarted(reason: string): GitChild {
  * waits for a fork).
  */
 export async function spawnService(opts: ServiceOptions): Promise<GitChild> {
-  const args = [opts.service, '--stateless-rpc'];
+  const args = opts.stateless === false ? [opts.service] : [opts.service, '--stateless-rpc'];
   if (opts.advertise) args.push('--advertise-refs');
   args.push('--', opts.repoPath);
   const extra: Record<string, string> = {};

@@ -100,13 +100,47 @@ export interface AdvertiseOptions {
 export interface GitServices {
   advertiseRefs(opts: AdvertiseOptions, signal: AbortSignal): Promise<GitResponse>;
   statelessRpc(opts: RpcOptions, signal: AbortSignal): Promise<GitResponse>;
+  /** A whole v0/v1 fetch conversation (git over SSH); never cached. Where git runs in this process only. */
+  uploadPackSession?(opts: SessionOptions, signal: AbortSignal): Promise<GitResponse>;
 }
 
 export function gitServices(limiter: Limiter): GitServices {
   return {
     advertiseRefs: (opts, signal) => advertiseRefs(opts, limiter, signal),
     statelessRpc: (opts, signal) => statelessRpc(opts, limiter, signal),
+    uploadPackSession: (opts, signal) => uploadPackSession(opts, limiter, signal),
   };
+}
+
+export interface SessionOptions {
+  repoPath: string;
+  protocol?: string | undefined;
+  /** Everything the client sends, for as long as the conversation lasts. */
+  input: Readable;
+  limits: ServiceLimits;
+}
+
+/**
+ * A whole protocol v0/v1 fetch over one pair of pipes, as git over SSH has it: `git
+ * upload-pack` (not stateless) sends its advertisement, then negotiates and sends the pack as
+ * the client's lines arrive. What the client sends is checked as a fetch request is and
+ * bounded by maxFetchRequestBytes in all. Ends when git exits; a client that goes away stops it.
+ */
+export async function uploadPackSession(opts: SessionOptions, limiter: Limiter, signal: AbortSignal): Promise<GitResponse> {
+  const release = await limiter.acquire(signal);
+  const child = await spawnService({ service: 'upload-pack', repoPath: opts.repoPath, advertise: false, stateless: false, protocol: opts.protocol, timeoutMs: opts.limits.timeoutMs, niceness: opts.limits.niceness });
+  const validator = new RequestValidator('upload-pack');
+  pipeline(opts.input, validator, byteLimit(opts.limits.maxFetchRequestBytes, 'fetch request'), child.stdin).catch((err: NodeJS.ErrnoException) => {
+    // The client went away or sent what no fetch sends: git stops (a fetch changes nothing).
+    if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') child.kill();
+  });
+  const onAbort = () => child.kill();
+  signal.addEventListener('abort', onAbort, { once: true });
+  const body = counting();
+  const done = finish(child, release, () => validator.bytes, () => body.bytes, () => []);
+  done.finally(() => signal.removeEventListener('abort', onAbort));
+  endAfterExit(child, body, done);
+  return { body, done };
 }
 
 /**

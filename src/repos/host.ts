@@ -62,6 +62,12 @@ export interface RepoHost {
   advertiseRefs(repo: HostedRepo, call: GitCall, signal: AbortSignal): Promise<GitResponse>;
   /** The stateless-RPC exchange of `POST …/git-upload-pack` and `…/git-receive-pack`. */
   statelessRpc(repo: HostedRepo, call: RpcCall, signal: AbortSignal): Promise<GitResponse>;
+  /**
+   * A whole protocol v0/v1 fetch over one stream each way (git over SSH: the advertisement,
+   * then the negotiation as the client's lines arrive). Only where the repository is: a
+   * remote host has none, and SSH clients of a frontend fetch with protocol v2.
+   */
+  uploadPackSession?(repo: HostedRepo, call: { protocol?: string | undefined; input: Readable }, signal: AbortSignal): Promise<GitResponse>;
 }
 
 /** Finds the host of a repository (by its shard); one host for every repository in `serve`. */

@@ -7,6 +7,7 @@
  * Serving git needs what only a storage node has (the git limiter or the pack cache, residency,
  * the hook socket): `serving`. Without it (the admin CLI) the host creates and removes only.
  */
+import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -136,6 +137,13 @@ export class LocalRepoHost implements RepoHost {
         signal,
       ),
     );
+  }
+
+  uploadPackSession(repo: HostedRepo, call: { protocol?: string | undefined; input: Readable }, signal: AbortSignal): Promise<GitResponse> {
+    const serving = this.requireServing();
+    const git = serving.git;
+    if (!git.uploadPackSession) throw unavailable('no_session', 'this host runs no whole fetch conversations');
+    return this.onDisk(serving, repo, () => git.uploadPackSession!({ repoPath: this.repoPath(repo.id), protocol: call.protocol, input: call.input, limits: serving.limits }, signal));
   }
 
   private requireServing(): LocalServing {

@@ -10,9 +10,9 @@
  */
 import { Readable } from 'node:stream';
 import type { Logger } from '../../shared/log.js';
-import { isDomainError } from '../../shared/errors.js';
+import { isDomainError, unavailable } from '../../shared/errors.js';
 import { runGit } from '../command.js';
-import type { AdvertiseOptions, GitResponse, GitServices, Outcome, RpcOptions } from '../smart-http.js';
+import type { AdvertiseOptions, GitResponse, GitServices, Outcome, RpcOptions, SessionOptions } from '../smart-http.js';
 import { GenerationAdmission, type AdmissionOptions } from './admission.js';
 import { CacheUnusable, Flight } from './flight.js';
 import { GrowingFile, type GrowingFileReader } from './growing-file.js';
@@ -133,6 +133,11 @@ class ResponseCache implements PackCache {
       bytesIn: 0,
     };
     return this.serve(req, (s) => this.inner.advertiseRefs(opts, s), signal);
+  }
+
+  uploadPackSession(opts: SessionOptions, signal: AbortSignal): Promise<GitResponse> {
+    if (!this.inner.uploadPackSession) throw unavailable('no_session', 'a whole fetch conversation runs only where the repository is');
+    return this.inner.uploadPackSession(opts, signal);
   }
 
   async statelessRpc(opts: RpcOptions, signal: AbortSignal): Promise<GitResponse> {
