@@ -145,8 +145,8 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       node?.onDeposed(handler);
     },
     async close() {
-      // Order matters: in-flight pushes still need the hook socket and the database.
-      await http.close();
+      // Order matters: in-flight pushes (HTTP or SSH) still need the hook socket and the database.
+      await Promise.all([http.close(), edge?.stopServing()]);
       await node?.close();
       await edge?.close();
       rawStore.destroy?.();

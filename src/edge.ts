@@ -12,6 +12,8 @@ import { registerApiRoutes } from './http/api-routes.js';
 import { registerLfsRoutes } from './http/lfs-routes.js';
 import { connectRedis, redisReady, registerBudget } from './http/rate-limit.js';
 import { timed } from './storage/timed-store.js';
+import { createSshServer, type SshServer } from './ssh/server.js';
+import { loadHostKeys } from './ssh/host-keys.js';
 import { createLfsMetrics } from './lfs/metrics.js';
 import { createLfsObjects } from './lfs/objects.js';
 import { createSigner, loadSigningKey } from './lfs/signing.js';
@@ -22,8 +24,10 @@ import type { Shared } from './node.js';
 import type { HostOf } from './repos/host.js';
 
 export interface Edge {
-  /** Before listening: waits for Redis; a frontend listens for changes of shard writers. */
+  /** Before listening: waits for Redis; a frontend listens for changes of shard writers; starts the SSH server when configured. */
   start(): Promise<void>;
+  /** Beside the HTTP server's close: the SSH server stops accepting and lets running commands finish (up to shutdownTimeoutSeconds). */
+  stopServing(): Promise<void>;
   /** After the HTTP server stopped. */
   close(): Promise<void>;
 }
@@ -72,13 +76,15 @@ export async function createEdge(config: Config, core: Core, shared: Shared, loc
   );
   core.routing?.useMetrics(createRoutingMetrics(metrics.registry));
   let stopListening: (() => Promise<void>) | undefined;
+  const gitHostOf = local ?? (frontendCache ? cachedHostOf(core.hostOf, frontendCache, remoteGit, limits) : core.hostOf);
   registerGitRoutes(http, {
     accounts: core.accounts,
     repos: core.repos,
-    hostOf: local ?? (frontendCache ? cachedHostOf(core.hostOf, frontendCache, remoteGit, limits) : core.hostOf),
+    hostOf: gitHostOf,
     maxPushBytes: config.maxPushBytes,
     metrics,
   });
+  let ssh: SshServer | undefined;
   registerApiRoutes(http, { accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail, quotas: core.quotas, sshKeys: core.sshKeys });
   registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl });
 
@@ -90,8 +96,28 @@ export async function createEdge(config: Config, core: Core, shared: Shared, loc
         stopListening = await core.meta.listen(SHARD_LEASE_CHANNEL, (shard) => routing.invalidate(shard));
       }
       if (redis) await redisReady(redis, 5000);
+      if (config.sshPort !== undefined) {
+        const sshLog = log.child({ component: 'ssh' });
+        const hostKeys = await loadHostKeys(core.dataDir, true);
+        ssh = createSshServer(
+          {
+            hostKeys,
+            anonymousReads: config.sshAnonymousReads,
+            idleTimeoutMs: config.sshIdleTimeoutSeconds * 1000,
+            maxConnectionMs: config.sshMaxConnectionSeconds * 1000,
+            maxRequestBytes: config.maxFetchRequestBytes,
+          },
+          { sshKeys: core.sshKeys, repos: core.repos, hostOf: gitHostOf, log: sshLog, registry: metrics.registry },
+        );
+        const port = await ssh.listen(config.sshPort, config.sshHost ?? config.host);
+        sshLog.info({ port, host_keys: hostKeys.map((k) => `${k.type} ${k.fingerprint}`) }, 'ssh listening');
+      }
+    },
+    async stopServing() {
+      await ssh?.close(config.shutdownTimeoutSeconds * 1000);
     },
     async close() {
+      await ssh?.close(0);
       await stopListening?.();
       await frontendCache?.close();
       redis?.disconnect();

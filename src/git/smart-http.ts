@@ -179,6 +179,12 @@ export interface RpcOptions {
   protocol?: string | undefined;
   /** The request body as received. */
   input: Readable;
+  /**
+   * The input stays open until the answer has been read (git over SSH, where a push's client
+   * waits for its report before it closes): nothing waits for the body's end or its first
+   * 64 KiB before git starts, only for its first bytes.
+   */
+  open?: boolean | undefined;
   /** Removes the transport encoding (gzip), if any; runs inside the same pipeline. */
   decoder?: NodeJS.ReadWriteStream | undefined;
   hook?: HookContext;
@@ -188,7 +194,7 @@ export interface RpcOptions {
 /** `POST …/git-upload-pack` and `POST …/git-receive-pack`. */
 export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: AbortSignal): Promise<GitResponse> {
   // A small body whole, or the start of a large one; only then a slot.
-  const early = await bufferRequest(opts.input, opts.decoder, PREREAD_BYTES, signal);
+  const early = await bufferRequest(opts.input, opts.decoder, opts.open ? 1 : PREREAD_BYTES, signal);
   const request = early.complete ? Readable.from([early.bytes]) : early.stream;
   const refused = precheck(opts.service, early.complete ? [early.bytes] : early.head, opts.limits.push);
   if (refused) {

@@ -71,6 +71,7 @@ const calls = {
     service,
     protocol,
     encoding: z.literal('gzip').optional(),
+    open: z.literal(true).optional(),
     pusher: z.object({ actorId: z.string().max(64).nullable(), actorName: z.string().max(200), requestId: z.string().max(200) }),
   }),
 };
@@ -164,7 +165,7 @@ export function registerNodeRoutes(app: FastifyInstance, deps: NodeRouteDeps): v
       if (call.repo.id !== idOf(req)) throw invalid('bad_node_call', 'repository id differs from the path');
       const res = await host.statelessRpc(
         call.repo,
-        { service: call.service, protocol: call.protocol, encoding: call.encoding, input: req.raw, pusher: call.pusher },
+        { service: call.service, protocol: call.protocol, encoding: call.encoding, open: call.open, input: req.raw, pusher: call.pusher },
         abortSignalOf(reply),
       );
       return stream(reply, res);

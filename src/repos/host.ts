@@ -41,6 +41,8 @@ export interface RpcCall extends GitCall {
   input: Readable;
   /** Its `Content-Encoding` (`gzip` or none); the host decodes it. */
   encoding?: 'gzip' | undefined;
+  /** The input stays open until the answer has been read (git over SSH; smart-http.ts RpcOptions). */
+  open?: boolean | undefined;
   /** Who pushes, for hooks and the audit log (receive-pack). */
   pusher: Pusher;
 }

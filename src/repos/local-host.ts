@@ -130,6 +130,7 @@ export class LocalRepoHost implements RepoHost {
           repoPath: this.repoPath(repo.id),
           protocol: call.protocol,
           input: call.input,
+          open: call.open,
           decoder: call.encoding === 'gzip' ? createGunzip() : undefined,
           hook: { repoId: repo.id, ...call.pusher, socketPath: serving.hookSocket(), epoch: serving.epoch?.(), sync: serving.sync?.() },
           limits: serving.limits,

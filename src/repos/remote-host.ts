@@ -61,7 +61,14 @@ export class RemoteRepoHost implements RepoHost {
   }
 
   statelessRpc(repo: HostedRepo, call: RpcCall, signal: AbortSignal): Promise<GitResponse> {
-    const params = { repo, service: call.service, ...(call.protocol && { protocol: call.protocol }), ...(call.encoding && { encoding: call.encoding }), pusher: call.pusher };
+    const params = {
+      repo,
+      service: call.service,
+      ...(call.protocol && { protocol: call.protocol }),
+      ...(call.encoding && { encoding: call.encoding }),
+      ...(call.open && { open: true }),
+      pusher: call.pusher,
+    };
     return this.stream('POST', `/repos/${repo.id}/rpc`, params, call.input, signal);
   }
 
