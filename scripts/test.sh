@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (`npm test`): installs what the tests need that npm cannot (PostgreSQL,
-# git-lfs and nginx, from Debian's packages, when missing and we are root), builds, starts a throwaway
+# git-lfs, nginx, Redis and the OpenSSH client, from Debian's packages, when missing and we are root), builds, starts a throwaway
 # PostgreSQL cluster and Redis server, runs every test file with node's test runner, and stops them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,8 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || tru
 [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || need_apt+=(postgresql)
 # Redis: the shared rate-limit budget of several frontends (src/http/rate-limit.ts).
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# The OpenSSH client (ssh, ssh-keygen, ssh-keyscan): git over SSH (test/e2e/ssh.test.ts).
+command -v ssh-keyscan >/dev/null || need_apt+=(openssh-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "test: installing ${need_apt[*]} from Debian's packages"

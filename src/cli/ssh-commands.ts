@@ -4,6 +4,7 @@ import { Option, type Command } from 'commander';
 import { systemActor } from '../access/policy.js';
 import type { SshKeyInfo } from '../access/ssh-keys.js';
 import { invalid } from '../shared/errors.js';
+import { loadHostKeys } from '../ssh/host-keys.js';
 import { admin, common } from './program.js';
 
 async function readStdin(): Promise<string> {
@@ -22,6 +23,15 @@ function line(k: SshKeyInfo): string {
 }
 
 export function registerSshCommands(program: Command): void {
+  const ssh = program.command('ssh').description('the built-in SSH server (git over SSH)');
+  common(ssh.command('host-keys').description("the SSH server's host key fingerprints, for users to check on first contact (made at the server's first start with --ssh-port)")).action(
+    admin(async (core) => {
+      const keys = await loadHostKeys(core.dataDir, false);
+      if (keys.length === 0) return { text: 'no host keys yet: they are made when the server first starts with --ssh-port', json: [] };
+      return { text: keys.map((k) => `${k.type}\t${k.fingerprint}`), json: keys.map((k) => ({ type: k.type, fingerprint: k.fingerprint, publicKey: k.public })) };
+    }),
+  );
+
   const key = program.command('ssh-key').description("manage users' SSH public keys (git over SSH)");
   common(
     key

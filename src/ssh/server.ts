@@ -258,7 +258,9 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
     const body = strip ? res.body.compose(stripPrefix(strip)) : res.body;
     body.on('data', (chunk: Buffer) => metrics.bytes.inc({ direction: 'out' }, chunk.length));
     body.pipe(channel as unknown as Writable, { end: false });
-    await once(body, 'end').catch(() => undefined);
+    // A channel the client closed unpipes the body, which then never ends: stop at either.
+    await Promise.race([once(body, 'end').catch(() => undefined), once(channel, 'close')]);
+    if (channel.destroyed) body.resume();
     const outcome = await res.done;
     metrics.bytes.inc({ direction: 'in' }, outcome.bytesIn);
     return outcome.code === 0 || !outcome.spawned ? 0 : 1;
