@@ -61,7 +61,7 @@ export async function createEdge(config: Config, core: Core, shared: Shared, loc
   // Before every route: the budget of each client (README "Limits"). Connected last, so no
   // failure of the wiring above can leave a Redis connection open.
   const redis = config.redisUrl ? connectRedis(config.redisUrl, log.child({ component: 'rate-limit' })) : undefined;
-  registerBudget(
+  const budget = registerBudget(
     http,
     {
       windowSeconds: config.rateLimitWindowSeconds,
@@ -107,7 +107,7 @@ export async function createEdge(config: Config, core: Core, shared: Shared, loc
             maxConnectionMs: config.sshMaxConnectionSeconds * 1000,
             maxRequestBytes: config.maxFetchRequestBytes,
           },
-          { sshKeys: core.sshKeys, repos: core.repos, hostOf: gitHostOf, log: sshLog, registry: metrics.registry },
+          { budget, sshKeys: core.sshKeys, repos: core.repos, hostOf: gitHostOf, log: sshLog, registry: metrics.registry },
         );
         const port = await ssh.listen(config.sshPort, config.sshHost ?? config.host);
         sshLog.info({ port, host_keys: hostKeys.map((k) => `${k.type} ${k.fingerprint}`) }, 'ssh listening');

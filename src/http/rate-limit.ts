@@ -233,13 +233,34 @@ export class ChunkBuckets {
   }
 }
 
-interface Client {
+/** Whom a request is charged to: a user (`u:ID`) or, anonymous, an address (`a:ADDRESS`). */
+export interface Client {
   key: string;
   /** How messages name the client. */
   label: string;
 }
 
-export function registerBudget(app: FastifyInstance, settings: BudgetSettings, deps: BudgetDeps): void {
+/**
+ * The budgets of every client, for any transport: the HTTP edge's hook below spends them per
+ * request, the SSH server per command. Each refusal is a `rate_limited` error to send.
+ */
+export interface Budget {
+  /** Spends one request of the class; the refusal when the client's window is spent. */
+  charge(client: Client, cls: RequestClass): Promise<DomainError | undefined>;
+  /** One request in flight, released by `call`; or the refusal over the client's cap. */
+  holdRequest(client: Client): { call: () => void } | DomainError;
+  /** A git slot of the client (waiting in its queue), released by `call`; or the refusal. */
+  holdGit(client: Client, signal: AbortSignal): Promise<{ call: () => void } | DomainError>;
+}
+
+/** The client an SSH connection or an HTTP request is charged to. */
+export function clientOf(actor: { kind: string; userId?: string; name?: string }, address: string): Client {
+  if (actor.kind === 'user' && actor.userId) return { key: `u:${actor.userId}`, label: `user ${actor.name}` };
+  const a = addressKey(address);
+  return { key: `a:${a}`, label: `address ${a}` };
+}
+
+export function registerBudget(app: FastifyInstance, settings: BudgetSettings, deps: BudgetDeps): Budget {
   const { accounts, log } = deps;
   const prefix = `${deps.redisKeyPrefix ?? 'gitstratum:'}rl:`;
   const rejected = new Counter({
@@ -337,6 +358,39 @@ export function registerBudget(app: FastifyInstance, settings: BudgetSettings, d
     }
   }
 
+  const budget: Budget = {
+    async charge(client, cls) {
+      const rl = perClass[cls];
+      const over = rl && (await spend(rl, client.key));
+      if (!over) return undefined;
+      rejected.inc({ limit: cls });
+      const wait = seconds(over.msBeforeNext);
+      return rateLimited(
+        'rate_limited',
+        `rate limit exceeded: ${settings.requests[cls]} ${what[cls]} per ${settings.windowSeconds} s for ${client.label}; retry in ${wait} s`,
+        wait,
+        { limit: cls },
+      );
+    },
+    holdRequest(client) {
+      const release = inFlight.tryAcquire(client.key, settings.concurrentRequests);
+      if (release) return { call: release };
+      rejected.inc({ limit: 'concurrent_requests' });
+      const message = `too many concurrent requests for ${client.label} (at most ${settings.concurrentRequests}); retry when one has finished`;
+      return rateLimited('too_many_concurrent', message, 1, { limit: 'concurrent_requests' });
+    },
+    async holdGit(client, signal) {
+      if (!gitSlots) return { call: () => {} };
+      try {
+        return { call: await gitSlots.acquire(client.key, signal) };
+      } catch {
+        if (!signal.aborted) rejected.inc({ limit: 'concurrent_git' });
+        const message = `too many concurrent git requests for ${client.label} (at most ${settings.concurrentGit} at once, more wait up to ${settings.gitQueue.timeoutMs / 1000} s); retry later`;
+        return rateLimited('too_many_concurrent', message, 5, { limit: 'concurrent_git' });
+      }
+    },
+  };
+
   function authFailureRefusal(address: string, res: RateLimiterRes): DomainError {
     rejected.inc({ limit: 'auth_failures' });
     const wait = seconds(res.msBeforeNext);
@@ -364,34 +418,13 @@ export function registerBudget(app: FastifyInstance, settings: BudgetSettings, d
     const client = await identify(req, cls);
     if (!('key' in client)) return refuse(req, reply, cls, client);
 
-    const rl = perClass[cls];
-    const over = rl && (await spend(rl, client.key));
-    if (over) {
-      rejected.inc({ limit: cls });
-      const wait = seconds(over.msBeforeNext);
-      const budget = settings.requests[cls];
-      return refuse(
-        req,
-        reply,
-        cls,
-        rateLimited(
-          'rate_limited',
-          `rate limit exceeded: ${budget} ${what[cls]} per ${settings.windowSeconds} s for ${client.label}; retry in ${wait} s`,
-          wait,
-          { limit: cls },
-        ),
-      );
-    }
-
-    const releaseRequest = inFlight.tryAcquire(client.key, settings.concurrentRequests);
-    if (!releaseRequest) {
-      rejected.inc({ limit: 'concurrent_requests' });
-      const message = `too many concurrent requests for ${client.label} (at most ${settings.concurrentRequests}); retry when one has finished`;
-      return refuse(req, reply, cls, rateLimited('too_many_concurrent', message, 1, { limit: 'concurrent_requests' }));
-    }
+    const over = await budget.charge(client, cls);
+    if (over) return refuse(req, reply, cls, over);
+    const releaseRequest = budget.holdRequest(client);
+    if (!('call' in releaseRequest)) return refuse(req, reply, cls, releaseRequest);
     // Everything this request holds, given back once, when its response closes (or, as
     // inject() may not emit 'close', when it has been sent).
-    const held = [releaseRequest];
+    const held = [releaseRequest.call];
     let ended = false;
     const release = () => {
       ended = true;
@@ -408,20 +441,20 @@ export function registerBudget(app: FastifyInstance, settings: BudgetSettings, d
       });
     }
 
-    if (cls === 'git' && gitSlots) {
+    if (cls === 'git') {
       const gone = new AbortController();
       reply.raw.once('close', () => gone.abort());
-      try {
-        held.push(await gitSlots.acquire(client.key, gone.signal));
-      } catch {
-        if (gone.signal.aborted) return reply;
-        rejected.inc({ limit: 'concurrent_git' });
-        const message = `too many concurrent git requests for ${client.label} (at most ${settings.concurrentGit} at once, more wait up to ${settings.gitQueue.timeoutMs / 1000} s); retry later`;
-        return refuse(req, reply, cls, rateLimited('too_many_concurrent', message, 5, { limit: 'concurrent_git' }));
+      const slot = await budget.holdGit(client, gone.signal);
+      if (gone.signal.aborted) {
+        if ('call' in slot) slot.call();
+        return reply;
       }
+      if (!('call' in slot)) return refuse(req, reply, cls, slot);
+      held.push(slot.call);
       // The slot came as the client left: nothing will run in it.
       if (ended) release();
     }
   });
   app.addHook('onResponse', async (req) => releases.get(req)?.());
+  return budget;
 }

@@ -33,6 +33,7 @@ import { FLUSH_PKT, pktLine } from '../git/pkt-line.js';
 import { gitProtocolValue } from '../git/command.js';
 import { isDomainError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
+import { clientOf, type Budget } from '../http/rate-limit.js';
 import { parseCommand, type SshCommand } from './commands.js';
 import type { HostKey } from './host-keys.js';
 import { fingerprintOf } from './public-key.js';
@@ -48,6 +49,8 @@ export interface SshServerOptions {
 }
 
 export interface SshServerDeps {
+  /** The clients' budgets, shared with HTTP (http/rate-limit.ts): each SSH command is one git (or LFS) request. */
+  budget?: Budget | undefined;
   sshKeys: SshKeys;
   repos: RepoService;
   hostOf: HostOf;
@@ -157,7 +160,7 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
         });
         session.on('exec', (acceptExec, _reject, exec) => {
           const channel = acceptExec();
-          const done = runCommand(channel, exec.command, protocol, who ?? { actor: anonymous, fingerprint: 'none' }, connLog);
+          const done = runCommand(channel, exec.command, protocol, who ?? { actor: anonymous, fingerprint: 'none' }, info.ip, connLog);
           running.add(done);
           void done.finally(() => running.delete(done));
         });
@@ -193,7 +196,7 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
     return { actor: anonymous, fingerprint };
   }
 
-  async function runCommand(channel: Channel, command: string, protocol: string | undefined, who: Who, connLog: Logger): Promise<void> {
+  async function runCommand(channel: Channel, command: string, protocol: string | undefined, who: Who, address: string, connLog: Logger): Promise<void> {
     // What the client sends, as a stream of its own: whoever reads it may end or destroy it
     // (an async iterator, a pipeline) without closing the channel before its exit status.
     const input = channel.pipe(new PassThrough());
@@ -210,7 +213,22 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
     const gone = new AbortController();
     channel.on('close', () => gone.abort());
     const started = performance.now();
+    const held: (() => void)[] = [];
     try {
+      const budget = deps.budget;
+      if (budget) {
+        const client = clientOf(who.actor, address);
+        const over = await budget.charge(client, cmd.kind === 'git' ? 'git' : 'lfs');
+        if (over) throw over;
+        const request = budget.holdRequest(client);
+        if (!('call' in request)) throw request;
+        held.push(request.call);
+        if (cmd.kind === 'git') {
+          const slot = await budget.holdGit(client, gone.signal);
+          if (!('call' in slot)) throw slot;
+          held.push(slot.call);
+        }
+      }
       if (cmd.kind === 'lfs-authenticate') {
         throw Object.assign(new Error('git-lfs-authenticate is not served yet'), { clientMessage: 'Git LFS over SSH is not available yet: set lfs.url to the HTTPS URL' });
       }
@@ -250,6 +268,8 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
       if (!isDomainError(err) && !clientMessage && !gone.signal.aborted) connLog.error({ err, command: name }, 'ssh command failed');
       else connLog.info({ command: name, user: actorName(who.actor), reason: isDomainError(err) ? err.code : clientMessage }, 'ssh command refused');
       refuse(channel, `gitstratum: ${isDomainError(err) ? err.message : clientMessage ?? 'internal error'}`);
+    } finally {
+      for (const release of held) release();
     }
   }
 

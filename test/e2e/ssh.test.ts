@@ -182,3 +182,25 @@ test('git over SSH: clones, pushes, the access matrix, refusals and the shared p
     assert.equal((await misses()) - before, 1, 'one generation for the storm');
   });
 });
+
+test('SSH commands spend the same budgets as HTTP requests: over the limit, git prints why', async (t) => {
+  const server = await Server.start({ args: ['--ssh-port', '0'], env: { GITSTRATUM_RATE_LIMIT_GIT_REQUESTS: '3' } });
+  t.after(() => server.cleanup());
+  const port = server.logs.map((l) => JSON.parse(l) as { msg?: string; port?: number }).find((l) => l.msg === 'ssh listening')!.port!;
+  const dir = await tempDir('gitstratum-ssh-');
+  const key = await keygen(dir, 'alice');
+  await server.admin(async (core) => {
+    await core.accounts.createUser(systemActor, 'alice');
+    await core.repos.createSpace(systemActor, 'alice/main');
+    await core.repos.createRepo(systemActor, 'alice/main/pub', { visibility: 'public' });
+    await core.sshKeys.add(systemActor, 'alice', key.pub);
+  });
+  const git = await Git.create();
+  const env = { GIT_SSH_COMMAND: `ssh ${sshArgs(key, port).join(' ')}` };
+  const url = `ssh://git@127.0.0.1:${port}/alice/main/pub.git`;
+  for (let i = 0; i < 3; i++) await git.ok(['ls-remote', url], { env });
+  const over = await git.run(['ls-remote', url], { env });
+  assert.notEqual(over.code, 0);
+  assert.match(over.stderr, /gitstratum: rate limit exceeded: 3 git requests per 60 s for user alice; retry in \d+ s/);
+  assert.equal(await metricValue(server.url, 'gitstratum_rate_limited_total', { limit: 'git' }), 1);
+});
