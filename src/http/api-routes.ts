@@ -32,6 +32,8 @@ export interface ApiDeps {
   auditTrail: AuditTrail;
   quotas: Quotas;
   sshKeys: SshKeys;
+  /** The SSH server's public URL (sshPublicUrl) or port, when git over SSH is on. */
+  ssh?: { publicUrl?: string | undefined; port?: number | undefined } | undefined;
 }
 
 interface RepoParams {
@@ -53,7 +55,8 @@ function fullName(r: RepoRow): string {
 }
 
 /** The public shape of a repository. `tags` only where the service loaded them. */
-function repoView(req: FastifyRequest, r: RepoRow & { tags?: string[] }, withTags: boolean, usage?: Usage) {
+/** `ssh`: where SSH clients clone from, when git over SSH is on. */
+function repoView(req: FastifyRequest, r: RepoRow & { tags?: string[] }, withTags: boolean, usage?: Usage, ssh?: string) {
   return {
     id: r.id,
     owner: r.ownerName,
@@ -66,6 +69,7 @@ function repoView(req: FastifyRequest, r: RepoRow & { tags?: string[] }, withTag
     ...(withTags && { tags: r.tags ?? [] }),
     ...(usage && { usage: usageView(usage) }),
     cloneUrl: `${req.protocol}://${req.host}/${fullName(r)}.git`,
+    ...(ssh && { sshUrl: `${ssh}/${fullName(r)}.git` }),
     createdAt: r.createdAt,
     updatedAt: r.updatedAt,
   };
@@ -90,6 +94,10 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
 
 async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
   const { accounts, repos, offboarding, auditTrail, quotas, sshKeys } = deps;
+  const { ssh } = deps;
+  // The configured URL, else this host on the SSH port.
+  const sshOrigin = (req: FastifyRequest) => ssh?.publicUrl ?? (ssh?.port ? `ssh://git@${req.hostname}:${ssh.port}` : undefined);
+  const view = (req: FastifyRequest, r: RepoRow & { tags?: string[] }, withTags: boolean, usage?: Usage) => repoView(req, r, withTags, usage, sshOrigin(req));
   const usageOf = async (id: string) => (await quotas.repoUsages([id])).get(id);
   // Registered before any route so that its onRoute hook sees them all.
   await api.register(swagger, swaggerOptions);
@@ -200,7 +208,7 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
     const list = await repos.listRepos(await actorOf(req), { ...(owner && { owner }), ...(space && { space }) });
     // listRepos does not load tags; leave them out rather than report an empty list.
     const usages = await quotas.repoUsages(list.map((r) => r.id));
-    return list.map((r) => repoView(req, r, false, usages.get(r.id)));
+    return list.map((r) => view(req, r, false, usages.get(r.id)));
   });
 
   api.post<{ Body: { owner: string; space: string; name: string; visibility: Visibility } }>(
@@ -209,7 +217,7 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
     async (req, reply) => {
       const { owner, space, name, visibility } = req.body;
       const repo = await repos.createRepo(await actorOf(req), `${owner}/${space}/${name}`, { visibility, ...audit(req) });
-      return reply.code(201).send(repoView(req, repo, true));
+      return reply.code(201).send(view(req, repo, true));
     },
   );
 
@@ -221,14 +229,14 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
       // Without a name the fork takes the source's (a `.git` suffix in the URL is not part of it).
       const target = `${owner}/${space}/${name ?? parseRepoPath(repoPathOf(req.params)).repo}`;
       const repo = await repos.forkRepo(await actorOf(req), repoPathOf(req.params), target, { ...(visibility && { visibility }), ...audit(req) });
-      return reply.code(201).send(repoView(req, repo, true));
+      return reply.code(201).send(view(req, repo, true));
     },
   );
 
   api.get<{ Params: RepoParams }>('/repos/:owner/:space/:repo', { schema: schemas.getRepo }, async (req) => {
     const where = parseRepoPath(repoPathOf(req.params));
     const repo = await repos.resolve(await actorOf(req), where, 'read');
-    return repoView(req, repo, true, await usageOf(repo.id));
+    return view(req, repo, true, await usageOf(repo.id));
   });
 
   api.put<{ Params: RepoParams; Body: { bytes: number | null } }>('/repos/:owner/:space/:repo/quota', { schema: schemas.setRepoQuota }, async (req) =>
@@ -257,10 +265,10 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
       if (visibility !== undefined || tags !== undefined || enforceLocks !== undefined) {
         throw invalid('invalid_request', 'rename or move in a request of its own, without visibility or tags');
       }
-      return repoView(req, await repos.renameRepo(actor, from, target, audit(req)), true);
+      return view(req, await repos.renameRepo(actor, from, target, audit(req)), true);
     }
     const change = { ...(visibility && { visibility }), ...(tags && { tags }), ...(enforceLocks !== undefined && { enforceLocks }) };
-    return repoView(req, await repos.updateRepo(actor, from, change, audit(req)), true);
+    return view(req, await repos.updateRepo(actor, from, change, audit(req)), true);
   });
 
   api.delete<{ Params: RepoParams }>('/repos/:owner/:space/:repo', { schema: schemas.deleteRepo }, async (req, reply) => {

@@ -97,6 +97,7 @@ export const sharedSchemas = [
       enforceLocks: { type: 'boolean', description: 'pushes changing files locked (Git LFS) by another user are refused' },
       usage: { $ref: 'Usage#', description: 'size and quota' },
       cloneUrl: { type: 'string' },
+      sshUrl: { type: 'string', description: 'the SSH clone URL, when git over SSH is on' },
       createdAt: timestamp,
       updatedAt: timestamp,
     },

@@ -39,7 +39,7 @@ test('SSH key routes: yours, or anyone’s as administrator; duplicates, weak ke
   const config = configSchema.parse({ data, logLevel: 'silent' });
   const core = await openCore(config);
   const app = createHttpServer({ config, log: createLogger('silent'), metrics: createMetrics({ gitRunning: () => 0, gitQueued: () => 0 }), ready: async () => true });
-  registerApiRoutes(app, core);
+  registerApiRoutes(app, { ...core, ssh: { publicUrl: 'ssh://git@git.example.com:2222', port: 2222 } });
   await app.ready();
   t.after(async () => {
     await app.close();
@@ -83,4 +83,9 @@ test('SSH key routes: yours, or anyone’s as administrator; duplicates, weak ke
   assert.equal(removed.status, 200);
   assert.equal((await api('GET', '/users/bob/keys', bob)).body.length, 1);
   assert.equal((await api('GET', '/users/bob/keys')).status, 401);
+
+  // With SSH on, repositories show their SSH clone URL beside the HTTP one.
+  await core.repos.createSpace(systemActor, 'bob/main');
+  const repo = await api('POST', '/repos', bob, { owner: 'bob', space: 'main', name: 'app' });
+  assert.equal(repo.body.sshUrl, 'ssh://git@git.example.com:2222/bob/main/app.git');
 });
