@@ -32,6 +32,13 @@ export interface Edge {
   close(): Promise<void>;
 }
 
+/** This server's own scheme://host:port (config `host` and the bound port), for links it gives out of band (SSH). */
+function httpOrigin(http: { server: { address(): unknown } }, config: Config): string {
+  const address = http.server.address() as { port: number } | null;
+  const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host.includes(':') ? `[${config.host}]` : config.host;
+  return `${config.tlsCert ? 'https' : 'http'}://${host}:${address?.port ?? config.port}`;
+}
+
 /** `local`: the host of every repository when this process holds them all (`serve`); a frontend routes by shard. */
 export async function createEdge(config: Config, core: Core, shared: Shared, local: HostOf | undefined): Promise<Edge> {
   const { log, metrics, http, rawStore, locks, limits } = shared;
@@ -86,7 +93,7 @@ export async function createEdge(config: Config, core: Core, shared: Shared, loc
   });
   let ssh: SshServer | undefined;
   registerApiRoutes(http, { accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail, quotas: core.quotas, sshKeys: core.sshKeys, ssh: config.sshPort !== undefined ? { publicUrl: config.sshPublicUrl, port: config.sshPort } : undefined });
-  registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl });
+  registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl, sshKeys: core.sshKeys });
 
   return {
     async start() {
@@ -107,7 +114,16 @@ export async function createEdge(config: Config, core: Core, shared: Shared, loc
             maxConnectionMs: config.sshMaxConnectionSeconds * 1000,
             maxRequestBytes: config.maxFetchRequestBytes,
           },
-          { budget, sshKeys: core.sshKeys, repos: core.repos, hostOf: gitHostOf, log: sshLog, registry: metrics.registry },
+          {
+            budget,
+            sshKeys: core.sshKeys,
+            repos: core.repos,
+            hostOf: gitHostOf,
+            signer,
+            httpOrigin: () => config.publicUrl ?? httpOrigin(http, config),
+            log: sshLog,
+            registry: metrics.registry,
+          },
         );
         const port = await ssh.listen(config.sshPort, config.sshHost ?? config.host);
         sshLog.info({ port, host_keys: hostKeys.map((k) => `${k.type} ${k.fingerprint}`) }, 'ssh listening');

@@ -125,6 +125,18 @@ export function createSshKeys(meta: MetaStore) {
     },
 
     /**
+     * The actor of an authorization `git-lfs-authenticate` issued through key `keyId` to user
+     * `userId` with `scope`: refused once the key is gone or its user disabled.
+     */
+    async grantActor(grant: { sub: string | null; keyId: string | null; scope: 'read' | 'write' }): Promise<Actor> {
+      if (grant.sub === null) return { kind: 'anonymous' };
+      const row = grant.keyId ? await keys.findSshKeyById(db, grant.keyId) : undefined;
+      if (!row || row.userId !== grant.sub || row.userDisabledAt) throw unauthenticated('invalid_token', 'the SSH key this authorization came through is no longer valid');
+      const scope = row.scope === 'read' ? 'read' : grant.scope;
+      return { kind: 'user', userId: row.userId, name: row.userName, isAdmin: row.isAdmin, scope, tokenId: null };
+    },
+
+    /**
      * The actor of a key presented over SSH (by its blob), or undefined when no user may use
      * it: unknown, or its user disabled. The signature is the SSH server's to verify.
      */

@@ -19,9 +19,10 @@ import type { LfsObjects, LfsRepoRef } from '../lfs/objects.js';
 import { LockConflict, toLockJson, type Locker, type Locks } from '../lfs/locks.js';
 import type { Signer, TransferClaims, TransferOp } from '../lfs/signing.js';
 import { looksLikeJwt } from '../lfs/signing.js';
+import type { SshKeys } from '../access/ssh-keys.js';
 import { LFS_MEDIA_TYPE, isOid, lockCreateSchema, lockVerifySchema, parseBatchRequest, parseBody, unlockSchema, verifySchema } from '../lfs/wire.js';
 import type { LfsMetrics } from '../lfs/metrics.js';
-import { DomainError, invalid, isDomainError, tooLarge, unauthenticated } from '../shared/errors.js';
+import { DomainError, forbidden, invalid, isDomainError, tooLarge, unauthenticated } from '../shared/errors.js';
 import { authenticate, presentedSecret } from './auth.js';
 import { retryAfter, statusOf } from './errors.js';
 import { parseRange } from './range.js';
@@ -35,6 +36,8 @@ export interface LfsRouteDeps {
   metrics: LfsMetrics;
   /** Overrides the scheme://host[:port] of hrefs in batch responses (behind unusual proxies). */
   publicUrl?: string | undefined;
+  /** Checks authorizations `git-lfs-authenticate` issued over SSH (their key still valid). */
+  sshKeys?: Pick<SshKeys, 'grantActor'> | undefined;
 }
 
 interface RepoParams {
@@ -94,8 +97,31 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
   const { accounts, repos, objects, locks, signer, metrics } = deps;
 
   // authenticate() answers once per request: the budget hook, the check before the body and
-  // the handler share one token lookup.
-  const actorOf = (req: FastifyRequest): Promise<Actor> => authenticate(accounts, req);
+  // the handler share one token lookup. A bearer JWT here (batch, locks) is what
+  // git-lfs-authenticate gave git-lfs over SSH: good for its one repository only.
+  const grants = new WeakMap<FastifyRequest, Promise<Actor>>();
+  const actorOf = (req: FastifyRequest): Promise<Actor> => {
+    let secret: string | undefined;
+    try {
+      secret = presentedSecret(req.headers.authorization);
+    } catch {
+      secret = undefined;
+    }
+    if (!secret || !looksLikeJwt(secret)) return authenticate(accounts, req);
+    let answer = grants.get(req);
+    if (!answer) {
+      answer = (async () => {
+        const grant = await signer.verifyGrant(secret);
+        const repo = await repos.resolve(systemActor, where(req as FastifyRequest<{ Params: RepoParams }>), 'read');
+        if (repo.id !== grant.repo) throw forbidden('grant_scope', 'this authorization is for another repository');
+        if (!deps.sshKeys) throw unauthenticated('invalid_token', 'invalid authorization');
+        return deps.sshKeys.grantActor(grant);
+      })();
+      answer.catch(() => {});
+      grants.set(req, answer);
+    }
+    return answer;
+  };
 
   const where = (req: FastifyRequest<{ Params: RepoParams }>) =>
     parseRepoPath(`${req.params.owner}/${req.params.space}/${req.params.repo}`);

@@ -31,8 +31,25 @@ export interface TransferClaims {
   direct?: boolean;
 }
 
+/**
+ * What `git-lfs-authenticate` over SSH hands git-lfs (claim `typ` = `ssh-lfs`): the LFS API of
+ * one repository for the user of an SSH key (or anonymous), with the key's scope. Checked
+ * again at each use: the key must still exist and its user be enabled.
+ */
+export interface GrantClaims {
+  repo: string;
+  /** The user, or null for an anonymous reader. */
+  sub: string | null;
+  /** The SSH key it was issued through (claim `key`). */
+  keyId: string | null;
+  scope: 'read' | 'write';
+}
+
 export interface Signer {
   sign(claims: TransferClaims, expiresInSeconds: number): Promise<string>;
+  grant(claims: GrantClaims, expiresInSeconds: number): string;
+  /** Checks signature, expiry and kind; throws `unauthenticated`. */
+  verifyGrant(token: string): Promise<GrantClaims>;
   /** Checks signature, expiry and scope; throws `unauthenticated`/`forbidden`. */
   verify(token: string, expect: { repo: string; op: TransferOp; oid: string }): Promise<TransferClaims>;
 }
@@ -77,6 +94,30 @@ export function createSigner(key: Uint8Array): Signer {
       };
       const signed = `${JWT_HEADER}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
       return `${signed}.${createHmac('sha256', key).update(signed).digest('base64url')}`;
+    },
+    grant(claims, expiresInSeconds) {
+      const iat = Math.floor(Date.now() / 1000);
+      const payload = { typ: 'ssh-lfs', repo: claims.repo, sub: claims.sub ?? 'anonymous', ...(claims.keyId && { key: claims.keyId }), scope: claims.scope, iat, exp: iat + expiresInSeconds };
+      const signed = `${JWT_HEADER}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
+      return `${signed}.${createHmac('sha256', key).update(signed).digest('base64url')}`;
+    },
+    async verifyGrant(token) {
+      let payload;
+      try {
+        ({ payload } = await jwtVerify(token, key, { algorithms: ['HS256'] }));
+      } catch (err) {
+        if (err instanceof joseErrors.JWTExpired) throw unauthenticated('grant_expired', 'the authorization from git-lfs-authenticate expired; git-lfs asks for a new one');
+        throw unauthenticated('invalid_token', 'invalid authorization');
+      }
+      if (payload['typ'] !== 'ssh-lfs' || typeof payload['repo'] !== 'string' || (payload['scope'] !== 'read' && payload['scope'] !== 'write')) {
+        throw unauthenticated('invalid_token', 'invalid authorization');
+      }
+      return {
+        repo: payload['repo'],
+        sub: payload.sub === 'anonymous' || payload.sub === undefined ? null : payload.sub,
+        keyId: typeof payload['key'] === 'string' ? payload['key'] : null,
+        scope: payload['scope'],
+      };
     },
     async verify(token, expect) {
       let payload;

@@ -29,6 +29,7 @@ import { actorId, actorName, anonymous, type Actor } from '../access/policy.js';
 import type { RepoService, RepoInfo } from '../repos/service.js';
 import type { HostedRepo, HostOf } from '../repos/host.js';
 import type { GitResponse } from '../git/smart-http.js';
+import type { Signer } from '../lfs/signing.js';
 import { FLUSH_PKT, pktLine } from '../git/pkt-line.js';
 import { gitProtocolValue } from '../git/command.js';
 import { isDomainError } from '../shared/errors.js';
@@ -54,6 +55,10 @@ export interface SshServerDeps {
   sshKeys: SshKeys;
   repos: RepoService;
   hostOf: HostOf;
+  /** Signs what git-lfs-authenticate hands git-lfs (lfs/signing.ts grants). */
+  signer: Pick<Signer, 'grant'>;
+  /** scheme://host:port of the HTTP server, for the LFS endpoint git-lfs-authenticate names. */
+  httpOrigin: () => string;
   log: Logger;
   registry: Registry;
 }
@@ -70,7 +75,12 @@ interface Who {
   actor: Actor;
   /** The key's fingerprint, for logs. */
   fingerprint: string;
+  /** The registered key's id (none for an anonymous reader). */
+  keyId?: string;
 }
+
+/** How long an authorization from git-lfs-authenticate lasts. */
+const LFS_GRANT_SECONDS = 3600;
 
 export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): SshServer {
   const { log } = deps;
@@ -186,7 +196,7 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
     }
     if (found) {
       metrics.auth.inc({ result: 'ok' });
-      return { actor: found.actor, fingerprint };
+      return { actor: found.actor, fingerprint, keyId: found.key.id };
     }
     if (!opts.anonymousReads) {
       metrics.auth.inc({ result: 'unknown_key' });
@@ -230,7 +240,11 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
         }
       }
       if (cmd.kind === 'lfs-authenticate') {
-        throw Object.assign(new Error('git-lfs-authenticate is not served yet'), { clientMessage: 'Git LFS over SSH is not available yet: set lfs.url to the HTTPS URL' });
+        const repo = await deps.repos.resolve(who.actor, cmd.repo, cmd.operation === 'upload' ? 'write' : 'read');
+        channel.write(`${JSON.stringify(lfsAuthentication(repo, who))}\n`);
+        metrics.commands.inc({ command: name, result: 'ok' });
+        connLog.info({ command: name, repository: label(repo), operation: cmd.operation, user: actorName(who.actor), key: who.fingerprint }, 'ssh command finished');
+        return finish(channel, 0);
       }
       const repo = await deps.repos.resolve(who.actor, cmd.repo, cmd.service === 'receive-pack' ? 'write' : 'read');
       const host = deps.hostOf(repo);
@@ -271,6 +285,17 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
     } finally {
       for (const release of held) release();
     }
+  }
+
+  /**
+   * git-lfs-authenticate's answer (the hybrid SSH mode of the Git LFS API): the repository's
+   * HTTP LFS endpoint and a short-lived authorization for it, which git-lfs uses until
+   * `expires_in` and then asks for again.
+   */
+  function lfsAuthentication(repo: RepoInfo, who: Who) {
+    const scope = who.actor.kind === 'user' && who.actor.scope !== 'read' ? 'write' : 'read';
+    const token = deps.signer.grant({ repo: repo.id, sub: who.actor.kind === 'user' ? who.actor.userId : null, keyId: who.keyId ?? null, scope }, LFS_GRANT_SECONDS);
+    return { href: `${deps.httpOrigin()}/${label(repo)}.git/info/lfs`, header: { Authorization: `Bearer ${token}` }, expires_in: LFS_GRANT_SECONDS };
   }
 
   /** Streams a git response into the channel (which stays open); git's exit status. */

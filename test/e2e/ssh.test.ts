@@ -7,7 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { systemActor } from '../../src/access/policy.js';
@@ -100,6 +101,40 @@ test('git over SSH: clones, pushes, the access matrix, refusals and the shared p
     // The checkout fetches the missing blobs: a second SSH fetch, lazily.
     await git.ok(['checkout', '-q', 'main'], { cwd: partial, env: as(keys.alice) });
     assert.equal(await git.revParse(partial, 'HEAD'), head);
+  });
+
+  await t.test('Git LFS over SSH: git-lfs-authenticate hands git-lfs the HTTP endpoint and an authorization for one repository', async () => {
+    const lfsWork = path.join(dir, 'lfs-work');
+    await git.ok(['clone', '-q', url('priv'), lfsWork], { env: as(keys.alice) });
+    await git.ok(['lfs', 'track', '*.bin'], { cwd: lfsWork });
+    const content = randomBytes(300_000);
+    await writeFile(path.join(lfsWork, 'model.bin'), content);
+    await git.ok(['add', '-A'], { cwd: lfsWork });
+    await git.ok(['commit', '-q', '-m', 'model'], { cwd: lfsWork });
+    await git.ok(['push', '-q', 'origin', 'HEAD:lfs'], { cwd: lfsWork, env: as(keys.alice) });
+    // A deploy key downloads; the private repository's objects come through its authorization.
+    const clone = path.join(dir, 'lfs-clone');
+    await git.ok(['clone', '-q', '-b', 'lfs', url('priv'), clone], { env: as(keys.deploy) });
+    assert.ok((await readFile(path.join(clone, 'model.bin'))).equals(content), 'the LFS file came back whole');
+    // ...but cannot upload: git-lfs-authenticate refuses it write access.
+    await writeFile(path.join(clone, 'other.bin'), randomBytes(1000));
+    await git.ok(['add', '-A'], { cwd: clone });
+    await git.ok(['commit', '-q', '-m', 'other'], { cwd: clone });
+    const refused = await git.run(['push', 'origin', 'HEAD:lfs'], { cwd: clone, env: as(keys.deploy) });
+    assert.notEqual(refused.code, 0);
+    // The authorization names one repository: it opens no other.
+    const answer = execFileSync('ssh', [...sshArgs(keys.alice, port), 'git@127.0.0.1', 'git-lfs-authenticate alice/main/priv.git download'], { encoding: 'utf8' });
+    const auth = JSON.parse(answer) as { href: string; header: { Authorization: string }; expires_in: number };
+    assert.equal(auth.href, `${server.url}/alice/main/priv.git/info/lfs`);
+    assert.ok(auth.expires_in > 0);
+    const batch = (repo: string) =>
+      fetch(`${server.url}/alice/main/${repo}.git/info/lfs/objects/batch`, {
+        method: 'POST',
+        headers: { authorization: auth.header.Authorization, 'content-type': 'application/vnd.git-lfs+json', accept: 'application/vnd.git-lfs+json' },
+        body: JSON.stringify({ operation: 'download', objects: [] }),
+      });
+    assert.equal((await batch('priv')).status, 200);
+    assert.equal((await batch('pub')).status, 403);
   });
 
   await t.test('the access matrix: keys of the owner, a deploy key, another user, an admin and a stranger', async () => {
