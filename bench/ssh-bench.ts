@@ -133,6 +133,8 @@ async function main(): Promise<void> {
         `PermitRootLogin ${user === 'root' ? 'prohibit-password' : 'no'}`,
         // git sends GIT_PROTOCOL=version=2 this way; without it sshd would serve protocol v0.
         'AcceptEnv GIT_PROTOCOL',
+        // The storm opens 20 connections at once; the default (10:30:100) drops some at random.
+        'MaxStartups 100',
         `ForceCommand ${findExecutable('git-shell') ?? '/usr/bin/git-shell'} -c "$SSH_ORIGINAL_COMMAND"`,
         '',
       ].join('\n'),
