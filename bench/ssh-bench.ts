@@ -12,8 +12,10 @@
  * Per run: the client's wall time, the server's CPU (its process tree, git children included,
  * read when no git child runs: gitstratum's Node process, or sshd with its per-connection
  * processes) and the peak of the tree's summed RSS (sampled every 100 ms). Sides alternate
- * A B, B A. gitstratum runs with default settings (maintenance on, its cache on) plus
- * --ssh-port; both serve the same repository, repacked with bitmaps as a served one is.
+ * A B, B A. gitstratum runs with default settings (its cache on) plus --ssh-port, and
+ * maintenance off (a push's follow-up repack would count as the push's CPU); the peer's
+ * repositories get gitstratum's git settings (fsck on receive, fsync). Both serve the same
+ * repository, repacked with bitmaps as a served one is.
  * Method: /work/shared/BENCHMARKING.md. Targets: full clone and push wall ≤ 1.1× of sshd;
  * storm server CPU per clone ≤ 0.2× of sshd's.
  *
@@ -31,6 +33,7 @@ import { startGitstratum } from './gitstratum-server.js';
 import { findExecutable, freePort, run, runBench, startRun, track } from './processes.js';
 import { currentRss, treeCpuSeconds, treeOf, waitForTree } from './proc-stats.js';
 import { addCommit, ensureRepo, repackForServing, SPECS } from './repo-generator.js';
+import { repositoryConfig } from '../src/repos/local-host.js';
 import { median, ratiosTable, resultsTable, type Cell, type Sample } from './report.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -93,7 +96,8 @@ async function main(): Promise<void> {
 
     // gitstratum, default settings plus SSH.
     const gsPort = await freePort();
-    const gs = await startGitstratum(ROOT, path.join(workDir, 'gs'), env, ['--ssh-port', String(gsPort)]);
+    // Maintenance off: a push's follow-up repack would count as the push's CPU (sshd has none).
+    const gs = await startGitstratum(ROOT, path.join(workDir, 'gs'), env, ['--ssh-port', String(gsPort), '--maintenance-enabled', 'false']);
     await gs.cli('ssh-key', 'add', 'alice', `${keyFile}.pub`);
     const gsDirs = new Map<string, string>();
     const gsSide: Side = {
@@ -156,6 +160,9 @@ async function main(): Promise<void> {
       create: async (repo) => {
         const dir = path.join(repos, `${repo}.git`);
         await run('git', ['init', '--bare', '-q', dir], { env });
+        // The same git settings as gitstratum's repositories (fsck on receive, fsync, …): the
+        // ratio is then the servers', not the settings'. Hooks are gitstratum's own.
+        for (const [key, value] of repositoryConfig()) if (key !== 'core.hooksPath') await run('git', ['--git-dir', dir, 'config', key, value], { env });
         return dir;
       },
       dir: (repo) => path.join(repos, `${repo}.git`),
