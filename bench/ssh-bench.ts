@@ -190,9 +190,15 @@ async function main(): Promise<void> {
       const cpu0 = treeCpuSeconds([side.pid]);
       const rss = sampleTreeRss(side.pid);
       const started = performance.now();
-      await op();
-      const wall = (performance.now() - started) / 1000;
-      const peak = rss.stop();
+      let peak: number;
+      let wall: number;
+      try {
+        await op();
+        wall = (performance.now() - started) / 1000;
+      } finally {
+        // Also when the operation failed: a sampler left running keeps the process alive.
+        peak = rss.stop();
+      }
       await waitForTree([side.pid], new Set([side.pid]));
       const cpu = (treeCpuSeconds([side.pid]) - cpu0) / perClone;
       return { wall, cpu, own: 0, rss: peak };

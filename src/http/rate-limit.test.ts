@@ -40,7 +40,7 @@ interface Fixture {
   releaseHeld: () => void;
   /** Requests in the route, held. */
   heldCount: () => number;
-  metric: (limit: string) => Promise<number>;
+  metric: (limit: string, name?: string) => Promise<number>;
 }
 
 async function fixture(overrides: Partial<BudgetSettings> = {}, opts: { redis?: Redis; prefix?: string } = {}): Promise<Fixture> {
@@ -77,8 +77,8 @@ async function fixture(overrides: Partial<BudgetSettings> = {}, opts: { redis?: 
       held = [];
       for (const resolve of now) resolve();
     },
-    metric: async (limit) => {
-      const values = (await metrics.registry.getSingleMetric('gitstratum_rate_limited_total')!.get()).values;
+    metric: async (limit, name = 'gitstratum_rate_limited_total') => {
+      const values = (await metrics.registry.getSingleMetric(name)!.get()).values;
       return values.find((v) => v.labels['limit'] === limit)?.value ?? 0;
     },
   };
@@ -303,4 +303,16 @@ test('body pieces: a second of them at once per client, then waits that grow wit
   now += 20_000;
   buckets.take('a:3');
   assert.equal(buckets.size, 1);
+});
+
+test('a client that keeps sending at over twice its budget gets its refusals a moment later, still 429', async () => {
+  const f = await fixture({ requests: { git: 2, lfs: 1000, api: 1000 } });
+  const statuses: number[] = [];
+  for (let i = 0; i < 6; i++) statuses.push((await f.app.inject({ url: GIT, headers: from('198.51.100.9') })).statusCode);
+  assert.deepEqual(statuses, [200, 200, 429, 429, 429, 429]);
+  // The 5th and 6th were past twice the budget (4): held back before their answer.
+  assert.equal(await f.metric('git', 'gitstratum_rate_limit_slowed_total'), 2);
+  // A client within twice its budget is answered at once.
+  assert.equal((await f.app.inject({ url: GIT, headers: from('198.51.100.10') })).statusCode, 200);
+  await f.app.close();
 });

@@ -21,6 +21,7 @@
  * Over a limit: 429 with `Retry-After`, in the shape the client prints (git: text/plain;
  * git-lfs: the LFS JSON `message`, and it retries after `Retry-After`; the API: its JSON).
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Redis } from 'ioredis';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -63,6 +64,10 @@ export interface BudgetDeps {
   redis?: Redis | undefined;
   redisKeyPrefix?: string;
 }
+
+/** How long the refusals of a client far over its budget are held back, and how many at once. */
+const SLOWED_MS = 1000;
+const SLOWED_PER_CLIENT = 32;
 
 /** Never budgeted: probes and scrapers must see the server as it is, even under attack. */
 const EXEMPT = new Set(['/healthz', '/readyz', '/metrics']);
@@ -358,12 +363,30 @@ export function registerBudget(app: FastifyInstance, settings: BudgetSettings, d
     }
   }
 
+  const slowed = new Counter({
+    name: 'gitstratum_rate_limit_slowed_total',
+    help: 'Refusals answered after a pause because the client kept sending at over twice its budget (it ignores Retry-After)',
+    labelNames: ['limit'] as const,
+    registers: [deps.registry],
+  });
+  /** Per client: refusals being held back now (at most SLOWED_PER_CLIENT; beyond, at once). */
+  const holding = new InFlight();
+
   const budget: Budget = {
     async charge(client, cls) {
       const rl = perClass[cls];
       const over = rl && (await spend(rl, client.key));
       if (!over) return undefined;
       rejected.inc({ limit: cls });
+      // A client that keeps sending at twice its budget ignores Retry-After: its refusals
+      // come a moment later, so one such client, alone, cannot keep the event loop busy
+      // answering it (bench:abuse's push flood sent 600 refused requests a second).
+      const release = over.consumedPoints > 2 * settings.requests[cls] ? holding.tryAcquire(client.key, SLOWED_PER_CLIENT) : undefined;
+      if (release) {
+        slowed.inc({ limit: cls });
+        await sleep(Math.min(SLOWED_MS, over.msBeforeNext));
+        release();
+      }
       const wait = seconds(over.msBeforeNext);
       return rateLimited(
         'rate_limited',

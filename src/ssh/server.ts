@@ -81,6 +81,9 @@ interface Who {
 
 /** How long an authorization from git-lfs-authenticate lasts. */
 const LFS_GRANT_SECONDS = 3600;
+/** A connection must authenticate within this long, in at most this many failed tries. */
+const LOGIN_GRACE_MS = 60_000;
+const MAX_AUTH_TRIES = 6;
 
 export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): SshServer {
   const { log } = deps;
@@ -128,7 +131,25 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
     });
     client.on('error', (err) => connLog.debug({ err }, 'ssh connection error'));
 
+    // As OpenSSH's LoginGraceTime and MaxAuthTries: a client that has not authenticated in
+    // time, or fails too often, is disconnected (each try costs a key lookup).
+    let failures = 0;
+    const grace = setTimeout(() => {
+      if (who) return;
+      connLog.info('ssh client did not authenticate in time; closed');
+      client.end();
+    }, LOGIN_GRACE_MS);
+    grace.unref();
+    client.on('close', () => clearTimeout(grace));
     client.on('authentication', (ctx) => {
+      const reject = () => {
+        if (++failures >= MAX_AUTH_TRIES) {
+          connLog.info({ failures }, 'ssh client failed to authenticate too often; closed');
+          client.end();
+          return;
+        }
+        ctx.reject(['publickey']);
+      };
       if (ctx.method !== 'publickey') {
         if (ctx.method !== 'none') metrics.auth.inc({ result: 'refused_method' });
         ctx.reject(['publickey']);
@@ -136,7 +157,7 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
       }
       authenticate(ctx)
         .then((found) => {
-          if (!found) return ctx.reject(['publickey']);
+          if (!found) return ctx.signature ? reject() : ctx.reject(['publickey']);
           if (ctx.signature) {
             who = found;
             connLog.info({ user: actorName(found.actor), key: found.fingerprint }, 'ssh client authenticated');
@@ -146,7 +167,7 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
         .catch((err: unknown) => {
           metrics.auth.inc({ result: 'error' });
           connLog.error({ err }, 'ssh authentication failed');
-          ctx.reject(['publickey']);
+          reject();
         });
     });
 
@@ -371,7 +392,9 @@ function finish(channel: Channel, code: number): void {
  * at most `max` bytes each. Undefined at the end of input.
  */
 export class PktRequests {
-  private buffered = Buffer.alloc(0);
+  /** What has arrived and is not returned yet: `buffered` is a view of `store`'s start. */
+  private store = Buffer.alloc(64 * 1024);
+  private buffered = this.store.subarray(0, 0);
   private ended = false;
   private readonly iterator: AsyncIterator<Buffer>;
 
@@ -388,8 +411,8 @@ export class PktRequests {
           throw Object.assign(new Error('malformed pkt-line'), { clientMessage: 'malformed request: not pkt-lines' });
         }
         if (len === 0) {
-          const request = this.buffered.subarray(0, at + 4);
-          this.buffered = this.buffered.subarray(at + 4);
+          const request = Buffer.from(this.buffered.subarray(0, at + 4));
+          this.keep(this.buffered.subarray(at + 4));
           return request;
         }
         const size = len < 4 ? 4 : len;
@@ -403,7 +426,25 @@ export class PktRequests {
       }
       const next = await this.iterator.next();
       if (next.done) this.ended = true;
-      else this.buffered = Buffer.concat([this.buffered, next.value]);
+      else this.append(next.value);
     }
+  }
+
+  /** Appends, doubling the store when full: a long request costs linear copying, not quadratic. */
+  private append(chunk: Buffer): void {
+    const length = this.buffered.length + chunk.length;
+    if (length > this.store.length) {
+      const bigger = Buffer.alloc(Math.max(length, this.store.length * 2));
+      this.buffered.copy(bigger);
+      this.store = bigger;
+    }
+    chunk.copy(this.store, this.buffered.length);
+    this.buffered = this.store.subarray(0, length);
+  }
+
+  /** Keeps `rest` (a view of the store) as what is buffered, moved to the store's start. */
+  private keep(rest: Buffer): void {
+    rest.copy(this.store, 0);
+    this.buffered = this.store.subarray(0, rest.length);
   }
 }
