@@ -5,11 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
-import type { FastifyInstance } from 'fastify';
 import { configSchema } from '../config/schema.js';
 import { openCore } from '../core.js';
 import { systemActor } from '../access/policy.js';
 import { createLogger } from '../shared/log.js';
+import { injectApi } from '../../test/support/inject-api.js';
 import { tempDir } from '../../test/e2e/harness.js';
 import { createMetrics } from './metrics.js';
 import { createHttpServer } from './server.js';
@@ -30,21 +30,10 @@ async function apiApp(t: { after(fn: () => Promise<void>): void }) {
   return { app, core };
 }
 
-function call(app: FastifyInstance) {
-  return async (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, token?: string, body?: unknown) => {
-    const res = await app.inject({
-      method,
-      url: `/api/v1${url}`,
-      headers: { ...(token && { authorization: `Bearer ${token}` }), ...(body !== undefined && { 'content-type': 'application/json' }) },
-      ...(body !== undefined && { payload: JSON.stringify(body) }),
-    });
-    return { status: res.statusCode, body: res.body ? (JSON.parse(res.body) as any) : undefined };
-  };
-}
 
 test('offboarding and audit routes', async (t) => {
   const { app, core } = await apiApp(t);
-  const api = call(app);
+  const api = injectApi(app);
   const { accounts } = core;
   await accounts.createUser(systemActor, 'root', { admin: true });
   await accounts.createUser(systemActor, 'bob');

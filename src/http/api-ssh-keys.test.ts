@@ -7,27 +7,16 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
-import type { FastifyInstance } from 'fastify';
 import { configSchema } from '../config/schema.js';
 import { openCore } from '../core.js';
 import { systemActor } from '../access/policy.js';
 import { createLogger } from '../shared/log.js';
+import { injectApi } from '../../test/support/inject-api.js';
 import { tempDir } from '../../test/e2e/harness.js';
 import { createMetrics } from './metrics.js';
 import { createHttpServer } from './server.js';
 import { registerApiRoutes } from './api-routes.js';
 
-function call(app: FastifyInstance) {
-  return async (method: 'GET' | 'POST' | 'DELETE', url: string, token?: string, body?: unknown) => {
-    const res = await app.inject({
-      method,
-      url: `/api/v1${url}`,
-      headers: { ...(token && { authorization: `Bearer ${token}` }), ...(body !== undefined && { 'content-type': 'application/json' }) },
-      ...(body !== undefined && { payload: JSON.stringify(body) }),
-    });
-    return { status: res.statusCode, body: res.body ? (JSON.parse(res.body) as any) : undefined };
-  };
-}
 
 async function keygen(dir: string, name: string, args: string[] = ['-t', 'ed25519']): Promise<string> {
   execFileSync('ssh-keygen', ['-q', '-N', '', '-C', `${name}@host`, '-f', path.join(dir, name), ...args]);
@@ -46,7 +35,7 @@ test('SSH key routes: yours, or anyone’s as administrator; duplicates, weak ke
     await core.close();
     await rm(data, { recursive: true, force: true });
   });
-  const api = call(app);
+  const api = injectApi(app);
   const { accounts } = core;
   for (const [name, admin] of [['root', true], ['bob', false], ['eve', false]] as const) await accounts.createUser(systemActor, name, { admin });
   const root = (await accounts.createToken(systemActor, 'root', 'admin')).token;

@@ -75,6 +75,19 @@ export async function loadSigningKey(dataDir: string, configured?: string): Prom
 const JWT_HEADER = Buffer.from(JSON.stringify({ alg: 'HS256', typ: 'JWT' })).toString('base64url');
 
 export function createSigner(key: Uint8Array): Signer {
+  /** The compact HS256 JWT of `payload`. */
+  const seal = (payload: object): string => {
+    const signed = `${JWT_HEADER}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
+    return `${signed}.${createHmac('sha256', key).update(signed).digest('base64url')}`;
+  };
+  /** The payload of a token we signed that has not expired; `expired`/`invalid`: what to throw otherwise. */
+  const opened = async (token: string, expired: () => Error, invalid: () => Error) => {
+    try {
+      return (await jwtVerify(token, key, { algorithms: ['HS256'] })).payload;
+    } catch (err) {
+      throw err instanceof joseErrors.JWTExpired ? expired() : invalid();
+    }
+  };
   return {
     // A batch of 1,000 objects signs 1,000 tokens. jose signs through WebCrypto, which hops to
     // the libuv thread pool for every signature (~0.3 ms each on 2 cores); a synchronous HMAC
@@ -92,23 +105,18 @@ export function createSigner(key: Uint8Array): Signer {
         iat,
         exp: iat + expiresInSeconds,
       };
-      const signed = `${JWT_HEADER}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
-      return `${signed}.${createHmac('sha256', key).update(signed).digest('base64url')}`;
+      return seal(payload);
     },
     grant(claims, expiresInSeconds) {
       const iat = Math.floor(Date.now() / 1000);
-      const payload = { typ: 'ssh-lfs', repo: claims.repo, sub: claims.sub ?? 'anonymous', ...(claims.keyId && { key: claims.keyId }), scope: claims.scope, iat, exp: iat + expiresInSeconds };
-      const signed = `${JWT_HEADER}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
-      return `${signed}.${createHmac('sha256', key).update(signed).digest('base64url')}`;
+      return seal({ typ: 'ssh-lfs', repo: claims.repo, sub: claims.sub ?? 'anonymous', ...(claims.keyId && { key: claims.keyId }), scope: claims.scope, iat, exp: iat + expiresInSeconds });
     },
     async verifyGrant(token) {
-      let payload;
-      try {
-        ({ payload } = await jwtVerify(token, key, { algorithms: ['HS256'] }));
-      } catch (err) {
-        if (err instanceof joseErrors.JWTExpired) throw unauthenticated('grant_expired', 'the authorization from git-lfs-authenticate expired; git-lfs asks for a new one');
-        throw unauthenticated('invalid_token', 'invalid authorization');
-      }
+      const payload = await opened(
+        token,
+        () => unauthenticated('grant_expired', 'the authorization from git-lfs-authenticate expired; git-lfs asks for a new one'),
+        () => unauthenticated('invalid_token', 'invalid authorization'),
+      );
       if (payload['typ'] !== 'ssh-lfs' || typeof payload['repo'] !== 'string' || (payload['scope'] !== 'read' && payload['scope'] !== 'write')) {
         throw unauthenticated('invalid_token', 'invalid authorization');
       }
@@ -120,13 +128,11 @@ export function createSigner(key: Uint8Array): Signer {
       };
     },
     async verify(token, expect) {
-      let payload;
-      try {
-        ({ payload } = await jwtVerify(token, key, { algorithms: ['HS256'] }));
-      } catch (err) {
-        if (err instanceof joseErrors.JWTExpired) throw unauthenticated('transfer_expired', 'transfer authorization expired; request a new batch');
-        throw unauthenticated('transfer_invalid', 'invalid transfer authorization');
-      }
+      const payload = await opened(
+        token,
+        () => unauthenticated('transfer_expired', 'transfer authorization expired; request a new batch'),
+        () => unauthenticated('transfer_invalid', 'invalid transfer authorization'),
+      );
       if (payload['repo'] !== expect.repo || payload['op'] !== expect.op || payload['oid'] !== expect.oid) {
         throw forbidden('transfer_scope', 'transfer authorization does not cover this object');
       }
