@@ -239,3 +239,26 @@ test('SSH commands spend the same budgets as HTTP requests: over the limit, git 
   assert.match(over.stderr, /gitstratum: rate limit exceeded: 3 git requests per 60 s for user alice; retry in \d+ s/);
   assert.equal(await metricValue(server.url, 'gitstratum_rate_limited_total', { limit: 'git' }), 1);
 });
+
+test('with --ssh-anonymous-reads, a key nobody registered reads public repositories and nothing else', async (t) => {
+  const server = await Server.start({ args: ['--ssh-port', '0', '--ssh-anonymous-reads', 'true'] });
+  t.after(() => server.cleanup());
+  const port = server.logs.map((l) => JSON.parse(l) as { msg?: string; port?: number }).find((l) => l.msg === 'ssh listening')!.port!;
+  const dir = await tempDir('gitstratum-ssh-');
+  const stranger = await keygen(dir, 'stranger');
+  await server.admin(async (core) => {
+    await core.accounts.createUser(systemActor, 'alice');
+    await core.repos.createSpace(systemActor, 'alice/main');
+    await core.repos.createRepo(systemActor, 'alice/main/pub', { visibility: 'public' });
+    await core.repos.createRepo(systemActor, 'alice/main/priv', { visibility: 'private' });
+  });
+  const git = await Git.create();
+  const env = { GIT_SSH_COMMAND: `ssh ${sshArgs(stranger, port).join(' ')}` };
+  const url = (repo: string) => `ssh://git@127.0.0.1:${port}/alice/main/${repo}.git`;
+  const work = await git.workTree(path.join(dir, 'work'), { commits: 1 });
+  await git.ok(['ls-remote', url('pub')], { env });
+  const push = await git.run(['push', url('pub'), 'main'], { cwd: work, env });
+  assert.notEqual(push.code, 0);
+  assert.match(push.stderr, /gitstratum: /);
+  assert.notEqual((await git.run(['ls-remote', url('priv')], { env })).code, 0);
+});
