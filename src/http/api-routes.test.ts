@@ -237,6 +237,8 @@ for (const database of databaseBackends()) {
         '/api/v1/users/{user}',
         '/api/v1/users/{user}/disable',
         '/api/v1/users/{user}/enable',
+        '/api/v1/users/{user}/keys',
+        '/api/v1/users/{user}/keys/{id}',
         '/api/v1/users/{user}/locks',
         '/api/v1/users/{user}/tokens',
       ]);
