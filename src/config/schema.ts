@@ -202,7 +202,7 @@ export const configSchema = z
     sshPublicUrl: z.string().regex(/^ssh:\/\/[^/\s]+$/, 'an ssh://[user@]host[:port] URL without a path').optional(),
     /** Let SSH clients whose key no user has registered read public repositories (as anonymous HTTP clients do). */
     sshAnonymousReads: bool.default(false),
-    /** An SSH connection that sends nothing for this long is closed. */
+    /** An SSH connection with no traffic for this long while no command runs is closed. */
     sshIdleTimeoutSeconds: positiveSeconds.default(300),
     /** The longest an SSH connection may last, whatever it does. */
     sshMaxConnectionSeconds: positiveSeconds.default(6 * 3600),

@@ -113,9 +113,14 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
     clients.add(client);
     const connLog = log.child({ client_ip: info.ip, connection: randomUUID().slice(0, 8) });
     let who: Who | undefined;
-    // Idle and total bounds: a connection that sends nothing, or lasts too long, is closed.
+    // Idle and total bounds: a connection with no traffic while no command runs, or open too
+    // long, is closed. A running command is bounded by git's own timeout instead (a large
+    // push may pass minutes in index-pack with nothing on the wire).
     const socket = (client as unknown as { _sock?: import('node:net').Socket })._sock;
-    socket?.setTimeout(opts.idleTimeoutMs, () => {
+    let commands = 0;
+    const idle = (on: boolean) => socket?.setTimeout(on ? opts.idleTimeoutMs : 0);
+    idle(true);
+    socket?.on('timeout', () => {
       connLog.info('ssh connection idle too long; closed');
       client.end();
     });
@@ -191,9 +196,13 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
         });
         session.on('exec', (acceptExec, _reject, exec) => {
           const channel = acceptExec();
+          if (commands++ === 0) idle(false);
           const done = runCommand(channel, exec.command, protocol, who ?? { actor: anonymous, fingerprint: 'none' }, info.ip, connLog);
           running.add(done);
-          void done.finally(() => running.delete(done));
+          void done.finally(() => {
+            running.delete(done);
+            if (--commands === 0) idle(true);
+          });
         });
       });
       // No forwarding of any kind.

@@ -219,7 +219,7 @@ test('git over SSH: clones, pushes, the access matrix, refusals and the shared p
 });
 
 test('SSH commands spend the same budgets as HTTP requests: over the limit, git prints why', async (t) => {
-  const server = await Server.start({ args: ['--ssh-port', '0'], env: { GITSTRATUM_RATE_LIMIT_GIT_REQUESTS: '3' } });
+  const server = await Server.start({ args: ['--ssh-port', '0'], env: { GITSTRATUM_RATE_LIMIT_GIT_REQUESTS: '3', GITSTRATUM_SSH_IDLE_TIMEOUT_SECONDS: '1' } });
   t.after(() => server.cleanup());
   const port = server.logs.map((l) => JSON.parse(l) as { msg?: string; port?: number }).find((l) => l.msg === 'ssh listening')!.port!;
   const dir = await tempDir('gitstratum-ssh-');
@@ -238,6 +238,12 @@ test('SSH commands spend the same budgets as HTTP requests: over the limit, git 
   assert.notEqual(over.code, 0);
   assert.match(over.stderr, /gitstratum: rate limit exceeded: 3 git requests per 60 s for user alice; retry in \d+ s/);
   assert.equal(await metricValue(server.url, 'gitstratum_rate_limited_total', { limit: 'git' }), 1);
+
+  // A connection that runs nothing is closed once idle (here 1 s; commands above were not cut).
+  const idle = spawn('ssh', [...sshArgs(key, port), '-N', 'git@127.0.0.1'], { stdio: 'ignore' });
+  const code = await Promise.race([new Promise((resolve) => idle.once('exit', resolve)), sleep(30_000).then(() => 'still open')]);
+  idle.kill();
+  assert.notEqual(code, 'still open', 'the idle connection was never closed');
 });
 
 test('with --ssh-anonymous-reads, a key nobody registered reads public repositories and nothing else', async (t) => {
