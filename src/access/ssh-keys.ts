@@ -138,12 +138,13 @@ export function createSshKeys(meta: MetaStore) {
 
     /**
      * The actor of a key presented over SSH (by its blob), or undefined when no user may use
-     * it: unknown, or its user disabled. The signature is the SSH server's to verify.
+     * it: unknown, or its user disabled. The signature is the SSH server's to verify;
+     * `proven`: it was, so the key's last use is recorded.
      */
-    async authenticate(fingerprint: string): Promise<{ actor: Actor & { kind: 'user' }; key: SshKeyInfo } | undefined> {
+    async authenticate(fingerprint: string, opts: { proven: boolean }): Promise<{ actor: Actor & { kind: 'user' }; key: SshKeyInfo } | undefined> {
       const row = await keys.findSshKeyByFingerprint(db, fingerprint);
       if (!row || row.userDisabledAt) return undefined;
-      if (!row.lastUsedAt || Date.parse(row.lastUsedAt) < Date.now() - TOUCH_INTERVAL_MS) await keys.touchSshKey(db, row.id, now());
+      if (opts.proven && (!row.lastUsedAt || Date.parse(row.lastUsedAt) < Date.now() - TOUCH_INTERVAL_MS)) await keys.touchSshKey(db, row.id, now());
       return { actor: { kind: 'user', userId: row.userId, name: row.userName, isAdmin: row.isAdmin, scope: row.scope, tokenId: null }, key: info(row) };
     },
   };

@@ -39,7 +39,8 @@ const HEX_DIGIT = new Int8Array(256).fill(-1);
 for (let d = 0; d < 16; d++) HEX_DIGIT['0123456789abcdef'.charCodeAt(d)] = d;
 
 /** The pkt-line length in the 4 bytes at `at`, or undefined unless they are 4 lowercase hex digits. */
-function hexLength(buf: Buffer, at: number): number | undefined {
+/** The length of the pkt-line header at `at` (four lowercase or uppercase hex digits), or undefined. */
+export function hexLength(buf: Buffer, at: number): number | undefined {
   const a = HEX_DIGIT[buf[at]!]!;
   const b = HEX_DIGIT[buf[at + 1]!]!;
   const c = HEX_DIGIT[buf[at + 2]!]!;

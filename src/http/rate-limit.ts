@@ -341,7 +341,7 @@ export function registerBudget(app: FastifyInstance, settings: BudgetSettings, d
   async function identify(req: FastifyRequest, cls: RequestClass): Promise<Client | DomainError> {
     // req.ip is undefined once the socket is gone (a client that hung up at once).
     const address = addressKey(req.ip ?? 'unknown');
-    const anonymousClient = { key: `a:${address}`, label: `address ${address}` };
+    const anonymousClient = clientOf({ kind: 'anonymous' }, req.ip ?? 'unknown');
     let secret: string | undefined;
     try {
       secret = presentedSecret(req.headers.authorization);
@@ -353,8 +353,7 @@ export function registerBudget(app: FastifyInstance, settings: BudgetSettings, d
     if (spent) return authFailureRefusal(address, spent);
     try {
       const actor = await authenticate(accounts, req);
-      if (actor.kind === 'user') return { key: `u:${actor.userId}`, label: `user ${actor.name}` };
-      return anonymousClient;
+      return actor.kind === 'user' ? clientOf(actor, req.ip ?? 'unknown') : anonymousClient;
     } catch (err) {
       // Anything but a refused credential (the database is down) is the route's to report.
       if (!isDomainError(err) || err.kind !== 'unauthenticated' || !authFailures) return anonymousClient;

@@ -30,7 +30,7 @@ import type { RepoService, RepoInfo } from '../repos/service.js';
 import type { HostedRepo, HostOf } from '../repos/host.js';
 import type { GitResponse } from '../git/smart-http.js';
 import type { Signer } from '../lfs/signing.js';
-import { FLUSH_PKT, pktLine } from '../git/pkt-line.js';
+import { FLUSH_PKT, hexLength, pktLine } from '../git/pkt-line.js';
 import { gitProtocolValue } from '../git/command.js';
 import { isDomainError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
@@ -215,7 +215,8 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
   /** The user of the presented key; anonymous for an unknown key when anonymous reads are on. */
   async function authenticate(ctx: ssh2.PublicKeyAuthContext): Promise<Who | undefined> {
     const fingerprint = fingerprintOf(ctx.key.data);
-    const found = await deps.sshKeys.authenticate(fingerprint);
+    // Last use is recorded only once the client has proved it holds the key.
+    const found = await deps.sshKeys.authenticate(fingerprint, { proven: Boolean(ctx.signature) });
     const type = ctx.key.data.subarray(4, 4 + ctx.key.data.readUInt32BE(0)).toString('latin1');
     if (!ctx.signature) return found || opts.anonymousReads ? { actor: found?.actor ?? anonymous, fingerprint } : (metrics.auth.inc({ result: 'unknown_key' }), undefined);
     // The client proves it holds the private key: its signature over the session's data.
@@ -415,8 +416,8 @@ export class PktRequests {
     let at = 0;
     for (;;) {
       while (at + 4 <= this.buffered.length) {
-        const len = parseInt(this.buffered.toString('latin1', at, at + 4), 16);
-        if (!/^[0-9a-f]{4}$/.test(this.buffered.toString('latin1', at, at + 4)) || (len > 0 && len < 4 && len !== 1 && len !== 2)) {
+        const len = hexLength(this.buffered, at);
+        if (len === undefined || len === 3) {
           throw Object.assign(new Error('malformed pkt-line'), { clientMessage: 'malformed request: not pkt-lines' });
         }
         if (len === 0) {

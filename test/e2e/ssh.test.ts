@@ -30,6 +30,25 @@ function sshArgs(key: Key, port: number): string[] {
   return ['-i', key.file, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-p', String(port)];
 }
 
+/** A server with SSH on a port of its choosing, and that port (from its `ssh listening` log line). */
+async function sshServer(t: { after(fn: () => Promise<void>): void }, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<{ server: Server; port: number }> {
+  const server = await Server.start({ args: ['--ssh-port', '0', ...args], env });
+  t.after(() => server.cleanup());
+  const listening = server.logs.map((l) => JSON.parse(l) as { msg?: string; port?: number }).find((l) => l.msg === 'ssh listening');
+  assert.ok(listening?.port, 'the server logs its SSH port');
+  return { server, port: listening.port };
+}
+
+/** alice with her space and a public repository `pub` (and `more` besides), made in process. */
+async function seedPub(server: Server, more: (core: import('../../src/core.js').Core) => Promise<unknown> = async () => {}): Promise<void> {
+  await server.admin(async (core) => {
+    await core.accounts.createUser(systemActor, 'alice');
+    await core.repos.createSpace(systemActor, 'alice/main');
+    await core.repos.createRepo(systemActor, 'alice/main/pub', { visibility: 'public' });
+    await more(core);
+  });
+}
+
 /** Waits (bounded) until `check` holds. */
 async function until(what: string, check: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + 30_000;
@@ -40,11 +59,7 @@ async function until(what: string, check: () => Promise<boolean>): Promise<void>
 }
 
 test('git over SSH: clones, pushes, the access matrix, refusals and the shared pack cache', async (t) => {
-  const server = await Server.start({ args: ['--ssh-port', '0'] });
-  t.after(() => server.cleanup());
-  const listening = server.logs.map((l) => JSON.parse(l) as { msg?: string; port?: number }).find((l) => l.msg === 'ssh listening');
-  assert.ok(listening?.port, 'the server logs its SSH port');
-  const port = listening.port;
+  const { server, port } = await sshServer(t);
   const dir = await tempDir('gitstratum-ssh-');
   const keys = {
     alice: await keygen(dir, 'alice'),
@@ -64,7 +79,7 @@ test('git over SSH: clones, pushes, the access matrix, refusals and the shared p
     await core.sshKeys.add(systemActor, 'root', keys.root.pub);
   });
   const git = await Git.create();
-  const as = (key: Key) => ({ GIT_SSH_COMMAND: `ssh ${sshArgs(key, 0).slice(0, -2).join(' ')} -p ${port}` });
+  const as = (key: Key) => ({ GIT_SSH_COMMAND: `ssh ${sshArgs(key, port).join(' ')}` });
   const url = (repo: string) => `ssh://git@127.0.0.1:${port}/alice/main/${repo}.git`;
 
   const work = await git.workTree(path.join(dir, 'work'), { commits: 3, files: 4 });
@@ -219,17 +234,9 @@ test('git over SSH: clones, pushes, the access matrix, refusals and the shared p
 });
 
 test('SSH commands spend the same budgets as HTTP requests: over the limit, git prints why', async (t) => {
-  const server = await Server.start({ args: ['--ssh-port', '0'], env: { GITSTRATUM_RATE_LIMIT_GIT_REQUESTS: '3', GITSTRATUM_SSH_IDLE_TIMEOUT_SECONDS: '1' } });
-  t.after(() => server.cleanup());
-  const port = server.logs.map((l) => JSON.parse(l) as { msg?: string; port?: number }).find((l) => l.msg === 'ssh listening')!.port!;
-  const dir = await tempDir('gitstratum-ssh-');
-  const key = await keygen(dir, 'alice');
-  await server.admin(async (core) => {
-    await core.accounts.createUser(systemActor, 'alice');
-    await core.repos.createSpace(systemActor, 'alice/main');
-    await core.repos.createRepo(systemActor, 'alice/main/pub', { visibility: 'public' });
-    await core.sshKeys.add(systemActor, 'alice', key.pub);
-  });
+  const { server, port } = await sshServer(t, [], { GITSTRATUM_RATE_LIMIT_GIT_REQUESTS: '3', GITSTRATUM_SSH_IDLE_TIMEOUT_SECONDS: '1' });
+  const key = await keygen(await tempDir('gitstratum-ssh-'), 'alice');
+  await seedPub(server, (core) => core.sshKeys.add(systemActor, 'alice', key.pub));
   const git = await Git.create();
   const env = { GIT_SSH_COMMAND: `ssh ${sshArgs(key, port).join(' ')}` };
   const url = `ssh://git@127.0.0.1:${port}/alice/main/pub.git`;
@@ -247,17 +254,10 @@ test('SSH commands spend the same budgets as HTTP requests: over the limit, git 
 });
 
 test('with --ssh-anonymous-reads, a key nobody registered reads public repositories and nothing else', async (t) => {
-  const server = await Server.start({ args: ['--ssh-port', '0', '--ssh-anonymous-reads', 'true'] });
-  t.after(() => server.cleanup());
-  const port = server.logs.map((l) => JSON.parse(l) as { msg?: string; port?: number }).find((l) => l.msg === 'ssh listening')!.port!;
+  const { server, port } = await sshServer(t, ['--ssh-anonymous-reads', 'true']);
   const dir = await tempDir('gitstratum-ssh-');
   const stranger = await keygen(dir, 'stranger');
-  await server.admin(async (core) => {
-    await core.accounts.createUser(systemActor, 'alice');
-    await core.repos.createSpace(systemActor, 'alice/main');
-    await core.repos.createRepo(systemActor, 'alice/main/pub', { visibility: 'public' });
-    await core.repos.createRepo(systemActor, 'alice/main/priv', { visibility: 'private' });
-  });
+  await seedPub(server, (core) => core.repos.createRepo(systemActor, 'alice/main/priv', { visibility: 'private' }));
   const git = await Git.create();
   const env = { GIT_SSH_COMMAND: `ssh ${sshArgs(stranger, port).join(' ')}` };
   const url = (repo: string) => `ssh://git@127.0.0.1:${port}/alice/main/${repo}.git`;
