@@ -7,12 +7,14 @@
  * An error before the first byte is a status with `{ "error": { kind, code, message, fields } }`,
  * which the remote host raises again as the same domain error.
  */
+import { pipeline } from 'node:stream/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { GitResponse } from '../git/smart-http.js';
 import type { HostedRepo, RepoHost } from '../repos/host.js';
 import { CALL_HEADER, verifyReplicaToken, verifyRequest } from '../shared/cluster-signature.js';
 import { DomainError, invalid, isDomainError, notFound, unauthenticated } from '../shared/errors.js';
+import { afterPrefix } from '../shared/streams.js';
 import { abortSignalOf, encodingOf } from './git-routes.js';
 import { gitProtocolValue } from '../git/command.js';
 import { statusOf } from './errors.js';
@@ -20,6 +22,7 @@ import { statusOf } from './errors.js';
 export const NODE_PREFIX = '/_node/v1';
 /** The content type of a stateless-RPC body sent to a node. */
 export const NODE_RPC_TYPE = 'application/x-gitstratum-rpc';
+export const SESSION_PREAMBLE = Buffer.from('gitstratum-session\n');
 export const OUTCOME_TRAILER = 'x-gitstratum-outcome';
 
 export interface NodeRouteDeps {
@@ -74,6 +77,7 @@ const calls = {
     open: z.literal(true).optional(),
     pusher: z.object({ actorId: z.string().max(64).nullable(), actorName: z.string().max(200), requestId: z.string().max(200) }),
   }),
+  session: z.object({ repo: hostedRepo, protocol }),
 };
 
 /** The whole body, refused (413) past `limit` bytes. */
@@ -168,6 +172,18 @@ export function registerNodeRoutes(app: FastifyInstance, deps: NodeRouteDeps): v
         { service: call.service, protocol: call.protocol, encoding: call.encoding, open: call.open, input: req.raw, pusher: call.pusher },
         abortSignalOf(reply),
       );
+      return stream(reply, res);
+    });
+
+    // A whole v0/v1 fetch conversation (git over SSH at a frontend): the request body is the
+    // client's side and the response git's, both open at once (HTTP/1.1 carries them together).
+    // The body starts with SESSION_PREAMBLE (remote-host.ts says why).
+    node.post<{ Params: { id: string } }>(`${NODE_PREFIX}/repos/:id/session`, async (req, reply) => {
+      const call = callOf(req, calls.session);
+      if (call.repo.id !== idOf(req)) throw invalid('bad_node_call', 'repository id differs from the path');
+      const input = afterPrefix(SESSION_PREAMBLE, 'a session body');
+      pipeline(req.raw, input).catch(() => {});
+      const res = await host.uploadPackSession(call.repo, { protocol: call.protocol, input }, abortSignalOf(reply));
       return stream(reply, res);
     });
   });

@@ -256,6 +256,10 @@ export interface Budget {
   holdRequest(client: Client): { call: () => void } | DomainError;
   /** A git slot of the client (waiting in its queue), released by `call`; or the refusal. */
   holdGit(client: Client, signal: AbortSignal): Promise<{ call: () => void } | DomainError>;
+  /** The refusal when the address has spent its budget of failed authentications. */
+  authBlocked(address: string): Promise<DomainError | undefined>;
+  /** Spends one failed authentication of the address's budget. */
+  authFailed(address: string): Promise<void>;
 }
 
 /** The client an SSH connection or an HTTP request is charged to. */
@@ -410,6 +414,14 @@ export function registerBudget(app: FastifyInstance, settings: BudgetSettings, d
         const message = `too many concurrent git requests for ${client.label} (at most ${settings.concurrentGit} at once, more wait up to ${settings.gitQueue.timeoutMs / 1000} s); retry later`;
         return rateLimited('too_many_concurrent', message, 5, { limit: 'concurrent_git' });
       }
+    },
+    async authBlocked(address) {
+      const key = addressKey(address);
+      const spent = await authFailuresSpent(key);
+      return spent && authFailureRefusal(key, spent);
+    },
+    async authFailed(address) {
+      if (authFailures) await spend(authFailures, addressKey(address));
     },
   };
 

@@ -165,6 +165,9 @@ test('a frontend sends a ref advertisement and a fetch again to the new writer w
       call.input.resume();
       throw unavailable('not_shard_writer', 'this node does not hold shard s1 now');
     },
+    uploadPackSession: async () => {
+      throw unavailable('not_shard_writer', 'this node does not hold shard s1 now');
+    },
   };
   const oldNode = Fastify();
   registerNodeRoutes(oldNode, { host: refusing, secret: SECRET });

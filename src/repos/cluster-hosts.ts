@@ -17,7 +17,7 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { invalid, isDomainError, unavailable } from '../shared/errors.js';
 import type { GitResponse } from '../git/smart-http.js';
-import type { GitCall, HostedRepo, HostOf, NewRepo, RepoHost, RpcCall } from './host.js';
+import type { GitCall, HostedRepo, HostOf, NewRepo, RepoHost, RpcCall, SessionCall } from './host.js';
 import { RemoteRepoHost } from './remote-host.js';
 import { Counter, type Registry } from 'prom-client';
 
@@ -219,6 +219,15 @@ export class ReplicaHost implements RepoHost {
     if (call.service !== 'upload-pack') this.refuse();
     return this.inner.statelessRpc(repo, call, signal);
   }
+
+  async uploadPackSession(repo: HostedRepo, call: SessionCall, signal: AbortSignal): Promise<GitResponse> {
+    return sessionOn(this.inner, repo, call, signal);
+  }
+}
+
+function sessionOn(host: RepoHost, repo: HostedRepo, call: SessionCall, signal: AbortSignal): Promise<GitResponse> {
+  if (!host.uploadPackSession) throw unavailable('no_session', 'this host runs no whole fetch conversations');
+  return host.uploadPackSession(repo, call, signal);
 }
 
 /** Counters of a storage node's lease: renewals by result, and takeovers. */
@@ -295,6 +304,11 @@ export class WriterHost implements RepoHost {
       .finally(() => this.pushEnded(repo.id))
       .catch(() => {});
     return res;
+  }
+
+  async uploadPackSession(repo: HostedRepo, call: SessionCall, signal: AbortSignal): Promise<GitResponse> {
+    this.check();
+    return sessionOn(this.inner, repo, call, signal);
   }
 
   /** Resolves once no push of the repository runs here; false when one still does after `waitMs`. */
@@ -518,6 +532,9 @@ export function shardRoutedHosts(leases: ShardLeases, secret: string, opts: Rout
           if (!body.whole) return counted(await (await writerOf(shard)).statelessRpc(r, { ...call, input: body.stream }, signal));
           return counted(await read(shard, r.id, signal, (h) => h.statelessRpc(r, { ...call, input: Readable.from([body.bytes]) }, signal)));
         },
+        // The client's side of a whole conversation cannot be replayed elsewhere once sent: the
+        // writer answers it, as a push.
+        uploadPackSession: async (r, call, signal) => counted(await (await writerOf(shard)).uploadPackSession(r, call, signal)),
       };
       hosts.set(shard, host);
     }

@@ -86,6 +86,8 @@ export function cachedHostOf(routed: HostOf, cache: PackCache, remote: RemoteGit
           signal,
         );
       },
+      // A whole conversation is never cached (its requests are not known before it runs).
+      uploadPackSession: (repo, call, signal) => host.uploadPackSession(repo, call, signal),
     };
   };
 }

@@ -47,6 +47,12 @@ export interface RpcCall extends GitCall {
   pusher: Pusher;
 }
 
+export interface SessionCall {
+  protocol?: string | undefined;
+  /** The client's side of the conversation, open until the client ends it. */
+  input: Readable;
+}
+
 export interface Pusher {
   actorId: string | null;
   actorName: string;
@@ -66,10 +72,10 @@ export interface RepoHost {
   statelessRpc(repo: HostedRepo, call: RpcCall, signal: AbortSignal): Promise<GitResponse>;
   /**
    * A whole protocol v0/v1 fetch over one stream each way (git over SSH: the advertisement,
-   * then the negotiation as the client's lines arrive). Only where the repository is: a
-   * remote host has none, and SSH clients of a frontend fetch with protocol v2.
+   * then the negotiation as the client's lines arrive). It runs where the repository is; a
+   * remote host carries both streams to the storage node at once.
    */
-  uploadPackSession?(repo: HostedRepo, call: { protocol?: string | undefined; input: Readable }, signal: AbortSignal): Promise<GitResponse>;
+  uploadPackSession(repo: HostedRepo, call: SessionCall, signal: AbortSignal): Promise<GitResponse>;
 }
 
 /** Finds the host of a repository (by its shard); one host for every repository in `serve`. */

@@ -7,14 +7,13 @@
  * Serving git needs what only a storage node has (the git limiter or the pack cache, residency,
  * the hook socket): `serving`. Without it (the admin CLI) the host creates and removes only.
  */
-import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { cloneLocalMirror, initBare, setConfig, setSymbolicRef, symbolicHead } from '../git/command.js';
 import type { GitResponse, GitServices, ServiceLimits } from '../git/smart-http.js';
 import { conflict, notFound, unavailable } from '../shared/errors.js';
-import type { GitCall, HostedRepo, NewRepo, RepoHost, RpcCall } from './host.js';
+import type { GitCall, HostedRepo, NewRepo, RepoHost, RpcCall, SessionCall } from './host.js';
 
 /** Where repositories live under a data directory (the node's own modules use it; callers of RepoHost never do). */
 export function repoDir(dataDir: string, id: string): string {
@@ -140,7 +139,7 @@ export class LocalRepoHost implements RepoHost {
     );
   }
 
-  uploadPackSession(repo: HostedRepo, call: { protocol?: string | undefined; input: Readable }, signal: AbortSignal): Promise<GitResponse> {
+  uploadPackSession(repo: HostedRepo, call: SessionCall, signal: AbortSignal): Promise<GitResponse> {
     const serving = this.requireServing();
     const git = serving.git;
     if (!git.uploadPackSession) throw unavailable('no_session', 'this host runs no whole fetch conversations');

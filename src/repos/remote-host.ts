@@ -15,11 +15,12 @@ import type { GitResponse, Outcome } from '../git/smart-http.js';
 import { signRequest } from '../shared/cluster-signature.js';
 import { DomainError, invalid, unavailable, type ErrorKind } from '../shared/errors.js';
 import { counting } from '../shared/streams.js';
-import type { GitCall, HostedRepo, NewRepo, RepoHost, RpcCall } from './host.js';
+import type { GitCall, HostedRepo, NewRepo, RepoHost, RpcCall, SessionCall } from './host.js';
 
 // Mirrors http/node-routes.ts (repos/ does not import http/).
 const NODE_PREFIX = '/_node/v1';
 const NODE_RPC_TYPE = 'application/x-gitstratum-rpc';
+const SESSION_PREAMBLE = Buffer.from('gitstratum-session\n');
 const OUTCOME_TRAILER = 'x-gitstratum-outcome';
 const SYNC_OIDS_PER_CALL = 200;
 const KINDS: readonly ErrorKind[] = ['not_found', 'conflict', 'invalid', 'unauthenticated', 'forbidden', 'too_large', 'unavailable', 'rate_limited'];
@@ -70,6 +71,16 @@ export class RemoteRepoHost implements RepoHost {
       pusher: call.pusher,
     };
     return this.stream('POST', `/repos/${repo.id}/rpc`, params, call.input, signal);
+  }
+
+  /**
+   * A whole v0/v1 fetch conversation on the node (git over SSH): the client's lines go up the
+   * request body while git's answers come down the response, as they are written. The client
+   * says nothing until it has git's advertisement, and undici sends a request's head with its
+   * body's first bytes, so the body starts with a preamble the node takes off.
+   */
+  uploadPackSession(repo: HostedRepo, call: SessionCall, signal: AbortSignal): Promise<GitResponse> {
+    return this.stream('POST', `/repos/${repo.id}/session`, { repo, ...(call.protocol && { protocol: call.protocol }) }, call.input, signal, SESSION_PREAMBLE);
   }
 
   /**
@@ -125,15 +136,17 @@ export class RemoteRepoHost implements RepoHost {
     await res.body.dump();
   }
 
-  private async stream(method: 'GET' | 'POST', route: string, params: object, input: Readable | undefined, signal: AbortSignal): Promise<GitResponse> {
+  private async stream(method: 'GET' | 'POST', route: string, params: object, input: Readable | undefined, signal: AbortSignal, preamble?: Buffer): Promise<GitResponse> {
     const sent = input ? counting() : undefined;
+    if (preamble) sent?.write(preamble);
     // A client that goes away mid-body fails the upload, so the node sees the request cut.
     if (input && sent) pipeline(input, sent).catch(() => {});
     const res = await this.send(method, route, params, sent, signal);
+    const bytesIn = () => (sent?.bytes ?? 0) - (preamble?.length ?? 0);
     const body = counting();
     const done = pipeline(res.body, body).then(
-      () => outcomeOf(res.trailers[OUTCOME_TRAILER], sent?.bytes ?? 0, body.bytes),
-      (err: Error): Outcome => ({ ...CUT, stderr: `response from the storage node cut short: ${err.message}`, bytesIn: sent?.bytes ?? 0, bytesOut: body.bytes }),
+      () => outcomeOf(res.trailers[OUTCOME_TRAILER], bytesIn(), body.bytes),
+      (err: Error): Outcome => ({ ...CUT, stderr: `response from the storage node cut short: ${err.message}`, bytesIn: bytesIn(), bytesOut: body.bytes }),
     );
     return { body, done };
   }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { coalescing } from './streams.js';
+import { afterPrefix, coalescing } from './streams.js';
 
 const WANT = Buffer.from('0032want 0880c935cf527d09dfef0b3a9d2fa6b7c8e9f0a1b2\n');
 
@@ -101,4 +101,19 @@ test('a paced stream asks before every chunk, takes nothing more while told to w
   assert.equal(asked, 1000);
   assert.equal(takenWhileWaiting, 0, 'a chunk was taken while the stream was told to wait');
   assert.equal(Buffer.concat(out.writes).toString(), chunks.map(String).join(''));
+});
+
+test('afterPrefix passes on what follows its prefix, however the chunks cut it, and fails a stream that starts otherwise', async () => {
+  const prefix = Buffer.from('gitstratum-session\n');
+  const body = Buffer.concat([prefix, Buffer.from('0032want 1234\n0000')]);
+  for (const cuts of [[body.length], [3, body.length], [prefix.length, body.length], [prefix.length + 2, body.length], [1, 2, 5, 30, body.length]]) {
+    const chunks = cuts.map((end, i) => body.subarray(i === 0 ? 0 : cuts[i - 1], end));
+    const out: Buffer[] = [];
+    await pipeline(Readable.from(chunks), afterPrefix(prefix, 'a body'), new Writable({ write: (c: Buffer, _e, done) => done(void out.push(c)) }));
+    assert.equal(Buffer.concat(out).toString(), '0032want 1234\n0000', `cut at ${cuts.join(',')}`);
+  }
+  for (const bad of ['gitstratum-sessioX\nrest', 'nope', '0032want']) {
+    await assert.rejects(pipeline(Readable.from([Buffer.from(bad)]), afterPrefix(prefix, 'a body'), new Writable({ write: (_c, _e, done) => done() })), /a body does not start as it must/);
+  }
+  await assert.rejects(pipeline(Readable.from([Buffer.from('gitstr')]), afterPrefix(prefix, 'a body'), new Writable({ write: (_c, _e, done) => done() })), /a body ended before its start was complete/);
 });

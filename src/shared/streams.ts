@@ -1,6 +1,6 @@
 /** Stream transforms shared by the git and (later) LFS paths. */
 import { Transform, type TransformCallback } from 'node:stream';
-import { tooLarge } from './errors.js';
+import { invalid, tooLarge } from './errors.js';
 
 /** Passes bytes through until `max` is exceeded, then fails with `too_large`. */
 export function byteLimit(max: number, what: string): Transform & { bytes: number } {
@@ -29,6 +29,33 @@ export function counting(highWaterMark = 1 << 20): Transform & { bytes: number }
   }) as Transform & { bytes: number };
   t.bytes = 0;
   return t;
+}
+
+/**
+ * Checks that the stream starts with `prefix` and passes on what follows it; anything else
+ * fails the stream (`what` names the stream in the error).
+ */
+export function afterPrefix(prefix: Buffer, what: string): Transform {
+  let seen = Buffer.alloc(0);
+  let through = false;
+  return new Transform({
+    transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
+      if (through) return done(null, chunk);
+      seen = Buffer.concat([seen, chunk]);
+      if (seen.length < prefix.length) {
+        if (!prefix.subarray(0, seen.length).equals(seen)) return done(invalid('bad_prefix', `${what} does not start as it must`));
+        return done();
+      }
+      if (!seen.subarray(0, prefix.length).equals(prefix)) return done(invalid('bad_prefix', `${what} does not start as it must`));
+      through = true;
+      const rest = seen.subarray(prefix.length);
+      seen = Buffer.alloc(0);
+      done(null, rest.length > 0 ? rest : undefined);
+    },
+    flush(done: TransformCallback) {
+      done(through ? null : invalid('bad_prefix', `${what} ended before its start was complete`));
+    },
+  });
 }
 
 /**

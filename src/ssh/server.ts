@@ -13,7 +13,8 @@
  *   capability advertisement, then each command (ls-refs, fetch) as its own stateless-RPC
  *   exchange, cached as over HTTP.
  * - `git-upload-pack` with protocol v0/v1: one whole conversation with `git upload-pack`
- *   where the repository is (repos/host.ts uploadPackSession); never cached.
+ *   where the repository is (repos/host.ts uploadPackSession; at a frontend, both streams
+ *   ride one request to the shard's writer); never cached.
  *
  * Everything else (a shell, a PTY, port forwarding, another command, a path outside
  * OWNER/SPACE/REPO) is refused, a command with one line on stderr and exit status 1.
@@ -92,7 +93,7 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
     open: new Gauge({ name: 'gitstratum_ssh_connections_open', help: 'SSH connections open now', registers: [deps.registry] }),
     auth: new Counter({
       name: 'gitstratum_ssh_authentications_total',
-      help: 'SSH public-key authentications, by result (ok, anonymous, unknown_key, bad_signature, refused_method, error)',
+      help: 'SSH public-key authentications, by result (ok, anonymous, unknown_key, bad_signature, refused_method, rate_limited: its address failed too often, error)',
       labelNames: ['result'] as const,
       registers: [deps.registry],
     }),
@@ -137,7 +138,10 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
     client.on('error', (err) => connLog.debug({ err }, 'ssh connection error'));
 
     // As OpenSSH's LoginGraceTime and MaxAuthTries: a client that has not authenticated in
-    // time, or fails too often, is disconnected (each try costs a key lookup).
+    // time, or is refused too often (each key it offers that no user registered, each bad
+    // signature: each costs a key lookup), is disconnected. A connection that ends without
+    // authenticating after a refusal spends one failed authentication of its address's budget,
+    // shared with bad HTTP credentials; an address that has spent it is disconnected at once.
     let failures = 0;
     const grace = setTimeout(() => {
       if (who) return;
@@ -145,7 +149,12 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
       client.end();
     }, LOGIN_GRACE_MS);
     grace.unref();
-    client.on('close', () => clearTimeout(grace));
+    client.on('close', () => {
+      clearTimeout(grace);
+      if (!who && failures > 0) void deps.budget?.authFailed(info.ip).catch(() => {});
+    });
+    const blocked = deps.budget?.authBlocked(info.ip).catch(() => undefined);
+    let shut = false;
     client.on('authentication', (ctx) => {
       const reject = () => {
         if (++failures >= MAX_AUTH_TRIES) {
@@ -155,25 +164,36 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
         }
         ctx.reject(['publickey']);
       };
-      if (ctx.method !== 'publickey') {
-        if (ctx.method !== 'none') metrics.auth.inc({ result: 'refused_method' });
-        ctx.reject(['publickey']);
-        return;
-      }
-      authenticate(ctx)
-        .then((found) => {
-          if (!found) return ctx.signature ? reject() : ctx.reject(['publickey']);
-          if (ctx.signature) {
-            who = found;
-            connLog.info({ user: actorName(found.actor), key: found.fingerprint }, 'ssh client authenticated');
+      void Promise.resolve(blocked).then((refusal) => {
+        if (refusal) {
+          if (!shut) {
+            shut = true;
+            connLog.info({ reason: refusal.message }, 'ssh connection refused');
+            metrics.auth.inc({ result: 'rate_limited' });
           }
-          ctx.accept();
-        })
-        .catch((err: unknown) => {
-          metrics.auth.inc({ result: 'error' });
-          connLog.error({ err }, 'ssh authentication failed');
-          reject();
-        });
+          client.end();
+          return;
+        }
+        if (ctx.method !== 'publickey') {
+          if (ctx.method !== 'none') metrics.auth.inc({ result: 'refused_method' });
+          ctx.reject(['publickey']);
+          return;
+        }
+        authenticate(ctx)
+          .then((found) => {
+            if (!found) return reject();
+            if (ctx.signature) {
+              who = found;
+              connLog.info({ user: actorName(found.actor), key: found.fingerprint }, 'ssh client authenticated');
+            }
+            ctx.accept();
+          })
+          .catch((err: unknown) => {
+            metrics.auth.inc({ result: 'error' });
+            connLog.error({ err }, 'ssh authentication failed');
+            reject();
+          });
+      });
     });
 
     client.on('ready', () => {
@@ -297,11 +317,6 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
           if (code !== 0) break;
         }
       } else {
-        if (!host.uploadPackSession) {
-          throw Object.assign(new Error('no v0 session on a remote host'), {
-            clientMessage: 'this server fetches over SSH with protocol v2 only: use git 2.26 or later, or git -c protocol.version=2',
-          });
-        }
         code = await send(await host.uploadPackSession(hosted, { protocol, input }, gone.signal), channel);
       }
       metrics.commands.inc({ command: name, result: code === 0 ? 'ok' : 'failed' });

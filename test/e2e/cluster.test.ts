@@ -8,7 +8,8 @@
  * Every scenario runs in two lanes, one per shard, and crosses the frontends: eu-1's
  * repositories are created through A and used through B, eu-2's the other way round. What is
  * checked is what a user notices (git's output and exit code, the bytes of a clone), plus where
- * things are: a repository on its shard's volume only, LFS objects in S3 only.
+ * things are: a repository on its shard's volume only, LFS objects in S3 only. The frontends
+ * serve git over SSH too (clones v0 and v2, pushes), through the same hop to the shard.
  *
  * Then: a frontend stopped (SIGTERM) in the middle of a clone (held on a slow link,
  * test/support/slow-link.ts) finishes that clone before it exits, the frontend started in its
@@ -28,6 +29,7 @@ import { api, basic, batchOne, filesUnder, lfsGit, randomBytesSeeded, sha256File
 import { startS3, type TestS3 } from '../support/s3.js';
 import { asEnv, CLUSTER_SECRET, serving, startStorageNode } from '../support/cluster.js';
 import { startSlowLink } from '../support/slow-link.js';
+import { keygen, sshAs, sshPortOf, type Key } from '../support/ssh.js';
 import { createS3Store } from '../../src/storage/s3-store.js';
 import { lfsObjectKey, type ObjectStore } from '../../src/storage/object-store.js';
 import type { ClusterStatus } from '../../src/repos/cluster-status.js';
@@ -86,6 +88,7 @@ describe('a cluster: 2 frontends × 2 shards, each shard a writer and a same-vol
   let git: Git;
   let scratch: string;
   const tokens = { alice: { read: '', write: '' }, bob: { write: '' } };
+  let aliceKey: Key;
 
   /** An admin command with a frontend's settings (the cluster's database, store and secret). */
   const admin = async (args: string[]) => {
@@ -94,7 +97,7 @@ describe('a cluster: 2 frontends × 2 shards, each shard a writer and a same-vol
     return r.stdout;
   };
   const startFrontend = async (dataDir?: string) => {
-    const f = await Server.start({ ...(dataDir && { dataDir }), env: { ...shared, GITSTRATUM_ROLE: 'frontend', GITSTRATUM_SIGNING_SECRET: SIGNING_SECRET } });
+    const f = await Server.start({ ...(dataDir && { dataDir }), args: ['--ssh-port', '0'], env: { ...shared, GITSTRATUM_ROLE: 'frontend', GITSTRATUM_SIGNING_SECRET: SIGNING_SECRET } });
     started.push(f);
     return f;
   };
@@ -154,6 +157,8 @@ describe('a cluster: 2 frontends × 2 shards, each shard a writer and a same-vol
     tokens.alice = { read: await token('alice', 'read'), write: await token('alice', 'write') };
     tokens.bob = { write: await token('bob', 'write') };
     await Promise.all(LANES.map((l) => admin(['shard', 'pin', l.space, l.shard])));
+    aliceKey = await keygen(scratch, 'alice');
+    await api(a, tokens.alice.write, 'POST', '/users/alice/keys', { key: aliceKey.pub });
   });
 
   after(async () => {
@@ -237,6 +242,38 @@ describe('a cluster: 2 frontends × 2 shards, each shard a writer and a same-vol
       const local = await git.ok(['--git-dir', repo.dir, 'for-each-ref', '--format=%(objectname)\t%(refname)', 'refs/heads']);
       assert.deepEqual(local.trim().split('\n').sort(), expected.sort());
       assert.equal(await git.ok(['--git-dir', repo.dir, 'fsck', '--no-progress']), '');
+    });
+  }
+
+  for (const lane of LANES) {
+    test(`git over SSH through a frontend: a push, a deletion (answered while git's side is open), clones over v0 and v2 (${laneName(lane)})`, async () => {
+      const repo = await createRepo(lane, 'over-ssh');
+      const port = sshPortOf(frontends[lane.use]!);
+      const as = sshAs(aliceKey, port);
+      const sshUrl = `ssh://git@127.0.0.1:${port}/${repo.fullName}.git`;
+      const src = await git.workTree(await work(`ssh-${lane.shard}`), { commits: 3, seed: 50 + lane.create });
+      await git.ok(['push', '-q', sshUrl, 'main', 'main:refs/heads/topic'], { cwd: src, env: as });
+      const main = await git.revParse(src, 'main');
+      assert.equal(await onDisk(repo, 'refs/heads/main'), main, 'the push is on the shard');
+      // A deletion sends no pack: receive-pack answers while the client still holds its side open.
+      await git.ok(['push', '-q', sshUrl, '--delete', 'topic'], { cwd: src, env: as });
+      assert.equal(await git.ok(['ls-remote', '--heads', sshUrl], { env: as }), `${main}\trefs/heads/main\n`);
+
+      for (const version of ['0', '2']) {
+        const dest = path.join(scratch, `ssh-clone-v${version}-${lane.shard}`);
+        const r = await git.run(['-c', `protocol.version=${version}`, 'clone', sshUrl, dest], { env: { ...as, GIT_TRACE_PACKET: '1' } });
+        assert.equal(r.code, 0, r.stderr);
+        // Over SSH, the trace names the command (clone<), not the HTTP helper (git<).
+        assert.equal(/clone< version 2/.test(r.stderr), version === '2', `answered in protocol v${version}`);
+        assert.equal(await git.revParse(dest, 'HEAD'), main);
+        await fsckClean(dest);
+      }
+      // An incremental v0 fetch negotiates over several rounds of the same conversation.
+      const dest = path.join(scratch, `ssh-clone-v0-${lane.shard}`);
+      await git.commits(src, 2, { seed: 60 + lane.create });
+      await git.ok(['push', '-q', sshUrl, 'main'], { cwd: src, env: as });
+      await git.ok(['-c', 'protocol.version=0', 'pull', '-q', '--ff-only'], { cwd: dest, env: as });
+      assert.equal(await git.revParse(dest, 'HEAD'), await git.revParse(src, 'main'));
     });
   }
 

@@ -14,29 +14,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { systemActor } from '../../src/access/policy.js';
 import { metricValue } from '../support/metrics.js';
 import { Git, Server, tempDir } from './harness.js';
-
-interface Key {
-  file: string;
-  pub: string;
-}
-
-async function keygen(dir: string, name: string): Promise<Key> {
-  const file = path.join(dir, name);
-  execFileSync('ssh-keygen', ['-q', '-N', '', '-t', 'ed25519', '-C', name, '-f', file]);
-  return { file, pub: await readFile(`${file}.pub`, 'utf8') };
-}
-
-function sshArgs(key: Key, port: number): string[] {
-  return ['-i', key.file, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-p', String(port)];
-}
+import { keygen, sshArgs, sshAs, sshPortOf, type Key } from '../support/ssh.js';
 
 /** A server with SSH on a port of its choosing, and that port (from its `ssh listening` log line). */
 async function sshServer(t: { after(fn: () => Promise<void>): void }, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<{ server: Server; port: number }> {
   const server = await Server.start({ args: ['--ssh-port', '0', ...args], env });
   t.after(() => server.cleanup());
-  const listening = server.logs.map((l) => JSON.parse(l) as { msg?: string; port?: number }).find((l) => l.msg === 'ssh listening');
-  assert.ok(listening?.port, 'the server logs its SSH port');
-  return { server, port: listening.port };
+  return { server, port: sshPortOf(server) };
 }
 
 /** alice with her space and a public repository `pub` (and `more` besides), made in process. */
@@ -79,7 +63,7 @@ test('git over SSH: clones, pushes, the access matrix, refusals and the shared p
     await core.sshKeys.add(systemActor, 'root', keys.root.pub);
   });
   const git = await Git.create();
-  const as = (key: Key) => ({ GIT_SSH_COMMAND: `ssh ${sshArgs(key, port).join(' ')}` });
+  const as = (key: Key) => sshAs(key, port);
   const url = (repo: string) => `ssh://git@127.0.0.1:${port}/alice/main/${repo}.git`;
 
   const work = await git.workTree(path.join(dir, 'work'), { commits: 3, files: 4 });
@@ -238,7 +222,7 @@ test('SSH commands spend the same budgets as HTTP requests: over the limit, git 
   const key = await keygen(await tempDir('gitstratum-ssh-'), 'alice');
   await seedPub(server, (core) => core.sshKeys.add(systemActor, 'alice', key.pub));
   const git = await Git.create();
-  const env = { GIT_SSH_COMMAND: `ssh ${sshArgs(key, port).join(' ')}` };
+  const env = sshAs(key, port);
   const url = `ssh://git@127.0.0.1:${port}/alice/main/pub.git`;
   for (let i = 0; i < 3; i++) await git.ok(['ls-remote', url], { env });
   const over = await git.run(['ls-remote', url], { env });
@@ -259,7 +243,7 @@ test('with --ssh-anonymous-reads, a key nobody registered reads public repositor
   const stranger = await keygen(dir, 'stranger');
   await seedPub(server, (core) => core.repos.createRepo(systemActor, 'alice/main/priv', { visibility: 'private' }));
   const git = await Git.create();
-  const env = { GIT_SSH_COMMAND: `ssh ${sshArgs(stranger, port).join(' ')}` };
+  const env = sshAs(stranger, port);
   const url = (repo: string) => `ssh://git@127.0.0.1:${port}/alice/main/${repo}.git`;
   const work = await git.workTree(path.join(dir, 'work'), { commits: 1 });
   await git.ok(['ls-remote', url('pub')], { env });
@@ -267,4 +251,24 @@ test('with --ssh-anonymous-reads, a key nobody registered reads public repositor
   assert.notEqual(push.code, 0);
   assert.match(push.stderr, /gitstratum: /);
   assert.notEqual((await git.run(['ls-remote', url('priv')], { env })).code, 0);
+});
+
+test('an address whose SSH connections keep failing to authenticate is shut out, over SSH and HTTP alike', async (t) => {
+  const { server, port } = await sshServer(t, [], { GITSTRATUM_RATE_LIMIT_AUTH_FAILURES: '2' });
+  const dir = await tempDir('gitstratum-ssh-');
+  const [alice, stranger] = [await keygen(dir, 'alice'), await keygen(dir, 'stranger')];
+  await seedPub(server, (core) => core.sshKeys.add(systemActor, 'alice', alice.pub));
+  const git = await Git.create();
+  const url = `ssh://git@127.0.0.1:${port}/alice/main/pub.git`;
+  await git.ok(['ls-remote', url], { env: sshAs(alice, port) });
+  for (let i = 0; i < 2; i++) assert.notEqual((await git.run(['ls-remote', url], { env: sshAs(stranger, port) })).code, 0, 'an unknown key is refused');
+  // The failures are counted as the connections close: wait until the address is shut out.
+  let refused: { code: number | null; stderr: string } = { code: 0, stderr: '' };
+  await until('the address to be shut out', async () => (refused = await git.run(['ls-remote', url], { env: sshAs(alice, port) })).code !== 0);
+  assert.doesNotMatch(refused.stderr, /refs\/heads/);
+  assert.ok((await metricValue(server.url, 'gitstratum_ssh_authentications_total', { result: 'rate_limited' })) >= 1);
+  // The budget is the one bad HTTP credentials spend: a token from the same address is not even checked.
+  const res = await fetch(`${server.url}/api/v1/user`, { headers: { authorization: 'Bearer whatever' } });
+  assert.equal(res.status, 429);
+  assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'too_many_auth_failures');
 });

@@ -9,7 +9,8 @@ import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { once } from 'node:events';
+import { PassThrough, Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { ulid } from 'ulid';
@@ -36,6 +37,17 @@ async function drain(res: GitResponse): Promise<{ text: string; bytes: Buffer }>
   return { text: bytes.toString('latin1'), bytes };
 }
 
+/** What `body` sends up to and including the first `marker`, leaving the rest unread. */
+async function readUntil(body: Readable, marker: Buffer): Promise<Buffer> {
+  let seen = Buffer.alloc(0);
+  while (!seen.includes(marker)) {
+    const chunk = (body.read() as Buffer | null) ?? (await once(body, 'readable').then(() => body.read() as Buffer | null));
+    if (chunk === null && body.readableEnded) assert.fail(`the stream ended before ${JSON.stringify(marker.toString())}`);
+    if (chunk) seen = Buffer.concat([seen, chunk]);
+  }
+  return seen;
+}
+
 async function domainError(p: Promise<unknown>): Promise<{ kind: string; code: string }> {
   try {
     await p;
@@ -57,15 +69,15 @@ export function repoHostContract(name: string, start: () => Promise<HostUnderTes
     const repo = (id: string): HostedRepo => ({ id, defaultBranch: 'main', label: `contract/${id}` });
     const pusher = { actorId: null, actorName: 'contract', requestId: 'req-1' };
 
-    /** A receive-pack request as git sends it: one command creating refs/heads/main, then the pack. */
-    async function pushBody(): Promise<Buffer> {
+    /** A receive-pack request as git sends it: one command creating `ref` (refs/heads/main), then the pack. */
+    async function pushBody(ref = 'refs/heads/main'): Promise<Buffer> {
       const child = spawn('git', ['-C', work, 'pack-objects', '--stdout', '--revs', '-q'], { env, stdio: ['pipe', 'pipe', 'inherit'] });
       child.stdin.end(`${head}\n`);
       const chunks: Buffer[] = [];
       for await (const c of child.stdout) chunks.push(c as Buffer);
       const pack = Buffer.concat(chunks);
       assert.ok(pack.subarray(0, 4).equals(Buffer.from('PACK')), 'git pack-objects made a pack');
-      return Buffer.concat([pktLine(`${ZERO} ${head} refs/heads/main\0report-status\n`), FLUSH_PKT, pack]);
+      return Buffer.concat([pktLine(`${ZERO} ${head} ${ref}\0report-status\n`), FLUSH_PKT, pack]);
     }
 
     async function advertisedRefs(id: string): Promise<string> {
@@ -156,6 +168,35 @@ export function repoHostContract(name: string, start: () => Promise<HostUnderTes
         assert.match(text, /not our ref|ERR/);
         assert.notEqual((await (res as GitResponse).done).code, 0);
       }
+    });
+
+    test('a whole v0 fetch conversation: the advertisement comes while the client has sent nothing, the pack after its done', async () => {
+      const id = ulid();
+      await t.host.create({ id, defaultBranch: 'main' });
+      await drain(await t.host.statelessRpc(repo(id), { service: 'receive-pack', input: Readable.from([await pushBody()]), pusher }, signal()));
+      const input = new PassThrough();
+      const res = await t.host.uploadPackSession(repo(id), { input }, signal());
+      const seen = await readUntil(res.body, FLUSH_PKT);
+      assert.match(seen.toString('latin1'), new RegExp(`${head} HEAD\0`), 'the advertisement, before any line of the client');
+      input.end(Buffer.concat([pktLine(`want ${head} ofs-delta\n`), FLUSH_PKT, pktLine('done\n')]));
+      const { bytes } = await drain(res);
+      assert.ok(bytes.includes(Buffer.from('PACK')), 'the pack, after done');
+      assert.equal((await res.done).code, 0);
+    });
+
+    test('a push whose input stays open is answered before the input ends (a branch deletion, which sends no pack)', async () => {
+      const id = ulid();
+      await t.host.create({ id, defaultBranch: 'main' });
+      await drain(await t.host.statelessRpc(repo(id), { service: 'receive-pack', input: Readable.from([await pushBody('refs/heads/topic')]), pusher }, signal()));
+      const input = new PassThrough();
+      input.write(Buffer.concat([pktLine(`${head} ${ZERO} refs/heads/topic\0report-status\n`), FLUSH_PKT]));
+      const res = await t.host.statelessRpc(repo(id), { service: 'receive-pack', input, open: true, pusher }, signal());
+      const report = await readUntil(res.body, FLUSH_PKT);
+      assert.match(report.toString('latin1'), /ok refs\/heads\/topic/, 'the report, while the client still holds its side open');
+      input.end();
+      await drain(res);
+      assert.equal((await res.done).code, 0);
+      assert.doesNotMatch(await advertisedRefs(id), /refs\/heads\/topic/);
     });
 
     test('remove deletes the directory; removing again is no error', async () => {
