@@ -217,12 +217,17 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
         session.on('exec', (acceptExec, _reject, exec) => {
           const channel = acceptExec();
           if (commands++ === 0) idle(false);
+          // A command counts as running until its channel is closed both ways, not when git
+          // exits: what git wrote last may still wait for the client's window, and ending the
+          // connection at shutdown would drop it.
+          const closed = new Promise<void>((resolve) => channel.once('close', resolve));
           const done = runCommand(channel, exec.command, protocol, who ?? { actor: anonymous, fingerprint: 'none' }, info.ip, connLog);
-          running.add(done);
+          const whole = Promise.all([done, closed]);
+          running.add(whole);
           void done.finally(() => {
-            running.delete(done);
             if (--commands === 0) idle(true);
           });
+          void whole.finally(() => running.delete(whole));
         });
       });
       // No forwarding of any kind.

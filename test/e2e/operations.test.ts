@@ -14,6 +14,8 @@ import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { BIN, Git, Server, run, tempDir } from './harness.js';
+import { keygen, sshAs, sshPortOf } from '../support/ssh.js';
+import { systemActor } from '../../src/access/policy.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -252,45 +254,59 @@ describe('operations', { concurrency: true }, () => {
     assert.ok((sample(text, 'gitstratum_git_bytes_total', { service: 'receive-pack', direction: 'in' }) ?? 0) > 1000);
   });
 
-  test('SIGTERM lets an in-flight push finish, refuses new connections, then exits 0', async (t) => {
-    // A bound short enough that a shutdown stuck on a connection fails the test (exit 1).
-    const own = await Server.start({ env: { GITSTRATUM_SHUTDOWN_TIMEOUT_SECONDS: '15' } });
-    t.after(() => own.cleanup());
-    const ownToken = await provision(own, ['big']);
-    const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 1, files: 1 });
-    await writeFile(path.join(work, 'blob.bin'), noise(1536 * 1024, 7));
-    await git.ok(['add', 'blob.bin'], { cwd: work });
-    await git.ok(['commit', '-q', '-m', 'a large incompressible file'], { cwd: work });
-    const head = await git.revParse(work, 'HEAD');
+  for (const transport of ['http', 'ssh'] as const) {
+    test(`SIGTERM lets an in-flight push finish, refuses new connections, then exits 0 (${transport})`, async (t) => {
+      // A bound short enough that a shutdown stuck on a connection fails the test (exit 1).
+      const own = await Server.start({ args: transport === 'ssh' ? ['--ssh-port', '0'] : [], env: { GITSTRATUM_SHUTDOWN_TIMEOUT_SECONDS: '15' } });
+      t.after(() => own.cleanup());
+      const ownToken = await provision(own, ['big']);
+      const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 1, files: 1 });
+      await writeFile(path.join(work, 'blob.bin'), noise(1536 * 1024, 7));
+      await git.ok(['add', 'blob.bin'], { cwd: work });
+      await git.ok(['commit', '-q', '-m', 'a large incompressible file'], { cwd: work });
+      const head = await git.revParse(work, 'HEAD');
 
-    // About 800 kB/s: the 1.5 MB pack takes about two seconds to arrive.
-    const proxy = await ThrottleProxy.start(new URL(own.url), 16 * 1024, 20);
-    t.after(() => proxy.close());
-    const url = new URL('/alice/main/big.git', proxy.url);
-    url.username = 'git';
-    url.password = ownToken;
-    let pushDone = false;
-    const push = git.run(['push', url.toString(), 'main'], { cwd: work }).finally(() => (pushDone = true));
+      // About 800 kB/s: the 1.5 MB pack takes about two seconds to arrive.
+      const listening = transport === 'ssh' ? `http://127.0.0.1:${sshPortOf(own)}` : own.url;
+      const proxy = await ThrottleProxy.start(new URL(listening), 16 * 1024, 20);
+      t.after(() => proxy.close());
+      let url: string;
+      let env: NodeJS.ProcessEnv = {};
+      if (transport === 'ssh') {
+        const key = await keygen(await tempDir(), 'alice');
+        await own.admin((core) => core.sshKeys.add(systemActor, 'alice', key.pub));
+        const port = new URL(proxy.url).port;
+        url = `ssh://git@127.0.0.1:${port}/alice/main/big.git`;
+        env = sshAs(key, Number(port));
+      } else {
+        const u = new URL('/alice/main/big.git', proxy.url);
+        u.username = 'git';
+        u.password = ownToken;
+        url = u.toString();
+      }
+      let pushDone = false;
+      const push = git.run(['push', url, 'main'], { cwd: work, env }).finally(() => (pushDone = true));
 
-    await waitFor('the pack to be under way', () => proxy.forwarded > 256 * 1024, 30_000);
-    const exited = once(own.process, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
-    own.process.kill('SIGTERM');
-    await waitFor('the listening socket to close', () => refused(own.url));
-    assert.equal(pushDone, false, 'new connections were refused while the push was still running');
+      await waitFor('the pack to be under way', () => proxy.forwarded > 256 * 1024, 30_000);
+      const exited = once(own.process, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+      own.process.kill('SIGTERM');
+      await waitFor('the listening socket to close', () => refused(listening));
+      assert.equal(pushDone, false, 'new connections were refused while the push was still running');
 
-    const pushed = await push;
-    assert.equal(pushed.code, 0, pushed.stderr);
-    // The proxy keeps its server connection after git has gone: the server must close it.
-    const [code, signal] = await exited;
-    assert.equal(signal, null);
-    assert.equal(code, 0, own.logs.slice(-3).join('\n'));
-    assert.ok(own.logs.some((l) => l.includes('"msg":"stopped"')), 'logged a clean stop');
+      const pushed = await push;
+      assert.equal(pushed.code, 0, pushed.stderr + own.logs.slice(-12).join('\n'));
+      // The proxy keeps its server connection after git has gone: the server must close it.
+      const [code, signal] = await exited;
+      assert.equal(signal, null);
+      assert.equal(code, 0, own.logs.slice(-3).join('\n'));
+      assert.ok(own.logs.some((l) => l.includes('"msg":"stopped"')), 'logged a clean stop');
 
-    // The push is on disk, complete.
-    const [repo] = JSON.parse(await own.cliOk(['repo', 'list', '--json'])) as { path: string }[];
-    assert.equal((await git.ok(['--git-dir', repo!.path, 'rev-parse', 'refs/heads/main'])).trim(), head);
-    await git.ok(['--git-dir', repo!.path, 'fsck', '--strict']);
-  });
+      // The push is on disk, complete.
+      const [repo] = JSON.parse(await own.cliOk(['repo', 'list', '--json'])) as { path: string }[];
+      assert.equal((await git.ok(['--git-dir', repo!.path, 'rev-parse', 'refs/heads/main'])).trim(), head);
+      await git.ok(['--git-dir', repo!.path, 'fsck', '--strict']);
+    });
+  }
 
   test('HTTPS with --tls-cert and --tls-key', async (t) => {
     const dir = await tempDir();
