@@ -83,7 +83,7 @@ test('git over SSH: clones, pushes, the access matrix, refusals and the shared p
     assert.ok(printed.includes(scanned), `the server presents ${scanned}; ssh host-keys printed ${printed}`);
   });
 
-  await t.test('clones over SSH: v2, v0, shallow, and partial with a lazy fetch', async () => {
+  await t.test('clones over SSH: v2, v0, shallow, partial with a lazy fetch, and the scp-like URL form', async () => {
     const head = await git.revParse(work, 'HEAD');
     for (const [name, before, after] of [
       ['v2', [], []],
@@ -100,6 +100,13 @@ test('git over SSH: clones, pushes, the access matrix, refusals and the shared p
     // The checkout fetches the missing blobs: a second SSH fetch, lazily.
     await git.ok(['checkout', '-q', 'main'], { cwd: partial, env: as(keys.alice) });
     assert.equal(await git.revParse(partial, 'HEAD'), head);
+
+    // The scp-like form, with the port (and key) in an ssh config, as the README shows.
+    const config = path.join(dir, 'ssh_config');
+    await writeFile(config, `Host gitserver\n  HostName 127.0.0.1\n  Port ${port}\n  IdentityFile ${keys.alice.file}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n`);
+    const scp = path.join(dir, 'clone-scp');
+    await git.ok(['clone', '-q', 'git@gitserver:alice/main/pub.git', scp], { env: { GIT_SSH_COMMAND: `ssh -F ${config}` } });
+    assert.equal(await git.revParse(scp, 'HEAD'), head);
   });
 
   await t.test('Git LFS over SSH: git-lfs-authenticate hands git-lfs the HTTP endpoint and an authorization for one repository', async () => {
