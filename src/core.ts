@@ -12,6 +12,7 @@ import { openMetaStore, type MetaStore } from './meta/db.js';
 import { createAccounts, type Accounts } from './access/accounts.js';
 import { createSshKeys, type SshKeys } from './access/ssh-keys.js';
 import { createRepoService, type RepoService } from './repos/service.js';
+import { createProtections, type Protections } from './repos/protections.js';
 import { createOffboarding, type Offboarding } from './access/offboarding.js';
 import { createAuditTrail, type AuditTrail } from './access/audit-trail.js';
 import { createQuotas, type Quotas } from './repos/quotas.js';
@@ -28,6 +29,7 @@ export interface Core {
   meta: MetaStore;
   accounts: Accounts;
   sshKeys: SshKeys;
+  protections: Protections;
   repos: RepoService;
   offboarding: Offboarding;
   auditTrail: AuditTrail;
@@ -93,6 +95,7 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
     meta,
     accounts: createAccounts(meta, { tokenMaxLifetimeDays: config.tokenMaxLifetimeDays }),
     sshKeys: createSshKeys(meta),
+    protections: createProtections(meta, repos),
     repos,
     offboarding: createOffboarding(meta, { repos }),
     auditTrail: createAuditTrail(meta, { repos }),

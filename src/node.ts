@@ -224,6 +224,9 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     }
     holdEarly(repoId, call, quarantine);
     if (!(await pushEvent(repoId, 'push-begin', call))) return { code: 1, message: deposedMessage };
+    const pusher = { id: call.env['GITSTRATUM_ACTOR_ID'] || null, name: call.env['GITSTRATUM_ACTOR_NAME'] || 'local', requestId: call.env['GITSTRATUM_REQUEST_ID'] || null };
+    const unprotected = await core.protections.refusedByProtection({ id: repoId, path: repoPath(repoId) }, pusher, parseRefLines(call.stdin), quarantine);
+    if (unprotected) return { code: 1, message: unprotected };
     const refusal = await locks.refusedByLocks(
       { id: repoId, path: repoPath(repoId) },
       call.env['GITSTRATUM_ACTOR_ID'] || null,

@@ -229,6 +229,7 @@ for (const database of databaseBackends()) {
         '/api/v1/repos',
         '/api/v1/repos/{owner}/{space}/{repo}',
         '/api/v1/repos/{owner}/{space}/{repo}/forks',
+        '/api/v1/repos/{owner}/{space}/{repo}/protections',
         '/api/v1/repos/{owner}/{space}/{repo}/quota',
         '/api/v1/spaces',
         '/api/v1/tokens/{id}',
@@ -246,6 +247,8 @@ for (const database of databaseBackends()) {
       assert.deepEqual(Object.keys(doc.body.paths['/api/v1/repos/{owner}/{space}/{repo}/forks']), ['post']);
       assert.ok(doc.body.components.schemas.Repo);
       assert.ok(doc.body.components.schemas.Usage);
+      assert.deepEqual(Object.keys(doc.body.paths['/api/v1/repos/{owner}/{space}/{repo}/protections']).sort(), ['delete', 'get', 'put']);
+      assert.ok(doc.body.components.schemas.Protection);
       assert.deepEqual(Object.keys(doc.body.paths['/api/v1/owners/{owner}/quota']).sort(), ['get', 'put']);
       assert.ok(doc.body.components.securitySchemes.bearer);
     });

@@ -20,6 +20,7 @@ import type { Quotas, QuotaValue, Usage } from '../repos/quotas.js';
 import { parseRepoPath } from '../repos/names.js';
 import { invalid, notFound, unauthenticated } from '../shared/errors.js';
 import type { SshKeys } from '../access/ssh-keys.js';
+import type { ProtectionRule, Protections } from '../repos/protections.js';
 import { authenticate } from './auth.js';
 import { schemas, sharedSchemas, swaggerOptions } from './api-schemas.js';
 
@@ -32,6 +33,7 @@ export interface ApiDeps {
   auditTrail: AuditTrail;
   quotas: Quotas;
   sshKeys: SshKeys;
+  protections: Protections;
   /** The SSH server's public URL (sshPublicUrl) or port, when git over SSH is on. */
   ssh?: { publicUrl?: string | undefined; port?: number | undefined } | undefined;
 }
@@ -93,7 +95,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
 }
 
 async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
-  const { accounts, repos, offboarding, auditTrail, quotas, sshKeys } = deps;
+  const { accounts, repos, offboarding, auditTrail, quotas, sshKeys, protections } = deps;
   const { ssh } = deps;
   // The configured URL, else this host on the SSH port.
   const sshOrigin = (req: FastifyRequest) => ssh?.publicUrl ?? (ssh?.port ? `ssh://git@${req.hostname}:${ssh.port}` : undefined);
@@ -242,6 +244,19 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
   api.put<{ Params: RepoParams; Body: { bytes: number | null } }>('/repos/:owner/:space/:repo/quota', { schema: schemas.setRepoQuota }, async (req) =>
     usageView(await quotas.setRepoQuota(await actorOf(req), repoPathOf(req.params), quotaValue(req.body), audit(req))),
   );
+
+  api.get<{ Params: RepoParams }>('/repos/:owner/:space/:repo/protections', { schema: schemas.listProtections }, async (req) =>
+    protections.list(await actorOf(req), repoPathOf(req.params)),
+  );
+
+  api.put<{ Params: RepoParams; Body: ProtectionRule }>('/repos/:owner/:space/:repo/protections', { schema: schemas.protectBranches }, async (req) =>
+    protections.protect(await actorOf(req), repoPathOf(req.params), req.body, audit(req)),
+  );
+
+  api.delete<{ Params: RepoParams; Querystring: { pattern: string } }>('/repos/:owner/:space/:repo/protections', { schema: schemas.unprotectBranches }, async (req, reply) => {
+    await protections.unprotect(await actorOf(req), repoPathOf(req.params), req.query.pattern, audit(req));
+    return reply.code(204).send();
+  });
 
   api.get<{ Params: { owner: string } }>('/owners/:owner/quota', { schema: schemas.getOwnerQuota }, async (req) => {
     const u = await quotas.ownerUsage(await actorOf(req), req.params.owner);

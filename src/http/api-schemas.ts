@@ -151,6 +151,21 @@ export const sharedSchemas = [
     },
   },
   {
+    $id: 'Protection',
+    type: 'object',
+    description: 'a protected-branch rule: what pushes to the branches matching its pattern may do',
+    required: ['pattern', 'allowForcePush', 'allowDeletion', 'pushRole', 'linearHistory', 'createdAt', 'updatedAt'],
+    properties: {
+      pattern: { type: 'string', description: 'branch name glob without refs/heads/: main, release/* (one segment), hotfix/** (any depth)' },
+      allowForcePush: { type: 'boolean', description: 'pushes that are not fast-forwards are allowed' },
+      allowDeletion: { type: 'boolean', description: 'matching branches may be deleted' },
+      pushRole: { type: 'string', enum: ['write', 'admin'], description: 'who may push: anyone with write access, or repository administrators only' },
+      linearHistory: { type: 'boolean', description: 'merge commits are refused' },
+      createdAt: timestamp,
+      updatedAt: timestamp,
+    },
+  },
+  {
     $id: 'ReleasedLock',
     type: 'object',
     description: 'a Git LFS lock an administrator released',
@@ -443,6 +458,38 @@ export const schemas = {
     summary: 'remove an SSH key; it stops working at once',
     params: object({ user: name('user'), id: { type: 'string', pattern: '^[0-9A-Za-z]{26}$', description: 'key id' } }, ['user', 'id']),
     response: { 200: { description: 'the removed key', ...ref('SshKey') }, ...errors },
+  },
+  listProtections: {
+    tags: ['repos'],
+    summary: "list a repository's protected-branch rules (read access)",
+    params: repoParams,
+    response: { 200: { description: 'rules, by pattern', ...listOf('Protection') }, ...errors },
+  },
+  protectBranches: {
+    tags: ['repos'],
+    summary: 'create or replace the protected-branch rule for a pattern (repository administrators)',
+    description:
+      'Pushes to matching branches are checked in pre-receive, over HTTP and SSH: no force push and no deletion unless allowed, ' +
+      'pushes by administrators only when `pushRole` is admin, no merge commits when `linearHistory`. A refused push changes nothing and is audited.',
+    params: repoParams,
+    body: object(
+      {
+        pattern: { type: 'string', minLength: 1, maxLength: 200 },
+        allowForcePush: { type: 'boolean', default: false },
+        allowDeletion: { type: 'boolean', default: false },
+        pushRole: { type: 'string', enum: ['write', 'admin'], default: 'write' },
+        linearHistory: { type: 'boolean', default: false },
+      },
+      ['pattern'],
+    ),
+    response: { 200: { description: 'the rule now in force', ...ref('Protection') }, ...errors },
+  },
+  unprotectBranches: {
+    tags: ['repos'],
+    summary: 'remove the protected-branch rule for a pattern (repository administrators)',
+    params: repoParams,
+    querystring: object({ pattern: { type: 'string', minLength: 1, maxLength: 200 } }, ['pattern']),
+    response: { 204: { type: 'null', description: 'removed' }, ...errors },
   },
   revokeToken: {
     tags: ['tokens'],

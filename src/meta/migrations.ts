@@ -407,6 +407,24 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('ssh_keys_user_idx').on('ssh_keys').column('user_id').execute();
       },
     },
+    '0020_branch_protections': {
+      async up(db: Kysely<any>) {
+        // Protected branches (repos/protections.ts): rules by branch name pattern, enforced
+        // in pre-receive.
+        await db.schema
+          .createTable('branch_protections')
+          .addColumn('repository_id', 'text', (c) => c.notNull().references('repositories.id').onDelete('cascade'))
+          .addColumn('pattern', 'text', (c) => c.notNull())
+          .addColumn('allow_force_push', 'integer', (c) => c.notNull())
+          .addColumn('allow_deletion', 'integer', (c) => c.notNull())
+          .addColumn('push_role', 'text', (c) => c.notNull().check(sql`push_role in ('write', 'admin')`))
+          .addColumn('linear_history', 'integer', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('branch_protections_pk', ['repository_id', 'pattern'])
+          .execute();
+      },
+    },
   };
 }
 

@@ -50,6 +50,16 @@ export async function findUserByName(db: Db, name: string): Promise<UserRow | un
   return row && { id: row.id, name: row.name, isAdmin: row.is_admin === 1, disabledAt: row.disabled_at };
 }
 
+export async function findUserById(db: Db, id: string): Promise<UserRow | undefined> {
+  const row = await db
+    .selectFrom('owners')
+    .innerJoin('users', 'users.id', 'owners.id')
+    .select(['owners.id', 'owners.name', 'users.is_admin', 'users.disabled_at'])
+    .where('owners.id', '=', id)
+    .executeTakeFirst();
+  return row && { id: row.id, name: row.name, isAdmin: row.is_admin === 1, disabledAt: row.disabled_at };
+}
+
 export async function listUsers(db: Db): Promise<UserRow[]> {
   const rows = await db
     .selectFrom('owners')

@@ -265,6 +265,18 @@ export interface RepoMovesTable {
   error: string | null;
 }
 
+export interface BranchProtectionsTable {
+  repository_id: string;
+  /** A branch name pattern, without refs/heads/. */
+  pattern: string;
+  allow_force_push: number;
+  allow_deletion: number;
+  push_role: 'write' | 'admin';
+  linear_history: number;
+  created_at: string;
+  updated_at: string;
+}
+
 export interface SshKeysTable {
   id: string;
   user_id: string;
@@ -307,4 +319,5 @@ export interface Database {
   sync_refs: SyncRefsTable;
   repo_moves: RepoMovesTable;
   ssh_keys: SshKeysTable;
+  branch_protections: BranchProtectionsTable;
 }
