@@ -16,6 +16,8 @@ import { dirtyRepositories } from './meta/snapshots.js';
 import { createSnapshotMetrics, SnapshotWorker } from './snapshots/worker.js';
 import { createDrillMetrics, runDrill } from './snapshots/drill.js';
 import { repoDir, repositoryConfig } from './repos/local-host.js';
+import { createDeliveryMetrics, Deliverer } from './events/delivery.js';
+import { allowList } from './events/url-safety.js';
 import { backupMeta, listMetaBackups, postgresBackupMessage } from './snapshots/meta-backup.js';
 
 export interface BackgroundDeps {
@@ -30,6 +32,8 @@ export interface BackgroundDeps {
 export interface Background {
   /** Present when this process snapshots repositories; the post-receive hook wakes it. */
   snapshots: SnapshotWorker | undefined;
+  /** Present when this process sends webhook deliveries; whoever writes an event wakes it. */
+  deliveries: Deliverer | undefined;
   start(): void;
   /** Stops every job: a snapshot upload in flight is aborted and leaves nothing behind. */
   close(): Promise<void>;
@@ -37,6 +41,8 @@ export interface Background {
 
 export function createBackground(config: Config, deps: BackgroundDeps, opts: { snapshots: boolean }): Background {
   const { core, store, registry, log } = deps;
+  // Stable across restarts: a restarted process recognises its predecessor's leases.
+  const node = `${hostname()}:${createHash('sha256').update(path.resolve(core.dataDir)).digest('hex').slice(0, 12)}`;
   const snapshots = opts.snapshots
     ? new SnapshotWorker(
         {
@@ -52,8 +58,7 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
           },
           // A storage node persists its own shard's repositories; `serve` and `worker` every one.
           shard: config.role === 'storage' ? config.shard : undefined,
-          // Stable across restarts: a restarted process recognises its predecessor's leases.
-          node: `${hostname()}:${createHash('sha256').update(path.resolve(core.dataDir)).digest('hex').slice(0, 12)}`,
+          node,
         },
         {
           meta: core.meta,
@@ -63,6 +68,23 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
           metrics: createSnapshotMetrics(registry, () => dirtyRepositories(core.meta.db, { shard: config.role === 'storage' ? config.shard : undefined })),
           ...(deps.fence && { fence: deps.fence }),
         },
+      )
+    : undefined;
+  const deliveries = config.webhooksEnabled
+    ? new Deliverer(
+        {
+          holder: `${node}:${process.pid}`,
+          concurrency: config.webhookConcurrency,
+          timeoutMs: config.webhookTimeoutSeconds * 1000,
+          maxAttempts: config.webhookMaxAttempts,
+          backoffBaseMs: config.webhookBackoffSeconds * 1000,
+          maxBackoffMs: config.webhookMaxBackoffSeconds * 1000,
+          disableAfterFailures: config.webhookDisableAfterFailures,
+          pollMs: 500,
+          retentionMs: config.webhookRetentionDays * 86_400_000,
+          allowed: allowList(config.webhookAllowedHosts.split(',')),
+        },
+        { meta: core.meta, log: log.child({ component: 'webhooks' }), metrics: createDeliveryMetrics(registry) },
       )
     : undefined;
   const jobs: Periodic[] = [];
@@ -100,12 +122,14 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
   }
   return {
     snapshots,
+    deliveries,
     start() {
       snapshots?.start();
+      deliveries?.start();
       for (const job of jobs) job.start();
     },
     async close() {
-      await Promise.all([snapshots?.close(), ...jobs.map((j) => j.close())]);
+      await Promise.all([snapshots?.close(), deliveries?.close(), ...jobs.map((j) => j.close())]);
     },
   };
 }

@@ -13,6 +13,8 @@ import { createAccounts, type Accounts } from './access/accounts.js';
 import { createSshKeys, type SshKeys } from './access/ssh-keys.js';
 import { createRepoService, type RepoService } from './repos/service.js';
 import { createProtections, type Protections } from './repos/protections.js';
+import { createWebhooks, type Webhooks } from './events/hooks.js';
+import { allowList } from './events/url-safety.js';
 import { createOffboarding, type Offboarding } from './access/offboarding.js';
 import { createAuditTrail, type AuditTrail } from './access/audit-trail.js';
 import { createQuotas, type Quotas } from './repos/quotas.js';
@@ -30,6 +32,7 @@ export interface Core {
   accounts: Accounts;
   sshKeys: SshKeys;
   protections: Protections;
+  webhooks: Webhooks;
   repos: RepoService;
   offboarding: Offboarding;
   auditTrail: AuditTrail;
@@ -96,6 +99,7 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
     accounts: createAccounts(meta, { tokenMaxLifetimeDays: config.tokenMaxLifetimeDays }),
     sshKeys: createSshKeys(meta),
     protections: createProtections(meta, repos),
+    webhooks: createWebhooks(meta, repos, { allowed: allowList(config.webhookAllowedHosts.split(',')), timeoutMs: config.webhookTimeoutSeconds * 1000 }),
     repos,
     offboarding: createOffboarding(meta, { repos }),
     auditTrail: createAuditTrail(meta, { repos }),

@@ -4,6 +4,7 @@
  * host: this process's disk (`serve`, node.ts) or the storage node of its shard, through the
  * frontend's own clone cache (repos/frontend-cache.ts). app.ts puts it together by role.
  */
+import { httpOrigin } from './http/origin.js';
 import type { Config } from './config/schema.js';
 import type { Core } from './core.js';
 import { openPackCache } from './git/pack-cache/cache.js';
@@ -30,13 +31,6 @@ export interface Edge {
   stopServing(): Promise<void>;
   /** After the HTTP server stopped. */
   close(): Promise<void>;
-}
-
-/** This server's own scheme://host:port (config `host` and the bound port), for links it gives out of band (SSH). */
-function httpOrigin(http: { server: { address(): unknown } }, config: Config): string {
-  const address = http.server.address() as { port: number } | null;
-  const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host.includes(':') ? `[${config.host}]` : config.host;
-  return `${config.tlsCert ? 'https' : 'http'}://${host}:${address?.port ?? config.port}`;
 }
 
 /** `local`: the host of every repository when this process holds them all (`serve`); a frontend routes by shard. */
@@ -92,7 +86,7 @@ export async function createEdge(config: Config, core: Core, shared: Shared, loc
     metrics,
   });
   let ssh: SshServer | undefined;
-  registerApiRoutes(http, { accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail, quotas: core.quotas, sshKeys: core.sshKeys, protections: core.protections, ssh: config.sshPort !== undefined ? { publicUrl: config.sshPublicUrl, port: config.sshPort } : undefined });
+  registerApiRoutes(http, { accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail, quotas: core.quotas, sshKeys: core.sshKeys, protections: core.protections, webhooks: core.webhooks, ssh: config.sshPort !== undefined ? { publicUrl: config.sshPublicUrl, port: config.sshPort } : undefined });
   registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl, sshKeys: core.sshKeys });
 
   return {

@@ -23,6 +23,9 @@ import type { ObjectStore } from './storage/object-store.js';
 import { createLocks } from './lfs/locks.js';
 import { now, type Db } from './meta/db.js';
 import { appendEvent } from './meta/snapshots.js';
+import { appendEvents, type NewEvent } from './meta/webhooks.js';
+import { pushEvents } from './events/payloads.js';
+import { eventOrigin } from './http/origin.js';
 import { createBackground } from './background.js';
 import { createResidencyMetrics, Residency } from './snapshots/eviction.js';
 import { countEvicted } from './meta/residency.js';
@@ -130,7 +133,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
       }
     : undefined;
   const fencedWrite = <T>(write: (db: Db) => Promise<T>, epoch?: number): Promise<T> =>
-    fence ? core.meta.db.transaction().execute(async (trx) => (await fence(trx, epoch), write(trx))) : write(core.meta.db);
+    core.meta.db.transaction().execute(async (trx) => (await fence?.(trx, epoch), write(trx)));
   const pushEpoch = (call: HookCall): number | undefined => (call.env['GITSTRATUM_SHARD_EPOCH'] ? Number(call.env['GITSTRATUM_SHARD_EPOCH']) : undefined);
   const isFenced = (err: unknown) => isDomainError(err) && (err.code === 'stale_epoch' || err.code === 'not_shard_writer');
   const deposedMessage = `gitstratum: this storage node is no longer the writer of shard ${config.shard ?? ''}; the push was not applied. Retry it.`;
@@ -184,9 +187,14 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
    * Event-log writes from hooks. A failure is logged, never turned into a failed push, except
    * on a storage node that has lost its shard: false then, and pre-receive refuses the push.
    */
-  const pushEvent = async (repoId: string, kind: 'push-begin' | 'push-end', call: HookCall): Promise<boolean> => {
+  const pushEvent = async (repoId: string, kind: 'push-begin' | 'push-end', call: HookCall, events: NewEvent[] = []): Promise<boolean> => {
     try {
-      await fencedWrite((db) => appendEvent(db, repoId, kind, now(), { request_id: call.env['GITSTRATUM_REQUEST_ID'] || null }), pushEpoch(call));
+      // push-end and the push's repository events (the webhook outbox) commit together.
+      await fencedWrite(async (db) => {
+        await appendEvent(db, repoId, kind, now(), { request_id: call.env['GITSTRATUM_REQUEST_ID'] || null });
+        await appendEvents(db, core.meta.dialect, events, now());
+      }, pushEpoch(call));
+      if (events.length > 0) background.deliveries?.wake();
       return true;
     } catch (err) {
       log.error({ err, repo_id: repoId, kind }, 'push event not recorded');
@@ -238,6 +246,19 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
 
   hooks.on('pre-receive', pushLimits.preReceive);
 
+  /** The repository events of a push (events/payloads.ts); none, logged, when they cannot be read. */
+  const eventsOfPush = async (repoId: string, call: HookCall): Promise<NewEvent[]> => {
+    try {
+      const repo = await findRepositoryById(core.meta.db, repoId);
+      if (!repo) return [];
+      const pusher = { id: call.env['GITSTRATUM_ACTOR_ID'] || null, name: call.env['GITSTRATUM_ACTOR_NAME'] || 'local' };
+      return await pushEvents(repo, repoPath(repoId), parseRefLines(call.stdin), pusher, { origin: eventOrigin(config, http), requestId: call.env['GITSTRATUM_REQUEST_ID'] || null });
+    } catch (err) {
+      log.error({ err, repo_id: repoId }, 'push events not built; webhooks and event streams will not see this push');
+      return [];
+    }
+  };
+
   /** The second bump of a push (see meta/refs-versions.ts), or the one after a push cut short. */
   const refsChanged = (repoId: string) =>
     bumpRefsVersion(core.meta.db, core.meta.dialect, repoId).catch((err: unknown) => log.error({ err, repo_id: repoId }, 'refs version not bumped after a push; frontends may serve the refs before it until the next push'));
@@ -253,7 +274,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
       maintenance?.notify(repoId, repoPath(repoId));
       crashPoint('receive-before-push-end');
       // Before the audit write, which may fail: push-end is what marks the repository dirty.
-      await pushEvent(repoId, 'push-end', call);
+      await pushEvent(repoId, 'push-end', call, await eventsOfPush(repoId, call));
       crashPoint('receive-after-push-end');
       background.snapshots?.notify(repoId);
       await fencedWrite(

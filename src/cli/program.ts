@@ -19,6 +19,7 @@ import { registerAccessCommands } from './access-commands.js';
 import { describeUsage, registerQuotaCommands } from './quota-commands.js';
 import { registerDoctorCommand } from './doctor-command.js';
 import { registerShardCommands } from './shard-commands.js';
+import { registerHookCommands } from './hook-commands.js';
 import { registerProtectionCommands } from './protection-commands.js';
 import { registerSshCommands } from './ssh-commands.js';
 import { registerClusterCommands } from './cluster-commands.js';
@@ -312,6 +313,7 @@ export function buildProgram(): Command {
   registerShardCommands(program, repo);
   registerClusterCommands(program);
   registerSshCommands(program);
+  registerHookCommands(program);
 
   const token = program.command('token').description('manage access tokens');
   common(

@@ -206,6 +206,25 @@ export const configSchema = z
     sshIdleTimeoutSeconds: positiveSeconds.default(300),
     /** The longest an SSH connection may last, whatever it does. */
     sshMaxConnectionSeconds: positiveSeconds.default(6 * 3600),
+    /** Send webhook deliveries from this process (`serve` and `worker`; README "Webhooks"). Several processes share the work safely. */
+    webhooksEnabled: bool.default(true),
+    /** One delivery attempt waits at most this long for the receiver's answer. */
+    webhookTimeoutSeconds: positiveSeconds.default(10),
+    /** Attempts per delivery before it is given up (the delay doubles from webhookBackoffSeconds, with jitter). */
+    webhookMaxAttempts: positiveInt.default(10),
+    webhookBackoffSeconds: positiveSeconds.default(2),
+    webhookMaxBackoffSeconds: positiveSeconds.default(3600),
+    /** A hook whose deliveries fail this many times in a row is turned off (audited); 0: never. */
+    webhookDisableAfterFailures: count.default(50),
+    /** Deliveries sent at once by one process. */
+    webhookConcurrency: positiveInt.default(8),
+    /** Finished deliveries (the delivery log) and delivered events are kept this long. */
+    webhookRetentionDays: positiveInt.default(14),
+    /**
+     * Comma-separated host names, addresses and CIDR ranges that webhooks may reach although
+     * internal (loopback, private and link-local ranges are refused otherwise).
+     */
+    webhookAllowedHosts: z.string().default(''),
     /** Where LFS objects (and later snapshots) live: `filesystem` under <data>/objects, or `s3`. */
     objectStore: z.enum(['filesystem', 's3']).default('filesystem'),
     s3Endpoint: z.string().url().optional(),

@@ -222,6 +222,12 @@ for (const database of databaseBackends()) {
       assert.match(doc.body.openapi, /^3\./);
       assert.deepEqual(Object.keys(doc.body.paths).sort(), [
         '/api/v1/audit',
+        '/api/v1/hooks',
+        '/api/v1/hooks/{id}',
+        '/api/v1/hooks/{id}/deliveries',
+        '/api/v1/hooks/{id}/deliveries/{delivery}',
+        '/api/v1/hooks/{id}/deliveries/{delivery}/redeliver',
+        '/api/v1/hooks/{id}/tests',
         '/api/v1/orgs',
         '/api/v1/orgs/{org}/members',
         '/api/v1/orgs/{org}/members/{user}',

@@ -21,6 +21,7 @@ import { parseRepoPath } from '../repos/names.js';
 import { invalid, notFound, unauthenticated } from '../shared/errors.js';
 import type { SshKeys } from '../access/ssh-keys.js';
 import type { ProtectionRule, Protections } from '../repos/protections.js';
+import type { HookInput, Webhooks } from '../events/hooks.js';
 import { authenticate } from './auth.js';
 import { schemas, sharedSchemas, swaggerOptions } from './api-schemas.js';
 
@@ -34,6 +35,7 @@ export interface ApiDeps {
   quotas: Quotas;
   sshKeys: SshKeys;
   protections: Protections;
+  webhooks: Webhooks;
   /** The SSH server's public URL (sshPublicUrl) or port, when git over SSH is on. */
   ssh?: { publicUrl?: string | undefined; port?: number | undefined } | undefined;
 }
@@ -95,7 +97,7 @@ export function registerApiRoutes(app: FastifyInstance, deps: ApiDeps): void {
 }
 
 async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
-  const { accounts, repos, offboarding, auditTrail, quotas, sshKeys, protections } = deps;
+  const { accounts, repos, offboarding, auditTrail, quotas, sshKeys, protections, webhooks } = deps;
   const { ssh } = deps;
   // The configured URL, else this host on the SSH port.
   const sshOrigin = (req: FastifyRequest) => ssh?.publicUrl ?? (ssh?.port ? `ssh://git@${req.hostname}:${ssh.port}` : undefined);
@@ -257,6 +259,35 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
     await protections.unprotect(await actorOf(req), repoPathOf(req.params), req.query.pattern, audit(req));
     return reply.code(204).send();
   });
+
+  api.get<{ Querystring: { scope: string } }>('/hooks', { schema: schemas.listHooks }, async (req) => webhooks.list(await actorOf(req), req.query.scope));
+
+  api.post<{ Body: HookInput & { scope: string } }>('/hooks', { schema: schemas.createHook }, async (req, reply) => {
+    const { scope, ...input } = req.body;
+    return reply.code(201).send(await webhooks.create(await actorOf(req), scope, input, audit(req)));
+  });
+
+  api.get<{ Params: { id: string } }>('/hooks/:id', { schema: schemas.getHook }, async (req) => webhooks.get(await actorOf(req), req.params.id));
+
+  api.patch<{ Params: { id: string }; Body: Partial<HookInput> }>('/hooks/:id', { schema: schemas.updateHook }, async (req) =>
+    webhooks.update(await actorOf(req), req.params.id, req.body, audit(req)),
+  );
+
+  api.delete<{ Params: { id: string } }>('/hooks/:id', { schema: schemas.deleteHook }, async (req) => webhooks.remove(await actorOf(req), req.params.id, audit(req)));
+
+  api.post<{ Params: { id: string } }>('/hooks/:id/tests', { schema: schemas.testHook }, async (req) => webhooks.test(await actorOf(req), req.params.id));
+
+  api.get<{ Params: { id: string }; Querystring: { limit?: number } }>('/hooks/:id/deliveries', { schema: schemas.listDeliveries }, async (req) =>
+    webhooks.deliveries(await actorOf(req), req.params.id, req.query.limit),
+  );
+
+  api.get<{ Params: { id: string; delivery: string } }>('/hooks/:id/deliveries/:delivery', { schema: schemas.getDelivery }, async (req) =>
+    webhooks.delivery(await actorOf(req), req.params.id, req.params.delivery),
+  );
+
+  api.post<{ Params: { id: string; delivery: string } }>('/hooks/:id/deliveries/:delivery/redeliver', { schema: schemas.redeliver }, async (req, reply) =>
+    reply.code(202).send(await webhooks.redeliver(await actorOf(req), req.params.id, req.params.delivery, audit(req))),
+  );
 
   api.get<{ Params: { owner: string } }>('/owners/:owner/quota', { schema: schemas.getOwnerQuota }, async (req) => {
     const u = await quotas.ownerUsage(await actorOf(req), req.params.owner);

@@ -166,6 +166,49 @@ export const sharedSchemas = [
     },
   },
   {
+    $id: 'Hook',
+    type: 'object',
+    description: 'a webhook: the events of its scope, POSTed to its URL (docs/webhooks.md)',
+    required: ['id', 'scope', 'url', 'events', 'active', 'hasSecret', 'consecutiveFailures', 'disabledAt', 'disabledReason', 'createdBy', 'createdAt', 'updatedAt'],
+    properties: {
+      id: { type: 'string' },
+      scope: { type: 'string', description: 'OWNER, OWNER/SPACE or OWNER/SPACE/REPO' },
+      url: { type: 'string' },
+      events: { type: 'array', items: { type: 'string', enum: ['push', 'branch', 'tag', 'repository', 'lock'] } },
+      active: { type: 'boolean', description: 'false: turned off (by a person, or after failing too often in a row)' },
+      hasSecret: { type: 'boolean', description: 'deliveries carry X-Hub-Signature-256; the secret itself is never shown' },
+      consecutiveFailures: { type: 'integer' },
+      disabledAt: nullableTimestamp,
+      disabledReason: { type: ['string', 'null'] },
+      createdBy: { type: 'string' },
+      createdAt: timestamp,
+      updatedAt: timestamp,
+    },
+  },
+  {
+    $id: 'Delivery',
+    type: 'object',
+    description: 'a delivery of one event to one webhook, with its last attempt',
+    required: ['id', 'hookId', 'eventId', 'kind', 'status', 'attempts', 'redeliveryOf', 'requestHeaders', 'requestBody', 'responseStatus', 'responseExcerpt', 'error', 'durationMs', 'createdAt', 'finishedAt'],
+    properties: {
+      id: { type: 'string' },
+      hookId: { type: 'string' },
+      eventId: { type: 'integer' },
+      kind: { type: 'string' },
+      status: { type: 'string', enum: ['pending', 'delivered', 'failed'] },
+      attempts: { type: 'integer' },
+      redeliveryOf: { type: ['string', 'null'] },
+      requestHeaders: { type: ['object', 'null'], additionalProperties: { type: 'string' } },
+      requestBody: { type: ['string', 'null'] },
+      responseStatus: { type: ['integer', 'null'] },
+      responseExcerpt: { type: ['string', 'null'], description: 'the first 4 KiB of the answer' },
+      error: { type: ['string', 'null'], description: 'why no answer came (timeout, refused, internal address)' },
+      durationMs: { type: ['integer', 'null'] },
+      createdAt: timestamp,
+      finishedAt: nullableTimestamp,
+    },
+  },
+  {
     $id: 'ReleasedLock',
     type: 'object',
     description: 'a Git LFS lock an administrator released',
@@ -200,6 +243,10 @@ function object(properties: Record<string, unknown>, required: string[] = []) {
   return { type: 'object', additionalProperties: false, properties, required } as const;
 }
 
+const hookScope = { type: 'string', minLength: 1, maxLength: 310, pattern: '^[^/]+(/[^/]+){0,2}$', description: 'OWNER, OWNER/SPACE or OWNER/SPACE/REPO' } as const;
+const ulidParam = (what: string) => ({ type: 'string', pattern: '^[0-9A-Z]{26}$', description: what }) as const;
+const hookParams = object({ id: ulidParam('webhook id') }, ['id']);
+const deliveryParams = object({ id: ulidParam('webhook id'), delivery: ulidParam('delivery id') }, ['id', 'delivery']);
 const repoParams = object({ owner: name('owner'), space: name('space name'), repo: repoName }, ['owner', 'space', 'repo']);
 
 export const schemas = {
@@ -491,6 +538,88 @@ export const schemas = {
     querystring: object({ pattern: { type: 'string', minLength: 1, maxLength: 200 } }, ['pattern']),
     response: { 204: { type: 'null', description: 'removed' }, ...errors },
   },
+  listHooks: {
+    tags: ['webhooks'],
+    summary: 'list the webhooks set on an owner, a space or a repository (its administrators)',
+    querystring: object({ scope: hookScope }, ['scope']),
+    response: { 200: { description: 'webhooks', ...listOf('Hook') }, ...errors },
+  },
+  createHook: {
+    tags: ['webhooks'],
+    summary: 'create a webhook on an owner, a space or a repository (its administrators)',
+    description: 'URLs to loopback, private and link-local addresses are refused (400 hook_url_internal) unless the server allows them (webhookAllowedHosts).',
+    body: object(
+      {
+        scope: hookScope,
+        url: { type: 'string', minLength: 1, maxLength: 2000 },
+        secret: { type: 'string', maxLength: 256 },
+        events: { type: 'array', minItems: 1, maxItems: 5, uniqueItems: true, items: { type: 'string', enum: ['push', 'branch', 'tag', 'repository', 'lock'] } },
+        active: { type: 'boolean' },
+      },
+      ['scope', 'url'],
+    ),
+    response: { 201: { description: 'created', ...ref('Hook') }, ...errors },
+  },
+  getHook: {
+    tags: ['webhooks'],
+    summary: 'one webhook',
+    params: hookParams,
+    response: { 200: { description: 'the webhook', ...ref('Hook') }, ...errors },
+  },
+  updateHook: {
+    tags: ['webhooks'],
+    summary: "change a webhook's URL, secret (\"\" removes it) or events, or turn it on (clearing its failure count) or off",
+    params: hookParams,
+    body: {
+      ...object({
+        url: { type: 'string', minLength: 1, maxLength: 2000 },
+        secret: { type: 'string', maxLength: 256 },
+        events: { type: 'array', minItems: 1, maxItems: 5, uniqueItems: true, items: { type: 'string', enum: ['push', 'branch', 'tag', 'repository', 'lock'] } },
+        active: { type: 'boolean' },
+      }),
+      minProperties: 1,
+    },
+    response: { 200: { description: 'the webhook', ...ref('Hook') }, ...errors },
+  },
+  deleteHook: {
+    tags: ['webhooks'],
+    summary: 'delete a webhook and its delivery log',
+    params: hookParams,
+    response: { 200: { description: 'the deleted webhook', ...ref('Hook') }, ...errors },
+  },
+  testHook: {
+    tags: ['webhooks'],
+    summary: 'send a ping event to the webhook now and report what its receiver answered',
+    params: hookParams,
+    response: {
+      200: {
+        description: 'what happened (ok: a 2xx answer)',
+        type: 'object',
+        required: ['ok', 'status', 'response', 'error', 'durationMs', 'deliveryId'],
+        properties: { ok: { type: 'boolean' }, status: { type: ['integer', 'null'] }, response: { type: ['string', 'null'] }, error: { type: ['string', 'null'] }, durationMs: { type: 'integer' }, deliveryId: { type: 'string' } },
+      },
+      ...errors,
+    },
+  },
+  listDeliveries: {
+    tags: ['webhooks'],
+    summary: "a webhook's delivery log, newest first",
+    params: hookParams,
+    querystring: object({ limit: { type: 'integer', minimum: 1, maximum: 200, default: 50 } }),
+    response: { 200: { description: 'deliveries', ...listOf('Delivery') }, ...errors },
+  },
+  getDelivery: {
+    tags: ['webhooks'],
+    summary: 'one delivery, with the request sent and the answer',
+    params: deliveryParams,
+    response: { 200: { description: 'the delivery', ...ref('Delivery') }, ...errors },
+  },
+  redeliver: {
+    tags: ['webhooks'],
+    summary: "send a delivery's event to the webhook again, as a new delivery",
+    params: deliveryParams,
+    response: { 202: { description: 'queued', type: 'object', required: ['id', 'redeliveryOf'], properties: { id: { type: 'string' }, redeliveryOf: { type: 'string' } } }, ...errors },
+  },
   revokeToken: {
     tags: ['tokens'],
     summary: 'revoke a token',
@@ -527,6 +656,8 @@ export const swaggerOptions: SwaggerOptions = {
       { name: 'owners', description: 'users and organizations as owners of repositories: size quotas' },
       { name: 'tokens', description: 'access tokens' },
       { name: 'audit', description: 'the audit log' },
+      { name: 'ssh keys', description: "users' SSH public keys (git over SSH)" },
+      { name: 'webhooks', description: 'webhooks and their delivery logs (docs/webhooks.md)' },
     ],
   },
 };

@@ -425,6 +425,66 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0021_webhooks': {
+      async up(db: Kysely<any>) {
+        // Webhooks, the event outbox and deliveries (repos/webhooks.ts, docs/webhooks.md).
+        await db.schema
+          .createTable('webhooks')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('owner_id', 'text', (c) => c.notNull().references('owners.id').onDelete('cascade'))
+          .addColumn('space_id', 'text', (c) => c.references('spaces.id').onDelete('cascade'))
+          .addColumn('repository_id', 'text', (c) => c.references('repositories.id').onDelete('cascade'))
+          .addColumn('url', 'text', (c) => c.notNull())
+          .addColumn('secret', 'text')
+          .addColumn('events', 'text', (c) => c.notNull())
+          .addColumn('active', 'integer', (c) => c.notNull())
+          .addColumn('consecutive_failures', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('disabled_at', 'text')
+          .addColumn('disabled_reason', 'text')
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('webhooks_owner_idx').on('webhooks').column('owner_id').execute();
+        // No foreign key to repositories: a repository's deletion is itself an event.
+        await db.schema
+          .createTable('repo_events')
+          .addColumn('id', dialect === 'postgres' ? 'bigserial' : 'integer', (c) => (dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
+          .addColumn('owner_id', 'text', (c) => c.notNull())
+          .addColumn('space_id', 'text', (c) => c.notNull())
+          .addColumn('repository_id', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('payload', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('repo_events_repository_idx').on('repo_events').columns(['repository_id', 'id']).execute();
+        await db.schema.createIndex('repo_events_owner_idx').on('repo_events').columns(['owner_id', 'id']).execute();
+        await db.schema
+          .createTable('webhook_deliveries')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('hook_id', 'text', (c) => c.notNull().references('webhooks.id').onDelete('cascade'))
+          .addColumn('event_id', 'bigint', (c) => c.notNull())
+          .addColumn('repository_id', 'text', (c) => c.notNull())
+          .addColumn('status', 'text', (c) => c.notNull().check(sql`status in ('pending', 'delivered', 'failed')`))
+          .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('next_attempt_at', 'bigint', (c) => c.notNull())
+          .addColumn('lease_holder', 'text')
+          .addColumn('lease_until', 'bigint')
+          .addColumn('redelivery_of', 'text')
+          .addColumn('request_headers', 'text')
+          .addColumn('request_body', 'text')
+          .addColumn('response_status', 'integer')
+          .addColumn('response_excerpt', 'text')
+          .addColumn('error', 'text')
+          .addColumn('duration_ms', 'integer')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('finished_at', 'text')
+          .execute();
+        await db.schema.createIndex('webhook_deliveries_pending_idx').on('webhook_deliveries').columns(['status', 'next_attempt_at']).execute();
+        await db.schema.createIndex('webhook_deliveries_order_idx').on('webhook_deliveries').columns(['hook_id', 'repository_id', 'status', 'event_id']).execute();
+        await db.schema.createIndex('webhook_deliveries_hook_idx').on('webhook_deliveries').columns(['hook_id', 'created_at']).execute();
+      },
+    },
   };
 }
 

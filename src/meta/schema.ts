@@ -277,6 +277,63 @@ export interface BranchProtectionsTable {
   updated_at: string;
 }
 
+/** Webhooks (repos/webhooks.ts): on an owner, a space (space_id) or a repository (repository_id). */
+export interface WebhooksTable {
+  id: string;
+  owner_id: string;
+  space_id: string | null;
+  repository_id: string | null;
+  url: string;
+  /** The HMAC key of X-Hub-Signature-256; never shown by the API. */
+  secret: string | null;
+  /** Comma-separated event kinds (push, branch, tag, repository, lock). */
+  events: string;
+  active: number;
+  consecutive_failures: Generated<number>;
+  disabled_at: string | null;
+  disabled_reason: string | null;
+  created_by: string;
+  created_at: string;
+  updated_at: string;
+}
+
+/** The event outbox: what happened, written in the transaction that made it happen. */
+export interface RepoEventsTable {
+  id: Generated<number>;
+  owner_id: string;
+  space_id: string;
+  repository_id: string;
+  /** push, branch, tag, repository, lock. */
+  kind: string;
+  /** The payload sent to webhooks and event streams (JSON). */
+  payload: string;
+  created_at: string;
+}
+
+export interface WebhookDeliveriesTable {
+  id: string;
+  hook_id: string;
+  event_id: number;
+  repository_id: string;
+  /** pending, delivered, failed (gave up). */
+  status: string;
+  attempts: Generated<number>;
+  /** ms since the epoch, by the database's clock. */
+  next_attempt_at: ColumnType<number | string, number, number>;
+  lease_holder: string | null;
+  lease_until: ColumnType<number | string | null, number | null | undefined, number | null>;
+  /** The delivery this one sends again (a redelivery). */
+  redelivery_of: string | null;
+  request_headers: string | null;
+  request_body: string | null;
+  response_status: number | null;
+  response_excerpt: string | null;
+  error: string | null;
+  duration_ms: number | null;
+  created_at: string;
+  finished_at: string | null;
+}
+
 export interface SshKeysTable {
   id: string;
   user_id: string;
@@ -320,4 +377,7 @@ export interface Database {
   repo_moves: RepoMovesTable;
   ssh_keys: SshKeysTable;
   branch_protections: BranchProtectionsTable;
+  webhooks: WebhooksTable;
+  repo_events: RepoEventsTable;
+  webhook_deliveries: WebhookDeliveriesTable;
 }

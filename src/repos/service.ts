@@ -89,6 +89,25 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
   return {
     resolve,
 
+    /**
+     * An owner (`OWNER`), a space (`OWNER/SPACE`) or a repository (`OWNER/SPACE/REPO`) on which
+     * `actor` holds `need`: a repository's own permission, or the owner's for the other two.
+     */
+    async resolveScope(actor: Actor, scopePath: string, need: Action): Promise<{ ownerId: string; spaceId: string | null; repositoryId: string | null; label: string }> {
+      const parts = scopePath.replace(/\.git$/, '').split('/');
+      if (parts.length === 3) {
+        const repo = await resolve(actor, parseRepoPath(scopePath), need);
+        return { ownerId: repo.ownerId, spaceId: repo.spaceId, repositoryId: repo.id, label: `${repo.ownerName}/${repo.spaceName}/${repo.name}` };
+      }
+      if (parts.length > 3 || parts.some((p) => p === '')) throw invalid('invalid_scope_path', `expected OWNER, OWNER/SPACE or OWNER/SPACE/REPO, not ${JSON.stringify(scopePath.slice(0, 200))}`);
+      const owner = await owners.findOwnerByName(db, parts[0]!);
+      if (!owner) throw notFound('owner_not_found', `owner not found: ${parts[0]}`, { owner: parts[0] });
+      await requireOwnerRole(actor, owner, need);
+      if (parts.length === 1) return { ownerId: owner.id, spaceId: null, repositoryId: null, label: owner.name };
+      const space = await findSpaceOrThrow(owner.name, parts[1]!);
+      return { ownerId: owner.id, spaceId: space.id, repositoryId: null, label: `${owner.name}/${space.name}` };
+    },
+
     /** Where a repository lives, for operators (the admin CLI prints it). */
     location(repo: { id: string; shard: string }): string {
       return hostOf(repo).location(repo.id);
