@@ -113,7 +113,7 @@ export class Deliverer {
       const free = this.opts.concurrency - this.running.size;
       if (free > 0) {
         try {
-          claimed = await w.claimDeliveries(this.deps.meta.db, this.deps.meta.dialect, this.opts.holder, this.opts.timeoutMs * 3 + 30_000, free);
+          claimed = await w.claimDeliveries(this.deps.meta.db, this.deps.meta.dialect, this.opts.holder, this.opts.timeoutMs * 2 + 5_000, free);
           await this.pruneNow();
         } catch (err) {
           log.error({ err }, 'webhook deliveries not read');

@@ -129,7 +129,8 @@ export async function pushEvents(
     let forced = false;
     if (!deleted) {
       // A new ref's commits are those no other ref had; an update's, those its old tip lacked.
-      const range = created ? [u.newOid, '--not', `--exclude=${u.ref}`, '--all'] : [u.newOid, `^${u.oldOid}`];
+      // Not --all: it takes HEAD too, which may be this very ref.
+      const range = created ? [u.newOid, '--not', `--exclude=${u.ref}`, '--glob=refs/*'] : [u.newOid, `^${u.oldOid}`];
       const [log, count, ancestor] = await Promise.all([
         runGit(['--git-dir', repoPath, 'log', '-z', '--no-renames', '--name-status', `--max-count=${MAX_COMMITS}`, `--format=${FORMAT}`, ...range]),
         runGit(['--git-dir', repoPath, 'rev-list', '--count', ...range]),

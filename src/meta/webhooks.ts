@@ -228,6 +228,7 @@ export async function claimDeliveries(db: Db, dialect: Dialect, holder: string, 
   const now = nowMs(dialect);
   const { rows } = await sql<{ id: string }>`
     select d.id from webhook_deliveries d
+    join webhooks h on h.id = d.hook_id and h.active = 1
     where d.status = 'pending' and d.next_attempt_at <= ${now}
       and (d.lease_until is null or d.lease_until < ${now})
       and not exists (
@@ -256,7 +257,11 @@ export async function claimDeliveries(db: Db, dialect: Dialect, holder: string, 
       .select(['e.id as event_id', 'e.owner_id as event_owner_id', 'e.space_id as event_space_id', 'e.repository_id as event_repository_id', 'e.kind', 'e.payload', 'e.created_at as event_created_at'])
       .where('d.id', '=', id)
       .executeTakeFirst();
-    if (!row) continue;
+    if (!row) {
+      // Its event was pruned (or its hook deleted) meanwhile: nothing left to send.
+      await db.updateTable('webhook_deliveries').set({ status: 'failed', error: 'the event is no longer kept', lease_holder: null, lease_until: null }).where('id', '=', id).execute();
+      continue;
+    }
     claimed.push({
       id,
       attempts: Number(row.attempts),
