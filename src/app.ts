@@ -100,7 +100,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
     limiter,
     http,
     rawStore,
-    locks: createLocks(core.meta),
+    locks: createLocks(core.meta, { publicUrl: config.publicUrl }),
     limits,
     packCache: {
       options: {

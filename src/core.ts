@@ -91,7 +91,7 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
           replicas: (shard, id) => upToDateReplicas(meta, shard, id, REPLICA_SEEN_WITHIN_MS),
           shardHasReplicas: (shard) => shardHasReplicas(meta, shard, REPLICA_SEEN_WITHIN_MS),
         });
-  const repos = createRepoService(meta, { defaultBranch: config.defaultBranch, hostOf: opts.hostOf ?? routed ?? (() => disk) });
+  const repos = createRepoService(meta, { defaultBranch: config.defaultBranch, publicUrl: config.publicUrl, hostOf: opts.hostOf ?? routed ?? (() => disk) });
   return {
     config,
     dataDir,

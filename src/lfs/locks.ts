@@ -5,7 +5,10 @@
  * checks locks only on the client, which a plain `git push` skips.
  */
 import { newId } from '../shared/ids.js';
-import type { MetaStore } from '../meta/db.js';
+import type { Db, MetaStore } from '../meta/db.js';
+import { findRepositoryById } from '../meta/repositories.js';
+import { appendEvents } from '../meta/webhooks.js';
+import { lockEvent } from '../events/payloads.js';
 import { isUniqueViolation, now } from '../meta/db.js';
 import * as lfs from '../meta/lfs.js';
 import { conflict, forbidden, invalid, notFound } from '../shared/errors.js';
@@ -51,15 +54,26 @@ export class LockConflict extends Error {
   }
 }
 
-export function createLocks(meta: MetaStore) {
+export function createLocks(meta: MetaStore, opts: { publicUrl?: string | undefined } = {}) {
   const { db } = meta;
+
+  /** The lock's event (events/payloads.ts), in the transaction that took or released it. */
+  async function lockChanged(trx: Db, lock: lfs.LockRow, action: 'created' | 'released', who: Locker): Promise<void> {
+    const repo = await findRepositoryById(trx, lock.repositoryId);
+    if (!repo) return;
+    const event = lockEvent(repo, action, { id: lock.id, path: lock.path, owner: lock.ownerName, lockedAt: lock.lockedAt }, { id: who.userId, name: who.name }, opts.publicUrl);
+    await appendEvents(trx, meta.dialect, [event], now());
+  }
 
   return {
     async create(repoId: string, who: Locker, rawPath: string, ref: string | null): Promise<lfs.LockRow> {
       const path = normalizeLockPath(rawPath);
       const row = { id: newId(), repositoryId: repoId, path, ownerId: who.userId, ref, lockedAt: now().replace(/\.\d{3}Z$/, 'Z') };
       try {
-        await lfs.insertLock(db, row);
+        await db.transaction().execute(async (trx) => {
+          await lfs.insertLock(trx, row);
+          await lockChanged(trx, { ...row, ownerName: who.name }, 'created', who);
+        });
       } catch (err) {
         if (!isUniqueViolation(err)) throw err;
         const existing = await lfs.findLock(db, repoId, { path });
@@ -97,7 +111,10 @@ export function createLocks(meta: MetaStore) {
         if (!force) throw forbidden('lock_owned_by_other', `lock ${id} on ${lock.path} is owned by ${lock.ownerName}; use --force to break it`);
         if (!who.isRepoAdmin) throw forbidden('force_unlock_denied', `only repository administrators can force-unlock a lock owned by ${lock.ownerName}`);
       }
-      await lfs.deleteLock(db, id);
+      await db.transaction().execute(async (trx) => {
+        await lfs.deleteLock(trx, id);
+        await lockChanged(trx, lock, 'released', who);
+      });
       return lock;
     },
 

@@ -11,6 +11,8 @@ import * as repos from '../meta/repositories.js';
 import * as spaces from '../meta/spaces.js';
 import * as owners from '../meta/owners.js';
 import { appendAudit } from '../meta/audit.js';
+import { appendEvents } from '../meta/webhooks.js';
+import { repositoryEvent } from '../events/payloads.js';
 import { handOverLinks } from '../meta/lfs.js';
 import { appendEvent } from '../meta/snapshots.js';
 import type { Visibility } from '../meta/schema.js';
@@ -29,6 +31,8 @@ export interface RepoInfo extends RepoRow {
 
 export interface RepoServiceOptions {
   defaultBranch: string;
+  /** The public origin (publicUrl) for clone URLs in repository events. */
+  publicUrl?: string | undefined;
   /** The host of each repository. */
   hostOf: HostOf;
 }
@@ -84,6 +88,13 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
     const row = await spaces.findSpace(db, owner, space);
     if (!row) throw notFound('space_not_found', `space not found: ${owner}/${space}`, { space: `${owner}/${space}` });
     return row;
+  }
+
+  /** A repository event (events/payloads.ts) written in `trx`, for webhooks and event streams. */
+  async function repoEvent(trx: Db, repoId: string, action: string, actor: Actor, extra: Record<string, unknown> = {}, row?: repos.RepoRow): Promise<void> {
+    const repo = row ?? (await repos.findRepositoryById(trx, repoId));
+    if (!repo) return;
+    await appendEvents(trx, meta.dialect, [repositoryEvent(repo, action, { id: actorId(actor), name: actorName(actor) }, extra, defaults.publicUrl)], now());
   }
 
   return {
@@ -189,6 +200,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
             details: { visibility },
             requestId: opts.requestId ?? null,
           });
+          await repoEvent(trx, id, 'created', actor);
         });
       } catch (err) {
         await host.remove(id);
@@ -256,6 +268,8 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
             details: { from, fork_of: source.id, visibility },
             requestId: opts.requestId ?? null,
           });
+          await repoEvent(trx, id, 'created', actor, { fork_of: from });
+          await repoEvent(trx, source.id, 'forked', actor, { forkee: `${space.ownerName}/${space.name}/${where.repo}` });
         });
       } catch (err) {
         await host.remove(id);
@@ -304,6 +318,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
             details: { from, to: `${space.ownerName}/${space.name}/${to.repo}` },
             requestId: opts.requestId ?? null,
           });
+          await repoEvent(trx, repo.id, 'renamed', actor, { changes: { full_name: { from } } });
         });
       } catch (err) {
         if (isUniqueViolation(err)) throw conflict('repo_exists', `repository already exists: ${target}`);
@@ -343,6 +358,9 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
           details: change,
           requestId: opts.requestId ?? null,
         });
+        if (change.visibility !== undefined && change.visibility !== repo.visibility) {
+          await repoEvent(trx, repo.id, 'visibility_changed', actor, { changes: { visibility: { from: repo.visibility } } });
+        }
       });
       const row = await repos.findRepositoryById(db, repo.id);
       return { ...row!, tags: change.tags ?? repo.tags };
@@ -365,6 +383,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
           target: `${repo.ownerName}/${repo.spaceName}/${repo.name}`,
           requestId: opts.requestId ?? null,
         });
+        await repoEvent(trx, repo.id, 'deleted', actor, {}, repo);
       });
       await hostOf(repo).remove(repo.id);
       return repo;

@@ -220,7 +220,12 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
           // A command counts as running until its channel is closed both ways, not when git
           // exits: what git wrote last may still wait for the client's window, and ending the
           // connection at shutdown would drop it.
-          const closed = new Promise<void>((resolve) => channel.once('close', resolve));
+          // (or until the connection is gone: ssh2 does not always close a channel whose
+          // connection ended).
+          const closed = new Promise<void>((resolve) => {
+            channel.once('close', resolve);
+            client.once('close', resolve);
+          });
           const done = runCommand(channel, exec.command, protocol, who ?? { actor: anonymous, fingerprint: 'none' }, info.ip, connLog);
           const whole = Promise.all([done, closed]);
           running.add(whole);

@@ -149,6 +149,43 @@ test('webhooks: signed deliveries per matching hook, a receiver that was down, r
     assert.equal((await call('GET', `/hooks/${b.id}/deliveries/${again.body.id}`)).body.redeliveryOf, log[0]!.id);
   });
 
+  await t.test('repository and lock events: created, renamed, visibility changed, forked, deleted; a lock taken and released', async () => {
+    const d = await create({ scope: 'alice', url: `${receiver.url}?hook=d`, events: ['repository', 'lock'] });
+    const actions = () => to(d).map((r) => `${r.body['event']}:${r.body['action']}:${r.body['repository'].full_name}`);
+    assert.equal((await call('POST', '/repos', { owner: 'alice', space: 'main', name: 'lib', visibility: 'private' })).status, 201);
+    assert.equal((await call('PATCH', '/repos/alice/main/lib', { name: 'core' })).status, 200);
+    assert.equal((await call('PATCH', '/repos/alice/main/core', { visibility: 'public' })).status, 200);
+    assert.equal((await call('POST', '/repos/alice/main/core/forks', { owner: 'alice', space: 'main', name: 'core-fork' })).status, 201);
+    assert.equal((await call('DELETE', '/repos/alice/main/core-fork')).status, 204);
+    const lfs = (method: string, route: string, body: unknown) =>
+      fetch(new URL(`/alice/main/app.git/info/lfs/locks${route}`, server.url), {
+        method,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/vnd.git-lfs+json', accept: 'application/vnd.git-lfs+json' },
+        body: JSON.stringify(body),
+      });
+    const lock = (await (await lfs('POST', '', { path: 'art/logo.psd' })).json()) as { lock: { id: string } };
+    assert.equal((await lfs('POST', `/${lock.lock.id}/unlock`, {})).status, 200);
+    const expected = [
+      'repository:created:alice/main/lib',
+      'repository:renamed:alice/main/core',
+      'repository:visibility_changed:alice/main/core',
+      'repository:created:alice/main/core-fork',
+      'repository:forked:alice/main/core',
+      'repository:deleted:alice/main/core-fork',
+      'lock:created:alice/main/app',
+      'lock:released:alice/main/app',
+    ];
+    await until('the repository and lock events', () => to(d).length >= expected.length);
+    // Each repository's events in order; between repositories, any order.
+    for (const repo of ['alice/main/core', 'alice/main/core-fork', 'alice/main/app']) {
+      assert.deepEqual(actions().filter((a) => a.endsWith(`:${repo}`) || (repo === 'alice/main/core' && a.endsWith(':alice/main/lib'))), expected.filter((a) => a.endsWith(`:${repo}`) || (repo === 'alice/main/core' && a.endsWith(':alice/main/lib'))));
+    }
+    const renamed = to(d).find((r) => r.body['action'] === 'renamed')!;
+    assert.equal(renamed.body['changes'].full_name.from, 'alice/main/lib');
+    const locked = to(d).find((r) => r.body['event'] === 'lock')!;
+    assert.deepEqual([locked.body['lock'].path, locked.body['lock'].owner.name], ['art/logo.psd', 'alice']);
+  });
+
   await t.test('URLs to internal addresses are refused unless allowed; a test ping reports the answer', async () => {
     for (const url of ['http://10.0.0.5/hook', 'http://169.254.169.254/latest/meta-data', 'http://[::1]:8080/', 'http://192.168.1.1/']) {
       const res = await call('POST', '/hooks', { scope: 'alice', url });
