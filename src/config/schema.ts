@@ -225,6 +225,8 @@ export const configSchema = z
      * internal (loopback, private and link-local ranges are refused otherwise).
      */
     webhookAllowedHosts: z.string().default(''),
+    /** Live event streams (GET /api/v1/events) one client (user or address) may hold open on one server. */
+    maxEventStreamsPerClient: positiveInt.default(8),
     /** Where LFS objects (and later snapshots) live: `filesystem` under <data>/objects, or `s3`. */
     objectStore: z.enum(['filesystem', 's3']).default('filesystem'),
     s3Endpoint: z.string().url().optional(),

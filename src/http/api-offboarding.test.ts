@@ -4,32 +4,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
-import { configSchema } from '../config/schema.js';
-import { openCore } from '../core.js';
 import { systemActor } from '../access/policy.js';
-import { createLogger } from '../shared/log.js';
-import { injectApi } from '../../test/support/inject-api.js';
-import { tempDir } from '../../test/e2e/harness.js';
-import { createMetrics } from './metrics.js';
-import { createHttpServer } from './server.js';
-import { registerApiRoutes } from './api-routes.js';
-
-async function apiApp(t: { after(fn: () => Promise<void>): void }) {
-  const data = await tempDir('gitstratum-api-');
-  const config = configSchema.parse({ data, logLevel: 'silent' });
-  const core = await openCore(config);
-  const app = createHttpServer({ config, log: createLogger('silent'), metrics: createMetrics({ gitRunning: () => 0, gitQueued: () => 0 }), ready: async () => true });
-  registerApiRoutes(app, core);
-  await app.ready();
-  t.after(async () => {
-    await app.close();
-    await core.close();
-    await rm(data, { recursive: true, force: true });
-  });
-  return { app, core };
-}
-
+import { apiApp, injectApi } from '../../test/support/inject-api.js';
 
 test('offboarding and audit routes', async (t) => {
   const { app, core } = await apiApp(t);

@@ -22,6 +22,8 @@ import { invalid, notFound, unauthenticated } from '../shared/errors.js';
 import type { SshKeys } from '../access/ssh-keys.js';
 import type { ProtectionRule, Protections } from '../repos/protections.js';
 import type { HookInput, Webhooks } from '../events/hooks.js';
+import type { EventHub } from '../events/stream.js';
+import { registerEventStream } from './event-stream.js';
 import { authenticate } from './auth.js';
 import { schemas, sharedSchemas, swaggerOptions } from './api-schemas.js';
 
@@ -36,6 +38,9 @@ export interface ApiDeps {
   sshKeys: SshKeys;
   protections: Protections;
   webhooks: Webhooks;
+  /** The live event stream's hub (events/stream.ts) and how many streams one client may hold. */
+  hub: EventHub;
+  maxEventStreams: number;
   /** The SSH server's public URL (sshPublicUrl) or port, when git over SSH is on. */
   ssh?: { publicUrl?: string | undefined; port?: number | undefined } | undefined;
 }
@@ -259,6 +264,8 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
     await protections.unprotect(await actorOf(req), repoPathOf(req.params), req.query.pattern, audit(req));
     return reply.code(204).send();
   });
+
+  registerEventStream(api, schemas.eventStream, { hub: deps.hub, repos, actorOf, maxStreams: deps.maxEventStreams });
 
   api.get<{ Querystring: { scope: string } }>('/hooks', { schema: schemas.listHooks }, async (req) => webhooks.list(await actorOf(req), req.query.scope));
 

@@ -538,6 +538,18 @@ export const schemas = {
     querystring: object({ pattern: { type: 'string', minLength: 1, maxLength: 200 } }, ['pattern']),
     response: { 204: { type: 'null', description: 'removed' }, ...errors },
   },
+  eventStream: {
+    tags: ['webhooks'],
+    summary: 'the events of a repository, a space or an owner, live, as Server-Sent Events',
+    description:
+      'Name one of `repo`, `space`, `owner`. Each event: `id:` (send it back as Last-Event-ID to resume after it), `event:` its kind, `data:` the JSON a webhook receives. ' +
+      "A repository's stream needs read access; an owner's or a space's carries the events of the repositories the caller can read. A comment line every 15 s keeps the connection alive.",
+    querystring: object({
+      repo: { type: 'string', maxLength: 310, description: 'OWNER/SPACE/REPO' },
+      space: { type: 'string', maxLength: 210, description: 'OWNER/SPACE' },
+      owner: { type: 'string', maxLength: 100, description: 'OWNER' },
+    }),
+  },
   listHooks: {
     tags: ['webhooks'],
     summary: 'list the webhooks set on an owner, a space or a repository (its administrators)',

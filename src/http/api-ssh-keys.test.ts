@@ -5,17 +5,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { configSchema } from '../config/schema.js';
-import { openCore } from '../core.js';
 import { systemActor } from '../access/policy.js';
-import { createLogger } from '../shared/log.js';
-import { injectApi } from '../../test/support/inject-api.js';
-import { tempDir } from '../../test/e2e/harness.js';
-import { createMetrics } from './metrics.js';
-import { createHttpServer } from './server.js';
-import { registerApiRoutes } from './api-routes.js';
+import { apiApp, injectApi } from '../../test/support/inject-api.js';
 
 
 async function keygen(dir: string, name: string, args: string[] = ['-t', 'ed25519']): Promise<string> {
@@ -24,17 +17,7 @@ async function keygen(dir: string, name: string, args: string[] = ['-t', 'ed2551
 }
 
 test('SSH key routes: yours, or anyone’s as administrator; duplicates, weak keys and strangers refused', async (t) => {
-  const data = await tempDir('gitstratum-api-');
-  const config = configSchema.parse({ data, logLevel: 'silent' });
-  const core = await openCore(config);
-  const app = createHttpServer({ config, log: createLogger('silent'), metrics: createMetrics({ gitRunning: () => 0, gitQueued: () => 0 }), ready: async () => true });
-  registerApiRoutes(app, { ...core, ssh: { publicUrl: 'ssh://git@git.example.com:2222', port: 2222 } });
-  await app.ready();
-  t.after(async () => {
-    await app.close();
-    await core.close();
-    await rm(data, { recursive: true, force: true });
-  });
+  const { app, core, data } = await apiApp(t, { ssh: { publicUrl: 'ssh://git@git.example.com:2222', port: 2222 } });
   const api = injectApi(app);
   const { accounts } = core;
   for (const [name, admin] of [['root', true], ['bob', false], ['eve', false]] as const) await accounts.createUser(systemActor, name, { admin });

@@ -199,11 +199,14 @@ function toEvent(r: { id: number | string; owner_id: string; space_id: string; r
   };
 }
 
-/** Events after `afterId` in one scope (an owner, a space or a repository), oldest first. */
-export async function eventsAfter(db: Db, scope: { ownerId: string; spaceId?: string; repositoryId?: string }, afterId: number, limit: number): Promise<StoredEvent[]> {
-  let q = db.selectFrom('repo_events').selectAll().where('owner_id', '=', scope.ownerId).where('id', '>', afterId);
-  if (scope.spaceId) q = q.where('space_id', '=', scope.spaceId);
-  if (scope.repositoryId) q = q.where('repository_id', '=', scope.repositoryId);
+/** Events after `afterId` in one scope (an owner, a space or a repository) or all, oldest first. */
+export async function eventsAfter(db: Db, scope: { ownerId: string; spaceId?: string | undefined; repositoryId?: string | undefined } | 'all', afterId: number, limit: number): Promise<StoredEvent[]> {
+  let q = db.selectFrom('repo_events').selectAll().where('id', '>', afterId);
+  if (scope !== 'all') {
+    q = q.where('owner_id', '=', scope.ownerId);
+    if (scope.spaceId) q = q.where('space_id', '=', scope.spaceId);
+    if (scope.repositoryId) q = q.where('repository_id', '=', scope.repositoryId);
+  }
   return (await q.orderBy('id').limit(limit).execute()).map(toEvent);
 }
 

@@ -100,20 +100,27 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
   return {
     resolve,
 
+    /** Whether `actor` may read the repository with this id (false when it is gone). */
+    async canRead(actor: Actor, repoId: string): Promise<boolean> {
+      const repo = await repos.findRepositoryById(db, repoId);
+      return repo !== undefined && atLeast(await permission(actor, repo), 'read');
+    },
+
     /**
      * An owner (`OWNER`), a space (`OWNER/SPACE`) or a repository (`OWNER/SPACE/REPO`) on which
-     * `actor` holds `need`: a repository's own permission, or the owner's for the other two.
+     * `actor` holds `need`: a repository's own permission, or the owner's for the other two
+     * (`none`: an owner or space that exists, a repository the actor can read).
      */
-    async resolveScope(actor: Actor, scopePath: string, need: Action): Promise<{ ownerId: string; spaceId: string | null; repositoryId: string | null; label: string }> {
+    async resolveScope(actor: Actor, scopePath: string, need: Action | 'none'): Promise<{ ownerId: string; spaceId: string | null; repositoryId: string | null; label: string }> {
       const parts = scopePath.replace(/\.git$/, '').split('/');
       if (parts.length === 3) {
-        const repo = await resolve(actor, parseRepoPath(scopePath), need);
+        const repo = await resolve(actor, parseRepoPath(scopePath), need === 'none' ? 'read' : need);
         return { ownerId: repo.ownerId, spaceId: repo.spaceId, repositoryId: repo.id, label: `${repo.ownerName}/${repo.spaceName}/${repo.name}` };
       }
       if (parts.length > 3 || parts.some((p) => p === '')) throw invalid('invalid_scope_path', `expected OWNER, OWNER/SPACE or OWNER/SPACE/REPO, not ${JSON.stringify(scopePath.slice(0, 200))}`);
       const owner = await owners.findOwnerByName(db, parts[0]!);
       if (!owner) throw notFound('owner_not_found', `owner not found: ${parts[0]}`, { owner: parts[0] });
-      await requireOwnerRole(actor, owner, need);
+      if (need !== 'none') await requireOwnerRole(actor, owner, need);
       if (parts.length === 1) return { ownerId: owner.id, spaceId: null, repositoryId: null, label: owner.name };
       const space = await findSpaceOrThrow(owner.name, parts[1]!);
       return { ownerId: owner.id, spaceId: space.id, repositoryId: null, label: `${owner.name}/${space.name}` };

@@ -265,3 +265,82 @@ test('a server and a worker deliver together, never one event twice; a CI receiv
   assert.equal(ids.length, 50);
   assert.deepEqual(receiver.of('push').map((r) => r.body['after']), pushed, 'in push order');
 });
+
+/** A Server-Sent Events client: the events as they come (id, event, parsed data). */
+async function openStream(url: string, headers: Record<string, string>) {
+  const controller = new AbortController();
+  const res = await fetch(url, { headers, signal: controller.signal });
+  const events: { id: number; event: string; data: Record<string, any> }[] = [];
+  if (res.ok && res.body) {
+    void (async () => {
+      let buffer = '';
+      const decoder = new TextDecoder();
+      try {
+        for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+          buffer += decoder.decode(chunk, { stream: true });
+          let cut: number;
+          while ((cut = buffer.indexOf('\n\n')) >= 0) {
+            const block = buffer.slice(0, cut);
+            buffer = buffer.slice(cut + 2);
+            const fields = Object.fromEntries(block.split('\n').filter((l) => !l.startsWith(':')).map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trimStart()]));
+            if (fields['data'] !== undefined) events.push({ id: Number(fields['id']), event: String(fields['event']), data: JSON.parse(String(fields['data'])) as Record<string, any> });
+          }
+        }
+      } catch {
+        /* closed */
+      }
+    })();
+  }
+  return { status: res.status, body: res.ok ? undefined : await res.text(), events, close: () => controller.abort() };
+}
+
+test('the event stream: a push shows up live, a stream resumes from Last-Event-ID, and only readers may listen', async (t) => {
+  const server = await Server.start({ env: { GITSTRATUM_MAX_EVENT_STREAMS_PER_CLIENT: '2' } });
+  t.after(() => server.cleanup());
+  const token = await seedApp(server);
+  await server.createRepo('alice/main/open');
+  await server.createUser('bob');
+  const bob = await server.token('bob', 'read');
+  const git = await Git.create();
+  const work = await git.workTree(path.join(await tempDir('gitstratum-sse-'), 'work'), { commits: 1 });
+  const stream = (query: string, as?: string, last?: number) =>
+    openStream(`${server.url}/api/v1/events?${query}`, { ...(as && { authorization: `Bearer ${as}` }), ...(last !== undefined && { 'last-event-id': String(last) }) });
+  const push = async (repo: string) => {
+    await git.commits(work, 1, { seed: Math.floor(Math.random() * 1e9) });
+    await git.ok(['push', '-q', '--force', server.repoUrl(`alice/main/${repo}.git`, token), 'HEAD:main'], { cwd: work });
+    return git.revParse(work, 'HEAD');
+  };
+
+  const live = await stream('repo=alice/main/app', token);
+  assert.equal(live.status, 200);
+  const first = await push('app');
+  const seen = await until('the push on the stream', () => live.events.find((e) => e.event === 'push' && e.data['after'] === first));
+  assert.equal(seen.data['repository'].full_name, 'alice/main/app');
+  live.close();
+
+  // Two more pushes while nobody listens; resuming after the first gives both, in order.
+  const later = [await push('app'), await push('app')];
+  const resumed = await stream('repo=alice/main/app', token, seen.id);
+  await until('the missed pushes', () => resumed.events.filter((e) => e.event === 'push').length >= 2);
+  assert.deepEqual(resumed.events.filter((e) => e.event === 'push').map((e) => e.data['after']), later);
+  assert.ok(resumed.events.every((e) => e.id > seen.id));
+
+  // Private: anonymous 401, another user 404; an owner's stream shows another user the public repository only.
+  assert.equal((await stream('repo=alice/main/app')).status, 401);
+  assert.equal((await stream('repo=alice/main/app', bob)).status, 404);
+  assert.equal((await stream('repo=alice/main', token)).status, 400);
+  const owner = await stream('owner=alice', bob);
+  assert.equal(owner.status, 200);
+  const secret = await push('app');
+  const open = await push('open');
+  await until('the public push on the owner stream', () => owner.events.find((e) => e.data['after'] === open));
+  await until('the private push on the repository stream', () => resumed.events.find((e) => e.data['after'] === secret));
+  assert.equal(owner.events.some((e) => e.data['after'] === secret), false, "bob does not see the private repository's push");
+
+  // Two streams per client here: a third is refused.
+  const third = await stream('owner=alice', bob);
+  const extra = await stream('repo=alice/main/open', bob);
+  assert.equal(third.status, 200);
+  assert.equal(extra.status, 429);
+  for (const s of [resumed, owner, third]) s.close();
+});
