@@ -131,14 +131,20 @@ export async function pushEvents(
       // A new ref's commits are those no other ref had; an update's, those its old tip lacked.
       // Not --all: it takes HEAD too, which may be this very ref.
       const range = created ? [u.newOid, '--not', `--exclude=${u.ref}`, '--glob=refs/*'] : [u.newOid, `^${u.oldOid}`];
-      const [log, count, ancestor] = await Promise.all([
+      // Few processes, run side by side: a push waits for its post-receive. An update's
+      // counts both ways say how many commits it brought and whether it dropped any (forced).
+      const [log, counts] = await Promise.all([
         runGit(['--git-dir', repoPath, 'log', '-z', '--no-renames', '--name-status', `--max-count=${MAX_COMMITS}`, `--format=${FORMAT}`, ...range]),
-        runGit(['--git-dir', repoPath, 'rev-list', '--count', ...range]),
-        created ? undefined : runGit(['--git-dir', repoPath, 'merge-base', '--is-ancestor', u.oldOid, u.newOid], { check: false }),
+        created ? undefined : runGit(['--git-dir', repoPath, 'rev-list', '--left-right', '--count', `${u.oldOid}...${u.newOid}`]),
       ]);
       commits = parseLog(log.stdout).reverse();
-      total = Number(count.stdout.trim()) || 0;
-      forced = ancestor !== undefined && ancestor.code === 1;
+      if (counts) {
+        const [dropped, brought] = counts.stdout.trim().split(/\s+/).map(Number);
+        total = brought ?? 0;
+        forced = (dropped ?? 0) > 0;
+      } else {
+        total = commits.length < MAX_COMMITS ? commits.length : Number((await runGit(['--git-dir', repoPath, 'rev-list', '--count', ...range])).stdout.trim()) || 0;
+      }
     }
     events.push({
       ...where,
