@@ -9,7 +9,8 @@
  * the receiver getting the delivery, p50 and p99 over the 3,000 deliveries (target p99 ≤ 1 s);
  * deliveries lost and duplicated (target 0 of each: every hook gets every push once); the push
  * latency (the `git push` process's wall time) with hooks against without, median and p99
- * (target: median ≤ 1.05×). Method: /work/shared/BENCHMARKING.md.
+ * (target: median ≤ 1.05×); and, for every push, when it showed up on a live event stream of
+ * the owner (`GET /api/v1/events?owner=alice`). Method: /work/shared/BENCHMARKING.md.
  *
  * Options (flags after `npm run bench:events --`, or environment):
  *   --pushes N   BENCH_PUSHES  pushes to each group (default 1000)
@@ -96,10 +97,35 @@ async function main(): Promise<void> {
     await sleep(3000);
     arrivals.clear();
 
+    // The live event stream of the owner: when each push arrived on it.
+    const streamed = new Map<string, number>();
+    const streamAbort = new AbortController();
+    const stream = await fetch(`${server.url}/api/v1/events?owner=alice`, { headers: { authorization: `Bearer ${admin}` }, signal: streamAbort.signal });
+    void (async () => {
+      let buffer = '';
+      const decoder = new TextDecoder();
+      try {
+        for await (const chunk of stream.body as unknown as AsyncIterable<Uint8Array>) {
+          buffer += decoder.decode(chunk, { stream: true });
+          let cut: number;
+          while ((cut = buffer.indexOf('\n\n')) >= 0) {
+            const data = buffer.slice(0, cut).split('\n').find((l) => l.startsWith('data: '));
+            buffer = buffer.slice(cut + 2);
+            const event = data ? (JSON.parse(data.slice(6)) as { event?: string; after?: string }) : undefined;
+            if (event?.event === 'push' && event.after) streamed.set(event.after, performance.now());
+          }
+        }
+      } catch {
+        /* closed at the end */
+      }
+    })();
+
     const hooked = repos.filter((r) => r.hooked);
     const plain = repos.filter((r) => !r.hooked);
     const tasks = Array.from({ length: pushes }, (_, i) => [hooked[i % REPOS]!, plain[i % REPOS]!]).flat();
     const acked = new Map<string, number>();
+    /** Every push (both groups): when git push exited, by commit. */
+    const pushedAt = new Map<string, number>();
     const latency = { hooked: [] as number[], plain: [] as number[] };
     let next = 0;
     const started = performance.now();
@@ -121,6 +147,7 @@ async function main(): Promise<void> {
           const t1 = performance.now();
           (repo.hooked ? latency.hooked : latency.plain).push(t1 - t0);
           if (repo.hooked) for (let h = 0; h < HOOKS_PER_REPO; h++) acked.set(`${repo.name}-${h}:${sha}`, t1);
+          pushedAt.set(sha, t1);
         } finally {
           done();
         }
@@ -155,6 +182,9 @@ async function main(): Promise<void> {
       delays.push((times[0]! - t1) / 1000);
     }
     const stray = [...arrivals.keys()].filter((k) => !acked.has(k)).length;
+    streamAbort.abort();
+    const streamDelays = [...pushedAt].flatMap(([sha, t1]) => (streamed.has(sha) ? [(streamed.get(sha)! - t1) / 1000] : []));
+    const streamMissing = pushedAt.size - streamDelays.length;
     await server.stop();
     receiver.close();
 
@@ -169,12 +199,15 @@ async function main(): Promise<void> {
         table([
           ['measure', 'median', 'p99', 'max'],
           ['delivery latency (push acknowledged → receiver)', s(median(delays)), s(p99), s(Math.max(...delays))],
+          ['event stream latency (push acknowledged → SSE client)', s(median(streamDelays)), s(percentile(streamDelays, 99)), s(Math.max(...streamDelays))],
           ['push wall, repositories with 3 hooks', s(median(latency.hooked) / 1000), s(percentile(latency.hooked, 99) / 1000), s(Math.max(...latency.hooked) / 1000)],
           ['push wall, repositories without hooks', s(median(latency.plain) / 1000), s(percentile(latency.plain, 99) / 1000), s(Math.max(...latency.plain) / 1000)],
         ]),
         '',
         `deliveries: ${expected} expected, ${expected - lost} received, ${lost} lost, ${duplicated} duplicated, ${stray} not asked for`,
+        `event stream: ${pushedAt.size} pushes, ${streamDelays.length} seen on the owner's stream, ${streamMissing} missing`,
         `push wall with hooks ÷ without (medians): ${ratio.toFixed(3)}×`,
+        '(negative latencies: the event arrived before git push exited; post-receive wakes the sender before git answers the client)',
         '',
         `target: delivery latency p99 ≤ 1 s: ${p99.toFixed(3)} s, ${p99 <= 1 ? 'met' : 'MISSED'}`,
         `target: no delivery lost or duplicated: ${lost} lost, ${duplicated} duplicated, ${lost === 0 && duplicated === 0 ? 'met' : 'MISSED'}`,

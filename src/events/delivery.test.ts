@@ -47,17 +47,23 @@ async function until(what: string, check: () => boolean | Promise<boolean>): Pro
   }
 }
 
+/** A seeded database of `backend` and a receiver; `closing` is run in reverse after the test. */
+async function setup(t: { after(fn: () => Promise<void>): void }, backend: 'sqlite' | 'postgres') {
+  const meta = await openMetaStore({ dataDir: await tempDir('gitstratum-deliveries-'), databaseUrl: backend === 'postgres' ? await freshDatabaseUrl() : undefined });
+  const closing: (() => Promise<unknown>)[] = [() => meta.close()];
+  // node:test runs after-hooks in the order registered: close what was opened last first.
+  t.after(async () => {
+    for (const close of closing.reverse()) await close();
+  });
+  await seedShardRepositories(meta);
+  const receiver = await HookReceiver.start();
+  closing.push(() => receiver.close());
+  return { meta, receiver, closing };
+}
+
 for (const backend of databaseBackends()) {
   test(`two deliverers on one database send each event once, each repository's in order (${backend})`, async (t) => {
-    const meta = await openMetaStore({ dataDir: await tempDir('gitstratum-deliveries-'), databaseUrl: backend === 'postgres' ? await freshDatabaseUrl() : undefined });
-    const closing: (() => Promise<unknown>)[] = [() => meta.close()];
-    // node:test runs after-hooks in the order registered: close what was opened last first.
-    t.after(async () => {
-      for (const close of closing.reverse()) await close();
-    });
-    await seedShardRepositories(meta);
-    const receiver = await HookReceiver.start();
-    closing.push(() => receiver.close());
+    const { meta, receiver, closing } = await setup(t, backend);
     await insertHook(meta.db, { id: 'H1', ownerId: 'O1', spaceId: null, repositoryId: null, url: receiver.url, secret: null, events: ['push'], active: true, createdBy: 'test', createdAt: AT });
     const [one, two] = [deliverer(meta, 'one'), deliverer(meta, 'two')];
     one.start();
@@ -81,14 +87,7 @@ for (const backend of databaseBackends()) {
   });
 
   test(`a hook failing too often in a row is disabled and audited (${backend})`, async (t) => {
-    const meta = await openMetaStore({ dataDir: await tempDir('gitstratum-deliveries-'), databaseUrl: backend === 'postgres' ? await freshDatabaseUrl() : undefined });
-    const closing: (() => Promise<unknown>)[] = [() => meta.close()];
-    t.after(async () => {
-      for (const close of closing.reverse()) await close();
-    });
-    await seedShardRepositories(meta);
-    const receiver = await HookReceiver.start();
-    closing.push(() => receiver.close());
+    const { meta, receiver, closing } = await setup(t, backend);
     receiver.down = true;
     await insertHook(meta.db, { id: 'H2', ownerId: 'O1', spaceId: null, repositoryId: 'R1', url: receiver.url, secret: null, events: ['push'], active: true, createdBy: 'test', createdAt: AT });
     const d = deliverer(meta, 'one', { disableAfterFailures: 3 });

@@ -28,21 +28,12 @@ export interface HookInput {
   active?: boolean | undefined;
 }
 
-export interface HookView {
-  id: string;
+/** A hook as the API and CLI show it: its scope by name, and never its secret. */
+export type HookView = Omit<HookRow, 'ownerId' | 'spaceId' | 'repositoryId' | 'secret'> & {
   /** OWNER, OWNER/SPACE or OWNER/SPACE/REPO. */
   scope: string;
-  url: string;
-  events: RepoEventKind[];
-  active: boolean;
   hasSecret: boolean;
-  consecutiveFailures: number;
-  disabledAt: string | null;
-  disabledReason: string | null;
-  createdBy: string;
-  createdAt: string;
-  updatedAt: string;
-}
+};
 
 function eventsOf(list: string[] | undefined): RepoEventKind[] {
   if (list === undefined) return ['push'];
@@ -82,20 +73,8 @@ export function createWebhooks(meta: MetaStore, repos: RepoService, settings: { 
   }
 
   function view(h: HookRow, scope: string): HookView {
-    return {
-      id: h.id,
-      scope,
-      url: h.url,
-      events: h.events,
-      active: h.active,
-      hasSecret: h.secret !== null,
-      consecutiveFailures: h.consecutiveFailures,
-      disabledAt: h.disabledAt,
-      disabledReason: h.disabledReason,
-      createdBy: h.createdBy,
-      createdAt: h.createdAt,
-      updatedAt: h.updatedAt,
-    };
+    const { ownerId: _o, spaceId: _s, repositoryId: _r, secret, ...shown } = h;
+    return { ...shown, scope, hasSecret: secret !== null };
   }
 
   /** The hook, with its scope, when `actor` administers that scope. */

@@ -8,9 +8,10 @@
  * by the database's clock), so of several processes only one sends it at a time; of one hook,
  * a repository's deliveries are sent in event order: one waits while an earlier one is pending.
  */
-import { sql } from 'kysely';
+import { sql, type Selectable } from 'kysely';
 import type { Db, Dialect } from './db.js';
 import { nowMs } from './leases.js';
+import type { WebhooksTable } from './schema.js';
 import { newId } from '../shared/ids.js';
 
 export const EVENT_KINDS = ['push', 'branch', 'tag', 'repository', 'lock'] as const;
@@ -33,22 +34,7 @@ export interface HookRow {
   updatedAt: string;
 }
 
-type HookDbRow = {
-  id: string;
-  owner_id: string;
-  space_id: string | null;
-  repository_id: string | null;
-  url: string;
-  secret: string | null;
-  events: string;
-  active: number;
-  consecutive_failures: number;
-  disabled_at: string | null;
-  disabled_reason: string | null;
-  created_by: string;
-  created_at: string;
-  updated_at: string;
-};
+type HookDbRow = Selectable<WebhooksTable>;
 
 function toHook(r: HookDbRow): HookRow {
   return {
