@@ -18,6 +18,7 @@ import { createDrillMetrics, runDrill } from './snapshots/drill.js';
 import { repoDir, repositoryConfig } from './repos/local-host.js';
 import { createDeliveryMetrics, Deliverer } from './events/delivery.js';
 import { allowList } from './events/url-safety.js';
+import { pruneDeliveries } from './meta/webhooks.js';
 import { backupMeta, listMetaBackups, postgresBackupMessage } from './snapshots/meta-backup.js';
 
 export interface BackgroundDeps {
@@ -88,6 +89,15 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
       )
     : undefined;
   const jobs: Periodic[] = [];
+  if (!deliveries) {
+    // The Deliverer prunes the outbox and the delivery log as it goes; without one, this does.
+    const hourly = 3_600_000;
+    jobs.push(
+      new Periodic(hourly, 60_000, log.child({ component: 'webhooks' }), async () => {
+        await pruneDeliveries(core.meta.db, new Date(Date.now() - config.webhookRetentionDays * 86_400_000).toISOString());
+      }),
+    );
+  }
   if (config.drDrillIntervalSeconds > 0) {
     const drillLog = log.child({ component: 'dr-drill' });
     const metrics = createDrillMetrics(registry);
