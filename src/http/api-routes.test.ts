@@ -222,6 +222,7 @@ for (const database of databaseBackends()) {
       assert.match(doc.body.openapi, /^3\./);
       assert.deepEqual(Object.keys(doc.body.paths).sort(), [
         '/api/v1/audit',
+        '/api/v1/events',
         '/api/v1/hooks',
         '/api/v1/hooks/{id}',
         '/api/v1/hooks/{id}/deliveries',
