@@ -268,13 +268,15 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     earlyHolds.delete(call.env['GITSTRATUM_REQUEST_ID'] ?? '');
     if (repoId) {
       crashPoint('receive-after-ref-commit');
+      // Read from git while the refs version is bumped: the client waits for all of this.
+      const events = eventsOfPush(repoId, call);
       // Before git acknowledges the push: frontends' caches must not answer from the refs before it.
       if (pushEpoch(call) !== undefined) await refsChanged(repoId);
       // First: it cannot fail, and the audit write below may.
       maintenance?.notify(repoId, repoPath(repoId));
       crashPoint('receive-before-push-end');
       // Before the audit write, which may fail: push-end is what marks the repository dirty.
-      await pushEvent(repoId, 'push-end', call, await eventsOfPush(repoId, call));
+      await pushEvent(repoId, 'push-end', call, await events);
       crashPoint('receive-after-push-end');
       background.snapshots?.notify(repoId);
       await fencedWrite(
