@@ -111,8 +111,9 @@ async function main(): Promise<void> {
           while ((cut = buffer.indexOf('\n\n')) >= 0) {
             const data = buffer.slice(0, cut).split('\n').find((l) => l.startsWith('data: '));
             buffer = buffer.slice(cut + 2);
-            const event = data ? (JSON.parse(data.slice(6)) as { event?: string; after?: string }) : undefined;
-            if (event?.event === 'push' && event.after) streamed.set(event.after, performance.now());
+            const event = data ? (JSON.parse(data.slice(6)) as { event?: string; after?: string; repository?: { name: string } }) : undefined;
+            // By repository too: the hooked and plain repositories' commits are alike, ids included.
+            if (event?.event === 'push' && event.after) streamed.set(`${event.repository?.name}:${event.after}`, performance.now());
           }
         }
       } catch {
@@ -124,7 +125,7 @@ async function main(): Promise<void> {
     const plain = repos.filter((r) => !r.hooked);
     const tasks = Array.from({ length: pushes }, (_, i) => [hooked[i % REPOS]!, plain[i % REPOS]!]).flat();
     const acked = new Map<string, number>();
-    /** Every push (both groups): when git push exited, by commit. */
+    /** Every push (both groups): when git push exited, by repository and commit. */
     const pushedAt = new Map<string, number>();
     const latency = { hooked: [] as number[], plain: [] as number[] };
     let next = 0;
@@ -147,7 +148,7 @@ async function main(): Promise<void> {
           const t1 = performance.now();
           (repo.hooked ? latency.hooked : latency.plain).push(t1 - t0);
           if (repo.hooked) for (let h = 0; h < HOOKS_PER_REPO; h++) acked.set(`${repo.name}-${h}:${sha}`, t1);
-          pushedAt.set(sha, t1);
+          pushedAt.set(`${repo.name}:${sha}`, t1);
         } finally {
           done();
         }
@@ -183,7 +184,7 @@ async function main(): Promise<void> {
     }
     const stray = [...arrivals.keys()].filter((k) => !acked.has(k)).length;
     streamAbort.abort();
-    const streamDelays = [...pushedAt].flatMap(([sha, t1]) => (streamed.has(sha) ? [(streamed.get(sha)! - t1) / 1000] : []));
+    const streamDelays = [...pushedAt].flatMap(([key, t1]) => (streamed.has(key) ? [(streamed.get(key)! - t1) / 1000] : []));
     const streamMissing = pushedAt.size - streamDelays.length;
     await server.stop();
     receiver.close();

@@ -6,6 +6,7 @@
  * snapshots, recovery, and a storage node's lease) unless a frontend, and the edge (edge.ts:
  * client budgets, Smart HTTP, LFS, the REST API) unless a storage node.
  */
+import { EventHub } from './events/stream.js';
 import path from 'node:path';
 import { sql } from 'kysely';
 import type { FastifyInstance } from 'fastify';
@@ -119,6 +120,7 @@ async function assemble(config: Config, log: Logger, core: Core): Promise<App> {
       },
       deps: { metrics: createPackCacheMetrics(metrics.registry), log: log.child({ component: 'pack-cache' }) },
     },
+    eventHub: new EventHub(core.meta, log.child({ component: 'event-stream' })),
   };
   // A cluster's roles (README "Running on several machines"): a frontend serves clients and
   // runs no git; a storage node serves its shard's repositories to frontends only; `all` both.

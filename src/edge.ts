@@ -4,7 +4,6 @@
  * host: this process's disk (`serve`, node.ts) or the storage node of its shard, through the
  * frontend's own clone cache (repos/frontend-cache.ts). app.ts puts it together by role.
  */
-import { EventHub } from './events/stream.js';
 import { httpOrigin } from './http/origin.js';
 import type { Config } from './config/schema.js';
 import type { Core } from './core.js';
@@ -87,7 +86,7 @@ export async function createEdge(config: Config, core: Core, shared: Shared, loc
     metrics,
   });
   let ssh: SshServer | undefined;
-  registerApiRoutes(http, { accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail, quotas: core.quotas, sshKeys: core.sshKeys, protections: core.protections, webhooks: core.webhooks, hub: new EventHub(core.meta, log.child({ component: 'event-stream' })), maxEventStreams: config.maxEventStreamsPerClient, ssh: config.sshPort !== undefined ? { publicUrl: config.sshPublicUrl, port: config.sshPort } : undefined });
+  registerApiRoutes(http, { accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail, quotas: core.quotas, sshKeys: core.sshKeys, protections: core.protections, webhooks: core.webhooks, hub: shared.eventHub, maxEventStreams: config.maxEventStreamsPerClient, ssh: config.sshPort !== undefined ? { publicUrl: config.sshPublicUrl, port: config.sshPort } : undefined });
   registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl, sshKeys: core.sshKeys });
 
   return {

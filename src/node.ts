@@ -25,6 +25,7 @@ import { now, type Db } from './meta/db.js';
 import { appendEvent } from './meta/snapshots.js';
 import { appendEvents, type NewEvent } from './meta/webhooks.js';
 import { pushEvents } from './events/payloads.js';
+import type { EventHub } from './events/stream.js';
 import { eventOrigin } from './http/origin.js';
 import { createBackground } from './background.js';
 import { createResidencyMetrics, Residency } from './snapshots/eviction.js';
@@ -62,6 +63,8 @@ export interface Shared {
   locks: ReturnType<typeof createLocks>;
   limits: ServiceLimits;
   packCache: { options: PackCacheOptions; deps: Parameters<typeof openPackCache>[2] };
+  /** The live event streams' reader of the outbox (events/stream.ts); a push written here wakes it. */
+  eventHub: EventHub;
 }
 
 export interface DiskNode {
@@ -194,7 +197,10 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
         await appendEvent(db, repoId, kind, now(), { request_id: call.env['GITSTRATUM_REQUEST_ID'] || null });
         await appendEvents(db, core.meta.dialect, events, now());
       }, pushEpoch(call));
-      if (events.length > 0) background.deliveries?.wake();
+      if (events.length > 0) {
+        background.deliveries?.wake();
+        shared.eventHub.wake();
+      }
       return true;
     } catch (err) {
       log.error({ err, repo_id: repoId, kind }, 'push event not recorded');

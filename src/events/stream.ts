@@ -44,6 +44,8 @@ export class EventHub {
   private gapSince: number | undefined;
   private timer: NodeJS.Timeout | undefined;
   private polling = false;
+  /** Woken while polling: poll again at once after. */
+  private again = false;
 
   constructor(
     private readonly meta: MetaStore,
@@ -90,6 +92,11 @@ export class EventHub {
     return stop;
   }
 
+  /** Reads the outbox now (this process just wrote to it), if anyone listens. */
+  wake(): void {
+    if (this.timer) void this.poll();
+  }
+
   private startPolling(): void {
     if (this.timer || this.subscribers.size === 0) return;
     this.timer = setInterval(() => void this.poll(), this.pollMs);
@@ -108,8 +115,13 @@ export class EventHub {
   }
 
   private async poll(): Promise<void> {
-    if (this.polling || this.cursor === undefined) return;
+    if (this.cursor === undefined) return;
+    if (this.polling) {
+      this.again = true;
+      return;
+    }
     this.polling = true;
+    this.again = false;
     try {
       const page = await eventsAfter(this.meta.db, 'all', this.cursor, PAGE);
       let next = this.cursor;
@@ -134,6 +146,7 @@ export class EventHub {
       this.log.error({ err }, 'event stream: the outbox could not be read');
     } finally {
       this.polling = false;
+      if (this.again) void this.poll();
     }
   }
 }
