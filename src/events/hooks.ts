@@ -13,7 +13,7 @@ import * as w from '../meta/webhooks.js';
 import { EVENT_KINDS, type HookRow, type RepoEventKind } from '../meta/webhooks.js';
 import { actorId, actorName, type Actor } from '../access/policy.js';
 import type { RepoService } from '../repos/service.js';
-import { invalid, notFound } from '../shared/errors.js';
+import { invalid, isDomainError, notFound } from '../shared/errors.js';
 import { newId } from '../shared/ids.js';
 import { checkHookUrl, type AllowList } from './url-safety.js';
 import { hookAgent, postEvent } from './delivery.js';
@@ -84,9 +84,10 @@ export function createWebhooks(meta: MetaStore, repos: RepoService, settings: { 
     const scope = await scopeLabel(hook);
     try {
       await repos.resolveScope(actor, scope, 'admin');
-    } catch {
+    } catch (err) {
       // Not yours: as if it did not exist.
-      throw notFound('hook_not_found', `webhook '${id}' not found`);
+      if (isDomainError(err)) throw notFound('hook_not_found', `webhook '${id}' not found`);
+      throw err;
     }
     return { hook, scope };
   }

@@ -67,7 +67,11 @@ export class EventHub {
     this.subscribers.add(entry);
     const stop = () => {
       this.subscribers.delete(entry);
-      if (this.subscribers.size === 0) this.stopPolling();
+      if (this.subscribers.size > 0) return;
+      // Idle: the next stream starts from the outbox's head then, not from here.
+      this.stopPolling();
+      this.cursor = undefined;
+      this.gapSince = undefined;
     };
     try {
       this.cursor ??= await lastEventId(this.meta.db);
@@ -123,8 +127,11 @@ export class EventHub {
     this.polling = true;
     this.again = false;
     try {
-      const page = await eventsAfter(this.meta.db, 'all', this.cursor, PAGE);
-      let next = this.cursor;
+      const from = this.cursor;
+      const page = await eventsAfter(this.meta.db, 'all', from, PAGE);
+      // Every stream ended meanwhile (the hub was reset): nothing to hand on.
+      if (this.cursor !== from) return;
+      let next = from;
       for (const e of page) {
         if (e.id !== next + 1) {
           // A gap: wait for the missing id, then go on without it.

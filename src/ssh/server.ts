@@ -130,6 +130,7 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
       client.end();
     }, opts.maxConnectionMs);
     total.unref();
+    const connectionClosed = new Promise<void>((resolve) => client.once('close', () => resolve()));
     client.on('close', () => {
       clearTimeout(total);
       clients.delete(client);
@@ -222,10 +223,7 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
           // connection at shutdown would drop it.
           // (or until the connection is gone: ssh2 does not always close a channel whose
           // connection ended).
-          const closed = new Promise<void>((resolve) => {
-            channel.once('close', resolve);
-            client.once('close', resolve);
-          });
+          const closed = Promise.race([new Promise<void>((resolve) => channel.once('close', resolve)), connectionClosed]);
           const done = runCommand(channel, exec.command, protocol, who ?? { actor: anonymous, fingerprint: 'none' }, info.ip, connLog);
           const whole = Promise.all([done, closed]);
           running.add(whole);

@@ -343,4 +343,13 @@ test('the event stream: a push shows up live, a stream resumes from Last-Event-I
   assert.equal(third.status, 200);
   assert.equal(extra.status, 429);
   for (const s of [resumed, owner, third]) s.close();
+
+  // With every stream gone, a new one without Last-Event-ID starts at the newest event: the
+  // next push is the first thing it sees.
+  await sleep(500);
+  const fresh = await stream('repo=alice/main/app', token);
+  const newest = await push('app');
+  await until('the newest push on a fresh stream', () => fresh.events.find((e) => e.data['after'] === newest));
+  assert.deepEqual(fresh.events.filter((e) => e.event === 'push').map((e) => e.data['after']), [newest]);
+  fresh.close();
 });
