@@ -203,6 +203,11 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
       }
       return true;
     } catch (err) {
+      // push-end marks the repository for its next snapshot: without its events, if need be.
+      if (events.length > 0 && !isFenced(err)) {
+        log.error({ err, repo_id: repoId }, 'push events not recorded; webhooks and event streams will not see this push');
+        return pushEvent(repoId, kind, call);
+      }
       log.error({ err, repo_id: repoId, kind }, 'push event not recorded');
       return !isFenced(err);
     }

@@ -218,11 +218,10 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
         session.on('exec', (acceptExec, _reject, exec) => {
           const channel = acceptExec();
           if (commands++ === 0) idle(false);
-          // A command counts as running until its channel is closed both ways, not when git
-          // exits: what git wrote last may still wait for the client's window, and ending the
-          // connection at shutdown would drop it.
-          // (or until the connection is gone: ssh2 does not always close a channel whose
-          // connection ended).
+          // A command counts as running until its channel is closed both ways (or its
+          // connection is gone: ssh2 does not always close a channel whose connection ended),
+          // not when git exits: what git wrote last may still wait for the client's window, and
+          // ending the connection at shutdown would drop it.
           const closed = Promise.race([new Promise<void>((resolve) => channel.once('close', resolve)), connectionClosed]);
           const done = runCommand(channel, exec.command, protocol, who ?? { actor: anonymous, fingerprint: 'none' }, info.ip, connLog);
           const whole = Promise.all([done, closed]);
