@@ -34,6 +34,7 @@ import type { Signer } from '../lfs/signing.js';
 import { FLUSH_PKT, hexLength, pktLine } from '../git/pkt-line.js';
 import { gitProtocolValue } from '../git/command.js';
 import { isDomainError } from '../shared/errors.js';
+import { afterPrefix } from '../shared/streams.js';
 import type { Logger } from '../shared/log.js';
 import { clientOf, type Budget } from '../http/rate-limit.js';
 import { parseCommand, type SshCommand } from './commands.js';
@@ -351,9 +352,9 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
     return { href: `${deps.httpOrigin()}/${label(repo)}.git/info/lfs`, header: { Authorization: `Bearer ${token}` }, expires_in: LFS_GRANT_SECONDS };
   }
 
-  /** Streams a git response into the channel (which stays open); git's exit status. */
+  /** Streams a git response into the channel (which stays open), without `strip` (which it starts with); git's exit status. */
   async function send(res: GitResponse, channel: Channel, strip?: Buffer): Promise<number> {
-    const body = strip ? res.body.compose(stripPrefix(strip)) : res.body;
+    const body = strip ? res.body.compose(afterPrefix(strip, 'the advertisement')) : res.body;
     body.on('data', (chunk: Buffer) => metrics.bytes.inc({ direction: 'out' }, chunk.length));
     body.pipe(channel as unknown as Writable, { end: false });
     // A channel the client closed unpipes the body, which then never ends: stop at either.
@@ -387,25 +388,6 @@ function label(repo: RepoInfo): string {
 /** The two lines git-http-backend puts before a v0 advertisement, which SSH has not. */
 function serviceHeader(service: 'upload-pack' | 'receive-pack'): Buffer {
   return Buffer.concat([pktLine(`# service=git-${service}\n`), FLUSH_PKT]);
-}
-
-/** Drops `prefix` from the start of a stream when it is there. */
-function stripPrefix(prefix: Buffer) {
-  return async function* (source: AsyncIterable<Buffer>) {
-    let head = Buffer.alloc(0);
-    let decided = false;
-    for await (const chunk of source) {
-      if (decided) {
-        yield chunk;
-        continue;
-      }
-      head = Buffer.concat([head, chunk]);
-      if (head.length < prefix.length && prefix.subarray(0, head.length).equals(head)) continue;
-      decided = true;
-      yield head.subarray(0, prefix.length).equals(prefix) ? head.subarray(prefix.length) : head;
-    }
-    if (!decided && head.length > 0) yield head;
-  };
 }
 
 function refuse(channel: Channel, message: string): void {
