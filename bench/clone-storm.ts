@@ -7,6 +7,8 @@
  *   2. storm: 20 concurrent `git clone --depth 1 --single-branch` of the same commit (cold);
  *   3. storm: 10 concurrent full clones (cold);
  *   4. incremental fetch of one new commit just pushed, into an existing clone;
+ *   6. fetch storm: 20 CI workspaces at the previous commit fetch the one just pushed, at once
+ *      (GitLab Runner's default `fetch` strategy: the same request, `have` lines included);
  *   5. a CI day: pushes of one commit, each followed by 25 concurrent clones of it (15 depth-1,
  *      10 full). gitstratum does all the rounds; the peer, whose clones cost far more, takes part
  *      in a few rounds spread over the day (--ci-peer-rounds) to keep the run short: each round
@@ -36,7 +38,7 @@
  * Options (flags after `npm run bench:clone-storm --`, or environment):
  *   --runs N            BENCH_RUNS            runs of scenarios 1–4 (default 3, at least 3)
  *   --generated NAMES   BENCH_GENERATED       generated repositories: source (default), medium, or source,medium
- *   --scenarios LIST    BENCH_SCENARIOS       run only these: 1,2,3,hit,4,5 (default all; hit is the cost of a hit)
+ *   --scenarios LIST    BENCH_SCENARIOS       run only these: 1,2,3,hit,4,6,5 (default all; hit is the cost of a hit)
  *   --repo PATH         BENCH_REPO            also run every scenario on this repository
  *   --ci-pushes N       BENCH_CI_PUSHES       pushes of the CI day on gitstratum (default 20)
  *   --ci-peer-rounds N  BENCH_CI_PEER_ROUNDS  of which the peer does (default 3; 0 skips it)
@@ -76,7 +78,9 @@ interface Options {
 }
 
 type GeneratedName = 'source' | 'medium';
-const SCENARIOS = ['1', '2', '3', 'hit', '4', '5'];
+const SCENARIOS = ['1', '2', '3', 'hit', '4', '6', '5'];
+/** Workspaces of scenario 6. */
+const FETCH_STORM = 20;
 
 function parseOptions(argv: string[]): Options {
   const env = process.env;
@@ -135,7 +139,7 @@ interface Row {
   repo: string;
   scenario: string;
   /** Targets for the ratios table. */
-  key: 'cold-v2' | 'cold-v0' | 'storm-shallow' | 'storm-full' | 'fetch' | 'ci-day';
+  key: 'cold-v2' | 'cold-v0' | 'storm-shallow' | 'storm-full' | 'fetch' | 'fetch-storm' | 'ci-day';
   side: string;
   samples: StormSample[];
   /** CI day: wall time of each round (the sample's wall is their sum). */
@@ -229,11 +233,16 @@ function ratiosTable(rows: Row[]): string {
     let verdict = '';
     const met = (ok: boolean) => (ok ? 'met' : 'missed');
     if (a.key === 'cold-v2' || a.key === 'cold-v0') {
-      target = 'wall ≤ 1.10×';
-      verdict = met(wall <= 1.1);
+      // Issue 12: a cold clone no dearer than plain git.
+      target = 'CPU ≤ 1.10×, wall ≤ 1.02×';
+      verdict = `CPU ${met(cpu <= 1.1)}, wall ${met(wall <= 1.02)}`;
     } else if (a.key === 'storm-shallow') {
-      target = 'CPU ≤ 0.10×, wall ≤ 0.33×';
-      verdict = `CPU ${met(cpu <= 0.1)}, wall ${met(wall <= 1 / 3)}`;
+      // Issue 4's targets; issue 12 asks ≤ 0.2× of CPU on a repository of incompressible files.
+      target = a.repo === 'medium' ? 'CPU ≤ 0.20×' : 'CPU ≤ 0.10×, wall ≤ 0.33×';
+      verdict = a.repo === 'medium' ? `CPU ${met(cpu <= 0.2)}` : `CPU ${met(cpu <= 0.1)}, wall ${met(wall <= 1 / 3)}`;
+    } else if (a.key === 'fetch-storm') {
+      target = 'CPU ≤ 0.15×, wall ≤ 0.50×';
+      verdict = `CPU ${met(cpu <= 0.15)}, wall ${met(wall <= 0.5)}`;
     } else if (a.key === 'ci-day') {
       const hits = a.samples.reduce((x, s) => x + s.hits, 0);
       const requests = a.samples.reduce((x, s) => x + s.requests, 0);
@@ -363,7 +372,7 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
     const gb = s.hitBytes / GB;
     hitCost.push(
       `  ${label}: ${n} full clones served from the cache (${s.hits}/${s.requests} requests hit), ${(gb * 1000).toFixed(0)} MB sent from cache files: ` +
-        (gb > 0 ? `${(s.cpu / gb).toFixed(2)} server CPU-s per GB (non-git ${(s.own / gb).toFixed(2)}) — target ≤ 1: ${s.cpu / gb <= 1 ? 'met' : 'missed'}` : 'no bytes served from cache (is the cache enabled and merged?)'),
+        (gb > 0 ? `${(s.cpu / gb).toFixed(2)} server CPU-s per GB (non-git ${(s.own / gb).toFixed(2)}) — target ≤ 0.45 (issue 12): ${s.cpu / gb <= 0.45 ? 'met' : 'missed'}` : 'no bytes served from cache (is the cache enabled and merged?)'),
     );
     say(hitCost[hitCost.length - 1]!.trim());
 
@@ -397,7 +406,7 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
     const fgb = bytes / GB;
     hitCost.push(
       `  ${label}: ${m} v2 fetches of the same full pack by a fast reader (${f.hits}/${f.requests} hit), ${(fgb * 1000).toFixed(0)} MB at ${(fgb / f.wall).toFixed(2)} GB/s: ` +
-        `${(f.cpu / fgb).toFixed(2)} server CPU-s per GB — target ≤ 1: ${f.cpu / fgb <= 1 ? 'met' : 'missed'}`,
+        `${(f.cpu / fgb).toFixed(2)} server CPU-s per GB (the floor: Node's own file-to-socket copy, about 0.4)`,
     );
     say(hitCost[hitCost.length - 1]!.trim());
   }
@@ -425,6 +434,46 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
       // The push's maintenance runs between measurements, not inside the next one.
       await waitMaintenanceIdle(gs.metricsUrl!);
     }
+  }
+
+  if (want('6')) {
+    // 6. A fetch storm: FETCH_STORM workspaces at the same commit (copies of one clone, as
+    // runners that built the previous commit keep them) fetch the commit just pushed, all at
+    // once, with the same request. Each run starts from where the last left them.
+    const workspaces = new Map<Side, string[]>();
+    for (const side of sides) {
+      const seed = path.join(ctx.clonesDir, `ws-${side.name}-${label}-seed.git`);
+      await ctx.git(['clone', '--bare', '--quiet', side.repoUrl(label), seed]);
+      const dirs: string[] = [];
+      for (let k = 0; k < FETCH_STORM; k++) {
+        const dir = path.join(ctx.clonesDir, `ws-${side.name}-${label}-${k}.git`);
+        await ctx.git(['clone', '--bare', '--quiet', '--local', seed, dir]);
+        dirs.push(dir);
+      }
+      await rm(seed, { recursive: true, force: true });
+      workspaces.set(side, dirs);
+    }
+    for (let i = 1; i <= opts.runs; i++) {
+      head = await addCommit(source, ctx.env, ++commitNo);
+      for (const side of sides) await ctx.git(['--git-dir', source, 'push', '--quiet', side.repoUrl(label), 'main']);
+      await waitMaintenanceIdle(gs.metricsUrl!);
+      for (const side of ordered(i)) {
+        const dirs = workspaces.get(side)!;
+        const fetchAll = () => Promise.all(dirs.map((dir) => ctx.git(['--git-dir', dir, 'fetch', '--quiet', side.repoUrl(label), '+refs/heads/*:refs/heads/*'])));
+        const s = await measureStorm(side, FETCH_STORM, async () => {
+          const started = process.hrtime.bigint();
+          await fetchAll();
+          return Number(process.hrtime.bigint() - started) / 1e9;
+        });
+        for (const dir of dirs) {
+          const got = (await ctx.git(['--git-dir', dir, 'rev-parse', 'refs/heads/main'])).stdout.trim();
+          if (got !== head) throw new Error(`${side.name}: a workspace fetched main ${got}, expected ${head}`);
+        }
+        row(`6. fetch storm: ${FETCH_STORM} workspaces fetch 1 new commit`, 'fetch-storm', side).samples.push(s);
+        log(`6. fetch storm ${i}/${opts.runs}`, side, s);
+      }
+    }
+    for (const dirs of workspaces.values()) for (const dir of dirs) await rm(dir, { recursive: true, force: true });
   }
 
   if (want('5')) {
@@ -535,7 +584,7 @@ async function main(): Promise<void> {
     out.push('ratios, gitstratum ÷ http-backend (medians)');
     out.push(ratiosTable(rows));
     out.push('');
-    out.push('target without a peer: a cache hit costs ≤ 1 server CPU-second per GB served (sequential full clones of a cached response)');
+    out.push('target without a peer: a cache hit costs ≤ 0.45 server CPU-seconds per GB sent to git clients (sequential full clones of a cached response; issue 12)');
     out.push(...hitCost);
     process.stdout.write(out.join('\n') + '\n');
   } finally {

@@ -77,6 +77,8 @@ export interface ServiceOptions {
    * inherit it).
    */
   niceness?: number;
+  /** git writes its stdout into this existing file (from its start) instead of a pipe; stdout is then empty. */
+  stdoutFile?: string | undefined;
 }
 
 export interface GitChild {
@@ -205,7 +207,7 @@ export async function spawnService(opts: ServiceOptions): Promise<GitChild> {
   if (opts.hook) Object.assign(extra, hookEnv(opts.hook));
   let child: HelperChild;
   try {
-    child = await spawnFromHelper(args, gitEnv(extra) as Record<string, string>);
+    child = await spawnFromHelper(args, gitEnv(extra) as Record<string, string>, opts.stdoutFile);
   } catch (err) {
     return notStarted((err as Error).message);
   }

@@ -22,7 +22,7 @@
  */
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { DomainError, invalid, unavailable } from '../shared/errors.js';
+import { DomainError, invalid, tooLarge, unavailable } from '../shared/errors.js';
 import { byteLimit, counting } from '../shared/streams.js';
 import { spawnService, type GitChild, type GitService, type HookContext } from './command.js';
 import type { Limiter } from './limiter.js';
@@ -78,7 +78,7 @@ async function firstOutput(child: GitChild, failed: Promise<unknown>): Promise<'
   return Promise.race([readable, failed.then(() => 'failed' as const)]);
 }
 
-function gitFailure(stderr: string, timedOut: boolean): DomainError {
+export function gitFailure(stderr: string, timedOut: boolean): DomainError {
   if (timedOut) return unavailable('git_timeout', 'git took too long and was stopped');
   const last = stderr.trim().split('\n').filter(Boolean).pop() ?? 'git exited without output';
   return new DomainError('invalid', 'git_failed', last.replace(/^fatal: /, ''));
@@ -102,6 +102,8 @@ export interface GitServices {
   statelessRpc(opts: RpcOptions, signal: AbortSignal): Promise<GitResponse>;
   /** A whole v0/v1 fetch conversation (git over SSH); never cached. Where git runs in this process only. */
   uploadPackSession?(opts: SessionOptions, signal: AbortSignal): Promise<GitResponse>;
+  /** upload-pack writing its answer into a file itself (uploadPackInto). Where git runs in this process only. */
+  uploadPackInto?(opts: RpcOptions & { body: Buffer }, file: string, signal: AbortSignal): Promise<{ done: Promise<Outcome> }>;
 }
 
 export function gitServices(limiter: Limiter): GitServices {
@@ -109,6 +111,7 @@ export function gitServices(limiter: Limiter): GitServices {
     advertiseRefs: (opts, signal) => advertiseRefs(opts, limiter, signal),
     statelessRpc: (opts, signal) => statelessRpc(opts, limiter, signal),
     uploadPackSession: (opts, signal) => uploadPackSession(opts, limiter, signal),
+    uploadPackInto: (opts, file, signal) => uploadPackInto(opts, file, limiter, signal),
   };
 }
 
@@ -298,6 +301,50 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
   }
   endAfterExit(child, body, done);
   return { body, done };
+}
+
+/**
+ * `git upload-pack` for one request whose body is whole in memory, writing its answer straight
+ * into `file` (a pack cache entry being made; pack-cache/flight.ts), not into a pipe: no byte
+ * of it passes through this process on its way to the disk (issue 12). The body is checked as
+ * statelessRpc checks one (framing, then the fetch request bound) before a slot is taken.
+ * Resolves once git runs with its request written, with its outcome to come; stopping `signal`
+ * stops git.
+ */
+export async function uploadPackInto(opts: RpcOptions & { body: Buffer }, file: string, limiter: Limiter, signal: AbortSignal): Promise<{ done: Promise<Outcome> }> {
+  const refusal = validateWhole(opts.body, opts.limits.push);
+  if (refusal) throw refusal;
+  if (opts.body.length > opts.limits.maxFetchRequestBytes) {
+    throw tooLarge('body_too_large', `fetch request exceeds the limit of ${opts.limits.maxFetchRequestBytes} bytes`, { limit: opts.limits.maxFetchRequestBytes });
+  }
+  const release = await limiter.acquire(signal);
+  const child = await spawnService({
+    service: 'upload-pack',
+    repoPath: opts.repoPath,
+    advertise: false,
+    protocol: opts.protocol,
+    timeoutMs: opts.limits.timeoutMs,
+    niceness: opts.limits.niceness,
+    stdoutFile: file,
+  });
+  const stop = () => child.kill();
+  signal.addEventListener('abort', stop, { once: true });
+  if (signal.aborted) stop();
+  child.stdin.end(opts.body);
+  const done = finish(child, release, () => opts.body.length, () => 0, () => []);
+  void done.finally(() => signal.removeEventListener('abort', stop));
+  return { done };
+}
+
+/** A whole upload-pack request body checked as the validator checks a streamed one, its end included. */
+function validateWhole(body: Buffer, caps: PushCaps): DomainError | undefined {
+  const validator = new RequestValidator('upload-pack', caps);
+  let error: Error | null | undefined;
+  validator._transform(body, 'buffer' as BufferEncoding, (err) => (error = err));
+  if (!error) validator._flush((err) => (error = err));
+  validator.destroy();
+  if (!error) return undefined;
+  return error instanceof DomainError ? error : invalid('invalid_request', error.message);
 }
 
 /**

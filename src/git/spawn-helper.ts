@@ -5,6 +5,7 @@
  * but itself. Exits when the server does (its channel closes, or its parent changes).
  */
 import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import type { SpawnRequest, SpawnerMessage } from './spawner.js';
 
 const send = (m: SpawnerMessage, handle?: import('node:net').Socket) => {
@@ -13,11 +14,17 @@ const send = (m: SpawnerMessage, handle?: import('node:net').Socket) => {
 
 process.on('message', (m: SpawnRequest) => {
   let child;
+  // stdoutFile: git writes its output into that file itself, from its start (a pack cache
+  // entry being made); the server reads the file, so no byte passes through a pipe.
+  let out: number | 'pipe' = 'pipe';
   try {
-    child = spawn('git', m.args, { env: m.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    if (m.stdoutFile) out = openSync(m.stdoutFile, 'r+');
+    child = spawn('git', m.args, { env: m.env, stdio: ['pipe', out, 'pipe'] });
   } catch (err) {
     send({ id: m.id, error: (err as Error).message });
     return;
+  } finally {
+    if (typeof out === 'number') closeSync(out);
   }
   child.on('error', (err) => send({ id: m.id, error: err.message }));
   if (child.pid === undefined) return; // the error event says why
@@ -30,6 +37,7 @@ process.on('message', (m: SpawnRequest) => {
   const stdout = child.stdout;
   const stderr = child.stderr;
   for (const pipe of [stdout, stderr]) {
+    if (!pipe) continue;
     const handle = (pipe as unknown as { _handle: { reading: boolean; readStop(): number } })._handle;
     handle.reading = false;
     handle.readStop();
@@ -38,7 +46,7 @@ process.on('message', (m: SpawnRequest) => {
   Object.assign(child, { stdin: null, stdout: null, stderr: null });
   // Sent with the handles closed here afterwards, so git sees EOF when the server ends stdin.
   send({ id: m.id, pid: child.pid, stream: 'stdin' }, stdin as never);
-  send({ id: m.id, stream: 'stdout' }, stdout as never);
+  send({ id: m.id, stream: 'stdout' }, (stdout ?? undefined) as never);
   send({ id: m.id, stream: 'stderr' }, stderr as never);
   child.on('exit', (code, signal) => send({ id: m.id, exit: { code, signal } }));
 });

@@ -16,11 +16,14 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
+import { Readable } from 'node:stream';
 
 export interface SpawnRequest {
   id: number;
   args: string[];
   env: Record<string, string>;
+  /** An existing file git's stdout is written into, from its first byte (instead of a pipe). */
+  stdoutFile?: string | undefined;
 }
 
 export type SpawnerMessage =
@@ -32,7 +35,8 @@ export type SpawnerMessage =
 export interface HelperChild {
   pid: number;
   stdin: Socket;
-  stdout: Socket;
+  /** Empty and ended when git writes into a file (spawnFromHelper's stdoutFile). */
+  stdout: Readable;
   stderr: Socket;
   /** The exit status, or an error when the helper died before reporting it. */
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null } | { error: string }>;
@@ -40,7 +44,7 @@ export interface HelperChild {
 
 interface Pending {
   pid?: number;
-  streams: Partial<Record<'stdin' | 'stdout' | 'stderr', Socket>>;
+  streams: { stdin?: Socket; stdout?: Readable; stderr?: Socket };
   started: (child: HelperChild) => void;
   failed: (err: Error) => void;
   exited: (outcome: { code: number | null; signal: NodeJS.Signals | null } | { error: string }) => void;
@@ -67,7 +71,10 @@ function ensureHelper(): ChildProcess {
     }
     if ('stream' in m) {
       if (m.pid !== undefined) p.pid = m.pid;
-      if (handle) p.streams[m.stream] = handle;
+      if (handle && m.stream === 'stdout') p.streams.stdout = handle;
+      else if (handle) p.streams[m.stream] = handle;
+      // git writes into a file: its stdout message comes without a pipe.
+      else if (m.stream === 'stdout') p.streams.stdout = Readable.from([]);
       const { stdin, stdout, stderr } = p.streams;
       if (stdin && stdout && stderr && p.pid !== undefined && !p.ready) {
         p.ready = true;
@@ -105,8 +112,8 @@ function ensureHelper(): ChildProcess {
   return child;
 }
 
-/** Starts `git args…` with exactly `env`, from the helper. */
-export function spawnFromHelper(args: string[], env: Record<string, string>): Promise<HelperChild> {
+/** Starts `git args…` with exactly `env`, from the helper; its stdout into `stdoutFile` when given. */
+export function spawnFromHelper(args: string[], env: Record<string, string>, stdoutFile?: string): Promise<HelperChild> {
   const id = nextId++;
   let p!: Pending;
   const started = new Promise<HelperChild>((resolve, reject) => {
@@ -121,7 +128,7 @@ export function spawnFromHelper(args: string[], env: Record<string, string>): Pr
   void p.exit.then(() => {
     if (pending.size === 0) channelOf(h)?.unref();
   });
-  h.send({ id, args, env } satisfies SpawnRequest, (err) => {
+  h.send({ id, args, env, stdoutFile } satisfies SpawnRequest, (err) => {
     if (!err) return;
     pending.delete(id);
     p.failed(new Error(`cannot reach the git spawner: ${err.message}`));

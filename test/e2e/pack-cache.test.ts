@@ -8,7 +8,8 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { open, readFile, readdir, truncate } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { open, readFile, readdir, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Git, packCacheSettled, Server, seedAlice, tempDir } from './harness.js';
 
@@ -197,8 +198,8 @@ test('a push that lands during a storm is seen by every clone started after it w
 });
 
 /** This repository's cache entries' data files, found by the repository id in their header files. */
-async function entriesOf(repoId: string): Promise<string[]> {
-  const root = path.join(server.dataDir, 'cache', 'entries');
+async function entriesOf(repoId: string, s: Server = server): Promise<string[]> {
+  const root = path.join(s.dataDir, 'cache', 'entries');
   const found: string[] = [];
   for (const fan of await readdir(root)) {
     for (const name of await readdir(path.join(root, fan))) {
@@ -286,5 +287,63 @@ test('with the disk under the free-space threshold, clones are served by git unc
     assert.deepEqual(await readdir(path.join(full.dataDir, 'cache', 'entries')), []);
   } finally {
     await full.cleanup();
+  }
+});
+
+test('git writes a pack into its cache file itself: a kill -9 mid-generation never leaves an entry to be served cut short', async () => {
+  // A server of its own, killed and started again on its data directory.
+  let s = await Server.start();
+  try {
+    const token = await seedAlice(s);
+    await s.createRepo('alice/main/killed');
+    const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 1, seed: 11 });
+    // 16 MiB that git cannot compress: the pack takes git a while to write.
+    await writeFile(path.join(work, 'noise.bin'), randomBytes(16 << 20));
+    await git.ok(['add', '-A'], { cwd: work });
+    await git.ok(['commit', '-q', '-m', 'noise'], { cwd: work });
+    await git.ok(['push', '-q', s.repoUrl('alice/main/killed.git', token), 'main'], { cwd: work });
+    const head = await git.revParse(work, 'main');
+    const { id } = await repoRecord(s, 'killed');
+
+    // The same v2 fetch of everything twice at once (the second sighting makes the response
+    // one to store), read until their first bytes arrive; then the server is killed.
+    const pkt = (line: string) => `${(line.length + 4).toString(16).padStart(4, '0')}${line}`;
+    const body = [pkt('command=fetch\n'), '0001', pkt('ofs-delta\n'), pkt(`want ${head}\n`), pkt('done\n'), '0000'].join('');
+    const readers = await Promise.all(
+      [1, 2].map(async () => {
+        const res = await fetch(new URL('/alice/main/killed.git/git-upload-pack', s.url), {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-git-upload-pack-request', 'git-protocol': 'version=2' },
+          body,
+        });
+        assert.equal(res.status, 200);
+        const reader = res.body!.getReader();
+        assert.ok(!(await reader.read()).done, 'git started sending');
+        return reader;
+      }),
+    );
+    await s.stop('SIGKILL');
+    await Promise.all(readers.map((r) => r.cancel().catch(() => {})));
+    assert.deepEqual(await entriesOf(id, s), [], 'nothing was stored before the kill');
+
+    s = await Server.start({ dataDir: s.dataDir });
+    const m0 = await metrics(s);
+    const dest = path.join(await tempDir(), 'clone');
+    await git.ok(['clone', '-q', s.repoUrl('alice/main/killed.git'), dest]);
+    assert.equal(await git.revParse(dest, 'HEAD'), head);
+    assert.deepEqual(await lines(dest, ['fsck', '--no-progress']), []);
+    const d = delta(m0, await metrics(s));
+    assert.equal(d(...fetchResult('miss')), 1, 'the first fetch after the restart ran git');
+    assert.equal(d('gitstratum_pack_cache_damaged_total'), 0);
+    // A second clone stores its responses, git writing the pack file.
+    await git.ok(['clone', '-q', s.repoUrl('alice/main/killed.git'), path.join(await tempDir(), 'clone')]);
+    await packCacheSettled(s.url);
+    assert.ok((await entriesOf(id, s)).length > 0, 'the second clone was stored');
+    for (const file of await entriesOf(id, s)) {
+      const header = await readFile(`${file}.meta`);
+      assert.equal((await readFile(file)).length, Number(header.readBigUInt64BE(8)), 'every entry is as long as its header says');
+    }
+  } finally {
+    await s.cleanup();
   }
 });

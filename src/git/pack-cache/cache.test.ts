@@ -5,6 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -55,8 +56,39 @@ function scriptedGit() {
       return respond(body, signal);
     },
   };
+  if (gitWritesFile) {
+    // As git started with its stdout on the file: what the test writes lands in the file, and
+    // the cache learns of it only by looking at the file.
+    inner.uploadPackInto = async (opts, file, signal) => {
+      if (opts.body.includes('refuse')) throw invalid('git_failed', 'refused');
+      const res = respond(opts.body, signal);
+      const fd = openSync(file, 'r+');
+      let position = 0;
+      res.body.on('data', (c: Buffer) => (position += writeSync(fd, c, 0, c.length, position)));
+      res.body.once('end', () => closeSync(fd));
+      return { done: res.done };
+    };
+  }
   const next = () => new Promise<Call>((resolve) => waiters.push(resolve));
   return { inner, calls, next };
+}
+
+/**
+ * Whether the scripted git writes its packs into the cache's file itself, as the local git
+ * services do (GitServices.uploadPackInto), or hands them over a pipe, as a storage node's
+ * services do to a frontend. bothWays() runs a test each way.
+ */
+let gitWritesFile = false;
+
+function bothWays(title: string, fn: () => Promise<void>): void {
+  test(title, () => {
+    gitWritesFile = false;
+    return fn();
+  });
+  test(`${title} (git writes the cache file itself)`, () => {
+    gitWritesFile = true;
+    return fn();
+  });
 }
 
 const want = pktLine(`want ${'a'.repeat(40)} side-band-64k agent=git/2.39.5\n`);
@@ -119,7 +151,7 @@ async function eventually<T>(read: () => Promise<T>, want: T): Promise<T> {
   return got;
 }
 
-test('identical concurrent requests share one generation; the next one is a hit with no git', async () => {
+bothWays('identical concurrent requests share one generation; the next one is a hit with no git', async () => {
   const t = await setup();
   try {
     const first = t.git.next();
@@ -148,7 +180,7 @@ test('identical concurrent requests share one generation; the next one is a hit 
   }
 });
 
-test('the request that started a generation reports the git process; followers report none', async () => {
+bothWays('the request that started a generation reports the git process; followers report none', async () => {
   const t = await setup();
   try {
     const first = t.git.next();
@@ -166,7 +198,7 @@ test('the request that started a generation reports the git process; followers r
   }
 });
 
-test('a refusal before any byte reaches every waiting request, and nothing is stored', async () => {
+bothWays('a refusal before any byte reaches every waiting request, and nothing is stored', async () => {
   const t = await setup();
   try {
     const results = await Promise.allSettled([t.rpc(fetchBody('refuse')), t.rpc(fetchBody('refuse'))]);
@@ -177,7 +209,7 @@ test('a refusal before any byte reaches every waiting request, and nothing is st
   }
 });
 
-test('git failing after its first bytes: clients get what it wrote, nothing is stored, the next request runs git again', async () => {
+bothWays('git failing after its first bytes: clients get what it wrote, nothing is stored, the next request runs git again', async () => {
   const t = await setup();
   try {
     const first = t.git.next();
@@ -200,7 +232,7 @@ test('git failing after its first bytes: clients get what it wrote, nothing is s
   }
 });
 
-test('over the generation bound a miss waits, then gets 503 before any byte; hits are not bounded', async () => {
+bothWays('over the generation bound a miss waits, then gets 503 before any byte; hits are not bounded', async () => {
   const t = await setup({ admission: { maxRunning: 1, maxRunningPerRepo: 1, maxQueue: 10, queueTimeoutMs: 50 } });
   try {
     // A stored entry first.
@@ -224,14 +256,16 @@ test('over the generation bound a miss waits, then gets 503 before any byte; hit
   }
 });
 
-test('admitAfter 2: a first sighting is not stored and stops git when its client leaves; a second one is', async () => {
+bothWays('admitAfter 2: a first sighting is not stored and stops git when its client leaves; a second one is', async () => {
   const t = await setup({ admitAfter: 2 });
   try {
     const first = t.git.next();
     const client = new AbortController();
-    const res = await t.rpc(fetchBody(), client.signal);
+    // The response comes once git has written its first bytes.
+    const responding = t.rpc(fetchBody(), client.signal);
     const call = await first;
     call.out.write('partial');
+    const res = await responding;
     res.body.resume();
     await tick();
     client.abort();
@@ -249,18 +283,20 @@ test('admitAfter 2: a first sighting is not stored and stops git when its client
   }
 });
 
-test('a generation that will be stored runs to the end after its only client left', async () => {
+bothWays('a generation that will be stored runs to the end after its only client left', async () => {
   const t = await setup();
   try {
     const first = t.git.next();
     const client = new AbortController();
-    const res = await t.rpc(fetchBody(), client.signal);
+    const responding = t.rpc(fetchBody(), client.signal);
     const call = await first;
+    call.out.write('all ');
+    const res = await responding;
     res.body.resume();
     client.abort();
     await tick();
     assert.equal(call.signal.aborted, false);
-    call.out.write('all of it');
+    call.out.write('of it');
     call.exit(0);
     await tick(30);
     const hit = await t.rpc(fetchBody());
@@ -271,7 +307,7 @@ test('a generation that will be stored runs to the end after its only client lef
   }
 });
 
-test('a negotiation goes to git uncached when first seen; seen again it is generated once for all its followers, then hit', async () => {
+bothWays('a negotiation goes to git uncached when first seen; seen again it is generated once for all its followers, then hit', async () => {
   const t = await setup();
   try {
     const withHave = fetchBody(`have ${'b'.repeat(40)}`);
@@ -316,7 +352,7 @@ test('a negotiation goes to git uncached when first seen; seen again it is gener
   }
 });
 
-test('large bodies and pushes go to git every time, body intact', async () => {
+bothWays('large bodies and pushes go to git every time, body intact', async () => {
   const t = await setup({ maxRequestBytes: 200 });
   try {
     const large = Buffer.concat([fetchBody(), ...Array.from({ length: 5 }, () => pktLine(`want ${'c'.repeat(40)}\n`))]);
@@ -335,7 +371,7 @@ test('large bodies and pushes go to git every time, body intact', async () => {
   }
 });
 
-test('with free space under the threshold, requests go to git uncached', async () => {
+bothWays('with free space under the threshold, requests go to git uncached', async () => {
   const t = await setup({ limits: { maxBytes: 1 << 30, maxEntryBytes: 1 << 30, minFreeBytes: Number.MAX_SAFE_INTEGER } });
   try {
     for (let i = 0; i < 2; i++) {

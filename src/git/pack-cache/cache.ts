@@ -14,7 +14,7 @@ import { isDomainError, unavailable } from '../../shared/errors.js';
 import { runGit } from '../command.js';
 import type { AdvertiseOptions, GitResponse, GitServices, Outcome, RpcOptions, SessionOptions } from '../smart-http.js';
 import { GenerationAdmission, type AdmissionOptions } from './admission.js';
-import { CacheUnusable, Flight } from './flight.js';
+import { CacheUnusable, Flight, type GenerateInto } from './flight.js';
 import { GrowingFile, type GrowingFileReader } from './growing-file.js';
 import { cacheKey, classifyUploadPackRequest, protocolVersion, type Endpoint, type ProtocolVersion, type UncacheableReason } from './key.js';
 import type { PackCacheMetrics } from './metrics.js';
@@ -164,7 +164,10 @@ class ResponseCache implements PackCache {
       bytesIn: bytes.length,
       negotiation: classified.negotiation,
     };
-    return this.serve(req, plain, signal);
+    // A pack is written into its cache file by git itself where git runs here (issue 12).
+    const into: GenerateInto | undefined =
+      classified.endpoint === 'fetch' && this.inner.uploadPackInto ? (file, s) => this.inner.uploadPackInto!({ ...opts, decoder: undefined, body: bytes }, file, s) : undefined;
+    return this.serve(req, plain, signal, into);
   }
 
   async close(): Promise<void> {
@@ -174,7 +177,7 @@ class ResponseCache implements PackCache {
     await this.refsVersions.close();
   }
 
-  private async serve(req: Request, generate: Generate, signal: AbortSignal): Promise<GitResponse> {
+  private async serve(req: Request, generate: Generate, signal: AbortSignal, into?: GenerateInto): Promise<GitResponse> {
     // Read after the request arrived: a ref update acknowledged before it is always seen.
     // A v2 advertisement lists capabilities, no refs: it depends on the config alone, and is
     // kept under its own version (a pseudo-repository for the store's staleness rule), so
@@ -238,6 +241,7 @@ class ResponseCache implements PackCache {
       },
       generate,
       req.negotiation === true || this.sightings.sight(key),
+      into,
     );
     this.flights.set(key, flight);
     this.metrics.requests.inc({ endpoint: req.endpoint, result: 'miss' });

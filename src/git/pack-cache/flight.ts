@@ -15,16 +15,22 @@
  * that will be stored runs to the end even if its clients left, so the next one finds it.
  * The temporary file's descriptor stays open while the flight or any reader needs it.
  */
-import { close } from 'node:fs';
+import { close, fstat, watch, type FSWatcher } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from '../../shared/log.js';
 import { isDomainError, unavailable } from '../../shared/errors.js';
-import type { GitResponse, Outcome } from '../smart-http.js';
+import { gitFailure, type GitResponse, type Outcome } from '../smart-http.js';
 import type { GenerationAdmission } from './admission.js';
 import { GrowingFile, type GrowingFileReader } from './growing-file.js';
 import type { PackCacheMetrics } from './metrics.js';
 import { type EntryMeta, type PackStore, type TempFile } from './store.js';
+
+/** How often a file git writes itself is looked at, besides when inotify reports a change. */
+const WATCH_INTERVAL_MS = 50;
+
+/** Starts git writing the response into `file`; resolves once it runs, with its outcome to come. */
+export type GenerateInto = (file: string, signal: AbortSignal) => Promise<{ done: Promise<Outcome> }>;
 
 /** How often the free space is looked at again while a response is being written. */
 const SPACE_CHECK_BYTES = 64 * 1024 * 1024;
@@ -69,6 +75,8 @@ export class Flight {
     private readonly deps: FlightDeps,
     generate: (signal: AbortSignal) => Promise<GitResponse>,
     admitted: boolean,
+    /** git writes into the temporary file itself (GitServices.uploadPackInto); else `generate` is read. */
+    private readonly into?: GenerateInto,
   ) {
     this.blocked = admitted ? undefined : 'admit_after';
     this.started = new Promise<void>((resolve, reject) => {
@@ -150,6 +158,7 @@ export class Flight {
           throw err;
         }
       }
+      if (this.into) return await this.runInto(this.into, release);
       res = await generate(this.abort.signal);
     } catch (err) {
       release?.();
@@ -179,21 +188,112 @@ export class Flight {
     else if (this.abort.signal.aborted) reason = 'abandoned';
     else if (outcome.code !== 0) reason = 'failed';
     else reason = this.blocked;
+    if (writeError) this.deps.log.error({ err: writeError, key: this.meta.key, repo_id: this.meta.repoId }, 'pack cache write failed');
+    await this.store(reason);
+    return outcome;
+  }
+
+  /**
+   * The flight when git writes the file itself: its growth is watched (inotify through
+   * fs.watch, and a stat every WATCH_INTERVAL_MS in case a change is not reported) and handed
+   * to the readers; `started` once the first byte is there. Failing before any byte is a
+   * refusal, as for a piped git.
+   */
+  private async runInto(into: GenerateInto, release: (() => void) | undefined): Promise<Outcome | undefined> {
+    const temp = this.temp!;
+    const file = this.file!;
+    let started = false;
+    let checking: Promise<void> | undefined;
+    let again = false;
+    const check = (): Promise<void> => {
+      if (checking) {
+        again = true;
+        return checking;
+      }
+      checking = new Promise<void>((resolve) => {
+        fstat(temp.fd, (err, st) => {
+          checking = undefined;
+          if (!err && st.size > file.written) {
+            file.grew(st.size);
+            this.onWritten(st.size);
+            if (!started) {
+              started = true;
+              this.resolveStarted();
+            }
+          }
+          resolve();
+          if (again) {
+            again = false;
+            void check();
+          }
+        });
+      });
+      return checking;
+    };
+    let watcher: FSWatcher | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    let outcome: Outcome;
+    try {
+      const generation = await into(temp.file, this.abort.signal);
+      try {
+        watcher = watch(temp.file, { persistent: false }, () => void check());
+        watcher.on('error', () => {});
+      } catch {
+        // No inotify: the timer alone.
+      }
+      timer = setInterval(() => void check(), WATCH_INTERVAL_MS);
+      outcome = await generation.done;
+    } catch (err) {
+      release?.();
+      watcher?.close();
+      clearInterval(timer);
+      this.running = false;
+      this.rejectStarted(err);
+      await this.settle(false);
+      return undefined;
+    }
+    watcher?.close();
+    clearInterval(timer);
+    release?.();
+    // Whatever git wrote before it exited.
+    await check();
+    while (checking) await checking;
+    this.running = false;
+    const failed = outcome.code !== 0 || this.stopped;
+    if (!started) {
+      if (failed) {
+        this.rejectStarted(gitFailure(outcome.stderr, outcome.timedOut));
+        this.deps.metrics.notStored.inc({ reason: this.abort.signal.aborted ? 'abandoned' : 'failed' });
+        await this.settle(false);
+        return outcome;
+      }
+      this.resolveStarted();
+    }
+    // A failed git's own output (its ERR line, a cut pack) reaches its clients as it would
+    // through a pipe; only a server shutdown cuts them off.
+    if (this.stopped) file.fail(new Error('pack generation stopped'));
+    else file.finish();
+    await this.store(this.stopped ? 'error' : this.abort.signal.aborted ? 'abandoned' : outcome.code !== 0 ? 'failed' : this.blocked);
+    return outcome;
+  }
+
+  /** Commits the finished file unless `reason` says why not; counts either way, then settles. */
+  private async store(reason: string | undefined): Promise<void> {
+    const { store, metrics } = this.deps;
+    const file = this.file!;
     let stored = false;
     if (!reason) {
       try {
-        stored = await store.commit(this.temp!, this.meta, file.written, file.digest());
+        stored = await store.commit(this.temp!, this.meta, file.written, await file.digest());
         if (!stored) reason = file.written > store.maxEntryBytes ? 'too_large' : 'stale';
       } catch (err) {
         reason = 'error';
         this.deps.log.error({ err, key: this.meta.key, repo_id: this.meta.repoId }, 'pack cache entry not stored');
       }
     }
-    if (writeError) this.deps.log.error({ err: writeError, key: this.meta.key, repo_id: this.meta.repoId }, 'pack cache write failed');
     if (stored) metrics.stored.inc();
     else metrics.notStored.inc({ reason: reason! });
     await this.settle(stored);
-    return outcome;
   }
 
   private onWritten(written: number): void {

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createHash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { createServer, get } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { GrowingFile, READ_CHUNK } from './growing-file.js';
@@ -55,7 +55,7 @@ test('readers that start early, mid-way and after the end all get every byte onc
 
     for (const got of await Promise.all([early, middle, late])) assert.ok(got.equals(expected));
     assert.equal(file.written, expected.length);
-    assert.ok(file.digest().equals(createHash('sha256').update(expected).digest()));
+    assert.equal((await file.digest()).readUInt32BE(0), crc32(expected));
   });
 });
 

@@ -10,14 +10,21 @@
  * cut it). Reads are 1 MiB: on the hit path, buffer size is most of the CPU cost
  * (BENCHMARKING.md: ~0.4 CPU-s/GB at 1 MiB, ~1.2 at 64 KiB).
  *
+ * The writer is either this process (writer(): git's output read from a pipe and appended) or
+ * git itself writing into the file (flight.ts), in which case the owner reports the file's
+ * growth with grew(). The checksum of the data (checksum.ts) is computed from the bytes as they
+ * pass: the writer's, or, with an outside writer, the reads of whichever reader is furthest
+ * ahead, so a response sent to a client costs no separate read to check; digest() reads only
+ * what no reader has.
+ *
  * The file descriptor's lifetime is the owner's business (see flight.ts); a reader assumes it
  * stays open until the reader closes.
  */
-import { createHash, type Hash } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
 import { read, writev } from 'node:fs';
 import { ServerResponse } from 'node:http';
 import { Readable, Writable } from 'node:stream';
+import { Checksum } from './checksum.js';
 
 export const READ_CHUNK = 1 << 20;
 
@@ -28,29 +35,58 @@ export class GrowingFile extends EventEmitter {
   written = 0;
   state: State = 'writing';
   error: Error | undefined;
-  /** sha256 of the data, computed while writing. */
-  private readonly hash: Hash = createHash('sha256');
+  /** The checksum of the data up to `summed`; undefined for a complete file (nothing to check). */
+  private readonly sum: Checksum | undefined;
+  private summed = 0;
 
   constructor(
     readonly fd: number,
     readonly offset: number,
+    summing = true,
   ) {
     super();
     // One listener per waiting reader; twenty clients of one flight is the point.
     this.setMaxListeners(0);
+    this.sum = summing ? new Checksum() : undefined;
   }
 
   /** A file already complete on disk (a stored entry), for the same reader. */
   static complete(fd: number, offset: number, length: number): GrowingFile {
-    const file = new GrowingFile(fd, offset);
+    const file = new GrowingFile(fd, offset, false);
     file.written = length;
     file.state = 'finished';
     return file;
   }
 
-  /** The sha256 of everything written; call once, after finish(). */
-  digest(): Buffer {
-    return this.hash.digest();
+  /**
+   * The checksum of everything written; call once, after finish(). Bytes no reader went past
+   * are read here.
+   */
+  async digest(): Promise<Buffer> {
+    if (!this.sum) throw new Error('a complete file has no checksum to compute');
+    const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, Math.max(1, this.written - this.summed)));
+    while (this.summed < this.written) {
+      const at = this.summed;
+      const n = Math.min(buf.length, this.written - at);
+      const got = await new Promise<number>((resolve, reject) => read(this.fd, buf, 0, n, this.offset + at, (err, count) => (err ? reject(err) : resolve(count))));
+      if (got === 0) throw new Error('cache file ends before the bytes written to it');
+      this.observe(at, buf.subarray(0, got));
+    }
+    return this.sum.digest();
+  }
+
+  /** Bytes of the data at `position` passed by (read or written): summed if they come next. */
+  observe(position: number, chunk: Buffer): void {
+    if (!this.sum || position > this.summed || position + chunk.length <= this.summed) return;
+    this.sum.update(position === this.summed ? chunk : chunk.subarray(this.summed - position));
+    this.summed = position + chunk.length;
+  }
+
+  /** An outside writer (git) has written the file up to `length` bytes of data. */
+  grew(length: number): void {
+    if (this.state !== 'writing' || length <= this.written) return;
+    this.written = length;
+    this.emit('progress');
   }
 
   /** A Writable that appends to the file; `onWritten` runs after each completed write. */
@@ -65,7 +101,11 @@ export class GrowingFile extends EventEmitter {
           done(err);
           return;
         }
-        for (const b of buffers) this.hash.update(b);
+        let at = this.written;
+        for (const b of buffers) {
+          this.observe(at, b);
+          at += b.length;
+        }
         this.written += n;
         this.emit('progress');
         onWritten?.(this.written);
@@ -167,8 +207,10 @@ export class GrowingFileReader extends Readable {
         const target = buf ?? Buffer.allocUnsafe(n);
         const got = await new Promise<number>((resolve, reject) => read(f.fd, target, 0, n, f.offset + this.bytes, (err, count) => (err ? reject(err) : resolve(count))));
         if (got === 0) throw new Error('cache file ends before the bytes written to it');
+        const chunk = got === target.length ? target : target.subarray(0, got);
+        f.observe(this.bytes, chunk);
         this.bytes += got;
-        return got === target.length ? target : target.subarray(0, got);
+        return chunk;
       }
       if (f.state === 'finished') return undefined;
       if (f.state === 'failed') throw f.error ?? new Error('cache file write failed');

@@ -6,7 +6,7 @@
  *   <dir>/tmp/<key>.<random>             responses being written (deleted on start)
  *   <dir>/entries/<key[0:2]>/<key>       finished responses: exactly the bytes sent, so a
  *                                        front proxy can send the file itself (X-Accel-Redirect)
- *   <dir>/entries/<key[0:2]>/<key>.meta  its header: length, sha256 of the data, key,
+ *   <dir>/entries/<key[0:2]>/<key>.meta  its header: length, checksum of the data (CRC-32), key,
  *                                        repository, refs version
  *
  * An entry is written under tmp/; then both files are fsynced and renamed into entries/, the
@@ -17,11 +17,12 @@
  * or ctime differ from what was recorded when it was stored or last verified (anything that
  * wrote to it changed its ctime). A damaged entry is deleted and reported as a miss.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { close, fchmod, fstat, fsync, open, read, write, type BigIntStats } from 'node:fs';
 import { chmod, mkdir, readFile, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../../shared/log.js';
+import { Checksum, CHECKSUM_BYTES } from './checksum.js';
 import type { Endpoint } from './key.js';
 import type { PackCacheMetrics } from './metrics.js';
 
@@ -29,7 +30,9 @@ import type { PackCacheMetrics } from './metrics.js';
 export const ENTRY_OVERHEAD = 4096;
 const META_SUFFIX = '.meta';
 const MAX_META_BYTES = 4096;
-const MAGIC = Buffer.from('GSPCACH1');
+// Version 2: a CRC-32 (checksum.ts) where version 1 had a sha256; a version 1 header is not read,
+// so its entry is dropped at start like any other file without a valid header.
+const MAGIC = Buffer.from('GSPCACH2');
 const VERIFY_CHUNK = 1 << 20;
 const STATFS_TTL_MS = 1000;
 
@@ -45,7 +48,8 @@ interface Entry extends EntryMeta {
   file: string;
   /** Bytes of response data: the data file's size. */
   length: number;
-  sha256: string;
+  /** The data's checksum (checksum.ts), hex. */
+  checksum: string;
   /** Identity of the file when it was last known good; undefined: verify before serving. */
   verified: { ino: bigint; ctimeNs: bigint } | undefined;
 }
@@ -250,12 +254,12 @@ export class PackStore {
    * rename its header (the commit point). Returns false (and leaves the file to the caller)
    * when it cannot be stored.
    */
-  async commit(temp: TempFile, meta: EntryMeta, length: number, sha256: Buffer): Promise<boolean> {
+  async commit(temp: TempFile, meta: EntryMeta, length: number, checksum: Buffer): Promise<boolean> {
     if (length > this.maxEntryBytes || !this.isCurrent(meta.repoId, meta.refsVersion)) return false;
     const tempMeta = temp.file + META_SUFFIX;
     const metaFd = await fd.open(tempMeta, 'wx');
     try {
-      await fd.write(metaFd, encodeHeader(meta, length, sha256), 0);
+      await fd.write(metaFd, encodeHeader(meta, length, checksum), 0);
       await fd.sync(metaFd);
     } finally {
       await fd.close(metaFd).catch(() => {});
@@ -279,7 +283,7 @@ export class PackStore {
       await unlinkBoth(file);
       return false;
     }
-    this.add({ ...meta, file, length, sha256: sha256.toString('hex'), verified: { ino: st.ino, ctimeNs: st.ctimeNs } });
+    this.add({ ...meta, file, length, checksum: checksum.toString('hex'), verified: { ino: st.ino, ctimeNs: st.ctimeNs } });
     this.evict();
     return true;
   }
@@ -397,19 +401,20 @@ function sameFile(known: Entry['verified'], st: BigIntStats): boolean {
   return known !== undefined && known.ino === st.ino && known.ctimeNs === st.ctimeNs;
 }
 
-function encodeHeader(meta: EntryMeta, length: number, sha256: Buffer): Buffer {
+function encodeHeader(meta: EntryMeta, length: number, checksum: Buffer): Buffer {
   const json = Buffer.from(JSON.stringify({ key: meta.key, repoId: meta.repoId, refsVersion: meta.refsVersion, endpoint: meta.endpoint }));
   if (52 + json.length > MAX_META_BYTES) throw new RangeError('pack cache entry metadata too long');
   const header = Buffer.alloc(52 + json.length);
   MAGIC.copy(header, 0);
   header.writeBigUInt64BE(BigInt(length), 8);
-  sha256.copy(header, 16);
+  if (checksum.length !== CHECKSUM_BYTES) throw new RangeError('pack cache entry checksum of the wrong size');
+  checksum.copy(header, 16);
   header.writeUInt32BE(json.length, 48);
   json.copy(header, 52);
   return header;
 }
 
-function decodeHeader(header: Buffer): (EntryMeta & { length: number; sha256: string }) | undefined {
+function decodeHeader(header: Buffer): (EntryMeta & { length: number; checksum: string }) | undefined {
   if (header.length < 52 || !header.subarray(0, 8).equals(MAGIC)) return undefined;
   const length = Number(header.readBigUInt64BE(8));
   const jsonLength = header.readUInt32BE(48);
@@ -423,7 +428,7 @@ function decodeHeader(header: Buffer): (EntryMeta & { length: number; sha256: st
     refsVersion: meta.refsVersion,
     endpoint: meta.endpoint,
     length,
-    sha256: header.subarray(16, 48).toString('hex'),
+    checksum: header.subarray(16, 16 + CHECKSUM_BYTES).toString('hex'),
   };
 }
 
@@ -439,7 +444,7 @@ async function readEntryHeader(file: string): Promise<(Entry & { mtimeMs: number
 
 /** Reads an entry's data and checks its checksum; returns what is wrong, if anything. */
 async function verify(handle: number, entry: Entry): Promise<DamageReason | undefined> {
-  const hash = createHash('sha256');
+  const hash = new Checksum();
   const buf = Buffer.allocUnsafe(VERIFY_CHUNK);
   let position = 0;
   while (position < entry.length) {
@@ -448,7 +453,7 @@ async function verify(handle: number, entry: Entry): Promise<DamageReason | unde
     hash.update(buf.subarray(0, bytesRead));
     position += bytesRead;
   }
-  return hash.digest('hex') === entry.sha256 ? undefined : 'checksum';
+  return hash.digest().toString('hex') === entry.checksum ? undefined : 'checksum';
 }
 
 async function unlinkBoth(file: string): Promise<void> {
