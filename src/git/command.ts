@@ -258,17 +258,26 @@ function subcommand(args: readonly string[]): string {
 /**
  * Runs a short git command to completion and returns its output. For administrative
  * commands with small outputs only (init, config, rev-parse, fsck); never for packs.
+ *
+ * Started from the git spawner (spawner.ts), as the git serving requests is: some of these run
+ * on every push (its events, the repository's size), and Node's own spawn held the server's
+ * event loop for the fork of the whole server each time, 5–30 ms (issue 9's abuse benchmark
+ * profiled 3 s of it in a minute of pushes).
  */
 export async function runGit(
   args: readonly string[],
   opts: { cwd?: string; input?: string; env?: Record<string, string>; check?: boolean } = {},
 ): Promise<RunResult> {
-  const child = spawn('git', args, { cwd: opts.cwd, env: gitEnv(opts.env), stdio: ['pipe', 'pipe', 'pipe'] });
+  let child: GitChild;
+  try {
+    child = wrap(helperChild(await spawnFromHelper([...args], gitEnv(opts.env) as Record<string, string>, undefined, opts.cwd)), 10 * 60_000);
+  } catch (err) {
+    child = notStarted((err as Error).message);
+  }
   let stdout = '';
   child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-  const wrapped = wrap(ownChild(child), 10 * 60_000);
   child.stdin.end(opts.input ?? '');
-  const { code, stderr } = await wrapped.exited;
+  const { code, stderr } = await child.exited;
   const result = { code, stdout, stderr };
   if (opts.check !== false && code !== 0) throw new GitCommandError(args, result);
   return result;

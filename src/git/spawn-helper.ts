@@ -19,7 +19,7 @@ process.on('message', (m: SpawnRequest) => {
   let out: number | 'pipe' = 'pipe';
   try {
     if (m.stdoutFile) out = openSync(m.stdoutFile, 'r+');
-    child = spawn('git', m.args, { env: m.env, stdio: ['pipe', out, 'pipe'] });
+    child = spawn('git', m.args, { env: m.env, stdio: ['pipe', out, 'pipe'], ...(m.cwd !== undefined && { cwd: m.cwd }) });
   } catch (err) {
     send({ id: m.id, error: (err as Error).message });
     return;

@@ -24,6 +24,7 @@ export interface SpawnRequest {
   env: Record<string, string>;
   /** An existing file git's stdout is written into, from its first byte (instead of a pipe). */
   stdoutFile?: string | undefined;
+  cwd?: string | undefined;
 }
 
 export type SpawnerMessage =
@@ -113,7 +114,7 @@ function ensureHelper(): ChildProcess {
 }
 
 /** Starts `git args…` with exactly `env`, from the helper; its stdout into `stdoutFile` when given. */
-export function spawnFromHelper(args: string[], env: Record<string, string>, stdoutFile?: string): Promise<HelperChild> {
+export function spawnFromHelper(args: string[], env: Record<string, string>, stdoutFile?: string, cwd?: string): Promise<HelperChild> {
   const id = nextId++;
   let p!: Pending;
   const started = new Promise<HelperChild>((resolve, reject) => {
@@ -128,7 +129,7 @@ export function spawnFromHelper(args: string[], env: Record<string, string>, std
   void p.exit.then(() => {
     if (pending.size === 0) channelOf(h)?.unref();
   });
-  h.send({ id, args, env, stdoutFile } satisfies SpawnRequest, (err) => {
+  h.send({ id, args, env, stdoutFile, cwd } satisfies SpawnRequest, (err) => {
     if (!err) return;
     pending.delete(id);
     p.failed(new Error(`cannot reach the git spawner: ${err.message}`));
