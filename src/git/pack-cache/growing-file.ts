@@ -27,6 +27,8 @@ import { Readable, Writable } from 'node:stream';
 import { Checksum } from './checksum.js';
 
 export const READ_CHUNK = 1 << 20;
+/** How long a reader close behind the writer waits for a whole chunk to gather (see next()). */
+const FOLLOW_WAIT_MS = 10;
 
 type State = 'writing' | 'finished' | 'failed';
 
@@ -80,6 +82,26 @@ export class GrowingFile extends EventEmitter {
     if (!this.sum || position > this.summed || position + chunk.length <= this.summed) return;
     this.sum.update(position === this.summed ? chunk : chunk.subarray(this.summed - position));
     this.summed = position + chunk.length;
+  }
+
+  /**
+   * Resolves once `length` bytes of data are written, the file is no longer being written, or
+   * `ms` have passed, whichever comes first.
+   */
+  gathered(length: number, ms: number): Promise<void> {
+    if (this.written >= length || this.state !== 'writing') return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.off('progress', check);
+        resolve();
+      };
+      const check = () => {
+        if (this.written >= length || this.state !== 'writing') done();
+      };
+      const timer = setTimeout(done, ms);
+      this.on('progress', check);
+    });
   }
 
   /** An outside writer (git) has written the file up to `length` bytes of data. */
@@ -142,6 +164,8 @@ export class GrowingFile extends EventEmitter {
 export class GrowingFileReader extends Readable {
   /** Bytes handed to the consumer so far. */
   bytes = 0;
+  /** The next read takes what is there: it already waited for a chunk's worth to gather. */
+  private waited = false;
 
   constructor(private readonly file: GrowingFile) {
     super({ highWaterMark: READ_CHUNK });
@@ -202,6 +226,15 @@ export class GrowingFileReader extends Readable {
     for (;;) {
       if (this.destroyed) return undefined;
       const available = f.written - this.bytes;
+      // Close behind the writer, a reader would take each of git's 64 KiB writes on its own
+      // (a read, a socket write, a wakeup each): it lets a chunk's worth gather first, but for
+      // no longer than FOLLOW_WAIT_MS, so git's progress messages still flow.
+      if (available > 0 && available < READ_CHUNK && f.state === 'writing' && !this.waited) {
+        this.waited = true;
+        await f.gathered(this.bytes + READ_CHUNK, FOLLOW_WAIT_MS);
+        continue;
+      }
+      this.waited = false;
       if (available > 0) {
         const n = Math.min(available, buf?.length ?? READ_CHUNK);
         const target = buf ?? Buffer.allocUnsafe(n);
