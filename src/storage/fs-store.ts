@@ -36,10 +36,11 @@ export function createFsStore(root: string): ObjectStore {
     // same error. The body's failures (a verifying transform, a client gone) pass through.
     let firstFailure: 'body' | 'file' | undefined;
     body.once('error', () => (firstFailure ??= 'body'));
+    let out: ReturnType<typeof createWriteStream> | undefined;
     try {
       await mkdir(tmpDir, { recursive: true });
       // `flush` fsyncs the file before it closes; pipeline resolves after the close.
-      const out = createWriteStream(tmp, { flags: 'wx', flush: true, highWaterMark: CHUNK });
+      out = createWriteStream(tmp, { flags: 'wx', flush: true, highWaterMark: CHUNK });
       out.once('error', () => (firstFailure ??= 'file'));
       await pipeline(body, out, opts.signal ? { signal: opts.signal } : {});
       const created = await mkdir(dir, { recursive: true });
@@ -47,6 +48,9 @@ export function createFsStore(root: string): ObjectStore {
       await syncDirectories(dir, created);
       return { size: out.bytesWritten };
     } catch (err) {
+      // The stream opens its file asynchronously: a body failing first would otherwise be
+      // unlinked before the file exists, and the file created after.
+      if (out && !out.closed) await new Promise<void>((resolve) => out!.once('close', () => resolve()));
       await unlink(tmp).catch(() => {});
       throw firstFailure === 'body' ? err : storageError(err, key, 'put');
     }
