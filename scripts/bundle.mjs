@@ -33,6 +33,12 @@ await build({
   // The libraries written as CommonJS call require(); an ES module file has none of its own.
   banner: { js: "import { createRequire as createRequireOfBundle } from 'node:module'; const require = createRequireOfBundle(import.meta.url);" },
   logLevel: 'warning',
+  // Without comments and indentation, and with every character ASCII: V8 keeps each file's
+  // source in memory, and one non-ASCII character (a comment's dash) makes it store the whole
+  // file at two bytes a character. Together 12 MB less resident at idle (142 -> 130 MB).
+  // Names are kept; the maps lead stack traces back to src/ under --enable-source-maps.
+  minifyWhitespace: true,
+  charset: 'ascii',
 });
 
 // tsc compiles TypeScript only: the Perl relay joins the compiled one in both layouts.

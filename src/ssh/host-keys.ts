@@ -7,7 +7,7 @@
  */
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import ssh2 from 'ssh2';
+import { ssh2 } from './ssh2.js';
 import { fingerprintOf } from './public-key.js';
 
 export interface HostKey {
@@ -21,8 +21,8 @@ export interface HostKey {
 }
 
 const KINDS = [
-  { type: 'ssh-ed25519', file: 'ssh_host_ed25519_key', make: () => ssh2.utils.generateKeyPairSync('ed25519') },
-  { type: 'ssh-rsa', file: 'ssh_host_rsa_key', make: () => ssh2.utils.generateKeyPairSync('rsa', { bits: 3072 }) },
+  { type: 'ssh-ed25519', file: 'ssh_host_ed25519_key', make: () => ssh2().utils.generateKeyPairSync('ed25519') },
+  { type: 'ssh-rsa', file: 'ssh_host_rsa_key', make: () => ssh2().utils.generateKeyPairSync('rsa', { bits: 3072 }) },
 ] as const;
 
 function describe(type: string, priv: string, pub: string): HostKey {

@@ -8,7 +8,7 @@
  * cannot use to verify a signature, and text that is not one key.
  */
 import { createHash } from 'node:crypto';
-import ssh2 from 'ssh2';
+import { ssh2 } from './ssh2.js';
 import { invalid } from '../shared/errors.js';
 
 export interface PublicKey {
@@ -67,7 +67,7 @@ export function parsePublicKey(text: string): PublicKey {
   const blob = Buffer.from(b64, 'base64');
   const inner = sshString(blob, 0);
   if (!inner || inner.value.toString('latin1') !== type) throw invalid('invalid_ssh_key', 'not an SSH public key: the key data does not match its type');
-  const parsed = ssh2.utils.parseKey(`${type} ${b64}`);
+  const parsed = ssh2().utils.parseKey(`${type} ${b64}`);
   if (parsed instanceof Error || Array.isArray(parsed)) throw invalid('invalid_ssh_key', `not a usable SSH public key: ${parsed instanceof Error ? parsed.message : 'several keys'}`);
   const key: PublicKey = { type, blob: b64, fingerprint: fingerprintOf(blob), comment: rest.length > 0 ? rest.join(' ').slice(0, 200) : null };
   if (type === 'ssh-rsa') {

@@ -23,7 +23,8 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { PassThrough, Readable, type Writable } from 'node:stream';
-import ssh2 from 'ssh2';
+import type { Connection, PublicKeyAuthContext, ServerChannel } from 'ssh2';
+import { ssh2 } from './ssh2.js';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { SshKeys } from '../access/ssh-keys.js';
 import { actorId, actorName, anonymous, type Actor } from '../access/policy.js';
@@ -71,7 +72,7 @@ export interface SshServer {
   close(graceMs: number): Promise<void>;
 }
 
-type Channel = ssh2.ServerChannel;
+type Channel = ServerChannel;
 
 interface Who {
   actor: Actor;
@@ -106,10 +107,10 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
     }),
     bytes: new Counter({ name: 'gitstratum_ssh_bytes_total', help: 'Bytes of git traffic over SSH, by direction', labelNames: ['direction'] as const, registers: [deps.registry] }),
   };
-  const clients = new Set<ssh2.Connection>();
+  const clients = new Set<Connection>();
   const running = new Set<Promise<unknown>>();
 
-  const server = new ssh2.Server({ hostKeys: opts.hostKeys.map((k) => k.private), ident: 'gitstratum' }, (client, info) => {
+  const server = new (ssh2().Server)({ hostKeys: opts.hostKeys.map((k) => k.private), ident: 'gitstratum' }, (client, info) => {
     metrics.connections.inc();
     metrics.open.inc();
     clients.add(client);
@@ -241,14 +242,14 @@ export function createSshServer(opts: SshServerOptions, deps: SshServerDeps): Ss
   });
 
   /** The user of the presented key; anonymous for an unknown key when anonymous reads are on. */
-  async function authenticate(ctx: ssh2.PublicKeyAuthContext): Promise<Who | undefined> {
+  async function authenticate(ctx: PublicKeyAuthContext): Promise<Who | undefined> {
     const fingerprint = fingerprintOf(ctx.key.data);
     // Last use is recorded only once the client has proved it holds the key.
     const found = await deps.sshKeys.authenticate(fingerprint, { proven: Boolean(ctx.signature) });
     const type = ctx.key.data.subarray(4, 4 + ctx.key.data.readUInt32BE(0)).toString('latin1');
     if (!ctx.signature) return found || opts.anonymousReads ? { actor: found?.actor ?? anonymous, fingerprint } : (metrics.auth.inc({ result: 'unknown_key' }), undefined);
     // The client proves it holds the private key: its signature over the session's data.
-    const key = ssh2.utils.parseKey(`${type} ${ctx.key.data.toString('base64')}`);
+    const key = ssh2().utils.parseKey(`${type} ${ctx.key.data.toString('base64')}`);
     if (key instanceof Error || Array.isArray(key) || key.verify(ctx.blob!, ctx.signature, ctx.hashAlgo) !== true) {
       metrics.auth.inc({ result: 'bad_signature' });
       return undefined;
