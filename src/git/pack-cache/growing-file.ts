@@ -195,7 +195,11 @@ export class GrowingFileReader extends Readable {
   }
 
   private async sendTo(res: ServerResponse, end: boolean): Promise<void> {
-    const buffers = [Buffer.allocUnsafeSlow(READ_CHUNK), Buffer.allocUnsafeSlow(READ_CHUNK)];
+    // A complete file (a hit) needs buffers no larger than itself: most responses (ref
+    // advertisements, ls-refs, small fetches) are a few KiB, and two MiB for each of them was
+    // most of the server's allocation, and its garbage collection, under a fetch storm.
+    const size = this.file.state === 'finished' ? Math.max(1, Math.min(READ_CHUNK, this.file.written - this.bytes)) : READ_CHUNK;
+    const buffers = [Buffer.allocUnsafeSlow(size), Buffer.allocUnsafeSlow(size)];
     const writes: (Promise<void> | undefined)[] = [undefined, undefined];
     for (let i = 0; ; i ^= 1) {
       // The buffer is free again once the response has handed its previous contents to the socket.
