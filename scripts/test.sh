@@ -28,6 +28,22 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
+# moto's S3 server (buckets with versioning): the S3 store's contract tests (src/storage/s3-store.test.ts).
+# These machines' Python carries it; else Debian's, installed when we are root.
+if ! python3 -c 'import moto.server' 2>/dev/null; then
+  if ! /usr/bin/python3 -c 'import moto.server' 2>/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "test: installing python3-moto from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-moto python3-flask python3-flask-cors >/dev/null
+  fi
+  if /usr/bin/python3 -c 'import moto.server' 2>/dev/null; then
+    export GITSTRATUM_TEST_PYTHON=/usr/bin/python3
+  else
+    echo "test: missing Python's moto server; install it (pip install 'moto[server]') and run again" >&2
+    exit 1
+  fi
+fi
+
 npm run --silent build
 
 # A throwaway PostgreSQL cluster on a free port, trusting local connections.

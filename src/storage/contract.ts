@@ -268,3 +268,84 @@ async function fromAsync<T>(items: AsyncIterable<T>): Promise<T[]> {
 function sortInfos(infos: ObjectInfo[]): ObjectInfo[] {
   return [...infos].sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
 }
+
+/**
+ * The contract of versioned keys (object-store.ts Versions), for stores whose versioning is on:
+ * the filesystem store, and an S3 bucket with versioning enabled (moto's server).
+ */
+export function versionedStoreContract(name: string, makeStore: () => Promise<ContractStore>): void {
+  describe(`ObjectStore versions contract: ${name}`, () => {
+    let store: ObjectStore;
+    let dispose: (() => Promise<void>) | undefined;
+    const run = randomBytes(4).toString('hex');
+    const key = (rest: string): ObjectKey => objectKey(`versions/${run}/${rest}`);
+    const versions = () => {
+      assert.ok(store.versions, 'the store has versions');
+      return store.versions;
+    };
+
+    before(async () => {
+      ({ store, dispose } = await makeStore());
+    });
+    after(async () => {
+      await dispose?.();
+    });
+
+    test('versioning is reported on', async () => {
+      assert.equal(await versions().enabled(), true);
+    });
+
+    test('copying to a key twice keeps both versions, each readable exactly; the key serves the newest', async () => {
+      const first = randomBytes(100_000);
+      const second = randomBytes(70_000);
+      await store.put(key('staging/a'), Readable.from([first]));
+      await store.put(key('staging/b'), Readable.from([second]));
+      const target = key('documents/contracts/lease.pdf');
+      const v1 = await versions().copy(key('staging/a'), target);
+      const v2 = await versions().copy(key('staging/b'), target);
+      assert.notEqual(v1.versionId, v2.versionId);
+      assert.deepEqual([v1.size, v2.size], [first.length, second.length]);
+      assert.ok((await collect((await versions().get(target, v1.versionId)).body)).equals(first), 'the first version, byte for byte');
+      assert.ok((await collect((await versions().get(target, v2.versionId)).body)).equals(second), 'the second version');
+      assert.ok((await collect((await store.get(target)).body)).equals(second), 'the key itself serves the newest');
+      const ranged = await versions().get(target, v1.versionId, { range: { start: 10, end: 19 } });
+      assert.ok((await collect(ranged.body)).equals(first.subarray(10, 20)), 'a range of an older version');
+
+      const listed = (await fromAsync(versions().list(`versions/${run}/documents/`))).sort((a, b) => a.size - b.size);
+      assert.deepEqual(
+        listed.map((v) => ({ key: v.key, versionId: v.versionId, size: v.size, latest: v.latest })),
+        [
+          { key: target, versionId: v2.versionId, size: second.length, latest: true },
+          { key: target, versionId: v1.versionId, size: first.length, latest: false },
+        ],
+      );
+      // Versions are not keys of their own: the plain listing shows the key once.
+      assert.deepEqual((await fromAsync(store.list(`versions/${run}/documents/`))).map((i) => i.key), [target]);
+    });
+
+    test('deleting the current version makes the previous one current; deleting the last removes the key', async () => {
+      const one = Buffer.from('version one');
+      const two = Buffer.from('version two, longer');
+      await store.put(key('src/one'), Readable.from([one]));
+      await store.put(key('src/two'), Readable.from([two]));
+      const target = key('docs/readme.md');
+      const v1 = await versions().copy(key('src/one'), target);
+      const v2 = await versions().copy(key('src/two'), target);
+      await versions().delete(target, v2.versionId);
+      assert.ok((await collect((await store.get(target)).body)).equals(one));
+      await assert.rejects(versions().get(target, v2.versionId), isError('not_found', 'object_not_found'));
+      await versions().delete(target, v2.versionId); // again: not an error
+      await versions().delete(target, v1.versionId);
+      assert.equal(await store.head(target), undefined);
+      assert.deepEqual(await fromAsync(versions().list(`versions/${run}/docs/`)), []);
+    });
+
+    test('an unknown version is not found; copying from a missing key is not found', async () => {
+      await store.put(key('x/source'), Readable.from([Buffer.from('x')]));
+      const target = key('x/target');
+      await versions().copy(key('x/source'), target);
+      await assert.rejects(versions().get(target, 'no-such-version'), isError('not_found', 'object_not_found'));
+      await assert.rejects(versions().copy(key('x/missing'), key('x/other')), isError('not_found', 'object_not_found'));
+    });
+  });
+}

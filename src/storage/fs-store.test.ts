@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
-import { objectStoreContract, paced } from './contract.js';
+import { objectStoreContract, paced, versionedStoreContract } from './contract.js';
 import { createFsStore } from './fs-store.js';
 import { objectKey } from './object-store.js';
 
@@ -14,6 +14,11 @@ async function tempRoot(): Promise<string> {
 }
 
 objectStoreContract('filesystem', async () => {
+  const root = await tempRoot();
+  return { store: createFsStore(root), dispose: () => rm(root, { recursive: true, force: true }) };
+});
+
+versionedStoreContract('filesystem', async () => {
   const root = await tempRoot();
   return { store: createFsStore(root), dispose: () => rm(root, { recursive: true, force: true }) };
 });

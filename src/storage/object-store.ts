@@ -69,6 +69,33 @@ export interface Presigner {
   ): Promise<string>;
 }
 
+/** One version of a key in a versioned store. */
+export interface VersionInfo {
+  key: ObjectKey;
+  versionId: string;
+  size: number;
+  /** The key's current version (what get() without a version serves). */
+  latest: boolean;
+}
+
+/**
+ * Versioned storage (issue 15, the readable LFS layout): writing a key again keeps its earlier
+ * contents, each readable by the version id its write returned. The filesystem store always
+ * has it (for keys written through it); an S3 store has it when the bucket's versioning is on,
+ * which `enabled()` asks the bucket (GetBucketVersioning).
+ */
+export interface Versions {
+  enabled(): Promise<boolean>;
+  /** Copies the current `from` to `to` within the store (S3: CopyObject, no bytes through us); the version written. */
+  copy(from: ObjectKey, to: ObjectKey): Promise<{ versionId: string; size: number }>;
+  /** Exactly that version of the key; `not_found` when it does not exist. */
+  get(key: ObjectKey, versionId: string, opts?: { range?: ByteRange; signal?: AbortSignal }): Promise<GetResult>;
+  /** Every version of every key under the prefix. */
+  list(prefix: string): AsyncIterable<VersionInfo>;
+  /** Deletes one version (absent is not an error); deleting the current one makes the newest left current. */
+  delete(key: ObjectKey, versionId: string): Promise<void>;
+}
+
 export interface ObjectStore {
   /** Short name for logs and metrics: `filesystem`, `s3`. */
   readonly kind: string;
@@ -81,4 +108,6 @@ export interface ObjectStore {
   delete(key: ObjectKey): Promise<void>;
   list(prefix: string): AsyncIterable<ObjectInfo>;
   readonly presigner?: Presigner;
+  /** Versioned keys, where the store can keep them (see Versions). */
+  readonly versions?: Versions;
 }

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { startS3 } from '../../test/support/s3.js';
-import { objectStoreContract } from './contract.js';
+import { startMoto } from '../../test/support/moto.js';
+import { objectStoreContract, versionedStoreContract } from './contract.js';
 import { objectKey } from './object-store.js';
 import { createS3Store } from './s3-store.js';
 
@@ -17,6 +18,46 @@ objectStoreContract('s3 (s3rver)', async () => {
       await s3.stop();
     },
   };
+});
+
+// moto's server: a second implementation of the S3 API, with bucket versioning (issue 15).
+objectStoreContract('s3 (moto)', async () => {
+  const s3 = await startMoto();
+  const store = createS3Store({ ...s3, forcePathStyle: true, prefix: 'store', listPageSize: 2 });
+  return {
+    store,
+    dispose: async () => {
+      store.destroy();
+      await s3.stop();
+    },
+  };
+});
+
+versionedStoreContract('s3 (moto, bucket versioning on)', async () => {
+  const s3 = await startMoto({ versioning: true });
+  const store = createS3Store({ ...s3, forcePathStyle: true, prefix: 'store', listPageSize: 2 });
+  return {
+    store,
+    dispose: async () => {
+      store.destroy();
+      await s3.stop();
+    },
+  };
+});
+
+test('a bucket without versioning says so, and a copy into it is refused as versioning_disabled', async (t) => {
+  const s3 = await startS3();
+  const store = createS3Store({ ...s3, forcePathStyle: true });
+  t.after(async () => {
+    store.destroy();
+    await s3.stop();
+  });
+  assert.equal(await store.versions!.enabled(), false);
+  await store.put(objectKey('a/source'), Readable.from([Buffer.from('x')]));
+  await assert.rejects(store.versions!.copy(objectKey('a/source'), objectKey('a/target')), (err: unknown) => {
+    assert.equal((err as { code?: string }).code, 'versioning_disabled');
+    return true;
+  });
 });
 
 test('pre-signed PUT URLs sign Content-Type, Content-Length and the SHA-256 checksum, and no CRC32', async (t) => {

@@ -17,9 +17,12 @@
  */
 import { Readable, addAbortSignal, finished } from 'node:stream';
 import {
+  CopyObjectCommand,
   DeleteObjectCommand,
+  GetBucketVersioningCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListObjectVersionsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -30,7 +33,7 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { DomainError, invalid, notFound, unavailable } from '../shared/errors.js';
 import { counting } from '../shared/streams.js';
 import { assertByteRange } from './byte-range.js';
-import { objectKey, type ByteRange, type GetResult, type ObjectInfo, type ObjectKey, type ObjectStore, type PutOptions } from './object-store.js';
+import { objectKey, type ByteRange, type GetResult, type ObjectInfo, type ObjectKey, type ObjectStore, type PutOptions, type Versions } from './object-store.js';
 
 export interface S3StoreOptions {
   /** For S3-compatible services (MinIO, s3rver, R2); omitted means AWS. */
@@ -105,13 +108,18 @@ export function createS3Store(opts: S3StoreOptions): S3StoreHandle {
     return { size: counter.bytes };
   }
 
-  async function get(key: ObjectKey, getOpts: { range?: ByteRange; signal?: AbortSignal } = {}): Promise<GetResult> {
-    const { range, signal } = getOpts;
+  async function get(key: ObjectKey, getOpts: { range?: ByteRange; signal?: AbortSignal; versionId?: string } = {}): Promise<GetResult> {
+    const { range, signal, versionId } = getOpts;
     if (range) assertByteRange(range);
     let out;
     try {
       out = await client.send(
-        new GetObjectCommand({ Bucket, Key: Key(key), ...(range && { Range: `bytes=${range.start}-${range.end ?? ''}` }) }),
+        new GetObjectCommand({
+          Bucket,
+          Key: Key(key),
+          ...(versionId !== undefined && { VersionId: versionId }),
+          ...(range && { Range: `bytes=${range.start}-${range.end ?? ''}` }),
+        }),
         signal ? { abortSignal: signal } : {},
       );
     } catch (err) {
@@ -171,6 +179,75 @@ export function createS3Store(opts: S3StoreOptions): S3StoreHandle {
     } while (ContinuationToken);
   }
 
+  const versions: Versions = {
+    async enabled() {
+      try {
+        const out = await client.send(new GetBucketVersioningCommand({ Bucket }));
+        return out.Status === 'Enabled';
+      } catch (err) {
+        throw s3Error(err, undefined, 'versioning');
+      }
+    },
+
+    // CopyObject copies up to 5 GB in one request; larger objects would need UploadPartCopy.
+    async copy(from, to) {
+      try {
+        const out = await client.send(new CopyObjectCommand({ Bucket, Key: Key(to), CopySource: `${Bucket}/${Key(from).split('/').map(encodeURIComponent).join('/')}` }));
+        if (!out.VersionId) throw invalid('versioning_disabled', `the bucket ${Bucket} keeps no versions: turn its versioning on`, { bucket: Bucket });
+        const info = await client.send(new HeadObjectCommand({ Bucket, Key: Key(to), VersionId: out.VersionId }));
+        return { versionId: out.VersionId, size: info.ContentLength ?? 0 };
+      } catch (err) {
+        throw s3Error(err, from, 'copy');
+      }
+    },
+
+    async get(key, versionId, opts = {}) {
+      try {
+        return await get(key, { ...opts, versionId });
+      } catch (err) {
+        // S3 answers a malformed version id with 400 InvalidArgument: for the caller, no such version.
+        if ((err as SdkError).name === 'InvalidArgument') throw notFound('object_not_found', 'no such version', { key, version_id: versionId.slice(0, 80) });
+        throw err;
+      }
+    },
+
+    async *list(prefix) {
+      let KeyMarker: string | undefined;
+      let VersionIdMarker: string | undefined;
+      do {
+        let page;
+        try {
+          page = await client.send(
+            new ListObjectVersionsCommand({ Bucket, Prefix: base + prefix, MaxKeys: pageSize, ...(KeyMarker && { KeyMarker }), ...(VersionIdMarker && { VersionIdMarker }) }),
+          );
+        } catch (err) {
+          throw s3Error(err, undefined, 'list');
+        }
+        for (const v of page.Versions ?? []) {
+          if (v.Key === undefined || v.VersionId === undefined) continue;
+          let key: ObjectKey;
+          try {
+            key = objectKey(v.Key.slice(base.length));
+          } catch {
+            continue;
+          }
+          yield { key, versionId: v.VersionId, size: v.Size ?? 0, latest: v.IsLatest === true };
+        }
+        KeyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
+        VersionIdMarker = page.IsTruncated ? page.NextVersionIdMarker : undefined;
+      } while (KeyMarker);
+    },
+
+    async delete(key, versionId) {
+      try {
+        await client.send(new DeleteObjectCommand({ Bucket, Key: Key(key), VersionId: versionId }));
+      } catch (err) {
+        const mapped = s3Error(err, key, 'delete');
+        if (!(mapped instanceof DomainError && mapped.kind === 'not_found')) throw mapped;
+      }
+    },
+  };
+
   const presigner = {
     presignGet(key: ObjectKey, expiresIn: number): Promise<string> {
       return getSignedUrl(client, new GetObjectCommand({ Bucket, Key: Key(key) }), { expiresIn });
@@ -195,7 +272,7 @@ export function createS3Store(opts: S3StoreOptions): S3StoreHandle {
     },
   };
 
-  return { kind: 's3', put, get, head, delete: remove, list, presigner, destroy: () => client.destroy() };
+  return { kind: 's3', put, get: (key, o) => get(key, o), head, delete: remove, list, presigner, versions, destroy: () => client.destroy() };
 }
 
 /** An S3 store also owns its HTTP connections; `destroy` closes them (tests, shutdown). */
