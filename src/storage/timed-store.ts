@@ -18,6 +18,8 @@ export function timed(store: ObjectStore, histogram: Histogram<'backend' | 'oper
   return {
     kind: store.kind,
     ...(store.presigner && { presigner: store.presigner }),
+    // Passed through untimed until the readable LFS layout (issue 15) uses them.
+    ...(store.versions && { versions: store.versions }),
     put: (key, body, opts) => observe('put', () => store.put(key, body, opts)),
     async get(key, opts) {
       const end = histogram.startTimer({ backend: store.kind, operation: 'get' });
