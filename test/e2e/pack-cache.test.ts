@@ -2,8 +2,9 @@
  * The upload-pack response cache with the real git client: never stale (pushes, refs changed
  * on disk behind the server's back, new tags, a push during a storm), single flight (twenty
  * concurrent clones, one pack generation), incremental fetches of runners at one commit, damaged entries never served, a full disk falling
- * back to plain git, and clones of different shapes never mixed up.
- * One server for the file (the full-disk scenario starts its own, differently configured);
+ * back to plain git, clones of different shapes never mixed up, and a server killed while git
+ * writes a pack into its cache file leaving nothing to serve.
+ * One server for the file (the full-disk and kill -9 scenarios start their own);
  * every scenario creates and pushes its own repository.
  */
 import { after, before, test } from 'node:test';
