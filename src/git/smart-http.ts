@@ -22,8 +22,8 @@
  */
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { DomainError, invalid, tooLarge, unavailable } from '../shared/errors.js';
-import { byteLimit, counting } from '../shared/streams.js';
+import { DomainError, invalid, unavailable } from '../shared/errors.js';
+import { byteLimit, counting, overByteLimit } from '../shared/streams.js';
 import { spawnService, type GitChild, type GitService, type HookContext } from './command.js';
 import type { Limiter } from './limiter.js';
 import { FLUSH_PKT, RequestValidator, pktLine, type PushCaps, type RefUpdate } from './pkt-line.js';
@@ -314,9 +314,8 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
 export async function uploadPackInto(opts: RpcOptions & { body: Buffer }, file: string, limiter: Limiter, signal: AbortSignal): Promise<{ done: Promise<Outcome> }> {
   const refusal = validateWhole(opts.body, opts.limits.push);
   if (refusal) throw refusal;
-  if (opts.body.length > opts.limits.maxFetchRequestBytes) {
-    throw tooLarge('body_too_large', `fetch request exceeds the limit of ${opts.limits.maxFetchRequestBytes} bytes`, { limit: opts.limits.maxFetchRequestBytes });
-  }
+  const over = overByteLimit(opts.body.length, opts.limits.maxFetchRequestBytes, 'fetch request');
+  if (over) throw over;
   const release = await limiter.acquire(signal);
   const child = await spawnService({
     service: 'upload-pack',

@@ -2,13 +2,19 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { invalid, tooLarge } from './errors.js';
 
+/** The refusal of `bytes` of `what` over `max`, or undefined (byteLimit's, for a body already whole). */
+export function overByteLimit(bytes: number, max: number, what: string): Error | undefined {
+  return bytes > max ? tooLarge('body_too_large', `${what} exceeds the limit of ${max} bytes`, { limit: max }) : undefined;
+}
+
 /** Passes bytes through until `max` is exceeded, then fails with `too_large`. */
 export function byteLimit(max: number, what: string): Transform & { bytes: number } {
   const t = new Transform({
     transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
       t.bytes += chunk.length;
-      if (t.bytes > max) {
-        done(tooLarge('body_too_large', `${what} exceeds the limit of ${max} bytes`, { limit: max }));
+      const over = overByteLimit(t.bytes, max, what);
+      if (over) {
+        done(over);
         return;
       }
       done(null, chunk);

@@ -1,49 +1,34 @@
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
-import { startS3 } from '../../test/support/s3.js';
+import { startS3, type TestS3 } from '../../test/support/s3.js';
 import { startMoto } from '../../test/support/moto.js';
 import { objectStoreContract, versionedStoreContract } from './contract.js';
 import { objectKey } from './object-store.js';
 import { createS3Store } from './s3-store.js';
 
-// A page size of 2 makes the contract's listings page through continuation tokens.
-objectStoreContract('s3 (s3rver)', async () => {
-  const s3 = await startS3();
-  const store = createS3Store({ ...s3, forcePathStyle: true, prefix: 'store', listPageSize: 2 });
-  return {
-    store,
-    dispose: async () => {
-      store.destroy();
-      await s3.stop();
-    },
+/**
+ * A store in a fresh bucket of a test S3 server, disposed with it. A page size of 2 makes the
+ * contract's listings page through continuation tokens.
+ */
+function contractStore(server: () => Promise<TestS3>) {
+  return async () => {
+    const s3 = await server();
+    const store = createS3Store({ ...s3, forcePathStyle: true, prefix: 'store', listPageSize: 2 });
+    return {
+      store,
+      dispose: async () => {
+        store.destroy();
+        await s3.stop();
+      },
+    };
   };
-});
+}
 
+objectStoreContract('s3 (s3rver)', contractStore(startS3));
 // moto's server: a second implementation of the S3 API, with bucket versioning (issue 15).
-objectStoreContract('s3 (moto)', async () => {
-  const s3 = await startMoto();
-  const store = createS3Store({ ...s3, forcePathStyle: true, prefix: 'store', listPageSize: 2 });
-  return {
-    store,
-    dispose: async () => {
-      store.destroy();
-      await s3.stop();
-    },
-  };
-});
-
-versionedStoreContract('s3 (moto, bucket versioning on)', async () => {
-  const s3 = await startMoto({ versioning: true });
-  const store = createS3Store({ ...s3, forcePathStyle: true, prefix: 'store', listPageSize: 2 });
-  return {
-    store,
-    dispose: async () => {
-      store.destroy();
-      await s3.stop();
-    },
-  };
-});
+objectStoreContract('s3 (moto)', contractStore(startMoto));
+versionedStoreContract('s3 (moto, bucket versioning on)', contractStore(() => startMoto({ versioning: true })));
 
 test('a bucket without versioning says so, and a copy into it is refused as versioning_disabled', async (t) => {
   const s3 = await startS3();

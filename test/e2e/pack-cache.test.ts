@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { open, readFile, readdir, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Git, packCacheSettled, Server, seedAlice, tempDir } from './harness.js';
 
 let server: Server;
@@ -292,13 +293,26 @@ test('with the disk under the free-space threshold, clones are served by git unc
 });
 
 test('git writes a pack into its cache file itself: a kill -9 mid-generation never leaves an entry to be served cut short', async () => {
-  // A server of its own, killed and started again on its data directory.
-  let s = await Server.start();
+  // git is held mid-pack, whatever the machine's speed: a pack-objects hook (honoured from the
+  // global config only, which this server alone is given) passes the pack's first 64 KiB, then
+  // waits until the test releases it (at most 60 s).
+  const hold = await tempDir();
+  const release = path.join(hold, 'release');
+  const held = path.join(hold, 'held');
+  const hook = path.join(hold, 'hold-pack.sh');
+  await writeFile(
+    hook,
+    `#!/bin/sh\n"$@" | { dd bs=65536 count=1 iflag=fullblock 2>/dev/null; : >> '${held}'; i=0; while [ ! -e '${release}' ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; cat; }\n`,
+    { mode: 0o755 },
+  );
+  await writeFile(path.join(hold, 'gitconfig'), `[uploadpack]\n\tpackObjectsHook = ${hook}\n`);
+  // A server of its own, killed and started again on its data directory (without the hook).
+  let s = await Server.start({ env: { GIT_CONFIG_GLOBAL: path.join(hold, 'gitconfig') } });
   try {
     const token = await seedAlice(s);
     await s.createRepo('alice/main/killed');
     const work = await git.workTree(path.join(await tempDir(), 'work'), { commits: 1, seed: 11 });
-    // 16 MiB that git cannot compress: the pack takes git a while to write.
+    // 16 MiB that git cannot compress: far more than the hook lets through.
     await writeFile(path.join(work, 'noise.bin'), randomBytes(16 << 20));
     await git.ok(['add', '-A'], { cwd: work });
     await git.ok(['commit', '-q', '-m', 'noise'], { cwd: work });
@@ -323,9 +337,14 @@ test('git writes a pack into its cache file itself: a kill -9 mid-generation nev
         return reader;
       }),
     );
+    // git's progress lines may come before the pack: wait (bounded) until the hook holds it.
+    for (let i = 0; i < 300 && !(await readdir(hold)).includes('held'); i++) await sleep(100);
+    assert.equal((await readdir(hold)).includes('held'), true, 'git is held mid-pack when the server is killed');
     await s.stop('SIGKILL');
     await Promise.all(readers.map((r) => r.cancel().catch(() => {})));
     assert.deepEqual(await entriesOf(id, s), [], 'nothing was stored before the kill');
+    // The killed server's git finishes into a file nobody will commit.
+    await writeFile(release, '');
 
     s = await Server.start({ dataDir: s.dataDir });
     const m0 = await metrics(s);
@@ -345,6 +364,7 @@ test('git writes a pack into its cache file itself: a kill -9 mid-generation nev
       assert.equal((await readFile(file)).length, Number(header.readBigUInt64BE(8)), 'every entry is as long as its header says');
     }
   } finally {
+    await writeFile(release, '').catch(() => {});
     await s.cleanup();
   }
 });

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CreateBucketCommand, PutBucketVersioningCommand, S3Client } from '@aws-sdk/client-s3';
 import { freePort } from './cluster.js';
-import type { TestS3 } from './s3.js';
+import { s3StoreArgs, type TestS3 } from './s3.js';
 
 /** moto accepts any credentials. */
 const CREDENTIALS = { accessKeyId: 'moto', secretAccessKey: 'moto' };
@@ -61,10 +61,7 @@ export async function startMoto(opts: { versioning?: boolean } = {}): Promise<Te
     bucket,
     region,
     ...CREDENTIALS,
-    storeArgs: () => [
-      '--object-store', 's3', '--s3-endpoint', endpoint, '--s3-bucket', bucket, '--s3-region', region,
-      '--s3-force-path-style', 'true', '--s3-access-key-id', CREDENTIALS.accessKeyId, '--s3-secret-access-key', CREDENTIALS.secretAccessKey,
-    ],
+    storeArgs: () => s3StoreArgs(endpoint, bucket, region, CREDENTIALS),
     stop,
   };
 }

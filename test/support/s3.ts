@@ -49,6 +49,14 @@ export interface TestS3 {
   stop(): Promise<void>;
 }
 
+/** The `gitstratum` flags that put its object store in a test server's bucket. */
+export function s3StoreArgs(endpoint: string, bucket: string, region: string, credentials: { accessKeyId: string; secretAccessKey: string }): string[] {
+  return [
+    '--object-store', 's3', '--s3-endpoint', endpoint, '--s3-bucket', bucket, '--s3-region', region,
+    '--s3-force-path-style', 'true', '--s3-access-key-id', credentials.accessKeyId, '--s3-secret-access-key', credentials.secretAccessKey,
+  ];
+}
+
 /** s3rver's built-in account; it knows no other. */
 const CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
 
@@ -80,10 +88,7 @@ export async function startS3(): Promise<TestS3> {
     bucket,
     region,
     ...CREDENTIALS,
-    storeArgs: () => [
-      '--object-store', 's3', '--s3-endpoint', endpoint, '--s3-bucket', bucket, '--s3-region', region,
-      '--s3-force-path-style', 'true', '--s3-access-key-id', CREDENTIALS.accessKeyId, '--s3-secret-access-key', CREDENTIALS.secretAccessKey,
-    ],
+    storeArgs: () => s3StoreArgs(endpoint, bucket, region, CREDENTIALS),
     async stop() {
       await server.close();
       await rm(directory, { recursive: true, force: true });
