@@ -3,6 +3,10 @@
  * each adapter's own test file (`objectStoreContract('filesystem', …)`). One store serves the
  * whole suite; every test works under its own key prefix, so tests do not depend on each
  * other. Presigner tests run when the store has a presigner and say so when it has none.
+ *
+ * Key names (objectKey): the keys of the readable LFS layout (issue 15) are repository paths,
+ * so every store is tried with spaces, capitals, punctuation that URLs and S3 treat specially,
+ * and multi-byte characters, through every operation that names or returns a key.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -10,7 +14,7 @@ import { Readable, Transform } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isDomainError } from '../shared/errors.js';
-import { objectKey, type ObjectInfo, type ObjectKey, type ObjectStore } from './object-store.js';
+import { MAX_SEGMENT_BYTES, objectKey, type ObjectInfo, type ObjectKey, type ObjectStore, type VersionInfo } from './object-store.js';
 
 export interface ContractStore {
   store: ObjectStore;
@@ -18,6 +22,20 @@ export interface ContractStore {
 }
 
 const MiB = 1 << 20;
+
+/** Path-like key tails: spaces, capitals, URL and S3 specials, multi-byte text, dots. */
+const PATH_NAMES = [
+  'documents/contracts/Lease Agreement (final).pdf',
+  'Café/naïve – ü.pdf',
+  'UPPER Case/a+b %20 #1?x=y&z.txt',
+  "odd/it's [x] {y} ~ !@$^*;,=.md",
+  '日本語/ファイル 😀.txt',
+  'dots/.gitattributes',
+  'dots/v1..v2/..x/...',
+  // A segment at the limit, in two-byte characters: a name of 255 bytes, not 127. Not the last
+  // segment: s3rver stores `<key>._S3rver_object`, and a file name has at most 255 bytes.
+  `long/${'é'.repeat((MAX_SEGMENT_BYTES - 1) / 2)}x/end`,
+];
 
 export function objectStoreContract(name: string, makeStore: () => Promise<ContractStore>): void {
   describe(`ObjectStore contract: ${name}`, () => {
@@ -169,6 +187,38 @@ export function objectStoreContract(name: string, makeStore: () => Promise<Contr
       assert.equal(await sha256((await store.get(k)).body), createHash('sha256').update(bytes).digest('hex'));
     });
 
+    test('keys with spaces, capitals, punctuation and unicode: put, head, get, list, delete', async () => {
+      const stored = PATH_NAMES.map((name, i) => ({ key: key(`names/${name}`), bytes: randomBytes(10 + i) }));
+      for (const { key: k, bytes } of stored) {
+        assert.deepEqual(await store.put(k, Readable.from([bytes])), { size: bytes.length }, k);
+        assert.deepEqual(await store.head(k), { key: k, size: bytes.length }, k);
+        assert.ok((await collect((await store.get(k)).body)).equals(bytes), k);
+      }
+      const listed = sortInfos(await fromAsync(store.list(prefix('names/'))));
+      assert.deepEqual(listed, sortInfos(stored.map(({ key: k, bytes }) => ({ key: k, size: bytes.length }))));
+      assert.deepEqual(await fromAsync(store.list(prefix('names/Café/'))), [{ key: key('names/Café/naïve – ü.pdf'), size: stored[1]!.bytes.length }]);
+      assert.deepEqual(
+        (await fromAsync(store.list(prefix('names/documents/contracts/Lease A')))).map((i) => i.key),
+        [key('names/documents/contracts/Lease Agreement (final).pdf')],
+      );
+      for (const { key: k } of stored) await store.delete(k);
+      assert.deepEqual(await fromAsync(store.list(prefix('names/'))), []);
+    });
+
+    test('pre-signed GET of a key with spaces and unicode', async (t) => {
+      const presigner = store.presigner;
+      if (!presigner) {
+        t.skip(`${store.kind} has no presigner`);
+        return;
+      }
+      const k = key('presigned-names/Café/Lease Agreement (final) + #1?.pdf');
+      const bytes = randomBytes(1000);
+      await store.put(k, Readable.from([bytes]));
+      const got = await fetch(await presigner.presignGet(k, 300));
+      assert.equal(got.status, 200);
+      assert.ok(Buffer.from(await got.arrayBuffer()).equals(bytes));
+    });
+
     test('pre-signed PUT with a signed Content-Type, then pre-signed GET', async (t) => {
       const presigner = store.presigner;
       if (!presigner) {
@@ -269,6 +319,12 @@ function sortInfos(infos: ObjectInfo[]): ObjectInfo[] {
   return [...infos].sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
 }
 
+function sortVersions(listed: VersionInfo[]): VersionInfo[] {
+  return listed
+    .map(({ key, versionId, size, latest }) => ({ key, versionId, size, latest }))
+    .sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : x.versionId < y.versionId ? -1 : 1));
+}
+
 /**
  * The contract of versioned keys (object-store.ts Versions), for stores whose versioning is on:
  * the filesystem store, and an S3 bucket with versioning enabled (moto's server).
@@ -338,6 +394,81 @@ export function versionedStoreContract(name: string, makeStore: () => Promise<Co
       await versions().delete(target, v1.versionId);
       assert.equal(await store.head(target), undefined);
       assert.deepEqual(await fromAsync(versions().list(`versions/${run}/docs/`)), []);
+    });
+
+    test('versions of keys with spaces, capitals and unicode: copy, get, list, delete', async () => {
+      const names = PATH_NAMES.map((name, i) => ({ target: key(`names/${name}`), source: key(`names-src/${i} Sóurce (${i}).bin`), bytes: randomBytes(20 + i) }));
+      const copied = [];
+      for (const { target, source, bytes } of names) {
+        await store.put(source, Readable.from([bytes]));
+        const v = await versions().copy(source, target);
+        assert.equal(v.size, bytes.length, target);
+        assert.ok((await collect((await versions().get(target, v.versionId)).body)).equals(bytes), target);
+        assert.ok((await collect((await store.get(target)).body)).equals(bytes), target);
+        copied.push({ key: target, versionId: v.versionId, size: bytes.length, latest: true });
+      }
+      const listed = await fromAsync(versions().list(`versions/${run}/names/`));
+      assert.deepEqual(sortVersions(listed), sortVersions(copied));
+      assert.deepEqual(
+        (await fromAsync(versions().list(`versions/${run}/names/Café/`))).map((v) => v.key),
+        [key('names/Café/naïve – ü.pdf')],
+      );
+      for (const v of copied) await versions().delete(v.key, v.versionId);
+      assert.deepEqual(await fromAsync(versions().list(`versions/${run}/names/`)), []);
+      assert.deepEqual(await fromAsync(store.list(`versions/${run}/names/`)), []);
+    });
+
+    test('copying from a given version of the source', async () => {
+      const first = Buffer.from('first words (v1)');
+      const second = Buffer.from('second words, v2');
+      await store.put(key('from-version/staging/1'), Readable.from([first]));
+      await store.put(key('from-version/staging/2'), Readable.from([second]));
+      const source = key('from-version/Café Menu (draft).txt');
+      const v1 = await versions().copy(key('from-version/staging/1'), source);
+      const v2 = await versions().copy(key('from-version/staging/2'), source);
+
+      const target = key('from-version/copies/Menu (v1).txt');
+      const copied = await versions().copy(source, target, { fromVersionId: v1.versionId });
+      assert.equal(copied.size, first.length);
+      assert.ok((await collect((await store.get(target)).body)).equals(first), 'the old version, not the current one');
+      assert.ok((await collect((await versions().get(target, copied.versionId)).body)).equals(first));
+
+      // Onto itself: an old version becomes the newest, and every version stays.
+      const restored = await versions().copy(source, source, { fromVersionId: v1.versionId });
+      assert.ok((await collect((await store.get(source)).body)).equals(first));
+      const ids = (await fromAsync(versions().list(`versions/${run}/from-version/Café`))).map((v) => v.versionId).sort();
+      assert.deepEqual(ids, [v1.versionId, v2.versionId, restored.versionId].sort());
+
+      await assert.rejects(versions().copy(source, target, { fromVersionId: 'no-such-version' }), isError('not_found', 'object_not_found'));
+      // A real version id, but of another key.
+      await assert.rejects(versions().copy(source, key('from-version/other'), { fromVersionId: copied.versionId }), isError('not_found', 'object_not_found'));
+    });
+
+    test('a pre-signed GET of a version serves that version, whatever is current', async (t) => {
+      const presigner = store.presigner;
+      if (!presigner) {
+        t.skip(`${store.kind} has no presigner`);
+        return;
+      }
+      const first = randomBytes(50_000);
+      const second = randomBytes(30_000);
+      await store.put(key('presigned/one'), Readable.from([first]));
+      await store.put(key('presigned/two'), Readable.from([second]));
+      const target = key('presigned/Lease Agreement (final) – ü.pdf');
+      const v1 = await versions().copy(key('presigned/one'), target);
+      const v2 = await versions().copy(key('presigned/two'), target);
+      const expected: [string, Buffer][] = [
+        [v1.versionId, first],
+        [v2.versionId, second],
+      ];
+      for (const [versionId, bytes] of expected) {
+        const url: string = await presigner.presignGet(target, 300, { versionId });
+        const got: Response = await fetch(url);
+        assert.equal(got.status, 200, versionId);
+        assert.ok(Buffer.from(await got.arrayBuffer()).equals(bytes), `the bytes of ${versionId}`);
+      }
+      const current = await fetch(await presigner.presignGet(target, 300));
+      assert.ok(Buffer.from(await current.arrayBuffer()).equals(second), 'no version: the current one');
     });
 
     test('an unknown version is not found; copying from a missing key is not found', async () => {

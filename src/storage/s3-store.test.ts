@@ -3,8 +3,9 @@ import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { startS3, type TestS3 } from '../../test/support/s3.js';
 import { startMoto } from '../../test/support/moto.js';
+import { AbortMultipartUploadCommand, CreateMultipartUploadCommand, ListMultipartUploadsCommand, S3Client } from '@aws-sdk/client-s3';
 import { objectStoreContract, versionedStoreContract } from './contract.js';
-import { objectKey } from './object-store.js';
+import { MAX_KEY_BYTES, MAX_SEGMENT_BYTES, objectKey } from './object-store.js';
 import { createS3Store } from './s3-store.js';
 
 /**
@@ -77,4 +78,66 @@ test('an unreachable endpoint is unavailable', async (t) => {
       return true;
     });
   }
+});
+
+test('a key that the store prefix takes past 1024 bytes is refused before any request; unprefixed, it is stored', async (t) => {
+  const s3 = await startMoto();
+  const prefixed = createS3Store({ ...s3, forcePathStyle: true, prefix: 'store' });
+  const bare = createS3Store({ ...s3, forcePathStyle: true });
+  t.after(async () => {
+    prefixed.destroy();
+    bare.destroy();
+    await s3.stop();
+  });
+  const dirs = `files/${['a', 'b', 'c'].map((c) => c.repeat(MAX_SEGMENT_BYTES)).join('/')}/`;
+  const k = objectKey(dirs + 'é'.repeat((MAX_KEY_BYTES - Buffer.byteLength(dirs)) / 2));
+  assert.equal(Buffer.byteLength(k), MAX_KEY_BYTES);
+  const tooLong = { kind: 'invalid', code: 'object_key_too_long' };
+  const body = Readable.from([Buffer.from('x')]);
+  await assert.rejects(prefixed.put(k, body), tooLong);
+  assert.equal(body.readableDidRead, false, 'the body is left to the caller');
+  await assert.rejects(prefixed.get(k), tooLong);
+  await assert.rejects(prefixed.head(k), tooLong);
+  await assert.rejects(prefixed.delete(k), tooLong);
+  await assert.rejects(prefixed.presigner!.presignGet(k, 60), tooLong);
+  await assert.rejects(prefixed.presigner!.presignPut(k, 60), tooLong);
+
+  assert.deepEqual(await bare.put(k, Readable.from([Buffer.from('at the limit')])), { size: 12 });
+  assert.deepEqual(await bare.head(k), { key: k, size: 12 });
+  const listed = [];
+  for await (const info of bare.list('files/')) listed.push(info.key);
+  assert.deepEqual(listed, [k]);
+});
+
+// moto 5 lists every multipart upload as initiated at 2010-11-10T20:48:33Z, in one page, so
+// this shows the prefix, the time cut and the aborts; the paging is S3's protocol, not tried.
+test('uploads.abortStale aborts the multipart uploads begun under the store prefix before the time (moto)', async (t) => {
+  const s3 = await startMoto();
+  const store = createS3Store({ ...s3, forcePathStyle: true, prefix: 'store' });
+  const client = new S3Client({
+    endpoint: s3.endpoint,
+    region: s3.region,
+    forcePathStyle: true,
+    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+  });
+  t.after(async () => {
+    store.destroy();
+    client.destroy();
+    await s3.stop();
+  });
+  const begin = (Key: string) => client.send(new CreateMultipartUploadCommand({ Bucket: s3.bucket, Key }));
+  await begin('store/lfs/aa/bb/abandoned');
+  await begin('store/files/acme/Lease Agreement (final).pdf');
+  const foreign = await begin('elsewhere/not-ours');
+  const uploadKeys = async () => {
+    const out = await client.send(new ListMultipartUploadsCommand({ Bucket: s3.bucket }));
+    return (out.Uploads ?? []).map((u) => u.Key).sort();
+  };
+
+  assert.deepEqual(await store.uploads!.abortStale(new Date('2001-01-01T00:00:00Z')), { aborted: 0 }, 'none begun before 2001');
+  assert.equal((await uploadKeys()).length, 3);
+  assert.deepEqual(await store.uploads!.abortStale(new Date()), { aborted: 2 });
+  assert.deepEqual(await uploadKeys(), ['elsewhere/not-ours'], 'outside the prefix: not the store\'s');
+  assert.deepEqual(await store.uploads!.abortStale(new Date()), { aborted: 0 });
+  await client.send(new AbortMultipartUploadCommand({ Bucket: s3.bucket, Key: 'elsewhere/not-ours', UploadId: foreign.UploadId }));
 });

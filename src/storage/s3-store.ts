@@ -9,7 +9,13 @@
  * (QUEUE_SIZE + 1) × PART_SIZE per upload whatever the object size.
  *
  * An aborted multipart upload whose abort request itself fails leaves invisible parts behind;
- * buckets should carry an AbortIncompleteMultipartUpload lifecycle rule.
+ * buckets should carry an AbortIncompleteMultipartUpload lifecycle rule, and
+ * `uploads.abortStale` aborts those begun under the store's prefix before a given time.
+ *
+ * Keys: the SDK encodes a key in request paths and pre-signed URLs; CopySource, a header the
+ * SDK passes as it is, is encoded here segment by segment. S3 limits a key to 1024 bytes with
+ * the store's prefix, so a key (at most 1024 bytes itself) that the prefix takes past that is
+ * refused before any request, as `invalid` `object_key_too_long`.
  *
  * Errors: a missing key is `not_found`; network failures, 5xx and throttling (after the
  * SDK's own retries) are `unavailable`; anything else (403, a missing bucket) is a
@@ -17,11 +23,13 @@
  */
 import { Readable, addAbortSignal, finished } from 'node:stream';
 import {
+  AbortMultipartUploadCommand,
   CopyObjectCommand,
   DeleteObjectCommand,
   GetBucketVersioningCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectVersionsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -33,7 +41,18 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { DomainError, invalid, notFound, unavailable } from '../shared/errors.js';
 import { counting } from '../shared/streams.js';
 import { assertByteRange } from './byte-range.js';
-import { objectKey, type ByteRange, type GetResult, type ObjectInfo, type ObjectKey, type ObjectStore, type PutOptions, type Versions } from './object-store.js';
+import {
+  MAX_KEY_BYTES,
+  objectKey,
+  type ByteRange,
+  type GetResult,
+  type ObjectInfo,
+  type ObjectKey,
+  type ObjectStore,
+  type PutOptions,
+  type Uploads,
+  type Versions,
+} from './object-store.js';
 
 export interface S3StoreOptions {
   /** For S3-compatible services (MinIO, s3rver, R2); omitted means AWS. */
@@ -74,9 +93,18 @@ export function createS3Store(opts: S3StoreOptions): S3StoreHandle {
   const Bucket = opts.bucket;
   const base = opts.prefix ? `${opts.prefix.replace(/^\/+|\/+$/g, '')}/` : '';
   const pageSize = opts.listPageSize ?? 1000;
-  const Key = (key: ObjectKey) => base + key;
+  const Key = (key: ObjectKey) => {
+    const full = base + key;
+    const bytes = Buffer.byteLength(full, 'utf8');
+    if (bytes > MAX_KEY_BYTES) throw invalid('object_key_too_long', 'object key too long for s3 with the store prefix', { key, bytes, limit: MAX_KEY_BYTES });
+    return full;
+  };
+  /** CopySource: `bucket/key`, URL-encoded, `?versionId=` for one version. */
+  const copySource = (key: ObjectKey, versionId: string | undefined) =>
+    `${Bucket}/${Key(key).split('/').map(encodeURIComponent).join('/')}${versionId === undefined ? '' : `?versionId=${encodeURIComponent(versionId)}`}`;
 
   async function put(key: ObjectKey, body: Readable, putOpts: PutOptions = {}): Promise<{ size: number }> {
+    const s3Key = Key(key); // before the body is touched: a refused key leaves it to the caller
     // The body's own failure (a verifying transform, a client gone) is the error to report:
     // when the body fails, Upload aborts the multipart upload, and if that abort fails too,
     // its error would otherwise replace the one that matters.
@@ -93,7 +121,7 @@ export function createS3Store(opts: S3StoreOptions): S3StoreHandle {
     // the bytes it actually reads, and a wrong ContentLength would corrupt the request.
     const upload = new Upload({
       client,
-      params: { Bucket, Key: Key(key), Body: counter, ...(putOpts.contentType !== undefined && { ContentType: putOpts.contentType }) },
+      params: { Bucket, Key: s3Key, Body: counter, ...(putOpts.contentType !== undefined && { ContentType: putOpts.contentType }) },
       partSize: PART_SIZE,
       queueSize: QUEUE_SIZE,
       leavePartsOnError: false,
@@ -190,13 +218,14 @@ export function createS3Store(opts: S3StoreOptions): S3StoreHandle {
     },
 
     // CopyObject copies up to 5 GB in one request; larger objects would need UploadPartCopy.
-    async copy(from, to) {
+    async copy(from, to, opts = {}) {
       try {
-        const out = await client.send(new CopyObjectCommand({ Bucket, Key: Key(to), CopySource: `${Bucket}/${Key(from).split('/').map(encodeURIComponent).join('/')}` }));
+        const out = await client.send(new CopyObjectCommand({ Bucket, Key: Key(to), CopySource: copySource(from, opts.fromVersionId) }));
         if (!out.VersionId) throw invalid('versioning_disabled', `the bucket ${Bucket} keeps no versions: turn its versioning on`, { bucket: Bucket });
         const info = await client.send(new HeadObjectCommand({ Bucket, Key: Key(to), VersionId: out.VersionId }));
         return { versionId: out.VersionId, size: info.ContentLength ?? 0 };
       } catch (err) {
+        if (opts.fromVersionId !== undefined && isBadVersionId(err)) throw noSuchVersion(from, opts.fromVersionId);
         throw s3Error(err, from, 'copy');
       }
     },
@@ -205,8 +234,7 @@ export function createS3Store(opts: S3StoreOptions): S3StoreHandle {
       try {
         return await get(key, { ...opts, versionId });
       } catch (err) {
-        // S3 answers a malformed version id with 400 InvalidArgument: for the caller, no such version.
-        if ((err as SdkError).name === 'InvalidArgument') throw notFound('object_not_found', 'no such version', { key, version_id: versionId.slice(0, 80) });
+        if (isBadVersionId(err)) throw noSuchVersion(key, versionId);
         throw err;
       }
     },
@@ -248,11 +276,45 @@ export function createS3Store(opts: S3StoreOptions): S3StoreHandle {
     },
   };
 
-  const presigner = {
-    presignGet(key: ObjectKey, expiresIn: number): Promise<string> {
-      return getSignedUrl(client, new GetObjectCommand({ Bucket, Key: Key(key) }), { expiresIn });
+  const uploads: Uploads = {
+    // ListMultipartUploads pages by key and upload id markers, which aborting the uploads
+    // already listed does not disturb.
+    async abortStale(olderThan) {
+      let aborted = 0;
+      let KeyMarker: string | undefined;
+      let UploadIdMarker: string | undefined;
+      do {
+        let page;
+        try {
+          page = await client.send(
+            new ListMultipartUploadsCommand({ Bucket, Prefix: base, MaxUploads: pageSize, ...(KeyMarker && { KeyMarker }), ...(UploadIdMarker && { UploadIdMarker }) }),
+          );
+        } catch (err) {
+          throw s3Error(err, undefined, 'abort_stale');
+        }
+        for (const u of page.Uploads ?? []) {
+          if (u.Key === undefined || u.UploadId === undefined || !u.Key.startsWith(base) || !u.Initiated || u.Initiated.getTime() >= olderThan.getTime()) continue;
+          try {
+            await client.send(new AbortMultipartUploadCommand({ Bucket, Key: u.Key, UploadId: u.UploadId }));
+            aborted++;
+          } catch (err) {
+            // Completed or aborted meanwhile by its own writer: nothing left to abort.
+            if ((err as SdkError).name !== 'NoSuchUpload') throw s3Error(err, undefined, 'abort_stale');
+          }
+        }
+        KeyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
+        UploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined;
+      } while (KeyMarker);
+      return { aborted };
     },
-    presignPut(key: ObjectKey, expiresIn: number, p: { contentType?: string; size?: number; checksumSha256?: string } = {}): Promise<string> {
+  };
+
+  // Async, so that a refused key (Key) rejects like every other failure.
+  const presigner = {
+    async presignGet(key: ObjectKey, expiresIn: number, p: { versionId?: string } = {}): Promise<string> {
+      return getSignedUrl(client, new GetObjectCommand({ Bucket, Key: Key(key), ...(p.versionId !== undefined && { VersionId: p.versionId }) }), { expiresIn });
+    },
+    async presignPut(key: ObjectKey, expiresIn: number, p: { contentType?: string; size?: number; checksumSha256?: string } = {}): Promise<string> {
       const command = new PutObjectCommand({
         Bucket,
         Key: Key(key),
@@ -272,7 +334,7 @@ export function createS3Store(opts: S3StoreOptions): S3StoreHandle {
     },
   };
 
-  return { kind: 's3', put, get: (key, o) => get(key, o), head, delete: remove, list, presigner, versions, destroy: () => client.destroy() };
+  return { kind: 's3', put, get: (key, o) => get(key, o), head, delete: remove, list, presigner, versions, uploads, destroy: () => client.destroy() };
 }
 
 /** An S3 store also owns its HTTP connections; `destroy` closes them (tests, shutdown). */
@@ -288,6 +350,15 @@ interface SdkError {
   code?: string;
   $metadata?: { httpStatusCode?: number };
   $retryable?: unknown;
+}
+
+/** S3 answers a malformed version id with 400 InvalidArgument: for the caller, no such version. */
+function isBadVersionId(err: unknown): boolean {
+  return (err as SdkError | undefined)?.name === 'InvalidArgument';
+}
+
+function noSuchVersion(key: ObjectKey, versionId: string) {
+  return notFound('object_not_found', 'no such version', { key, version_id: versionId.slice(0, 80) });
 }
 
 const THROTTLING = new Set(['SlowDown', 'Throttling', 'ThrottlingException', 'RequestLimitExceeded', 'TooManyRequestsException', 'RequestTimeout']);

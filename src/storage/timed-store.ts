@@ -18,8 +18,10 @@ export function timed(store: ObjectStore, histogram: Histogram<'backend' | 'oper
   return {
     kind: store.kind,
     ...(store.presigner && { presigner: store.presigner }),
-    // Passed through untimed until the readable LFS layout (issue 15) uses them.
+    // Passed through untimed (with their options) until the readable LFS layout (issue 15)
+    // uses them; abandoned-upload clean-up is rare maintenance, not worth a latency series.
     ...(store.versions && { versions: store.versions }),
+    ...(store.uploads && { uploads: store.uploads }),
     put: (key, body, opts) => observe('put', () => store.put(key, body, opts)),
     async get(key, opts) {
       const end = histogram.startTimer({ backend: store.kind, operation: 'get' });
