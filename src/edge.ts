@@ -86,7 +86,7 @@ export async function createEdge(config: Config, core: Core, shared: Shared, loc
     metrics,
   });
   let ssh: SshServer | undefined;
-  registerApiRoutes(http, { accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail, quotas: core.quotas, sshKeys: core.sshKeys, protections: core.protections, webhooks: core.webhooks, hub: shared.eventHub, maxEventStreams: config.maxEventStreamsPerClient, ssh: config.sshPort !== undefined ? { publicUrl: config.sshPublicUrl, port: config.sshPort } : undefined });
+  registerApiRoutes(http, { meta: core.meta, lfsStore: rawStore, accounts: core.accounts, repos: core.repos, offboarding: core.offboarding, auditTrail: core.auditTrail, quotas: core.quotas, sshKeys: core.sshKeys, protections: core.protections, webhooks: core.webhooks, hub: shared.eventHub, maxEventStreams: config.maxEventStreamsPerClient, ssh: config.sshPort !== undefined ? { publicUrl: config.sshPublicUrl, port: config.sshPort } : undefined });
   registerLfsRoutes(http, { accounts: core.accounts, repos: core.repos, objects: lfsObjects, locks, signer, metrics: lfsMetrics, publicUrl: config.publicUrl, sshKeys: core.sshKeys });
 
   return {

@@ -7,6 +7,8 @@
  * the edge's (edge.ts); app.ts puts the two together by role.
  */
 import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { hostname } from 'node:os';
 import { chmod, stat } from 'node:fs/promises';
 import { Counter } from 'prom-client';
 import type { FastifyInstance } from 'fastify';
@@ -52,6 +54,8 @@ import { packOfNewObjects, presentObjects, readRefsForSnapshot, updateRefsTransa
 import { refTransaction, type RefChange } from './replication/follow.js';
 import { copyState, MoveCopies } from './replication/move-copies.js';
 import { pushAdmission } from './meta/moves.js';
+import { createPublishMetrics, enqueuePushPublishing, Publisher } from './lfs/publisher.js';
+import { countPendingJobs } from './meta/lfs-publish.js';
 
 /** What app.ts builds once for the whole process and hands to the node and the edge. */
 export interface Shared {
@@ -163,6 +167,21 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
       ...(maintenance && { busy: (id: string) => maintenance.busy(id) }),
     },
   );
+  // The readable LFS layout's publish jobs, for the repositories on this disk (lfs/publisher.ts).
+  const publisher = rawStore.versions
+    ? new Publisher(
+        { holder: `lfs-publish:${hostname()}:${createHash('sha256').update(path.resolve(core.dataDir)).digest('hex').slice(0, 12)}`, leaseMs: 5 * 60_000, pollMs: 2_000, shard: config.role === 'storage' ? config.shard : undefined },
+        {
+          meta: core.meta,
+          store: rawStore,
+          prefix: config.lfsReadablePrefix,
+          repoPath,
+          hold: (repo) => residency.acquire({ id: repo.id, defaultBranch: repo.defaultBranch, label: `${repo.ownerName}/${repo.spaceName}/${repo.name}` }),
+          log: log.child({ component: 'lfs-publish' }),
+          metrics: createPublishMetrics(metrics.registry, () => countPendingJobs(core.meta.db)),
+        },
+      )
+    : undefined;
   // Leftovers of killed git processes removed at start and on a schedule, and refs that moved
   // past the latest snapshot marked dirty (docs/design/snapshots.md, "Crash recovery").
   // A storage node holds its shard's repositories only.
@@ -193,10 +212,14 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
   const pushEvent = async (repoId: string, kind: 'push-begin' | 'push-end', call: HookCall, events: NewEvent[] = []): Promise<boolean> => {
     try {
       // push-end and the push's repository events (the webhook outbox) commit together.
+      let publishing = 0;
       await fencedWrite(async (db) => {
         await appendEvent(db, repoId, kind, now(), { request_id: call.env['GITSTRATUM_REQUEST_ID'] || null });
         await appendEvents(db, core.meta.dialect, events, now());
+        // The readable LFS layout's publish jobs, once per push, with the push's end.
+        if (kind === 'push-end') publishing = (await enqueuePushPublishing(db, core.meta.dialect, repoId, parseRefLines(call.stdin), now())).length;
       }, pushEpoch(call));
+      if (publishing > 0) publisher?.wake();
       if (events.length > 0) {
         background.deliveries?.wake();
         shared.eventHub.wake();
@@ -475,6 +498,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     }
     background.start();
     residency.start();
+    publisher?.start();
     recovery.start();
     reconciling = markChangedRepositoriesDirty({ meta: core.meta, repositories: repositoriesOnDisk }, reconcileAbort.signal).then(
       (marked) => marked.length > 0 && recoveryLog.info({ repositories: marked.length, repo_ids: marked.slice(0, 20) }, 'repositories with refs past their latest snapshot marked dirty'),
@@ -642,7 +666,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
       // Aborts a running repack (killing its process group) rather than waiting for it.
       await maintenance?.close();
       // Aborts a snapshot upload in flight: it leaves no object and no row, the repository dirty.
-      await background.close();
+      await Promise.all([background.close(), publisher?.close()]);
       reconcileAbort.abort();
       await Promise.all([reconciling, recovery.close()]);
       // Waits for an eviction or a lazy restore in flight (each leaves a consistent state anyway).

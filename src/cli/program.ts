@@ -23,6 +23,7 @@ import { registerHookCommands } from './hook-commands.js';
 import { registerProtectionCommands } from './protection-commands.js';
 import { registerSshCommands } from './ssh-commands.js';
 import { registerClusterCommands } from './cluster-commands.js';
+import { registerLfsCommands } from './lfs-commands.js';
 
 interface CommonOpts {
   data?: string;
@@ -231,10 +232,27 @@ export function buildProgram(): Command {
   );
 
   const repo = program.command('repo').description('manage repositories');
-  common(repo.command('create <owner/space/repo>').description('create a bare repository').option('--private', 'only members can read it')).action(
+  withSettings(
+    common(
+      repo
+        .command('create <owner/space/repo>')
+        .description('create a bare repository')
+        .option('--private', 'only members can read it')
+        .addOption(new Option('--lfs-layout <layout>', 'where its Git LFS files are kept (README "Readable LFS layout")').choices(['content', 'readable'])),
+    ),
+  ).action(
     admin(async (core, repoPath: string) => {
       const cmd = repo.commands.find((c) => c.name() === 'create')!;
-      const r = await core.repos.createRepo(systemActor, repoPath, { visibility: cmd.opts()['private'] ? 'private' : 'public' });
+      const layout = cmd.opts()['lfsLayout'] as 'content' | 'readable' | undefined;
+      if (layout === 'readable') {
+        const store = await (await import('../app.js')).createObjectStore(core.config, core.dataDir);
+        try {
+          await (await import('../lfs/admin.js')).requireVersions(store);
+        } finally {
+          (store as { destroy?(): void }).destroy?.();
+        }
+      }
+      const r = await core.repos.createRepo(systemActor, repoPath, { visibility: cmd.opts()['private'] ? 'private' : 'public', ...(layout && { lfsLayout: layout }) });
       const at = core.repos.location(r);
       return { text: `created ${r.visibility} repository ${r.ownerName}/${r.spaceName}/${r.name} (${r.id}) at ${at}`, json: { ...r, path: at } };
     }),
@@ -309,6 +327,7 @@ export function buildProgram(): Command {
   );
 
   registerQuotaCommands(program, repo);
+  registerLfsCommands(program, repo);
   registerProtectionCommands(repo);
   registerShardCommands(program, repo);
   registerClusterCommands(program);

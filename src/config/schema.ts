@@ -246,6 +246,16 @@ export const configSchema = z
     tokenMaxLifetimeDays: z.coerce.number().int().min(1).max(36500).default(3650),
     /** Lifetime of LFS transfer actions; the client treats anything within 5 s of expiry as expired. */
     lfsActionExpiresSeconds: seconds.pipe(z.number().min(60).max(7 * 86400)).default(3600),
+    /** First segments of every key the readable LFS layout publishes under (docs/design/lfs-layout.md). */
+    lfsReadablePrefix: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*)*$/, 'must be lower-case key segments such as files')
+      .refine((p) => p !== 'lfs' && !p.startsWith('lfs/') && !p.startsWith('snapshots') && !p.startsWith('backups') && !p.startsWith('doctor'), 'must not be lfs/, snapshots/, backups/ or doctor/, which hold other keys')
+      .default('files'),
+    /** LFS garbage collection by the server every this long (`gitstratum lfs gc` otherwise); 0, the default: never on its own. */
+    lfsGcIntervalSeconds: seconds.default(0),
+    /** LFS GC never deletes an object uploaded, or named by a batch, within this long. */
+    lfsGcGraceSeconds: seconds.pipe(z.number().min(3600)).default(7 * 86400),
     /** Secret for signed LFS transfer authorizations; every frontend needs the same. Default: <data>/signing.key. */
     signingSecret: z.string().min(32).optional(),
     /**

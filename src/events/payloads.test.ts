@@ -32,7 +32,7 @@ test('push events: commits oldest first with their files, totals beyond the firs
   const second = git('rev-parse', 'HEAD');
   const repo: RepoRow = {
     id: 'R1', spaceId: 'S1', spaceName: 'main', ownerId: 'O1', ownerName: 'alice', ownerKind: 'user', name: 'app', visibility: 'private',
-    defaultBranch: 'main', shard: 'local', enforceLocks: true, forkOf: null, forkNetwork: 'R1', createdAt: '', updatedAt: '',
+    defaultBranch: 'main', shard: 'local', enforceLocks: true, lfsLayout: 'content', lfsPublishRefs: null, lfsPublicUrl: null, forkOf: null, forkNetwork: 'R1', createdAt: '', updatedAt: '',
   };
   const gitDir = path.join(dir, '.git');
   const ctx = { origin: 'https://git.example.com', requestId: 'req-1' };

@@ -264,23 +264,33 @@ function subcommand(args: readonly string[]): string {
  * event loop for the fork of the whole server each time, 5–30 ms (issue 9's abuse benchmark
  * profiled 3 s of it in a minute of pushes).
  */
-export async function runGit(
-  args: readonly string[],
-  opts: { cwd?: string; input?: string; env?: Record<string, string>; check?: boolean } = {},
-): Promise<RunResult> {
+export async function runGit(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const { code, stdout, stderr } = await runGitBytes(args, opts);
+  return { code, stdout: stdout.toString('utf8'), stderr };
+}
+
+export interface RunOptions {
+  cwd?: string;
+  input?: string;
+  env?: Record<string, string>;
+  check?: boolean;
+}
+
+/** runGit with the output as bytes: for object contents (`cat-file --batch`), which need not be text. */
+export async function runGitBytes(args: readonly string[], opts: RunOptions = {}): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
   let child: GitChild;
   try {
     child = wrap(helperChild(await spawnFromHelper([...args], gitEnv(opts.env) as Record<string, string>, undefined, opts.cwd)), 10 * 60_000);
   } catch (err) {
     child = notStarted((err as Error).message);
   }
-  let stdout = '';
-  child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+  const chunks: Buffer[] = [];
+  child.stdout.on('data', (c: Buffer) => chunks.push(c));
   child.stdin.end(opts.input ?? '');
   const { code, stderr } = await child.exited;
-  const result = { code, stdout, stderr };
-  if (opts.check !== false && code !== 0) throw new GitCommandError(args, result);
-  return result;
+  const stdout = Buffer.concat(chunks);
+  if (opts.check !== false && code !== 0) throw new GitCommandError(args, { code, stdout: stdout.toString('utf8'), stderr });
+  return { code, stdout, stderr };
 }
 
 /** `git init --bare` with the given initial branch. */

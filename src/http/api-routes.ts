@@ -24,6 +24,9 @@ import type { ProtectionRule, Protections } from '../repos/protections.js';
 import type { HookInput, Webhooks } from '../events/hooks.js';
 import type { EventHub } from '../events/stream.js';
 import { registerEventStream } from './event-stream.js';
+import type { MetaStore } from '../meta/db.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { checkLfsSettings, createLfsAdmin, requireVersions } from '../lfs/admin.js';
 import { authenticate } from './auth.js';
 import { schemas, sharedSchemas, swaggerOptions } from './api-schemas.js';
 
@@ -41,6 +44,9 @@ export interface ApiDeps {
   /** The live event stream's hub (events/stream.ts) and how many streams one client may hold. */
   hub: EventHub;
   maxEventStreams: number;
+  meta: MetaStore;
+  /** The object store LFS uses: the readable layout is offered only when it keeps versions. */
+  lfsStore: ObjectStore;
   /** The SSH server's public URL (sshPublicUrl) or port, when git over SSH is on. */
   ssh?: { publicUrl?: string | undefined; port?: number | undefined } | undefined;
 }
@@ -57,6 +63,9 @@ interface RepoPatch {
   visibility?: Visibility;
   tags?: string[];
   enforceLocks?: boolean;
+  lfsLayout?: 'content' | 'readable';
+  lfsPublishRefs?: string[] | null;
+  lfsPublicUrl?: string | null;
 }
 
 function fullName(r: RepoRow): string {
@@ -75,6 +84,9 @@ function repoView(req: FastifyRequest, r: RepoRow & { tags?: string[] }, withTag
     visibility: r.visibility,
     defaultBranch: r.defaultBranch,
     enforceLocks: r.enforceLocks,
+    lfsLayout: r.lfsLayout,
+    lfsPublishRefs: r.lfsPublishRefs,
+    lfsPublicUrl: r.lfsPublicUrl,
     ...(withTags && { tags: r.tags ?? [] }),
     ...(usage && { usage: usageView(usage) }),
     cloneUrl: `${req.protocol}://${req.host}/${fullName(r)}.git`,
@@ -107,6 +119,7 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
   // The configured URL, else this host on the SSH port.
   const sshOrigin = (req: FastifyRequest) => ssh?.publicUrl ?? (ssh?.port ? `ssh://git@${req.hostname}:${ssh.port}` : undefined);
   const view = (req: FastifyRequest, r: RepoRow & { tags?: string[] }, withTags: boolean, usage?: Usage) => repoView(req, r, withTags, usage, sshOrigin(req));
+  const lfsAdmin = createLfsAdmin({ meta: deps.meta, repos, store: deps.lfsStore });
   const usageOf = async (id: string) => (await quotas.repoUsages([id])).get(id);
   // Registered before any route so that its onRoute hook sees them all.
   await api.register(swagger, swaggerOptions);
@@ -220,12 +233,14 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
     return list.map((r) => view(req, r, false, usages.get(r.id)));
   });
 
-  api.post<{ Body: { owner: string; space: string; name: string; visibility: Visibility } }>(
+  api.post<{ Body: { owner: string; space: string; name: string; visibility: Visibility; lfsLayout?: 'content' | 'readable' } }>(
     '/repos',
     { schema: schemas.createRepo },
     async (req, reply) => {
-      const { owner, space, name, visibility } = req.body;
-      const repo = await repos.createRepo(await actorOf(req), `${owner}/${space}/${name}`, { visibility, ...audit(req) });
+      const { owner, space, name, visibility, lfsLayout } = req.body;
+      const actor = await actorOf(req);
+      if (lfsLayout === 'readable') await requireVersions(deps.lfsStore);
+      const repo = await repos.createRepo(actor, `${owner}/${space}/${name}`, { visibility, ...(lfsLayout && { lfsLayout }), ...audit(req) });
       return reply.code(201).send(view(req, repo, true));
     },
   );
@@ -307,7 +322,9 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
   });
 
   api.patch<{ Params: RepoParams; Body: RepoPatch }>('/repos/:owner/:space/:repo', { schema: schemas.updateRepo }, async (req) => {
-    const { name, path, visibility, tags, enforceLocks } = req.body;
+    const { name, path, visibility, tags, enforceLocks, lfsLayout, lfsPublishRefs, lfsPublicUrl } = req.body;
+    const lfsInput = { lfsLayout, lfsPublishRefs, lfsPublicUrl };
+    const lfsChanged = lfsLayout !== undefined || lfsPublishRefs !== undefined || lfsPublicUrl !== undefined;
     const target = name ?? path;
     const actor = await actorOf(req);
     const from = repoPathOf(req.params);
@@ -315,14 +332,21 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
       // Rename and settings are separate service operations, each one transaction; taking
       // them one request at a time keeps every request all-or-nothing.
       if (name !== undefined && path !== undefined) throw invalid('invalid_request', 'give either name or path, not both');
-      if (visibility !== undefined || tags !== undefined || enforceLocks !== undefined) {
+      if (visibility !== undefined || tags !== undefined || enforceLocks !== undefined || lfsChanged) {
         throw invalid('invalid_request', 'rename or move in a request of its own, without visibility or tags');
       }
       return view(req, await repos.renameRepo(actor, from, target, audit(req)), true);
     }
-    const change = { ...(visibility && { visibility }), ...(tags && { tags }), ...(enforceLocks !== undefined && { enforceLocks }) };
+    const lfs = lfsChanged ? await checkLfsSettings(deps.lfsStore, lfsInput) : {};
+    const change = { ...(visibility && { visibility }), ...(tags && { tags }), ...(enforceLocks !== undefined && { enforceLocks }), ...lfs };
     return view(req, await repos.updateRepo(actor, from, change, audit(req)), true);
   });
+
+  api.get<{ Params: RepoParams; Querystring: { path?: string; limit?: number; before?: string } }>('/repos/:owner/:space/:repo/lfs/published', { schema: schemas.listLfsPublished }, async (req) =>
+    lfsAdmin.published(await actorOf(req), repoPathOf(req.params), req.query),
+  );
+
+  api.get<{ Params: RepoParams }>('/repos/:owner/:space/:repo/lfs/publish-jobs', { schema: schemas.listLfsPublishJobs }, async (req) => lfsAdmin.jobs(await actorOf(req), repoPathOf(req.params)));
 
   api.delete<{ Params: RepoParams }>('/repos/:owner/:space/:repo', { schema: schemas.deleteRepo }, async (req, reply) => {
     await repos.deleteRepo(await actorOf(req), repoPathOf(req.params), audit(req));

@@ -95,6 +95,9 @@ export const sharedSchemas = [
       defaultBranch: { type: 'string' },
       tags: { type: 'array', items: { type: 'string' }, description: 'present on single-repository answers' },
       enforceLocks: { type: 'boolean', description: 'pushes changing files locked (Git LFS) by another user are refused' },
+      lfsLayout: { type: 'string', enum: ['content', 'readable'], description: 'where its Git LFS files are kept (README "Readable LFS layout")' },
+      lfsPublishRefs: { type: ['array', 'null'], items: { type: 'string' }, description: 'refs whose pushes publish LFS files; null: the default branch' },
+      lfsPublicUrl: { type: ['string', 'null'], description: 'base URL of the published tree (a CDN), if any' },
       usage: { $ref: 'Usage#', description: 'size and quota' },
       cloneUrl: { type: 'string' },
       sshUrl: { type: 'string', description: 'the SSH clone URL, when git over SSH is on' },
@@ -380,7 +383,13 @@ export const schemas = {
     tags: ['repos'],
     summary: 'create an empty repository in a space',
     body: object(
-      { owner: name('owner'), space: name('space name'), name: repoName, visibility: { type: 'string', enum: ['public', 'private'], default: 'public' } },
+      {
+        owner: name('owner'),
+        space: name('space name'),
+        name: repoName,
+        visibility: { type: 'string', enum: ['public', 'private'], default: 'public' },
+        lfsLayout: { type: 'string', enum: ['content', 'readable'], default: 'content' },
+      },
       ['owner', 'space', 'name'],
     ),
     response: { 201: { description: 'created', ...ref('Repo') }, ...errors },
@@ -410,7 +419,8 @@ export const schemas = {
     tags: ['repos'],
     summary: 'rename or move a repository, or change its visibility or tags',
     description:
-      'Either `name` (rename within the space) or `path` (OWNER/SPACE/REPO, to move), or any of `visibility`, `tags` and `enforceLocks`; ' +
+      'Either `name` (rename within the space) or `path` (OWNER/SPACE/REPO, to move), or any of `visibility`, `tags`, `enforceLocks` and the LFS layout settings ' +
+      '(`lfsLayout`, `lfsPublishRefs`, `lfsPublicUrl`; turning the layout readable publishes the history of the published refs in the background); ' +
       'a rename or move is a request of its own. Renames and moves change metadata only.',
     params: repoParams,
     body: {
@@ -420,10 +430,63 @@ export const schemas = {
         visibility: { type: 'string', enum: ['public', 'private'] },
         tags: { type: 'array', maxItems: 100, uniqueItems: true, items: { type: 'string', minLength: 1, maxLength: 100 } },
         enforceLocks: { type: 'boolean' },
+        lfsLayout: { type: 'string', enum: ['content', 'readable'], description: 'readable needs an object store with versioning' },
+        lfsPublishRefs: { type: ['array', 'null'], maxItems: 20, items: { type: 'string', minLength: 1, maxLength: 250 }, description: 'ref patterns (main, release/*, refs/tags/v*); null or []: the default branch' },
+        lfsPublicUrl: { type: ['string', 'null'], maxLength: 2000, description: 'base URL of the published tree; null: none' },
       }),
       minProperties: 1,
     },
     response: { 200: { description: 'the repository', ...ref('Repo') }, ...errors },
+  },
+  listLfsPublished: {
+    tags: ['repos'],
+    summary: "a repository's published Git LFS files (readable layout)",
+    description: 'Each published version, newest first: its path, object id, storage key and version id, the commit that published it, and its public URL when the repository has a public base URL. Page with `before` (the last id seen).',
+    params: repoParams,
+    querystring: object({ path: { type: 'string', minLength: 1, maxLength: 4096 }, limit: { type: 'integer', minimum: 1, maximum: 1000 }, before: ulidParam('list versions older than this id') }),
+    response: {
+      200: {
+        description: 'published versions',
+        type: 'array',
+        items: object({
+          id: { type: 'string' },
+          path: { type: 'string' },
+          oid: { type: 'string' },
+          size: { type: 'integer' },
+          key: { type: 'string' },
+          versionId: { type: 'string' },
+          commit: { type: 'string' },
+          publishedAt: timestamp,
+          url: { type: ['string', 'null'] },
+        }),
+      },
+      ...errors,
+    },
+  },
+  listLfsPublishJobs: {
+    tags: ['repos'],
+    summary: "a repository's Git LFS publish jobs and their progress",
+    params: repoParams,
+    response: {
+      200: {
+        description: 'jobs, oldest first (the latest 100)',
+        type: 'array',
+        items: object({
+          id: { type: 'string' },
+          ref: { type: 'string' },
+          kind: { type: 'string', enum: ['push', 'relayout'] },
+          state: { type: 'string', enum: ['pending', 'done', 'failed'] },
+          filesTotal: { type: ['integer', 'null'] },
+          filesDone: { type: 'integer' },
+          bytesDone: { type: 'integer' },
+          skipped: { type: 'array', items: object({ path: { type: 'string' }, reason: { type: 'string' } }) },
+          error: { type: ['string', 'null'] },
+          createdAt: timestamp,
+          finishedAt: nullableTimestamp,
+        }),
+      },
+      ...errors,
+    },
   },
   deleteRepo: {
     tags: ['repos'],

@@ -271,7 +271,7 @@ export function registerLfsRoutes(app: FastifyInstance, deps: LfsRouteDeps): voi
         if (range.kind === 'unsatisfiable') {
           return reply.code(416).header('Content-Range', `bytes */${size}`).type(LFS_MEDIA_TYPE).send({ message: 'range not satisfiable', request_id: String(req.id) });
         }
-        const got = await objects.open(oid, range.kind === 'range' ? range.range : undefined);
+        const got = await objects.open(oid, range.kind === 'range' ? range.range : undefined, repo.sources);
         reply.header('Accept-Ranges', 'bytes').type('application/octet-stream');
         if (range.kind === 'range') {
           const { start, end } = range.range;

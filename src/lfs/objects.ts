@@ -26,9 +26,10 @@ import { Readable, Writable, pipeline as pipelineCb } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { MetaStore } from '../meta/db.js';
 import { now } from '../meta/db.js';
-import { findKnownObjects, findLinkedObjects, linkObject } from '../meta/lfs.js';
-import { lfsObjectKey, type ByteRange, type GetResult, type ObjectStore } from '../storage/object-store.js';
-import { DomainError, invalid, notFound, tooLarge, unavailable } from '../shared/errors.js';
+import { findKnownObjects, findLinkedObjects, linkObject, touchObjects } from '../meta/lfs.js';
+import { publicationsOf } from '../meta/lfs-publish.js';
+import { lfsObjectKey, objectKey, type ByteRange, type GetResult, type ObjectStore } from '../storage/object-store.js';
+import { DomainError, invalid, isDomainError, notFound, tooLarge, unavailable } from '../shared/errors.js';
 import { verifyContent } from './content.js';
 import { counting } from '../shared/streams.js';
 import type { LfsMetrics } from './metrics.js';
@@ -110,7 +111,12 @@ export function createLfsObjects(deps: {
   }
 
   async function downloadAction(repo: LfsRepoRef, oid: string, size: number, who: Grantee): Promise<Action> {
-    if (settings.mode === 'direct') return presigned(store.presigner!.presignGet(lfsObjectKey(oid), ttl));
+    if (settings.mode === 'direct') {
+      // A published object is read from its version: its content-addressed copy may be gone.
+      const published = store.versions ? (await publicationsOf(meta.db, oid, repo.sources, 1))[0] : undefined;
+      if (published) return presigned(store.presigner!.presignGet(objectKey(published.key), ttl, { versionId: published.versionId! }));
+      return presigned(store.presigner!.presignGet(lfsObjectKey(oid), ttl));
+    }
     return signedAction(`${repo.lfsUrl}/objects/${oid}`, { repo: repo.id, op: 'download', oid, size, ...who });
   }
 
@@ -122,6 +128,13 @@ export function createLfsObjects(deps: {
       settings.mode === 'direct' && req.operation === 'upload'
         ? await findKnownObjects(meta.db, [...new Set(valid)].filter((oid) => !linked.has(oid)))
         : new Set<string>();
+    if (req.operation === 'upload') {
+      // What this push may name without uploading: linked here from now on (a fork's push links
+      // what its pusher could read in the network, so the fork may publish it), and touched, so
+      // LFS GC's grace period keeps it while the push is under way.
+      const present = req.objects.filter((o) => objectProblem(o) === undefined && linked.get(o.oid as string) === o.size);
+      if (present.length > 0) await touchObjects(meta.db, repo.id, present.map((o) => ({ oid: o.oid as string, size: o.size as number })), now());
+    }
     if (req.operation === 'upload' && quota) {
       // The whole batch is refused, so the client prints one message naming the quota.
       const toStore = req.objects.filter(
@@ -223,8 +236,8 @@ export function createLfsObjects(deps: {
    * ignore Range): the surplus is cut here, or a response would send more bytes than its
    * Content-Length and corrupt the client's kept-alive connection.
    */
-  async function open(oid: string, range?: ByteRange): Promise<GetResult> {
-    const result = await store.get(lfsObjectKey(oid), range ? { range } : {});
+  async function open(oid: string, range?: ByteRange, prefer: readonly string[] = []): Promise<GetResult> {
+    const result = await located(oid, range, prefer);
     let { body } = result;
     let served = result.range;
     if (range && served) {
@@ -241,6 +254,25 @@ export function createLfsObjects(deps: {
     const counted = counting();
     pipelineCb(body, counted, () => metrics.bytes.inc({ direction: 'down' }, counted.bytes));
     return { ...result, body: counted, ...(served && { range: served }) };
+  }
+
+  /**
+   * Where the object's bytes are: a published version (the readable layout; the
+   * content-addressed copy may be gone), the repository's own and its network's first, else
+   * the content-addressed copy. A version removed meanwhile (GC) is passed over.
+   */
+  async function located(oid: string, range: ByteRange | undefined, prefer: readonly string[]): Promise<GetResult> {
+    const opts = range ? { range } : {};
+    if (store.versions) {
+      for (const p of await publicationsOf(meta.db, oid, prefer, 3)) {
+        try {
+          return await store.versions.get(objectKey(p.key), p.versionId!, opts);
+        } catch (err) {
+          if (!(isDomainError(err) && err.kind === 'not_found')) throw err;
+        }
+      }
+    }
+    return store.get(lfsObjectKey(oid), opts);
   }
 
   /**

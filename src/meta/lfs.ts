@@ -41,6 +41,21 @@ export async function linkObject(db: Db, row: { repositoryId: string; oid: strin
 }
 
 /**
+ * Links the objects to the repository (when not yet) and marks them named by a batch now: LFS
+ * GC keeps what a batch named within its grace period.
+ */
+export async function touchObjects(db: Db, repositoryId: string, objects: readonly { oid: string; size: number }[], at: string): Promise<void> {
+  for (let i = 0; i < objects.length; i += 500) {
+    const chunk = objects.slice(i, i + 500);
+    await db
+      .insertInto('lfs_objects')
+      .values(chunk.map((o) => ({ repository_id: repositoryId, oid: o.oid, size: o.size, created_at: at, touched_at: at })))
+      .onConflict((oc) => oc.columns(['repository_id', 'oid']).doUpdateSet({ touched_at: at }))
+      .execute();
+  }
+}
+
+/**
  * Gives `heir` every LFS link of `from`, which is about to be deleted: what a fork network
  * could download before the deletion it still can afterwards.
  */

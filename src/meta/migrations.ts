@@ -485,6 +485,65 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('webhook_deliveries_hook_idx').on('webhook_deliveries').columns(['hook_id', 'created_at']).execute();
       },
     },
+    '0022_lfs_layout': {
+      async up(db: Kysely<any>) {
+        // The readable LFS layout (issue 15, docs/design/lfs-layout.md): per repository, where
+        // its LFS files are kept (`content`: content-addressed only; `readable`: published under
+        // their repository paths in a versioned store), which refs publish (JSON array of
+        // patterns; null: the default branch) and the public base URL of the published tree.
+        await db.schema.alterTable('repositories').addColumn('lfs_layout', 'text', (c) => c.notNull().defaultTo('content')).execute();
+        await db.schema.alterTable('repositories').addColumn('lfs_publish_refs', 'text').execute();
+        await db.schema.alterTable('repositories').addColumn('lfs_public_url', 'text').execute();
+        // When a batch last named the object for this repository: LFS GC keeps what a batch
+        // named within its grace period (an upload about to be pushed, a download under way).
+        await db.schema.alterTable('lfs_objects').addColumn('touched_at', 'text').execute();
+        // One job per push of a published ref (and per ref of a relayout): walks what changed
+        // and publishes each LFS file. Claimed with a lease, so a job killed midway is taken
+        // again after it expires (ms, database clock), and done once.
+        await db.schema
+          .createTable('lfs_publish_jobs')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('repository_id', 'text', (c) => c.notNull().references('repositories.id').onDelete('cascade'))
+          .addColumn('kind', 'text', (c) => c.notNull().check(sql`kind in ('push', 'relayout')`))
+          .addColumn('ref', 'text', (c) => c.notNull())
+          .addColumn('old_oid', 'text', (c) => c.notNull())
+          .addColumn('new_oid', 'text', (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull().check(sql`state in ('pending', 'done', 'failed')`))
+          .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('next_attempt_at', 'bigint', (c) => c.notNull())
+          .addColumn('lease_holder', 'text')
+          .addColumn('lease_until', 'bigint')
+          .addColumn('files_total', 'integer')
+          .addColumn('files_done', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('bytes_done', 'bigint', (c) => c.notNull().defaultTo(0))
+          .addColumn('skipped', 'text')
+          .addColumn('error', 'text')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('finished_at', 'text')
+          .execute();
+        await db.schema.createIndex('lfs_publish_jobs_pending_idx').on('lfs_publish_jobs').columns(['state', 'next_attempt_at']).execute();
+        await db.schema.createIndex('lfs_publish_jobs_repository_idx').on('lfs_publish_jobs').columns(['repository_id', 'state']).execute();
+        // Each published version of an LFS file: oid -> {key, version_id}. version_id is null
+        // while its copy is under way (an interrupted copy's version is found and adopted, or
+        // removed, when the job runs again: never two versions for one publication).
+        await db.schema
+          .createTable('lfs_publications')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('repository_id', 'text', (c) => c.notNull().references('repositories.id').onDelete('cascade'))
+          .addColumn('oid', 'text', (c) => c.notNull())
+          .addColumn('size', 'bigint', (c) => c.notNull())
+          .addColumn('path', 'text', (c) => c.notNull())
+          .addColumn('key', 'text', (c) => c.notNull())
+          .addColumn('version_id', 'text')
+          .addColumn('job_id', 'text', (c) => c.notNull())
+          .addColumn('commit_oid', 'text', (c) => c.notNull())
+          .addColumn('published_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('lfs_publications_job_key').on('lfs_publications').columns(['job_id', 'key']).unique().execute();
+        await db.schema.createIndex('lfs_publications_oid_idx').on('lfs_publications').columns(['oid', 'repository_id']).execute();
+        await db.schema.createIndex('lfs_publications_repo_key_idx').on('lfs_publications').columns(['repository_id', 'key']).execute();
+      },
+    },
   };
 }
 

@@ -2,6 +2,8 @@
 import type { Db } from './db.js';
 import type { Visibility } from './schema.js';
 
+export type LfsLayout = 'content' | 'readable';
+
 export interface RepoRow {
   id: string;
   spaceId: string;
@@ -15,6 +17,12 @@ export interface RepoRow {
   shard: string;
   /** Whether pushes that change files locked by another user are refused. */
   enforceLocks: boolean;
+  /** Where its LFS files are kept (docs/design/lfs-layout.md). */
+  lfsLayout: LfsLayout;
+  /** Ref patterns whose pushes publish LFS files in the readable layout; null: the default branch. */
+  lfsPublishRefs: string[] | null;
+  /** Base URL of the published tree, for people (a CDN); null when not served publicly. */
+  lfsPublicUrl: string | null;
   /** The repository this one was forked from (the id stays when that repository is deleted). */
   forkOf: string | null;
   /** Its fork network's id (the network's first repository); its own id when it is no fork. */
@@ -40,6 +48,9 @@ function baseQuery(db: Db) {
       'repositories.default_branch',
       'repositories.shard',
       'repositories.enforce_locks',
+      'repositories.lfs_layout',
+      'repositories.lfs_publish_refs',
+      'repositories.lfs_public_url',
       'repositories.fork_of',
       'repositories.fork_network',
       'repositories.created_at',
@@ -62,6 +73,9 @@ function toRepo(row: BaseRow): RepoRow {
     defaultBranch: row.default_branch,
     shard: row.shard,
     enforceLocks: row.enforce_locks !== 0,
+    lfsLayout: row.lfs_layout === 'readable' ? 'readable' : 'content',
+    lfsPublishRefs: row.lfs_publish_refs === null ? null : (JSON.parse(row.lfs_publish_refs) as string[]),
+    lfsPublicUrl: row.lfs_public_url,
     forkOf: row.fork_of,
     forkNetwork: row.fork_network ?? row.id,
     createdAt: row.created_at,
@@ -140,7 +154,16 @@ export async function repositoryIdsOnShard(db: Db, shard: string): Promise<Set<s
 export async function updateRepository(
   db: Db,
   id: string,
-  change: { spaceId?: string; name?: string; visibility?: Visibility; enforceLocks?: boolean; updatedAt: string },
+  change: {
+    spaceId?: string;
+    name?: string;
+    visibility?: Visibility;
+    enforceLocks?: boolean;
+    lfsLayout?: LfsLayout;
+    lfsPublishRefs?: string[] | null;
+    lfsPublicUrl?: string | null;
+    updatedAt: string;
+  },
 ): Promise<void> {
   await db
     .updateTable('repositories')
@@ -149,6 +172,9 @@ export async function updateRepository(
       ...(change.name !== undefined && { name: change.name }),
       ...(change.visibility !== undefined && { visibility: change.visibility }),
       ...(change.enforceLocks !== undefined && { enforce_locks: change.enforceLocks ? 1 : 0 }),
+      ...(change.lfsLayout !== undefined && { lfs_layout: change.lfsLayout }),
+      ...(change.lfsPublishRefs !== undefined && { lfs_publish_refs: change.lfsPublishRefs === null ? null : JSON.stringify(change.lfsPublishRefs) }),
+      ...(change.lfsPublicUrl !== undefined && { lfs_public_url: change.lfsPublicUrl }),
       updated_at: change.updatedAt,
     })
     .where('id', '=', id)

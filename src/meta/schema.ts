@@ -64,6 +64,12 @@ export interface RepositoriesTable {
   quota_bytes: ColumnType<number | string | null, number | null | undefined, number | null>;
   /** Bytes of the git object store as last measured (docs/design/quotas.md). */
   git_bytes: ColumnType<number | string, number | undefined, number>;
+  /** Where its LFS files are kept: `content` (content-addressed) or `readable` (docs/design/lfs-layout.md). */
+  lfs_layout: ColumnType<'content' | 'readable', 'content' | 'readable' | undefined, 'content' | 'readable'>;
+  /** Refs whose pushes publish LFS files (JSON array of patterns); null: the default branch. */
+  lfs_publish_refs: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Base URL of the published tree (a CDN in front of the bucket), shown beside each published path. */
+  lfs_public_url: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface LfsObjectsTable {
@@ -72,6 +78,45 @@ export interface LfsObjectsTable {
   /** bigint: PostgreSQL returns it as a string, SQLite as a number. */
   size: number | string;
   created_at: string;
+  /** When a batch last named it for this repository (LFS GC's grace period counts from it). */
+  touched_at: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+export interface LfsPublishJobsTable {
+  id: string;
+  repository_id: string;
+  kind: 'push' | 'relayout';
+  ref: string;
+  old_oid: string;
+  new_oid: string;
+  state: 'pending' | 'done' | 'failed';
+  attempts: Generated<number>;
+  /** ms since the epoch, by the database's clock. */
+  next_attempt_at: ColumnType<number | string, number, number>;
+  lease_holder: string | null;
+  lease_until: ColumnType<number | string | null, number | null | undefined, number | null>;
+  files_total: number | null;
+  files_done: Generated<number>;
+  bytes_done: ColumnType<number | string, number | undefined, number>;
+  /** Paths that cannot be published, with why (JSON, at most 100). */
+  skipped: string | null;
+  error: string | null;
+  created_at: string;
+  finished_at: string | null;
+}
+
+export interface LfsPublicationsTable {
+  id: string;
+  repository_id: string;
+  oid: string;
+  size: number | string;
+  path: string;
+  key: string;
+  /** Null while its copy is under way. */
+  version_id: string | null;
+  job_id: string;
+  commit_oid: string;
+  published_at: string;
 }
 
 export interface LfsLocksTable {
@@ -362,6 +407,8 @@ export interface Database {
   audit_log: AuditLogTable;
   lfs_objects: LfsObjectsTable;
   lfs_locks: LfsLocksTable;
+  lfs_publish_jobs: LfsPublishJobsTable;
+  lfs_publications: LfsPublicationsTable;
   snapshots: SnapshotsTable;
   events: EventsTable;
   repository_residency: RepositoryResidencyTable;

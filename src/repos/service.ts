@@ -14,6 +14,8 @@ import { appendAudit } from '../meta/audit.js';
 import { appendEvents } from '../meta/webhooks.js';
 import { repositoryEvent } from '../events/payloads.js';
 import { handOverLinks } from '../meta/lfs.js';
+import { enqueueJobs, handOverPublications, RELAYOUT_REFS, ZERO_OID } from '../meta/lfs-publish.js';
+import type { LfsLayout } from '../meta/repositories.js';
 import { appendEvent } from '../meta/snapshots.js';
 import type { Visibility } from '../meta/schema.js';
 import { conflict, forbidden, invalid, notFound, unauthenticated } from '../shared/errors.js';
@@ -24,6 +26,13 @@ import type { HostOf } from './host.js';
 import { placeNewRepository } from './placement.js';
 
 export type RepoRow = repos.RepoRow;
+
+/** The readable LFS layout's settings (docs/design/lfs-layout.md), checked by the caller. */
+export interface LfsSettingsChange {
+  lfsLayout?: LfsLayout;
+  lfsPublishRefs?: string[] | null;
+  lfsPublicUrl?: string | null;
+}
 
 export interface RepoInfo extends RepoRow {
   tags: string[];
@@ -180,7 +189,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
     async createRepo(
       actor: Actor,
       repoPath: string,
-      opts: { visibility?: Visibility; defaultBranch?: string; requestId?: string } = {},
+      opts: { visibility?: Visibility; defaultBranch?: string; lfsLayout?: LfsLayout; requestId?: string } = {},
     ): Promise<RepoInfo> {
       const where = parseRepoPath(repoPath);
       const space = await findSpaceOrThrow(where.owner, where.space);
@@ -197,6 +206,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
       try {
         await db.transaction().execute(async (trx) => {
           await repos.insertRepository(trx, { id, spaceId: space.id, name: where.repo, visibility, defaultBranch, shard, createdAt });
+          if (opts.lfsLayout === 'readable') await repos.updateRepository(trx, id, { lfsLayout: 'readable', updatedAt: createdAt });
           await appendAudit(trx, {
             at: createdAt,
             actorId: actorId(actor),
@@ -263,6 +273,10 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
             createdAt,
             fork: { of: source.id, network: source.forkNetwork },
           });
+          // The fork keeps its source's LFS layout: its own pushes publish under its own prefix.
+          if (source.lfsLayout !== 'content' || source.lfsPublishRefs !== null) {
+            await repos.updateRepository(trx, id, { lfsLayout: source.lfsLayout, lfsPublishRefs: source.lfsPublishRefs, updatedAt: createdAt });
+          }
           // Its refs came in without a push: this marks it dirty, so it gets its first snapshot.
           await appendEvent(trx, id, 'push-end', createdAt, { fork_of: source.id, request_id: opts.requestId ?? null });
           await appendAudit(trx, {
@@ -338,7 +352,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
     async updateRepo(
       actor: Actor,
       repoPath: string,
-      change: { visibility?: Visibility; tags?: string[]; enforceLocks?: boolean },
+      change: { visibility?: Visibility; tags?: string[]; enforceLocks?: boolean } & LfsSettingsChange,
       opts: { requestId?: string } = {},
     ): Promise<RepoInfo> {
       const repo = await resolve(actor, parseRepoPath(repoPath), 'admin');
@@ -347,12 +361,24 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
         if (source?.visibility === 'private') throw privateForkPublic(`${source.ownerName}/${source.spaceName}/${source.name}`);
       }
       await db.transaction().execute(async (trx) => {
-        if (change.visibility !== undefined || change.enforceLocks !== undefined) {
+        const lfs = {
+          ...(change.lfsLayout !== undefined && { lfsLayout: change.lfsLayout }),
+          ...(change.lfsPublishRefs !== undefined && { lfsPublishRefs: change.lfsPublishRefs }),
+          ...(change.lfsPublicUrl !== undefined && { lfsPublicUrl: change.lfsPublicUrl }),
+        };
+        if (change.visibility !== undefined || change.enforceLocks !== undefined || Object.keys(lfs).length > 0) {
           await repos.updateRepository(trx, repo.id, {
             ...(change.visibility !== undefined && { visibility: change.visibility }),
             ...(change.enforceLocks !== undefined && { enforceLocks: change.enforceLocks }),
+            ...lfs,
             updatedAt: now(),
           });
+        }
+        // Turned readable (or its published refs changed): the history its refs reach is
+        // published too, in the background (lfs/publisher.ts, a relayout job).
+        const nowReadable = (change.lfsLayout ?? repo.lfsLayout) === 'readable';
+        if (nowReadable && (repo.lfsLayout !== 'readable' || change.lfsPublishRefs !== undefined)) {
+          await enqueueJobs(trx, meta.dialect, repo.id, 'relayout', [{ ref: RELAYOUT_REFS, oldOid: ZERO_OID, newOid: ZERO_OID }], now());
         }
         if (change.tags) await repos.setProjectTags(trx, repo.id, change.tags);
         await appendAudit(trx, {
@@ -362,7 +388,7 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
           action: 'repo.update',
           repositoryId: repo.id,
           target: `${repo.ownerName}/${repo.spaceName}/${repo.name}`,
-          details: change,
+          details: { ...change },
           requestId: opts.requestId ?? null,
         });
         if (change.visibility !== undefined && change.visibility !== repo.visibility) {
@@ -379,7 +405,11 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
         // The rest of its fork network keeps the LFS objects it could download through this one,
         // through an heir whose readers could all read this one (see networkHeir).
         const heir = networkHeir(repo, await repos.listNetwork(trx, repo.forkNetwork));
-        if (heir) await handOverLinks(trx, repo.id, heir.id);
+        if (heir) {
+          await handOverLinks(trx, repo.id, heir.id);
+          // Objects whose only copies are this repository's published versions stay readable.
+          await handOverPublications(trx, repo.id, heir.id);
+        }
         await repos.deleteRepository(trx, repo.id);
         await appendAudit(trx, {
           at: now(),

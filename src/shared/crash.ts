@@ -24,6 +24,8 @@ export const CRASH_POINTS = [
   'maintenance-mid-repack',
   /** A restore has installed the first pack into its scratch repository. */
   'restore-mid-install',
+  /** An LFS publish job copied a file to its readable key; the copy is not recorded yet. */
+  'lfs-publish-after-copy',
 ] as const;
 export type CrashPoint = (typeof CRASH_POINTS)[number];
 

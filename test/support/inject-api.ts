@@ -8,6 +8,7 @@ import { registerApiRoutes, type ApiDeps } from '../../src/http/api-routes.js';
 import { createMetrics } from '../../src/http/metrics.js';
 import { createHttpServer } from '../../src/http/server.js';
 import { createLogger } from '../../src/shared/log.js';
+import { createFsStore } from '../../src/storage/fs-store.js';
 import { tempDir } from '../e2e/harness.js';
 
 /** `api(method, url, token?, body?)` under /api/v1: the status and the parsed JSON answer. */
@@ -32,7 +33,7 @@ export async function apiApp(t: { after(fn: () => Promise<void>): void }, extra:
   const config = configSchema.parse({ data, logLevel: 'silent' });
   const core = await openCore(config);
   const app = createHttpServer({ config, log: createLogger('silent'), metrics: createMetrics({ gitRunning: () => 0, gitQueued: () => 0 }), ready: async () => true });
-  registerApiRoutes(app, { ...core, hub: new EventHub(core.meta, createLogger('silent')), maxEventStreams: 8, ...extra });
+  registerApiRoutes(app, { ...core, lfsStore: createFsStore(`${data}/objects`), hub: new EventHub(core.meta, createLogger('silent')), maxEventStreams: 8, ...extra });
   await app.ready();
   t.after(async () => {
     await app.close();

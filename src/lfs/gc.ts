@@ -1,0 +1,188 @@
+/**
+ * LFS garbage collection (`gitstratum lfs gc`, and on a schedule when `lfsGcIntervalSeconds`
+ * is set; docs/design/lfs-layout.md, "Garbage collection").
+ *
+ * An object is garbage when no ref of any repository reaches a pointer to it (read with git:
+ * every pointer-sized blob in the history of every ref, pointers.ts), nothing linked it or
+ * named it in a batch within the grace period (an upload whose push has not arrived, a push
+ * under way), and no lock names a path it is published at. Liveness is global, not per fork
+ * network: an object two networks share is kept while either reaches it (the bytes are one).
+ * A repository whose directory cannot be read (evicted, on another machine) keeps every object
+ * linked to it: garbage is only ever what was proven unreachable.
+ *
+ * Deleting one: its links (lfs_objects) first, so no batch offers it any more, then its
+ * content-addressed copy, and in the readable layout every published version of it with its
+ * publication. Each is checked again just before: an object linked or touched since the scan
+ * began stays. Versions under the readable prefix that no publication names (an interrupted
+ * copy whose job never ran again, a deleted repository's tree) go too, unless a publication of
+ * their key is still being copied. Multipart uploads begun more than a day ago are aborted.
+ *
+ * A dry run reports the same figures and deletes nothing.
+ */
+import { access } from 'node:fs/promises';
+import type { MetaStore } from '../meta/db.js';
+import { listRepositories } from '../meta/repositories.js';
+import { lfsObjectKey, objectKey, type ObjectStore } from '../storage/object-store.js';
+import type { Logger } from '../shared/log.js';
+import { reachableLfsOids } from './pointers.js';
+
+export interface GcReport {
+  dryRun: boolean;
+  repositories: number;
+  /** Repositories whose history could not be read: their objects were all kept. */
+  unreadable: string[];
+  objects: { total: number; reachable: number; recent: number; locked: number; deleted: number };
+  bytes: { deleted: number };
+  versions: { deleted: number; orphansDeleted: number };
+  multipartAborted: number;
+}
+
+export interface GcDeps {
+  meta: MetaStore;
+  store: ObjectStore;
+  repoPath(id: string): string;
+  /** `lfsReadablePrefix`. */
+  prefix: string;
+  log: Logger;
+}
+
+const DAY_MS = 86_400_000;
+
+export async function collectGarbage(deps: GcDeps, opts: { dryRun: boolean; graceMs: number; signal?: AbortSignal }): Promise<GcReport> {
+  const { meta, store } = deps;
+  const { db } = meta;
+  const since = new Date(Date.now() - opts.graceMs).toISOString();
+  const report: GcReport = {
+    dryRun: opts.dryRun,
+    repositories: 0,
+    unreadable: [],
+    objects: { total: 0, reachable: 0, recent: 0, locked: 0, deleted: 0 },
+    bytes: { deleted: 0 },
+    versions: { deleted: 0, orphansDeleted: 0 },
+    multipartAborted: 0,
+  };
+
+  // Every object the server knows of: linked to a repository, or published.
+  const sizes = new Map<string, number>();
+  for (const r of await db.selectFrom('lfs_objects').select(['oid', 'size']).execute()) sizes.set(r.oid, Number(r.size));
+  for (const r of await db.selectFrom('lfs_publications').select(['oid', 'size']).execute()) if (!sizes.has(r.oid)) sizes.set(r.oid, Number(r.size));
+  report.objects.total = sizes.size;
+
+  const keep = new Set<string>();
+  const repos = await listRepositories(db);
+  report.repositories = repos.length;
+  for (const repo of repos) {
+    opts.signal?.throwIfAborted();
+    const dir = deps.repoPath(repo.id);
+    let reached: Set<string> | undefined;
+    try {
+      await access(dir);
+      reached = await reachableLfsOids(dir);
+    } catch (err) {
+      deps.log.warn({ err, repo_id: repo.id }, 'LFS GC could not read a repository; every object linked to it is kept');
+    }
+    if (reached) {
+      for (const oid of reached) keep.add(oid);
+      continue;
+    }
+    report.unreadable.push(`${repo.ownerName}/${repo.spaceName}/${repo.name}`);
+    for (const r of await db.selectFrom('lfs_objects').select('oid').where('repository_id', '=', repo.id).execute()) keep.add(r.oid);
+    for (const r of await db.selectFrom('lfs_publications').select('oid').where('repository_id', '=', repo.id).execute()) keep.add(r.oid);
+  }
+  report.objects.reachable = [...sizes.keys()].filter((oid) => keep.has(oid)).length;
+
+  const recent = await recentOids(deps, since);
+  const locked = await lockedOids(deps);
+  const garbage: string[] = [];
+  for (const oid of sizes.keys()) {
+    if (keep.has(oid)) continue;
+    if (recent.has(oid)) {
+      report.objects.recent += 1;
+      continue;
+    }
+    if (locked.has(oid)) {
+      report.objects.locked += 1;
+      continue;
+    }
+    garbage.push(oid);
+  }
+
+  for (const oid of garbage) {
+    opts.signal?.throwIfAborted();
+    const size = sizes.get(oid)!;
+    const publications = await db.selectFrom('lfs_publications').select(['id', 'key', 'version_id']).where('oid', '=', oid).execute();
+    if (opts.dryRun) {
+      report.objects.deleted += 1;
+      report.bytes.deleted += size * Math.max(1, publications.filter((p) => p.version_id !== null).length);
+      report.versions.deleted += publications.filter((p) => p.version_id !== null).length;
+      continue;
+    }
+    // Linked or named by a batch since the scan began: a push is bringing it back.
+    if ((await recentOids(deps, since, [oid])).has(oid)) continue;
+    await db.deleteFrom('lfs_objects').where('oid', '=', oid).execute();
+    const content = lfsObjectKey(oid);
+    const head = await store.head(content);
+    if (head) {
+      await store.delete(content);
+      report.bytes.deleted += head.size;
+    }
+    for (const p of publications) {
+      if (p.version_id !== null) {
+        await store.versions?.delete(objectKey(p.key), p.version_id);
+        report.versions.deleted += 1;
+        report.bytes.deleted += size;
+      }
+      await db.deleteFrom('lfs_publications').where('id', '=', p.id).execute();
+    }
+    report.objects.deleted += 1;
+  }
+
+  if (store.versions) {
+    const orphans = await orphanVersions(deps);
+    for (const v of orphans) {
+      if (!opts.dryRun) await store.versions.delete(v.key, v.versionId);
+      report.versions.orphansDeleted += 1;
+      report.bytes.deleted += v.size;
+    }
+  }
+  if (store.uploads && !opts.dryRun) report.multipartAborted = (await store.uploads.abortStale(new Date(Date.now() - DAY_MS))).aborted;
+  return report;
+}
+
+/** Oids linked or named by a batch since `since` (of `only`, when given). */
+async function recentOids(deps: GcDeps, since: string, only?: string[]): Promise<Set<string>> {
+  let q = deps.meta.db
+    .selectFrom('lfs_objects')
+    .select('oid')
+    .where((eb) => eb.or([eb('created_at', '>=', since), eb('touched_at', '>=', since)]));
+  if (only) q = q.where('oid', 'in', only);
+  return new Set((await q.execute()).map((r) => r.oid));
+}
+
+/** Oids published at a path someone holds a lock on, in that repository. */
+async function lockedOids(deps: GcDeps): Promise<Set<string>> {
+  const rows = await deps.meta.db
+    .selectFrom('lfs_publications')
+    .innerJoin('lfs_locks', (j) => j.onRef('lfs_locks.repository_id', '=', 'lfs_publications.repository_id').onRef('lfs_locks.path', '=', 'lfs_publications.path'))
+    .select('lfs_publications.oid')
+    .execute();
+  return new Set(rows.map((r) => r.oid));
+}
+
+/**
+ * Versions under the readable prefix no publication names, of keys with no copy under way.
+ * The publications are read after the listing: a publication's row is written before its copy
+ * starts, so every version listed has its row by then (named, or still copying), and none of
+ * a job running meanwhile is taken for an orphan.
+ */
+async function orphanVersions(deps: GcDeps) {
+  const listed = [];
+  for await (const v of deps.store.versions!.list(`${deps.prefix}/`)) listed.push(v);
+  const named = new Set<string>();
+  const copying = new Set<string>();
+  for (const r of await deps.meta.db.selectFrom('lfs_publications').select(['key', 'version_id']).execute()) {
+    if (r.version_id === null) copying.add(r.key);
+    else named.add(`${r.key}\0${r.version_id}`);
+  }
+  return listed.filter((v) => !copying.has(v.key) && !named.has(`${v.key}\0${v.versionId}`));
+}
