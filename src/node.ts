@@ -10,7 +10,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { chmod, stat } from 'node:fs/promises';
-import { Counter } from 'prom-client';
+import { Counter, Gauge } from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './config/schema.js';
 import type { Logger } from './shared/log.js';
@@ -29,7 +29,8 @@ import { appendEvents, type NewEvent } from './meta/webhooks.js';
 import { pushEvents } from './events/payloads.js';
 import type { EventHub } from './events/stream.js';
 import { eventOrigin } from './http/origin.js';
-import { createBackground } from './background.js';
+import { createBackground, Periodic } from './background.js';
+import { collectGarbage } from './lfs/gc.js';
 import { createResidencyMetrics, Residency } from './snapshots/eviction.js';
 import { countEvicted } from './meta/residency.js';
 import { LocalRepoHost, repoDir, repoIdsOnDisk, repositoryConfig } from './repos/local-host.js';
@@ -182,6 +183,21 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
         },
       )
     : undefined;
+  // LFS garbage collection on a schedule (off by default), where every repository is on this disk.
+  const lfsGc = config.lfsGcIntervalSeconds > 0 && config.role === 'all' ? scheduledLfsGc() : undefined;
+  function scheduledLfsGc(): Periodic {
+    const gcLog = log.child({ component: 'lfs-gc' });
+    const reclaimable = new Gauge({ name: 'gitstratum_lfs_gc_reclaimable_bytes', help: 'Bytes of LFS objects and published versions the last LFS GC scan found unreachable and past the grace period', registers: [metrics.registry] });
+    const deleted = new Counter({ name: 'gitstratum_lfs_gc_deleted_bytes_total', help: 'Bytes of LFS objects and published versions deleted by scheduled LFS GC', registers: [metrics.registry] });
+    const intervalMs = config.lfsGcIntervalSeconds * 1000;
+    return new Periodic(intervalMs, Math.min(intervalMs, 10 * 60_000), gcLog, async (signal) => {
+      const deps = { meta: core.meta, store: rawStore, repoPath, prefix: config.lfsReadablePrefix, log: gcLog };
+      const report = await collectGarbage(deps, { dryRun: config.lfsGcDryRun, graceMs: config.lfsGcGraceSeconds * 1000, signal });
+      reclaimable.set(config.lfsGcDryRun ? report.bytes.deleted : 0);
+      if (!config.lfsGcDryRun) deleted.inc(report.bytes.deleted);
+      gcLog.info({ ...report.objects, bytes: report.bytes.deleted, versions: report.versions, multipart_aborted: report.multipartAborted, unreadable: report.unreadable.length, dry_run: report.dryRun }, 'LFS GC done');
+    });
+  }
   // Leftovers of killed git processes removed at start and on a schedule, and refs that moved
   // past the latest snapshot marked dirty (docs/design/snapshots.md, "Crash recovery").
   // A storage node holds its shard's repositories only.
@@ -499,6 +515,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
     background.start();
     residency.start();
     publisher?.start();
+    lfsGc?.start();
     recovery.start();
     reconciling = markChangedRepositoriesDirty({ meta: core.meta, repositories: repositoriesOnDisk }, reconcileAbort.signal).then(
       (marked) => marked.length > 0 && recoveryLog.info({ repositories: marked.length, repo_ids: marked.slice(0, 20) }, 'repositories with refs past their latest snapshot marked dirty'),
@@ -666,7 +683,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
       // Aborts a running repack (killing its process group) rather than waiting for it.
       await maintenance?.close();
       // Aborts a snapshot upload in flight: it leaves no object and no row, the repository dirty.
-      await Promise.all([background.close(), publisher?.close()]);
+      await Promise.all([background.close(), publisher?.close(), lfsGc?.close()]);
       reconcileAbort.abort();
       await Promise.all([reconciling, recovery.close()]);
       // Waits for an eviction or a lazy restore in flight (each leaves a consistent state anyway).

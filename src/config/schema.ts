@@ -254,6 +254,8 @@ export const configSchema = z
       .default('files'),
     /** LFS garbage collection by the server every this long (`gitstratum lfs gc` otherwise); 0, the default: never on its own. */
     lfsGcIntervalSeconds: seconds.default(0),
+    /** Scheduled LFS GC runs only measure (the reclaimable-bytes metric) and delete nothing. */
+    lfsGcDryRun: bool.default(false),
     /** LFS GC never deletes an object uploaded, or named by a batch, within this long. */
     lfsGcGraceSeconds: seconds.pipe(z.number().min(3600)).default(7 * 86400),
     /** Secret for signed LFS transfer authorizations; every frontend needs the same. Default: <data>/signing.key. */

@@ -3,8 +3,9 @@
  * git-lfs client, on the filesystem store and on moto's S3 server with bucket versioning, each
  * under its own server: files published under their paths with every version kept, older
  * commits checked out byte for byte from their versions after the content-addressed copies are
- * gone, renames and deletions, a fork, a publish job killed midway, converting a repository
- * both ways, and GC deleting only what it should.
+ * gone (also with direct transfers, pre-signed URLs naming the version), renames and
+ * deletions, a fork, a pointer to another repository's object, a publish job killed midway,
+ * converting a repository both ways, and GC deleting only what it should.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -40,9 +41,11 @@ interface Setup {
   stop(): Promise<void>;
 }
 
-async function setUp(kind: 'filesystem' | 'moto'): Promise<Setup> {
-  const s3: TestS3 | undefined = kind === 'moto' ? await startMoto({ versioning: true }) : undefined;
-  const storeArgs = s3 ? s3.storeArgs() : [];
+type Kind = 'filesystem' | 'moto' | 'moto+direct';
+
+async function setUp(kind: Kind): Promise<Setup> {
+  const s3: TestS3 | undefined = kind !== 'filesystem' ? await startMoto({ versioning: true }) : undefined;
+  const storeArgs = [...(s3 ? s3.storeArgs() : []), ...(kind === 'moto+direct' ? ['--lfs-transfer-mode', 'direct'] : [])];
   let server = await Server.start({ args: storeArgs });
   const store = s3
     ? createS3Store({ endpoint: s3.endpoint, region: s3.region, bucket: s3.bucket, forcePathStyle: true, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey })
@@ -134,7 +137,8 @@ async function sha(dir: string, file: string): Promise<string> {
   return sha256(await readFile(path.join(dir, file)));
 }
 
-for (const kind of ['filesystem', 'moto'] as const) {
+// Direct transfers (pre-signed URLs, a version's for downloads) run the first case only.
+for (const kind of ['filesystem', 'moto', 'moto+direct'] as const) {
   describe(`readable LFS layout (${kind})`, () => {
     let s: Setup;
     const repo = 'alice/main/docs';
@@ -180,6 +184,8 @@ for (const kind of ['filesystem', 'moto'] as const) {
       assert.equal(await sha(old, 'art/logo.pdf'), sha256(logo));
     });
 
+    if (kind === 'moto+direct') return;
+
     test('a rename publishes under the new path and a deletion keeps history', async () => {
       await s.git.ok(['mv', 'documents/contracts/lease.pdf', 'documents/contracts/Lease (signed) 2026.pdf'], { cwd: work });
       await s.git.ok(['rm', '-q', 'art/logo.pdf'], { cwd: work });
@@ -212,6 +218,27 @@ for (const kind of ['filesystem', 'moto'] as const) {
       assert.equal(await sha(head, 'documents/contracts/Lease (signed) 2026.pdf'), sha256(v3));
       const shared = await checkout(s, fork, first);
       assert.equal(await sha(shared, 'documents/contracts/lease.pdf'), sha256(v1), "the source's history, read from the source's versions");
+    });
+
+    test("a pointer to another repository's private object is never copied into this repository's tree", async () => {
+      await api(s.server, s.tokens.alice.admin, 'POST', '/repos', { owner: 'alice', space: 'main', name: 'secret', visibility: 'private' });
+      const secret = randomBytesSeeded(10_000, 13);
+      const oid = await uploadObject(s.server, 'alice/main/secret', s.tokens.alice.write, secret);
+      // A pointer written by hand, pushed without git-lfs's pre-push hook (which would look for the bytes).
+      await writeFile(path.join(work, 'stolen.txt'), `version https://git-lfs.github.com/spec/v1\noid sha256:${oid}\nsize ${secret.length}\n`);
+      await s.git.ok(['add', '-A'], { cwd: work });
+      await s.git.ok(['commit', '-q', '-m', 'a pointer to something else'], { cwd: work });
+      await s.git.ok(['push', '-q', '--no-verify', 'origin', 'HEAD:main'], { cwd: work });
+      await publishedAll(s, repo);
+      assert.deepEqual(await published(s, repo, 'stolen.txt'), []);
+      assert.deepEqual(await versionsOf(s, key(repo, 'stolen.txt')), []);
+      const res = await fetch(`${s.server.url}/api/v1/repos/${repo}/lfs/publish-jobs`, { headers: { authorization: basic(s.tokens.alice.admin) } });
+      const jobs = (await res.json()) as { skipped: { path: string; reason: string }[] }[];
+      assert.deepEqual(jobs.at(-1)!.skipped, [{ path: 'stolen.txt', reason: 'the object was not uploaded to this repository' }]);
+      assert.equal(await hasContentCopy(s, oid), true, 'the object stays where it was');
+      await s.git.ok(['rm', '-q', 'stolen.txt'], { cwd: work });
+      await s.git.ok(['commit', '-q', '-m', 'drop it'], { cwd: work });
+      await s.git.ok(['push', '-q', 'origin', 'HEAD:main'], { cwd: work });
     });
 
     test('a publish job killed midway completes after a restart, without a second version', async () => {

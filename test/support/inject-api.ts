@@ -13,7 +13,7 @@ import { tempDir } from '../e2e/harness.js';
 
 /** `api(method, url, token?, body?)` under /api/v1: the status and the parsed JSON answer. */
 export function injectApi(app: FastifyInstance) {
-  return async (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, token?: string, body?: unknown) => {
+  return async (method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', url: string, token?: string, body?: unknown) => {
     const res = await app.inject({
       method,
       url: `/api/v1${url}`,
