@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { startS3, type TestS3 } from '../../test/support/s3.js';
@@ -140,4 +141,22 @@ test('uploads.abortStale aborts the multipart uploads begun under the store pref
   assert.deepEqual(await uploadKeys(), ['elsewhere/not-ours'], 'outside the prefix: not the store\'s');
   assert.deepEqual(await store.uploads!.abortStale(new Date()), { aborted: 0 });
   await client.send(new AbortMultipartUploadCommand({ Bucket: s3.bucket, Key: 'elsewhere/not-ours', UploadId: foreign.UploadId }));
+});
+
+test('a copy larger than one CopyObject goes in parts: the new version has every byte, in order', async (t) => {
+  const s3 = await startMoto({ versioning: true });
+  const store = createS3Store({ ...s3, forcePathStyle: true, prefix: 'store', singleCopyMaxBytes: 5 << 20, copyPartBytes: 5 << 20 });
+  t.after(async () => {
+    store.destroy();
+    await s3.stop();
+  });
+  const data = randomBytes(12 * 1024 * 1024 + 123);
+  await store.put(objectKey('lfs/aa/bb/big'), Readable.from([data]));
+  const copied = await store.versions!.copy(objectKey('lfs/aa/bb/big'), objectKey('files/a/b/c/big file.bin'));
+  assert.equal(copied.size, data.length);
+  const chunks: Buffer[] = [];
+  for await (const c of (await store.versions!.get(objectKey('files/a/b/c/big file.bin'), copied.versionId)).body) chunks.push(c as Buffer);
+  assert.ok(Buffer.concat(chunks).equals(data), 'three parts, whole and in order');
+  const again = await store.versions!.copy(objectKey('files/a/b/c/big file.bin'), objectKey('files/a/b/c/again.bin'), { fromVersionId: copied.versionId });
+  assert.equal(again.size, data.length);
 });

@@ -24,7 +24,9 @@
 import { Readable, addAbortSignal, finished } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
   CopyObjectCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetBucketVersioningCommand,
   GetObjectCommand,
@@ -34,6 +36,7 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
+  UploadPartCopyCommand,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
@@ -67,7 +70,14 @@ export interface S3StoreOptions {
   prefix?: string;
   /** ListObjectsV2 page size (S3's maximum, 1000, by default); tests set it low to page. */
   listPageSize?: number;
+  /** Copies of larger objects go in parts (S3's CopyObject stops at 5 GiB); tests set it low. */
+  singleCopyMaxBytes?: number;
+  /** Part size of those copies (512 MiB: 100 parts for LFS's default 50 GiB limit). */
+  copyPartBytes?: number;
 }
+
+/** Parts of a multipart copy in flight at once. */
+const COPY_PARTS_AT_ONCE = 4;
 
 /** 8 MiB parts, 2 in flight: ~24 MiB per upload, and 10,000 parts allow 80 GB objects. */
 const PART_SIZE = 8 << 20;
@@ -100,6 +110,40 @@ export function createS3Store(opts: S3StoreOptions): S3StoreHandle {
     return full;
   };
   /** CopySource: `bucket/key`, URL-encoded, `?versionId=` for one version. */
+  const singleCopyMax = opts.singleCopyMaxBytes ?? 5 * 1024 ** 3;
+  const copyPart = opts.copyPartBytes ?? 512 * 1024 ** 2;
+
+  /**
+   * A server-side copy in parts (UploadPartCopy), for objects CopyObject cannot take whole;
+   * aborted if any part fails, so no partial object appears. The new version's id.
+   */
+  async function copyInParts(from: ObjectKey, to: ObjectKey, fromVersionId: string | undefined, size: number): Promise<string | undefined> {
+    const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket, Key: Key(to) }));
+    try {
+      const parts: { PartNumber: number; ETag: string }[] = [];
+      let next = 0;
+      const count = Math.ceil(size / copyPart);
+      const worker = async () => {
+        while (next < count) {
+          const i = next++;
+          const start = i * copyPart;
+          const end = Math.min(size, start + copyPart) - 1;
+          const out = await client.send(
+            new UploadPartCopyCommand({ Bucket, Key: Key(to), UploadId, PartNumber: i + 1, CopySource: copySource(from, fromVersionId), CopySourceRange: `bytes=${start}-${end}` }),
+          );
+          parts.push({ PartNumber: i + 1, ETag: out.CopyPartResult?.ETag ?? '' });
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(COPY_PARTS_AT_ONCE, count) }, worker));
+      parts.sort((a, b) => a.PartNumber - b.PartNumber);
+      const done = await client.send(new CompleteMultipartUploadCommand({ Bucket, Key: Key(to), UploadId, MultipartUpload: { Parts: parts } }));
+      return done.VersionId;
+    } catch (err) {
+      await client.send(new AbortMultipartUploadCommand({ Bucket, Key: Key(to), UploadId })).catch(() => {});
+      throw err;
+    }
+  }
+
   const copySource = (key: ObjectKey, versionId: string | undefined) =>
     `${Bucket}/${Key(key).split('/').map(encodeURIComponent).join('/')}${versionId === undefined ? '' : `?versionId=${encodeURIComponent(versionId)}`}`;
 
@@ -220,10 +264,12 @@ export function createS3Store(opts: S3StoreOptions): S3StoreHandle {
     // CopyObject copies up to 5 GB in one request; larger objects would need UploadPartCopy.
     async copy(from, to, opts = {}) {
       try {
-        const out = await client.send(new CopyObjectCommand({ Bucket, Key: Key(to), CopySource: copySource(from, opts.fromVersionId) }));
-        if (!out.VersionId) throw invalid('versioning_disabled', `the bucket ${Bucket} keeps no versions: turn its versioning on`, { bucket: Bucket });
-        const info = await client.send(new HeadObjectCommand({ Bucket, Key: Key(to), VersionId: out.VersionId }));
-        return { versionId: out.VersionId, size: info.ContentLength ?? 0 };
+        const source = await client.send(new HeadObjectCommand({ Bucket, Key: Key(from), ...(opts.fromVersionId !== undefined && { VersionId: opts.fromVersionId }) }));
+        const size = source.ContentLength ?? 0;
+        const versionId = size > singleCopyMax ? await copyInParts(from, to, opts.fromVersionId, size) : (await client.send(new CopyObjectCommand({ Bucket, Key: Key(to), CopySource: copySource(from, opts.fromVersionId) }))).VersionId;
+        if (!versionId) throw invalid('versioning_disabled', `the bucket ${Bucket} keeps no versions: turn its versioning on`, { bucket: Bucket });
+        const info = await client.send(new HeadObjectCommand({ Bucket, Key: Key(to), VersionId: versionId }));
+        return { versionId, size: info.ContentLength ?? 0 };
       } catch (err) {
         if (opts.fromVersionId !== undefined && isBadVersionId(err)) throw noSuchVersion(from, opts.fromVersionId);
         throw s3Error(err, from, 'copy');
