@@ -148,7 +148,8 @@ export function registerLfsCommands(program: Command, repo: Command): void {
       const verb = r.dryRun ? 'would delete' : 'deleted';
       const lines = [
         `${r.objects.total} LFS objects in ${r.repositories} repositories: ${r.objects.reachable} reachable, ${r.objects.recent} within the grace period, ${r.objects.locked} locked`,
-        `${verb} ${r.objects.deleted} objects, ${r.versions.deleted + r.versions.orphansDeleted} published versions (${r.versions.orphansDeleted} not recorded), ${formatBytes(r.bytes.deleted)}${r.dryRun ? '' : `; ${r.multipartAborted} stale multipart uploads aborted`}`,
+        `${verb} ${r.objects.deleted} objects, ${r.versions.deleted + r.versions.orphansDeleted} published versions (${r.versions.orphansDeleted} not recorded), ${r.unlinkedDeleted} objects no repository links, ${formatBytes(r.bytes.deleted)} in all${r.dryRun ? '' : `; ${r.multipartAborted} stale multipart uploads aborted`}`,
+        `${r.dryRun ? 'would remove' : 'removed'} ${r.contentCopiesRemoved} content-addressed copies of objects every repository holding them has published`,
       ];
       if (r.unreadable.length > 0) lines.push(`kept every object of ${r.unreadable.length} repositories whose history could not be read: ${r.unreadable.slice(0, 10).join(', ')}`);
       return { text: lines, json: r };

@@ -22,7 +22,8 @@
 import { access } from 'node:fs/promises';
 import type { MetaStore } from '../meta/db.js';
 import { listRepositories } from '../meta/repositories.js';
-import { lfsObjectKey, objectKey, type ObjectStore } from '../storage/object-store.js';
+import { fullyPublished } from '../meta/lfs-publish.js';
+import { lfsObjectKey, objectKey, type ObjectKey, type ObjectStore } from '../storage/object-store.js';
 import type { Logger } from '../shared/log.js';
 import { reachableLfsOids } from './pointers.js';
 
@@ -34,6 +35,10 @@ export interface GcReport {
   objects: { total: number; reachable: number; recent: number; locked: number; deleted: number };
   bytes: { deleted: number };
   versions: { deleted: number; orphansDeleted: number };
+  /** Content-addressed objects no repository links, older than the grace period. */
+  unlinkedDeleted: number;
+  /** Content-addressed copies of live objects every linking repository has published (stored once). */
+  contentCopiesRemoved: number;
   multipartAborted: number;
 }
 
@@ -59,6 +64,8 @@ export async function collectGarbage(deps: GcDeps, opts: { dryRun: boolean; grac
     objects: { total: 0, reachable: 0, recent: 0, locked: 0, deleted: 0 },
     bytes: { deleted: 0 },
     versions: { deleted: 0, orphansDeleted: 0 },
+    unlinkedDeleted: 0,
+    contentCopiesRemoved: 0,
     multipartAborted: 0,
   };
 
@@ -135,6 +142,31 @@ export async function collectGarbage(deps: GcDeps, opts: { dryRun: boolean; grac
       await db.deleteFrom('lfs_publications').where('id', '=', p.id).execute();
     }
     report.objects.deleted += 1;
+  }
+
+  // Content-addressed copies no repository links (its repository deleted; an upload refused
+  // by a quota after it was stored), written before the grace period; and copies of live
+  // objects every linking repository has published since (a re-upload): not needed.
+  const graceStart = Date.now() - opts.graceMs;
+  const unlinked: { key: ObjectKey; size: number }[] = [];
+  const candidates: string[] = [];
+  for await (const info of store.list('lfs/')) {
+    const oid = info.key.slice(info.key.lastIndexOf('/') + 1);
+    if (!/^[0-9a-f]{64}$/.test(oid) || info.key !== lfsObjectKey(oid)) continue;
+    if (sizes.has(oid)) candidates.push(oid);
+    else if (info.modifiedAt !== undefined && info.modifiedAt.getTime() < graceStart) unlinked.push(info);
+  }
+  for (const info of unlinked) {
+    const oid = info.key.slice(info.key.lastIndexOf('/') + 1);
+    // Linked since the listing: an upload that just completed.
+    if ((await db.selectFrom('lfs_objects').select('oid').where('oid', '=', oid).executeTakeFirst()) !== undefined) continue;
+    if (!opts.dryRun) await store.delete(info.key);
+    report.unlinkedDeleted += 1;
+    report.bytes.deleted += info.size;
+  }
+  for (const oid of await fullyPublished(db, candidates.filter((oid) => !garbage.includes(oid)))) {
+    if (!opts.dryRun) await store.delete(lfsObjectKey(oid));
+    report.contentCopiesRemoved += 1;
   }
 
   if (store.versions) {

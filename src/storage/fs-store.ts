@@ -153,7 +153,7 @@ export function createFsStore(root: string): ObjectStore {
       }
       try {
         const info = await stat(file);
-        yield { key, size: info.size };
+        yield { key, size: info.size, modifiedAt: info.mtime };
       } catch (err) {
         if (!isMissing(err)) throw storageError(err, key, 'list'); // deleted while listing: skip it
       }

@@ -81,6 +81,8 @@ export interface ByteRange {
 export interface ObjectInfo {
   key: ObjectKey;
   size: number;
+  /** When it was last written, where list() knows (LFS GC's grace period for unlinked objects). */
+  modifiedAt?: Date;
 }
 
 export interface GetResult {

@@ -245,7 +245,7 @@ export function createS3Store(opts: S3StoreOptions): S3StoreHandle {
         } catch {
           continue; // not written by this store (a folder marker, a foreign tool)
         }
-        yield { key, size: item.Size ?? 0 };
+        yield { key, size: item.Size ?? 0, ...(item.LastModified && { modifiedAt: item.LastModified }) };
       }
       ContinuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (ContinuationToken);

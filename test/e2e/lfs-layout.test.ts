@@ -9,7 +9,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Git, Server, tempDir } from './harness.js';
@@ -326,21 +326,33 @@ for (const kind of ['filesystem', 'moto', 'moto+direct'] as const) {
       // Everything so far is older than the grace period; an upload of a moment ago is not.
       await s.server.admin((core) => core.meta.db.updateTable('lfs_objects').set({ created_at: '2020-01-01T00:00:00.000Z', touched_at: null }).execute());
       const recent = await uploadObject(s.server, gcRepo, s.tokens.alice.write, randomBytesSeeded(20_000, 12));
+      // An object of a deleted repository: linked nowhere. On the filesystem its file is made
+      // old (S3 keeps its own write time: there it is within the grace period, and stays).
+      await api(s.server, s.tokens.alice.admin, 'POST', '/repos', { owner: 'alice', space: 'main', name: 'gone', visibility: 'private' });
+      const orphan = await uploadObject(s.server, 'alice/main/gone', s.tokens.alice.write, randomBytesSeeded(21_000, 14));
+      const deleted = await fetch(`${s.server.url}/api/v1/repos/alice/main/gone`, { method: 'DELETE', headers: { authorization: basic(s.tokens.alice.admin) } });
+      assert.equal(deleted.status, 204);
+      const orphanOld = kind === 'filesystem';
+      if (orphanOld) {
+        const file = path.join(s.server.dataDir, 'objects', ...lfsObjectKey(orphan).split('/'));
+        await utimes(file, new Date('2020-01-01'), new Date('2020-01-01'));
+      }
       const present = async () => ({
         dropped: (await published(s, gcRepo, 'old.bin')).length > 0 || (await hasContentCopy(s, sha256(dropped))),
         locked: (await published(s, gcRepo, 'locked.bin')).length > 0,
         kept: (await published(s, gcRepo, 'kept.bin')).length > 0,
         recent: await hasContentCopy(s, recent),
+        orphan: await hasContentCopy(s, orphan),
       });
-      assert.deepEqual(await present(), { dropped: true, locked: true, kept: true, recent: true });
+      assert.deepEqual(await present(), { dropped: true, locked: true, kept: true, recent: true, orphan: true });
 
       const dry = await s.server.cliOk(['lfs', 'gc', '--dry-run', ...s.storeArgs]);
-      assert.match(dry, /would delete 1 objects/);
-      assert.deepEqual(await present(), { dropped: true, locked: true, kept: true, recent: true }, 'the dry run deleted nothing');
+      assert.match(dry, new RegExp(`would delete 1 objects, .* ${orphanOld ? 1 : 0} objects no repository links`));
+      assert.deepEqual(await present(), { dropped: true, locked: true, kept: true, recent: true, orphan: true }, 'the dry run deleted nothing');
 
       const done = await s.server.cliOk(['lfs', 'gc', ...s.storeArgs]);
       assert.match(done, /deleted 1 objects/);
-      assert.deepEqual(await present(), { dropped: false, locked: true, kept: true, recent: true });
+      assert.deepEqual(await present(), { dropped: false, locked: true, kept: true, recent: true, orphan: !orphanOld });
       assert.deepEqual(await versionsOf(s, key(gcRepo, 'old.bin')), [], "the dropped object's published version is gone");
       const clone = await checkout(s, gcRepo, 'main');
       assert.equal(await sha(clone, 'kept.bin'), sha256(kept));
