@@ -236,6 +236,8 @@ for (const database of databaseBackends()) {
         '/api/v1/repos',
         '/api/v1/repos/{owner}/{space}/{repo}',
         '/api/v1/repos/{owner}/{space}/{repo}/forks',
+        '/api/v1/repos/{owner}/{space}/{repo}/lfs/publish-jobs',
+        '/api/v1/repos/{owner}/{space}/{repo}/lfs/published',
         '/api/v1/repos/{owner}/{space}/{repo}/protections',
         '/api/v1/repos/{owner}/{space}/{repo}/quota',
         '/api/v1/spaces',
