@@ -27,7 +27,7 @@ import { pipeline } from 'node:stream/promises';
 import type { MetaStore } from '../meta/db.js';
 import { now } from '../meta/db.js';
 import { findKnownObjects, findLinkedObjects, linkObject, touchObjects } from '../meta/lfs.js';
-import { publicationsOf } from '../meta/lfs-publish.js';
+import { newestPublications, publicationsOf, type Publication } from '../meta/lfs-publish.js';
 import { lfsObjectKey, objectKey, type ByteRange, type GetResult, type ObjectStore } from '../storage/object-store.js';
 import { DomainError, invalid, isDomainError, notFound, tooLarge, unavailable } from '../shared/errors.js';
 import { verifyContent } from './content.js';
@@ -110,12 +110,17 @@ export function createLfsObjects(deps: {
     return { upload: await presigned(href, { 'Content-Type': contentType, 'x-amz-checksum-sha256': checksum }), verify };
   }
 
-  async function downloadAction(repo: LfsRepoRef, oid: string, size: number, who: Grantee): Promise<Action> {
+  /**
+   * Direct mode: a pre-signed URL of the object's version published in this repository or its
+   * network (its content-addressed copy may be gone), else of its content-addressed copy. An
+   * object published only elsewhere goes through the server instead: a pre-signed URL would
+   * show the client another repository's name and path.
+   */
+  async function downloadAction(repo: LfsRepoRef, oid: string, size: number, who: Grantee, published: readonly Publication[] = []): Promise<Action> {
     if (settings.mode === 'direct') {
-      // A published object is read from its version: its content-addressed copy may be gone.
-      const published = store.versions ? (await publicationsOf(meta.db, oid, repo.sources, 1))[0] : undefined;
-      if (published) return presigned(store.presigner!.presignGet(objectKey(published.key), ttl, { versionId: published.versionId! }));
-      return presigned(store.presigner!.presignGet(lfsObjectKey(oid), ttl));
+      const mine = published.find((p) => repo.sources.includes(p.repositoryId));
+      if (mine) return presigned(store.presigner!.presignGet(objectKey(mine.key), ttl, { versionId: mine.versionId! }));
+      if (published.length === 0) return presigned(store.presigner!.presignGet(lfsObjectKey(oid), ttl));
     }
     return signedAction(`${repo.lfsUrl}/objects/${oid}`, { repo: repo.id, op: 'download', oid, size, ...who });
   }
@@ -142,6 +147,7 @@ export function createLfsObjects(deps: {
       );
       await quota.assertLfsRoom(repo.id, toStore.map((o) => ({ oid: o.oid as string, size: o.size as number })), 'this upload');
     }
+    const published = settings.mode === 'direct' && req.operation === 'download' && store.versions ? await newestPublications(meta.db, [...linked.keys()]) : new Map<string, Publication[]>();
     const objects: BatchObjectOut[] = [];
     for (const o of req.objects) {
       const problem = objectProblem(o);
@@ -158,7 +164,7 @@ export function createLfsObjects(deps: {
           objects.push({ oid, size, error: { code: 404, message: 'object does not exist in this repository' } });
           metrics.batchObjects.inc({ operation: 'download', result: 'error' });
         } else {
-          objects.push({ oid, size: here, authenticated: true, actions: { download: await downloadAction(repo, oid, here, who) } });
+          objects.push({ oid, size: here, authenticated: true, actions: { download: await downloadAction(repo, oid, here, who, published.get(oid)) } });
           metrics.batchObjects.inc({ operation: 'download', result: 'action' });
         }
         continue;

@@ -181,8 +181,9 @@ async function publishFiles(deps: PublishDeps, repo: RepoRow, job: pub.PublishJo
   }
 
   let next = 0;
+  let failed = false;
   const worker = async () => {
-    while (next < files.length) {
+    while (next < files.length && !failed) {
       run.signal?.throwIfAborted();
       const file = files[next++]!;
       await one(file);
@@ -196,7 +197,18 @@ async function publishFiles(deps: PublishDeps, repo: RepoRow, job: pub.PublishJo
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(COPIES_AT_ONCE, files.length) }, worker));
+  // The first failure stops the others after their current file, and the job fails only once
+  // none is copying: a retry never runs beside a copy of the failed run.
+  const ran = await Promise.allSettled(
+    Array.from({ length: Math.min(COPIES_AT_ONCE, files.length) }, () =>
+      worker().catch((err: unknown) => {
+        failed = true;
+        throw err;
+      }),
+    ),
+  );
+  const failure = ran.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failure) throw failure.reason;
   await pub.recordProgress(meta.db, job.id, { filesDone, bytesDone });
   await removeContentCopies(deps, [...publishedOids]);
   await pub.finishJob(meta.db, job.id, now(), skipped);

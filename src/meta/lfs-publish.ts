@@ -261,6 +261,22 @@ export async function publicationsOf(db: Db, oid: string, prefer: readonly strin
     .map(toPublication);
 }
 
+/** The newest complete publication of each of `oids`, when there is one. */
+export async function newestPublications(db: Db, oids: readonly string[]): Promise<Map<string, Publication[]>> {
+  const found = new Map<string, Publication[]>();
+  for (let i = 0; i < oids.length; i += 500) {
+    const chunk = oids.slice(i, i + 500);
+    if (chunk.length === 0) continue;
+    const rows = await db.selectFrom('lfs_publications').selectAll().where('oid', 'in', chunk).where('version_id', 'is not', null).orderBy('published_at', 'desc').execute();
+    for (const r of rows) {
+      const list = found.get(r.oid) ?? [];
+      list.push(toPublication(r));
+      found.set(r.oid, list);
+    }
+  }
+  return found;
+}
+
 /** Publications of the repository, newest first, optionally of one path; paged by id. */
 export async function listPublications(db: Db, repositoryId: string, opts: { path?: string; limit: number; before?: string }): Promise<Publication[]> {
   let q = db.selectFrom('lfs_publications').selectAll().where('repository_id', '=', repositoryId).where('version_id', 'is not', null);
