@@ -39,6 +39,13 @@ test('LFS layout settings', async (t) => {
     assert.deepEqual([now.body.lfsPublishRefs, now.body.lfsPublicUrl], [['refs/heads/main', 'refs/tags/v*'], 'https://cdn.example.com/docs']);
   });
 
+  await t.test('set back to content, its pending publishing is cancelled', async () => {
+    const r = await api('PATCH', '/repos/alice/main/docs', alice, { lfsLayout: 'content' });
+    assert.equal(r.body.lfsLayout, 'content');
+    const jobs = await api('GET', '/repos/alice/main/docs/lfs/publish-jobs', alice);
+    assert.deepEqual(jobs.body.map((j: { state: string; error: string }) => [j.state, j.error]), [['failed', 'cancelled: the repository was set to the content layout']]);
+  });
+
   await t.test('a bucket without versioning is refused for the readable layout, saying how to turn it on', async (t2) => {
     const s3 = await startS3();
     const store = createS3Store({ ...s3, forcePathStyle: true });

@@ -117,7 +117,8 @@ async function digestVersion(versions: Versions, key: ObjectKey, versionId: stri
 export async function runPublishJob(deps: PublishDeps, job: pub.PublishJob, run: JobRun): Promise<{ published: number; skipped: { path: string; reason: string }[] }> {
   const { meta } = deps;
   const repo = await findRepositoryById(meta.db, job.repositoryId);
-  if (!repo) {
+  // Gone, or set back to the content layout since the job was queued: nothing to publish.
+  if (!repo || repo.lfsLayout !== 'readable') {
     await pub.finishJob(meta.db, job.id, now(), []);
     return { published: 0, skipped: [] };
   }

@@ -14,7 +14,7 @@ import { appendAudit } from '../meta/audit.js';
 import { appendEvents } from '../meta/webhooks.js';
 import { repositoryEvent } from '../events/payloads.js';
 import { handOverLinks } from '../meta/lfs.js';
-import { enqueueJobs, handOverPublications, RELAYOUT_REFS, ZERO_OID } from '../meta/lfs-publish.js';
+import { cancelPending, enqueueJobs, handOverPublications, RELAYOUT_REFS, ZERO_OID } from '../meta/lfs-publish.js';
 import type { LfsLayout } from '../meta/repositories.js';
 import { appendEvent } from '../meta/snapshots.js';
 import type { Visibility } from '../meta/schema.js';
@@ -380,6 +380,8 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
         if (nowReadable && (repo.lfsLayout !== 'readable' || change.lfsPublishRefs !== undefined)) {
           await enqueueJobs(trx, meta.dialect, repo.id, 'relayout', [{ ref: RELAYOUT_REFS, oldOid: ZERO_OID, newOid: ZERO_OID }], now());
         }
+        // Back to content: nothing more is published (what was stays, and keeps being served).
+        if (!nowReadable && repo.lfsLayout === 'readable') await cancelPending(trx, repo.id, 'cancelled: the repository was set to the content layout', now());
         if (change.tags) await repos.setProjectTags(trx, repo.id, change.tags);
         await appendAudit(trx, {
           at: now(),
