@@ -20,6 +20,7 @@ import { now } from '../meta/db.js';
 import { appendAudit } from '../meta/audit.js';
 import * as w from '../meta/webhooks.js';
 import type { Logger } from '../shared/log.js';
+import { Alarm } from '../shared/alarm.js';
 import { guardedLookup, type AllowList } from './url-safety.js';
 
 const RESPONSE_EXCERPT_BYTES = 4096;
@@ -78,7 +79,7 @@ export class Deliverer {
   private readonly agent: Agent;
   private readonly running = new Set<Promise<void>>();
   private readonly stop = new AbortController();
-  private wakeUp: (() => void) | undefined;
+  private readonly alarm = new Alarm();
   private loop: Promise<void> | undefined;
   private lastPrune = 0;
 
@@ -95,12 +96,12 @@ export class Deliverer {
 
   /** Looks for due deliveries now (an event was just written by this process). */
   wake(): void {
-    this.wakeUp?.();
+    this.alarm.wake();
   }
 
   async close(): Promise<void> {
     this.stop.abort();
-    this.wakeUp?.();
+    this.alarm.wake();
     await this.loop;
     await Promise.allSettled([...this.running]);
     await this.agent.close().catch(() => {});
@@ -124,21 +125,13 @@ export class Deliverer {
           .catch((err: unknown) => log.error({ err, delivery: d.id }, 'webhook delivery not recorded'))
           .finally(() => {
             this.running.delete(sending);
-            this.wakeUp?.();
+            this.alarm.wake();
           });
         this.running.add(sending);
       }
       // More may be due at once (a burst); otherwise wait to be woken or for the next poll.
       if (claimed.length > 0 && claimed.length === free) continue;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, this.opts.pollMs);
-        timer.unref();
-        this.wakeUp = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.wakeUp = undefined;
+      await this.alarm.wait(this.opts.pollMs);
     }
   }
 

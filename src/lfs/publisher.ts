@@ -25,7 +25,7 @@
 import { createHash } from 'node:crypto';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Db, Dialect, MetaStore } from '../meta/db.js';
-import { now } from '../meta/db.js';
+import { inChunks, now } from '../meta/db.js';
 import * as pub from '../meta/lfs-publish.js';
 import { findRepositoryById, type RepoRow } from '../meta/repositories.js';
 import { lfsObjectKey, type ObjectKey, type ObjectStore, type Versions } from '../storage/object-store.js';
@@ -35,6 +35,7 @@ import { publishedRef, readableKey } from './layout.js';
 import { lfsFilesAt, lfsFilesChanged, type LfsFile } from './pointers.js';
 import { runGit } from '../git/command.js';
 import { crashPoint } from '../shared/crash.js';
+import { Alarm } from '../shared/alarm.js';
 
 export interface PublishDeps {
   meta: MetaStore;
@@ -254,9 +255,7 @@ export function dedupe(files: JobFile[]): JobFile[] {
 async function lendableOids(deps: PublishDeps, repo: RepoRow, oids: string[]): Promise<Set<string>> {
   const { db } = deps.meta;
   const out = new Set<string>();
-  for (let i = 0; i < oids.length; i += 500) {
-    const chunk = oids.slice(i, i + 500);
-    if (chunk.length === 0) continue;
+  await inChunks(oids, async (chunk) => {
     const rows = await db
       .selectFrom('lfs_objects')
       .innerJoin('repositories', 'repositories.id', 'lfs_objects.repository_id')
@@ -270,7 +269,7 @@ async function lendableOids(deps: PublishDeps, repo: RepoRow, oids: string[]): P
       )
       .execute();
     for (const r of rows) out.add(r.oid);
-  }
+  });
   return out;
 }
 
@@ -334,7 +333,7 @@ export function retryDelayMs(attempts: number): number | undefined {
  */
 export class Publisher {
   private readonly stop = new AbortController();
-  private wakeUp: (() => void) | undefined;
+  private readonly alarm = new Alarm();
   private loop: Promise<void> | undefined;
 
   constructor(
@@ -354,12 +353,12 @@ export class Publisher {
   }
 
   wake(): void {
-    this.wakeUp?.();
+    this.alarm.wake();
   }
 
   async close(): Promise<void> {
     this.stop.abort(new Error('closing'));
-    this.wakeUp?.();
+    this.alarm.wake();
     await this.loop;
   }
 
@@ -389,15 +388,7 @@ export class Publisher {
         }
       }
       if (jobs.length > 0) continue;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, this.opts.pollMs);
-        timer.unref();
-        this.wakeUp = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.wakeUp = undefined;
+      await this.alarm.wait(this.opts.pollMs);
     }
   }
 }

@@ -240,3 +240,11 @@ export function sqliteFileProblem(file: string): string | undefined {
     sqlite?.close();
   }
 }
+
+/**
+ * Runs `fn` on `items` in chunks of 500: an `in (…)` list stays well under SQLite's and
+ * PostgreSQL's limits on bound parameters however many items a request names.
+ */
+export async function inChunks<T>(items: readonly T[], fn: (chunk: T[]) => Promise<void>): Promise<void> {
+  for (let i = 0; i < items.length; i += 500) await fn(items.slice(i, i + 500));
+}

@@ -9,7 +9,7 @@
  * version.
  */
 import { sql } from 'kysely';
-import type { Db, Dialect } from './db.js';
+import { inChunks, type Db, type Dialect } from './db.js';
 import { nowMs } from './leases.js';
 import { newId } from '../shared/ids.js';
 
@@ -264,16 +264,14 @@ export async function publicationsOf(db: Db, oid: string, prefer: readonly strin
 /** The newest complete publication of each of `oids`, when there is one. */
 export async function newestPublications(db: Db, oids: readonly string[]): Promise<Map<string, Publication[]>> {
   const found = new Map<string, Publication[]>();
-  for (let i = 0; i < oids.length; i += 500) {
-    const chunk = oids.slice(i, i + 500);
-    if (chunk.length === 0) continue;
+  await inChunks(oids, async (chunk) => {
     const rows = await db.selectFrom('lfs_publications').selectAll().where('oid', 'in', chunk).where('version_id', 'is not', null).orderBy('published_at', 'desc').execute();
     for (const r of rows) {
       const list = found.get(r.oid) ?? [];
       list.push(toPublication(r));
       found.set(r.oid, list);
     }
-  }
+  });
   return found;
 }
 
@@ -307,9 +305,7 @@ export async function deletePublication(db: Db, id: string): Promise<void> {
  */
 export async function fullyPublished(db: Db, oids: readonly string[]): Promise<string[]> {
   const out: string[] = [];
-  for (let i = 0; i < oids.length; i += 500) {
-    const chunk = oids.slice(i, i + 500);
-    if (chunk.length === 0) continue;
+  await inChunks(oids, async (chunk) => {
     const { rows } = await sql<{ oid: string }>`
       select distinct o.oid from lfs_objects o
       where o.oid in (${sql.join(chunk)})
@@ -319,6 +315,6 @@ export async function fullyPublished(db: Db, oids: readonly string[]): Promise<s
             and not exists (select 1 from lfs_publications p where p.oid = l.oid and p.repository_id = l.repository_id and p.version_id is not null)
         )`.execute(db);
     out.push(...rows.map((r) => r.oid));
-  }
+  });
   return out;
 }

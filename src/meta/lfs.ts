@@ -1,6 +1,6 @@
 /** LFS object visibility per repository, and LFS locks. */
 import { sql } from 'kysely';
-import type { Db } from './db.js';
+import { inChunks, type Db } from './db.js';
 
 /**
  * Oids (among `oids`) linked to any of `repositoryIds`, with their sizes. The caller names the
@@ -11,24 +11,20 @@ import type { Db } from './db.js';
 export async function findLinkedObjects(db: Db, repositoryIds: string[], oids: string[]): Promise<Map<string, number>> {
   const found = new Map<string, number>();
   if (repositoryIds.length === 0) return found;
-  for (let i = 0; i < oids.length; i += 500) {
-    const chunk = oids.slice(i, i + 500);
-    if (chunk.length === 0) continue;
+  await inChunks(oids, async (chunk) => {
     const rows = await db.selectFrom('lfs_objects').select(['oid', 'size']).where('repository_id', 'in', repositoryIds).where('oid', 'in', chunk).execute();
     for (const r of rows) found.set(r.oid, Number(r.size));
-  }
+  });
   return found;
 }
 
 /** Oids (among `oids`) linked to any repository: stored, with content the server vouched for. */
 export async function findKnownObjects(db: Db, oids: string[]): Promise<Set<string>> {
   const found = new Set<string>();
-  for (let i = 0; i < oids.length; i += 500) {
-    const chunk = oids.slice(i, i + 500);
-    if (chunk.length === 0) continue;
+  await inChunks(oids, async (chunk) => {
     const rows = await db.selectFrom('lfs_objects').select('oid').distinct().where('oid', 'in', chunk).execute();
     for (const r of rows) found.add(r.oid);
-  }
+  });
   return found;
 }
 
@@ -45,14 +41,13 @@ export async function linkObject(db: Db, row: { repositoryId: string; oid: strin
  * GC keeps what a batch named within its grace period.
  */
 export async function touchObjects(db: Db, repositoryId: string, objects: readonly { oid: string; size: number }[], at: string): Promise<void> {
-  for (let i = 0; i < objects.length; i += 500) {
-    const chunk = objects.slice(i, i + 500);
+  await inChunks(objects, async (chunk) => {
     await db
       .insertInto('lfs_objects')
       .values(chunk.map((o) => ({ repository_id: repositoryId, oid: o.oid, size: o.size, created_at: at, touched_at: at })))
       .onConflict((oc) => oc.columns(['repository_id', 'oid']).doUpdateSet({ touched_at: at }))
       .execute();
-  }
+  });
 }
 
 /**
@@ -125,12 +120,10 @@ export async function listLocks(
 
 export async function locksOnPaths(db: Db, repositoryId: string, paths: string[]): Promise<LockRow[]> {
   const out: LockRow[] = [];
-  for (let i = 0; i < paths.length; i += 500) {
-    const chunk = paths.slice(i, i + 500);
-    if (chunk.length === 0) continue;
+  await inChunks(paths, async (chunk) => {
     const rows = await lockQuery(db).where('lfs_locks.repository_id', '=', repositoryId).where('lfs_locks.path', 'in', chunk).execute();
     out.push(...rows.map(toLock));
-  }
+  });
   return out;
 }
 

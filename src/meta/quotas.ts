@@ -3,7 +3,7 @@
  * default applies), 0 (no limit) or a limit in bytes. Git bytes are stored per repository as
  * last measured; LFS bytes are summed from lfs_objects when asked.
  */
-import type { Db } from './db.js';
+import { inChunks, type Db } from './db.js';
 
 /** What a repository or owner uses, and its own quota column (before defaults apply). */
 export interface StoredUsage {
@@ -139,9 +139,7 @@ export async function ownerUsages(db: Db, ownerId?: string): Promise<OwnerUsageR
 /** The oids (among `oids`) that none of the owner's repositories links yet. */
 export async function oidsNewToOwner(db: Db, ownerId: string, oids: readonly string[]): Promise<Set<string>> {
   const known = new Set<string>();
-  for (let i = 0; i < oids.length; i += 500) {
-    const chunk = oids.slice(i, i + 500);
-    if (chunk.length === 0) continue;
+  await inChunks(oids, async (chunk) => {
     const rows = await db
       .selectFrom('lfs_objects')
       .innerJoin('repositories', 'repositories.id', 'lfs_objects.repository_id')
@@ -152,18 +150,16 @@ export async function oidsNewToOwner(db: Db, ownerId: string, oids: readonly str
       .where('lfs_objects.oid', 'in', chunk)
       .execute();
     for (const r of rows) known.add(r.oid);
-  }
+  });
   return new Set(oids.filter((o) => !known.has(o)));
 }
 
 /** Oids (among `oids`) linked to the repository itself (not through its fork network). */
 export async function oidsLinkedTo(db: Db, repositoryId: string, oids: readonly string[]): Promise<Set<string>> {
   const found = new Set<string>();
-  for (let i = 0; i < oids.length; i += 500) {
-    const chunk = oids.slice(i, i + 500);
-    if (chunk.length === 0) continue;
+  await inChunks(oids, async (chunk) => {
     const rows = await db.selectFrom('lfs_objects').select('oid').where('repository_id', '=', repositoryId).where('oid', 'in', chunk).execute();
     for (const r of rows) found.add(r.oid);
-  }
+  });
   return found;
 }
