@@ -118,28 +118,22 @@ export async function collectGarbage(deps: GcDeps, opts: { dryRun: boolean; grac
     opts.signal?.throwIfAborted();
     const size = sizes.get(oid)!;
     const publications = await db.selectFrom('lfs_publications').select(['id', 'key', 'version_id']).where('oid', '=', oid).execute();
-    if (opts.dryRun) {
-      report.objects.deleted += 1;
-      report.bytes.deleted += size * Math.max(1, publications.filter((p) => p.version_id !== null).length);
-      report.versions.deleted += publications.filter((p) => p.version_id !== null).length;
-      continue;
-    }
     // Linked or named by a batch since the scan began: a push is bringing it back.
-    if ((await recentOids(deps, since, [oid])).has(oid)) continue;
-    await db.deleteFrom('lfs_objects').where('oid', '=', oid).execute();
+    if (!opts.dryRun && (await recentOids(deps, since, [oid])).has(oid)) continue;
+    if (!opts.dryRun) await db.deleteFrom('lfs_objects').where('oid', '=', oid).execute();
     const content = lfsObjectKey(oid);
     const head = await store.head(content);
     if (head) {
-      await store.delete(content);
+      if (!opts.dryRun) await store.delete(content);
       report.bytes.deleted += head.size;
     }
     for (const p of publications) {
       if (p.version_id !== null) {
-        await store.versions?.delete(objectKey(p.key), p.version_id);
+        if (!opts.dryRun) await store.versions?.delete(objectKey(p.key), p.version_id);
         report.versions.deleted += 1;
         report.bytes.deleted += size;
       }
-      await db.deleteFrom('lfs_publications').where('id', '=', p.id).execute();
+      if (!opts.dryRun) await db.deleteFrom('lfs_publications').where('id', '=', p.id).execute();
     }
     report.objects.deleted += 1;
   }
