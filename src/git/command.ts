@@ -269,6 +269,25 @@ export async function runGit(args: readonly string[], opts: RunOptions = {}): Pr
   return { code, stdout: stdout.toString('utf8'), stderr };
 }
 
+/**
+ * Starts a git command from the spawner and hands over its streams, for output too large to
+ * hold (a whole tree, a history): the caller reads stdout as it comes, ends stdin, and checks
+ * `exited`. Stopped after 10 minutes, as runGit's commands are.
+ */
+export async function spawnGit(args: readonly string[], env: Record<string, string> = {}): Promise<GitChild> {
+  try {
+    return wrap(helperChild(await spawnFromHelper([...args], gitEnv(env) as Record<string, string>, undefined, undefined)), 10 * 60_000);
+  } catch (err) {
+    return notStarted((err as Error).message);
+  }
+}
+
+/** Throws what runGit throws when the process `exited` unsuccessfully. */
+export async function checkExit(args: readonly string[], child: GitChild): Promise<void> {
+  const { code, stderr } = await child.exited;
+  if (code !== 0) throw new GitCommandError(args, { code, stdout: '', stderr });
+}
+
 export interface RunOptions {
   cwd?: string;
   input?: string;

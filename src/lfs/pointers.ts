@@ -3,10 +3,12 @@
  * pointer is a small text blob, `version https://git-lfs.github.com/spec/v1`, `oid sha256:…`,
  * `size …`, sorted keys, each line ending in a newline, under 1024 bytes).
  *
- * Blobs are sized first (`cat-file --batch-check`) and only those small enough to be pointers
- * are read (`cat-file --batch`), so a tree of large files costs no reading of them.
+ * Blobs are sized first (`ls-tree`'s own sizes, or `cat-file --batch-check`) and only those
+ * small enough to be pointers are read (`cat-file --batch`), so a tree of large files costs no
+ * reading of them; trees and histories stream through, never held whole.
  */
-import { runGit, runGitBytes } from '../git/command.js';
+import type { Readable } from 'node:stream';
+import { checkExit, runGitBytes, spawnGit } from '../git/command.js';
 
 /** Pointer files are smaller than this (the git-lfs specification). */
 export const MAX_POINTER_BYTES = 1024;
@@ -53,17 +55,51 @@ interface BlobAt {
   blob: string;
 }
 
-/** The LFS files among `entries`: blobs small enough to be pointers, read and parsed. */
+/**
+ * Calls `onRecord` for each `sep`-terminated record of a stream as it arrives (UTF-8: git
+ * writes paths as bytes, and `-z` keeps them unquoted), so a whole tree or history is never
+ * held at once.
+ */
+async function eachRecord(stream: Readable, sep: number, onRecord: (record: string) => void): Promise<void> {
+  let rest: Buffer = Buffer.alloc(0);
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    const data: Buffer = rest.length > 0 ? Buffer.concat([rest, chunk]) : chunk;
+    let at = 0;
+    for (let end = data.indexOf(sep, at); end >= 0; end = data.indexOf(sep, at)) {
+      onRecord(data.subarray(at, end).toString('utf8'));
+      at = end + 1;
+    }
+    rest = data.subarray(at);
+  }
+  if (rest.length > 0) onRecord(rest.toString('utf8'));
+}
+
+/** Runs git, handing each record of its output to `onRecord`; throws as runGit does when it fails. */
+async function gitRecords(args: string[], sep: number, onRecord: (record: string) => void, input?: string): Promise<void> {
+  const child = await spawnGit(args);
+  child.stdin.end(input ?? '');
+  await Promise.all([eachRecord(child.stdout, sep, onRecord), checkExit(args, child)]);
+}
+
+/** Of `blobs`, those small enough to be pointers, by `cat-file --batch-check`. */
+async function pointerSized(repoPath: string, blobs: readonly string[]): Promise<string[]> {
+  const small: string[] = [];
+  for (let i = 0; i < blobs.length; i += 5000) {
+    const chunk = blobs.slice(i, i + 5000);
+    await gitRecords(['--git-dir', repoPath, 'cat-file', '--batch-check=%(objectname) %(objecttype) %(objectsize)'], NL, (line) => {
+      const [oid, type, size] = line.split(' ');
+      if (oid && type === 'blob' && Number(size) < MAX_POINTER_BYTES) small.push(oid);
+    }, chunk.join('\n') + '\n');
+  }
+  return small;
+}
+
+const NL = 0x0a;
+const NUL = 0;
+
+/** The LFS files among `entries` (blobs known to be pointer-sized), read and parsed. */
 async function pointersOf(repoPath: string, entries: readonly BlobAt[]): Promise<LfsFile[]> {
-  const unique = [...new Set(entries.map((e) => e.blob))];
-  if (unique.length === 0) return [];
-  const check = await runGit(['--git-dir', repoPath, 'cat-file', '--batch-check=%(objectname) %(objecttype) %(objectsize)'], { input: unique.join('\n') + '\n' });
-  const small = check.stdout
-    .split('\n')
-    .map((line) => line.split(' '))
-    .filter(([, type, size]) => type === 'blob' && Number(size) < MAX_POINTER_BYTES)
-    .map(([oid]) => oid!);
-  const pointers = await readPointers(repoPath, small);
+  const pointers = await readPointers(repoPath, [...new Set(entries.map((e) => e.blob))]);
   const out: LfsFile[] = [];
   for (const e of entries) {
     const p = pointers.get(e.blob);
@@ -77,10 +113,11 @@ async function readPointers(repoPath: string, blobs: readonly string[]): Promise
   const found = new Map<string, { oid: string; size: number }>();
   for (let i = 0; i < blobs.length; i += 5000) {
     const chunk = blobs.slice(i, i + 5000);
+    // At most 5000 blobs of under 1 KiB each: held whole.
     const { stdout } = await runGitBytes(['--git-dir', repoPath, 'cat-file', '--batch'], { input: chunk.join('\n') + '\n' });
     let at = 0;
     while (at < stdout.length) {
-      const eol = stdout.indexOf(0x0a, at);
+      const eol = stdout.indexOf(NL, at);
       if (eol < 0) break;
       const [blob, type, sizeText] = stdout.subarray(at, eol).toString('latin1').split(' ');
       if (type === 'missing' || sizeText === undefined) {
@@ -97,17 +134,19 @@ async function readPointers(repoPath: string, blobs: readonly string[]): Promise
   return found;
 }
 
-/** Every LFS file in the commit's tree. */
+/** Regular files only: a symbolic link or a submodule is never an LFS file. */
+const isFileMode = (mode: string | undefined) => mode === '100644' || mode === '100755';
+
+/** Every LFS file in the commit's tree; only pointer-sized blobs are kept while the tree streams by. */
 export async function lfsFilesAt(repoPath: string, commit: string): Promise<LfsFile[]> {
-  const { stdout } = await runGit(['--git-dir', repoPath, 'ls-tree', '-r', '-z', '--full-tree', '--format=%(objectmode) %(objecttype) %(objectname)%x09%(path)', commit]);
   const entries: BlobAt[] = [];
-  for (const record of stdout.split('\0')) {
+  // `-l` adds each blob's size (padded); not `--format`, whose %(path) git 2.39 quotes even with -z.
+  await gitRecords(['--git-dir', repoPath, 'ls-tree', '-r', '-z', '-l', '--full-tree', commit], NUL, (record) => {
     const tab = record.indexOf('\t');
-    if (tab < 0) continue;
-    const [mode, type, blob] = record.slice(0, tab).split(' ');
-    // Regular files only: a symbolic link or a submodule is never an LFS file.
-    if (type === 'blob' && (mode === '100644' || mode === '100755') && blob) entries.push({ path: record.slice(tab + 1), blob });
-  }
+    if (tab < 0) return;
+    const [mode, type, blob, size] = record.slice(0, tab).split(/ +/);
+    if (type === 'blob' && isFileMode(mode) && blob && Number(size) < MAX_POINTER_BYTES) entries.push({ path: record.slice(tab + 1), blob });
+  });
   return pointersOf(repoPath, entries);
 }
 
@@ -116,26 +155,47 @@ export async function lfsFilesAt(repoPath: string, commit: string): Promise<LfsF
  * the new path; deletions are not listed).
  */
 export async function lfsFilesChanged(repoPath: string, from: string, to: string): Promise<LfsFile[]> {
-  const { stdout } = await runGit(['--git-dir', repoPath, 'diff-tree', '-r', '-z', '--no-renames', '--diff-filter=AMT', from, to]);
-  const fields = stdout.split('\0');
-  const entries: BlobAt[] = [];
-  for (let i = 0; i + 1 < fields.length; i += 2) {
-    const meta = fields[i]!;
-    if (!meta.startsWith(':')) {
-      i -= 1; // a commit id line (none with two trees, but harmless)
-      continue;
+  const changed: BlobAt[] = [];
+  let meta: string | undefined;
+  // -z: a record of metadata, then one of the path.
+  await gitRecords(['--git-dir', repoPath, 'diff-tree', '-r', '-z', '--no-renames', '--diff-filter=AMT', from, to], NUL, (record) => {
+    if (meta === undefined) {
+      if (record.startsWith(':')) meta = record;
+      return;
     }
     const [, newMode, , newBlob] = meta.slice(1).split(' ');
-    if ((newMode === '100644' || newMode === '100755') && newBlob) entries.push({ path: fields[i + 1]!, blob: newBlob });
-  }
-  return pointersOf(repoPath, entries);
+    meta = undefined;
+    if (isFileMode(newMode) && newBlob) changed.push({ path: record, blob: newBlob });
+  });
+  const small = new Set(await pointerSized(repoPath, [...new Set(changed.map((c) => c.blob))]));
+  return pointersOf(repoPath, changed.filter((c) => small.has(c.blob)));
 }
 
-/** Oids of every LFS pointer any ref of the repository reaches, in any commit. */
+/**
+ * Oids of every LFS pointer any ref of the repository reaches, in any commit. The history's
+ * objects stream from `rev-list` into `cat-file --batch-check` (git leaves out blobs too large
+ * to be pointers); only pointer-sized blobs are kept, so memory follows their number, not the
+ * history's.
+ */
 export async function reachableLfsOids(repoPath: string): Promise<Set<string>> {
-  // Blobs of 1024 bytes or more are left out by git itself: they cannot be pointers.
-  const { stdout } = await runGit(['--git-dir', repoPath, 'rev-list', '--objects', '--all', `--filter=blob:limit=${MAX_POINTER_BYTES}`]);
-  const objects = stdout.split('\n').map((line) => line.slice(0, line.indexOf(' ') < 0 ? line.length : line.indexOf(' '))).filter(Boolean);
-  const entries = objects.map((blob) => ({ path: '', blob }));
-  return new Set((await pointersOf(repoPath, entries)).map((f) => f.oid));
+  const listArgs = ['--git-dir', repoPath, 'rev-list', '--objects', '--no-object-names', '--all', `--filter=blob:limit=${MAX_POINTER_BYTES}`];
+  const checkArgs = ['--git-dir', repoPath, 'cat-file', '--batch-check=%(objecttype) %(objectsize) %(objectname)'];
+  // The reader first, then the lister piped to it at once: output nobody reads when a process
+  // exits is drained away (command.ts helperChild).
+  const check = await spawnGit(checkArgs);
+  const list = await spawnGit(listArgs);
+  list.stdout.pipe(check.stdin);
+  list.stdin.end();
+  const small = new Set<string>();
+  await Promise.all([
+    eachRecord(check.stdout, NL, (line) => {
+      const [type, size, oid] = line.split(' ');
+      if (type === 'blob' && oid && Number(size) < MAX_POINTER_BYTES) small.add(oid);
+    }),
+    checkExit(listArgs, list),
+    checkExit(checkArgs, check),
+  ]);
+  const oids = new Set<string>();
+  for (const p of (await readPointers(repoPath, [...small])).values()) oids.add(p.oid);
+  return oids;
 }
