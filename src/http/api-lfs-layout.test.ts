@@ -58,12 +58,15 @@ test('LFS layout settings', async (t) => {
     await core2.accounts.createUser(systemActor, 'bob');
     await core2.repos.createSpace(systemActor, 'bob/main');
     const bob = (await core2.accounts.createToken(systemActor, 'bob', 'admin')).token;
+    const anonymous = await api2('POST', '/repos', undefined, { owner: 'bob', space: 'main', name: 'docs', lfsLayout: 'readable' });
+    assert.equal(anonymous.status, 401, 'the store is asked only for a caller who may create here');
     const created = await api2('POST', '/repos', bob, { owner: 'bob', space: 'main', name: 'docs', lfsLayout: 'readable' });
     assert.equal(created.status, 400);
     assert.equal(created.body.error.code, 'versioning_disabled');
     assert.match(created.body.error.message, /turn on versioning for its bucket/);
     assert.equal((await api2('GET', '/repos/bob/main/docs', bob)).status, 404, 'nothing was created');
     await api2('POST', '/repos', bob, { owner: 'bob', space: 'main', name: 'docs' });
+    assert.equal((await api2('PATCH', '/repos/bob/main/docs', undefined, { lfsLayout: 'readable' })).status, 401);
     const patched = await api2('PATCH', '/repos/bob/main/docs', bob, { lfsLayout: 'readable' });
     assert.deepEqual([patched.status, patched.body.error.code], [400, 'versioning_disabled']);
     assert.equal((await api2('GET', '/repos/bob/main/docs', bob)).body.lfsLayout, 'content');

@@ -239,7 +239,11 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
     async (req, reply) => {
       const { owner, space, name, visibility, lfsLayout } = req.body;
       const actor = await actorOf(req);
-      if (lfsLayout === 'readable') await requireVersions(deps.lfsStore);
+      // The store is asked only for a caller who may create here (anonymous callers learn nothing of it).
+      if (lfsLayout === 'readable') {
+        await repos.resolveScope(actor, `${owner}/${space}`, 'write');
+        await requireVersions(deps.lfsStore);
+      }
       const repo = await repos.createRepo(actor, `${owner}/${space}/${name}`, { visibility, ...(lfsLayout && { lfsLayout }), ...audit(req) });
       return reply.code(201).send(view(req, repo, true));
     },
@@ -337,6 +341,8 @@ async function apiPlugin(api: FastifyInstance, deps: ApiDeps): Promise<void> {
       }
       return view(req, await repos.renameRepo(actor, from, target, audit(req)), true);
     }
+    // Checked (the store probed) only for the repository's administrators.
+    if (lfsChanged) await repos.resolve(actor, parseRepoPath(from), 'admin');
     const lfs = lfsChanged ? await checkLfsSettings(deps.lfsStore, lfsInput) : {};
     const change = { ...(visibility && { visibility }), ...(tags && { tags }), ...(enforceLocks !== undefined && { enforceLocks }), ...lfs };
     return view(req, await repos.updateRepo(actor, from, change, audit(req)), true);

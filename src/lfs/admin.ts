@@ -50,6 +50,7 @@ export function createLfsAdmin(deps: { meta: MetaStore; repos: RepoService; stor
   const { meta, repos, store } = deps;
   return {
     async updateSettings(actor: Actor, repoPath: string, input: LfsSettingsInput, opts: { requestId?: string } = {}): Promise<RepoInfo> {
+      await repos.resolve(actor, parseRepoPath(repoPath), 'admin');
       return repos.updateRepo(actor, repoPath, await checkLfsSettings(store, input), opts);
     },
 

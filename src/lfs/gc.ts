@@ -23,6 +23,8 @@ import { access } from 'node:fs/promises';
 import type { MetaStore } from '../meta/db.js';
 import { listRepositories } from '../meta/repositories.js';
 import { fullyPublished } from '../meta/lfs-publish.js';
+import { inChunks } from '../meta/db.js';
+import { giveBackRetired } from './publisher.js';
 import { lfsObjectKey, objectKey, type ObjectKey, type ObjectStore } from '../storage/object-store.js';
 import type { Logger } from '../shared/log.js';
 import { reachableLfsOids } from './pointers.js';
@@ -69,6 +71,8 @@ export async function collectGarbage(deps: GcDeps, opts: { dryRun: boolean; grac
     multipartAborted: 0,
   };
 
+  // Deleted repositories' published versions first: their objects get their content copies back.
+  if (!opts.dryRun) while ((await giveBackRetired(deps, 500)) > 0);
   // Every object the server knows of: linked to a repository, or published.
   const sizes = new Map<string, number>();
   for (const r of await db.selectFrom('lfs_objects').select(['oid', 'size']).execute()) sizes.set(r.oid, Number(r.size));
@@ -92,9 +96,14 @@ export async function collectGarbage(deps: GcDeps, opts: { dryRun: boolean; grac
       for (const oid of reached) keep.add(oid);
       continue;
     }
+    // A fork downloads what its network holds without linking it: everything linked to or
+    // published in any member of the unread repository's network is kept.
     report.unreadable.push(`${repo.ownerName}/${repo.spaceName}/${repo.name}`);
-    for (const r of await db.selectFrom('lfs_objects').select('oid').where('repository_id', '=', repo.id).execute()) keep.add(r.oid);
-    for (const r of await db.selectFrom('lfs_publications').select('oid').where('repository_id', '=', repo.id).execute()) keep.add(r.oid);
+    const members = repos.filter((r) => r.forkNetwork === repo.forkNetwork).map((r) => r.id);
+    await inChunks(members, async (chunk) => {
+      for (const r of await db.selectFrom('lfs_objects').select('oid').where('repository_id', 'in', chunk).execute()) keep.add(r.oid);
+      for (const r of await db.selectFrom('lfs_publications').select('oid').where('repository_id', 'in', chunk).execute()) keep.add(r.oid);
+    });
   }
   report.objects.reachable = [...sizes.keys()].filter((oid) => keep.has(oid)).length;
 
@@ -158,10 +167,22 @@ export async function collectGarbage(deps: GcDeps, opts: { dryRun: boolean; grac
     report.unlinkedDeleted += 1;
     report.bytes.deleted += info.size;
   }
-  for (const oid of await fullyPublished(db, candidates.filter((oid) => !garbage.includes(oid)))) {
+  const doomed = new Set(garbage);
+  for (const oid of await fullyPublished(db, candidates.filter((oid) => !doomed.has(oid)))) {
     if (!opts.dryRun) await store.delete(lfsObjectKey(oid));
     report.contentCopiesRemoved += 1;
   }
+
+  // Publications whose copy never completed and whose job will not run again: their key's
+  // unrecorded versions are debris, not a copy under way.
+  const stale = await db
+    .selectFrom('lfs_publications as p')
+    .leftJoin('lfs_publish_jobs as j', 'j.id', 'p.job_id')
+    .select('p.id')
+    .where('p.version_id', 'is', null)
+    .where((eb) => eb.or([eb('j.state', 'is', null), eb('j.state', '!=', 'pending')]))
+    .execute();
+  if (!opts.dryRun) await inChunks(stale.map((r) => r.id), async (chunk) => void (await db.deleteFrom('lfs_publications').where('id', 'in', chunk).execute()));
 
   if (store.versions) {
     const orphans = await orphanVersions(deps);
@@ -171,7 +192,10 @@ export async function collectGarbage(deps: GcDeps, opts: { dryRun: boolean; grac
       report.bytes.deleted += v.size;
     }
   }
-  if (store.uploads && !opts.dryRun) report.multipartAborted = (await store.uploads.abortStale(new Date(Date.now() - DAY_MS))).aborted;
+  if (store.uploads && !opts.dryRun) {
+    const ours = ['lfs/', `${deps.prefix}/`, 'snapshots/', 'backups/'];
+    report.multipartAborted = (await store.uploads.abortStale(new Date(Date.now() - DAY_MS), { prefixes: ours })).aborted;
+  }
   return report;
 }
 

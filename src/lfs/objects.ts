@@ -118,7 +118,7 @@ export function createLfsObjects(deps: {
    */
   async function downloadAction(repo: LfsRepoRef, oid: string, size: number, who: Grantee, published: readonly Publication[] = []): Promise<Action> {
     if (settings.mode === 'direct') {
-      const mine = published.find((p) => repo.sources.includes(p.repositoryId));
+      const mine = published.find((p) => p.repositoryId !== null && repo.sources.includes(p.repositoryId));
       if (mine) return presigned(store.presigner!.presignGet(objectKey(mine.key), ttl, { versionId: mine.versionId! }));
       if (published.length === 0) return presigned(store.presigner!.presignGet(lfsObjectKey(oid), ttl));
     }

@@ -50,6 +50,16 @@ export function parsePointer(blob: Buffer): { oid: string; size: number } | unde
   return oid !== undefined && size !== undefined && Number.isSafeInteger(size) ? { oid, size } : undefined;
 }
 
+/**
+ * What LFS GC takes for a pointer: any small blob naming an `oid sha256:…`, however its lines
+ * end, with or without the newer version URL. git-lfs reads pointers leniently (old version
+ * URLs, CRLF, no final newline); an object is kept for anything git-lfs might still check out.
+ */
+export function lenientPointerOid(blob: Buffer): string | undefined {
+  if (blob.length >= MAX_POINTER_BYTES) return undefined;
+  return /(?:^|\n)\s*oid sha256:([0-9a-f]{64})\s*(?:\r?\n|$)/.exec(blob.toString('latin1'))?.[1];
+}
+
 interface BlobAt {
   path: string;
   blob: string;
@@ -74,11 +84,42 @@ async function eachRecord(stream: Readable, sep: number, onRecord: (record: stri
   if (rest.length > 0) onRecord(rest.toString('utf8'));
 }
 
-/** Runs git, handing each record of its output to `onRecord`; throws as runGit does when it fails. */
-async function gitRecords(args: string[], sep: number, onRecord: (record: string) => void, input?: string): Promise<void> {
+/**
+ * Runs git, handing each record of its output to `onRecord`; throws as runGit does when it
+ * fails. `onRecord` answering false stops git there (a limit reached): no error then.
+ */
+async function gitRecords(args: string[], sep: number, onRecord: (record: string) => boolean | void, input?: string): Promise<void> {
   const child = await spawnGit(args);
   child.stdin.end(input ?? '');
-  await Promise.all([eachRecord(child.stdout, sep, onRecord), checkExit(args, child)]);
+  let stopped = false;
+  await Promise.all([
+    eachRecord(child.stdout, sep, (record) => {
+      if (stopped) return;
+      if (onRecord(record) === false) {
+        stopped = true;
+        child.kill('SIGKILL');
+      }
+    }),
+    checkExit(args, child).catch((err: unknown) => {
+      if (!stopped) throw err;
+    }),
+  ]);
+}
+
+/**
+ * Bounds on what one tree or change is read for (a push controls both): entries streamed by,
+ * and pointer files kept. Past either, reading stops and `truncated` says so.
+ */
+export interface TreeLimits {
+  maxEntries: number;
+  maxFiles: number;
+}
+
+export const DEFAULT_TREE_LIMITS: TreeLimits = { maxEntries: 5_000_000, maxFiles: 100_000 };
+
+export interface LfsFiles {
+  files: LfsFile[];
+  truncated: boolean;
 }
 
 /** Of `blobs`, those small enough to be pointers, by `cat-file --batch-check`. */
@@ -109,7 +150,11 @@ async function pointersOf(repoPath: string, entries: readonly BlobAt[]): Promise
 }
 
 /** `cat-file --batch` of small blobs: `<oid> <type> <size>\n<content>\n` each. */
-async function readPointers(repoPath: string, blobs: readonly string[]): Promise<Map<string, { oid: string; size: number }>> {
+async function readPointers(
+  repoPath: string,
+  blobs: readonly string[],
+  parse: (blob: Buffer) => { oid: string; size: number } | undefined = parsePointer,
+): Promise<Map<string, { oid: string; size: number }>> {
   const found = new Map<string, { oid: string; size: number }>();
   for (let i = 0; i < blobs.length; i += 5000) {
     const chunk = blobs.slice(i, i + 5000);
@@ -127,7 +172,7 @@ async function readPointers(repoPath: string, blobs: readonly string[]): Promise
       const size = Number(sizeText);
       const content = stdout.subarray(eol + 1, eol + 1 + size);
       at = eol + 1 + size + 1;
-      const pointer = parsePointer(content);
+      const pointer = parse(content);
       if (pointer && blob) found.set(blob, pointer);
     }
   }
@@ -138,27 +183,33 @@ async function readPointers(repoPath: string, blobs: readonly string[]): Promise
 const isFileMode = (mode: string | undefined) => mode === '100644' || mode === '100755';
 
 /** Every LFS file in the commit's tree; only pointer-sized blobs are kept while the tree streams by. */
-export async function lfsFilesAt(repoPath: string, commit: string): Promise<LfsFile[]> {
+export async function lfsFilesAt(repoPath: string, commit: string, limits: TreeLimits = DEFAULT_TREE_LIMITS): Promise<LfsFiles> {
   const entries: BlobAt[] = [];
+  let seen = 0;
+  let truncated = false;
   // `-l` adds each blob's size (padded); not `--format`, whose %(path) git 2.39 quotes even with -z.
   await gitRecords(['--git-dir', repoPath, 'ls-tree', '-r', '-z', '-l', '--full-tree', commit], NUL, (record) => {
+    if (++seen > limits.maxEntries || entries.length >= limits.maxFiles) return !(truncated = true);
     const tab = record.indexOf('\t');
     if (tab < 0) return;
     const [mode, type, blob, size] = record.slice(0, tab).split(/ +/);
     if (type === 'blob' && isFileMode(mode) && blob && Number(size) < MAX_POINTER_BYTES) entries.push({ path: record.slice(tab + 1), blob });
   });
-  return pointersOf(repoPath, entries);
+  return { files: await pointersOf(repoPath, entries), truncated };
 }
 
 /**
  * The LFS files a change from `from` to `to` added or modified (renames count as added under
  * the new path; deletions are not listed).
  */
-export async function lfsFilesChanged(repoPath: string, from: string, to: string): Promise<LfsFile[]> {
+export async function lfsFilesChanged(repoPath: string, from: string, to: string, limits: TreeLimits = DEFAULT_TREE_LIMITS): Promise<LfsFiles> {
   const changed: BlobAt[] = [];
   let meta: string | undefined;
-  // -z: a record of metadata, then one of the path.
+  let truncated = false;
+  // -z: a record of metadata, then one of the path. Sizes are not in the output: every changed
+  // file is kept until sized, so the file limit counts them all.
   await gitRecords(['--git-dir', repoPath, 'diff-tree', '-r', '-z', '--no-renames', '--diff-filter=AMT', from, to], NUL, (record) => {
+    if (changed.length >= limits.maxFiles) return !(truncated = true);
     if (meta === undefined) {
       if (record.startsWith(':')) meta = record;
       return;
@@ -168,11 +219,12 @@ export async function lfsFilesChanged(repoPath: string, from: string, to: string
     if (isFileMode(newMode) && newBlob) changed.push({ path: record, blob: newBlob });
   });
   const small = new Set(await pointerSized(repoPath, [...new Set(changed.map((c) => c.blob))]));
-  return pointersOf(repoPath, changed.filter((c) => small.has(c.blob)));
+  return { files: await pointersOf(repoPath, changed.filter((c) => small.has(c.blob))), truncated };
 }
 
 /**
- * Oids of every LFS pointer any ref of the repository reaches, in any commit. The history's
+ * Oids of every LFS pointer any ref of the repository reaches, in any commit, read leniently
+ * (lenientPointerOid: GC keeps rather than deletes). The history's
  * objects stream from `rev-list` into `cat-file --batch-check` (git leaves out blobs too large
  * to be pointers); only pointer-sized blobs are kept, so memory follows their number, not the
  * history's.
@@ -196,6 +248,10 @@ export async function reachableLfsOids(repoPath: string): Promise<Set<string>> {
     checkExit(checkArgs, check),
   ]);
   const oids = new Set<string>();
-  for (const p of (await readPointers(repoPath, [...small])).values()) oids.add(p.oid);
+  const lenient = (blob: Buffer) => {
+    const oid = lenientPointerOid(blob);
+    return oid === undefined ? undefined : { oid, size: 0 };
+  };
+  for (const p of (await readPointers(repoPath, [...small], lenient)).values()) oids.add(p.oid);
   return oids;
 }

@@ -23,16 +23,18 @@
  * removed: each object is then stored once, in the readable tree.
  */
 import { createHash } from 'node:crypto';
+import { pipeline as pipelineCb } from 'node:stream';
+import { verifyContent } from './content.js';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Db, Dialect, MetaStore } from '../meta/db.js';
 import { inChunks, now } from '../meta/db.js';
 import * as pub from '../meta/lfs-publish.js';
 import { findRepositoryById, type RepoRow } from '../meta/repositories.js';
-import { lfsObjectKey, type ObjectKey, type ObjectStore, type Versions } from '../storage/object-store.js';
+import { lfsObjectKey, objectKey, type ObjectKey, type ObjectStore, type Versions } from '../storage/object-store.js';
 import { isDomainError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import { publishedRef, readableKey } from './layout.js';
-import { lfsFilesAt, lfsFilesChanged, type LfsFile } from './pointers.js';
+import { DEFAULT_TREE_LIMITS, lfsFilesAt, lfsFilesChanged, type LfsFile, type LfsFiles } from './pointers.js';
 import { runGit } from '../git/command.js';
 import { crashPoint } from '../shared/crash.js';
 import { Alarm } from '../shared/alarm.js';
@@ -59,6 +61,10 @@ export interface JobRun {
 
 /** Files copied at once within a job. */
 const COPIES_AT_ONCE = 4;
+/** Jobs (of different repositories) a process runs at once. */
+const JOBS_AT_ONCE = 2;
+/** Paths one object is published at, at most, in one job. */
+const MAX_PATHS_PER_OBJECT = 1000;
 
 export function createPublishMetrics(registry: Registry, pending: () => Promise<number>) {
   return {
@@ -123,10 +129,21 @@ export async function runPublishJob(deps: PublishDeps, job: pub.PublishJob, run:
     await pub.finishJob(meta.db, job.id, now(), []);
     return { published: 0, skipped: [] };
   }
+  // The lease is renewed on a timer, not between files: one large copy may outlast it. Lost
+  // (another process took the job, or it was cancelled), the run stops.
+  const lost = new AbortController();
+  const renew = setInterval(() => {
+    pub.renewJob(meta.db, meta.dialect, job.id, run.holder, run.leaseMs).then(
+      (held) => held || lost.abort(new Error('the job was taken over by another process, or cancelled')),
+      () => {},
+    );
+  }, run.leaseMs / 3);
+  renew.unref();
   const release = await deps.hold?.(repo);
   try {
-    return await publishFiles(deps, repo, job, run);
+    return await publishFiles(deps, repo, job, { ...run, signal: run.signal ? AbortSignal.any([run.signal, lost.signal]) : lost.signal });
   } finally {
+    clearInterval(renew);
     release?.();
   }
 }
@@ -135,16 +152,27 @@ async function publishFiles(deps: PublishDeps, repo: RepoRow, job: pub.PublishJo
   const { meta, store } = deps;
   const versions = versionsOf(store);
   const repoPath = deps.repoPath(repo.id);
-  const files = dedupe(await filesOfJob(repoPath, repo, job));
+  const found = await filesOfJob(repoPath, repo, job);
+  const skipped: { path: string; reason: string }[] = [];
+  if (found.truncated) skipped.push({ path: '(the rest)', reason: `more than ${DEFAULT_TREE_LIMITS.maxFiles} files (or ${DEFAULT_TREE_LIMITS.maxEntries} tree entries) in one job: the rest were not published` });
+  // One object copied to a thousand paths is enough: past that, a push could make the store
+  // copy one upload without end.
+  const perObject = new Map<string, number>();
+  const files = dedupe(found.files).filter((f) => {
+    const n = (perObject.get(f.oid) ?? 0) + 1;
+    perObject.set(f.oid, n);
+    if (n <= MAX_PATHS_PER_OBJECT) return true;
+    if (n === MAX_PATHS_PER_OBJECT + 1) skipped.push({ path: f.path, reason: `the object ${f.oid} is at more than ${MAX_PATHS_PER_OBJECT} paths: the rest were not published` });
+    return false;
+  });
   await pub.recordProgress(meta.db, job.id, { filesTotal: files.length });
   const lendable = await lendableOids(deps, repo, [...new Set(files.map((f) => f.oid))]);
-  const skipped: { path: string; reason: string }[] = [];
   const publishedOids = new Set<string>();
   let filesDone = 0;
   let bytesDone = 0;
   const bytesTotal = files.reduce((sum, f) => sum + f.size, 0);
   let published = 0;
-  let lastRenew = Date.now();
+  let lastProgress = Date.now();
 
   async function one(file: JobFile): Promise<void> {
     const where = readableKey(deps.prefix, repo, file.path);
@@ -156,14 +184,29 @@ async function publishFiles(deps: PublishDeps, repo: RepoRow, job: pub.PublishJo
     const mine = await pub.publicationOfJob(meta.db, job.id, key);
     if (mine?.versionId) return void publishedOids.add(file.oid);
     if (!mine && (await pub.currentPublication(meta.db, repo.id, key))?.oid === file.oid) return void publishedOids.add(file.oid);
-    if (!lendable.has(file.oid)) {
+    const stored = lendable.get(file.oid);
+    if (stored === undefined) {
       skipped.push({ path: file.path, reason: 'the object was not uploaded to this repository' });
+      return;
+    }
+    if (stored !== file.size) {
+      skipped.push({ path: file.path, reason: `the pointer says ${file.size} bytes; the uploaded object has ${stored}` });
       return;
     }
     let id = mine?.id;
     if (mine && (await adoptInterrupted(meta, versions, key, mine))) return void publishedOids.add(file.oid);
     id ??= await pub.beginPublication(meta.db, { repositoryId: repo.id, oid: file.oid, size: file.size, path: file.path, key, jobId: job.id, commitOid: file.commit, publishedAt: now() });
-    const copied = await copyObject(deps, versions, file.oid, key);
+    let copied: { versionId: string } | undefined;
+    try {
+      copied = await copyObject(deps, versions, file.oid, key);
+    } catch (err) {
+      // The store refuses this key (too long with its prefix, a name it cannot hold): this file
+      // is skipped, the job goes on. Anything else (the store down) fails the job, retried.
+      if (!(isDomainError(err) && err.kind === 'invalid')) throw err;
+      await pub.deletePublication(meta.db, id);
+      skipped.push({ path: file.path, reason: err.message });
+      return;
+    }
     if (!copied) {
       await pub.deletePublication(meta.db, id);
       skipped.push({ path: file.path, reason: 'the object is not in the object store' });
@@ -192,9 +235,8 @@ async function publishFiles(deps: PublishDeps, repo: RepoRow, job: pub.PublishJo
       filesDone += 1;
       bytesDone += file.size;
       run.onProgress?.({ filesDone, filesTotal: files.length, bytesDone, bytesTotal });
-      if (Date.now() - lastRenew > run.leaseMs / 3) {
-        lastRenew = Date.now();
-        if (!(await pub.renewJob(meta.db, meta.dialect, job.id, run.holder, run.leaseMs))) throw new Error('the job was taken over by another process');
+      if (Date.now() - lastProgress > 2000) {
+        lastProgress = Date.now();
         await pub.recordProgress(meta.db, job.id, { filesDone, bytesDone });
       }
     }
@@ -212,7 +254,11 @@ async function publishFiles(deps: PublishDeps, repo: RepoRow, job: pub.PublishJo
   const failure = ran.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failure) throw failure.reason;
   await pub.recordProgress(meta.db, job.id, { filesDone, bytesDone });
-  await removeContentCopies(deps, [...publishedOids]);
+  // Still this process's job, the repository still readable: then no one is restoring the
+  // content copies this would remove (relayout --to content cancels jobs first).
+  run.signal?.throwIfAborted();
+  if (!(await pub.renewJob(meta.db, meta.dialect, job.id, run.holder, run.leaseMs))) throw new Error('the job was taken over by another process, or cancelled');
+  if ((await findRepositoryById(meta.db, repo.id))?.lfsLayout === 'readable') await removeContentCopies(deps, [...publishedOids]);
   await pub.finishJob(meta.db, job.id, now(), skipped);
   return { published, skipped };
 }
@@ -224,7 +270,8 @@ export type JobFile = LfsFile & { commit: string };
  * a relayout, the trees of every ref the repository publishes (the default branch last, so
  * that where refs differ its file is the one published).
  */
-export async function filesOfJob(repoPath: string, repo: RepoRow, job: pub.PublishJob): Promise<JobFile[]> {
+export async function filesOfJob(repoPath: string, repo: RepoRow, job: pub.PublishJob): Promise<{ files: JobFile[]; truncated: boolean }> {
+  const at = (found: LfsFiles, commit: string) => ({ files: found.files.map((f) => ({ ...f, commit })), truncated: found.truncated });
   if (job.kind === 'relayout') {
     const { stdout } = await runGit(['--git-dir', repoPath, 'for-each-ref', '--format=%(objectname) %(objecttype) %(refname)', 'refs/']);
     const tips = stdout
@@ -232,16 +279,29 @@ export async function filesOfJob(repoPath: string, repo: RepoRow, job: pub.Publi
       .map((line) => line.split(' '))
       .filter(([oid, type, ref]) => oid && type === 'commit' && ref && publishedRef(repo, ref))
       .sort((a, b) => Number(a[2] === `refs/heads/${repo.defaultBranch}`) - Number(b[2] === `refs/heads/${repo.defaultBranch}`));
+    // Tags and branches often share a tip: each tree is read once. The limits count for the whole job.
+    const seen = new Set<string>();
     const files: JobFile[] = [];
-    for (const [commit] of tips) files.push(...(await lfsFilesAt(repoPath, commit!)).map((f) => ({ ...f, commit: commit! })));
-    return files;
+    let truncated = false;
+    for (const [commit] of tips) {
+      if (seen.has(commit!)) continue;
+      seen.add(commit!);
+      const room = DEFAULT_TREE_LIMITS.maxFiles - files.length;
+      if (room <= 0) {
+        truncated = true;
+        break;
+      }
+      const found = at(await lfsFilesAt(repoPath, commit!, { ...DEFAULT_TREE_LIMITS, maxFiles: room }), commit!);
+      files.push(...found.files);
+      truncated ||= found.truncated;
+    }
+    return { files, truncated };
   }
-  if (pub.ZERO.test(job.newOid)) return [];
-  const at = (files: LfsFile[]) => files.map((f) => ({ ...f, commit: job.newOid }));
-  if (pub.ZERO.test(job.oldOid)) return at(await lfsFilesAt(repoPath, job.newOid));
+  if (pub.ZERO.test(job.newOid)) return { files: [], truncated: false };
+  if (pub.ZERO.test(job.oldOid)) return at(await lfsFilesAt(repoPath, job.newOid), job.newOid);
   // A forced push's old tip may be gone after maintenance: then the whole new tree.
   const present = await runGit(['--git-dir', repoPath, 'cat-file', '-e', `${job.oldOid}^{commit}`], { check: false });
-  return at(present.code === 0 ? await lfsFilesChanged(repoPath, job.oldOid, job.newOid) : await lfsFilesAt(repoPath, job.newOid));
+  return at(present.code === 0 ? await lfsFilesChanged(repoPath, job.oldOid, job.newOid) : await lfsFilesAt(repoPath, job.newOid), job.newOid);
 }
 
 /** One file per path: a later one (the default branch's, in a relayout) wins. */
@@ -252,14 +312,14 @@ export function dedupe(files: JobFile[]): JobFile[] {
 }
 
 /** Oids this repository may publish: linked to it, or to a public member of its fork network. */
-async function lendableOids(deps: PublishDeps, repo: RepoRow, oids: string[]): Promise<Set<string>> {
+async function lendableOids(deps: PublishDeps, repo: RepoRow, oids: string[]): Promise<Map<string, number>> {
   const { db } = deps.meta;
-  const out = new Set<string>();
+  const out = new Map<string, number>();
   await inChunks(oids, async (chunk) => {
     const rows = await db
       .selectFrom('lfs_objects')
       .innerJoin('repositories', 'repositories.id', 'lfs_objects.repository_id')
-      .select('lfs_objects.oid')
+      .select(['lfs_objects.oid', 'lfs_objects.size'])
       .where('lfs_objects.oid', 'in', chunk)
       .where((eb) =>
         eb.or([
@@ -268,7 +328,7 @@ async function lendableOids(deps: PublishDeps, repo: RepoRow, oids: string[]): P
         ]),
       )
       .execute();
-    for (const r of rows) out.add(r.oid);
+    for (const r of rows) out.set(r.oid, Number(r.size));
   });
   return out;
 }
@@ -314,6 +374,43 @@ async function copyObject(deps: PublishDeps, versions: Versions, oid: string, ke
   return undefined;
 }
 
+/**
+ * Gives an object its content-addressed copy back from a published version, read through the
+ * same SHA-256 and size check as an upload: a damaged version never becomes a content copy.
+ */
+export async function restoreContentCopy(store: ObjectStore, p: Pick<pub.Publication, 'oid' | 'size' | 'key' | 'versionId'>): Promise<void> {
+  const { body } = await versionsOf(store).get(objectKey(p.key), p.versionId!);
+  const check = verifyContent({ oid: p.oid, size: p.size, maxBytes: Number.MAX_SAFE_INTEGER });
+  await store.put(lfsObjectKey(p.oid), pipelineCb(body, check, () => {}), { size: p.size });
+}
+
+/**
+ * Publications of deleted repositories (retired): an object some repository still links, with
+ * no content copy and no live repository's publication, gets its content copy back; then the
+ * version is deleted with its record, so a deleted repository's tree leaves the bucket. A few
+ * at a time; the number handled.
+ */
+export async function giveBackRetired(deps: Pick<PublishDeps, 'meta' | 'store'>, limit: number): Promise<number> {
+  const { meta, store } = deps;
+  const rows = await pub.retiredPublications(meta.db, limit);
+  for (const p of rows) {
+    if (p.versionId !== null) {
+      const need = await pub.stillNeeded(meta.db, p.oid);
+      if (need.linked && !need.publishedElsewhere && !(await store.head(lfsObjectKey(p.oid)))) {
+        try {
+          await restoreContentCopy(store, p);
+        } catch (err) {
+          // The version is gone already (GC): nothing to give back from.
+          if (!(isDomainError(err) && err.kind === 'not_found')) throw err;
+        }
+      }
+      await versionsOf(store).delete(objectKey(p.key), p.versionId);
+    }
+    await pub.deletePublication(meta.db, p.id);
+  }
+  return rows.length;
+}
+
 /** Content-addressed copies of `oids` that no repository needs any more (all published), removed. */
 export async function removeContentCopies(deps: Pick<PublishDeps, 'meta' | 'store' | 'log'>, oids: string[]): Promise<number> {
   const done = await pub.fullyPublished(deps.meta.db, oids);
@@ -322,9 +419,9 @@ export async function removeContentCopies(deps: Pick<PublishDeps, 'meta' | 'stor
   return done.length;
 }
 
-/** Retries after 2 s, 4 s, … up to 10 minutes; given up after 12 attempts (about an hour). */
+/** Retries after 2 s, 4 s, … up to 10 minutes; given up after MAX_ATTEMPTS (about an hour). */
 export function retryDelayMs(attempts: number): number | undefined {
-  return attempts >= 12 ? undefined : Math.min(600_000, 1000 * 2 ** attempts);
+  return attempts >= pub.MAX_ATTEMPTS ? undefined : Math.min(600_000, 1000 * 2 ** attempts);
 }
 
 /**
@@ -363,32 +460,52 @@ export class Publisher {
   }
 
   private async run(): Promise<void> {
-    const { meta, log, metrics } = this.deps;
+    const { meta, log } = this.deps;
+    const running = new Set<Promise<void>>();
     while (!this.stop.signal.aborted) {
       let jobs: pub.PublishJob[] = [];
-      try {
-        jobs = await pub.claimJobs(meta.db, meta.dialect, this.opts.holder, this.opts.leaseMs, 1, this.opts.shard === undefined ? {} : { shard: this.opts.shard });
-      } catch (err) {
-        log.error({ err }, 'LFS publish jobs not read');
-      }
-      for (const job of jobs) {
-        const started = Date.now();
+      const free = JOBS_AT_ONCE - running.size;
+      if (free > 0) {
         try {
-          const r = await runPublishJob(this.deps, job, { holder: this.opts.holder, leaseMs: this.opts.leaseMs, signal: this.stop.signal });
-          metrics?.jobs.inc({ result: 'done' });
-          const created = await meta.db.selectFrom('lfs_publish_jobs').select('created_at').where('id', '=', job.id).executeTakeFirst();
-          if (created) metrics?.latency.observe(Math.max(0, (Date.now() - Date.parse(created.created_at)) / 1000));
-          log.info({ job: job.id, repo_id: job.repositoryId, ref: job.ref, published: r.published, skipped: r.skipped.length, duration_ms: Date.now() - started }, 'LFS files published');
+          jobs = await pub.claimJobs(meta.db, meta.dialect, this.opts.holder, this.opts.leaseMs, free, this.opts.shard === undefined ? {} : { shard: this.opts.shard });
         } catch (err) {
-          if (this.stop.signal.aborted) break; // the lease expires; the next process takes it
-          const retry = retryDelayMs(job.attempts);
-          await pub.failJob(meta.db, meta.dialect, job.id, (err as Error).message ?? String(err), retry, now()).catch(() => {});
-          metrics?.jobs.inc({ result: retry === undefined ? 'failed' : 'retry' });
-          log.warn({ err, job: job.id, repo_id: job.repositoryId, attempts: job.attempts, retry_in_ms: retry ?? null }, retry === undefined ? 'LFS publish job failed; given up' : 'LFS publish job failed; will retry');
+          log.error({ err }, 'LFS publish jobs not read');
         }
       }
-      if (jobs.length > 0) continue;
+      // Repositories side by side (one job of each at a time, claimJobs sees to it): one large
+      // push does not hold up every other repository's publishing.
+      for (const job of jobs) {
+        const done: Promise<void> = this.runOne(job).finally(() => {
+          running.delete(done);
+          this.alarm.wake();
+        });
+        running.add(done);
+      }
+      if (jobs.length > 0 && jobs.length === free) continue;
+      if (running.size === 0) {
+        await giveBackRetired(this.deps, 50).catch((err: unknown) => log.warn({ err }, 'published LFS versions of deleted repositories not given back; trying again later'));
+      }
       await this.alarm.wait(this.opts.pollMs);
     }
+    await Promise.allSettled([...running]);
   }
+
+  private async runOne(job: pub.PublishJob): Promise<void> {
+    const { meta, log, metrics } = this.deps;
+    const started = Date.now();
+    try {
+      const r = await runPublishJob(this.deps, job, { holder: this.opts.holder, leaseMs: this.opts.leaseMs, signal: this.stop.signal });
+      metrics?.jobs.inc({ result: 'done' });
+      const created = await meta.db.selectFrom('lfs_publish_jobs').select('created_at').where('id', '=', job.id).executeTakeFirst();
+      if (created) metrics?.latency.observe(Math.max(0, (Date.now() - Date.parse(created.created_at)) / 1000));
+      log.info({ job: job.id, repo_id: job.repositoryId, ref: job.ref, published: r.published, skipped: r.skipped.length, duration_ms: Date.now() - started }, 'LFS files published');
+    } catch (err) {
+      if (this.stop.signal.aborted) return; // left pending: the next start takes it up
+      const retry = retryDelayMs(job.attempts);
+      await pub.failJob(meta.db, meta.dialect, job.id, (err as Error).message ?? String(err), retry, now()).catch(() => {});
+      metrics?.jobs.inc({ result: retry === undefined ? 'failed' : 'retry' });
+      log.warn({ err, job: job.id, repo_id: job.repositoryId, attempts: job.attempts, retry_in_ms: retry ?? null }, retry === undefined ? 'LFS publish job failed; given up' : 'LFS publish job failed; will retry');
+    }
+  }
+
 }

@@ -14,7 +14,6 @@
  * A dry run reads the same and writes nothing: what would be published or restored, and where.
  */
 import { hostname } from 'node:os';
-import { pipeline } from 'node:stream';
 import type { Actor } from '../access/policy.js';
 import { now } from '../meta/db.js';
 import * as pub from '../meta/lfs-publish.js';
@@ -22,9 +21,8 @@ import type { RepoInfo, RepoService } from '../repos/service.js';
 import { parseRepoPath } from '../repos/names.js';
 import { lfsObjectKey, objectKey } from '../storage/object-store.js';
 import { requireVersions } from './admin.js';
-import { verifyContent } from './content.js';
 import { readableKey } from './layout.js';
-import { dedupe, filesOfJob, runPublishJob, versionsOf, type PublishDeps } from './publisher.js';
+import { dedupe, filesOfJob, restoreContentCopy, runPublishJob, versionsOf, type PublishDeps } from './publisher.js';
 
 export interface RelayoutProgress {
   (p: { what: string; bytes: number; totalBytes: number }): void;
@@ -66,7 +64,9 @@ async function planReadable(deps: PublishDeps, repo: RepoInfo, report: RelayoutR
   const release = await deps.hold?.(repo);
   try {
     const job = { id: '', repositoryId: repo.id, kind: 'relayout' as const, ref: pub.RELAYOUT_REFS, oldOid: pub.ZERO_OID, newOid: pub.ZERO_OID, attempts: 0 };
-    for (const f of dedupe(await filesOfJob(deps.repoPath(repo.id), repo, job))) {
+    const found = await filesOfJob(deps.repoPath(repo.id), repo, job);
+    if (found.truncated) report.skipped.push({ path: '(the rest)', reason: 'more files than one job publishes: the rest would not be published' });
+    for (const f of dedupe(found.files)) {
       const where = readableKey(deps.prefix, repo, f.path);
       if ('problem' in where) {
         report.skipped.push({ path: f.path, reason: where.problem });
@@ -160,11 +160,7 @@ async function toContent(deps: PublishDeps & { repos: RepoService }, actor: Acto
       report.bytes += p.size;
       if (report.plan.length < 1000) report.plan.push(`restore ${content} (${p.size} bytes) from ${p.key} version ${p.versionId}`);
     } else {
-      // Read from the version and checked against the oid on the way: a damaged version never
-      // becomes a content copy.
-      const { body } = await versions.get(objectKey(p.key), p.versionId!);
-      const check = verifyContent({ oid: p.oid, size: p.size, maxBytes: Number.MAX_SAFE_INTEGER });
-      await store.put(content, pipeline(body, check, () => {}), { size: p.size });
+      await restoreContentCopy(store, p);
       report.files += 1;
       report.bytes += p.size;
     }

@@ -69,13 +69,16 @@ for (const backend of databaseBackends()) {
       // a: linked to RA and RB, both published it; b: linked to RA (published) and RC (not).
       for (const [repo, oid] of [['RA', 'a'], ['RB', 'a'], ['RA', 'b'], ['RC', 'b']] as const) await linkObject(db, { repositoryId: repo, oid: OID(oid), size: 10, createdAt: at });
       assert.deepEqual(await pub.fullyPublished(db, [OID('a'), OID('b'), OID('c')]), [OID('a')]);
-      // RA deleted, RC its heir: RC holds RA's publications, and RA's links go with RA.
-      await pub.handOverPublications(db, 'RA', 'RC');
-      await db.deleteFrom('lfs_objects').where('repository_id', '=', 'RA').execute();
-      assert.deepEqual(await pub.fullyPublished(db, [OID('b')]), [OID('b')], 'RC now holds a publication of b');
+      assert.deepEqual((await pub.listPublications(db, 'RA', { limit: 10 })).map((p) => p.versionId), ['v2', 'v1']);
+      assert.deepEqual((await pub.listPublications(db, 'RA', { limit: 10, before: p2 })).map((p) => p.versionId), ['v1']);
+      // RA deleted: its publications are retired, not lost; b is still linked (by RC), unpublished.
+      await db.deleteFrom('projects').where('id', '=', 'RA').execute();
+      await db.deleteFrom('repositories').where('id', '=', 'RA').execute();
+      assert.deepEqual((await pub.retiredPublications(db, 10)).map((p) => p.versionId).sort(), ['v1', 'v2']);
+      assert.deepEqual(await pub.stillNeeded(db, OID('b')), { linked: true, publishedElsewhere: false });
+      assert.deepEqual(await pub.stillNeeded(db, OID('a')), { linked: true, publishedElsewhere: true }, "RB's publication of a");
+      assert.deepEqual(await pub.fullyPublished(db, [OID('b')]), [], 'a retired publication counts for no one');
       await pub.deletePublication(db, p3);
-      assert.deepEqual((await pub.listPublications(db, 'RC', { limit: 10 })).map((p) => p.versionId), ['v2', 'v1']);
-      assert.deepEqual((await pub.listPublications(db, 'RC', { limit: 10, before: p2 })).map((p) => p.versionId), ['v1']);
       assert.equal(newId().length, 26);
     });
   });

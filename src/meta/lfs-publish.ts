@@ -62,6 +62,9 @@ export async function enqueueJobs(
   return ids;
 }
 
+/** Attempts at a job before it is given up (`failed`): failures, and processes that died running it. */
+export const MAX_ATTEMPTS = 12;
+
 /**
  * Claims up to `limit` due jobs, each the oldest pending one of its repository, for `holder`,
  * for `leaseMs`; only those `accept` (the repositories this process holds on its disk).
@@ -75,6 +78,15 @@ export async function claimJobs(
   filter: { repositoryId?: string; shard?: string } = {},
 ): Promise<PublishJob[]> {
   const now = nowMs(dialect);
+  // A job whose runs keep dying (a process killed, out of memory, each time) is not taken again
+  // without end: its last lease expired after its last attempt, it is given up.
+  await db
+    .updateTable('lfs_publish_jobs')
+    .set({ state: 'failed', finished_at: new Date().toISOString(), error: sql<string>`coalesce(error, ${`its process ended ${MAX_ATTEMPTS} times while running it`})`, lease_holder: null, lease_until: null })
+    .where('state', '=', 'pending')
+    .where('attempts', '>=', MAX_ATTEMPTS)
+    .where((eb) => eb.or([eb('lease_until', 'is', null), eb('lease_until', '<', now)]))
+    .execute();
   const { rows } = await sql<{ id: string }>`
     select j.id from lfs_publish_jobs j
     join repositories r on r.id = j.repository_id
@@ -140,11 +152,13 @@ export async function recordProgress(db: Db, id: string, p: { filesTotal?: numbe
     .execute();
 }
 
+/** Marks the job done, unless it was cancelled meanwhile (then it stays failed). */
 export async function finishJob(db: Db, id: string, at: string, skipped: { path: string; reason: string }[]): Promise<void> {
   await db
     .updateTable('lfs_publish_jobs')
     .set({ state: 'done', finished_at: at, lease_holder: null, lease_until: null, error: null, skipped: skipped.length > 0 ? JSON.stringify(skipped.slice(0, 100)) : null })
     .where('id', '=', id)
+    .where('state', '=', 'pending')
     .execute();
 }
 
@@ -188,7 +202,8 @@ export async function countPendingJobs(db: Db): Promise<number> {
 
 export interface Publication {
   id: string;
-  repositoryId: string;
+  /** Null once retired (its repository deleted). */
+  repositoryId: string | null;
   oid: string;
   size: number;
   path: string;
@@ -199,7 +214,7 @@ export interface Publication {
   publishedAt: string;
 }
 
-type PublicationRow = { id: string; repository_id: string; oid: string; size: number | string; path: string; key: string; version_id: string | null; job_id: string; commit_oid: string; published_at: string };
+type PublicationRow = { id: string; repository_id: string | null; oid: string; size: number | string; path: string; key: string; version_id: string | null; job_id: string; commit_oid: string; published_at: string };
 
 function toPublication(r: PublicationRow): Publication {
   return { id: r.id, repositoryId: r.repository_id, oid: r.oid, size: Number(r.size), path: r.path, key: r.key, versionId: r.version_id, jobId: r.job_id, commitOid: r.commit_oid, publishedAt: r.published_at };
@@ -252,7 +267,7 @@ export async function recordedVersions(db: Db, key: string): Promise<Set<string>
 export async function publicationsOf(db: Db, oid: string, prefer: readonly string[], limit = 5): Promise<Publication[]> {
   const rows = await db.selectFrom('lfs_publications').selectAll().where('oid', '=', oid).where('version_id', 'is not', null).limit(50).execute();
   const rank = (r: PublicationRow) => {
-    const i = prefer.indexOf(r.repository_id);
+    const i = r.repository_id === null ? -1 : prefer.indexOf(r.repository_id);
     return i < 0 ? prefer.length : i;
   };
   return rows
@@ -289,9 +304,17 @@ export async function allPublicationsOf(db: Db, repositoryId: string): Promise<P
   return rows.map(toPublication);
 }
 
-/** Gives `heir` the publications of `from`, which is about to be deleted (meta/lfs.ts handOverLinks). */
-export async function handOverPublications(db: Db, from: string, heir: string): Promise<void> {
-  await db.updateTable('lfs_publications').set({ repository_id: heir }).where('repository_id', '=', from).execute();
+/** Publications whose repository was deleted, oldest first (lfs/publisher.ts gives their bytes back). */
+export async function retiredPublications(db: Db, limit: number): Promise<Publication[]> {
+  const rows = await db.selectFrom('lfs_publications').selectAll().where('repository_id', 'is', null).orderBy('id').limit(limit).execute();
+  return rows.map(toPublication);
+}
+
+/** Whether a repository links the oid, and whether a live repository has a complete publication of it. */
+export async function stillNeeded(db: Db, oid: string): Promise<{ linked: boolean; publishedElsewhere: boolean }> {
+  const link = await db.selectFrom('lfs_objects').select('oid').where('oid', '=', oid).executeTakeFirst();
+  const other = await db.selectFrom('lfs_publications').select('id').where('oid', '=', oid).where('repository_id', 'is not', null).where('version_id', 'is not', null).executeTakeFirst();
+  return { linked: link !== undefined, publishedElsewhere: other !== undefined };
 }
 
 export async function deletePublication(db: Db, id: string): Promise<void> {

@@ -494,8 +494,8 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('repositories').addColumn('lfs_layout', 'text', (c) => c.notNull().defaultTo('content')).execute();
         await db.schema.alterTable('repositories').addColumn('lfs_publish_refs', 'text').execute();
         await db.schema.alterTable('repositories').addColumn('lfs_public_url', 'text').execute();
-        // When a batch last named the object for this repository: LFS GC keeps what a batch
-        // named within its grace period (an upload about to be pushed, a download under way).
+        // When an upload batch last named the object for this repository: LFS GC keeps what a
+        // batch named within its grace period (an upload whose push has not arrived yet).
         await db.schema.alterTable('lfs_objects').addColumn('touched_at', 'text').execute();
         // One job per push of a published ref (and per ref of a relayout): walks what changed
         // and publishes each LFS file. Claimed with a lease, so a job killed midway is taken
@@ -526,10 +526,13 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         // Each published version of an LFS file: oid -> {key, version_id}. version_id is null
         // while its copy is under way (an interrupted copy's version is found and adopted, or
         // removed, when the job runs again: never two versions for one publication).
+        // repository_id becomes null when its repository is deleted: the bytes stay recorded
+        // (and served) until the publisher has given every object still linked elsewhere its
+        // content-addressed copy back and deleted the version (lfs/publisher.ts, retired).
         await db.schema
           .createTable('lfs_publications')
           .addColumn('id', 'text', (c) => c.primaryKey())
-          .addColumn('repository_id', 'text', (c) => c.notNull().references('repositories.id').onDelete('cascade'))
+          .addColumn('repository_id', 'text', (c) => c.references('repositories.id').onDelete('set null'))
           .addColumn('oid', 'text', (c) => c.notNull())
           .addColumn('size', 'bigint', (c) => c.notNull())
           .addColumn('path', 'text', (c) => c.notNull())
@@ -542,6 +545,7 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('lfs_publications_job_key').on('lfs_publications').columns(['job_id', 'key']).unique().execute();
         await db.schema.createIndex('lfs_publications_oid_idx').on('lfs_publications').columns(['oid', 'repository_id']).execute();
         await db.schema.createIndex('lfs_publications_repo_key_idx').on('lfs_publications').columns(['repository_id', 'key']).execute();
+        await db.schema.createIndex('lfs_publications_key_idx').on('lfs_publications').column('key').execute();
       },
     },
   };

@@ -107,7 +107,8 @@ export interface LfsPublishJobsTable {
 
 export interface LfsPublicationsTable {
   id: string;
-  repository_id: string;
+  /** Null once its repository was deleted (retired: lfs/publisher.ts gives its bytes back). */
+  repository_id: string | null;
   oid: string;
   size: number | string;
   path: string;

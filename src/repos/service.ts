@@ -14,7 +14,7 @@ import { appendAudit } from '../meta/audit.js';
 import { appendEvents } from '../meta/webhooks.js';
 import { repositoryEvent } from '../events/payloads.js';
 import { handOverLinks } from '../meta/lfs.js';
-import { cancelPending, enqueueJobs, handOverPublications, RELAYOUT_REFS, ZERO_OID } from '../meta/lfs-publish.js';
+import { cancelPending, enqueueJobs, RELAYOUT_REFS, ZERO_OID } from '../meta/lfs-publish.js';
 import type { LfsLayout } from '../meta/repositories.js';
 import { appendEvent } from '../meta/snapshots.js';
 import type { Visibility } from '../meta/schema.js';
@@ -407,11 +407,10 @@ export function createRepoService(meta: MetaStore, defaults: RepoServiceOptions)
         // The rest of its fork network keeps the LFS objects it could download through this one,
         // through an heir whose readers could all read this one (see networkHeir).
         const heir = networkHeir(repo, await repos.listNetwork(trx, repo.forkNetwork));
-        if (heir) {
-          await handOverLinks(trx, repo.id, heir.id);
-          // Objects whose only copies are this repository's published versions stay readable.
-          await handOverPublications(trx, repo.id, heir.id);
-        }
+        // Its published versions are retired with it (their repository_id set null): the LFS
+        // publisher gives every object still linked elsewhere its content copy back, then
+        // deletes them (lfs/publisher.ts).
+        if (heir) await handOverLinks(trx, repo.id, heir.id);
         await repos.deleteRepository(trx, repo.id);
         await appendAudit(trx, {
           at: now(),

@@ -160,7 +160,8 @@ export interface Versions {
  * the longest upload could take, or an upload still running fails.
  */
 export interface Uploads {
-  abortStale(olderThan: Date): Promise<{ aborted: number }>;
+  /** `prefixes`: only uploads to keys under one of them (S3; the filesystem's are all the store's own). */
+  abortStale(olderThan: Date, opts?: { prefixes?: readonly string[] }): Promise<{ aborted: number }>;
 }
 
 export interface ObjectStore {

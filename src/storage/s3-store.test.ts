@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { startS3, type TestS3 } from '../../test/support/s3.js';
 import { startMoto } from '../../test/support/moto.js';
-import { AbortMultipartUploadCommand, CreateMultipartUploadCommand, ListMultipartUploadsCommand, S3Client } from '@aws-sdk/client-s3';
+import { AbortMultipartUploadCommand, CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectVersionsCommand, S3Client } from '@aws-sdk/client-s3';
 import { objectStoreContract, versionedStoreContract } from './contract.js';
 import { MAX_KEY_BYTES, MAX_SEGMENT_BYTES, objectKey } from './object-store.js';
 import { createS3Store } from './s3-store.js';
@@ -159,4 +159,23 @@ test('a copy larger than one CopyObject goes in parts: the new version has every
   assert.ok(Buffer.concat(chunks).equals(data), 'three parts, whole and in order');
   const again = await store.versions!.copy(objectKey('files/a/b/c/big file.bin'), objectKey('files/a/b/c/again.bin'), { fromVersionId: copied.versionId });
   assert.equal(again.size, data.length);
+});
+
+test('in a bucket with versioning on, deleting a key deletes all its versions: the space is freed', async (t) => {
+  const s3 = await startMoto({ versioning: true });
+  const store = createS3Store({ ...s3, forcePathStyle: true, prefix: 'store' });
+  const raw = new S3Client({ endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
+  t.after(async () => {
+    raw.destroy();
+    store.destroy();
+    await s3.stop();
+  });
+  const k = objectKey('lfs/aa/bb/object');
+  await store.put(k, Readable.from([Buffer.from('one')]));
+  await store.put(k, Readable.from([Buffer.from('two')]));
+  await store.put(objectKey('lfs/aa/bb/object-other'), Readable.from([Buffer.from('kept')]));
+  await store.delete(k);
+  const left = await raw.send(new ListObjectVersionsCommand({ Bucket: s3.bucket, Prefix: 'store/lfs/aa/bb/' }));
+  assert.deepEqual([...(left.Versions ?? []), ...(left.DeleteMarkers ?? [])].map((v) => v.Key), ['store/lfs/aa/bb/object-other'], 'no version and no delete marker left of the deleted key');
+  assert.equal(await store.head(k), undefined);
 });

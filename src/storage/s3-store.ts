@@ -217,13 +217,37 @@ export function createS3Store(opts: S3StoreOptions): S3StoreHandle {
     }
   }
 
+  /**
+   * In a bucket with versioning on (the readable LFS layout), a plain delete only hides the
+   * object behind a delete marker and frees nothing: a key deleted through this store (a
+   * content-addressed LFS object, a snapshot, a backup: keys that are never versioned by
+   * design) has every version and marker deleted. Versioned keys go through `versions.delete`.
+   */
   async function remove(key: ObjectKey): Promise<void> {
     try {
-      await client.send(new DeleteObjectCommand({ Bucket, Key: Key(key) }));
+      if (!(await versioningOn())) {
+        await client.send(new DeleteObjectCommand({ Bucket, Key: Key(key) }));
+        return;
+      }
+      const s3Key = Key(key);
+      const page = await client.send(new ListObjectVersionsCommand({ Bucket, Prefix: s3Key, MaxKeys: 1000 }));
+      const all = [...(page.Versions ?? []), ...(page.DeleteMarkers ?? [])].filter((v) => v.Key === s3Key && v.VersionId !== undefined);
+      for (const v of all) await client.send(new DeleteObjectCommand({ Bucket, Key: s3Key, VersionId: v.VersionId! }));
     } catch (err) {
       const mapped = s3Error(err, key, 'delete');
       if (!(mapped instanceof DomainError && mapped.kind === 'not_found')) throw mapped;
     }
+  }
+
+  /** The bucket's versioning, asked at most once a minute. */
+  let versioning: { on: boolean; at: number } | undefined;
+  async function versioningOn(): Promise<boolean> {
+    if (!versioning || Date.now() - versioning.at > 60_000) {
+      // Credentials that may not ask (no s3:GetBucketVersioning): taken as off, a plain delete.
+      const out = await client.send(new GetBucketVersioningCommand({ Bucket })).catch(() => undefined);
+      versioning = { on: out?.Status === 'Enabled' || out?.Status === 'Suspended', at: Date.now() };
+    }
+    return versioning.on;
   }
 
   async function* list(prefix: string): AsyncIterable<ObjectInfo> {
@@ -325,7 +349,8 @@ export function createS3Store(opts: S3StoreOptions): S3StoreHandle {
   const uploads: Uploads = {
     // ListMultipartUploads pages by key and upload id markers, which aborting the uploads
     // already listed does not disturb.
-    async abortStale(olderThan) {
+    async abortStale(olderThan, opts = {}) {
+      const only = opts.prefixes;
       let aborted = 0;
       let KeyMarker: string | undefined;
       let UploadIdMarker: string | undefined;
@@ -340,6 +365,8 @@ export function createS3Store(opts: S3StoreOptions): S3StoreHandle {
         }
         for (const u of page.Uploads ?? []) {
           if (u.Key === undefined || u.UploadId === undefined || !u.Key.startsWith(base) || !u.Initiated || u.Initiated.getTime() >= olderThan.getTime()) continue;
+          // Only this program's keys: a bucket shared without a prefix may hold other writers' uploads.
+          if (only && !only.some((p) => u.Key!.slice(base.length).startsWith(p))) continue;
           try {
             await client.send(new AbortMultipartUploadCommand({ Bucket, Key: u.Key, UploadId: u.UploadId }));
             aborted++;

@@ -13,7 +13,7 @@ import { mkdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Git, Server, tempDir } from './harness.js';
-import { api, basic, lfsGit, randomBytesSeeded, seedFast, sha256, uploadObject, type Tokens } from './lfs-fixture.js';
+import { api, basic, batchOne, lfsGit, randomBytesSeeded, seedFast, sha256, uploadObject, type Tokens } from './lfs-fixture.js';
 import { startMoto } from '../support/moto.js';
 import type { TestS3 } from '../support/s3.js';
 import { createFsStore } from '../../src/storage/fs-store.js';
@@ -239,6 +239,31 @@ for (const kind of ['filesystem', 'moto', 'moto+direct'] as const) {
       await s.git.ok(['rm', '-q', 'stolen.txt'], { cwd: work });
       await s.git.ok(['commit', '-q', '-m', 'drop it'], { cwd: work });
       await s.git.ok(['push', '-q', 'origin', 'HEAD:main'], { cwd: work });
+    });
+
+    test("a deleted repository's published tree leaves the bucket; an object a fork still links gets its content copy back", async () => {
+      const temp = 'alice/main/temp';
+      await api(s.server, s.tokens.alice.admin, 'POST', '/repos', { owner: 'alice', space: 'main', name: 'temp', visibility: 'private', lfsLayout: 'readable' });
+      const dir = await workTree(s, temp);
+      const x = randomBytesSeeded(25_000, 15);
+      await put(dir, 'x.bin', x);
+      await commitAndPush(s, dir, 'x');
+      await publishedAll(s, temp);
+      assert.equal(await hasContentCopy(s, sha256(x)), false, 'published: stored once');
+      // A content-layout fork whose push names x: git-lfs's upload batch answers "present".
+      await api(s.server, s.tokens.alice.admin, 'POST', `/repos/${temp}/forks`, { owner: 'alice', space: 'main', name: 'temp-fork' });
+      await api(s.server, s.tokens.alice.admin, 'PATCH', '/repos/alice/main/temp-fork', { lfsLayout: 'content' });
+      const present = await batchOne(s.server, 'alice/main/temp-fork', s.tokens.alice.write, 'upload', sha256(x), x.length);
+      assert.equal(present.actions, undefined, 'nothing to upload');
+      const del = await fetch(`${s.server.url}/api/v1/repos/${temp}`, { method: 'DELETE', headers: { authorization: basic(s.tokens.alice.admin) } });
+      assert.equal(del.status, 204);
+      for (let i = 0; (await versionsOf(s, key(temp, 'x.bin'))).length > 0; i++) {
+        if (i > 600) throw new Error('the deleted repository\'s version is still there after 120 s');
+        await sleep(200);
+      }
+      assert.equal(await hasContentCopy(s, sha256(x)), true, 'given back before the version went');
+      const clone = await checkout(s, 'alice/main/temp-fork', 'main');
+      assert.equal(await sha(clone, 'x.bin'), sha256(x));
     });
 
     test('a publish job killed midway completes after a restart, without a second version', async () => {
