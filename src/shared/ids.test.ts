@@ -8,6 +8,7 @@ test('ids are ULIDs of the current time, all different, their random part spread
   const ids = Array.from({ length: 20_000 }, () => newId());
   const after = Date.now();
   assert.equal(new Set(ids).size, ids.length);
+  assert.ok(ids.every((id, i) => i === 0 || ids[i - 1]! < id), 'each id sorts after the one before, within a millisecond too');
   const seen = new Set<string>();
   for (const id of ids) {
     assert.match(id, /^[0-9A-HJKMNP-TV-Z]{26}$/);

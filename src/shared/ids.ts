@@ -5,7 +5,7 @@
  * CPU-seconds of the main thread under 200 requests a second (every request gets an id).
  */
 import { randomFillSync } from 'node:crypto';
-import { ulid } from 'ulid';
+import { monotonicFactory } from 'ulid';
 
 const pool = Buffer.alloc(4096);
 let next = pool.length;
@@ -19,6 +19,13 @@ function pooledRandom(): number {
   return pool[next++]! / 256;
 }
 
+/**
+ * Monotonic within the process: ids made in the same millisecond still sort in the order they
+ * were made (the random part counts up), so "ordered by id" is "ordered by creation" for the
+ * queues that rely on it (publish jobs of a repository, webhook deliveries, published versions).
+ */
+const monotonic = monotonicFactory(pooledRandom);
+
 export function newId(): string {
-  return ulid(undefined, pooledRandom);
+  return monotonic();
 }
