@@ -230,9 +230,17 @@ export function createS3Store(opts: S3StoreOptions): S3StoreHandle {
         return;
       }
       const s3Key = Key(key);
-      const page = await client.send(new ListObjectVersionsCommand({ Bucket, Prefix: s3Key, MaxKeys: 1000 }));
-      const all = [...(page.Versions ?? []), ...(page.DeleteMarkers ?? [])].filter((v) => v.Key === s3Key && v.VersionId !== undefined);
-      for (const v of all) await client.send(new DeleteObjectCommand({ Bucket, Key: s3Key, VersionId: v.VersionId! }));
+      let KeyMarker: string | undefined;
+      let VersionIdMarker: string | undefined;
+      do {
+        const page = await client.send(new ListObjectVersionsCommand({ Bucket, Prefix: s3Key, MaxKeys: 1000, ...(KeyMarker && { KeyMarker }), ...(VersionIdMarker && { VersionIdMarker }) }));
+        const all = [...(page.Versions ?? []), ...(page.DeleteMarkers ?? [])].filter((v) => v.Key === s3Key && v.VersionId !== undefined);
+        for (const v of all) await client.send(new DeleteObjectCommand({ Bucket, Key: s3Key, VersionId: v.VersionId! }));
+        // Past this key's versions (the listing is in key order): nothing more of it to delete.
+        const past = [...(page.Versions ?? []), ...(page.DeleteMarkers ?? [])].some((v) => v.Key !== undefined && v.Key > s3Key);
+        KeyMarker = page.IsTruncated && !past ? page.NextKeyMarker : undefined;
+        VersionIdMarker = page.IsTruncated && !past ? page.NextVersionIdMarker : undefined;
+      } while (KeyMarker);
     } catch (err) {
       const mapped = s3Error(err, key, 'delete');
       if (!(mapped instanceof DomainError && mapped.kind === 'not_found')) throw mapped;

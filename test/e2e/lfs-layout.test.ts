@@ -46,7 +46,13 @@ type Kind = 'filesystem' | 'moto' | 'moto+direct';
 async function setUp(kind: Kind): Promise<Setup> {
   const s3: TestS3 | undefined = kind !== 'filesystem' ? await startMoto({ versioning: true }) : undefined;
   const storeArgs = [...(s3 ? s3.storeArgs() : []), ...(kind === 'moto+direct' ? ['--lfs-transfer-mode', 'direct'] : [])];
-  let server = await Server.start({ args: storeArgs });
+  let server: Server;
+  try {
+    server = await Server.start({ args: storeArgs });
+  } catch (err) {
+    await s3?.stop(); // not left running when the server cannot start
+    throw err;
+  }
   const store = s3
     ? createS3Store({ endpoint: s3.endpoint, region: s3.region, bucket: s3.bucket, forcePathStyle: true, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey })
     : createFsStore(path.join(server.dataDir, 'objects'));
