@@ -90,7 +90,7 @@ export async function collectGarbage(deps: GcDeps, opts: { dryRun: boolean; grac
       await access(dir);
       reached = await reachableLfsOids(dir);
     } catch (err) {
-      deps.log.warn({ err, repo_id: repo.id }, 'LFS GC could not read a repository; every object linked to it is kept');
+      deps.log.warn({ err, repo_id: repo.id }, 'LFS GC could not read a repository; every object of its fork network is kept');
     }
     if (reached) {
       for (const oid of reached) keep.add(oid);
