@@ -12,6 +12,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ListObjectVersionsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { startMoto } from '../test/support/moto.js';
+import { s3StoreEnv } from '../test/support/s3.js';
 import type { GitstratumServer } from './gitstratum-server.js';
 import { childPids, currentRss } from './proc-stats.js';
 import { stop, track } from './processes.js';
@@ -200,15 +201,7 @@ export async function motoStore(opts: { versioning: boolean }): Promise<BenchSto
   const client = new S3Client({ endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
   return {
     label: `moto S3 (moto ${motoVersion()}), versioning ${opts.versioning ? 'on' : 'off'}`,
-    env: {
-      GITSTRATUM_OBJECT_STORE: 's3',
-      GITSTRATUM_S3_ENDPOINT: s3.endpoint,
-      GITSTRATUM_S3_BUCKET: s3.bucket,
-      GITSTRATUM_S3_REGION: s3.region,
-      GITSTRATUM_S3_FORCE_PATH_STYLE: 'true',
-      GITSTRATUM_S3_ACCESS_KEY_ID: s3.accessKeyId,
-      GITSTRATUM_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
-    },
+    env: s3StoreEnv(s3),
     // moto 5.2's ListObjectVersions deep-copies every version of the bucket, bytes included
     // (into temporary files past 5 MiB), at every call: keep the bucket small (--moto-mib).
     async bytes() {

@@ -13,7 +13,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { startS3 } from '../test/support/s3.js';
+import { s3StoreEnv, startS3 } from '../test/support/s3.js';
 import { track, untrack } from './processes.js';
 
 export interface S3Server {
@@ -48,16 +48,7 @@ export async function startS3Server(dir: string, env: NodeJS.ProcessEnv): Promis
   return {
     pid,
     ...address,
-    storeEnv: (prefix) => ({
-      GITSTRATUM_OBJECT_STORE: 's3',
-      GITSTRATUM_S3_ENDPOINT: address.endpoint,
-      GITSTRATUM_S3_BUCKET: address.bucket,
-      GITSTRATUM_S3_REGION: address.region,
-      GITSTRATUM_S3_FORCE_PATH_STYLE: 'true',
-      GITSTRATUM_S3_ACCESS_KEY_ID: address.accessKeyId,
-      GITSTRATUM_S3_SECRET_ACCESS_KEY: address.secretAccessKey,
-      GITSTRATUM_S3_PREFIX: prefix,
-    }),
+    storeEnv: (prefix) => ({ ...s3StoreEnv(address), GITSTRATUM_S3_PREFIX: prefix }),
   };
 }
 

@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Git, Server, type seed } from './harness.js';
-import { startS3, type TestS3 } from '../support/s3.js';
+import { s3StoreEnv, startS3, type TestS3 } from '../support/s3.js';
 import { createS3Store } from '../../src/storage/s3-store.js';
 import { lfsObjectKey, type ObjectStore } from '../../src/storage/object-store.js';
 
@@ -54,14 +54,7 @@ export async function startLfsServer(config: LfsConfig, extraEnv: NodeJS.Process
   const env: NodeJS.ProcessEnv = {
     GITSTRATUM_LFS_TRANSFER_MODE: config.mode,
     GITSTRATUM_OBJECT_STORE: config.store,
-    ...(s3 && {
-      GITSTRATUM_S3_ENDPOINT: s3.endpoint,
-      GITSTRATUM_S3_BUCKET: s3.bucket,
-      GITSTRATUM_S3_REGION: s3.region,
-      GITSTRATUM_S3_FORCE_PATH_STYLE: 'true',
-      GITSTRATUM_S3_ACCESS_KEY_ID: s3.accessKeyId,
-      GITSTRATUM_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
-    }),
+    ...(s3 && s3StoreEnv(s3)),
     ...extraEnv,
   };
   let server: Server;

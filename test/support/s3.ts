@@ -49,6 +49,19 @@ export interface TestS3 {
   stop(): Promise<void>;
 }
 
+/** The `gitstratum` environment that puts its object store in a test server's bucket. */
+export function s3StoreEnv(s3: { endpoint: string; bucket: string; region: string; accessKeyId: string; secretAccessKey: string }): Record<string, string> {
+  return {
+    GITSTRATUM_OBJECT_STORE: 's3',
+    GITSTRATUM_S3_ENDPOINT: s3.endpoint,
+    GITSTRATUM_S3_BUCKET: s3.bucket,
+    GITSTRATUM_S3_REGION: s3.region,
+    GITSTRATUM_S3_FORCE_PATH_STYLE: 'true',
+    GITSTRATUM_S3_ACCESS_KEY_ID: s3.accessKeyId,
+    GITSTRATUM_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
+  };
+}
+
 /** The `gitstratum` flags that put its object store in a test server's bucket. */
 export function s3StoreArgs(endpoint: string, bucket: string, region: string, credentials: { accessKeyId: string; secretAccessKey: string }): string[] {
   return [
