@@ -117,6 +117,14 @@ async function toReadable(deps: PublishDeps & { repos: RepoService }, actor: Act
     }
     const pending = (await pub.jobsOf(meta.db, repo.id)).filter((j) => j.state === 'pending');
     if (pending.length === 0) break;
+    // A job waiting to be retried after a failure is not waited for (its backoff reaches ten
+    // minutes): named, and the command ends; the next run or the server takes it up.
+    const retrying = pending.find((j) => j.error !== null && !j.running);
+    if (retrying) {
+      report.skipped.push({ path: `(job ${retrying.id}, ${retrying.ref})`, reason: `failed, and will be retried: ${retrying.error}` });
+      waitedFor.delete(retrying.id);
+      break;
+    }
     // Another process (the server) holds the rest: wait for it, showing how far it got.
     const running = pending[0]!;
     opts.progress?.({ what: `${report.repository} (the server is publishing)`, bytes: running.filesDone, totalBytes: running.filesTotal ?? running.filesDone });

@@ -43,8 +43,10 @@ for (const backend of databaseBackends()) {
       // A restarted holder frees what it held: claimable again at once.
       await pub.releaseLeases(db, 'next');
       assert.deepEqual((await pub.claimJobs(db, dialect, 'next', 60_000, 10)).map((j) => [j.id, j.attempts]), [[a2, 2]]);
+      assert.deepEqual((await pub.jobsOf(db, 'RA', [a2!])).map((j) => [j.running, j.error]), [[true, null]]);
       await pub.failJob(db, dialect, a2!, 'boom', 60_000, now());
       assert.deepEqual(await pub.claimJobs(db, dialect, 'next', 60_000, 10), [], 'a failed attempt waits for its retry');
+      assert.deepEqual((await pub.jobsOf(db, 'RA', [a2!])).map((j) => [j.state, j.running, j.error]), [['pending', false, 'boom']], 'waiting for its retry, not running');
       await pub.cancelPending(db, 'RA', 'cancelled', now());
       const jobs = await pub.jobsOf(db, 'RA');
       assert.deepEqual(jobs.map((j) => [j.state, j.error]), [['done', null], ['failed', 'cancelled']]);

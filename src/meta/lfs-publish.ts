@@ -38,6 +38,8 @@ export interface JobProgress {
   bytesDone: number;
   skipped: { path: string; reason: string }[];
   error: string | null;
+  /** Claimed by a process now (leased). */
+  running: boolean;
   createdAt: string;
   finishedAt: string | null;
 }
@@ -190,6 +192,7 @@ export async function jobsOf(db: Db, repositoryId: string, ids?: readonly string
     bytesDone: Number(r.bytes_done),
     skipped: r.skipped ? (JSON.parse(r.skipped) as { path: string; reason: string }[]) : [],
     error: r.error,
+    running: r.state === 'pending' && r.lease_until !== null,
     createdAt: r.created_at,
     finishedAt: r.finished_at,
   }));
