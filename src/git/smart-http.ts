@@ -64,6 +64,20 @@ export interface GitResponse {
   done: Promise<Outcome>;
   /** A cached response a front proxy sends itself: the URI for X-Accel-Redirect (`body` is empty). */
   handoff?: string;
+  /** The whole body, when it is in memory (a small cached answer): sent as it is; `body` streams the same bytes. */
+  bytes?: Buffer;
+}
+
+/** A response whose whole body is in memory; its stream is made only if someone asks for it. */
+export function wholeResponse(bytes: Buffer, done: Promise<Outcome>): GitResponse {
+  let body: Readable | undefined;
+  return {
+    bytes,
+    done,
+    get body() {
+      return (body ??= Readable.from([bytes]));
+    },
+  };
 }
 
 /** Only protocol v0/v1 exist for push; a v2 request for receive-pack falls back to v0. */

@@ -92,7 +92,7 @@ export function registerGitRoutes(app: FastifyInstance, deps: GitRouteDeps): voi
     if (!reply.request.raw.complete) reply.header('Connection', 'close');
     // The proxy keeps Content-Type and Cache-Control and sends the file named here.
     if (res.handoff) reply.header('x-accel-redirect', res.handoff);
-    return reply.send(res.body);
+    return reply.send(res.bytes ?? res.body);
   }
 
   app.get<{ Params: RepoParams; Querystring: { service?: string } }>(

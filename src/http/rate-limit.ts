@@ -477,8 +477,11 @@ export function registerBudget(app: FastifyInstance, settings: BudgetSettings, d
 
     if (cls === 'git') {
       const gone = new AbortController();
-      reply.raw.once('close', () => gone.abort());
+      // Only while the slot is awaited: an abort makes a DOMException, a cost on every request.
+      const leave = () => gone.abort();
+      reply.raw.once('close', leave);
       const slot = await budget.holdGit(client, gone.signal);
+      reply.raw.off('close', leave);
       if (gone.signal.aborted) {
         if ('call' in slot) slot.call();
         return reply;

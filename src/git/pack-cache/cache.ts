@@ -12,7 +12,7 @@ import { Readable } from 'node:stream';
 import type { Logger } from '../../shared/log.js';
 import { isDomainError, unavailable } from '../../shared/errors.js';
 import { runGit } from '../command.js';
-import type { AdvertiseOptions, GitResponse, GitServices, Outcome, RpcOptions, SessionOptions } from '../smart-http.js';
+import { wholeResponse, type AdvertiseOptions, type GitResponse, type GitServices, type Outcome, type RpcOptions, type SessionOptions } from '../smart-http.js';
 import { GenerationAdmission, type AdmissionOptions } from './admission.js';
 import { CacheUnusable, Flight, type GenerateInto } from './flight.js';
 import { GrowingFile, type GrowingFileReader } from './growing-file.js';
@@ -206,6 +206,8 @@ class ResponseCache implements PackCache {
     let flight = this.flights.get(key);
     if (flight) return this.join(flight, req, generate, signal);
     if (this.store.has(key)) {
+      const bytes = this.opts.handoffPrefix ? undefined : this.fromMemory(key, req);
+      if (bytes) return this.memoryHit(bytes, req);
       const opened = await this.store.openEntry(key).catch((err: unknown) => {
         this.log.error({ err, key, repo_id: req.repoId }, 'pack cache entry unreadable');
         return undefined;
@@ -312,6 +314,22 @@ class ResponseCache implements PackCache {
       opened.close();
     });
     return { body: reader, done: this.served(reader, req, 'hit') };
+  }
+
+  /** A small entry's bytes (store.cached), or undefined to go on as if it were not in memory. */
+  private fromMemory(key: string, req: Request): Buffer | undefined {
+    try {
+      return this.store.cached(key);
+    } catch (err) {
+      this.log.error({ err, key, repo_id: req.repoId }, 'pack cache entry unreadable');
+      return undefined;
+    }
+  }
+
+  private memoryHit(bytes: Buffer, req: Request): GitResponse {
+    this.metrics.requests.inc({ endpoint: req.endpoint, result: 'hit' });
+    this.metrics.servedBytes.inc({ result: 'hit' }, bytes.length);
+    return wholeResponse(bytes, Promise.resolve(servedWithoutGit(req, bytes.length)));
   }
 
   /** Settles when the reader is closed, with an outcome that ran no git. */

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { runGit } from '../command.js';
 import { RefsVersions } from './refs-version.js';
+import { INLINE_MAX_REFS } from './refs-walk.js';
 
 async function repoWithCommit(): Promise<{ dir: string; commit: string }> {
   const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-refs-'));
@@ -17,43 +18,45 @@ async function repoWithCommit(): Promise<{ dir: string; commit: string }> {
   return { dir, commit };
 }
 
-test('every kind of ref change gives a new version; nothing else does', async () => {
-  const { dir, commit } = await repoWithCommit();
-  try {
-    const versions = new RefsVersions();
-    const refsVersion = (p: string) => versions.read(p);
-    const seen = new Set<string>();
-    const expectNew = async (what: string) => {
-      const v = await refsVersion(dir);
-      assert.ok(!seen.has(v), `${what} changed the version`);
-      seen.add(v);
-      return v;
-    };
-    const v0 = await expectNew('start');
-    assert.match(v0, /^[0-9a-f]{16}$/);
-    assert.equal(await refsVersion(dir), v0, 'stable while nothing changes');
+for (const [walk, inline] of [['inline', true], ['in the worker', false]] as const) {
+  test(`every kind of ref change gives a new version; nothing else does (walked ${walk})`, async () => {
+    const { dir, commit } = await repoWithCommit();
+    try {
+      const versions = new RefsVersions({ inline });
+      const refsVersion = (p: string) => versions.read(p);
+      const seen = new Set<string>();
+      const expectNew = async (what: string) => {
+        const v = await refsVersion(dir);
+        assert.ok(!seen.has(v), `${what} changed the version`);
+        seen.add(v);
+        return v;
+      };
+      const v0 = await expectNew('start');
+      assert.match(v0, /^[0-9a-f]{16}$/);
+      assert.equal(await refsVersion(dir), v0, 'stable while nothing changes');
 
-    await runGit(['--git-dir', dir, 'update-ref', 'refs/heads/feature', commit]);
-    await expectNew('a new branch');
-    await runGit(['--git-dir', dir, 'tag', 'v1', commit]);
-    await expectNew('a new tag');
-    await runGit(['--git-dir', dir, 'pack-refs', '--all']);
-    await expectNew('pack-refs');
-    await runGit(['--git-dir', dir, 'update-ref', '-d', 'refs/heads/feature']);
-    await expectNew('deleting a packed ref');
-    await runGit(['--git-dir', dir, 'symbolic-ref', 'HEAD', 'refs/heads/other']);
-    await expectNew('HEAD moving');
-    await runGit(['--git-dir', dir, 'config', 'uploadpack.hideRefs', 'refs/tags']);
-    await expectNew('a config change');
+      await runGit(['--git-dir', dir, 'update-ref', 'refs/heads/feature', commit]);
+      await expectNew('a new branch');
+      await runGit(['--git-dir', dir, 'tag', 'v1', commit]);
+      await expectNew('a new tag');
+      await runGit(['--git-dir', dir, 'pack-refs', '--all']);
+      await expectNew('pack-refs');
+      await runGit(['--git-dir', dir, 'update-ref', '-d', 'refs/heads/feature']);
+      await expectNew('deleting a packed ref');
+      await runGit(['--git-dir', dir, 'symbolic-ref', 'HEAD', 'refs/heads/other']);
+      await expectNew('HEAD moving');
+      await runGit(['--git-dir', dir, 'config', 'uploadpack.hideRefs', 'refs/tags']);
+      await expectNew('a config change');
 
-    // A lock file alone (a ref update in progress) is not a change yet.
-    const before = await refsVersion(dir);
-    await writeFile(path.join(dir, 'refs', 'heads', 'main.lock'), `${commit}\n`);
-    assert.equal(await refsVersion(dir), before);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+      // A lock file alone (a ref update in progress) is not a change yet.
+      const before = await refsVersion(dir);
+      await writeFile(path.join(dir, 'refs', 'heads', 'main.lock'), `${commit}\n`);
+      assert.equal(await refsVersion(dir), before);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+}
 
 test('a ref rewritten in place with its old mtime put back is a change', async () => {
   const { dir, commit } = await repoWithCommit();
@@ -154,7 +157,12 @@ test('many loose refs: the walk runs off the main thread, whose event loop stays
     const lines: string[] = [];
     for (let i = 0; i < 20_000; i++) lines.push(`create refs/heads/many/b${i} ${commit}`);
     await runGit(['--git-dir', dir, 'update-ref', '--stdin'], { input: lines.join('\n') + '\n' });
-    await versions.readConfig(dir); // the worker started
+    // The worker started, by a repository just over the inline walk's bound.
+    const other = await repoWithCommit();
+    const few = Array.from({ length: INLINE_MAX_REFS + 1 }, (_, i) => `create refs/heads/few/b${i} ${other.commit}`);
+    await runGit(['--git-dir', other.dir, 'update-ref', '--stdin'], { input: few.join('\n') + '\n' });
+    await versions.read(other.dir);
+    await rm(other.dir, { recursive: true, force: true });
     for (const round of ['first read (every file read)', 'second read (digests remembered)']) {
       const before = performance.eventLoopUtilization();
       const v = await versions.read(dir);
@@ -164,6 +172,29 @@ test('many loose refs: the walk runs off the main thread, whose event loop stays
     }
   } finally {
     await versions.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a repository gives the same version walked inline or in the worker, and moves to the worker as its refs grow', async () => {
+  const { dir, commit } = await repoWithCommit();
+  const inline = new RefsVersions();
+  const worker = new RefsVersions({ inline: false });
+  try {
+    const now = Date.now() + 60_000;
+    assert.equal(await inline.read(dir, now), await worker.read(dir, now), 'refs');
+    assert.equal(await inline.readConfig(dir, now), await worker.readConfig(dir, now), 'config');
+    const before = await inline.read(dir);
+    const lines = Array.from({ length: INLINE_MAX_REFS + 1 }, (_, i) => `create refs/heads/grown/b${i} ${commit}`);
+    await runGit(['--git-dir', dir, 'update-ref', '--stdin'], { input: lines.join('\n') + '\n' });
+    const grown = await inline.read(dir);
+    assert.notEqual(grown, before, 'refs beyond the inline bound are a change');
+    assert.equal(await worker.read(dir), grown, 'the worker walk agrees');
+    await runGit(['--git-dir', dir, 'update-ref', '-d', 'refs/heads/grown/b0']);
+    assert.notEqual(await inline.read(dir), grown, 'and a later change is seen');
+  } finally {
+    await inline.close();
+    await worker.close();
     await rm(dir, { recursive: true, force: true });
   }
 });

@@ -8,7 +8,7 @@ import { Registry } from 'prom-client';
 import { createLogger } from '../../shared/log.js';
 import { GrowingFile } from './growing-file.js';
 import { createPackCacheMetrics } from './metrics.js';
-import { ENTRY_OVERHEAD, PackStore, fd, type EntryMeta, type StoreLimits } from './store.js';
+import { ENTRY_OVERHEAD, MEMORY_ENTRY_BYTES, PackStore, fd, type EntryMeta, type StoreLimits } from './store.js';
 
 const log = createLogger('silent');
 const roomy: StoreLimits = { maxBytes: 1 << 30, maxEntryBytes: 1 << 30, minFreeBytes: 0 };
@@ -112,6 +112,48 @@ test('a truncated entry is detected by its length, and so is one damaged while t
     assert.equal(again.store.has(flipped.key), true);
     assert.equal(await readEntry(again.store, flipped.key), undefined);
     assert.equal(await again.count('gitstratum_pack_cache_damaged_total', { reason: 'checksum' }), 1);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('a small entry is read from disk and checked once, then served from memory; a large one never is', async () => {
+  const { root, store, count } = await fresh();
+  try {
+    const small = meta('ma');
+    const large = meta('mb');
+    const data = Buffer.from('0008NAK\n'.repeat(100));
+    await put(store, small, data);
+    await put(store, large, Buffer.alloc(MEMORY_ENTRY_BYTES + 1, 3));
+    assert.equal(store.cached(large.key), undefined, 'too large for memory');
+    assert.ok((await readEntry(store, large.key))?.equals(Buffer.alloc(MEMORY_ENTRY_BYTES + 1, 3)), 'still served from its file');
+    assert.ok(store.cached(small.key)?.equals(data));
+    // Its file may go now: the checked bytes are in memory.
+    await rm(entryFile(root, small.key));
+    assert.ok(store.cached(small.key)?.equals(data));
+    assert.equal(await count('gitstratum_pack_cache_damaged_total'), 0);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('a small entry damaged before its first read is never served from memory', async () => {
+  const { root, store, count } = await fresh();
+  try {
+    const flipped = meta('mc');
+    const short = meta('md');
+    await put(store, flipped, Buffer.alloc(4000, 5));
+    await put(store, short, Buffer.alloc(4000, 6));
+    const h = await open(entryFile(root, flipped.key), 'r+');
+    await h.write(Buffer.from([0]), 0, 1, 10);
+    await h.close();
+    await truncate(entryFile(root, short.key), 10);
+    assert.equal(store.cached(flipped.key), undefined);
+    assert.equal(store.cached(short.key), undefined);
+    assert.equal(store.has(flipped.key), false);
+    assert.equal(store.has(short.key), false);
+    assert.equal(await count('gitstratum_pack_cache_damaged_total', { reason: 'checksum' }), 1);
+    assert.equal(await count('gitstratum_pack_cache_damaged_total', { reason: 'length' }), 1);
   } finally {
     await rm(root, { recursive: true, force: true });
   }
