@@ -5,9 +5,9 @@
  * handed back as a stream that replays what was read, then the rest, so it can go to git
  * exactly as before.
  */
-import { Readable, pipeline } from 'node:stream';
+import { Readable, type Transform } from 'node:stream';
 import { DomainError, invalid } from '../shared/errors.js';
-import { coalescing } from '../shared/streams.js';
+import { coalescing, pipeInto } from '../shared/streams.js';
 
 /** `head`: the chunks read before the body proved longer than `max` (the stream replays them first). */
 export type BufferedBody = { complete: true; bytes: Buffer } | { complete: false; stream: Readable; head: readonly Buffer[] };
@@ -19,33 +19,43 @@ export async function bufferRequest(
   signal: AbortSignal,
 ): Promise<BufferedBody> {
   // One chunk per pkt-line is how git streams a large request: joined here, before every stage.
-  const joined = coalescing();
-  const source = (decoder ? pipeline(input, joined, decoder, () => {}) : pipeline(input, joined, () => {})) as Readable;
-  const onAbort = () => source.destroy(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
-  signal.addEventListener('abort', onAbort, { once: true });
-  const it = source[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const joined = pipeInto(input, coalescing());
+  const source = decoder ? pipeInto(joined, decoder as unknown as Transform) : joined;
   const chunks: Buffer[] = [];
   let size = 0;
-  try {
-    for (;;) {
-      const next = await it.next();
-      if (next.done) return { complete: true, bytes: Buffer.concat(chunks, size) };
-      chunks.push(next.value);
-      size += next.value.length;
-      if (size > max) break;
-    }
-  } catch (err) {
-    throw toInputError(err as Error);
-  } finally {
-    signal.removeEventListener('abort', onAbort);
-  }
+  // Read with events rather than an async iterator: a few µs less on every git request.
+  const complete = await new Promise<boolean>((resolve, reject) => {
+    const onAbort = () => source.destroy(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
+    const settle = () => {
+      signal.removeEventListener('abort', onAbort);
+      source.off('data', onData).off('end', onEnd).off('error', onError);
+    };
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size <= max) return;
+      source.pause();
+      settle();
+      resolve(false);
+    };
+    const onEnd = () => {
+      settle();
+      resolve(true);
+    };
+    const onError = (err: Error) => {
+      settle();
+      reject(toInputError(err));
+    };
+    source.on('data', onData).once('end', onEnd).once('error', onError);
+    signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort();
+  });
+  if (complete) return { complete: true, bytes: Buffer.concat(chunks, size) };
+  // Until the replay reads on, an error stays in the stream's state (the replay throws it).
+  source.on('error', () => {});
   async function* replay(): AsyncGenerator<Buffer> {
     yield* chunks;
-    for (;;) {
-      const next = await it.next();
-      if (next.done) return;
-      yield next.value;
-    }
+    yield* source as AsyncIterable<Buffer>;
   }
   return { complete: false, stream: Readable.from(replay(), { objectMode: false }), head: [...chunks] };
 }

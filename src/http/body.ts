@@ -3,9 +3,9 @@
  * its small chunks and, when the client's budget (rate-limit.ts) set a pace for the request,
  * reads it no faster than that pace allows.
  */
-import { pipeline, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { FastifyRequest } from 'fastify';
-import { coalescing } from '../shared/streams.js';
+import { coalescing, pipeInto } from '../shared/streams.js';
 
 /** Per budgeted request: takes one piece of its body from its client's bucket, answering how long to wait. */
 const paces = new WeakMap<FastifyRequest, () => number>();
@@ -23,5 +23,5 @@ export function requestBody(req: FastifyRequest): Readable {
   const pace = paces.get(req);
   if (!pace) return req.raw;
   paces.delete(req);
-  return pipeline(req.raw, coalescing(undefined, undefined, pace), () => {});
+  return pipeInto(req.raw, coalescing(undefined, undefined, pace));
 }

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { databaseBackends, freshDatabaseUrl, tempDir } from '../../test/e2e/harness.js';
 import SQLite from 'better-sqlite3';
-import { isUniqueViolation, migrate, openMetaStore, withStatementCache, type MetaStore } from './db.js';
+import { compiledOnce, isUniqueViolation, migrate, openMetaStore, withStatementCache, type MetaStore } from './db.js';
 import { findOwnerByName, insertOwner } from './owners.js';
 
 async function open(backend: 'sqlite' | 'postgres'): Promise<{ store: MetaStore; dispose: () => Promise<void> }> {
@@ -37,6 +37,24 @@ for (const backend of databaseBackends()) {
       );
       assert.ok(isUniqueViolation(err), `expected a unique violation, got ${String(err)}`);
       assert.equal((await findOwnerByName(store.db, 'ALICE'))?.name, 'Alice');
+    } finally {
+      await dispose();
+    }
+  });
+
+  test(`a query compiled once runs with each call's values on ${backend}, constants kept, and refuses a build that changes its arguments`, async () => {
+    const { store, dispose } = await open(backend);
+    try {
+      const at = new Date().toISOString();
+      await insertOwner(store.db, { id: '01AAAAAAAAAAAAAAAAAAAAAAAA', name: 'alice', kind: 'user', createdAt: at });
+      await insertOwner(store.db, { id: '01BBBBBBBBBBBBBBBBBBBBBBBB', name: 'bob', kind: 'user', createdAt: at });
+      await insertOwner(store.db, { id: '01CCCCCCCCCCCCCCCCCCCCCCCC', name: 'carol', kind: 'org', createdAt: at });
+      const byName = compiledOnce((db, name: string) => db.selectFrom('owners').select(['id', 'name']).where('kind', '=', 'user').where('name', '=', name));
+      assert.deepEqual(await byName(store.db, 'alice'), [{ id: '01AAAAAAAAAAAAAAAAAAAAAAAA', name: 'alice' }]);
+      assert.deepEqual(await byName(store.db, 'bob'), [{ id: '01BBBBBBBBBBBBBBBBBBBBBBBB', name: 'bob' }]);
+      assert.deepEqual(await byName(store.db, 'carol'), [], 'the constant (kind = user) still applies');
+      const changed = compiledOnce((db, name: string) => db.selectFrom('owners').select('id').where('name', '=', name.toUpperCase()));
+      await assert.rejects(changed(store.db, 'alice'), /not a value of the query/);
     } finally {
       await dispose();
     }

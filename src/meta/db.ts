@@ -8,7 +8,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import SQLite from 'better-sqlite3';
 import pg from 'pg';
-import { CompiledQuery, Kysely, Migrator, PostgresDialect, SqliteDialect, SqliteDriver, type DatabaseConnection, type SqliteDatabase } from 'kysely';
+import { CompiledQuery, Kysely, Migrator, PostgresDialect, SqliteDialect, SqliteDriver, type Compilable, type DatabaseConnection, type SqliteDatabase } from 'kysely';
 import type { Database } from './schema.js';
 import { migrationProvider } from './migrations.js';
 import { unavailable } from '../shared/errors.js';
@@ -79,6 +79,31 @@ export function withStatementCache(database: SQLite.Database, max = 500): Sqlite
       statements.set(sql, stmt);
       return stmt;
     },
+  };
+}
+
+/**
+ * A query built and compiled once per database handle, then run with each call's values.
+ * Kysely builds and compiles a query anew on every call: for the lookups every git request
+ * makes (its token, its repository), 20-30 µs of CPU each, against 3 µs to run the compiled
+ * SQL on SQLite (issue 12). `build` must use each argument untouched, as a value of the query
+ * (checked when it is compiled). A transaction is another handle: compiled for each.
+ */
+export function compiledOnce<A extends string[], R>(build: (db: Db, ...args: A) => Compilable<R>): (db: Db, ...args: A) => Promise<R[]> {
+  const compiled = new WeakMap<Db, { query: CompiledQuery<R>; slots: number[] }>();
+  return async (db, ...args) => {
+    let c = compiled.get(db);
+    if (!c) {
+      const marks = args.map((_, i) => `\u0000compiledOnce argument ${i}\u0000`) as A;
+      const query = build(db, ...marks).compile();
+      const slots = query.parameters.map((p) => marks.indexOf(p as string));
+      if (marks.some((_, i) => !slots.includes(i))) throw new Error('compiledOnce: an argument is not a value of the query');
+      c = { query, slots };
+      compiled.set(db, c);
+    }
+    const { query, slots } = c;
+    const parameters = query.parameters.map((p, i) => (slots[i]! >= 0 ? args[slots[i]!] : p));
+    return (await db.executeQuery<R>({ ...query, parameters })).rows;
   };
 }
 

@@ -1,5 +1,5 @@
 /** Repositories and their projects (the workflow record sharing the repository's ULID). */
-import type { Db } from './db.js';
+import { compiledOnce, type Db } from './db.js';
 import type { Visibility } from './schema.js';
 
 export type LfsLayout = 'content' | 'readable';
@@ -119,13 +119,17 @@ export async function findRepositoryByPath(
   space: string,
   name: string,
 ): Promise<RepoRow | undefined> {
-  const row = await baseQuery(db)
-    .where((eb) => eb(eb.fn('lower', ['owners.name']), '=', owner.toLowerCase()))
-    .where((eb) => eb(eb.fn('lower', ['spaces.name']), '=', space.toLowerCase()))
-    .where((eb) => eb(eb.fn('lower', ['repositories.name']), '=', name.toLowerCase()))
-    .executeTakeFirst();
+  const [row] = await repositoryByPath(db, owner.toLowerCase(), space.toLowerCase(), name.toLowerCase());
   return row && toRepo(row);
 }
+
+/** On every git request: compiled once (db.ts); the names lower-cased. */
+const repositoryByPath = compiledOnce((db, owner: string, space: string, name: string) =>
+  baseQuery(db)
+    .where((eb) => eb(eb.fn('lower', ['owners.name']), '=', owner))
+    .where((eb) => eb(eb.fn('lower', ['spaces.name']), '=', space))
+    .where((eb) => eb(eb.fn('lower', ['repositories.name']), '=', name)),
+);
 
 export async function findRepositoryById(db: Db, id: string): Promise<RepoRow | undefined> {
   const row = await baseQuery(db).where('repositories.id', '=', id).executeTakeFirst();
@@ -197,9 +201,12 @@ export async function listNetwork(db: Db, network: string): Promise<RepoRow[]> {
 }
 
 export async function getProjectTags(db: Db, id: string): Promise<string[]> {
-  const row = await db.selectFrom('projects').select('tags').where('id', '=', id).executeTakeFirst();
+  const [row] = await projectTags(db, id);
   return row ? (JSON.parse(row.tags) as string[]) : [];
 }
+
+/** On every git request: compiled once (db.ts). */
+const projectTags = compiledOnce((db, id: string) => db.selectFrom('projects').select('tags').where('id', '=', id));
 
 export async function setProjectTags(db: Db, id: string, tags: string[]): Promise<void> {
   await db.updateTable('projects').set({ tags: JSON.stringify(tags) }).where('id', '=', id).execute();

@@ -1,5 +1,5 @@
 /** Access tokens, stored as SHA-256 hashes of the secret. */
-import type { Db } from './db.js';
+import { compiledOnce, type Db } from './db.js';
 import type { Role } from './schema.js';
 
 export interface TokenRow {
@@ -77,8 +77,11 @@ function toToken(r: Raw): TokenRow {
   };
 }
 
+/** On every authenticated request: compiled once (db.ts). */
+const tokenByHash = compiledOnce((db, tokenHash: string) => tokenQuery(db).where('access_tokens.token_hash', '=', tokenHash));
+
 export async function findTokenByHash(db: Db, tokenHash: string): Promise<TokenRow | undefined> {
-  const row = await tokenQuery(db).where('access_tokens.token_hash', '=', tokenHash).executeTakeFirst();
+  const [row] = await tokenByHash(db, tokenHash);
   return row && toToken(row);
 }
 

@@ -1,5 +1,5 @@
 /** Stream transforms shared by the git and (later) LFS paths. */
-import { Transform, type TransformCallback } from 'node:stream';
+import { Transform, finished, type Readable, type TransformCallback, type Writable } from 'node:stream';
 import { invalid, tooLarge } from './errors.js';
 
 /** The refusal of `bytes` of `what` over `max`, or undefined (byteLimit's, for a body already whole). */
@@ -137,4 +137,21 @@ export function coalescing(max = 64 * 1024, alone = 8 * 1024, pace?: () => numbe
     done();
   }
   return t;
+}
+
+/**
+ * `source.pipe(dest)` with what stream.pipeline adds for two streams: a failure or premature
+ * end of the source reaches `dest` as an error, and `dest` destroyed destroys the source. Without
+ * pipeline's per-call AbortController, aborted when it ends (a DOMException with a stack trace):
+ * 30 µs of CPU per call on these machines, on every git request's body (issue 12).
+ */
+export function pipeInto<T extends Writable>(source: Readable, dest: T): T {
+  source.pipe(dest);
+  finished(source, { writable: false }, (err) => {
+    if (err) dest.destroy(err);
+  });
+  dest.once('close', () => {
+    if (!source.readableEnded) source.destroy();
+  });
+  return dest;
 }
