@@ -53,9 +53,11 @@ export async function bufferRequest(
   if (complete) return { complete: true, bytes: Buffer.concat(chunks, size) };
   // Until the replay reads on, an error stays in the stream's state (the replay throws it).
   source.on('error', () => {});
+  // A consumer that stops early (git refused the push) leaves the request alone: the answer
+  // (413, with Connection: close) must reach the client before its connection ends.
   async function* replay(): AsyncGenerator<Buffer> {
     yield* chunks;
-    yield* source as AsyncIterable<Buffer>;
+    yield* source.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>;
   }
   return { complete: false, stream: Readable.from(replay(), { objectMode: false }), head: [...chunks] };
 }
