@@ -15,7 +15,7 @@
  * that will be stored runs to the end even if its clients left, so the next one finds it.
  * The temporary file's descriptor stays open while the flight or any reader needs it.
  */
-import { close, fstat, watch, type FSWatcher } from 'node:fs';
+import { close, fstatSync, watch, type FSWatcher } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from '../../shared/log.js';
@@ -203,32 +203,22 @@ export class Flight {
     const temp = this.temp!;
     const file = this.file!;
     let started = false;
-    let checking: Promise<void> | undefined;
-    let again = false;
-    const check = (): Promise<void> => {
-      if (checking) {
-        again = true;
-        return checking;
+    // Synchronous: inotify reports each of git's writes (some 1,600 for a 100 MB pack), and an
+    // fstat through libuv's thread pool costs about 25 µs of CPU against 2 inline (issue 12).
+    const check = (): void => {
+      let size: number;
+      try {
+        size = fstatSync(temp.fd).size;
+      } catch {
+        return;
       }
-      checking = new Promise<void>((resolve) => {
-        fstat(temp.fd, (err, st) => {
-          checking = undefined;
-          if (!err && st.size > file.written) {
-            file.grew(st.size);
-            this.onWritten(st.size);
-            if (!started) {
-              started = true;
-              this.resolveStarted();
-            }
-          }
-          resolve();
-          if (again) {
-            again = false;
-            void check();
-          }
-        });
-      });
-      return checking;
+      if (size <= file.written) return;
+      file.grew(size);
+      this.onWritten(size);
+      if (!started) {
+        started = true;
+        this.resolveStarted();
+      }
     };
     let watcher: FSWatcher | undefined;
     let timer: NodeJS.Timeout | undefined;
@@ -236,12 +226,12 @@ export class Flight {
     try {
       const generation = await into(temp.file, this.abort.signal);
       try {
-        watcher = watch(temp.file, { persistent: false }, () => void check());
+        watcher = watch(temp.file, { persistent: false }, check);
         watcher.on('error', () => {});
       } catch {
         // No inotify: the timer alone.
       }
-      timer = setInterval(() => void check(), WATCH_INTERVAL_MS);
+      timer = setInterval(check, WATCH_INTERVAL_MS);
       outcome = await generation.done;
     } catch (err) {
       release?.();
@@ -256,8 +246,7 @@ export class Flight {
     clearInterval(timer);
     release?.();
     // Whatever git wrote before it exited.
-    await check();
-    while (checking) await checking;
+    check();
     this.running = false;
     const failed = outcome.code !== 0 || this.stopped;
     if (!started) {
