@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { afterPrefix, coalescing } from './streams.js';
+import { afterPrefix, coalescing, pipeInto } from './streams.js';
 
 const WANT = Buffer.from('0032want 0880c935cf527d09dfef0b3a9d2fa6b7c8e9f0a1b2\n');
 
@@ -116,4 +116,26 @@ test('afterPrefix passes on what follows its prefix, however the chunks cut it, 
     await assert.rejects(pipeline(Readable.from([Buffer.from(bad)]), afterPrefix(prefix, 'a body'), new Writable({ write: (_c, _e, done) => done() })), /a body does not start as it must/);
   }
   await assert.rejects(pipeline(Readable.from([Buffer.from('gitstr')]), afterPrefix(prefix, 'a body'), new Writable({ write: (_c, _e, done) => done() })), /a body ended before its start was complete/);
+});
+
+test('pipeInto: the source failing before anyone reads reaches the later reader, not the process; destroying the reader destroys the source', async () => {
+  const source = new PassThrough();
+  const dest = pipeInto(source, coalescing());
+  source.write(Buffer.from('0009done\n'));
+  source.destroy(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
+  await nextTurn();
+  await nextTurn();
+  // Nobody listened until now; the process is still here, and the reader gets the failure.
+  await assert.rejects(
+    (async () => {
+      for await (const _chunk of dest);
+    })(),
+    /aborted/,
+  );
+
+  const open = new PassThrough();
+  const reader = pipeInto(open, coalescing());
+  reader.destroy();
+  await nextTurn();
+  assert.equal(open.destroyed, true, 'a consumer that stops early stops the source');
 });

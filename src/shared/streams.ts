@@ -146,6 +146,10 @@ export function coalescing(max = 64 * 1024, alone = 8 * 1024, pace?: () => numbe
  * 30 µs of CPU per call on these machines, on every git request's body (issue 12).
  */
 export function pipeInto<T extends Writable>(source: Readable, dest: T): T {
+  // As with pipeline, a failure before anyone reads `dest` stays in its state (a later reader
+  // gets it) rather than being thrown: a client that resets while its request waits (a lazy
+  // restore) must not take the server down.
+  dest.on('error', () => {});
   source.pipe(dest);
   finished(source, { writable: false }, (err) => {
     if (err) dest.destroy(err);
