@@ -19,7 +19,7 @@
  * therefore the same whenever it is taken, and any change to any ref changes it.
  *
  * A repository with at most INLINE_MAX_REFS loose refs and small files is walked inline, on the
- * main thread (a few dozen stats: 25 µs of CPU, where the worker's round trip costs 175; issue
+ * main thread (a few readdirs and stats: about 40 µs of CPU, where the worker's round trip cost 175; issue
  * 12). The first walk that finds more marks the repository for the worker from then on.
  * Any larger walk (refs-walk.ts) runs in a worker thread, never on the main thread (issue 9): with
  * 100,000 loose refs it costs 0.7 s of CPU once the digests are remembered, 2 s before, on
@@ -49,11 +49,11 @@ export class RefsVersions {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private readonly inline = new RefsWalker();
+  /** Repositories (and `path\0config`) whose walk is the worker's. */
+  private readonly large = new Set<string>();
 
   /** `inline: false`: every walk in the worker (tests of the worker's walk). */
   constructor(private readonly opts: { inline?: boolean } = {}) {}
-  /** Repositories (and `path\0config`) whose walk is the worker's. */
-  private readonly large = new Set<string>();
 
   /** A 16-hex-digit fingerprint of the repository's refs; changes whenever any ref does. */
   read(repoPath: string, nowMs?: number): Promise<string> {

@@ -1,8 +1,8 @@
 /**
  * The walk behind the refs version (refs-version.ts). A repository with few loose refs and
- * small files is walked inline, synchronously, on the caller's thread (readInline): some twenty
- * stats cost less than handing the walk to the refs worker and back (175 µs of CPU against
- * 25). Any larger one is walked in the refs worker (refs-version-worker.ts), never on the
+ * small files is walked inline, synchronously, on the caller's thread (readInline): a few readdirs
+ * and stats cost less than handing the walk to the refs worker and back (about 40 µs of CPU
+ * against 175). Any larger one is walked in the refs worker (refs-version-worker.ts), never on the
  * server's main thread. See refs-version.ts for what is read and why the fingerprint changes
  * whenever any ref does; both walks give the same fingerprint for the same files.
  *
