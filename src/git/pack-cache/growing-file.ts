@@ -27,6 +27,8 @@ import { Readable, Writable } from 'node:stream';
 import { Checksum } from './checksum.js';
 
 export const READ_CHUNK = 1 << 20;
+/** The smallest buffer a response sent through sendTo reads into. */
+const MIN_BUFFER = 16 * 1024;
 /** How long a reader close behind the writer waits for a whole chunk to gather (see next()). */
 const FOLLOW_WAIT_MS = 10;
 
@@ -195,16 +197,21 @@ export class GrowingFileReader extends Readable {
   }
 
   private async sendTo(res: ServerResponse, end: boolean): Promise<void> {
-    // A complete file (a hit) needs buffers no larger than itself: most responses (ref
-    // advertisements, ls-refs, small fetches) are a few KiB, and two MiB for each of them was
-    // most of the server's allocation, and its garbage collection, under a fetch storm.
-    const size = this.file.state === 'finished' ? Math.max(1, Math.min(READ_CHUNK, this.file.written - this.bytes)) : READ_CHUNK;
-    const buffers = [Buffer.allocUnsafeSlow(size), Buffer.allocUnsafeSlow(size)];
+    // Each buffer is no larger than the largest read it has served so far (at least
+    // MIN_BUFFER): most responses are a few KiB (ref advertisements, ls-refs, small fetches), and
+    // two MiB for each of them was most of the server's allocation, and its garbage collection,
+    // under a fetch storm; that holds for the twenty followers of one small fetch's flight too.
+    const buffers: (Buffer | undefined)[] = [undefined, undefined];
     const writes: (Promise<void> | undefined)[] = [undefined, undefined];
     for (let i = 0; ; i ^= 1) {
       // The buffer is free again once the response has handed its previous contents to the socket.
       await writes[i];
-      const chunk = await this.next(buffers[i]!);
+      const turn = i;
+      const chunk = await this.next((n) => {
+        const had = buffers[turn];
+        if (had && had.length >= n) return had;
+        return (buffers[turn] = Buffer.allocUnsafeSlow(Math.min(READ_CHUNK, Math.max(MIN_BUFFER, n))));
+      });
       if (this.destroyed) return;
       if (!chunk) break;
       const written = new Promise<void>((resolve, reject) => res.write(chunk, (err) => (err ? reject(err) : resolve())));
@@ -221,11 +228,12 @@ export class GrowingFileReader extends Readable {
   }
 
   /**
-   * The next bytes, waiting for the writer: read into `buf` when given (and a view of it
-   * returned), else into a new buffer of their size (at most READ_CHUNK). Undefined at the end
-   * of a finished file, or once the reader is destroyed; the writer's error if it failed.
+   * The next bytes, waiting for the writer: read into the buffer `into` gives for their size
+   * (and a view of it returned), else into a new buffer of their size (at most READ_CHUNK).
+   * Undefined at the end of a finished file, or once the reader is destroyed; the writer's
+   * error if it failed.
    */
-  private async next(buf?: Buffer): Promise<Buffer | undefined> {
+  private async next(into?: (bytes: number) => Buffer): Promise<Buffer | undefined> {
     const f = this.file;
     for (;;) {
       if (this.destroyed) return undefined;
@@ -240,8 +248,9 @@ export class GrowingFileReader extends Readable {
       }
       this.waited = false;
       if (available > 0) {
-        const n = Math.min(available, buf?.length ?? READ_CHUNK);
-        const target = buf ?? Buffer.allocUnsafe(n);
+        const want = Math.min(available, READ_CHUNK);
+        const target = into ? into(want) : Buffer.allocUnsafe(want);
+        const n = Math.min(want, target.length);
         const got = await new Promise<number>((resolve, reject) => read(f.fd, target, 0, n, f.offset + this.bytes, (err, count) => (err ? reject(err) : resolve(count))));
         if (got === 0) throw new Error('cache file ends before the bytes written to it');
         const chunk = got === target.length ? target : target.subarray(0, got);
