@@ -55,7 +55,7 @@ import { run, runBench, startRun } from './processes.js';
 import { currentRss } from './proc-stats.js';
 import { addCommit, describeRepo, ensureRepo, repackForServing, SPECS, type RepoInfo } from './repo-generator.js';
 import { median, mib, spread, table, type Sample } from './report.js';
-import { gitstratumSide, handoffSide, measure, peerPrerequisites, peerSide, rawFetch, scrapeMetrics, sumSeries, waitMaintenanceIdle, type Side } from './sides.js';
+import { gitstratumSide, handoffSide, measure, peerPrerequisites, peerSide, rawFetch, scrapeMetrics, sumSeries, waitMaintenanceIdle, waitPersisted, type Side } from './sides.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CACHE = path.join(ROOT, '.bench');
@@ -456,7 +456,9 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
     for (let i = 1; i <= opts.runs; i++) {
       head = await addCommit(source, ctx.env, ++commitNo);
       for (const side of sides) await ctx.git(['--git-dir', source, 'push', '--quiet', side.repoUrl(label), 'main']);
+      // The push's maintenance and snapshot run before the storm, not inside it.
       await waitMaintenanceIdle(gs.metricsUrl!);
+      await waitPersisted(gs.metricsUrl!);
       for (const side of ordered(i)) {
         const dirs = workspaces.get(side)!;
         const fetchAll = () => Promise.all(dirs.map((dir) => ctx.git(['--git-dir', dir, 'fetch', '--quiet', side.repoUrl(label), '+refs/heads/*:refs/heads/*'])));

@@ -165,6 +165,21 @@ export async function waitMaintenanceIdle(metricsUrl: string, timeoutMs = 600_00
   }
 }
 
+/**
+ * Waits until every push is persisted (`gitstratum_snapshot_dirty_repositories` is 0): a push's
+ * snapshot starts `snapshotDebounceSeconds` (2) after it, in the middle of what a benchmark
+ * measures next otherwise. It is the push's cost, as its maintenance is.
+ */
+export async function waitPersisted(metricsUrl: string, timeoutMs = 600_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const m = await scrapeMetrics(metricsUrl);
+    if (sumSeries(m, 'gitstratum_snapshot_dirty_repositories') === 0) return;
+    if (Date.now() > deadline) throw new Error(`pushes still not persisted after ${timeoutMs / 1000} s`);
+    await sleep(100);
+  }
+}
+
 const pkt = (line: string) => (line.length + 4).toString(16).padStart(4, '0') + line;
 
 /**
