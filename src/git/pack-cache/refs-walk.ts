@@ -111,12 +111,8 @@ export class RefsWalker {
     for (let i = 0; i < names.length; i += SLICE) {
       if (i > 0) await yieldToLoop();
       for (const name of names.slice(i, i + SLICE)) {
-        const file = path.join(repoPath, name);
-        const st = statSync(file, { bigint: true, throwIfNoEntry: false });
-        const known = walk.remembered(name, st);
-        if (!st) walk.absent(name);
-        else if (known !== undefined) walk.add(name, st, known, true);
-        else walk.add(name, st, st.size > SMALL_FILE_BYTES ? await contentDigestAsync(file) : contentDigest(file), false);
+        const large = walk.visit(repoPath, name);
+        if (large) walk.add(name, large.st, await contentDigestAsync(large.file), false);
       }
     }
     return this.finish(memo, walk);
@@ -125,13 +121,7 @@ export class RefsWalker {
   private fingerprintSync(memo: string, repoPath: string, names: readonly string[], nowMs: number): string | undefined {
     const walk = new Fingerprint(this.known.get(memo), nowMs);
     for (const name of names) {
-      const file = path.join(repoPath, name);
-      const st = statSync(file, { bigint: true, throwIfNoEntry: false });
-      const known = walk.remembered(name, st);
-      if (!st) walk.absent(name);
-      else if (known !== undefined) walk.add(name, st, known, true);
-      else if (st.size > SMALL_FILE_BYTES) return undefined;
-      else walk.add(name, st, contentDigest(file), false);
+      if (walk.visit(repoPath, name)) return undefined;
     }
     return this.finish(memo, walk);
   }
@@ -157,15 +147,22 @@ class Fingerprint {
     this.racyAfterNs = BigInt(Math.floor(nowMs)) * NS_PER_MS - RACY_WINDOW_NS;
   }
 
-  /** The digest remembered for this file at this stat, if any. */
-  remembered(name: string, st: BigIntStats | undefined): string | undefined {
-    if (!st) return undefined;
+  /**
+   * Stats one file and adds it: absent, at a digest remembered for its stat, or read now when
+   * small. A changed file over SMALL_FILE_BYTES is not read: returned, for the caller to add.
+   */
+  visit(repoPath: string, name: string): { file: string; st: BigIntStats } | undefined {
+    const file = path.join(repoPath, name);
+    const st = statSync(file, { bigint: true, throwIfNoEntry: false });
+    if (!st) {
+      this.hash.update(`${name}\0-\n`);
+      return undefined;
+    }
     const known = this.before?.get(name);
-    return known?.stat === statLine(st) ? known.digest : undefined;
-  }
-
-  absent(name: string): void {
-    this.hash.update(`${name}\0-\n`);
+    if (known?.stat === statLine(st)) this.add(name, st, known.digest, true);
+    else if (st.size > SMALL_FILE_BYTES) return { file, st };
+    else this.add(name, st, contentDigest(file), false);
+    return undefined;
   }
 
   /**
