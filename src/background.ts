@@ -19,6 +19,7 @@ import { repoDir, repositoryConfig } from './repos/local-host.js';
 import { createDeliveryMetrics, Deliverer } from './events/delivery.js';
 import { allowList } from './events/url-safety.js';
 import { pruneDeliveries } from './meta/webhooks.js';
+import { changeFeed, type ChangeFeed } from './meta/changes.js';
 import { backupMeta, listMetaBackups, postgresBackupMessage } from './snapshots/meta-backup.js';
 
 export interface BackgroundDeps {
@@ -35,6 +36,8 @@ export interface Background {
   snapshots: SnapshotWorker | undefined;
   /** Present when this process sends webhook deliveries; whoever writes an event wakes it. */
   deliveries: Deliverer | undefined;
+  /** What wakes idle loops on a change to the database, whoever wrote it (meta/changes.ts). */
+  changes: ChangeFeed | undefined;
   start(): void;
   /** Stops every job: a snapshot upload in flight is aborted and leaves nothing behind. */
   close(): Promise<void>;
@@ -44,6 +47,7 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
   const { core, store, registry, log } = deps;
   // Stable across restarts: a restarted process recognises its predecessor's leases.
   const node = `${hostname()}:${createHash('sha256').update(path.resolve(core.dataDir)).digest('hex').slice(0, 12)}`;
+  const changes = changeFeed(core.meta, log.child({ component: 'changes' }));
   const snapshots = opts.snapshots
     ? new SnapshotWorker(
         {
@@ -68,6 +72,7 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
           log: log.child({ component: 'snapshots' }),
           metrics: createSnapshotMetrics(registry, () => dirtyRepositories(core.meta.db, { shard: config.role === 'storage' ? config.shard : undefined })),
           ...(deps.fence && { fence: deps.fence }),
+          changes,
         },
       )
     : undefined;
@@ -85,7 +90,7 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
           retentionMs: config.webhookRetentionDays * 86_400_000,
           allowed: allowList(config.webhookAllowedHosts.split(',')),
         },
-        { meta: core.meta, log: log.child({ component: 'webhooks' }), metrics: createDeliveryMetrics(registry) },
+        { meta: core.meta, log: log.child({ component: 'webhooks' }), metrics: createDeliveryMetrics(registry), changes },
       )
     : undefined;
   const jobs: Periodic[] = [];
@@ -133,6 +138,7 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
   return {
     snapshots,
     deliveries,
+    changes,
     start() {
       snapshots?.start();
       deliveries?.start();
@@ -140,6 +146,7 @@ export function createBackground(config: Config, deps: BackgroundDeps, opts: { s
     },
     async close() {
       await Promise.all([snapshots?.close(), deliveries?.close(), ...jobs.map((j) => j.close())]);
+      await changes?.close();
     },
   };
 }

@@ -180,6 +180,7 @@ export async function createDiskNode(config: Config, core: Core, shared: Shared)
           hold: (repo) => residency.acquire({ id: repo.id, defaultBranch: repo.defaultBranch, label: `${repo.ownerName}/${repo.spaceName}/${repo.name}` }),
           log: log.child({ component: 'lfs-publish' }),
           metrics: createPublishMetrics(metrics.registry, () => countPendingJobs(core.meta.db)),
+          changes: background.changes,
         },
       )
     : undefined;

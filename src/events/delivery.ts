@@ -20,7 +20,8 @@ import { now } from '../meta/db.js';
 import { appendAudit } from '../meta/audit.js';
 import * as w from '../meta/webhooks.js';
 import type { Logger } from '../shared/log.js';
-import { Alarm } from '../shared/alarm.js';
+import { Alarm, IdleWait, type Changes } from '../shared/alarm.js';
+import { IDLE_POLL_MS } from '../meta/changes.js';
 import { guardedLookup, type AllowList } from './url-safety.js';
 
 const RESPONSE_EXCERPT_BYTES = 4096;
@@ -40,6 +41,8 @@ export interface DelivererOptions {
   disableAfterFailures: number;
   /** How often the database is asked for due deliveries when nothing woke this process. */
   pollMs: number;
+  /** The longest an idle Deliverer with a live change feed sleeps (default IDLE_POLL_MS). */
+  idlePollMs?: number;
   /** Finished deliveries and delivered events are kept this long. */
   retentionMs: number;
   allowed: AllowList;
@@ -80,14 +83,16 @@ export class Deliverer {
   private readonly running = new Set<Promise<void>>();
   private readonly stop = new AbortController();
   private readonly alarm = new Alarm();
+  private readonly pace: IdleWait;
   private loop: Promise<void> | undefined;
   private lastPrune = 0;
 
   constructor(
     private readonly opts: DelivererOptions,
-    private readonly deps: { meta: MetaStore; log: Logger; metrics: ReturnType<typeof createDeliveryMetrics> },
+    private readonly deps: { meta: MetaStore; log: Logger; metrics: ReturnType<typeof createDeliveryMetrics>; changes?: Changes | undefined },
   ) {
     this.agent = hookAgent(opts.allowed, opts.timeoutMs);
+    this.pace = new IdleWait(this.alarm, deps.changes, opts.pollMs, opts.idlePollMs ?? IDLE_POLL_MS);
   }
 
   start(): void {
@@ -101,6 +106,7 @@ export class Deliverer {
 
   async close(): Promise<void> {
     this.stop.abort();
+    this.pace.close();
     this.alarm.wake();
     await this.loop;
     await Promise.allSettled([...this.running]);
@@ -112,6 +118,7 @@ export class Deliverer {
     while (!this.stop.signal.aborted) {
       let claimed: w.ClaimedDelivery[] = [];
       const free = this.opts.concurrency - this.running.size;
+      this.pace.polling();
       if (free > 0) {
         try {
           claimed = await w.claimDeliveries(this.deps.meta.db, this.deps.meta.dialect, this.opts.holder, this.opts.timeoutMs * 2 + 5_000, free);
@@ -131,7 +138,10 @@ export class Deliverer {
       }
       // More may be due at once (a burst); otherwise wait to be woken or for the next poll.
       if (claimed.length > 0 && claimed.length === free) continue;
-      await this.alarm.wait(this.opts.pollMs);
+      // Idle: sleep until a change or the nearest retry (a failed query: poll again soon).
+      const idle = claimed.length === 0 && this.running.size === 0 && this.deps.changes?.live() === true;
+      const due = idle ? await w.nextDeliveryDueMs(this.deps.meta.db, this.deps.meta.dialect).catch(() => 0) : undefined;
+      await this.pace.wait(idle, due);
     }
   }
 

@@ -37,7 +37,8 @@ import { publishedRef, readableKey } from './layout.js';
 import { DEFAULT_TREE_LIMITS, lfsFilesAt, lfsFilesChanged, type LfsFile, type LfsFiles } from './pointers.js';
 import { runGit } from '../git/command.js';
 import { crashPoint } from '../shared/crash.js';
-import { Alarm } from '../shared/alarm.js';
+import { Alarm, IdleWait, type Changes } from '../shared/alarm.js';
+import { IDLE_POLL_MS } from '../meta/changes.js';
 
 export interface PublishDeps {
   meta: MetaStore;
@@ -63,6 +64,8 @@ export interface JobRun {
 const COPIES_AT_ONCE = 4;
 /** Jobs (of different repositories) a process runs at once. */
 const JOBS_AT_ONCE = 2;
+/** Published versions of deleted repositories given back per pass (more: the loop goes on). */
+const RETIRED_AT_ONCE = 50;
 /** Paths one object is published at, at most, in one job. */
 const MAX_PATHS_PER_OBJECT = 1000;
 
@@ -431,12 +434,15 @@ export function retryDelayMs(attempts: number): number | undefined {
 export class Publisher {
   private readonly stop = new AbortController();
   private readonly alarm = new Alarm();
+  private readonly pace: IdleWait;
   private loop: Promise<void> | undefined;
 
   constructor(
-    private readonly opts: { holder: string; leaseMs: number; pollMs: number; shard?: string | undefined },
-    private readonly deps: PublishDeps,
-  ) {}
+    private readonly opts: { holder: string; leaseMs: number; pollMs: number; idlePollMs?: number; shard?: string | undefined },
+    private readonly deps: PublishDeps & { changes?: Changes | undefined },
+  ) {
+    this.pace = new IdleWait(this.alarm, deps.changes, opts.pollMs, opts.idlePollMs ?? IDLE_POLL_MS);
+  }
 
   /**
    * The holder names this disk, stable across restarts: what it held when it was killed is
@@ -455,6 +461,7 @@ export class Publisher {
 
   async close(): Promise<void> {
     this.stop.abort(new Error('closing'));
+    this.pace.close();
     this.alarm.wake();
     await this.loop;
   }
@@ -465,6 +472,7 @@ export class Publisher {
     while (!this.stop.signal.aborted) {
       let jobs: pub.PublishJob[] = [];
       const free = JOBS_AT_ONCE - running.size;
+      this.pace.polling();
       if (free > 0) {
         try {
           jobs = await pub.claimJobs(meta.db, meta.dialect, this.opts.holder, this.opts.leaseMs, free, this.opts.shard === undefined ? {} : { shard: this.opts.shard });
@@ -482,10 +490,18 @@ export class Publisher {
         running.add(done);
       }
       if (jobs.length > 0 && jobs.length === free) continue;
+      let retired = 0;
       if (running.size === 0) {
-        await giveBackRetired(this.deps, 50).catch((err: unknown) => log.warn({ err }, 'published LFS versions of deleted repositories not given back; trying again later'));
+        retired = await giveBackRetired(this.deps, RETIRED_AT_ONCE).catch((err: unknown) => {
+          log.warn({ err }, 'published LFS versions of deleted repositories not given back; trying again later');
+          return 0;
+        });
       }
-      await this.alarm.wait(this.opts.pollMs);
+      // Idle: sleep until a change or the nearest retry (a failed query: poll again soon).
+      const idle = jobs.length === 0 && running.size === 0 && retired < RETIRED_AT_ONCE && this.deps.changes?.live() === true;
+      const shard = this.opts.shard === undefined ? {} : { shard: this.opts.shard };
+      const due = idle ? await pub.nextJobDueMs(meta.db, meta.dialect, shard).catch(() => 0) : undefined;
+      await this.pace.wait(idle, due);
     }
     await Promise.allSettled([...running]);
   }

@@ -30,9 +30,17 @@ export interface MetaStore {
    * PostgreSQL only: calls `onMessage` with the payload of every `NOTIFY channel` (on a
    * connection of its own, opened again a second after it fails). Resolves, once listening,
    * to a function that stops. Notifications sent while the connection was down are lost:
-   * listeners keep a short expiry of what they cache as well.
+   * listeners keep a short expiry of what they cache as well. `onState` hears when listening
+   * starts (again) and when it stops.
    */
-  listen?(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>>;
+  listen?(channel: string, onMessage: (payload: string) => void, onState?: (listening: boolean) => void): Promise<() => Promise<void>>;
+  /**
+   * SQLite only: a value that differs after any commit to the database, by this process or
+   * another (the CLI, a `gitstratum worker`). SQLite keeps both counters it reads (data_version
+   * for other connections' commits, total_changes() for this one's rows): one prepared,
+   * synchronous statement, a few microseconds (meta/changes.ts).
+   */
+  changeMark?(): string;
   close(): Promise<void>;
 }
 
@@ -124,7 +132,7 @@ export async function openMetaStore(opts: OpenOptions): Promise<MetaStore> {
       db,
       dialect: 'postgres',
       location: `postgres://${url.host}${url.pathname}`,
-      listen: (channel, onMessage) => listenPostgres(databaseUrl, channel, onMessage),
+      listen: (channel, onMessage, onState) => listenPostgres(databaseUrl, channel, onMessage, onState),
       close: () => db.destroy(),
     };
   } else {
@@ -144,11 +152,13 @@ export async function openMetaStore(opts: OpenOptions): Promise<MetaStore> {
       throw unavailable('database_unavailable', `cannot open the SQLite database ${file}: ${(err as Error).message}`, { file });
     }
     const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect(sqlite) });
+    const mark = sqlite.prepare('select data_version as v, total_changes() as c from pragma_data_version').raw();
     store = {
       db,
       dialect: 'sqlite',
       location: file,
       backupTo: async (dest) => void (await sqlite.backup(dest)),
+      changeMark: () => (mark.get() as unknown[]).join(':'),
       close: () => db.destroy(),
     };
   }
@@ -161,24 +171,45 @@ export async function openMetaStore(opts: OpenOptions): Promise<MetaStore> {
   return store;
 }
 
-async function listenPostgres(databaseUrl: string, channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>> {
+async function listenPostgres(databaseUrl: string, channel: string, onMessage: (payload: string) => void, onState?: (listening: boolean) => void): Promise<() => Promise<void>> {
   if (!/^[a-z_][a-z0-9_]*$/.test(channel)) throw new Error(`not a channel name: ${channel}`);
   let client: pg.Client | undefined;
   let closed = false;
   let retry: NodeJS.Timeout | undefined;
   const connect = async (): Promise<void> => {
     const c = new pg.Client({ connectionString: databaseUrl });
-    c.on('notification', (m) => m.channel === channel && onMessage(m.payload ?? ''));
-    c.on('error', () => {
+    let failed = false;
+    // A connection that drops, or a reconnection that fails, tries again a second later.
+    const fail = () => {
+      if (failed) return;
+      failed = true;
       c.end().catch(() => {});
-      if (client === c) client = undefined;
+      if (client === c) {
+        client = undefined;
+        onState?.(false);
+      }
       if (!closed) retry = setTimeout(() => void connect().catch(() => {}), 1000).unref();
-    });
-    await c.connect();
-    await c.query(`listen ${channel}`);
+    };
+    c.on('notification', (m) => m.channel === channel && onMessage(m.payload ?? ''));
+    c.on('error', fail);
+    try {
+      await c.connect();
+      await c.query(`listen ${channel}`);
+    } catch (err) {
+      fail();
+      throw err;
+    }
+    if (closed) return void c.end().catch(() => {});
     client = c;
+    onState?.(true);
   };
-  await connect();
+  try {
+    await connect();
+  } catch (err) {
+    closed = true;
+    clearTimeout(retry);
+    throw err;
+  }
   return async () => {
     closed = true;
     clearTimeout(retry);

@@ -68,6 +68,22 @@ export async function enqueueJobs(
 export const MAX_ATTEMPTS = 12;
 
 /**
+ * In how many milliseconds (database clock) the nearest pending job (of `shard`'s
+ * repositories, if given) is due: its next attempt, or the end of its lease; undefined when
+ * none is pending. An idle Publisher sleeps until then (lfs/publisher.ts).
+ */
+export async function nextJobDueMs(db: Db, dialect: Dialect, filter: { shard?: string } = {}): Promise<number | undefined> {
+  const { rows } = await sql<{ due: number | string | null }>`
+    select min(case when j.lease_until is not null and j.lease_until > j.next_attempt_at then j.lease_until else j.next_attempt_at end) - ${nowMs(dialect)} as due
+    from lfs_publish_jobs j
+    join repositories r on r.id = j.repository_id
+    where j.state = 'pending'
+      ${filter.shard === undefined ? sql`` : sql`and r.shard = ${filter.shard}`}`.execute(db);
+  const due = rows[0]?.due;
+  return due === null || due === undefined ? undefined : Math.max(0, Number(due));
+}
+
+/**
  * Claims up to `limit` due jobs, each the oldest pending one of its repository, for `holder`,
  * for `leaseMs`; only those `accept` (the repositories this process holds on its disk).
  */

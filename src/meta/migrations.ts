@@ -548,6 +548,24 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('lfs_publications_key_idx').on('lfs_publications').column('key').execute();
       },
     },
+    '0023_work_notify': {
+      async up(db: Kysely<any>) {
+        // PostgreSQL: a commit that brings background work (a push's event, a webhook delivery,
+        // an LFS publish job) announces itself on WORK_CHANNEL (meta/changes.ts), whichever
+        // process wrote it, so idle loops sleep instead of polling. Row triggers: an update that
+        // changed no row announces nothing, and NOTIFY folds equal payloads of one transaction.
+        // SQLite needs none: its own counters tell a change (MetaStore.changeMark).
+        if (dialect !== 'postgres') return;
+        await sql`create or replace function gitstratum_work_notify() returns trigger language plpgsql as $$
+          begin
+            perform pg_notify('gitstratum_work', tg_table_name);
+            return null;
+          end $$`.execute(db);
+        await sql`create trigger events_work after insert on events for each row execute function gitstratum_work_notify()`.execute(db);
+        await sql`create trigger webhook_deliveries_work after insert or update on webhook_deliveries for each row when (new.status = 'pending') execute function gitstratum_work_notify()`.execute(db);
+        await sql`create trigger lfs_publish_jobs_work after insert or update on lfs_publish_jobs for each row when (new.state = 'pending') execute function gitstratum_work_notify()`.execute(db);
+      },
+    },
   };
 }
 

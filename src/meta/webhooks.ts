@@ -210,6 +210,21 @@ export interface ClaimedDelivery {
 }
 
 /**
+ * In how many milliseconds (database clock) the nearest pending delivery of an active hook is
+ * due: its next attempt, or the end of a lease someone holds on it; undefined when none is
+ * pending. An idle Deliverer sleeps until then (events/delivery.ts).
+ */
+export async function nextDeliveryDueMs(db: Db, dialect: Dialect): Promise<number | undefined> {
+  const { rows } = await sql<{ due: number | string | null }>`
+    select min(case when d.lease_until is not null and d.lease_until > d.next_attempt_at then d.lease_until else d.next_attempt_at end) - ${nowMs(dialect)} as due
+    from webhook_deliveries d
+    join webhooks h on h.id = d.hook_id and h.active = 1
+    where d.status = 'pending'`.execute(db);
+  const due = rows[0]?.due;
+  return due === null || due === undefined ? undefined : Math.max(0, Number(due));
+}
+
+/**
  * Claims up to `limit` deliveries that are due, each the oldest pending one of its hook and
  * repository, for `holder`, for `leaseMs`.
  */

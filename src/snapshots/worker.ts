@@ -31,6 +31,8 @@ import { acquireLease, releaseDeadLeases, releaseLease, renewLease } from '../me
 import { processAlive } from '../shared/pid.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import type { Logger } from '../shared/log.js';
+import type { Changes } from '../shared/alarm.js';
+import { IDLE_POLL_MS } from '../meta/changes.js';
 import { createSnapshot } from './create.js';
 import { compactionDue, compactRepository, type CompactionLimits } from './compact.js';
 import { snapshotChain } from './restore.js';
@@ -51,6 +53,8 @@ export interface SnapshotWorkerSettings {
   openPushGraceMs?: number;
   /** How often the dirty list is read when nothing wakes the worker. */
   pollMs?: number;
+  /** How often, at most, with nothing dirty and a live change feed (default IDLE_POLL_MS). */
+  idlePollMs?: number;
   /** Lifetime of a repository's lease; renewed every third of it while the job runs. */
   leaseMs?: number;
   /**
@@ -72,6 +76,8 @@ export interface SnapshotWorkerDeps {
   metrics?: SnapshotMetrics;
   /** A storage node's fence for the rows it writes (CreateSnapshotDeps). */
   fence?: (trx: MetaStore['db']) => Promise<void>;
+  /** With a live feed, a worker with nothing dirty sleeps until a change (meta/changes.ts). */
+  changes?: Changes | undefined;
 }
 
 /**
@@ -124,9 +130,17 @@ export class SnapshotWorker {
   /** Repositories whose lease another holder had: when to look again. */
   private readonly leasedElsewhere = new Map<string, { count: number; nextAt: number }>();
   private timer: NodeJS.Timeout | undefined;
+  /** When the pending timer fires. */
+  private timerAt = 0;
   private ticking: Promise<void> | undefined;
   private again = false;
   private closed = false;
+  /** The last poll found nothing dirty and nothing running. */
+  private idle = false;
+  private lastTick = 0;
+  /** The feed reported a change while a poll was reading. */
+  private changed = false;
+  private unsubscribe: (() => void) | undefined;
   private readonly abort = new AbortController();
   /** Who holds a lease, in the snapshot_leases table: node, process and this worker. */
   readonly holder: string;
@@ -138,6 +152,17 @@ export class SnapshotWorker {
   ) {
     this.node = settings.node ?? hostname();
     this.holder = `${this.node}/${process.pid}/${randomBytes(4).toString('hex')}`;
+    this.unsubscribe = deps.changes?.subscribe(() => this.changedElsewhere());
+  }
+
+  /** A commit that may have marked a repository dirty: look no later than a poll would have. */
+  private changedElsewhere(): void {
+    if (this.ticking) {
+      this.changed = true;
+      return;
+    }
+    const at = Math.max(Date.now(), this.lastTick + this.pollMs());
+    if (this.timer && at < this.timerAt) this.schedule(at - Date.now());
   }
 
   /** Releases what a killed predecessor on this node held, then starts polling. */
@@ -159,6 +184,7 @@ export class SnapshotWorker {
   /** Stops polling, aborts running jobs (their uploads leave nothing) and waits for them. */
   async close(): Promise<void> {
     this.closed = true;
+    this.unsubscribe?.();
     if (this.timer) clearTimeout(this.timer);
     this.abort.abort(new Error('snapshot worker closing'));
     await this.ticking;
@@ -176,6 +202,7 @@ export class SnapshotWorker {
       return;
     }
     if (this.timer) clearTimeout(this.timer);
+    this.timerAt = Date.now() + ms;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.ticking = this.tick()
@@ -183,15 +210,20 @@ export class SnapshotWorker {
         .finally(() => {
           this.ticking = undefined;
           const soon = this.again;
+          const sleep = this.idle && !this.changed && this.deps.changes?.live() === true;
           this.again = false;
-          this.schedule(soon ? 0 : this.pollMs());
+          this.changed = false;
+          this.schedule(soon ? 0 : sleep ? (this.settings.idlePollMs ?? IDLE_POLL_MS) : this.pollMs());
         });
     }, ms);
     this.timer.unref();
   }
 
   private async tick(): Promise<void> {
+    this.lastTick = Date.now();
+    this.idle = false;
     const dirty = await dirtyRepositories(this.deps.meta.db, { shard: this.settings.shard });
+    this.idle = dirty.length === 0 && this.running.size === 0;
     const t = Date.now();
     for (const d of dirty) {
       if (this.closed || this.running.size >= this.settings.concurrency) break;
