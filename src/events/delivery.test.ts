@@ -17,10 +17,13 @@ import { listAudit } from '../meta/audit.js';
 import { createLogger } from '../shared/log.js';
 import { backoffMs, createDeliveryMetrics, Deliverer } from './delivery.js';
 import { allowList } from './url-safety.js';
+import { changeFeed, type ChangeFeed } from '../meta/changes.js';
+import { nowMs } from '../meta/leases.js';
+import { sql } from 'kysely';
 
 const AT = '2026-01-01T00:00:00.000Z';
 
-function deliverer(meta: MetaStore, holder: string, overrides: Partial<ConstructorParameters<typeof Deliverer>[0]> = {}) {
+function deliverer(meta: MetaStore, holder: string, overrides: Partial<ConstructorParameters<typeof Deliverer>[0]> = {}, changes?: ChangeFeed) {
   return new Deliverer(
     {
       holder,
@@ -35,7 +38,7 @@ function deliverer(meta: MetaStore, holder: string, overrides: Partial<Construct
       allowed: allowList(['127.0.0.1']),
       ...overrides,
     },
-    { meta, log: createLogger('silent'), metrics: createDeliveryMetrics(new Registry()) },
+    { meta, log: createLogger('silent'), metrics: createDeliveryMetrics(new Registry()), changes },
   );
 }
 
@@ -49,7 +52,8 @@ async function until(what: string, check: () => boolean | Promise<boolean>): Pro
 
 /** A seeded database of `backend` and a receiver; `closing` is run in reverse after the test. */
 async function setup(t: { after(fn: () => Promise<void>): void }, backend: 'sqlite' | 'postgres') {
-  const meta = await openMetaStore({ dataDir: await tempDir('gitstratum-deliveries-'), databaseUrl: backend === 'postgres' ? await freshDatabaseUrl() : undefined });
+  const where = { dataDir: await tempDir('gitstratum-deliveries-'), databaseUrl: backend === 'postgres' ? await freshDatabaseUrl() : undefined };
+  const meta = await openMetaStore(where);
   const closing: (() => Promise<unknown>)[] = [() => meta.close()];
   // node:test runs after-hooks in the order registered: close what was opened last first.
   t.after(async () => {
@@ -58,7 +62,7 @@ async function setup(t: { after(fn: () => Promise<void>): void }, backend: 'sqli
   await seedShardRepositories(meta);
   const receiver = await HookReceiver.start();
   closing.push(() => receiver.close());
-  return { meta, receiver, closing };
+  return { meta, receiver, closing, where };
 }
 
 for (const backend of databaseBackends()) {
@@ -84,6 +88,32 @@ for (const backend of databaseBackends()) {
       const ns = receiver.received.filter((x) => x.body['repo'] === r).map((x) => x.body['n'] as number);
       assert.deepEqual(ns, [...Array(40).keys()], `${r} in order`);
     }
+  });
+
+  test(`an idle deliverer sleeps until another process writes an event, or a retry falls due (${backend})`, async (t) => {
+    const { meta, receiver, closing, where } = await setup(t, backend);
+    // The CLI, or another node: a handle of its own on the same database.
+    const other = await openMetaStore(where);
+    closing.push(() => other.close());
+    const feed = changeFeed(meta, createLogger('silent'))!;
+    closing.push(() => feed.close());
+    await insertHook(meta.db, { id: 'H3', ownerId: 'O1', spaceId: null, repositoryId: null, url: receiver.url, secret: null, events: ['push'], active: true, createdBy: 'test', createdAt: AT });
+    // Idle, it would poll again only after ten minutes: only the feed, or a due time, wakes it.
+    const d = deliverer(meta, 'one', { idlePollMs: 600_000 }, feed);
+    d.start();
+    closing.push(() => d.close());
+    await until('the feed to listen', () => feed.live());
+    await sleep(500);
+    await appendEvents(other.db, other.dialect, [{ ownerId: 'O1', spaceId: 'S1', repositoryId: 'R1', kind: 'push', payload: { n: 1 } }], now());
+    await until('the event written elsewhere delivered', () => receiver.received.length === 1);
+    // An event whose delivery is due only in 1.5 s: the commit wakes the deliverer, which finds
+    // nothing due yet and must wake again at the due time by itself.
+    await other.db.transaction().execute(async (trx) => {
+      await appendEvents(trx, other.dialect, [{ ownerId: 'O1', spaceId: 'S1', repositoryId: 'R2', kind: 'push', payload: { n: 2 } }], now());
+      await trx.updateTable('webhook_deliveries').set({ next_attempt_at: sql<number>`${nowMs(other.dialect)} + 1500` }).where('status', '=', 'pending').execute();
+    });
+    await until('the delivery sent when due', () => receiver.received.length === 2);
+    assert.equal(receiver.received[1]!.body['n'], 2);
   });
 
   test(`a hook failing too often in a row is disabled and audited (${backend})`, async (t) => {
