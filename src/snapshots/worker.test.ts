@@ -1,7 +1,8 @@
 /**
  * The snapshot worker against a store that is down for its first puts: the repository stays
  * dirty with no snapshot row while puts fail, the worker retries with backoff, and once the
- * store is back the push is persisted and the repository is clean.
+ * store is back the push is persisted and the repository is clean. Also: stopped mid-upload,
+ * compaction, leases held elsewhere, open pushes, and an idle worker woken by a change feed.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,7 +14,8 @@ import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { now } from '../meta/db.js';
+import { now, openMetaStore } from '../meta/db.js';
+import { changeFeed } from '../meta/changes.js';
 import * as snapshots from '../meta/snapshots.js';
 import { systemActor } from '../access/policy.js';
 import { createFsStore } from '../storage/fs-store.js';
@@ -304,6 +306,47 @@ test('a push still being received is not snapshotted until it ends: one push, on
     await until('the ended push was snapshotted', async () => (await snapshotCount()) === 2 && !(await snapshots.isDirty(core.meta.db, repo.id)));
     await worker.close();
   } finally {
+    await core.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('an idle worker with a change feed sleeps, and snapshots a push recorded by another process', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gitstratum-worker-'));
+  const core = await coreWithAlice(dir);
+  // The CLI, or `serve` beside a `gitstratum worker`: a handle of its own on the database.
+  const other = await openMetaStore({ dataDir: core.dataDir });
+  const feed = changeFeed(core.meta, pino({ level: 'silent' }))!;
+  try {
+    const repo = onDisk(core, await core.repos.createRepo(systemActor, 'alice/main/r'));
+    const worker = new SnapshotWorker(
+      // Idle, it would read the dirty list again only after ten minutes.
+      { debounceMs: 0, maxDelayMs: 10_000, concurrency: 1, retryMaxMs: 1000, pollMs: 50, idlePollMs: 600_000 },
+      { meta: core.meta, store: createFsStore(path.join(dir, 'objects')), repoPath: (id) => repoDir(core.dataDir, id), log: pino({ level: 'silent' }), changes: feed },
+    );
+    worker.start();
+    try {
+      await sleep(500);
+      const env = gitEnv(dir);
+      const work = path.join(dir, 'work');
+      await exec('git', ['init', '-q', '-b', 'main', work], { env });
+      await writeFile(path.join(work, 'a.txt'), 'hello\n');
+      await exec('git', ['add', '-A'], { cwd: work, env });
+      await exec('git', ['commit', '-q', '-m', 'one'], { cwd: work, env });
+      await exec('git', ['push', '-q', repo.path, 'main'], { cwd: work, env });
+      await snapshots.appendEvent(other.db, repo.id, 'push-end', now());
+      const deadline = Date.now() + 30_000;
+      while ((await snapshots.listSnapshots(core.meta.db, repo.id)).length === 0) {
+        assert.ok(Date.now() < deadline, 'the push was not snapshotted: the worker slept through it');
+        await sleep(25);
+      }
+    } finally {
+      await worker.close();
+    }
+    assert.deepEqual(await snapshots.dirtyRepositories(core.meta.db), []);
+  } finally {
+    await feed.close();
+    await other.close();
     await core.close();
     await rm(dir, { recursive: true, force: true });
   }
