@@ -192,8 +192,11 @@ describe('an async replica follows its writer', { skip: !databaseBackends().incl
     await cli(['repo', 'delete', 'alice/main/gone']);
     for (const deadline = Date.now() + 60_000; Date.now() < deadline && (await exists(copy)); await sleep(100));
     assert.equal(await exists(copy), false, 'the copy of the deleted repository is gone');
+    // Counted and logged once the removal returns, a moment after the directory is gone.
+    const said = () => replica.logs.some((l) => l.includes('replica removed its copy') && l.includes(gone));
+    for (const deadline = Date.now() + 30_000; Date.now() < deadline && !said(); await sleep(50));
+    assert.ok(said(), 'the replica logged the removal');
     assert.match(await (await fetch(new URL('/metrics', replica.url))).text(), /^gitstratum_replica_copies_removed_total 1$/m);
-    assert.ok(replica.logs.some((l) => l.includes('replica removed its copy') && l.includes(gone)));
     assert.ok(await exists(repoOn(replicaDisk)), 'the copy of alice/main/r stays');
   });
 
