@@ -1,7 +1,8 @@
 /**
  * The change feed (changes.ts) on SQLite and PostgreSQL: a commit of work by another handle on
  * the same database (as the CLI or another node writes it) reaches every subscriber; on
- * PostgreSQL a commit to a table that holds no background work does not.
+ * PostgreSQL a commit to a table that holds no background work does not. A failing probe
+ * counts as a change.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -67,4 +68,21 @@ for (const backend of databaseBackends()) {
 test('a store that can tell no change has no feed: its loops poll as before', () => {
   const store = { db: undefined, dialect: 'sqlite', location: 'x', close: async () => {} } as unknown as MetaStore;
   assert.equal(changeFeed(store, createLogger('silent')), undefined);
+});
+
+test('a SQLite probe that fails counts as a change, never as a crash', async () => {
+  let fail = false;
+  const changeMark = () => {
+    if (fail) throw new Error('The database connection is not open');
+    return '1:0';
+  };
+  const store = { db: undefined, dialect: 'sqlite', location: 'x', close: async () => {}, changeMark } as unknown as MetaStore;
+  const feed = changeFeed(store, createLogger('silent'))!;
+  let calls = 0;
+  feed.subscribe(() => calls++);
+  await sleep(1_200);
+  assert.equal(calls, 0, 'no call while nothing changed');
+  fail = true;
+  await until('a call', () => calls > 0);
+  await feed.close();
 });

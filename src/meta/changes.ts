@@ -68,10 +68,19 @@ function fanOut(live: () => boolean, start: (ring: () => void) => () => Promise<
 
 function probeFeed(changeMark: () => string): ChangeFeed {
   return fanOut(() => true, (ring) => {
-    let seen = changeMark();
+    // A probe that fails (the database closed under a forgotten subscriber, or busy) counts as
+    // a change: a loop polls once too often rather than sleeping through work.
+    const mark = () => {
+      try {
+        return changeMark();
+      } catch {
+        return undefined;
+      }
+    };
+    let seen = mark();
     const timer = setInterval(() => {
-      const now = changeMark();
-      if (now === seen) return;
+      const now = mark();
+      if (now === seen && now !== undefined) return;
       seen = now;
       ring();
     }, PROBE_MS);
