@@ -31,16 +31,21 @@ import { repoDir } from '../repos/local-host.js';
 
 const exec = promisify(execFile);
 
-async function setup(dir: string, content: Buffer | string) {
-  const core = await coreWithAlice(dir);
-  const repo = onDisk(core, await core.repos.createRepo(systemActor, 'alice/main/r'));
+/** One commit of `file` holding `content`, pushed into the bare repository at `repoPath`. */
+async function pushCommit(dir: string, repoPath: string, file: string, content: Buffer | string): Promise<void> {
   const env = gitEnv(dir);
   const work = path.join(dir, 'work');
   await exec('git', ['init', '-q', '-b', 'main', work], { env });
-  await writeFile(path.join(work, 'a.bin'), content);
+  await writeFile(path.join(work, file), content);
   await exec('git', ['add', '-A'], { cwd: work, env });
   await exec('git', ['commit', '-q', '-m', 'one'], { cwd: work, env });
-  await exec('git', ['push', '-q', repo.path, 'main'], { cwd: work, env });
+  await exec('git', ['push', '-q', repoPath, 'main'], { cwd: work, env });
+}
+
+async function setup(dir: string, content: Buffer | string) {
+  const core = await coreWithAlice(dir);
+  const repo = onDisk(core, await core.repos.createRepo(systemActor, 'alice/main/r'));
+  await pushCommit(dir, repo.path, 'a.bin', content);
   await snapshots.appendEvent(core.meta.db, repo.id, 'push-end', now());
   return { core, repo };
 }
@@ -93,13 +98,7 @@ test('a store outage is retried with backoff; the push is persisted once the sto
   const core = await coreWithAlice(dir);
   try {
     const repo = onDisk(core, await core.repos.createRepo(systemActor, 'alice/main/r'));
-    const env = gitEnv(dir);
-    const work = path.join(dir, 'work');
-    await exec('git', ['init', '-q', '-b', 'main', work], { env });
-    await writeFile(path.join(work, 'a.txt'), 'hello\n');
-    await exec('git', ['add', '-A'], { cwd: work, env });
-    await exec('git', ['commit', '-q', '-m', 'one'], { cwd: work, env });
-    await exec('git', ['push', '-q', repo.path, 'main'], { cwd: work, env });
+    await pushCommit(dir, repo.path, 'a.txt', 'hello\n');
     await snapshots.appendEvent(core.meta.db, repo.id, 'push-end', now());
 
     const store = faulty(createFsStore(path.join(dir, 'objects')), { failPuts: 3 });
@@ -327,13 +326,7 @@ test('an idle worker with a change feed sleeps, and snapshots a push recorded by
     worker.start();
     try {
       await sleep(500);
-      const env = gitEnv(dir);
-      const work = path.join(dir, 'work');
-      await exec('git', ['init', '-q', '-b', 'main', work], { env });
-      await writeFile(path.join(work, 'a.txt'), 'hello\n');
-      await exec('git', ['add', '-A'], { cwd: work, env });
-      await exec('git', ['commit', '-q', '-m', 'one'], { cwd: work, env });
-      await exec('git', ['push', '-q', repo.path, 'main'], { cwd: work, env });
+      await pushCommit(dir, repo.path, 'a.txt', 'hello\n');
       await snapshots.appendEvent(other.db, repo.id, 'push-end', now());
       const deadline = Date.now() + 30_000;
       while ((await snapshots.listSnapshots(core.meta.db, repo.id)).length === 0) {
