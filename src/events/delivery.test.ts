@@ -1,8 +1,9 @@
 /**
  * Deliveries (meta/webhooks.ts, delivery.ts) on SQLite and PostgreSQL with a real HTTP
  * receiver: two Deliverers racing over one database send each event exactly once, each
- * repository's events in order; a hook that keeps failing is disabled; the backoff grows and
- * stays within its jitter.
+ * repository's events in order; an idle Deliverer with a change feed is woken by another
+ * process's event and, by itself, when a delivery falls due; a hook that keeps failing is
+ * disabled; the backoff grows and stays within its jitter.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
