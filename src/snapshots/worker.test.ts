@@ -31,6 +31,15 @@ import { repoDir } from '../repos/local-host.js';
 
 const exec = promisify(execFile);
 
+/** Waits for `done`, rechecking every 25 ms; fails only if it is still false after `boundMs`. */
+async function until(what: string, done: () => boolean | Promise<boolean>, boundMs = 60_000): Promise<void> {
+  const deadline = Date.now() + boundMs;
+  while (!(await done())) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
 /** One commit of `file` holding `content`, pushed into the bare repository at `repoPath`. */
 async function pushCommit(dir: string, repoPath: string, file: string, content: Buffer | string): Promise<void> {
   const env = gitEnv(dir);
@@ -76,11 +85,7 @@ test('a worker stopped in the middle of an upload leaves no object, no snapshot 
       { meta: core.meta, store: slow, repoPath: (id) => repoDir(core.dataDir, id), log: pino({ level: 'silent' }) },
     );
     worker.start();
-    const deadline = Date.now() + 10_000;
-    while (streamed < 256 * 1024) {
-      assert.ok(Date.now() < deadline, 'the upload did not start');
-      await sleep(10);
-    }
+    await until('the upload to start', () => streamed >= 256 * 1024);
     await worker.close();
     assert.deepEqual(await snapshots.listSnapshots(core.meta.db, repo.id), []);
     assert.deepEqual((await snapshots.dirtyRepositories(core.meta.db)).map((d) => d.repositoryId), [repo.id]);
@@ -111,11 +116,7 @@ test('a store outage is retried with backoff; the push is persisted once the sto
     assert.match(await registry.metrics(), /gitstratum_snapshot_dirty_repositories 1\n/);
     worker.start();
     try {
-      const deadline = Date.now() + 15_000;
-      while ((await snapshots.listSnapshots(core.meta.db, repo.id)).length === 0) {
-        assert.ok(Date.now() < deadline, 'no snapshot after the outage ended');
-        await sleep(25);
-      }
+      await until('a snapshot after the outage ended', async () => (await snapshots.listSnapshots(core.meta.db, repo.id)).length > 0);
     } finally {
       await worker.close();
     }
@@ -156,13 +157,6 @@ test('after a snapshot, a chain grown past snapshotChainMaxLength is compacted i
     );
     worker.start();
     const kinds = async () => (await snapshots.listSnapshots(core.meta.db, repo.id)).map((s) => s.kind);
-    async function until(what: string, done: () => Promise<boolean>) {
-      const deadline = Date.now() + 15_000;
-      while (!(await done())) {
-        assert.ok(Date.now() < deadline, what);
-        await sleep(25);
-      }
-    }
     try {
       await until('first snapshot', async () => (await kinds()).length === 1);
       for (const n of [2, 3]) {
@@ -221,11 +215,7 @@ test('regression (issue 16): a repository leased by another holder is retried wi
     );
     worker.start();
     try {
-      const deadline = Date.now() + 15_000;
-      while ((await snapshots.listSnapshots(core.meta.db, free)).length === 0) {
-        assert.ok(Date.now() < deadline, 'the free repository was not snapshotted');
-        await sleep(25);
-      }
+      await until('the free repository to be snapshotted', async () => (await snapshots.listSnapshots(core.meta.db, free)).length > 0);
       // Let the worker poll (every 20 ms) for a second and a half more: a loop would try the
       // leased repository dozens of times; the backoff (1 s, then 2 s) allows two attempts.
       await sleep(1500);
@@ -253,12 +243,8 @@ test('regression (issue 16): a worker releases at start the leases its killed pr
     );
     worker.start();
     try {
-      // Well inside the 60 s the dead holder's lease would otherwise have blocked it.
-      const deadline = Date.now() + 20_000;
-      while ((await snapshots.listSnapshots(core.meta.db, leased)).length === 0) {
-        assert.ok(Date.now() < deadline, 'the repository leased by the dead predecessor was not snapshotted');
-        await sleep(25);
-      }
+      // Inside the 60 s the dead holder's lease would otherwise have blocked it.
+      await until('the repository leased by the dead predecessor to be snapshotted', async () => (await snapshots.listSnapshots(core.meta.db, leased)).length > 0, 45_000);
     } finally {
       await worker.close();
     }
@@ -282,13 +268,6 @@ test('a push still being received is not snapshotted until it ends: one push, on
     );
     worker.start();
     const snapshotCount = async () => (await snapshots.listSnapshots(core.meta.db, repo.id)).length;
-    const until = async (what: string, ok: () => Promise<boolean>) => {
-      const deadline = Date.now() + 20_000;
-      while (!(await ok())) {
-        assert.ok(Date.now() < deadline, what);
-        await sleep(20);
-      }
-    };
     await until('the first push was snapshotted', async () => (await snapshotCount()) === 1);
 
     // A second push begins: git is receiving it.
@@ -328,11 +307,8 @@ test('an idle worker with a change feed sleeps, and snapshots a push recorded by
       await sleep(500);
       await pushCommit(dir, repo.path, 'a.txt', 'hello\n');
       await snapshots.appendEvent(other.db, repo.id, 'push-end', now());
-      const deadline = Date.now() + 30_000;
-      while ((await snapshots.listSnapshots(core.meta.db, repo.id)).length === 0) {
-        assert.ok(Date.now() < deadline, 'the push was not snapshotted: the worker slept through it');
-        await sleep(25);
-      }
+      // Asleep for ten minutes unless the feed wakes it: a generous bound still tells the two apart.
+      await until('the push to be snapshotted (the worker slept through it)', async () => (await snapshots.listSnapshots(core.meta.db, repo.id)).length > 0, 120_000);
     } finally {
       await worker.close();
     }
