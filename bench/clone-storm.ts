@@ -56,6 +56,7 @@ import { currentRss } from './proc-stats.js';
 import { addCommit, describeRepo, ensureRepo, repackForServing, SPECS, type RepoInfo } from './repo-generator.js';
 import { median, mib, spread, table, type Sample } from './report.js';
 import { gitstratumSide, handoffSide, measure, peerPrerequisites, peerSide, rawFetch, scrapeMetrics, sumSeries, waitMaintenanceIdle, waitPersisted, type Side } from './sides.js';
+import { describeWakeCost, measureWakeCost } from './wake-cost.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CACHE = path.join(ROOT, '.bench');
@@ -519,6 +520,9 @@ async function main(): Promise<void> {
     for (const name of opts.generated) repos.push([name, await ensureRepo(SPECS[name], CACHE, env, say)]);
     if (opts.repo) repos.push([path.basename(opts.repo).replace(/\.git$/, '') || 'repo', { path: opts.repo, ...(await describeRepo(opts.repo, env)) }]);
 
+    // Before anything else runs: what waking up costs on this machine (wake-cost.ts).
+    const wakeCost = await measureWakeCost();
+    say(describeWakeCost(wakeCost));
     say('starting gitstratum (default settings) and nginx + fcgiwrap + git http-backend');
     const gsServer = await startGitstratum(ROOT, path.join(workDir, 'gitstratum'), env);
     const gs = gitstratumSide(gsServer);
@@ -574,6 +578,7 @@ async function main(): Promise<void> {
     for (const [label, info] of repos) {
       out.push(`  ${label}: ${(info.packBytes / MiB).toFixed(1)} MiB of pack, ${info.objects} objects, ${info.commits} commits; repacked with bitmaps on both sides`);
     }
+    out.push(`  machine: ${describeWakeCost(wakeCost)}`);
     out.push(`scenarios 1–4: median [min–max] of ${opts.runs} runs; scenario 5: median [min–max] over its rounds, ${opts.ciPushes} on gitstratum, ${opts.ciPeerRounds} of them on http-backend too`);
     out.push('');
     out.push(resultsTable(rows));
