@@ -5,7 +5,9 @@
  *
  * Invariants:
  * - Nothing is returned (so no status line is sent) until git has written its first byte or
- *   the request was refused; a refusal therefore always arrives as a clean error status.
+ *   the request was refused; a refusal therefore always arrives as a clean error status. A
+ *   push over HTTP is answered only once its whole body is in (git's early output is held,
+ *   up to the response's buffer), so a proxy that streams request bodies keeps forwarding it.
  * - A client that goes away kills an upload-pack at once. A receive-pack whose request is cut
  *   short (client gone, body over the limit, bad gzip) is not killed: its stdin is closed, so
  *   git sees a truncated pack, fails, removes its quarantine and moves no ref. Killing it
@@ -240,6 +242,8 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
 
   let inputDone = false;
   let inputError: Error | undefined;
+  let inputSettled!: () => void;
+  const inputOver = new Promise<void>((resolve) => (inputSettled = resolve));
   const input = new AbortController();
   // Stops git after its input was cut short; see the module comment for why receive-pack
   // gets EOF rather than a signal.
@@ -261,9 +265,11 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
   })
     .then(() => {
       inputDone = true;
+      inputSettled();
       return new Promise<never>(() => {});
     })
     .catch((err: Error) => {
+      inputSettled();
       // git closing its stdin early (it read all it needed) is not a client error.
       const code = (err as NodeJS.ErrnoException).code;
       if (!input.signal.aborted && (code === 'EPIPE' || code === 'ERR_STREAM_DESTROYED')) {
@@ -314,7 +320,29 @@ export async function statelessRpc(opts: RpcOptions, limiter: Limiter, signal: A
     }
   }
   endAfterExit(child, body, done);
+  // A push's answer starts only once its whole body is in, held meanwhile in the response's
+  // buffer: receive-pack writes while the pack still arrives (fsck warnings, as git/git's old
+  // tags without a tagger give), and a proxy that streams request bodies (nginx with
+  // `proxy_request_buffering off`) stops forwarding the body once the answer has begun. The push
+  // then stalled until the body idle timeout cut it. Over SSH the client waits for the report
+  // before it ends its input, so nothing is held there.
+  if (opts.service === 'receive-pack' && !opts.open) await heldUntilBodyIn(child, inputOver, done);
   return { body, done };
+}
+
+/**
+ * Resolves once the request body is all in (or failed), git has exited, or git's answer has
+ * filled the response's buffer (`counting()`: 1 MiB, and as much again before git is held up).
+ * Past that the answer goes out early rather than stop git: a git that cannot write stops
+ * reading its input too, and the push would wait for itself.
+ */
+function heldUntilBodyIn(child: GitChild, inputOver: Promise<void>, done: Promise<unknown>): Promise<void> {
+  let full!: () => void;
+  const filled = new Promise<void>((resolve) => (full = resolve));
+  child.stdout.once('pause', full);
+  return Promise.race([inputOver, done, filled]).then(() => {
+    child.stdout.off('pause', full);
+  });
 }
 
 /**

@@ -1,13 +1,15 @@
 /**
  * Pushing with the real git client: branches, tags, deletes, force and atomic pushes, push
- * options, large (chunked) and gzip-encoded request bodies, fsck refusals, aborted and
+ * options, large (chunked) and gzip-encoded request bodies (answered only once they are in), fsck refusals, aborted and
  * concurrent pushes, the push size limit and the audit log. One server for the file (plus one
  * with a small push limit); every scenario creates and pushes its own repository.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
@@ -493,4 +495,57 @@ test('the audit log records each push with its actor and ref updates', async () 
   const bad = await corruptCommit(f.work);
   assert.notEqual((await git.run(['push', f.url, `${bad}:refs/heads/main`], { cwd: f.work })).code, 0);
   assert.equal(auditRows(server, `alice/main/${f.name}`).length, 2);
+});
+
+test('a push is answered only once its whole body is in, though git writes while the pack arrives', async () => {
+  // receive-pack reports fsck warnings (a tag without a tagger, as git/git's oldest tags are)
+  // while the pack still streams in. Answered at once, a proxy that streams request bodies
+  // (nginx, proxy_request_buffering off) stopped forwarding the rest, and pushing git/git
+  // through it hung until the body idle timeout cut it. A byte-counting relay between git and
+  // the server records how much of the push had gone through when the answer began. Over 100
+  // objects, so git checks them as they arrive (index-pack; unpack-objects checks at the end),
+  // and 40 MiB of incompressible blobs after the tag keep the body coming well after it.
+  const { work, url } = await fixture('early-answer', { seed: 91, push: false });
+  for (let i = 0; i < 150; i++) await writeFile(path.join(work, `small-${i}.txt`), `small file ${i}\n`);
+  for (let i = 0; i < 40; i++) await writeFile(path.join(work, `blob-${i}.bin`), randomBytes(1024 * 1024));
+  await git.ok(['add', '.'], { cwd: work });
+  await git.ok(['commit', '-q', '-m', 'blobs'], { cwd: work });
+  const head = await git.revParse(work, 'main');
+  const tag = (await git.ok(['hash-object', '-t', 'tag', '-w', '--literally', '--stdin'], { cwd: work, input: `object ${head}\ntype commit\ntag v0-untagged\n\nno tagger\n` })).trim();
+  await git.ok(['update-ref', 'refs/tags/v0-untagged', tag], { cwd: work });
+
+  const upstream = new URL(server.url);
+  const seen = { sent: 0, pushStartedAt: -1, sentAtAnswer: -1 };
+  const relay = createServer((client) => {
+    const target = connect(Number(upstream.port), upstream.hostname);
+    client.on('data', (d: Buffer) => {
+      if (seen.pushStartedAt < 0 && /^POST \S+git-receive-pack[^]*transfer-encoding: chunked/im.test(d.toString('latin1'))) seen.pushStartedAt = seen.sent;
+      seen.sent += d.length;
+      target.write(d);
+    });
+    target.on('data', (d: Buffer) => {
+      if (seen.pushStartedAt >= 0 && seen.sentAtAnswer < 0) seen.sentAtAnswer = seen.sent;
+      client.write(d);
+    });
+    client.on('end', () => target.end());
+    target.on('end', () => client.end());
+    client.on('error', () => target.destroy());
+    target.on('error', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+  try {
+    const viaRelay = new URL(url);
+    viaRelay.port = String((relay.address() as AddressInfo).port);
+    const pushed = await git.run(['push', viaRelay.toString(), 'main', 'refs/tags/v0-untagged'], { cwd: work });
+    assert.equal(pushed.code, 0, pushed.stderr);
+    assert.match(pushed.stderr, /missingTaggerEntry/, 'git warned about the tag');
+    assert.ok(seen.pushStartedAt >= 0, 'the push went through the relay as one chunked request');
+    assert.ok(seen.sent - seen.pushStartedAt > 40 * 1024 * 1024, 'the pack went through the relay');
+    assert.equal(seen.sentAtAnswer, seen.sent, `the answer began after ${seen.sentAtAnswer - seen.pushStartedAt} of the push's ${seen.sent - seen.pushStartedAt} bytes`);
+  } finally {
+    relay.close();
+  }
+  const refs = await remoteRefs(url);
+  assert.equal(refs.get('refs/heads/main'), head);
+  assert.equal(refs.get('refs/tags/v0-untagged'), tag);
 });
