@@ -37,7 +37,7 @@
  *
  * Options (flags after `npm run bench:clone-storm --`, or environment):
  *   --runs N            BENCH_RUNS            runs of scenarios 1–4 (default 3, at least 3)
- *   --generated NAMES   BENCH_GENERATED       generated repositories: source (default), medium, or source,medium
+ *   --generated NAMES   BENCH_GENERATED       generated repositories: source (default), medium, source,medium, or none (only --repo)
  *   --scenarios LIST    BENCH_SCENARIOS       run only these: 1,2,3,hit,4,6,5 (default all; hit is the cost of a hit)
  *   --repo PATH         BENCH_REPO            also run every scenario on this repository
  *   --ci-pushes N       BENCH_CI_PUSHES       pushes of the CI day on gitstratum (default 20)
@@ -86,8 +86,10 @@ const FETCH_STORM = 20;
 function parseOptions(argv: string[]): Options {
   const env = process.env;
   const generated = (value: string | undefined): GeneratedName[] => {
+    // `none`: only the repository given with --repo.
+    if (value === 'none') return [];
     const names = (value ?? '').split(',').filter(Boolean);
-    if (names.length === 0 || names.some((n) => n !== 'source' && n !== 'medium')) throw new Error('--generated takes source, medium or both (comma-separated)');
+    if (names.length === 0 || names.some((n) => n !== 'source' && n !== 'medium')) throw new Error('--generated takes source, medium, both (comma-separated) or none (with --repo)');
     return names as GeneratedName[];
   };
   const scenarios = (value: string): Set<string> => {
@@ -124,6 +126,7 @@ function parseOptions(argv: string[]): Options {
     else throw new Error(`unknown option: ${arg} (known: --runs N, --generated NAMES, --scenarios LIST, --repo PATH, --ci-pushes N, --ci-peer-rounds N, --workers N, --keep)`);
   }
   if (opts.runs < 3 || opts.runs > 50) throw new Error('--runs must be an integer from 3 to 50');
+  if (opts.generated.length === 0 && !opts.repo) throw new Error('--generated none needs --repo PATH');
   if (opts.ciPushes < 1 || opts.ciPeerRounds > opts.ciPushes) throw new Error('--ci-pushes must be at least 1 and at least --ci-peer-rounds');
   if (opts.workers < 26) throw new Error('--workers must be at least 26 (25 concurrent clones in scenario 5; fcgiwrap serialises beyond its workers)');
   return opts;
