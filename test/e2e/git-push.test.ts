@@ -518,17 +518,15 @@ test('a push is answered only once its whole body is in, though git writes while
   const seen = { sent: 0, pushStartedAt: -1, sentAtAnswer: -1 };
   const relay = createServer((client) => {
     const target = connect(Number(upstream.port), upstream.hostname);
+    // Watched on their way through; pipe() keeps each direction's flow control.
     client.on('data', (d: Buffer) => {
       if (seen.pushStartedAt < 0 && /^POST \S+git-receive-pack[^]*transfer-encoding: chunked/im.test(d.toString('latin1'))) seen.pushStartedAt = seen.sent;
       seen.sent += d.length;
-      target.write(d);
     });
-    target.on('data', (d: Buffer) => {
+    target.on('data', () => {
       if (seen.pushStartedAt >= 0 && seen.sentAtAnswer < 0) seen.sentAtAnswer = seen.sent;
-      client.write(d);
     });
-    client.on('end', () => target.end());
-    target.on('end', () => client.end());
+    client.pipe(target).pipe(client);
     client.on('error', () => target.destroy());
     target.on('error', () => client.destroy());
   });
