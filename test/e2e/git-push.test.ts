@@ -1,8 +1,9 @@
 /**
  * Pushing with the real git client: branches, tags, deletes, force and atomic pushes, push
- * options, large (chunked) and gzip-encoded request bodies (answered only once they are in), fsck refusals, aborted and
- * concurrent pushes, the push size limit and the audit log. One server for the file (plus one
- * with a small push limit); every scenario creates and pushes its own repository.
+ * options, large (chunked) and gzip-encoded request bodies (answered only once they are in),
+ * fsck refusals, aborted and concurrent pushes, the push size limit and the audit log. One
+ * server for the file (plus one with a small push limit); every scenario creates and pushes
+ * its own repository.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
