@@ -317,6 +317,12 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
 
   const source = path.join(ctx.clonesDir, `source-${label}.git`);
   await ctx.git(['clone', '--bare', '--quiet', '--local', info.path, source]);
+  // The scenarios clone, commit to and fetch `main`, the servers' default branch: a repository
+  // whose HEAD is another branch (git/git's master) gets a `main` at its HEAD.
+  if ((await ctx.git(['--git-dir', source, 'symbolic-ref', 'HEAD'])).stdout.trim() !== 'refs/heads/main') {
+    if ((await ctx.git(['--git-dir', source, 'for-each-ref', 'refs/heads/main'])).stdout.trim() === '') await ctx.git(['--git-dir', source, 'update-ref', 'refs/heads/main', 'HEAD']);
+    await ctx.git(['--git-dir', source, 'symbolic-ref', 'HEAD', 'refs/heads/main']);
+  }
   say(`${label}: pushing ${(info.packBytes / MiB).toFixed(0)} MiB to both servers, then repacking both with bitmaps`);
   for (const side of [...sides, handoff]) {
     await side.createRepo(label);
