@@ -5,8 +5,10 @@
  * feed). Work may be written by any process (a push's hook here, the CLI, another node), so
  * the feed watches the database, not this process:
  * - SQLite: a probe every PROBE_MS of the counters SQLite keeps (MetaStore.changeMark), a few
- *   microseconds, against about a millisecond for one loop's poll. Every commit changes them,
- *   by this process or another.
+ *   microseconds when run back to back, against about a millisecond for one loop's poll. Every
+ *   commit changes them, by this process or another. On machines that charge a process for
+ *   waking up (bench/README.md, issue 12's fourth round) one probe after 500 ms asleep measured
+ *   0.6-3 ms instead: most of it is the wake, which any timer pays.
  * - PostgreSQL: NOTIFY on WORK_CHANNEL, sent by triggers on the work tables (migration 0023)
  *   when a transaction that wrote work commits. A dropped connection is opened again, and every
  *   subscriber is called then (what was written meanwhile was not announced).
