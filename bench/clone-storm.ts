@@ -16,7 +16,8 @@
  *
  * And the cost of a cache hit, server CPU per GB served: sequential full clones of a cached
  * response by git (which reads at its index-pack's pace), and the same v2 fetch posted by a
- * node:http client that reads as fast as the server sends.
+ * node:http client that reads as fast as the server sends; and Node's floor for the same git
+ * clones on this machine (hit-floor.ts: a bare node:http replaying the recorded answers).
  *
  * A second gitstratum runs behind nginx with the hand-off on (`--pack-cache-accel-redirect`:
  * hits are sent by nginx from the cache files); it takes part in scenario 2 and in the cost of
@@ -52,7 +53,8 @@ import { fileURLToPath } from 'node:url';
 import { startGitstratum } from './gitstratum-server.js';
 import { startHttpBackend, startNginx } from './http-backend-peer.js';
 import { run, runBench, startRun } from './processes.js';
-import { currentRss } from './proc-stats.js';
+import { startHitFloor } from './hit-floor.js';
+import { currentRss, treeCpuSeconds } from './proc-stats.js';
 import { addCommit, describeRepo, ensureRepo, repackForServing, SPECS, type RepoInfo } from './repo-generator.js';
 import { median, mib, spread, table, type Sample } from './report.js';
 import { gitstratumSide, handoffSide, measure, peerPrerequisites, peerSide, rawFetch, scrapeMetrics, sumSeries, waitMaintenanceIdle, waitPersisted, type Side } from './sides.js';
@@ -386,6 +388,28 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
     );
     say(hitCost[hitCost.length - 1]!.trim());
 
+    // Node's floor on this machine for the same clones (hit-floor.ts): what is left of the hit
+    // cost without gitstratum, to read the target against. Its first clone records the answers.
+    const recordings = path.join(ctx.clonesDir, `floor-${label}`);
+    await mkdir(recordings, { recursive: true });
+    const floor = await startHitFloor(gs.repoUrl(label), recordings, ctx.env);
+    try {
+      const floorSide = { ...gs, name: 'floor', repoUrl: () => floor.url };
+      await cloneOnce(ctx, floorSide, label, head, { tag: 'floor-record' });
+      const b0 = await floor.replayedBytes();
+      const c0 = treeCpuSeconds([floor.pid]);
+      for (let i = 0; i < n; i++) await cloneOnce(ctx, floorSide, label, head, { tag: `floor-${i}` });
+      const floorCpu = treeCpuSeconds([floor.pid]) - c0;
+      const floorGb = ((await floor.replayedBytes()) - b0) / GB;
+      hitCost.push(
+        `  ${label}: the same ${n} clones from Node's floor (a bare node:http replaying the recorded answers with the same 1 MiB reads), ${(floorGb * 1000).toFixed(0)} MB: ` +
+          (floorGb > 0 && gb > 0 ? `${(floorCpu / floorGb).toFixed(2)} CPU-s per GB; gitstratum's hit ${(s.cpu / gb / (floorCpu / floorGb)).toFixed(2)}× of it` : 'nothing replayed'),
+      );
+      say(hitCost[hitCost.length - 1]!.trim());
+    } finally {
+      await floor.stop();
+    }
+
     // The same behind nginx with hits handed to it: the first clone stores the response.
     await cloneOnce(ctx, handoff, label, head, { tag: 'handoff-miss' });
     const h = await measureStorm(handoff, n, async () => {
@@ -416,7 +440,7 @@ async function scenarios(ctx: Context, label: string, info: RepoInfo, rows: Row[
     const fgb = bytes / GB;
     hitCost.push(
       `  ${label}: ${m} v2 fetches of the same full pack by a fast reader (${f.hits}/${f.requests} hit), ${(fgb * 1000).toFixed(0)} MB at ${(fgb / f.wall).toFixed(2)} GB/s: ` +
-        `${(f.cpu / fgb).toFixed(2)} server CPU-s per GB (the floor: Node's own file-to-socket copy, about 0.4)`,
+        `${(f.cpu / fgb).toFixed(2)} server CPU-s per GB`,
     );
     say(hitCost[hitCost.length - 1]!.trim());
   }
