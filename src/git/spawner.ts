@@ -63,7 +63,8 @@ const channelOf = (c: ChildProcess) => c.channel as { ref(): void; unref(): void
 
 function ensureHelper(): ChildProcess {
   if (helper) return helper;
-  const child = fork(HELPER, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json', env: {}, execArgv: [] });
+  // The helper's stdin is a pipe nobody writes to: the server's death closes it (spawn-helper.ts).
+  const child = fork(HELPER, [], { stdio: ['pipe', 'ignore', 'inherit', 'ipc'], serialization: 'json', env: {}, execArgv: [] });
   child.on('message', (m: SpawnerMessage, handle?: Socket) => {
     const p = pending.get(m.id);
     if (!p) {
@@ -109,6 +110,7 @@ function ensureHelper(): ChildProcess {
   // Never what keeps the server running; in-flight git processes keep their pipes open.
   child.unref();
   channelOf(child)?.unref();
+  (child.stdin as Socket | null)?.unref();
   helper = child;
   return child;
 }
