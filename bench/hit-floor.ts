@@ -17,9 +17,9 @@ import { openSync, read, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { READ_CHUNK as CHUNK } from '../src/git/pack-cache/growing-file.js';
 import { stop, track } from './processes.js';
 
-const CHUNK = 1 << 20;
 /** Recorded answers larger than this are refused (the benchmark's responses are ~100 MB). */
 const MAX_RECORDED = 2 * 1024 * 1024 * 1024;
 
